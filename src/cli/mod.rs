@@ -1,0 +1,49 @@
+//! The command line: clap definitions and the dispatch to each command.
+//!
+//! Errors leave here as `anyhow::Error`; an error that is the user's fault (bad flag value,
+//! unreadable or invalid torrent, bad magnet, bad config) is wrapped in [`BadInput`] so that
+//! `main` exits 2 instead of 1.
+use clap::{Parser, Subcommand};
+use std::fmt;
+
+pub mod create;
+pub mod info;
+
+#[derive(Parser, Debug)]
+#[command(name = "shoal", version, about = "A BitTorrent swarm client and seeder")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Make a .torrent file from a file or a directory.
+    Create(create::CreateArgs),
+    /// Show what a .torrent file or magnet link describes.
+    Info(info::InfoArgs),
+}
+
+/// A failure caused by the user's input: exit code 2.
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl fmt::Display for BadInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for BadInput {}
+
+/// Shorthand to build a bad-input error.
+pub fn bad_input(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(BadInput(msg.into()))
+}
+
+/// Runs one parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Create(args) => create::run(args),
+        Command::Info(args) => info::run(args),
+    }
+}
