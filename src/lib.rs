@@ -2,3 +2,4 @@
 pub mod bencode;
 pub mod cli;
 pub mod metainfo;
+pub mod wire;

@@ -38,3 +38,12 @@ pub struct Metainfo {
     pub creation_date: Option<i64>,
     pub url_list: Vec<String>,
 }
+
+impl std::fmt::Debug for InfoHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}

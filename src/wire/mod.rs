@@ -1,0 +1,19 @@
+//! The BitTorrent peer wire protocol (BEP 3) as tokio-util codecs.
+//!
+//! Parts, in reading order:
+//! - [`handshake`]: the fixed 68-byte handshake and its codec.
+//! - [`message`]: the length-prefixed messages and their codec.
+//! - [`extension`]: the BEP 10 extension handshake carried inside `Message::Extended`.
+//!
+//! A connection starts framed with [`HandshakeCodec`]; after the handshake the same
+//! `Framed` is switched to [`MessageCodec`] with `Framed::map_codec`, which keeps any bytes
+//! the peer already sent behind its handshake.
+pub mod extension;
+pub mod handshake;
+pub mod message;
+
+pub use handshake::{Handshake, HandshakeCodec, PeerId};
+pub use message::{Message, MessageCodec, WireError};
+
+/// The usual block size: every mainstream client requests 16 KiB blocks.
+pub const BLOCK_SIZE: u32 = 16 * 1024;
