@@ -1,0 +1,245 @@
+//! `Options`: the single source of every setting, its default and its validation.
+//!
+//! Settings come from three layers, later ones winning: the defaults written here (and only
+//! here), a TOML file (`--config FILE`), then command-line flags. [`Options::validate`] checks
+//! the whole result once at start; a bad value is a [`ConfigError`] naming the key, which the
+//! CLI turns into exit code 2. Durations are written as `60s`, `2m`, `500ms`.
+use serde::Deserialize;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {msg}")]
+    Parse { file: String, msg: String },
+    #[error("config key `{key}`: {why}")]
+    Invalid { key: &'static str, why: String },
+}
+
+/// Every setting of shoal. Field names are the TOML keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Options {
+    // --- PeerManager pool ---
+    /// Most peer connections per torrent, inbound included.
+    pub max_connections: usize,
+    /// Most outbound connection attempts in flight per torrent.
+    pub max_connecting: usize,
+    /// Most peers queued to be dialled; when full the lowest-scored one is dropped.
+    pub max_pending: usize,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// First wait before redialling a peer that failed or left; doubles per failure.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_delay: Duration,
+    /// Failed attempts in a row after which a peer is forgotten.
+    pub max_connect_failures: u32,
+    /// Upper bound of outstanding block requests to one peer (lowered to the peer's `reqq`).
+    pub max_requests_per_peer: usize,
+    /// Seconds of transfer the request queue should cover at the peer's current rate
+    /// (libtorrent sizes its queue the same way).
+    #[serde(with = "humantime_serde")]
+    pub target_request_queue: Duration,
+    /// A request unanswered this long is given back to the picker.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+
+    // --- peer wire keep-alive ---
+    /// A keep-alive is sent after this much silence from us (BEP 3 suggests 2 minutes).
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// A peer that sends nothing for this long is dropped.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Time allowed for the handshake after the connection is open.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+
+    // --- choker ---
+    /// Regular upload slots (tit-for-tat).
+    pub unchoke_slots: usize,
+    #[serde(with = "humantime_serde")]
+    pub unchoke_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub optimistic_unchoke_interval: Duration,
+    /// A peer that sent us nothing this long while we wanted data is snubbed.
+    #[serde(with = "humantime_serde")]
+    pub snub_timeout: Duration,
+    /// Hash failures a peer may take part in before it is banned for the session.
+    pub max_hash_failures: u32,
+
+    // --- trackers ---
+    pub numwant: u32,
+    #[serde(with = "humantime_serde")]
+    pub tracker_timeout: Duration,
+    /// Lower bound on announce intervals, whatever a tracker asks.
+    #[serde(with = "humantime_serde")]
+    pub tracker_min_interval: Duration,
+
+    // --- DHT and discovery scheduler ---
+    /// `auto`, `client` or `server`.
+    pub dht_mode: String,
+    #[serde(with = "humantime_serde")]
+    pub discovery_max_interval_cap: Duration,
+    #[serde(with = "humantime_serde")]
+    pub dht_steady_interval_cap: Duration,
+    #[serde(with = "humantime_serde")]
+    pub discovery_reset_min_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub discovery_reset_cool_down: Duration,
+
+    // --- keepalive layer (KeyPeerMonitor) ---
+    pub enable_key_peer_monitor: bool,
+    #[serde(with = "humantime_serde")]
+    pub key_peer_probe_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub per_peer_min_probe_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub probe_timeout: Duration,
+    pub probe_fail_threshold: u32,
+    pub probe_max_concurrent: usize,
+    pub key_peer_set_max_size: usize,
+    /// PeerIds or multiaddrs that must stay connected.
+    pub key_peers: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_connections: 50,
+            max_connecting: 10,
+            max_pending: 200,
+            connect_timeout: Duration::from_secs(30),
+            reconnect_delay: Duration::from_secs(60),
+            max_connect_failures: 3,
+            max_requests_per_peer: 500,
+            target_request_queue: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(30),
+            keepalive_interval: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(240),
+            handshake_timeout: Duration::from_secs(20),
+            unchoke_slots: 4,
+            unchoke_interval: Duration::from_secs(10),
+            optimistic_unchoke_interval: Duration::from_secs(30),
+            snub_timeout: Duration::from_secs(60),
+            max_hash_failures: 2,
+            numwant: 50,
+            tracker_timeout: Duration::from_secs(15),
+            tracker_min_interval: Duration::from_secs(30),
+            dht_mode: "auto".into(),
+            discovery_max_interval_cap: Duration::from_secs(120),
+            dht_steady_interval_cap: Duration::from_secs(120),
+            discovery_reset_min_interval: Duration::from_secs(30),
+            discovery_reset_cool_down: Duration::from_secs(10),
+            enable_key_peer_monitor: true,
+            key_peer_probe_interval: Duration::from_secs(60),
+            per_peer_min_probe_interval: Duration::from_secs(30),
+            probe_timeout: Duration::from_secs(5),
+            probe_fail_threshold: 3,
+            probe_max_concurrent: 5,
+            key_peer_set_max_size: 128,
+            key_peers: Vec::new(),
+        }
+    }
+}
+
+mod humantime_serde {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration ({e}); write e.g. 30s or 2m")))
+    }
+}
+
+fn nonzero<T: PartialEq + Default>(key: &'static str, v: T) -> Result<(), ConfigError> {
+    if v == T::default() {
+        Err(ConfigError::Invalid { key, why: "must be greater than 0".into() })
+    } else {
+        Ok(())
+    }
+}
+
+impl Options {
+    /// Reads a TOML file over the defaults. The error names the file, the line and the key.
+    pub fn from_toml_file(path: &Path) -> Result<Options, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Parse { file: file.clone(), msg: e.to_string() })?;
+        Options::from_toml_str(&text).map_err(|msg| ConfigError::Parse { file, msg })
+    }
+
+    pub fn from_toml_str(text: &str) -> Result<Options, String> {
+        toml::from_str(text).map_err(|e| e.to_string().lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" "))
+    }
+
+    /// Checks the settings as a whole.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        nonzero("max_connections", self.max_connections)?;
+        nonzero("max_connecting", self.max_connecting)?;
+        nonzero("max_pending", self.max_pending)?;
+        nonzero("max_connect_failures", self.max_connect_failures)?;
+        nonzero("max_requests_per_peer", self.max_requests_per_peer)?;
+        nonzero("unchoke_slots", self.unchoke_slots)?;
+        nonzero("probe_fail_threshold", self.probe_fail_threshold)?;
+        nonzero("probe_max_concurrent", self.probe_max_concurrent)?;
+        nonzero("key_peer_set_max_size", self.key_peer_set_max_size)?;
+        nonzero("max_hash_failures", self.max_hash_failures)?;
+        for (key, d) in [
+            ("connect_timeout", self.connect_timeout),
+            ("request_timeout", self.request_timeout),
+            ("keepalive_interval", self.keepalive_interval),
+            ("idle_timeout", self.idle_timeout),
+            ("handshake_timeout", self.handshake_timeout),
+            ("unchoke_interval", self.unchoke_interval),
+            ("optimistic_unchoke_interval", self.optimistic_unchoke_interval),
+            ("snub_timeout", self.snub_timeout),
+            ("tracker_timeout", self.tracker_timeout),
+            ("key_peer_probe_interval", self.key_peer_probe_interval),
+            ("probe_timeout", self.probe_timeout),
+            ("discovery_max_interval_cap", self.discovery_max_interval_cap),
+            ("dht_steady_interval_cap", self.dht_steady_interval_cap),
+        ] {
+            nonzero(key, d)?;
+        }
+        if self.idle_timeout <= self.keepalive_interval {
+            return Err(ConfigError::Invalid { key: "idle_timeout", why: "must be longer than keepalive_interval".into() });
+        }
+        if !matches!(self.dht_mode.as_str(), "auto" | "client" | "server") {
+            return Err(ConfigError::Invalid { key: "dht_mode", why: format!("`{}` is not one of auto, client, server", self.dht_mode) });
+        }
+        if self.max_connecting > self.max_connections {
+            return Err(ConfigError::Invalid { key: "max_connecting", why: "must not exceed max_connections".into() });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Options::default().validate().unwrap();
+    }
+
+    #[test]
+    fn toml_overrides_and_durations() {
+        let o = Options::from_toml_str("probe_timeout = \"2s\"\nmax_connections = 7\nkey_peers = [\"12D3KooW\"]").unwrap();
+        assert_eq!(o.probe_timeout, Duration::from_secs(2));
+        assert_eq!(o.max_connections, 7);
+        assert_eq!(o.key_peers.len(), 1);
+        assert_eq!(o.max_pending, 200);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = Options::from_toml_str("probe_timeout = \"soon\"").unwrap_err();
+        assert!(e.contains("probe_timeout"), "{e}");
+        let e = Options::from_toml_str("no_such_key = 1").unwrap_err();
+        assert!(e.contains("no_such_key"), "{e}");
+        let o = Options::from_toml_str("probe_fail_threshold = 0").unwrap();
+        assert!(o.validate().unwrap_err().to_string().contains("probe_fail_threshold"));
+    }
+}
