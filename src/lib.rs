@@ -3,5 +3,6 @@ pub mod bencode;
 pub mod cli;
 pub mod config;
 pub mod metainfo;
+pub mod picker;
 pub mod storage;
 pub mod wire;

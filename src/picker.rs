@@ -1,0 +1,456 @@
+//! The piece picker: which block to ask of which peer.
+//!
+//! A plain synchronous struct owned by the torrent task. It counts availability from
+//! bitfields and haves, picks rarest first with a random tie-break (the first few pieces at
+//! random, so a new peer soon has something to trade), finishes partly downloaded pieces
+//! before starting new ones, and in endgame hands out blocks already requested elsewhere so
+//! a download never hangs on one slow peer at 99.9 %.
+//!
+//! Invariants:
+//! - a block is `Missing`, `Requested` by one or more peers, or `Received`;
+//! - a piece is in `partial` from its first request until it is verified or failed;
+//! - a block is only handed to a peer whose bitfield has its piece;
+//! - `availability[i]` is the number of connected peers that have piece `i`.
+use bitvec::prelude::*;
+use rand::Rng;
+use std::collections::HashMap;
+
+/// Identifies a connected peer to the picker (the torrent's connection key).
+pub type PeerKey = u64;
+
+/// One block of one piece.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlockRef {
+    pub piece: u32,
+    pub begin: u32,
+    pub length: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum BlockState {
+    Missing,
+    /// Asked of these peers (more than one only in endgame).
+    Requested(Vec<PeerKey>),
+    Received,
+}
+
+#[derive(Debug)]
+struct Partial {
+    blocks: Vec<BlockState>,
+    received: u32,
+}
+
+/// Pieces picked at random before rarest first takes over.
+const RANDOM_FIRST_PIECES: usize = 4;
+/// In endgame, how many peers may hold a request for the same block.
+const ENDGAME_DUPLICATES: usize = 2;
+
+/// What receiving a block did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Received {
+    /// Other peers that were asked for the same block (send them `cancel`).
+    pub cancel: Vec<PeerKey>,
+    /// The piece now has every block and is ready to be verified.
+    pub piece_complete: bool,
+}
+
+pub struct Picker {
+    piece_length: u32,
+    total_length: u64,
+    block_size: u32,
+    have: BitVec<u8, Msb0>,
+    /// Pieces we do not want (BEP 53 selection); never picked.
+    wanted: BitVec<u8, Msb0>,
+    availability: Vec<u32>,
+    partial: HashMap<u32, Partial>,
+}
+
+impl Picker {
+    pub fn new(piece_length: u32, total_length: u64, block_size: u32, have: BitVec<u8, Msb0>) -> Picker {
+        let n = have.len();
+        Picker {
+            piece_length,
+            total_length,
+            block_size,
+            have,
+            wanted: bitvec![u8, Msb0; 1; n],
+            availability: vec![0; n],
+            partial: HashMap::new(),
+        }
+    }
+
+    pub fn piece_count(&self) -> u32 {
+        self.have.len() as u32
+    }
+
+    pub fn have(&self) -> &BitVec<u8, Msb0> {
+        &self.have
+    }
+
+    pub fn has_piece(&self, piece: u32) -> bool {
+        self.have.get(piece as usize).is_some_and(|b| *b)
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.have.iter().zip(self.wanted.iter()).all(|(h, w)| *h || !*w)
+    }
+
+    pub fn piece_size(&self, piece: u32) -> u32 {
+        let start = piece as u64 * self.piece_length as u64;
+        (self.total_length - start).min(self.piece_length as u64) as u32
+    }
+
+    fn block_count(&self, piece: u32) -> u32 {
+        self.piece_size(piece).div_ceil(self.block_size)
+    }
+
+    fn block_ref(&self, piece: u32, block: u32) -> BlockRef {
+        let begin = block * self.block_size;
+        BlockRef { piece, begin, length: (self.piece_size(piece) - begin).min(self.block_size) }
+    }
+
+    /// Whether a peer with this bitfield has anything we still want.
+    pub fn is_interesting(&self, theirs: &BitSlice<u8, Msb0>) -> bool {
+        theirs.iter_ones().any(|i| i < self.have.len() && !self.have[i] && self.wanted[i])
+    }
+
+    /// Restricts the download to these pieces (BEP 53 `so`).
+    pub fn set_wanted(&mut self, wanted: BitVec<u8, Msb0>) {
+        assert_eq!(wanted.len(), self.have.len());
+        self.wanted = wanted;
+    }
+
+    pub fn peer_has(&mut self, piece: u32) {
+        if let Some(a) = self.availability.get_mut(piece as usize) {
+            *a += 1;
+        }
+    }
+
+    pub fn peer_bitfield(&mut self, bits: &BitSlice<u8, Msb0>) {
+        for i in bits.iter_ones() {
+            self.peer_has(i as u32);
+        }
+    }
+
+    /// A peer left: forget its pieces and give its requests back.
+    pub fn peer_gone(&mut self, key: PeerKey, bits: &BitSlice<u8, Msb0>) {
+        for i in bits.iter_ones() {
+            if let Some(a) = self.availability.get_mut(i) {
+                *a = a.saturating_sub(1);
+            }
+        }
+        self.release_all(key);
+    }
+
+    /// Gives back every request of a peer (it choked us, timed out or left).
+    pub fn release_all(&mut self, key: PeerKey) {
+        for p in self.partial.values_mut() {
+            for b in &mut p.blocks {
+                if let BlockState::Requested(peers) = b {
+                    peers.retain(|k| *k != key);
+                    if peers.is_empty() {
+                        *b = BlockState::Missing;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gives back one request of a peer (timeout, reject).
+    pub fn release(&mut self, key: PeerKey, block: BlockRef) {
+        let bs = self.block_size;
+        if let Some(BlockState::Requested(peers)) =
+            self.partial.get_mut(&block.piece).and_then(|p| p.blocks.get_mut((block.begin / bs) as usize))
+        {
+            peers.retain(|k| *k != key);
+            if peers.is_empty() {
+                self.partial.get_mut(&block.piece).unwrap().blocks[(block.begin / bs) as usize] = BlockState::Missing;
+            }
+        }
+    }
+
+    /// Picks up to `max` blocks for a peer with bitfield `theirs`, marks them requested by
+    /// `key` and returns them. `rng` breaks ties.
+    pub fn pick(&mut self, key: PeerKey, theirs: &BitSlice<u8, Msb0>, max: usize, rng: &mut impl Rng) -> Vec<BlockRef> {
+        let mut out = Vec::new();
+        if max == 0 {
+            return out;
+        }
+        self.pick_from_partial(key, theirs, max, &mut out);
+        while out.len() < max {
+            let Some(piece) = self.choose_new_piece(theirs, rng) else { break };
+            let blocks = vec![BlockState::Missing; self.block_count(piece) as usize];
+            self.partial.insert(piece, Partial { blocks, received: 0 });
+            self.pick_from_piece(key, piece, max, &mut out);
+        }
+        if out.len() < max {
+            self.pick_endgame(key, theirs, max, &mut out);
+        }
+        out
+    }
+
+    /// Partial pieces the peer has, the most advanced first.
+    fn pick_from_partial(&mut self, key: PeerKey, theirs: &BitSlice<u8, Msb0>, max: usize, out: &mut Vec<BlockRef>) {
+        let mut pieces: Vec<(u32, u32)> = self
+            .partial
+            .iter()
+            .filter(|(i, p)| theirs.get(**i as usize).is_some_and(|b| *b) && p.blocks.contains(&BlockState::Missing))
+            .map(|(i, p)| (*i, p.received))
+            .collect();
+        pieces.sort_by_key(|(i, received)| (std::cmp::Reverse(*received), *i));
+        for (piece, _) in pieces {
+            if out.len() >= max {
+                break;
+            }
+            self.pick_from_piece(key, piece, max, out);
+        }
+    }
+
+    fn pick_from_piece(&mut self, key: PeerKey, piece: u32, max: usize, out: &mut Vec<BlockRef>) {
+        let count = self.block_count(piece);
+        for b in 0..count {
+            if out.len() >= max {
+                return;
+            }
+            let state = &mut self.partial.get_mut(&piece).expect("piece is partial").blocks[b as usize];
+            if *state == BlockState::Missing {
+                *state = BlockState::Requested(vec![key]);
+                out.push(self.block_ref(piece, b));
+            }
+        }
+    }
+
+    /// A piece nobody has started: random among the first few, else rarest first, ties
+    /// broken by starting the scan at a random position.
+    fn choose_new_piece(&self, theirs: &BitSlice<u8, Msb0>, rng: &mut impl Rng) -> Option<u32> {
+        let n = self.have.len();
+        if n == 0 {
+            return None;
+        }
+        let eligible = |i: usize| theirs.get(i).is_some_and(|b| *b) && !self.have[i] && self.wanted[i] && !self.partial.contains_key(&(i as u32));
+        let start = rng.gen_range(0..n);
+        let random_phase = self.have.count_ones() + self.partial.len() < RANDOM_FIRST_PIECES;
+        let mut best: Option<(u32, usize)> = None;
+        for off in 0..n {
+            let i = (start + off) % n;
+            if !eligible(i) {
+                continue;
+            }
+            if random_phase {
+                return Some(i as u32);
+            }
+            let a = self.availability[i];
+            if best.is_none_or(|(ba, _)| a < ba) {
+                best = Some((a, i));
+                if a <= 1 {
+                    break;
+                }
+            }
+        }
+        best.map(|(_, i)| i as u32)
+    }
+
+    /// Endgame: nothing is missing that this peer could give, so ask it for blocks already
+    /// requested from others (never twice from the same peer, at most ENDGAME_DUPLICATES).
+    fn pick_endgame(&mut self, key: PeerKey, theirs: &BitSlice<u8, Msb0>, max: usize, out: &mut Vec<BlockRef>) {
+        let any_unstarted = (0..self.have.len()).any(|i| !self.have[i] && self.wanted[i] && !self.partial.contains_key(&(i as u32)));
+        if any_unstarted {
+            return;
+        }
+        let mut pieces: Vec<u32> = self.partial.keys().copied().filter(|i| theirs.get(*i as usize).is_some_and(|b| *b)).collect();
+        pieces.sort_unstable();
+        for piece in pieces {
+            let count = self.block_count(piece);
+            for b in 0..count {
+                if out.len() >= max {
+                    return;
+                }
+                let state = &mut self.partial.get_mut(&piece).expect("piece is partial").blocks[b as usize];
+                if let BlockState::Requested(peers) = state {
+                    if peers.len() < ENDGAME_DUPLICATES && !peers.contains(&key) {
+                        peers.push(key);
+                        out.push(self.block_ref(piece, b));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records a block from `key`. `None` when the block was not wanted (not requested,
+    /// already received, out of range): the caller drops the data.
+    pub fn block_received(&mut self, key: PeerKey, block: BlockRef) -> Option<Received> {
+        if block.begin % self.block_size != 0 || block.piece >= self.piece_count() {
+            return None;
+        }
+        let idx = (block.begin / self.block_size) as usize;
+        let expected = self.block_ref(block.piece, idx as u32);
+        if expected != block {
+            return None;
+        }
+        let partial = self.partial.get_mut(&block.piece)?;
+        let state = partial.blocks.get_mut(idx)?;
+        let cancel = match state {
+            BlockState::Received => return None,
+            BlockState::Missing => Vec::new(),
+            BlockState::Requested(peers) => peers.iter().copied().filter(|k| *k != key).collect(),
+        };
+        *state = BlockState::Received;
+        partial.received += 1;
+        let piece_complete = partial.received as usize == partial.blocks.len();
+        Some(Received { cancel, piece_complete })
+    }
+
+    /// The piece's hash matched and it is on disk.
+    pub fn piece_verified(&mut self, piece: u32) {
+        self.partial.remove(&piece);
+        self.have.set(piece as usize, true);
+    }
+
+    /// The piece's hash failed: every block is wanted again.
+    pub fn piece_failed(&mut self, piece: u32) {
+        self.partial.remove(&piece);
+    }
+
+    /// Pieces we still want, for the "left" figure.
+    pub fn bytes_left(&self) -> u64 {
+        (0..self.piece_count()).filter(|i| !self.have[*i as usize] && self.wanted[*i as usize]).map(|i| self.piece_size(i) as u64).sum()
+    }
+
+    /// Rarity of the pieces a peer has that we still need: sum of 1/availability.
+    pub fn rarity_value(&self, theirs: &BitSlice<u8, Msb0>) -> f64 {
+        theirs
+            .iter_ones()
+            .filter(|i| *i < self.have.len() && !self.have[*i] && self.wanted[*i])
+            .map(|i| 1.0 / self.availability[i].max(1) as f64)
+            .sum()
+    }
+
+    /// Number of blocks of `piece` still to be received (for diagnostics and tests).
+    pub fn blocks_outstanding(&self) -> usize {
+        self.partial.values().map(|p| p.blocks.len() - p.received as usize).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    const BS: u32 = 16384;
+
+    fn picker(pieces: usize, piece_len: u32) -> Picker {
+        let total = pieces as u64 * piece_len as u64 - 1000; // short last piece
+        Picker::new(piece_len, total, BS, bitvec![u8, Msb0; 0; pieces])
+    }
+
+    fn all(n: usize) -> BitVec<u8, Msb0> {
+        bitvec![u8, Msb0; 1; n]
+    }
+
+    #[test]
+    fn short_last_piece_and_blocks() {
+        let mut p = picker(2, 4 * BS);
+        let mut rng = StdRng::seed_from_u64(1);
+        let got = p.pick(1, &all(2), 100, &mut rng);
+        assert_eq!(got.len(), 8);
+        let last = got.iter().filter(|b| b.piece == 1).max_by_key(|b| b.begin).unwrap();
+        assert_eq!(last.length, BS - 1000);
+        assert_eq!(got.iter().map(|b| b.length as u64).sum::<u64>(), 8 * BS as u64 - 1000);
+    }
+
+    #[test]
+    fn only_pieces_the_peer_has() {
+        let mut p = picker(8, BS);
+        let mut theirs = bitvec![u8, Msb0; 0; 8];
+        theirs.set(3, true);
+        let got = p.pick(1, &theirs, 10, &mut StdRng::seed_from_u64(2));
+        assert_eq!(got, vec![BlockRef { piece: 3, begin: 0, length: BS }]);
+    }
+
+    #[test]
+    fn rarest_first_after_the_random_start() {
+        let mut p = picker(10, BS);
+        for i in 0..RANDOM_FIRST_PIECES {
+            p.piece_verified(i as u32);
+        }
+        // Pieces 4..10 held by 3 peers, piece 7 by only one.
+        for _ in 0..3 {
+            let mut bits = all(10);
+            bits.set(7, false);
+            p.peer_bitfield(&bits);
+        }
+        let mut one = bitvec![u8, Msb0; 0; 10];
+        one.set(7, true);
+        one.set(5, true);
+        p.peer_bitfield(&one);
+        let got = p.pick(9, &all(10), 1, &mut StdRng::seed_from_u64(3));
+        assert_eq!(got[0].piece, 7);
+    }
+
+    #[test]
+    fn partial_pieces_are_finished_first() {
+        let mut p = picker(10, 4 * BS);
+        let mut rng = StdRng::seed_from_u64(4);
+        let first = p.pick(1, &all(10), 2, &mut rng);
+        assert_eq!(first[0].piece, first[1].piece);
+        p.release_all(1);
+        let next = p.pick(2, &all(10), 4, &mut rng);
+        assert!(next.iter().all(|b| b.piece == first[0].piece), "{next:?}");
+    }
+
+    #[test]
+    fn endgame_duplicates_and_cancels() {
+        let mut p = picker(1, 2 * BS);
+        let mut rng = StdRng::seed_from_u64(5);
+        let a = p.pick(1, &all(1), 10, &mut rng);
+        assert_eq!(a.len(), 2);
+        let b = p.pick(2, &all(1), 10, &mut rng);
+        assert_eq!(b.len(), 2, "endgame hands the same blocks to a second peer");
+        assert!(p.pick(3, &all(1), 10, &mut rng).is_empty(), "at most two holders per block");
+        let r = p.block_received(2, a[0]).unwrap();
+        assert_eq!(r.cancel, vec![1]);
+        assert!(!r.piece_complete);
+        assert!(p.block_received(1, a[0]).is_none(), "duplicate is dropped");
+        let r = p.block_received(1, a[1]).unwrap();
+        assert!(r.piece_complete);
+        p.piece_verified(0);
+        assert!(p.is_complete());
+    }
+
+    #[test]
+    fn failed_piece_is_requested_again() {
+        let mut p = picker(1, BS);
+        let mut rng = StdRng::seed_from_u64(6);
+        let a = p.pick(1, &all(1), 10, &mut rng);
+        assert!(p.block_received(1, a[0]).unwrap().piece_complete);
+        assert!(p.pick(2, &all(1), 10, &mut rng).is_empty());
+        p.piece_failed(0);
+        assert_eq!(p.pick(2, &all(1), 10, &mut rng), a);
+    }
+
+    #[test]
+    fn released_requests_go_to_others() {
+        let mut p = picker(1, 2 * BS);
+        let mut rng = StdRng::seed_from_u64(7);
+        let a = p.pick(1, &all(1), 1, &mut rng);
+        p.release(1, a[0]);
+        assert_eq!(p.pick(2, &all(1), 1, &mut rng), a);
+        p.peer_bitfield(&all(1));
+        p.peer_gone(2, &all(1));
+        assert_eq!(p.availability[0], 0);
+        assert_eq!(p.pick(3, &all(1), 1, &mut rng), a);
+    }
+
+    #[test]
+    fn bogus_blocks_are_refused() {
+        let mut p = picker(2, 2 * BS);
+        let mut rng = StdRng::seed_from_u64(8);
+        let a = p.pick(1, &all(2), 1, &mut rng);
+        let b = a[0];
+        assert!(p.block_received(1, BlockRef { begin: b.begin + 1, ..b }).is_none());
+        assert!(p.block_received(1, BlockRef { length: 5, ..b }).is_none());
+        assert!(p.block_received(1, BlockRef { piece: 99, ..b }).is_none());
+        assert!(p.block_received(1, b).is_some());
+    }
+}
