@@ -2,6 +2,7 @@
 pub mod bencode;
 pub mod cli;
 pub mod config;
+pub mod manager;
 pub mod metainfo;
 pub mod picker;
 pub mod storage;

@@ -1,0 +1,224 @@
+//! The choker: who may download from us (BEP 3 tit-for-tat).
+//!
+//! Every `unchoke_interval` (10 s) the `slots` (4) interested peers that give us the most are
+//! unchoked: ranked by the rate we receive from them while we download; while seeding, by
+//! the rate we send them, with a peer that has held a slot for three rounds moved to the
+//! back so every interested peer is served over time. A peer snubbed (nothing sent for
+//! `snub_timeout` while we wanted data) gets no regular slot. Every
+//! `optimistic_interval` (30 s) one choked interested peer is unchoked on trial, newly
+//! connected peers three times as likely, so a newcomer can earn a slot.
+use crate::picker::PeerKey;
+use rand::Rng;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+/// A peer seen by the choker at one round.
+#[derive(Debug, Clone)]
+pub struct ChokeCandidate {
+    pub key: PeerKey,
+    /// They are interested in our pieces.
+    pub interested: bool,
+    /// Bytes per second they send us.
+    pub rate_from: f64,
+    /// Bytes per second we send them.
+    pub rate_to: f64,
+    pub snubbed: bool,
+    pub connected_at: Instant,
+    /// Since when they hold a regular slot, if they do.
+    pub unchoked_since: Option<Instant>,
+    /// Since when they wait without a slot (their connection time if never served).
+    pub choked_since: Option<Instant>,
+}
+
+/// How long a peer counts as new for the optimistic unchoke.
+const NEW_PEER: Duration = Duration::from_secs(60);
+/// Rounds a seeding slot is held before it rotates.
+const SEED_ROTATION_ROUNDS: u32 = 3;
+
+#[derive(Debug)]
+pub struct Choker {
+    slots: usize,
+    interval: Duration,
+    optimistic_interval: Duration,
+    last_round: Option<Instant>,
+    last_optimistic: Option<Instant>,
+    optimistic: Option<PeerKey>,
+}
+
+/// The decision of one round: everyone in `unchoke` is unchoked, everyone else choked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Round {
+    pub unchoke: HashSet<PeerKey>,
+    pub optimistic: Option<PeerKey>,
+}
+
+impl Choker {
+    pub fn new(slots: usize, interval: Duration, optimistic_interval: Duration) -> Choker {
+        Choker { slots, interval, optimistic_interval, last_round: None, last_optimistic: None, optimistic: None }
+    }
+
+    /// Whether a round is due at `now`.
+    pub fn due(&self, now: Instant) -> bool {
+        self.last_round.is_none_or(|t| now.duration_since(t) >= self.interval)
+    }
+
+    /// Runs a round. Call when [`Choker::due`], or early when a slot holder left or lost
+    /// interest (the optimistic peer is kept until its own interval is over).
+    pub fn round(&mut self, now: Instant, peers: &[ChokeCandidate], seeding: bool, rng: &mut impl Rng) -> Round {
+        self.last_round = Some(now);
+        let optimistic_due = self.last_optimistic.is_none_or(|t| now.duration_since(t) >= self.optimistic_interval);
+        let still_valid = self.optimistic.is_some_and(|k| peers.iter().any(|p| p.key == k && p.interested));
+        // A standing optimistic peer keeps its extra slot and does not take a regular one.
+        let kept = if optimistic_due || !still_valid { None } else { self.optimistic };
+        let mut regular: Vec<&ChokeCandidate> =
+            peers.iter().filter(|p| p.interested && (seeding || !p.snubbed) && Some(p.key) != kept).collect();
+        let rotation = self.interval * SEED_ROTATION_ROUNDS;
+        regular.sort_by(|a, b| {
+            if seeding {
+                // Round robin: current holders keep their slot for SEED_ROTATION_ROUNDS, then
+                // the peers that waited longest, then those who just held a slot.
+                let group = |p: &ChokeCandidate| match p.unchoked_since {
+                    Some(t) if now.duration_since(t) >= rotation => 2,
+                    Some(_) => 0,
+                    None => 1,
+                };
+                group(a).cmp(&group(b)).then(a.choked_since.cmp(&b.choked_since)).then(b.rate_to.total_cmp(&a.rate_to))
+            } else {
+                b.rate_from.total_cmp(&a.rate_from)
+            }
+        });
+        let mut unchoke: HashSet<PeerKey> = regular.iter().take(self.slots).map(|p| p.key).collect();
+        if kept.is_none() {
+            self.optimistic = self.pick_optimistic(now, peers, &unchoke, rng);
+            self.last_optimistic = Some(now);
+        }
+        if let Some(k) = self.optimistic {
+            unchoke.insert(k);
+        }
+        Round { unchoke, optimistic: self.optimistic }
+    }
+
+    fn pick_optimistic(&self, now: Instant, peers: &[ChokeCandidate], regular: &HashSet<PeerKey>, rng: &mut impl Rng) -> Option<PeerKey> {
+        let weight = |p: &ChokeCandidate| if now.duration_since(p.connected_at) < NEW_PEER { 3 } else { 1 };
+        let choked: Vec<&ChokeCandidate> = peers.iter().filter(|p| p.interested && !regular.contains(&p.key)).collect();
+        let total: u32 = choked.iter().map(|p| weight(p)).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut ticket = rng.gen_range(0..total);
+        for p in choked {
+            if ticket < weight(p) {
+                return Some(p.key);
+            }
+            ticket -= weight(p);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    fn peer(key: PeerKey, rate_from: f64, at: Instant) -> ChokeCandidate {
+        ChokeCandidate { key, interested: true, rate_from, rate_to: 0.0, snubbed: false, connected_at: at, unchoked_since: None, choked_since: Some(at) }
+    }
+
+    #[test]
+    fn four_best_uploaders_plus_one_optimistic() {
+        let t0 = Instant::now();
+        let mut c = Choker::new(4, Duration::from_secs(10), Duration::from_secs(30));
+        let peers: Vec<_> = (0..8).map(|k| peer(k, k as f64 * 100.0, t0)).collect();
+        let r = c.round(t0, &peers, false, &mut StdRng::seed_from_u64(1));
+        for k in 4..8 {
+            assert!(r.unchoke.contains(&k));
+        }
+        let opt = r.optimistic.unwrap();
+        assert!(opt < 4, "optimistic is one of the choked");
+        assert_eq!(r.unchoke.len(), 5);
+    }
+
+    #[test]
+    fn rhythm_ten_and_thirty_seconds() {
+        let t0 = Instant::now();
+        let mut c = Choker::new(1, Duration::from_secs(10), Duration::from_secs(30));
+        let peers: Vec<_> = (0..20).map(|k| peer(k, if k == 0 { 1000.0 } else { 0.0 }, t0 - NEW_PEER)).collect();
+        let mut rng = StdRng::seed_from_u64(2);
+        assert!(c.due(t0));
+        let first = c.round(t0, &peers, false, &mut rng).optimistic;
+        assert!(!c.due(t0 + Duration::from_secs(9)));
+        assert!(c.due(t0 + Duration::from_secs(10)));
+        for s in [10, 20] {
+            let r = c.round(t0 + Duration::from_secs(s), &peers, false, &mut rng);
+            assert_eq!(r.optimistic, first, "optimistic kept until 30 s");
+        }
+        let mut changed = false;
+        for round in 0..5 {
+            let r = c.round(t0 + Duration::from_secs(30 * (round + 1)), &peers, false, &mut rng);
+            changed |= r.optimistic != first;
+        }
+        assert!(changed, "optimistic rotates every 30 s");
+    }
+
+    #[test]
+    fn snubbed_peers_lose_their_regular_slot() {
+        let t0 = Instant::now();
+        let mut c = Choker::new(1, Duration::from_secs(10), Duration::from_secs(30));
+        let mut fast = peer(1, 1000.0, t0);
+        let slow = peer(2, 10.0, t0);
+        fast.snubbed = true;
+        let r = c.round(t0, &[fast, slow], false, &mut StdRng::seed_from_u64(3));
+        assert!(r.unchoke.contains(&2));
+        assert_eq!(r.optimistic, Some(1), "a snubbed peer may still win the optimistic slot");
+    }
+
+    #[test]
+    fn uninterested_peers_stay_choked() {
+        let t0 = Instant::now();
+        let mut c = Choker::new(4, Duration::from_secs(10), Duration::from_secs(30));
+        let mut p = peer(1, 1000.0, t0);
+        p.interested = false;
+        let r = c.round(t0, &[p], false, &mut StdRng::seed_from_u64(4));
+        assert!(r.unchoke.is_empty());
+    }
+
+    #[test]
+    fn seeding_rotates_so_everyone_is_served() {
+        let t0 = Instant::now();
+        let mut c = Choker::new(2, Duration::from_secs(10), Duration::from_secs(3600));
+        let mut peers: Vec<_> = (0..6).map(|k| peer(k, 0.0, t0 - NEW_PEER)).collect();
+        let mut served = HashSet::new();
+        let mut rng = StdRng::seed_from_u64(5);
+        for round in 0..12 {
+            let now = t0 + Duration::from_secs(10 * round);
+            let r = c.round(now, &peers, true, &mut rng);
+            for p in &mut peers {
+                let unchoked = r.unchoke.contains(&p.key) && r.optimistic != Some(p.key);
+                p.unchoked_since = if unchoked { p.unchoked_since.or(Some(now)) } else { None };
+                p.choked_since = if unchoked { None } else { p.choked_since.or(Some(now)) };
+                p.rate_to = if unchoked { 100.0 } else { 0.0 };
+                if r.unchoke.contains(&p.key) {
+                    served.insert(p.key);
+                }
+            }
+        }
+        assert_eq!(served.len(), 6, "every interested peer was unchoked: {served:?}");
+    }
+
+    #[test]
+    fn newcomers_are_favoured_for_the_optimistic_slot() {
+        let t0 = Instant::now() + Duration::from_secs(1000);
+        let mut new_wins = 0;
+        let mut rng = StdRng::seed_from_u64(6);
+        for _ in 0..400 {
+            let mut c = Choker::new(0, Duration::from_secs(10), Duration::from_secs(30));
+            let peers = vec![peer(1, 0.0, t0 - Duration::from_secs(600)), peer(2, 0.0, t0)];
+            if c.round(t0, &peers, false, &mut rng).optimistic == Some(2) {
+                new_wins += 1;
+            }
+        }
+        assert!((250..350).contains(&new_wins), "new peer should win ~3/4: {new_wins}");
+    }
+}
