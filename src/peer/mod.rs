@@ -1,0 +1,90 @@
+//! One peer connection: the handshake, then a task that owns the socket.
+//!
+//! Parts:
+//! - [`handshake`]: both directions of the BEP 3 handshake, with the checks that refuse a
+//!   wrong info-hash or a connection to ourselves;
+//! - [`connection`]: the per-peer task. It reads messages, checks them against the torrent's
+//!   geometry, and reports them to the torrent task as [`PeerEvent`]s; it carries out
+//!   [`PeerCommand`]s (requests, choke, have...) and serves the peer's requests from storage.
+//!
+//! The task is generic over `AsyncRead + AsyncWrite`: TCP and libp2p streams run the same code.
+pub mod connection;
+pub mod handshake;
+
+use crate::picker::{BlockRef, PeerKey};
+use crate::wire::extension::ExtHandshake;
+use bitvec::prelude::*;
+use bytes::Bytes;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What the torrent asks of a peer task.
+#[derive(Debug, Clone)]
+pub enum PeerCommand {
+    Request(Vec<BlockRef>),
+    Cancel(BlockRef),
+    Choke,
+    Unchoke,
+    Interested(bool),
+    /// We verified a piece: tell the peer.
+    Have(u32),
+    /// Close the connection (banned, pool shrinking, torrent stopping).
+    Close,
+}
+
+/// What a peer task reports.
+#[derive(Debug)]
+pub enum PeerEventKind {
+    Extensions(ExtHandshake),
+    Bitfield(BitVec<u8, Msb0>),
+    Have(u32),
+    Choked,
+    Unchoked,
+    Interested,
+    NotInterested,
+    Block(BlockRef, Bytes),
+    /// The connection is gone; the reason is for the logs.
+    Closed(String),
+}
+
+#[derive(Debug)]
+pub struct PeerEvent {
+    pub key: PeerKey,
+    pub kind: PeerEventKind,
+}
+
+/// Byte counters the peer task writes and the torrent reads for rates and totals.
+#[derive(Debug, Default)]
+pub struct PeerCounters {
+    /// Payload bytes of `piece` messages received.
+    pub downloaded: AtomicU64,
+    /// Payload bytes of `piece` messages sent.
+    pub uploaded: AtomicU64,
+}
+
+impl PeerCounters {
+    pub fn downloaded(&self) -> u64 {
+        self.downloaded.load(Ordering::Relaxed)
+    }
+    pub fn uploaded(&self) -> u64 {
+        self.uploaded.load(Ordering::Relaxed)
+    }
+}
+
+/// Errors that end one peer connection (never the torrent).
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("wire: {0}")]
+    Wire(#[from] crate::wire::WireError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("timed out during {0}")]
+    Timeout(&'static str),
+    #[error("closed by the peer")]
+    Eof,
+    #[error("peer is on another torrent")]
+    WrongInfoHash,
+    #[error("connected to ourselves")]
+    SelfConnection,
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+}
