@@ -1,4 +1,6 @@
 //! Storage: pieces and blocks onto files. PENDING (helper task): bodies to be written.
+mod layout;
+
 use crate::metainfo::Metainfo;
 use bitvec::vec::BitVec;
 use bytes::Bytes;
