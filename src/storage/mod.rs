@@ -131,18 +131,17 @@ impl Storage {
             });
         }
         let inner = self.inner.clone();
-        let verdict = blocking(move || {
+        // Invalidation happens inside the blocking task, after the write, so a caller that
+        // drops this future mid-way cannot leave a stale cached copy behind.
+        blocking(move || {
             if !pieces::hash_matches(&data, &inner.meta.pieces[index as usize]) {
                 return Ok(PieceVerdict::HashFailed);
             }
             pieces::write(&inner.layout, &inner.files, index, &data)?;
+            inner.cache.invalidate(index);
             Ok(PieceVerdict::Written)
         })
-        .await?;
-        if verdict == PieceVerdict::Written {
-            self.inner.cache.invalidate(index);
-        }
-        Ok(verdict)
+        .await
     }
 
     /// Reads one block of a piece we have, via the piece cache (one disk read per piece).
