@@ -1,18 +1,53 @@
-//! Storage: pieces and blocks onto files. PENDING (helper task): bodies to be written.
+//! Storage: pieces and blocks onto files, positional I/O, hashing, the resume check.
+//!
+//! The engine holds a cloneable [`Storage`] handle and awaits its methods; all SHA-1 and file
+//! I/O runs on tokio's blocking pool (or scoped threads inside one blocking task), never on the
+//! async workers. A piece is reported [`PieceVerdict::Written`] only after its hash matched and
+//! all its bytes were handed to the OS (no fsync per piece; [`Storage::finalize`] syncs).
+//!
+//! Parts, in reading order:
+//! - [`layout`]: piece/block ranges → file segments, validation (pure arithmetic).
+//! - `files`: on-disk paths and the lazily opened file table.
+//! - `pieces`: whole-piece read/write over segments, the hash check.
+//! - `cache`: recently read pieces, so block requests rarely touch the disk.
+//! - `check`: the multi-threaded resume scan.
+mod cache;
+mod check;
+mod files;
+pub mod layout;
+mod pieces;
+
 use crate::metainfo::Metainfo;
+use bitvec::order::Msb0;
 use bitvec::vec::BitVec;
 use bytes::Bytes;
+use cache::PieceCache;
+use files::FileTable;
+use layout::Layout;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// Whole pieces kept for serving blocks, and the byte bound on them.
+const CACHE_PIECES: usize = 16;
+const CACHE_BYTES: u64 = 32 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("piece {0} out of range")]
     BadPiece(u32),
     #[error("block {index}:{begin}+{length} out of range")]
     BadBlock { index: u32, begin: u32, length: u32 },
+    /// `read_block` for a piece whose data is not on disk.
+    #[error("piece {index}: data missing on disk")]
+    Missing { index: u32 },
+    /// The runtime is shutting down and dropped a blocking storage task.
+    #[error("storage task cancelled by runtime shutdown")]
+    Cancelled,
 }
 
 /// Outcome of handing a complete piece to storage.
@@ -27,37 +62,131 @@ pub enum PieceVerdict {
 /// Cloneable handle to one torrent's data on disk.
 #[derive(Clone)]
 pub struct Storage {
-    #[allow(dead_code)]
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     meta: Arc<Metainfo>,
-    #[allow(dead_code)]
-    root: PathBuf,
+    layout: Layout,
+    files: FileTable,
+    cache: PieceCache,
+}
+
+/// Runs `f` on the blocking pool; a panic there resumes here.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(StorageError::Cancelled),
+    }
 }
 
 impl Storage {
     /// Opens the data of `meta` below the output directory `root` (files made lazily).
     pub fn new(meta: Arc<Metainfo>, root: PathBuf) -> Storage {
-        Storage { meta, root }
+        let layout = Layout::new(&meta);
+        let files = FileTable::new(&meta, &root);
+        let cache = PieceCache::new(CACHE_PIECES, CACHE_BYTES);
+        Storage {
+            inner: Arc::new(Inner {
+                meta,
+                layout,
+                files,
+                cache,
+            }),
+        }
     }
 
-    /// Hashes whatever data already exists (resume); pieces whose files are missing are
-    /// not read. `on_piece` is called with the count of pieces checked so far.
-    pub async fn check_existing(&self, _on_piece: Arc<dyn Fn(u32) + Send + Sync>) -> Result<BitVec, StorageError> {
-        todo!()
+    /// The torrent's piece/file geometry.
+    pub fn layout(&self) -> &Layout {
+        &self.inner.layout
     }
 
-    /// Verifies a complete piece from memory and, when it matches, writes it.
-    pub async fn write_piece(&self, _index: u32, _data: Bytes) -> Result<PieceVerdict, StorageError> {
-        todo!()
+    /// Hashes whatever data already exists (resume); pieces whose files are missing or too
+    /// short are not read and count as not had. Creates nothing. `on_piece` is called (from
+    /// worker threads) with the count of pieces checked so far.
+    pub async fn check_existing(
+        &self,
+        on_piece: Arc<dyn Fn(u32) + Send + Sync>,
+    ) -> Result<BitVec<u8, Msb0>, StorageError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            check::check_pieces(&inner.layout, &inner.files, &inner.meta.pieces, &*on_piece)
+        })
+        .await
     }
 
-    /// Reads one block of a piece we have.
-    pub async fn read_block(&self, _index: u32, _begin: u32, _length: u32) -> Result<Bytes, StorageError> {
-        todo!()
+    /// Verifies a complete piece from memory and, when it matches, writes it. `data` must be
+    /// exactly the piece's size (`BadBlock` otherwise).
+    pub async fn write_piece(&self, index: u32, data: Bytes) -> Result<PieceVerdict, StorageError> {
+        let size = self.inner.layout.piece_size(index)?;
+        if data.len() != size as usize {
+            let length = u32::try_from(data.len()).unwrap_or(u32::MAX);
+            return Err(StorageError::BadBlock {
+                index,
+                begin: 0,
+                length,
+            });
+        }
+        let inner = self.inner.clone();
+        // Invalidation happens inside the blocking task, after the write, so a caller that
+        // drops this future mid-way cannot leave a stale cached copy behind.
+        blocking(move || {
+            if !pieces::hash_matches(&data, &inner.meta.pieces[index as usize]) {
+                return Ok(PieceVerdict::HashFailed);
+            }
+            pieces::write(&inner.layout, &inner.files, index, &data)?;
+            inner.cache.invalidate(index);
+            Ok(PieceVerdict::Written)
+        })
+        .await
     }
 
-    /// Creates every (non-padding) file at its full length, e.g. 0-byte files, once the
-    /// download is complete.
+    /// Reads one block of a piece we have, via the piece cache (one disk read per piece).
+    pub async fn read_block(
+        &self,
+        index: u32,
+        begin: u32,
+        length: u32,
+    ) -> Result<Bytes, StorageError> {
+        self.inner.layout.check_block(index, begin, length)?;
+        let size = self.inner.layout.piece_size(index)?;
+        let inner = self.inner.clone();
+        let piece = self
+            .inner
+            .cache
+            .get(index, size, || {
+                blocking(move || {
+                    let mut buf = vec![0u8; size as usize];
+                    if !pieces::read(&inner.layout, &inner.files, index, &mut buf)? {
+                        return Err(StorageError::Missing { index });
+                    }
+                    Ok(Bytes::from(buf))
+                })
+            })
+            .await?;
+        Ok(piece.slice(begin as usize..(begin + length) as usize))
+    }
+
+    /// Creates every (non-padding) file at its full length (e.g. 0-byte files) and syncs it.
+    /// Call once the download is complete: files are extended sparsely, never truncated.
     pub async fn finalize(&self) -> Result<(), StorageError> {
-        todo!()
+        let inner = self.inner.clone();
+        blocking(move || {
+            for file in 0..inner.layout.file_count() {
+                if !inner.layout.is_padding(file) {
+                    inner
+                        .files
+                        .ensure_length(file, inner.layout.file_length(file))?;
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,174 @@
+//! Cache: recently read whole pieces, so serving the 64 blocks of a 1 MiB piece costs one
+//! disk read.
+//!
+//! Entries are `Arc<OnceCell<Bytes>>` slots in least-recently-used order, bounded both by count
+//! and by bytes (at least one entry is always kept, so a piece bigger than the byte budget still
+//! works). Concurrent requests for the same uncached piece share one slot and so one read.
+//! The `std::sync::Mutex` guards only the slot list and is never held across `.await`; the read
+//! itself happens outside it.
+//!
+//! A slot is dropped when its piece is (re)written, so a piece read before it was on disk (e.g.
+//! sparse zeros) can never be served afterwards: requests after the write get a fresh slot.
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use tokio::sync::OnceCell;
+
+type Slot = Arc<OnceCell<Bytes>>;
+
+struct Entry {
+    index: u32,
+    size: u64,
+    slot: Slot,
+}
+
+#[derive(Default)]
+struct Lru {
+    /// Least recently used first.
+    entries: VecDeque<Entry>,
+    bytes: u64,
+}
+
+pub struct PieceCache {
+    max_pieces: usize,
+    max_bytes: u64,
+    lru: Mutex<Lru>,
+}
+
+impl PieceCache {
+    pub fn new(max_pieces: usize, max_bytes: u64) -> PieceCache {
+        PieceCache {
+            max_pieces: max_pieces.max(1),
+            max_bytes,
+            lru: Mutex::new(Lru::default()),
+        }
+    }
+
+    /// The piece `index` (of `size` bytes), from the cache or by running `load` once.
+    pub async fn get<E, F, Fut>(&self, index: u32, size: u32, load: F) -> Result<Bytes, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Bytes, E>>,
+    {
+        let slot = self.slot(index, u64::from(size));
+        let result = slot.get_or_try_init(load).await.cloned();
+        if result.is_err() {
+            // Don't let a failed read occupy the budget; the next request retries.
+            self.remove_slot(index, &slot);
+        }
+        result
+    }
+
+    /// Forgets piece `index` (called after it is written).
+    pub fn invalidate(&self, index: u32) {
+        let mut lru = self.lru.lock().expect("piece cache poisoned");
+        if let Some(pos) = lru.entries.iter().position(|e| e.index == index) {
+            let e = lru.entries.remove(pos).expect("position is in range");
+            lru.bytes -= e.size;
+        }
+    }
+
+    fn slot(&self, index: u32, size: u64) -> Slot {
+        let mut lru = self.lru.lock().expect("piece cache poisoned");
+        if let Some(pos) = lru.entries.iter().position(|e| e.index == index) {
+            let e = lru.entries.remove(pos).expect("position is in range");
+            let slot = e.slot.clone();
+            lru.entries.push_back(e);
+            return slot;
+        }
+        let slot = Slot::default();
+        lru.entries.push_back(Entry {
+            index,
+            size,
+            slot: slot.clone(),
+        });
+        lru.bytes += size;
+        while lru.entries.len() > 1
+            && (lru.entries.len() > self.max_pieces || lru.bytes > self.max_bytes)
+        {
+            let e = lru.entries.pop_front().expect("more than one entry");
+            lru.bytes -= e.size;
+        }
+        slot
+    }
+
+    fn remove_slot(&self, index: u32, slot: &Slot) {
+        let mut lru = self.lru.lock().expect("piece cache poisoned");
+        if let Some(pos) = lru
+            .entries
+            .iter()
+            .position(|e| e.index == index && Arc::ptr_eq(&e.slot, slot))
+        {
+            let e = lru.entries.remove(pos).expect("position is in range");
+            lru.bytes -= e.size;
+        }
+    }
+
+    #[cfg(test)]
+    fn cached(&self) -> Vec<u32> {
+        self.lru
+            .lock()
+            .unwrap()
+            .entries
+            .iter()
+            .map(|e| e.index)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    async fn load(cache: &PieceCache, index: u32, size: u32, loads: &AtomicU32) -> Bytes {
+        cache
+            .get(index, size, || async {
+                loads.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, ()>(Bytes::from(vec![index as u8; size as usize]))
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn hits_do_not_reload_and_lru_evicts_oldest() {
+        let cache = PieceCache::new(2, 1 << 20);
+        let loads = AtomicU32::new(0);
+        load(&cache, 1, 4, &loads).await;
+        load(&cache, 2, 4, &loads).await;
+        load(&cache, 1, 4, &loads).await;
+        assert_eq!(loads.load(Ordering::SeqCst), 2);
+        load(&cache, 3, 4, &loads).await; // evicts 2, the least recently used
+        assert_eq!(cache.cached(), vec![1, 3]);
+    }
+
+    #[tokio::test]
+    async fn byte_budget_bounds_but_keeps_one() {
+        let cache = PieceCache::new(16, 10);
+        let loads = AtomicU32::new(0);
+        load(&cache, 1, 6, &loads).await;
+        load(&cache, 2, 6, &loads).await;
+        assert_eq!(cache.cached(), vec![2]);
+        load(&cache, 3, 100, &loads).await;
+        assert_eq!(cache.cached(), vec![3]);
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_load_and_errors_are_not_kept() {
+        let cache = PieceCache::new(4, 1 << 20);
+        let loads = AtomicU32::new(0);
+        let (a, b) = tokio::join!(load(&cache, 7, 4, &loads), load(&cache, 7, 4, &loads));
+        assert_eq!(a, b);
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+
+        let failed = cache
+            .get(9, 4, || async { Err::<Bytes, _>("disk on fire") })
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(cache.cached(), vec![7]);
+        cache.invalidate(7);
+        assert!(cache.cached().is_empty());
+    }
+}

@@ -1,0 +1,212 @@
+//! Files: where each torrent file lives on disk and a small table of open handles.
+//!
+//! Files are opened lazily: a write creates the file (and its parent directories) on first use;
+//! reads and resume checks open read-only and treat a missing or too-short file as "no data",
+//! never creating anything. Files are sparse: nothing is pre-filled.
+//!
+//! Every method here does blocking I/O and must only be called from the blocking pool or a
+//! dedicated thread. The table's `std::sync::Mutex` is held only to look up or open a handle,
+//! never during a read or write (handles are `Arc<File>` and positional I/O needs no seek).
+use super::StorageError;
+use crate::metainfo::Metainfo;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Open handles kept at most; beyond that an arbitrary one is dropped (in-flight I/O keeps its
+/// own `Arc`).
+const MAX_OPEN: usize = 64;
+
+/// On-disk path of file `index`: `root/name` for a single-file torrent,
+/// `root/name/<components...>` for a multi-file one. Built by pushing components (the parser
+/// guarantees each is a safe single name), never by string concatenation.
+pub fn file_path(meta: &Metainfo, root: &Path, index: usize) -> PathBuf {
+    let mut path = root.to_path_buf();
+    path.push(&meta.name);
+    if meta.multi_file {
+        for component in &meta.files[index].path {
+            path.push(component);
+        }
+    }
+    path
+}
+
+struct Handle {
+    file: Arc<File>,
+    writable: bool,
+}
+
+/// Lazily opened files of one torrent.
+pub struct FileTable {
+    paths: Vec<PathBuf>,
+    open: Mutex<HashMap<usize, Handle>>,
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> StorageError {
+    StorageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl FileTable {
+    pub fn new(meta: &Metainfo, root: &Path) -> FileTable {
+        let paths = (0..meta.files.len())
+            .map(|i| file_path(meta, root, i))
+            .collect();
+        FileTable {
+            paths,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn path(&self, file: usize) -> &Path {
+        &self.paths[file]
+    }
+
+    /// Writes all of `data` at `offset` of `file`, creating the file and its directories.
+    pub fn write(&self, file: usize, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        let handle = self
+            .handle(file, true)?
+            .expect("writable open creates the file");
+        handle
+            .write_all_at(data, offset)
+            .map_err(|e| io_error(self.path(file), e))
+    }
+
+    /// Fills `buf` from `offset` of `file`. `Ok(false)` when the file is missing or too short
+    /// to hold the whole range: that is "no data", not an error.
+    pub fn read(&self, file: usize, offset: u64, buf: &mut [u8]) -> Result<bool, StorageError> {
+        let Some(handle) = self.handle(file, false)? else {
+            return Ok(false);
+        };
+        match handle.read_exact_at(buf, offset) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(io_error(self.path(file), e)),
+        }
+    }
+
+    /// Current on-disk length of `file`, `None` when it does not exist. Does not open it.
+    pub fn disk_length(&self, file: usize) -> Result<Option<u64>, StorageError> {
+        match std::fs::metadata(self.path(file)) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(self.path(file), e)),
+        }
+    }
+
+    /// Makes `file` exist with at least `length` bytes (extending sparsely, never truncating),
+    /// and flushes it to disk.
+    pub fn ensure_length(&self, file: usize, length: u64) -> Result<(), StorageError> {
+        let handle = self
+            .handle(file, true)?
+            .expect("writable open creates the file");
+        let path = self.path(file);
+        let current = handle.metadata().map_err(|e| io_error(path, e))?.len();
+        if current < length {
+            handle.set_len(length).map_err(|e| io_error(path, e))?;
+        }
+        handle.sync_all().map_err(|e| io_error(path, e))
+    }
+
+    /// A handle for `file`; a writable one when `write` (creating the file), otherwise any
+    /// (`None` when the file does not exist).
+    fn handle(&self, file: usize, write: bool) -> Result<Option<Arc<File>>, StorageError> {
+        let mut open = self.open.lock().expect("file table poisoned");
+        if let Some(h) = open.get(&file) {
+            if h.writable || !write {
+                return Ok(Some(h.file.clone()));
+            }
+        }
+        let path = self.path(file);
+        let opened = if write {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+            }
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+        } else {
+            File::open(path)
+        };
+        let f = match opened {
+            Ok(f) => Arc::new(f),
+            Err(e) if !write && e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(path, e)),
+        };
+        if open.len() >= MAX_OPEN && !open.contains_key(&file) {
+            let victim = *open.keys().next().expect("table is non-empty");
+            open.remove(&victim);
+        }
+        open.insert(
+            file,
+            Handle {
+                file: f.clone(),
+                writable: write,
+            },
+        );
+        Ok(Some(f))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::layout::tests::meta;
+
+    #[test]
+    fn paths_single_and_multi_file() {
+        let root = Path::new("/out");
+        let mut m = meta(16, &[("a", 1, false)]);
+        m.name = "movie.mkv".into();
+        m.multi_file = false;
+        m.files[0].path = vec!["movie.mkv".into()];
+        assert_eq!(file_path(&m, root, 0), Path::new("/out/movie.mkv"));
+
+        let mut m = meta(16, &[("a", 1, false), ("b", 1, false)]);
+        m.name = "album".into();
+        m.files[1].path = vec!["disc 1".into(), "track.flac".into()];
+        assert_eq!(file_path(&m, root, 0), Path::new("/out/album/a"));
+        assert_eq!(
+            file_path(&m, root, 1),
+            Path::new("/out/album/disc 1/track.flac")
+        );
+    }
+
+    #[test]
+    fn read_of_missing_or_short_file_is_no_data_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = FileTable::new(&meta(16, &[("a", 8, false)]), dir.path());
+        let mut buf = [0u8; 4];
+        assert!(!t.read(0, 0, &mut buf).unwrap());
+        assert!(!dir.path().join("t").exists());
+
+        t.write(0, 2, b"xy").unwrap();
+        assert!(t.read(0, 0, &mut buf[..4]).unwrap());
+        assert_eq!(buf, [0, 0, b'x', b'y']);
+        assert!(
+            !t.read(0, 2, &mut buf).unwrap(),
+            "range past the end is no data"
+        );
+        assert_eq!(t.disk_length(0).unwrap(), Some(4));
+    }
+
+    #[test]
+    fn read_only_handle_is_upgraded_for_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = FileTable::new(&meta(16, &[("a", 8, false)]), dir.path());
+        t.write(0, 0, b"abcd").unwrap();
+        let fresh = FileTable::new(&meta(16, &[("a", 8, false)]), dir.path());
+        let mut buf = [0u8; 4];
+        assert!(fresh.read(0, 0, &mut buf).unwrap());
+        fresh.write(0, 4, b"efgh").unwrap();
+        assert_eq!(std::fs::read(fresh.path(0)).unwrap(), b"abcdefgh");
+    }
+}

@@ -1,0 +1,306 @@
+//! Storage behaviour through its async API on real temporary directories.
+use super::*;
+use crate::metainfo::{FileEntry, InfoHash};
+use sha1::{Digest, Sha1};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+const PIECE: u32 = 32;
+
+/// A torrent built from `files` of `(path, length, padding)`, its hashes computed over `data`
+/// (padding bytes zero, as BEP 47 requires).
+struct Fixture {
+    meta: Arc<Metainfo>,
+    data: Vec<u8>,
+    dir: tempfile::TempDir,
+}
+
+fn fixture(files: &[(&[&str], u64, bool)], multi_file: bool) -> Fixture {
+    let mut offset = 0;
+    let mut data = Vec::new();
+    let mut entries = Vec::new();
+    for &(path, length, padding) in files {
+        entries.push(FileEntry {
+            path: path.iter().map(|s| s.to_string()).collect(),
+            length,
+            offset,
+            padding,
+        });
+        for i in 0..length {
+            let byte = if padding {
+                0
+            } else {
+                (offset + i).wrapping_mul(31).wrapping_add(7) as u8
+            };
+            data.push(byte);
+        }
+        offset += length;
+    }
+    let pieces = data
+        .chunks(PIECE as usize)
+        .map(|c| Sha1::digest(c).into())
+        .collect();
+    let meta = Metainfo {
+        info_hash: InfoHash([0; 20]),
+        info_bytes: Bytes::new(),
+        name: "t".into(),
+        piece_length: PIECE,
+        pieces,
+        files: entries,
+        multi_file,
+        total_length: offset,
+        trackers: vec![],
+        private: false,
+        comment: None,
+        created_by: None,
+        creation_date: None,
+        url_list: vec![],
+    };
+    Fixture {
+        meta: Arc::new(meta),
+        data,
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+/// a: 0..50, empty: 50..50, pad: 50..64, dir/b: 64..134, c: 134..139 → 5 pieces, last of 11.
+fn multi() -> Fixture {
+    fixture(
+        &[
+            (&["a"], 50, false),
+            (&["empty"], 0, false),
+            (&[".pad", "14"], 14, true),
+            (&["dir", "b"], 70, false),
+            (&["c"], 5, false),
+        ],
+        true,
+    )
+}
+
+impl Fixture {
+    fn storage(&self) -> Storage {
+        Storage::new(self.meta.clone(), self.dir.path().to_path_buf())
+    }
+
+    fn piece(&self, index: u32) -> Bytes {
+        let start = (index * PIECE) as usize;
+        let end = (start + PIECE as usize).min(self.data.len());
+        Bytes::copy_from_slice(&self.data[start..end])
+    }
+
+    fn file_on_disk(&self, path: &[&str]) -> std::path::PathBuf {
+        path.iter()
+            .fold(self.dir.path().join("t"), |p, c| p.join(c))
+    }
+
+    fn source(&self, file: usize) -> &[u8] {
+        let f = &self.meta.files[file];
+        &self.data[f.offset as usize..(f.offset + f.length) as usize]
+    }
+}
+
+async fn check(s: &Storage) -> (Vec<usize>, u32) {
+    let seen = Arc::new(AtomicU32::new(0));
+    let seen2 = seen.clone();
+    let have = s
+        .check_existing(Arc::new(move |n| {
+            seen2.fetch_max(n, Ordering::SeqCst);
+        }))
+        .await
+        .unwrap();
+    (have.iter_ones().collect(), seen.load(Ordering::SeqCst))
+}
+
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(base).unwrap().display().to_string());
+            if p.is_dir() {
+                walk(base, &p, out);
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn writing_every_piece_reproduces_the_files() {
+    let f = multi();
+    let s = f.storage();
+    assert_eq!(s.layout().piece_count(), 5);
+    for index in (0..5).rev() {
+        assert_eq!(
+            s.write_piece(index, f.piece(index)).await.unwrap(),
+            PieceVerdict::Written
+        );
+    }
+    s.finalize().await.unwrap();
+    assert_eq!(std::fs::read(f.file_on_disk(&["a"])).unwrap(), f.source(0));
+    assert_eq!(std::fs::read(f.file_on_disk(&["empty"])).unwrap(), b"");
+    assert_eq!(
+        std::fs::read(f.file_on_disk(&["dir", "b"])).unwrap(),
+        f.source(3)
+    );
+    assert_eq!(std::fs::read(f.file_on_disk(&["c"])).unwrap(), f.source(4));
+    assert!(
+        !f.file_on_disk(&[".pad"]).exists(),
+        "padding files are never created"
+    );
+    assert_eq!(
+        tree(f.dir.path()),
+        ["t", "t/a", "t/c", "t/dir", "t/dir/b", "t/empty"]
+    );
+}
+
+#[tokio::test]
+async fn corrupted_piece_fails_and_writes_nothing() {
+    let f = multi();
+    let s = f.storage();
+    let mut bad = f.piece(2).to_vec();
+    bad[3] ^= 1;
+    assert_eq!(
+        s.write_piece(2, Bytes::from(bad)).await.unwrap(),
+        PieceVerdict::HashFailed
+    );
+    assert!(tree(f.dir.path()).is_empty());
+}
+
+#[tokio::test]
+async fn write_piece_rejects_bad_index_and_size() {
+    let f = multi();
+    let s = f.storage();
+    assert!(matches!(
+        s.write_piece(5, f.piece(0)).await,
+        Err(StorageError::BadPiece(5))
+    ));
+    assert!(matches!(
+        s.write_piece(4, f.piece(0)).await,
+        Err(StorageError::BadBlock { index: 4, .. })
+    ));
+    assert!(tree(f.dir.path()).is_empty());
+}
+
+#[tokio::test]
+async fn read_block_across_file_boundaries_and_padding() {
+    let f = multi();
+    let s = f.storage();
+    for index in 0..5 {
+        s.write_piece(index, f.piece(index)).await.unwrap();
+    }
+    for index in 0..5u32 {
+        let size = s.layout().piece_size(index).unwrap();
+        for begin in (0..size).step_by(7) {
+            let length = 7.min(size - begin);
+            let got = s.read_block(index, begin, length).await.unwrap();
+            let at = (index * PIECE + begin) as usize;
+            assert_eq!(
+                &got[..],
+                &f.data[at..at + length as usize],
+                "piece {index} block {begin}+{length}"
+            );
+        }
+    }
+    // Piece 1 = 32..64: the end of a, the empty file, then all of the padding (zeros).
+    let whole = s.read_block(1, 0, PIECE).await.unwrap();
+    assert_eq!(&whole[18..], &[0u8; 14]);
+    assert!(matches!(
+        s.read_block(4, 10, 2).await,
+        Err(StorageError::BadBlock { .. })
+    ));
+    assert!(matches!(
+        s.read_block(9, 0, 1).await,
+        Err(StorageError::BadPiece(9))
+    ));
+}
+
+#[tokio::test]
+async fn read_block_never_serves_data_from_before_a_write() {
+    let f = multi();
+    let s = f.storage();
+    assert!(matches!(
+        s.read_block(0, 0, 4).await,
+        Err(StorageError::Missing { index: 0 })
+    ));
+    // Writing piece 1 makes `a` 50 bytes long, so piece 0 reads as sparse zeros and is cached.
+    s.write_piece(1, f.piece(1)).await.unwrap();
+    assert_eq!(&s.read_block(0, 0, 4).await.unwrap()[..], &[0; 4]);
+    s.write_piece(0, f.piece(0)).await.unwrap();
+    assert_eq!(&s.read_block(0, 0, 4).await.unwrap()[..], &f.data[..4]);
+}
+
+#[tokio::test]
+async fn check_existing_finds_exactly_the_written_pieces() {
+    let f = multi();
+    let s = f.storage();
+    for index in [0, 2, 4] {
+        s.write_piece(index, f.piece(index)).await.unwrap();
+    }
+    // A fresh handle, as after a restart.
+    let (have, checked) = check(&f.storage()).await;
+    assert_eq!(have, [0, 2, 4]);
+    assert_eq!(checked, 5);
+}
+
+#[tokio::test]
+async fn check_existing_on_empty_dir_finds_nothing_and_creates_nothing() {
+    let f = multi();
+    let (have, checked) = check(&f.storage()).await;
+    assert!(have.is_empty());
+    assert_eq!(checked, 5);
+    assert!(tree(f.dir.path()).is_empty());
+}
+
+#[tokio::test]
+async fn corrupted_byte_on_disk_loses_exactly_that_piece() {
+    let f = multi();
+    let s = f.storage();
+    for index in 0..5 {
+        s.write_piece(index, f.piece(index)).await.unwrap();
+    }
+    // Byte 100 of the stream is byte 36 of dir/b, in piece 3.
+    let path = f.file_on_disk(&["dir", "b"]);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[36] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let (have, _) = check(&f.storage()).await;
+    assert_eq!(have, [0, 1, 2, 4]);
+}
+
+#[tokio::test]
+async fn truncated_file_loses_the_pieces_it_cannot_cover() {
+    let f = multi();
+    let s = f.storage();
+    for index in 0..5 {
+        s.write_piece(index, f.piece(index)).await.unwrap();
+    }
+    let path = f.file_on_disk(&["dir", "b"]);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(60)
+        .unwrap();
+    // dir/b covers 64..134 and keeps 64..124: piece 3 (96..128) and piece 4 (128..139, which
+    // starts with the tail of dir/b) are short; piece 2 (64..96) survives.
+    let (have, _) = check(&f.storage()).await;
+    assert_eq!(have, [0, 1, 2]);
+}
+
+#[tokio::test]
+async fn single_file_torrent_lives_at_root_slash_name() {
+    let f = fixture(&[(&["t"], 70, false)], false);
+    let s = f.storage();
+    for index in 0..3 {
+        assert_eq!(
+            s.write_piece(index, f.piece(index)).await.unwrap(),
+            PieceVerdict::Written
+        );
+    }
+    s.finalize().await.unwrap();
+    assert_eq!(std::fs::read(f.dir.path().join("t")).unwrap(), f.data);
+    assert_eq!(tree(f.dir.path()), ["t"]);
+}
