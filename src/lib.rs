@@ -4,6 +4,7 @@ pub mod cli;
 pub mod config;
 pub mod manager;
 pub mod metainfo;
+pub mod peer;
 pub mod picker;
 pub mod storage;
 pub mod wire;
