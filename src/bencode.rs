@@ -135,7 +135,13 @@ pub fn decode_prefix(input: &[u8], limits: &Limits) -> Result<(Value, usize), Er
 pub fn decode_dict_with_spans(input: &[u8], limits: &Limits) -> Result<SpannedDict, Error> {
     let mut p = Parser::new(input, limits)?;
     if p.peek()? != b'd' {
-        return Err(p.err(ErrorKind::NotADict));
+        // Report what is wrong inside first (depth, truncation), then the shape.
+        p.value(0)?;
+        p.finish()?;
+        return Err(Error {
+            offset: 0,
+            kind: ErrorKind::NotADict,
+        });
     }
     let mut spans = BTreeMap::new();
     let dict = p.dict(0, Some(&mut spans))?;
@@ -237,7 +243,13 @@ impl<'a> Parser<'a> {
                     let d = i64::from(b - b'0');
                     n = n
                         .checked_mul(10)
-                        .and_then(|n| if negative { n.checked_sub(d) } else { n.checked_add(d) })
+                        .and_then(|n| {
+                            if negative {
+                                n.checked_sub(d)
+                            } else {
+                                n.checked_add(d)
+                            }
+                        })
                         .ok_or(Error {
                             offset: start,
                             kind: ErrorKind::IntOverflow,
@@ -466,7 +478,10 @@ impl fmt::Display for Value {
             Value::Int(n) => write!(f, "{n}"),
             Value::Bytes(b) if b.len() > 64 => write!(f, "<{} bytes>", b.len()),
             Value::Bytes(b) => write!(f, "{:?}", String::from_utf8_lossy(b)),
-            Value::List(items) => f.debug_list().entries(items.iter().map(DisplayAsDebug)).finish(),
+            Value::List(items) => f
+                .debug_list()
+                .entries(items.iter().map(DisplayAsDebug))
+                .finish(),
             Value::Dict(map) => f
                 .debug_map()
                 .entries(
@@ -586,14 +601,8 @@ mod tests {
     #[test]
     fn integer_extremes() {
         assert_eq!(decode(b"i0e"), Ok(Value::Int(0)));
-        assert_eq!(
-            decode(b"i9223372036854775807e"),
-            Ok(Value::Int(i64::MAX))
-        );
-        assert_eq!(
-            decode(b"i-9223372036854775808e"),
-            Ok(Value::Int(i64::MIN))
-        );
+        assert_eq!(decode(b"i9223372036854775807e"), Ok(Value::Int(i64::MAX)));
+        assert_eq!(decode(b"i-9223372036854775808e"), Ok(Value::Int(i64::MIN)));
         assert_eq!(kind(b"i9223372036854775808e"), ErrorKind::IntOverflow);
         assert_eq!(kind(b"i-9223372036854775809e"), ErrorKind::IntOverflow);
     }
@@ -622,7 +631,13 @@ mod tests {
             kind(b"99999999999999999999999999:"),
             ErrorKind::StringTooLong { .. }
         ));
-        assert!(matches!(kind(b"5:abc"), ErrorKind::StringTooLong { len: 5, remaining: 3 }));
+        assert!(matches!(
+            kind(b"5:abc"),
+            ErrorKind::StringTooLong {
+                len: 5,
+                remaining: 3
+            }
+        ));
         assert_eq!(kind(b"3"), ErrorKind::UnexpectedEof);
     }
 
@@ -688,6 +703,12 @@ mod tests {
                 .kind,
             ErrorKind::NotADict
         );
+        assert_eq!(
+            decode_dict_with_spans(&[b'l'; 1000], &Limits::default())
+                .unwrap_err()
+                .kind,
+            ErrorKind::TooDeep(64)
+        );
     }
 
     #[test]
@@ -703,7 +724,10 @@ mod tests {
             .with("peers", &b"\x01\x02"[..])
             .with_opt("none", None::<i64>)
             .build();
-        assert_eq!(v.get("peers").and_then(Value::as_bytes), Some(&b"\x01\x02"[..]));
+        assert_eq!(
+            v.get("peers").and_then(Value::as_bytes),
+            Some(&b"\x01\x02"[..])
+        );
         assert!(v.get("none").is_none());
         assert_eq!(v.kind_name(), "dict");
         assert_eq!(Value::Int(3).get("x"), None);

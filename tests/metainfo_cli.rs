@@ -44,7 +44,10 @@ fn interop(tool: &str, probe: &[&str]) -> bool {
         .args(probe)
         .output()
         .is_ok_and(|o| o.status.success());
-    assert!(ok, "{tool} is missing (install it, or set SHOAL_SKIP_INTEROP=1)");
+    assert!(
+        ok,
+        "{tool} is missing (install it, or set SHOAL_SKIP_INTEROP=1)"
+    );
     true
 }
 
@@ -188,7 +191,10 @@ fn fixture_details() {
         ["udp://c.example:6969/announce"]
     ]);
     assert_eq!(private["trackers"], tiers);
-    assert_eq!(private["url_list"], serde_json::json!(["http://seed.example/data/"]));
+    assert_eq!(
+        private["url_list"],
+        serde_json::json!(["http://seed.example/data/"])
+    );
     assert!(shoal_files(&private).contains(&("b/zero-length".into(), 0, false)));
 
     let padded = info_json(&fixtures().join("padded-libtorrent.torrent"));
@@ -203,10 +209,17 @@ fn fixture_file_lists_match_the_tools() {
     for file in ["padded-libtorrent.torrent", "hybrid-libtorrent.torrent"] {
         let path = fixtures().join(file);
         if have_libtorrent() {
-            assert_eq!(shoal_files(&info_json(&path)), libtorrent_view(&path).1, "{file}");
+            assert_eq!(
+                shoal_files(&info_json(&path)),
+                libtorrent_view(&path).1,
+                "{file}"
+            );
         }
     }
-    for file in ["multi-transmission.torrent", "private-tiers-mktorrent.torrent"] {
+    for file in [
+        "multi-transmission.torrent",
+        "private-tiers-mktorrent.torrent",
+    ] {
         let path = fixtures().join(file);
         if have_transmission() {
             let ours: BTreeSet<(String, bool)> = shoal_files(&info_json(&path))
@@ -221,12 +234,21 @@ fn fixture_file_lists_match_the_tools() {
 const BAD: &[(&str, &str)] = &[
     ("truncated.torrent", "exceeds the"),
     ("deep-nesting.torrent", "nesting deeper than 64"),
-    ("huge-string-length.torrent", "string length 999999999999 exceeds"),
+    (
+        "huge-string-length.torrent",
+        "string length 999999999999 exceeds",
+    ),
     ("path-traversal.torrent", "\"..\": relative component"),
     ("absolute-path.torrent", "contains a path separator"),
     ("windows-reserved-name.torrent", "windows reserved name"),
-    ("wrong-pieces-length.torrent", "info.pieces: length 39 is not a multiple of 20"),
-    ("piece-length-not-power-of-two.torrent", "info.piece length: 1000 is not a power of two"),
+    (
+        "wrong-pieces-length.torrent",
+        "info.pieces: length 39 is not a multiple of 20",
+    ),
+    (
+        "piece-length-not-power-of-two.torrent",
+        "info.piece length: 1000 is not a power of two",
+    ),
     ("negative-length.torrent", "info.length: negative length -1"),
     ("trailing-garbage.torrent", "trailing bytes"),
     ("unsorted-keys.torrent", "dict keys not sorted"),
@@ -239,7 +261,11 @@ fn assert_bad_input(out: &Output, fragment: &str, what: &str) {
     let err = stderr(out);
     assert_eq!(out.status.code(), Some(2), "{what}: {err}");
     assert!(err.contains(fragment), "{what}: {err:?} lacks {fragment:?}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{what}: one line: {err:?}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "{what}: one line: {err:?}"
+    );
     assert!(!err.contains("panicked"), "{what}: {err}");
     assert!(err.starts_with("shoal: "), "{what}: {err}");
 }
@@ -263,7 +289,11 @@ fn bad_fixtures_exit_2_naming_the_fault() {
 
 #[test]
 fn missing_file_and_bad_magnet_are_bad_input() {
-    assert_bad_input(&shoal(&["info", "/nonexistent.torrent"]), "cannot read", "missing");
+    assert_bad_input(
+        &shoal(&["info", "/nonexistent.torrent"]),
+        "cannot read",
+        "missing",
+    );
     assert_bad_input(&shoal(&["info", "magnet:?dn=x"]), "xt=urn:btih", "magnet");
     assert_bad_input(
         &shoal(&["info", "magnet:?xt=urn:btih:1234"]),
@@ -353,14 +383,22 @@ fn create_single_file_with_default_piece_size() {
     let src = tmp.path().join("one.bin");
     std::fs::write(&src, vec![5u8; 50_000]).expect("write");
     let out_file = tmp.path().join("one.torrent");
-    let out = shoal(&["create", src.to_str().expect("utf-8"), "-o", out_file.to_str().expect("utf-8")]);
+    let out = shoal(&[
+        "create",
+        src.to_str().expect("utf-8"),
+        "-o",
+        out_file.to_str().expect("utf-8"),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let info = info_json(&out_file);
     assert_eq!(info["name"], "one.bin");
     assert_eq!(info["multi_file"], false);
     assert_eq!(info["piece_length"], 16384);
     if have_libtorrent() {
-        assert_eq!(libtorrent_view(&out_file).0, info["info_hash"].as_str().expect("hash"));
+        assert_eq!(
+            libtorrent_view(&out_file).0,
+            info["info_hash"].as_str().expect("hash")
+        );
     }
 }
 
@@ -373,8 +411,22 @@ fn create_rejects_bad_usage() {
     assert_bad_input(&out, "/nonexistent/dir", "missing source");
     std::fs::write(tmp.path().join("f"), b"x").expect("write");
     let f = tmp.path().join("f");
-    let out = shoal(&["create", f.to_str().expect("utf-8"), "-o", o, "--piece-size", "1000"]);
+    let out = shoal(&[
+        "create",
+        f.to_str().expect("utf-8"),
+        "-o",
+        o,
+        "--piece-size",
+        "1000",
+    ]);
     assert_bad_input(&out, "--piece-size", "bad piece size");
-    let out = shoal(&["create", f.to_str().expect("utf-8"), "-o", o, "--piece-size", "lots"]);
+    let out = shoal(&[
+        "create",
+        f.to_str().expect("utf-8"),
+        "-o",
+        o,
+        "--piece-size",
+        "lots",
+    ]);
     assert_eq!(out.status.code(), Some(2));
 }

@@ -6,6 +6,7 @@ use crate::metainfo::create::{check_piece_length, create_torrent, CreateError, C
 use crate::metainfo::Metainfo;
 use anyhow::Context;
 use clap::Args;
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -34,12 +35,12 @@ pub struct CreateArgs {
 /// case; all binary multiples, as piece sizes are).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
     if digits.is_empty() {
-        return Err(format!("bad size {s:?}: expected a number like 1048576 or 1MiB"));
+        return Err(format!(
+            "bad size {s:?}: expected a number like 1048576 or 1MiB"
+        ));
     }
     let n: u64 = digits
         .parse()
@@ -50,7 +51,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
         "t" | "tb" | "tib" => 40,
-        _ => return Err(format!("bad size {s:?}: unknown unit {unit:?} (use KiB, MiB, GiB)")),
+        _ => {
+            return Err(format!(
+                "bad size {s:?}: unknown unit {unit:?} (use KiB, MiB, GiB)"
+            ))
+        }
     };
     n.checked_mul(1u64 << shift)
         .ok_or_else(|| format!("bad size {s:?}: too large"))
@@ -89,17 +94,27 @@ pub fn run(args: CreateArgs) -> anyhow::Result<()> {
     // Parse back what we wrote: prints exactly what other tools will see.
     let m = Metainfo::from_bytes(&bytes)
         .with_context(|| format!("{}: created torrent does not parse", args.output.display()))?;
-    println!(
+    match report(&args, &m) {
+        // A closed pipe is the reader's choice; the torrent is already written.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other?,
+    }
+    Ok(())
+}
+
+fn report(args: &CreateArgs, m: &Metainfo) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "created {}: {} files, {} bytes, {} pieces of {} bytes",
         args.output.display(),
         m.files.len(),
         m.total_length,
         m.piece_count(),
         m.piece_length
-    );
-    println!("info-hash: {}", m.info_hash);
-    println!("magnet: {}", m.magnet());
-    Ok(())
+    )?;
+    writeln!(out, "info-hash: {}", m.info_hash)?;
+    writeln!(out, "magnet: {}", m.magnet())
 }
 
 /// A missing/unreadable source or an unusable name is the user's fault (exit 2); a read
@@ -131,14 +146,26 @@ mod tests {
         assert_eq!(parse_size("1gib"), Ok(1 << 30));
         assert_eq!(parse_size("4 M"), Ok(4 << 20));
         assert_eq!(parse_size("0"), Ok(0));
-        for bad in ["", "MiB", "1.5MiB", "1XB", "-1", "99999999999999999999", "20000000TiB"] {
+        for bad in [
+            "",
+            "MiB",
+            "1.5MiB",
+            "1XB",
+            "-1",
+            "99999999999999999999",
+            "20000000TiB",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn tiers() {
-        let v = vec!["http://a,http://b".to_string(), "udp://c".to_string(), ",".to_string()];
+        let v = vec![
+            "http://a,http://b".to_string(),
+            "udp://c".to_string(),
+            ",".to_string(),
+        ];
         assert_eq!(
             tracker_tiers(&v),
             vec![vec!["http://a", "http://b"], vec!["udp://c"]]

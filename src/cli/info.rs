@@ -9,6 +9,7 @@ use crate::cli::bad_input;
 use crate::metainfo::{Magnet, Metainfo};
 use clap::Args;
 use serde::Serialize;
+use std::io::Write;
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
@@ -57,12 +58,19 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
     } else {
         from_torrent(&load(&args.input)?)
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
     } else {
-        print_text(&report);
+        print_text(&mut out, &report)
+    };
+    match written {
+        // A closed pipe (`shoal info x | head`) is the reader's choice, not a failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
-    Ok(())
 }
 
 /// Reads and parses a `.torrent`; both failures are the user's (exit 2), named by file.
@@ -127,42 +135,46 @@ fn from_magnet(m: &Magnet) -> InfoJson {
     }
 }
 
-fn print_text(r: &InfoJson) {
+fn print_text(out: &mut impl Write, r: &InfoJson) -> std::io::Result<()> {
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    println!("name:          {}", opt(&r.name));
-    println!("info-hash:     {}", r.info_hash);
+    writeln!(out, "name:          {}", opt(&r.name))?;
+    writeln!(out, "info-hash:     {}", r.info_hash)?;
     if let (Some(total), Some(pl), Some(pc)) = (r.total_size, r.piece_length, r.piece_count) {
-        println!("total size:    {total} bytes");
-        println!("pieces:        {pc} x {pl} bytes");
-        println!("private:       {}", if r.private { "yes" } else { "no" });
-        println!("comment:       {}", opt(&r.comment));
-        println!("created by:    {}", opt(&r.created_by));
+        writeln!(out, "total size:    {total} bytes")?;
+        writeln!(out, "pieces:        {pc} x {pl} bytes")?;
+        writeln!(
+            out,
+            "private:       {}",
+            if r.private { "yes" } else { "no" }
+        )?;
+        writeln!(out, "comment:       {}", opt(&r.comment))?;
+        writeln!(out, "created by:    {}", opt(&r.created_by))?;
         let date = r.creation_date.map(|d| d.to_string());
-        println!("creation date: {}", opt(&date));
+        writeln!(out, "creation date: {}", opt(&date))?;
     }
-    println!("trackers:");
+    writeln!(out, "trackers:")?;
     for (i, tier) in r.trackers.iter().enumerate() {
         for t in tier {
-            println!("  tier {i}: {t}");
+            writeln!(out, "  tier {i}: {t}")?;
         }
     }
     for u in &r.url_list {
-        println!("  web seed: {u}");
+        writeln!(out, "  web seed: {u}")?;
     }
     let padding = r.files.iter().filter(|f| f.padding).count();
     if !r.files.is_empty() {
-        println!("files:");
+        writeln!(out, "files:")?;
         for f in r.files.iter().filter(|f| !f.padding) {
-            println!("  {} ({} bytes)", f.path, f.length);
+            writeln!(out, "  {} ({} bytes)", f.path, f.length)?;
         }
         if padding > 0 {
-            println!("  ({padding} padding files hidden)");
+            writeln!(out, "  ({padding} padding files hidden)")?;
         }
     }
     if let Some(peers) = &r.peers {
         for p in peers {
-            println!("peer:          {p}");
+            writeln!(out, "peer:          {p}")?;
         }
     }
-    println!("magnet:        {}", r.magnet);
+    writeln!(out, "magnet:        {}", r.magnet)
 }

@@ -127,13 +127,17 @@ fn checked_name(path: &Path, name: Option<&std::ffi::OsStr>) -> Result<String, C
     Ok(name.to_string())
 }
 
-fn walk(dir: &Path, prefix: &mut Vec<String>, out: &mut Vec<SourceFile>) -> Result<(), CreateError> {
+fn walk(
+    dir: &Path,
+    prefix: &mut Vec<String>,
+    out: &mut Vec<SourceFile>,
+) -> Result<(), CreateError> {
     let mut entries = std::fs::read_dir(dir)
         .map_err(io_err(dir))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(io_err(dir))?;
     // Sorting by raw name bytes per directory gives component-wise path order overall.
-    entries.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let path = entry.path();
         let kind = entry.file_type().map_err(io_err(&path))?;
@@ -266,15 +270,14 @@ impl<'a> Reader<'a> {
     }
 
     fn file(&mut self, idx: usize) -> Result<&File, CreateError> {
-        if self.open.as_ref().map(|(i, _)| *i) != Some(idx) {
-            let path = &self.files[idx].disk_path;
-            let f = File::open(path).map_err(io_err(path))?;
-            self.open = Some((idx, f));
-        }
-        match &self.open {
-            Some((_, f)) => Ok(f),
-            None => unreachable!("just opened"),
-        }
+        let open = match self.open.take() {
+            Some((i, f)) if i == idx => (i, f),
+            _ => {
+                let path = &self.files[idx].disk_path;
+                (idx, File::open(path).map_err(io_err(path))?)
+            }
+        };
+        Ok(&self.open.insert(open).1)
     }
 }
 
@@ -399,14 +402,19 @@ mod tests {
         for total in [50_000_000u64, 700_000_000, 4_000_000_000, 20_000_000_000] {
             let p = default_piece_length(total);
             let n = total.div_ceil(u64::from(p));
-            assert!(p.is_power_of_two() && (1000..2000).contains(&n), "{total}: {p} {n}");
+            assert!(
+                p.is_power_of_two() && (1000..2000).contains(&n),
+                "{total}: {p} {n}"
+            );
         }
     }
 
     fn write(dir: &Path, rel: &str, len: usize, seed: u8) {
         let p = dir.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
+        let data: Vec<u8> = (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect();
         std::fs::write(p, data).unwrap();
     }
 
@@ -433,7 +441,10 @@ mod tests {
         std::os::unix::fs::symlink(root.join("a.bin"), root.join("link")).unwrap();
         let src = collect_files(&root).unwrap();
         let names: Vec<String> = src.files.iter().map(|f| f.torrent_path.join("/")).collect();
-        assert_eq!(names, [".hidden", "a.bin", "b/empty", "b/z.bin", "c/d/e.bin"]);
+        assert_eq!(
+            names,
+            [".hidden", "a.bin", "b/empty", "b/z.bin", "c/d/e.bin"]
+        );
         let want = reference(&src.files, 16 << 10);
         for threads in [1, 2, 3, 7, 64] {
             assert_eq!(hash_pieces(&src.files, 16 << 10, threads).unwrap(), want);
@@ -447,7 +458,10 @@ mod tests {
         write(&root, "x/one", 30_000, 9);
         write(&root, "two", 5, 8);
         let opts = CreateOptions {
-            trackers: vec![vec!["http://a/ann".into(), "http://b/ann".into()], vec!["udp://c:1".into()]],
+            trackers: vec![
+                vec!["http://a/ann".into(), "http://b/ann".into()],
+                vec!["udp://c:1".into()],
+            ],
             private: true,
             comment: Some("hi".into()),
             creation_date: Some(1_700_000_000),
@@ -461,7 +475,10 @@ mod tests {
         assert_eq!(m.piece_count(), 2);
         assert_eq!(m.trackers, opts.trackers);
         assert_eq!(m.comment.as_deref(), Some("hi"));
-        assert_eq!(m.created_by, Some(format!("shoal/{}", env!("CARGO_PKG_VERSION"))));
+        assert_eq!(
+            m.created_by,
+            Some(format!("shoal/{}", env!("CARGO_PKG_VERSION")))
+        );
         assert_eq!(m.files[1].path, ["x", "one"]);
         assert_eq!(m.files[1].offset, 5);
 
@@ -477,13 +494,22 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let empty = tmp.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
-        assert!(matches!(collect_files(&empty), Err(CreateError::NoFiles(_))));
+        assert!(matches!(
+            collect_files(&empty),
+            Err(CreateError::NoFiles(_))
+        ));
         write(tmp.path(), "bad/CON.txt", 1, 0);
         assert!(matches!(
             collect_files(&tmp.path().join("bad")),
             Err(CreateError::BadName { .. })
         ));
-        assert!(matches!(check_piece_length(1000), Err(CreateError::BadPieceLength(1000))));
-        assert!(matches!(collect_files(&tmp.path().join("missing")), Err(CreateError::Io { .. })));
+        assert!(matches!(
+            check_piece_length(1000),
+            Err(CreateError::BadPieceLength(1000))
+        ));
+        assert!(matches!(
+            collect_files(&tmp.path().join("missing")),
+            Err(CreateError::Io { .. })
+        ));
     }
 }

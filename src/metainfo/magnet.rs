@@ -200,7 +200,9 @@ mod tests {
             select_only: vec![1..=1, 3..=9],
         };
         let s = m.to_string();
-        assert!(s.starts_with(&format!("magnet:?xt=urn:btih:{HEX}&dn=a%20b%26c%3Dd%2B%C3%A9")));
+        assert!(s.starts_with(&format!(
+            "magnet:?xt=urn:btih:{HEX}&dn=a%20b%26c%3Dd%2B%C3%A9"
+        )));
         assert!(s.ends_with("&so=1,3-9"));
         assert_eq!(Magnet::parse(&s), Ok(m));
     }
@@ -236,5 +238,30 @@ mod tests {
             Magnet::parse(&format!("magnet:?xt=urn:btih:{HEX}&dn=%FF")),
             Err(MagnetError::NotUtf8(_))
         ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn prop_format_parse_round_trip(
+            hash in proptest::array::uniform20(proptest::prelude::any::<u8>()),
+            name in proptest::option::of(".{0,20}"),
+            trackers in proptest::collection::vec(".{1,20}", 0..3),
+            peers in proptest::collection::vec("[0-9a-z.:]{1,20}", 0..3),
+            so in proptest::collection::vec((0u32..100, 0u32..5), 0..4),
+        ) {
+            let m = Magnet {
+                info_hash: InfoHash(hash),
+                name,
+                trackers,
+                peers,
+                select_only: so.into_iter().map(|(a, n)| a..=a + n).collect(),
+            };
+            proptest::prop_assert_eq!(Magnet::parse(&m.to_string()), Ok(m));
+        }
+
+        #[test]
+        fn prop_parse_never_panics(s in "magnet:\\?.{0,80}") {
+            let _ = Magnet::parse(&s);
+        }
     }
 }

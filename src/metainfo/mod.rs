@@ -97,7 +97,9 @@ pub enum MetainfoError {
     PieceLengthOutOfRange(i64),
     #[error("info.pieces: length {0} is not a multiple of 20")]
     PiecesNotMultipleOf20(usize),
-    #[error("info.pieces: {got} hashes, but {total} bytes in pieces of {piece_length} need {expected}")]
+    #[error(
+        "info.pieces: {got} hashes, but {total} bytes in pieces of {piece_length} need {expected}"
+    )]
     PieceCountMismatch {
         got: usize,
         expected: u64,
@@ -378,7 +380,9 @@ fn parse_pieces(info: &BTreeMap<Vec<u8>, Value>) -> Result<Vec<[u8; 20]>> {
     let raw = info
         .get(&b"pieces"[..])
         .ok_or_else(|| MetainfoError::Missing("info.pieces".into()))?;
-    let raw = raw.as_bytes().ok_or_else(|| wrong_type("info.pieces", "string", raw))?;
+    let raw = raw
+        .as_bytes()
+        .ok_or_else(|| wrong_type("info.pieces", "string", raw))?;
     if raw.len() % 20 != 0 {
         return Err(MetainfoError::PiecesNotMultipleOf20(raw.len()));
     }
@@ -454,21 +458,23 @@ fn parse_path(dict: &BTreeMap<Vec<u8>, Value>, field: &str) -> Result<Vec<String
         ),
     };
     let field = format!("{field}.{key}");
-    let parts = value.as_list().ok_or_else(|| wrong_type(&field, "list", value))?;
+    let parts = value
+        .as_list()
+        .ok_or_else(|| wrong_type(&field, "list", value))?;
     if parts.is_empty() {
         return Err(MetainfoError::EmptyPath(field));
     }
     parts
         .iter()
         .map(|p| {
-            let raw = p.as_bytes().ok_or_else(|| wrong_type(&field, "list of strings", p))?;
+            let raw = p
+                .as_bytes()
+                .ok_or_else(|| wrong_type(&field, "list of strings", p))?;
             let comp = text(raw, key == "path.utf-8", &field)?;
-            validate::check_component(&comp).map_err(|reason| {
-                MetainfoError::BadPathComponent {
-                    field: field.clone(),
-                    component: comp.clone(),
-                    reason,
-                }
+            validate::check_component(&comp).map_err(|reason| MetainfoError::BadPathComponent {
+                field: field.clone(),
+                component: comp.clone(),
+                reason,
             })?;
             Ok(comp)
         })
@@ -526,7 +532,11 @@ fn parse_trackers(top: &BTreeMap<Vec<u8>, Value>) -> Vec<Vec<String>> {
 fn parse_url_list(top: &BTreeMap<Vec<u8>, Value>) -> Vec<String> {
     match top.get(&b"url-list"[..]) {
         Some(Value::Bytes(b)) if !b.is_empty() => vec![String::from_utf8_lossy(b).into_owned()],
-        Some(Value::List(l)) => l.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        Some(Value::List(l)) => l
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
         _ => Vec::new(),
     }
 }

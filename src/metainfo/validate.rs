@@ -83,7 +83,15 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_names() {
-        for ok in ["a", ".hidden", "ファイル.txt", "console", "COM0", "LPT10", "ab:c"] {
+        for ok in [
+            "a",
+            ".hidden",
+            "ファイル.txt",
+            "console",
+            "COM0",
+            "LPT10",
+            "ab:c",
+        ] {
             assert_eq!(check_component(ok), Ok(()), "{ok}");
         }
     }
