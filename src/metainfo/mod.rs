@@ -493,9 +493,9 @@ fn is_padding(dict: &BTreeMap<Vec<u8>, Value>, path: &[String]) -> bool {
     attr || legacy
 }
 
+/// The `length` key of a file dict (or of the info dict, single-file); `field` names it.
 fn parse_length(dict: &BTreeMap<Vec<u8>, Value>, field: &str) -> Result<u64> {
-    let key = field.rsplit('.').next().unwrap_or(field);
-    let n = required_int(dict, key, field)?;
+    let n = required_int(dict, "length", field)?;
     u64::try_from(n).map_err(|_| MetainfoError::NegativeLength {
         field: field.to_string(),
         value: n,
