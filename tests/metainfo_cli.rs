@@ -1,0 +1,432 @@
+//! `shoal info` and `shoal create` through the built binary, against real torrents made by other
+//! tools (fixtures/) and against the tools themselves (transmission-show, python3-libtorrent).
+//!
+//! Tests that need an external tool fail when it is missing, unless `SHOAL_SKIP_INTEROP=1`.
+use serde_json::Value as Json;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const LT_PYTHON: &str = "/usr/bin/python3";
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+fn shoal(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("run shoal")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn info_json(path: &Path) -> Json {
+    let out = shoal(&["info", "--json", path.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("shoal info --json prints JSON")
+}
+
+/// Whether interop checks run; panics when a needed tool is missing and skipping is not allowed.
+fn interop(tool: &str, probe: &[&str]) -> bool {
+    if std::env::var("SHOAL_SKIP_INTEROP").as_deref() == Ok("1") {
+        return false;
+    }
+    let ok = Command::new(tool)
+        .args(probe)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{tool} is missing (install it, or set SHOAL_SKIP_INTEROP=1)"
+    );
+    true
+}
+
+fn have_transmission() -> bool {
+    interop("transmission-show", &["--version"])
+}
+
+fn have_libtorrent() -> bool {
+    interop(LT_PYTHON, &["-c", "import libtorrent"])
+}
+
+/// What transmission-show reports: the info-hash and the file paths below the torrent root.
+fn transmission_view(torrent: &Path) -> (String, BTreeSet<(String, bool)>) {
+    let out = Command::new("transmission-show")
+        .arg(torrent)
+        .output()
+        .expect("run transmission-show");
+    assert!(out.status.success(), "transmission-show: {}", stderr(&out));
+    let text = stdout(&out);
+    let hash = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Hash: "))
+        .expect("a Hash: line")
+        .to_string();
+    let name = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Name: "))
+        .expect("a Name: line")
+        .to_string();
+    let files = text
+        .split("\nFILES\n")
+        .nth(1)
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| l.trim().rsplit_once(" ("))
+        .map(|(path, _size)| {
+            let rel = path.strip_prefix(&format!("{name}/")).unwrap_or(path);
+            (rel.to_string(), false)
+        })
+        .collect();
+    (hash, files)
+}
+
+/// What libtorrent reports: the v1 info-hash and (path below the root, length, is padding).
+fn libtorrent_view(torrent: &Path) -> (String, Vec<(String, u64, bool)>) {
+    const SCRIPT: &str = r#"
+import json, sys
+import libtorrent as lt
+ti = lt.torrent_info(sys.argv[1])
+fs = ti.files()
+root = fs.name() + "/"
+files = []
+for i in range(fs.num_files()):
+    p = fs.file_path(i)
+    if fs.num_files() > 1 or p.startswith(root):
+        p = p[len(root):] if p.startswith(root) else p
+    files.append([p, fs.file_size(i), bool(fs.file_flags(i) & fs.flag_pad_file)])
+print(json.dumps({"hash": str(ti.info_hashes().v1), "files": files}))
+"#;
+    let out = Command::new(LT_PYTHON)
+        .args(["-c", SCRIPT])
+        .arg(torrent)
+        .output()
+        .expect("run python3-libtorrent");
+    assert!(out.status.success(), "libtorrent: {}", stderr(&out));
+    let v: Json = serde_json::from_slice(&out.stdout).expect("json from libtorrent");
+    let files = v["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| {
+            (
+                f[0].as_str().expect("path").to_string(),
+                f[1].as_u64().expect("size"),
+                f[2].as_bool().expect("pad"),
+            )
+        })
+        .collect();
+    (v["hash"].as_str().expect("hash").to_string(), files)
+}
+
+/// shoal's file list as (path below the root, length, padding).
+fn shoal_files(info: &Json) -> Vec<(String, u64, bool)> {
+    info["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().expect("path").to_string(),
+                f["length"].as_u64().expect("length"),
+                f["padding"].as_bool().expect("padding"),
+            )
+        })
+        .collect()
+}
+
+fn expected_hashes() -> Vec<(String, String, String)> {
+    let text = std::fs::read_to_string(fixtures().join("expected-hashes.txt")).expect("read");
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut parts = l.split_whitespace().map(str::to_string);
+            let mut next = || parts.next().expect("3 columns");
+            (next(), next(), next())
+        })
+        .collect()
+}
+
+#[test]
+fn good_fixtures_give_the_info_hash_their_tool_reported() {
+    let expected = expected_hashes();
+    assert_eq!(expected.len(), 5, "every good fixture listed");
+    for (file, hash, tool) in expected {
+        let path = fixtures().join(&file);
+        let info = info_json(&path);
+        assert_eq!(info["info_hash"], hash.as_str(), "{file}");
+        let live = match tool.as_str() {
+            "transmission-show" if have_transmission() => Some(transmission_view(&path).0),
+            "libtorrent" if have_libtorrent() => Some(libtorrent_view(&path).0),
+            _ => None,
+        };
+        if let Some(live) = live {
+            assert_eq!(live, hash, "{file}: {tool} now reports another hash");
+        }
+    }
+}
+
+#[test]
+fn fixture_details() {
+    let single = info_json(&fixtures().join("single-mktorrent.torrent"));
+    assert_eq!(single["total_size"], 100_000);
+    assert_eq!(single["piece_length"], 32768);
+    assert_eq!(single["piece_count"], 4);
+    assert_eq!(single["multi_file"], false);
+
+    let private = info_json(&fixtures().join("private-tiers-mktorrent.torrent"));
+    assert_eq!(private["private"], true);
+    let tiers: Json = serde_json::json!([
+        ["http://a.example/announce", "http://b.example/announce"],
+        ["udp://c.example:6969/announce"]
+    ]);
+    assert_eq!(private["trackers"], tiers);
+    assert_eq!(
+        private["url_list"],
+        serde_json::json!(["http://seed.example/data/"])
+    );
+    assert!(shoal_files(&private).contains(&("b/zero-length".into(), 0, false)));
+
+    let padded = info_json(&fixtures().join("padded-libtorrent.torrent"));
+    let files = shoal_files(&padded);
+    assert!(files.iter().any(|f| f.2 && f.0.starts_with(".pad/")));
+    assert!(files.contains(&("données/ファイル.txt".into(), 3000, false)));
+    assert!(files.contains(&("empty.dat".into(), 0, false)));
+}
+
+#[test]
+fn fixture_file_lists_match_the_tools() {
+    for file in ["padded-libtorrent.torrent", "hybrid-libtorrent.torrent"] {
+        let path = fixtures().join(file);
+        if have_libtorrent() {
+            assert_eq!(
+                shoal_files(&info_json(&path)),
+                libtorrent_view(&path).1,
+                "{file}"
+            );
+        }
+    }
+    for file in [
+        "multi-transmission.torrent",
+        "private-tiers-mktorrent.torrent",
+    ] {
+        let path = fixtures().join(file);
+        if have_transmission() {
+            let ours: BTreeSet<(String, bool)> = shoal_files(&info_json(&path))
+                .into_iter()
+                .map(|f| (f.0, false))
+                .collect();
+            assert_eq!(ours, transmission_view(&path).1, "{file}");
+        }
+    }
+}
+
+const BAD: &[(&str, &str)] = &[
+    ("truncated.torrent", "exceeds the"),
+    ("deep-nesting.torrent", "nesting deeper than 64"),
+    (
+        "huge-string-length.torrent",
+        "string length 999999999999 exceeds",
+    ),
+    ("path-traversal.torrent", "\"..\": relative component"),
+    ("absolute-path.torrent", "contains a path separator"),
+    ("windows-reserved-name.torrent", "windows reserved name"),
+    (
+        "wrong-pieces-length.torrent",
+        "info.pieces: length 39 is not a multiple of 20",
+    ),
+    (
+        "piece-length-not-power-of-two.torrent",
+        "info.piece length: 1000 is not a power of two",
+    ),
+    ("negative-length.torrent", "info.length: negative length -1"),
+    ("trailing-garbage.torrent", "trailing bytes"),
+    ("unsorted-keys.torrent", "dict keys not sorted"),
+    ("piece-count-mismatch.torrent", "3 hashes, but"),
+    ("duplicate-path.torrent", "duplicate path"),
+    ("leading-zero-int.torrent", "non-canonical integer"),
+];
+
+fn assert_bad_input(out: &Output, fragment: &str, what: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+    assert!(err.contains(fragment), "{what}: {err:?} lacks {fragment:?}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "{what}: one line: {err:?}"
+    );
+    assert!(!err.contains("panicked"), "{what}: {err}");
+    assert!(err.starts_with("shoal: "), "{what}: {err}");
+}
+
+#[test]
+fn bad_fixtures_exit_2_naming_the_fault() {
+    let dir = fixtures().join("bad");
+    let on_disk = std::fs::read_dir(&dir)
+        .expect("bad/")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "torrent"))
+        .count();
+    assert_eq!(on_disk, BAD.len(), "every bad fixture has a row");
+    for (file, fragment) in BAD {
+        let path = dir.join(file);
+        let out = shoal(&["info", path.to_str().expect("utf-8")]);
+        assert_bad_input(&out, fragment, file);
+        assert!(stderr(&out).contains(file), "{file}: names the file");
+    }
+}
+
+#[test]
+fn missing_file_and_bad_magnet_are_bad_input() {
+    assert_bad_input(
+        &shoal(&["info", "/nonexistent.torrent"]),
+        "cannot read",
+        "missing",
+    );
+    assert_bad_input(&shoal(&["info", "magnet:?dn=x"]), "xt=urn:btih", "magnet");
+    assert_bad_input(
+        &shoal(&["info", "magnet:?xt=urn:btih:1234"]),
+        "40 hex or 32 base32",
+        "short hash",
+    );
+}
+
+#[test]
+fn info_on_a_magnet() {
+    let uri = "magnet:?xt=urn:btih:YNCKHTQCWBTRNJIV4WNAE52SJUQCZO5C&dn=a+b&tr=http%3A%2F%2Ft%2Fa&so=0,2-3";
+    let out = shoal(&["info", "--json", uri]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Json = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["kind"], "magnet");
+    assert_eq!(v["info_hash"], "c344a3ce02b06716a515e59a0277524d202cbba2");
+    assert_eq!(v["name"], "a b");
+    assert_eq!(v["trackers"], serde_json::json!([["http://t/a"]]));
+    assert_eq!(v["select_only"], "0,2-3");
+}
+
+/// A source tree with nested folders, an odd last piece, a 0-byte file and non-ASCII names.
+fn make_source(root: &Path) {
+    let files: &[(&str, usize)] = &[
+        ("top.txt", 1234),
+        ("empty.bin", 0),
+        ("nested/deeper/still/data.bin", 70_001),
+        ("nested/ünïcödé ファイル.txt", 5000),
+        (".hidden", 17),
+    ];
+    for (i, (rel, len)) in files.iter().enumerate() {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        let data: Vec<u8> = (0..*len).map(|j| (j * 7 + i * 13) as u8).collect();
+        std::fs::write(p, data).expect("write");
+    }
+}
+
+#[test]
+fn created_torrents_are_read_alike_by_libtorrent_and_transmission() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("Sample Set é");
+    make_source(&src);
+    let out_file = tmp.path().join("made.torrent");
+    let out = shoal(&[
+        "create",
+        src.to_str().expect("utf-8"),
+        "-o",
+        out_file.to_str().expect("utf-8"),
+        "--piece-size",
+        "16KiB",
+        "--tracker",
+        "http://a.example/announce,http://b.example/announce",
+        "--tracker",
+        "udp://c.example:6969",
+        "--private",
+        "--comment",
+        "made in a test",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let info = info_json(&out_file);
+    let hash = info["info_hash"].as_str().expect("hash").to_string();
+    assert!(stdout(&out).contains(&format!("info-hash: {hash}")));
+    assert!(stdout(&out).contains(&format!("magnet:?xt=urn:btih:{hash}")));
+    assert_eq!(info["total_size"], 1234 + 70_001 + 5000 + 17);
+    assert_eq!(info["piece_count"], 76_252u64.div_ceil(16384));
+    assert_eq!(info["private"], true);
+    let ours = shoal_files(&info);
+    assert_eq!(ours.len(), 5);
+
+    if have_libtorrent() {
+        let (lt_hash, lt_files) = libtorrent_view(&out_file);
+        assert_eq!(lt_hash, hash);
+        assert_eq!(lt_files, ours);
+    }
+    if have_transmission() {
+        let (tr_hash, tr_files) = transmission_view(&out_file);
+        assert_eq!(tr_hash, hash);
+        let ours: BTreeSet<(String, bool)> = ours.into_iter().map(|f| (f.0, false)).collect();
+        assert_eq!(tr_files, ours);
+    }
+}
+
+#[test]
+fn create_single_file_with_default_piece_size() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("one.bin");
+    std::fs::write(&src, vec![5u8; 50_000]).expect("write");
+    let out_file = tmp.path().join("one.torrent");
+    let out = shoal(&[
+        "create",
+        src.to_str().expect("utf-8"),
+        "-o",
+        out_file.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let info = info_json(&out_file);
+    assert_eq!(info["name"], "one.bin");
+    assert_eq!(info["multi_file"], false);
+    assert_eq!(info["piece_length"], 16384);
+    if have_libtorrent() {
+        assert_eq!(
+            libtorrent_view(&out_file).0,
+            info["info_hash"].as_str().expect("hash")
+        );
+    }
+}
+
+#[test]
+fn create_rejects_bad_usage() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let o = tmp.path().join("x.torrent");
+    let o = o.to_str().expect("utf-8");
+    let out = shoal(&["create", "/nonexistent/dir", "-o", o]);
+    assert_bad_input(&out, "/nonexistent/dir", "missing source");
+    std::fs::write(tmp.path().join("f"), b"x").expect("write");
+    let f = tmp.path().join("f");
+    let out = shoal(&[
+        "create",
+        f.to_str().expect("utf-8"),
+        "-o",
+        o,
+        "--piece-size",
+        "1000",
+    ]);
+    assert_bad_input(&out, "--piece-size", "bad piece size");
+    let out = shoal(&[
+        "create",
+        f.to_str().expect("utf-8"),
+        "-o",
+        o,
+        "--piece-size",
+        "lots",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
