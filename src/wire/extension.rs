@@ -93,7 +93,7 @@ mod tests {
 
     #[test]
     fn wrong_types_ignored() {
-        let hs = ExtHandshake::decode(b"d4:reqq3:abc1:pi-5ee").unwrap();
+        let hs = ExtHandshake::decode(b"d1:pi-5e4:reqq3:abce").unwrap();
         assert_eq!(hs.reqq, None);
         assert_eq!(hs.port, None);
         assert!(ExtHandshake::decode(b"li1ee").is_none());
