@@ -6,5 +6,7 @@ pub mod manager;
 pub mod metainfo;
 pub mod peer;
 pub mod picker;
+pub mod session;
 pub mod storage;
+pub mod torrent;
 pub mod wire;

@@ -88,3 +88,10 @@ pub enum PeerError {
     #[error("protocol violation: {0}")]
     Protocol(String),
 }
+
+/// Any ordered byte stream a peer connection can run on (TCP, a libp2p stream, a test pipe).
+pub trait PeerStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> PeerStream for T {}
+
+/// A type-erased peer stream.
+pub type BoxStream = Box<dyn PeerStream>;

@@ -1,0 +1,123 @@
+//! A session: our peer id, the TCP listener, and the torrents it routes connections to.
+//!
+//! The accept loop reads each incoming handshake (bounded by `handshake_timeout`) and hands
+//! the connection to the torrent named by its info-hash; unknown info-hashes are dropped.
+//! Each torrent also gets a tracker announcer when its metainfo lists trackers.
+use crate::config::Options;
+use crate::manager::PeerAddr;
+use crate::metainfo::{InfoHash, Metainfo};
+use crate::peer::{handshake, BoxStream};
+use crate::torrent::{Connector, Inbound, TcpConnector, TorrentHandle, TorrentParams};
+use crate::wire::PeerId;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+type Routes = Arc<Mutex<HashMap<InfoHash, TorrentHandle>>>;
+
+pub struct Session {
+    pub peer_id: PeerId,
+    options: Arc<Options>,
+    listen_addr: Option<SocketAddr>,
+    torrents: Routes,
+    connector: Arc<dyn Connector>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Session {
+    /// Starts a session listening for BitTorrent peers on `listen` (none: outbound only).
+    pub async fn start(options: Arc<Options>, listen: Option<SocketAddr>) -> std::io::Result<Session> {
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let torrents: Routes = Arc::default();
+        let mut listen_addr = None;
+        if let Some(addr) = listen {
+            let listener = TcpListener::bind(addr).await.map_err(|e| std::io::Error::new(e.kind(), format!("listen on {addr}: {e}")))?;
+            listen_addr = Some(listener.local_addr()?);
+            tasks.spawn(accept_loop(listener, torrents.clone(), options.clone(), cancel.clone(), tasks.clone()));
+        }
+        Ok(Session { peer_id: PeerId::generate(), options, listen_addr, torrents, connector: Arc::new(TcpConnector), cancel, tasks })
+    }
+
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen_addr
+    }
+
+    pub fn options(&self) -> &Arc<Options> {
+        &self.options
+    }
+
+    /// Replaces how peers are dialled (e.g. a libp2p-aware connector).
+    pub fn set_connector(&mut self, connector: Arc<dyn Connector>) {
+        self.connector = connector;
+    }
+
+    /// Starts a torrent whose data lives at `output/<name>`.
+    pub fn add_torrent(&self, meta: Arc<Metainfo>, output: PathBuf) -> TorrentHandle {
+        let params = TorrentParams {
+            meta: meta.clone(),
+            output,
+            options: self.options.clone(),
+            peer_id: self.peer_id,
+            listen_port: self.listen_addr.map(|a| a.port()),
+            connector: self.connector.clone(),
+        };
+        let handle = TorrentHandle::spawn(params, &self.cancel);
+        self.torrents.lock().expect("routes lock").insert(meta.info_hash, handle.clone());
+        handle
+    }
+
+    /// Stops every torrent and the listener, and waits for all their tasks.
+    pub async fn shutdown(&self) {
+        let handles: Vec<TorrentHandle> = self.torrents.lock().expect("routes lock").drain().map(|(_, h)| h).collect();
+        for h in &handles {
+            h.shutdown().await;
+        }
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+async fn accept_loop(listener: TcpListener, torrents: Routes, options: Arc<Options>, cancel: CancellationToken, tasks: TaskTracker) {
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let (torrents, timeout) = (torrents.clone(), options.handshake_timeout);
+        tasks.spawn(async move {
+            route(Box::new(stream), PeerAddr::Tcp(addr), torrents, timeout).await;
+        });
+    }
+}
+
+/// Reads a handshake and gives the connection to its torrent.
+pub async fn route(stream: BoxStream, addr: PeerAddr, torrents: Routes, timeout: std::time::Duration) {
+    let (framed, hs) = match handshake::read_inbound(stream, timeout).await {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::debug!(peer = %addr, error = %e, "inbound handshake failed");
+            return;
+        }
+    };
+    let handle = torrents.lock().expect("routes lock").get(&hs.info_hash).cloned();
+    match handle {
+        Some(h) => h.accept(Inbound { framed, handshake: hs, addr }),
+        None => tracing::debug!(peer = %addr, info_hash = %hs.info_hash, "inbound for an unknown torrent"),
+    }
+}

@@ -1,0 +1,188 @@
+//! The torrent task: one per torrent, the owner of its picker, pool, choker, peer table,
+//! piece assembly and statistics. No lock guards any of it; the task is the lock.
+//!
+//! Parts:
+//! - [`task`]: the event loop and its handlers;
+//! - [`peers`]: the per-peer record (rates, pipeline depth);
+//! - [`dial`]: the [`Connector`] that opens streams to peers, and the dial + handshake.
+//!
+//! Outside code holds a [`TorrentHandle`]: it adds peer addresses, hands over inbound
+//! connections, watches [`TorrentStats`], and stops the torrent.
+pub mod dial;
+pub mod peers;
+mod task;
+
+pub use dial::{Connector, TcpConnector};
+
+use crate::config::Options;
+use crate::manager::{PeerAddr, PoolStats, ScoreParts};
+use crate::metainfo::{InfoHash, Metainfo};
+use crate::peer::BoxStream;
+use crate::wire::{Handshake, HandshakeCodec, PeerId};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// An accepted connection whose handshake named this torrent.
+pub struct Inbound {
+    pub framed: Framed<BoxStream, HandshakeCodec>,
+    pub handshake: Handshake,
+    pub addr: PeerAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Hashing data already on disk.
+    #[default]
+    Checking,
+    Downloading,
+    /// Every wanted piece verified on disk.
+    Seeding,
+    /// Stopped after a fatal storage error.
+    Failed,
+}
+
+/// One peer, for progress and diagnostics.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStats {
+    pub addr: String,
+    pub transport: &'static str,
+    pub direction: &'static str,
+    pub client: Option<String>,
+    pub am_choking: bool,
+    pub am_interested: bool,
+    pub peer_choking: bool,
+    pub peer_interested: bool,
+    pub snubbed: bool,
+    pub download_rate: f64,
+    pub upload_rate: f64,
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub outstanding_requests: usize,
+    pub rtt_ms: Option<f64>,
+    pub pieces: usize,
+    pub score: ScoreParts,
+}
+
+/// A snapshot published by the torrent task about once a second and on every change of phase.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct TorrentStats {
+    pub info_hash: String,
+    pub name: String,
+    pub phase: Phase,
+    pub error: Option<String>,
+    pub pieces_total: u32,
+    pub pieces_have: u32,
+    pub pieces_checked: u32,
+    pub bytes_total: u64,
+    pub bytes_left: u64,
+    /// Payload bytes received from peers this session (including discarded ones).
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub download_rate: f64,
+    pub upload_rate: f64,
+    /// Pieces received and verified this session.
+    pub pieces_received: u32,
+    pub hash_failures: u32,
+    /// Bytes received that were not needed (duplicates in endgame, unrequested blocks).
+    pub wasted: u64,
+    pub banned: usize,
+    /// Distinct peers that sent us at least one piece.
+    pub peers_used: usize,
+    pub pool: PoolStats,
+    pub peers: Vec<PeerStats>,
+}
+
+impl TorrentStats {
+    pub fn is_complete(&self) -> bool {
+        self.phase == Phase::Seeding
+    }
+}
+
+/// What a torrent needs to run.
+pub struct TorrentParams {
+    pub meta: Arc<Metainfo>,
+    /// Output directory: the data lives at `output/<name>`.
+    pub output: PathBuf,
+    pub options: Arc<Options>,
+    pub peer_id: PeerId,
+    /// Our BitTorrent listen port, told to peers in the extension handshake.
+    pub listen_port: Option<u16>,
+    pub connector: Arc<dyn Connector>,
+}
+
+/// The cloneable face of a running torrent.
+#[derive(Clone)]
+pub struct TorrentHandle {
+    pub info_hash: InfoHash,
+    pub meta: Arc<Metainfo>,
+    addrs: mpsc::Sender<Vec<PeerAddr>>,
+    inbound: mpsc::Sender<Inbound>,
+    stats: watch::Receiver<TorrentStats>,
+    need_peers: watch::Receiver<u64>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl TorrentHandle {
+    /// Starts the torrent: checks existing data, then downloads and/or seeds.
+    pub fn spawn(params: TorrentParams, parent: &CancellationToken) -> TorrentHandle {
+        let (addrs_tx, addrs_rx) = mpsc::channel(64);
+        let (inbound_tx, inbound_rx) = mpsc::channel(16);
+        let info_hash = params.meta.info_hash;
+        let meta = params.meta.clone();
+        let (stats_tx, stats_rx) = watch::channel(TorrentStats { info_hash: info_hash.to_hex(), name: meta.name.clone(), ..Default::default() });
+        let (need_tx, need_rx) = watch::channel(0u64);
+        let cancel = parent.child_token();
+        let tasks = TaskTracker::new();
+        let channels = task::Channels { addrs: addrs_rx, inbound: inbound_rx, stats: stats_tx, need_peers: need_tx };
+        tasks.spawn(task::run(params, channels, cancel.clone(), tasks.clone()));
+        tasks.close();
+        TorrentHandle { info_hash, meta, addrs: addrs_tx, inbound: inbound_tx, stats: stats_rx, need_peers: need_rx, cancel, tasks }
+    }
+
+    /// Hands over peer addresses from any source (tracker, DHT, `--peer`).
+    pub async fn add_peers(&self, addrs: Vec<PeerAddr>) {
+        let _ = self.addrs.send(addrs).await;
+    }
+
+    /// Hands over an accepted connection; dropped if the torrent is gone or busy.
+    pub fn accept(&self, inbound: Inbound) {
+        let _ = self.inbound.try_send(inbound);
+    }
+
+    pub fn stats(&self) -> watch::Receiver<TorrentStats> {
+        self.stats.clone()
+    }
+
+    /// Bumped each time the pool runs dry: discovery listens to look for more peers.
+    pub fn need_peers(&self) -> watch::Receiver<u64> {
+        self.need_peers.clone()
+    }
+
+    /// Waits until every wanted piece is verified on disk; Err with the reason if it failed.
+    pub async fn wait_complete(&self) -> Result<(), String> {
+        let mut rx = self.stats.clone();
+        let r = rx.wait_for(|s| matches!(s.phase, Phase::Seeding | Phase::Failed)).await;
+        match r {
+            Ok(s) if s.phase == Phase::Seeding => Ok(()),
+            Ok(s) => Err(s.error.clone().unwrap_or_else(|| "failed".into())),
+            Err(_) => Err("torrent stopped".into()),
+        }
+    }
+
+    /// Stops the torrent and waits for every one of its tasks to end.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.tasks.wait().await;
+    }
+
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+}

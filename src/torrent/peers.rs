@@ -1,0 +1,168 @@
+//! What the torrent task knows of each connected peer, and the arithmetic on it: rates,
+//! round-trip time, the request pipeline depth.
+use crate::manager::{PeerAddr, ScoreInputs, ScoreParts};
+use crate::peer::{PeerCommand, PeerCounters};
+use crate::picker::BlockRef;
+use crate::wire::PeerId;
+use bitvec::prelude::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Requests kept outstanding to a peer that did not say how many it accepts (`reqq`):
+/// requests past a peer's limit are dropped silently and the download would stall.
+pub const DEFAULT_PEER_REQQ: usize = 128;
+/// Pipeline depth before the peer's rate is known.
+const INITIAL_DEPTH: usize = 32;
+/// Never fewer outstanding requests than this to an unchoked peer.
+const MIN_DEPTH: usize = 4;
+
+/// A rate over a sliding window, updated from a running byte total each tick.
+#[derive(Debug, Clone, Default)]
+pub struct Rate {
+    last_total: u64,
+    bytes_per_sec: f64,
+}
+
+impl Rate {
+    /// Folds in the total at the end of a tick of length `dt` (exponential smoothing with a
+    /// time constant of about 2 s, so a burst shows quickly and a stall decays).
+    pub fn update(&mut self, total: u64, dt: Duration) {
+        let delta = total.saturating_sub(self.last_total);
+        self.last_total = total;
+        let secs = dt.as_secs_f64();
+        if secs <= 0.0 {
+            return;
+        }
+        let instant = delta as f64 / secs;
+        let alpha = (secs / 2.0).min(1.0);
+        self.bytes_per_sec += alpha * (instant - self.bytes_per_sec);
+    }
+
+    pub fn get(&self) -> f64 {
+        self.bytes_per_sec
+    }
+}
+
+/// One connected peer as seen by its torrent.
+pub struct PeerSlot {
+    pub addr: PeerAddr,
+    pub peer_id: PeerId,
+    pub inbound: bool,
+    pub client: Option<String>,
+    pub commands: mpsc::Sender<PeerCommand>,
+    pub counters: Arc<PeerCounters>,
+    pub bitfield: BitVec<u8, Msb0>,
+    pub am_interested: bool,
+    pub am_choking: bool,
+    pub peer_choking: bool,
+    pub peer_interested: bool,
+    /// Our requests to it, with when they were sent.
+    pub outstanding: HashMap<BlockRef, Instant>,
+    /// Its `reqq`, if it told us.
+    pub reqq: Option<usize>,
+    pub rate_down: Rate,
+    pub rate_up: Rate,
+    /// Smoothed block round-trip time.
+    pub rtt: Option<Duration>,
+    pub connected_at: Instant,
+    pub last_block_at: Instant,
+    pub snubbed: bool,
+    pub unchoked_since: Option<Instant>,
+    pub choked_since: Option<Instant>,
+    pub score: ScoreParts,
+}
+
+impl PeerSlot {
+    pub fn new(addr: PeerAddr, peer_id: PeerId, inbound: bool, commands: mpsc::Sender<PeerCommand>, counters: Arc<PeerCounters>, pieces: usize, now: Instant) -> PeerSlot {
+        PeerSlot {
+            addr,
+            peer_id,
+            inbound,
+            client: None,
+            commands,
+            counters,
+            bitfield: bitvec![u8, Msb0; 0; pieces],
+            am_interested: false,
+            am_choking: true,
+            peer_choking: true,
+            peer_interested: false,
+            outstanding: HashMap::new(),
+            reqq: None,
+            rate_down: Rate::default(),
+            rate_up: Rate::default(),
+            rtt: None,
+            connected_at: now,
+            last_block_at: now,
+            snubbed: false,
+            unchoked_since: None,
+            choked_since: Some(now),
+            score: ScoreParts::default(),
+        }
+    }
+
+    /// Sends a command without waiting; false when the peer task is gone or not keeping up
+    /// (the caller then closes the connection).
+    pub fn command(&self, cmd: PeerCommand) -> bool {
+        self.commands.try_send(cmd).is_ok()
+    }
+
+    /// How many requests to keep outstanding: `target` seconds of transfer at the current
+    /// rate, within [MIN_DEPTH, min(reqq, our cap)].
+    pub fn depth(&self, target: Duration, cap: usize, block: u32) -> usize {
+        let limit = self.reqq.unwrap_or(DEFAULT_PEER_REQQ).min(cap).max(1);
+        let rate = self.rate_down.get();
+        let want = if rate <= 0.0 { INITIAL_DEPTH } else { (rate * target.as_secs_f64() / block as f64).ceil() as usize };
+        want.max(INITIAL_DEPTH.min(limit)).clamp(MIN_DEPTH.min(limit), limit)
+    }
+
+    /// Folds one block's round-trip time into the smoothed value (RFC 6298 style, 1/8).
+    pub fn observe_rtt(&mut self, sample: Duration) {
+        self.rtt = Some(match self.rtt {
+            None => sample,
+            Some(r) => (r * 7 + sample) / 8,
+        });
+    }
+
+    pub fn score_inputs(&self, rarity: f64) -> ScoreInputs {
+        ScoreInputs { download_rate: self.rate_down.get(), queue_len: self.outstanding.len(), response_time: self.rtt, rarity }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_follows_the_flow_and_decays() {
+        let mut r = Rate::default();
+        let mut total = 0;
+        for _ in 0..20 {
+            total += 1_000_000;
+            r.update(total, Duration::from_secs(1));
+        }
+        assert!((r.get() - 1_000_000.0).abs() < 10_000.0, "{}", r.get());
+        for _ in 0..20 {
+            r.update(total, Duration::from_secs(1));
+        }
+        assert!(r.get() < 10_000.0);
+    }
+
+    #[test]
+    fn depth_covers_target_seconds_within_reqq() {
+        let (tx, _rx) = mpsc::channel(1);
+        let mut p = PeerSlot::new(PeerAddr::P2p("x".into()), PeerId([0; 20]), false, tx, Default::default(), 8, Instant::now());
+        assert_eq!(p.depth(Duration::from_secs(3), 500, 16384), INITIAL_DEPTH);
+        p.rate_down.update(16384 * 10, Duration::from_secs(1));
+        p.rate_down.update(16384 * 20, Duration::from_secs(1));
+        assert!(p.depth(Duration::from_secs(3), 500, 16384) >= INITIAL_DEPTH);
+        p.rate_down = Rate { last_total: 0, bytes_per_sec: 100e6 };
+        assert_eq!(p.depth(Duration::from_secs(3), 500, 16384), DEFAULT_PEER_REQQ, "no reqq: conservative default");
+        p.reqq = Some(250);
+        assert_eq!(p.depth(Duration::from_secs(3), 500, 16384), 250);
+        p.reqq = Some(2);
+        assert_eq!(p.depth(Duration::from_secs(3), 500, 16384), 2, "never past the peer's limit");
+    }
+}
