@@ -2,6 +2,7 @@
 pub mod bencode;
 pub mod cli;
 pub mod config;
+pub mod discovery;
 pub mod metainfo;
 pub mod storage;
 pub mod wire;
