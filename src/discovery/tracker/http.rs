@@ -40,6 +40,9 @@ fn client() -> &'static reqwest::Client {
         reqwest::Client::builder()
             .user_agent(concat!("shoal/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::limited(5))
+            // Announces are minutes apart and trackers often close after one response
+            // (opentracker does); a pooled connection would be stale by the next announce.
+            .pool_max_idle_per_host(0)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new())
     })
@@ -47,7 +50,7 @@ fn client() -> &'static reqwest::Client {
 
 /// GETs `full` and reads the body, refusing more than [`MAX_RESPONSE_BYTES`].
 async fn fetch(url: &str, full: &str) -> Result<Vec<u8>, TrackerError> {
-    let http_err = |source| TrackerError::Http { url: url.to_owned(), source };
+    let http_err = |cause| TrackerError::Http { url: url.to_owned(), cause };
     let mut resp = client().get(full).send().await.map_err(http_err)?;
     let status = resp.status();
     if !status.is_success() {

@@ -100,12 +100,9 @@ pub enum TrackerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("tracker {url}: http request failed: {source}")]
-    Http {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    /// The message carries reqwest's whole cause chain, so it is not repeated as a `source`.
+    #[error("tracker {url}: http request failed: {}", error_chain(.cause))]
+    Http { url: String, cause: reqwest::Error },
     #[error("tracker {url}: http status {status}")]
     Status { url: String, status: u16 },
     #[error("tracker {url}: response larger than {limit} bytes")]
@@ -115,6 +112,18 @@ pub enum TrackerError {
     /// The tracker refused the announce (`failure reason`, or BEP 15 action 3).
     #[error("tracker {url}: failure reason: {reason}")]
     Failure { url: String, reason: String },
+}
+
+/// `e` and its causes, joined: reqwest's own message hides the cause (refused, reset, ...).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 /// Announces once to the tracker at `url`, choosing HTTP(S) or UDP by the scheme.

@@ -95,6 +95,11 @@ pub fn parse_reply(buf: &[u8], transaction_id: u32, over_ipv6: bool) -> Result<O
             })
         }
         ACTION_ERROR => Reply::Error(String::from_utf8_lossy(&buf[8..]).into_owned()),
+        // opentracker answers a refused announce (e.g. a hash off its whitelist) with only the
+        // 8-byte header.
+        action @ (ACTION_CONNECT | ACTION_ANNOUNCE) => {
+            return Err(format!("truncated reply to action {action} ({} bytes)", buf.len()))
+        }
         action => return Err(format!("unexpected action {action} in a {}-byte reply", buf.len())),
     };
     Ok(Some(reply))
