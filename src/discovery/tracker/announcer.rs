@@ -18,12 +18,14 @@
 //!   The task also ends when the peer channel closes (the torrent is gone).
 //!
 //! Every announce is bounded by `cfg.timeout`, and cancellation interrupts any wait.
+//!
+//! The task does the I/O; the decisions live in two plain structs taking `now`: [`TrackerList`]
+//! (which tracker, backoff) and `Schedule` (when, with which event), both unit-tested.
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{announce, Announce, AnnounceParams, Event, TrackerList, TransferTotals};
@@ -99,16 +101,9 @@ struct Announcer {
     need_peers: Option<mpsc::Receiver<()>>,
     status_out: Option<watch::Sender<Vec<TrackerStatus>>>,
     status: Vec<TrackerStatus>,
-    /// The event the next announce carries; cleared when a tracker accepts it.
-    pending: Option<Event>,
-    /// `left` has been above 0, so reaching 0 means we completed the download.
-    had_left: bool,
-    completed_queued: bool,
-    next_at: Instant,
-    /// The tracker that last answered, and when.
-    last_ok: Option<(String, Instant)>,
-    /// Floor between a successful announce and a nudged one.
-    nudge_floor: Duration,
+    schedule: Schedule,
+    /// The tracker that last answered: the one told `stopped` at the end.
+    last_ok: Option<String>,
 }
 
 impl Announcer {
@@ -121,11 +116,15 @@ impl Announcer {
     ) -> Announcer {
         let status = list
             .urls()
-            .map(|url| TrackerStatus { url: url.to_owned(), ..TrackerStatus::default() })
+            .map(|url| TrackerStatus {
+                url: url.to_owned(),
+                ..TrackerStatus::default()
+            })
             .collect();
-        let had_left = stats.borrow().left > 0;
+        let schedule = Schedule::new(now(), stats.borrow().left, cfg.min_interval);
         Announcer {
             list,
+            cfg,
             key: rand::random(),
             stats,
             stats_open: true,
@@ -133,13 +132,8 @@ impl Announcer {
             need_peers: links.need_peers,
             status_out: links.status,
             status,
-            pending: Some(Event::Started),
-            had_left,
-            completed_queued: false,
-            next_at: Instant::now(),
+            schedule,
             last_ok: None,
-            nudge_floor: cfg.min_interval,
-            cfg,
         }
     }
 
@@ -149,10 +143,11 @@ impl Announcer {
             return;
         }
         loop {
+            let due = tokio::time::Instant::from_std(self.schedule.due());
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep_until(self.next_at) => {
+                _ = tokio::time::sleep_until(due) => {
                     let still_wanted = tokio::select! {
                         biased;
                         _ = cancel.cancelled() => break,
@@ -171,24 +166,18 @@ impl Announcer {
 
     /// One announce round. Returns false when the torrent no longer takes peers.
     async fn round(&mut self) -> bool {
-        let params = self.params(self.pending);
-        for url in self.list.candidates(Instant::now().into_std()) {
+        let params = self.params(self.schedule.event());
+        for url in self.list.candidates(now()) {
             match announce(&url, &params, self.cfg.timeout).await {
                 Ok(answer) => return self.on_answer(&url, answer).await,
                 Err(e) => {
-                    let delay = self.list.record_failure(&url, Instant::now().into_std());
+                    let delay = self.list.record_failure(&url, now());
                     tracing::warn!(tracker = %url, retry_in = ?delay, "announce failed: {e}");
                     self.update_status(&url, |s| s.last_error = Some(e.to_string()));
                 }
             }
         }
-        // Nobody answered: try again when the first tracker's backoff ends.
-        let now = Instant::now();
-        self.next_at = self
-            .list
-            .next_available()
-            .map_or(now + self.cfg.min_interval, Instant::from_std)
-            .max(now);
+        self.schedule.all_failed(now(), self.list.next_available());
         true
     }
 
@@ -202,46 +191,34 @@ impl Announcer {
             s.last_warning = answer.warning.clone();
             s.peers = answer.peers.len();
         });
-        tracing::debug!(tracker = %url, peers = answer.peers.len(), event = ?self.pending, "announced");
-        self.pending = None;
-        let tracker_floor = answer.min_interval.unwrap_or_default();
-        self.nudge_floor = tracker_floor.max(self.cfg.min_interval);
-        let now = Instant::now();
-        self.last_ok = Some((url.to_owned(), now));
-        self.next_at = now + answer.interval.max(self.nudge_floor);
+        tracing::debug!(tracker = %url, peers = answer.peers.len(), event = ?self.schedule.event(), "announced");
+        self.schedule
+            .announced(now(), answer.interval, answer.min_interval);
+        self.last_ok = Some(url.to_owned());
         answer.peers.is_empty() || self.peers_out.send(answer.peers).await.is_ok()
     }
 
     fn on_stats(&mut self, open: bool) {
-        if !open {
+        if open {
+            let left = self.stats.borrow_and_update().left;
+            self.schedule.left_changed(now(), left);
+        } else {
             self.stats_open = false;
-            return;
-        }
-        let left = self.stats.borrow_and_update().left;
-        if left > 0 {
-            self.had_left = true;
-        } else if self.had_left && !self.completed_queued {
-            self.completed_queued = true;
-            self.pending = Some(Event::Completed);
-            self.next_at = Instant::now();
         }
     }
 
     fn on_nudge(&mut self, nudge: Option<()>) {
-        if nudge.is_none() {
-            self.need_peers = None;
-            return;
+        match nudge {
+            Some(()) => self.schedule.need_peers(now()),
+            None => self.need_peers = None,
         }
-        let earliest = match &self.last_ok {
-            Some((_, at)) => (*at + self.nudge_floor).max(Instant::now()),
-            None => return, // not announced yet: the pending retry is already as soon as allowed
-        };
-        self.next_at = self.next_at.min(earliest);
     }
 
     /// The farewell `stopped`, only to a tracker that knows us.
     async fn stop(&mut self) {
-        let Some((url, _)) = self.last_ok.take() else { return };
+        let Some(url) = self.last_ok.take() else {
+            return;
+        };
         let params = self.params(Some(Event::Stopped));
         match announce(&url, &params, STOP_TIMEOUT.min(self.cfg.timeout)).await {
             Ok(_) => tracing::debug!(tracker = %url, "announced stopped"),
@@ -274,10 +251,159 @@ impl Announcer {
     }
 }
 
+/// The current time on tokio's clock (so `tokio::time::pause` governs it), as a std `Instant`
+/// for the plain structs.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// When to announce next and with which event: plain data, `now` passed in.
+///
+/// Invariants: the pending event is cleared only by a successful announce; `completed` is queued
+/// at most once, and only after `left` was seen above 0; a nudge never moves the next announce
+/// before `last success + max(tracker min interval, our min interval)`.
+#[derive(Debug)]
+struct Schedule {
+    /// Our own floor between announces (`Options::tracker_min_interval`).
+    min_interval: Duration,
+    pending: Option<Event>,
+    had_left: bool,
+    completed_queued: bool,
+    next_at: Instant,
+    last_ok: Option<Instant>,
+    /// `max(tracker min interval, min_interval)`, from the last answer.
+    nudge_floor: Duration,
+}
+
+impl Schedule {
+    /// A torrent that starts now with `left` bytes to go: `started` is due at once.
+    fn new(now: Instant, left: u64, min_interval: Duration) -> Schedule {
+        Schedule {
+            min_interval,
+            pending: Some(Event::Started),
+            had_left: left > 0,
+            completed_queued: false,
+            next_at: now,
+            last_ok: None,
+            nudge_floor: min_interval,
+        }
+    }
+
+    fn due(&self) -> Instant {
+        self.next_at
+    }
+
+    /// The event the next announce carries.
+    fn event(&self) -> Option<Event> {
+        self.pending
+    }
+
+    /// A tracker answered with `interval` and perhaps a `min interval`.
+    fn announced(&mut self, now: Instant, interval: Duration, tracker_min: Option<Duration>) {
+        self.pending = None;
+        self.nudge_floor = tracker_min.unwrap_or_default().max(self.min_interval);
+        self.last_ok = Some(now);
+        self.next_at = now + interval.max(self.nudge_floor);
+    }
+
+    /// No tracker answered; `retry_at` is when the first backed-off tracker is usable again.
+    fn all_failed(&mut self, now: Instant, retry_at: Option<Instant>) {
+        self.next_at = retry_at.unwrap_or(now + self.min_interval).max(now);
+    }
+
+    /// The torrent's `left` changed: queue `completed` when the download just finished.
+    fn left_changed(&mut self, now: Instant, left: u64) {
+        if left > 0 {
+            self.had_left = true;
+        } else if self.had_left && !self.completed_queued {
+            self.completed_queued = true;
+            self.pending = Some(Event::Completed);
+            self.next_at = now;
+        }
+    }
+
+    /// The torrent wants more peers: announce as soon as the floor allows. Before the first
+    /// success the next attempt is already as early as backoff allows, so nothing changes.
+    fn need_peers(&mut self, now: Instant) {
+        if let Some(last) = self.last_ok {
+            self.next_at = self.next_at.min((last + self.nudge_floor).max(now));
+        }
+    }
+}
+
 /// The next nudge, or never when there is no nudge channel.
 async fn recv_nudge(rx: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OURS: Duration = Duration::from_secs(30);
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn started_is_due_at_once_and_cleared_by_success() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, 100, OURS);
+        assert_eq!((s.due(), s.event()), (t0, Some(Event::Started)));
+        s.all_failed(t0, Some(t0 + S(60)));
+        assert_eq!(
+            (s.due(), s.event()),
+            (t0 + S(60), Some(Event::Started)),
+            "kept until accepted"
+        );
+        s.announced(t0 + S(60), S(1800), Some(S(900)));
+        assert_eq!((s.due(), s.event()), (t0 + S(1860), None));
+    }
+
+    #[test]
+    fn interval_is_raised_to_the_larger_floor() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, 100, OURS);
+        s.announced(t0, S(5), None);
+        assert_eq!(s.due(), t0 + OURS, "our min interval");
+        s.announced(t0, S(5), Some(S(120)));
+        assert_eq!(s.due(), t0 + S(120), "tracker min interval");
+    }
+
+    #[test]
+    fn completed_once_after_downloading_never_for_a_seed() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, 100, OURS);
+        s.announced(t0, S(1800), None);
+        s.left_changed(t0 + S(10), 50);
+        assert_eq!(s.event(), None);
+        s.left_changed(t0 + S(20), 0);
+        assert_eq!((s.due(), s.event()), (t0 + S(20), Some(Event::Completed)));
+        s.announced(t0 + S(20), S(1800), None);
+        s.left_changed(t0 + S(30), 0);
+        assert_eq!(s.event(), None, "only once");
+
+        let mut seed = Schedule::new(t0, 0, OURS);
+        seed.left_changed(t0, 0);
+        assert_eq!(seed.event(), Some(Event::Started));
+    }
+
+    #[test]
+    fn nudges_respect_the_tracker_min_interval() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, 100, OURS);
+        s.all_failed(t0, Some(t0 + S(60)));
+        s.need_peers(t0 + S(1));
+        assert_eq!(s.due(), t0 + S(60), "no success yet: backoff stands");
+
+        s.announced(t0, S(1800), Some(S(300)));
+        s.need_peers(t0 + S(10));
+        assert_eq!(s.due(), t0 + S(300));
+        s.need_peers(t0 + S(400));
+        assert_eq!(s.due(), t0 + S(300), "never later than already planned");
+        s.announced(t0 + S(400), S(1800), None);
+        s.need_peers(t0 + S(1000));
+        assert_eq!(s.due(), t0 + S(1000), "floor long passed: now");
     }
 }

@@ -140,7 +140,7 @@ pub async fn announce(
     })?;
     match parsed.scheme() {
         "http" | "https" => http::announce(url, params, timeout).await,
-        "udp" => udp::announce(url, &parsed, params, timeout).await,
+        "udp" => udp::announce(url, params, timeout).await,
         other => Err(TrackerError::UnsupportedScheme {
             url: url.to_owned(),
             scheme: other.to_owned(),
@@ -178,14 +178,19 @@ impl TrackerList {
         let tiers = tiers
             .into_iter()
             .map(|tier| {
-                let mut tier: Vec<String> =
-                    tier.into_iter().filter(|u| seen.insert(u.clone())).collect();
+                let mut tier: Vec<String> = tier
+                    .into_iter()
+                    .filter(|u| seen.insert(u.clone()))
+                    .collect();
                 tier.shuffle(rng);
                 tier
             })
             .filter(|tier| !tier.is_empty())
             .collect();
-        TrackerList { tiers, failures: HashMap::new() }
+        TrackerList {
+            tiers,
+            failures: HashMap::new(),
+        }
     }
 
     /// The tiers in their current order.
@@ -224,8 +229,13 @@ impl TrackerList {
         let delay = BACKOFF_BASE
             .saturating_mul(1u32 << (consecutive - 1).min(16))
             .min(BACKOFF_CAP);
-        self.failures
-            .insert(url.to_owned(), Backoff { consecutive, until: now + delay });
+        self.failures.insert(
+            url.to_owned(),
+            Backoff {
+                consecutive,
+                until: now + delay,
+            },
+        );
         delay
     }
 
@@ -300,5 +310,32 @@ mod tests {
         l.record_success("a");
         assert_eq!(l.candidates(now), ["a", "b"]);
         assert_eq!(l.next_available(), None);
+    }
+
+    #[tokio::test]
+    async fn other_schemes_are_refused_by_name() {
+        let p = AnnounceParams {
+            info_hash: InfoHash([0; 20]),
+            peer_id: PeerId([0; 20]),
+            port: 1,
+            uploaded: 0,
+            downloaded: 0,
+            left: 0,
+            event: None,
+            numwant: 1,
+            key: 0,
+        };
+        let err = announce("wss://t.example/announce", &p, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("wss://t.example/announce"),
+            "{err}"
+        );
+        assert!(matches!(err, TrackerError::UnsupportedScheme { .. }));
+        let err = announce("not a url", &p, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TrackerError::BadUrl { .. }));
     }
 }
