@@ -1,7 +1,23 @@
 //! shoal: a BitTorrent swarm client and seeder.
+//!
+//! The task graph, for one torrent:
+//!
+//! ```text
+//! trackers / --peer / DHT ──addresses──▶ TorrentHandle ──▶ torrent task (torrent::task)
+//! session accept loop ──inbound handshake──▶ torrent task      │ owns picker, pool, choker,
+//!                                                               │ scoring, assembly, stats
+//! peer tasks (peer::connection) ◀──PeerCommand── torrent task ──┘
+//! peer tasks ──PeerEvent (blocks as Bytes)──▶ torrent task ──full piece──▶ storage
+//!                                                  (hash + write on the blocking pool)
+//! ```
+//!
+//! Modules in reading order: [`bencode`], [`metainfo`], [`wire`], [`storage`], [`picker`],
+//! [`manager`] (pool, scoring, choker), [`peer`], [`torrent`], [`session`], [`discovery`],
+//! [`config`], [`cli`].
 pub mod bencode;
 pub mod cli;
 pub mod config;
+pub mod discovery;
 pub mod manager;
 pub mod metainfo;
 pub mod peer;
