@@ -4,6 +4,8 @@
 //! the connection to the torrent named by its info-hash; unknown info-hashes are dropped.
 //! Each torrent also gets a tracker announcer when its metainfo lists trackers.
 use crate::config::Options;
+use crate::discovery::tracker::announcer::{self, AnnouncerConfig, AnnouncerLinks};
+use crate::discovery::tracker::TransferTotals;
 use crate::manager::PeerAddr;
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::peer::{handshake, BoxStream};
@@ -14,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -69,7 +72,34 @@ impl Session {
         };
         let handle = TorrentHandle::spawn(params, &self.cancel);
         self.torrents.lock().expect("routes lock").insert(meta.info_hash, handle.clone());
+        if !meta.trackers.is_empty() {
+            self.start_trackers(&handle);
+        }
         handle
+    }
+
+    /// Keeps the torrent announced to its trackers and feeds what they return to its pool.
+    fn start_trackers(&self, handle: &TorrentHandle) {
+        let cfg = AnnouncerConfig {
+            peer_id: self.peer_id,
+            info_hash: handle.info_hash,
+            port: self.listen_addr.map(|a| a.port()).unwrap_or(0),
+            numwant: self.options.numwant,
+            timeout: self.options.tracker_timeout,
+            min_interval: self.options.tracker_min_interval,
+        };
+        let (totals_tx, totals_rx) = watch::channel(TransferTotals::default());
+        let (peers_tx, peers_rx) = mpsc::channel(16);
+        let (nudge_tx, nudge_rx) = mpsc::channel(1);
+        let cancel = handle.cancel_token();
+        let links = AnnouncerLinks { need_peers: Some(nudge_rx), status: None };
+        let tiers = handle.meta.trackers.clone();
+        // The announcer must see the torrent's totals before its first announce.
+        self.tasks.spawn(bridge_tracker(handle.clone(), totals_tx, peers_rx, nudge_tx, cancel.clone()));
+        let announcer = announcer::spawn(tiers, cfg, totals_rx, peers_tx, links, cancel);
+        self.tasks.spawn(async move {
+            let _ = announcer.await;
+        });
     }
 
     /// Stops every torrent and the listener, and waits for all their tasks.
@@ -81,6 +111,42 @@ impl Session {
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+    }
+}
+
+/// Carries totals to the announcer, its peers to the torrent, and the torrent's "need more
+/// peers" to the announcer, until the torrent stops.
+async fn bridge_tracker(
+    handle: TorrentHandle,
+    totals: watch::Sender<TransferTotals>,
+    mut peers: mpsc::Receiver<Vec<SocketAddr>>,
+    nudge: mpsc::Sender<()>,
+    cancel: CancellationToken,
+) {
+    let mut stats = handle.stats();
+    let mut need = handle.need_peers();
+    loop {
+        {
+            let s = stats.borrow_and_update();
+            let t = TransferTotals { uploaded: s.uploaded, downloaded: s.downloaded, left: s.bytes_left };
+            totals.send_if_modified(|old| {
+                let changed = old.uploaded != t.uploaded || old.downloaded != t.downloaded || old.left != t.left;
+                *old = t;
+                changed
+            });
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = stats.changed() => if r.is_err() { return },
+            r = need.changed() => {
+                if r.is_err() { return }
+                let _ = nudge.try_send(());
+            }
+            p = peers.recv() => match p {
+                None => return,
+                Some(p) => handle.add_peers(p.into_iter().map(PeerAddr::Tcp).collect()).await,
+            },
+        }
     }
 }
 

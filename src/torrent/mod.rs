@@ -136,7 +136,8 @@ impl TorrentHandle {
         let (inbound_tx, inbound_rx) = mpsc::channel(16);
         let info_hash = params.meta.info_hash;
         let meta = params.meta.clone();
-        let (stats_tx, stats_rx) = watch::channel(TorrentStats { info_hash: info_hash.to_hex(), name: meta.name.clone(), ..Default::default() });
+        let initial = TorrentStats { info_hash: info_hash.to_hex(), name: meta.name.clone(), bytes_total: meta.total_length, bytes_left: meta.total_length, pieces_total: meta.piece_count(), ..Default::default() };
+        let (stats_tx, stats_rx) = watch::channel(initial);
         let (need_tx, need_rx) = watch::channel(0u64);
         let cancel = parent.child_token();
         let tasks = TaskTracker::new();

@@ -355,7 +355,13 @@ impl Torrent {
                 self.peer_mut(key).peer_choking = false;
                 self.fill_requests(key);
             }
-            PeerEventKind::Interested => self.peer_mut(key).peer_interested = true,
+            PeerEventKind::Interested => {
+                self.peer_mut(key).peer_interested = true;
+                // A free upload slot is given now rather than at the next 10 s round.
+                if self.peers.values().filter(|p| !p.am_choking).count() <= self.opts.unchoke_slots {
+                    self.rechoke(Instant::now());
+                }
+            }
             PeerEventKind::NotInterested => self.peer_mut(key).peer_interested = false,
             PeerEventKind::Block(b, data) => self.on_block(key, b, data),
             PeerEventKind::Closed(reason) => self.on_closed(key, reason),
@@ -472,6 +478,9 @@ impl Torrent {
         self.gone_uploaded += p.counters.uploaded();
         self.picker.peer_gone(key, &p.bitfield);
         self.pool.disconnected(&p.addr, Instant::now().into_std());
+        if !p.am_choking {
+            self.rechoke(Instant::now());
+        }
         // Its released requests may go to others right away.
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for k in keys {
