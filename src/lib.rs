@@ -14,6 +14,7 @@
 //! Modules in reading order: [`bencode`], [`metainfo`], [`wire`], [`storage`], [`picker`],
 //! [`manager`] (pool, scoring, choker), [`peer`], [`torrent`], [`session`], [`discovery`],
 //! [`config`], [`cli`].
+pub mod bench;
 pub mod bencode;
 pub mod cli;
 pub mod config;

@@ -6,8 +6,13 @@
 use clap::{Parser, Subcommand};
 use std::fmt;
 
+pub mod bench;
+pub mod common;
 pub mod create;
+pub mod download;
 pub mod info;
+pub mod progress;
+pub mod seed;
 
 #[derive(Parser, Debug)]
 #[command(name = "shoal", version, about = "A BitTorrent swarm client and seeder")]
@@ -22,6 +27,12 @@ pub enum Command {
     Create(create::CreateArgs),
     /// Show what a .torrent file or magnet link describes.
     Info(info::InfoArgs),
+    /// Download a torrent (a .torrent file or a magnet link with its .torrent).
+    Download(download::DownloadArgs),
+    /// Seed a file or directory.
+    Seed(seed::SeedArgs),
+    /// Measure piece throughput on a loopback swarm of generated data.
+    Bench(bench::BenchArgs),
 }
 
 /// A failure caused by the user's input: exit code 2.
@@ -45,5 +56,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Create(args) => create::run(args),
         Command::Info(args) => info::run(args),
+        Command::Download(args) => runtime()?.block_on(download::run(args)),
+        Command::Seed(args) => runtime()?.block_on(seed::run(args)),
+        Command::Bench(args) => runtime()?.block_on(bench::run(args)),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }

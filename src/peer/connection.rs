@@ -22,7 +22,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_util::codec::{Framed, FramedParts, FramedRead, FramedWrite};
+use futures::stream::{SplitSink, SplitStream};
+use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 /// Largest block we serve; libtorrent and others refuse more than 16 KiB, we allow 128 KiB.
@@ -70,12 +71,9 @@ where
 {
     let key = ctx.key;
     let events = ctx.events.clone();
-    let FramedParts { io, codec, read_buf, write_buf, .. } = framed.into_parts();
-    let (rd, wr) = tokio::io::split(io);
-    let mut reader = FramedRead::new(rd, codec.clone());
-    *reader.read_buffer_mut() = read_buf;
-    let mut sink = FramedWrite::new(wr, codec);
-    *sink.write_buffer_mut() = write_buf;
+    // `StreamExt::split` keeps the Framed whole, so bytes the peer sent behind its handshake
+    // (already in the read buffer) are decoded before the socket is read again.
+    let (sink, mut reader) = framed.split();
 
     let (writer_tx, writer_rx) = mpsc::channel(WRITE_QUEUE);
     let writer = tokio::spawn(write_loop(sink, writer_rx, ctx.counters.clone(), ctx.keepalive_interval));
@@ -97,8 +95,10 @@ where
     let _ = events.send(PeerEvent { key, kind: PeerEventKind::Closed(reason) }).await;
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut sink: FramedWrite<W, MessageCodec>,
+type Sink<S> = SplitSink<Framed<S, MessageCodec>, Message>;
+
+async fn write_loop<S: AsyncRead + AsyncWrite>(
+    mut sink: Sink<S>,
     mut rx: mpsc::Receiver<Message>,
     counters: Arc<PeerCounters>,
     keepalive: Duration,
@@ -118,7 +118,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     }
 }
 
-async fn feed<W: AsyncWrite + Unpin>(sink: &mut FramedWrite<W, MessageCodec>, msg: Message, counters: &PeerCounters) -> Result<(), PeerError> {
+async fn feed<S: AsyncRead + AsyncWrite>(sink: &mut Sink<S>, msg: Message, counters: &PeerCounters) -> Result<(), PeerError> {
     if let Message::Piece { data, .. } = &msg {
         counters.uploaded.fetch_add(data.len() as u64, Ordering::Relaxed);
     }
@@ -128,7 +128,7 @@ async fn feed<W: AsyncWrite + Unpin>(sink: &mut FramedWrite<W, MessageCodec>, ms
 type BlockRead = std::pin::Pin<Box<dyn std::future::Future<Output = (BlockRef, Result<bytes::Bytes, crate::storage::StorageError>)> + Send>>;
 
 impl Task {
-    async fn drive<R: AsyncRead + Unpin>(&mut self, reader: &mut FramedRead<R, MessageCodec>) -> Result<(), PeerError> {
+    async fn drive<S: AsyncRead + AsyncWrite>(&mut self, reader: &mut SplitStream<Framed<S, MessageCodec>>) -> Result<(), PeerError> {
         self.send_greeting().await?;
         let mut reads: FuturesOrdered<BlockRead> = FuturesOrdered::new();
         let idle = self.ctx.idle_timeout;
@@ -186,6 +186,7 @@ impl Task {
 
     async fn on_message(&mut self, msg: Message) -> Result<(), PeerError> {
         self.last_received = Instant::now();
+        tracing::trace!(key = self.ctx.key, ?msg, "received");
         match msg {
             Message::KeepAlive | Message::Port(_) => {}
             Message::Choke => self.report(PeerEventKind::Choked).await?,
@@ -279,6 +280,7 @@ impl Task {
     }
 
     async fn on_command(&mut self, cmd: PeerCommand) -> Result<(), PeerError> {
+        tracing::trace!(key = self.ctx.key, ?cmd, "command");
         match cmd {
             PeerCommand::Request(blocks) => {
                 for b in blocks {

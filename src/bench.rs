@@ -1,0 +1,153 @@
+//! The piece-throughput benchmark behind `shoal bench`: a loopback swarm of generated data
+//! run through the same `Session`s and torrent tasks as `download` and `seed`.
+//!
+//! Set-up (generating the data, making the torrent, the seeders' start-up hash check) is
+//! timed apart from the transfer; the transfer clock starts when the leechers are added
+//! and stops for each leecher when its last piece is verified on disk.
+use crate::config::Options;
+use crate::manager::PeerAddr;
+use crate::metainfo::create::{create_torrent, CreateOptions};
+use crate::metainfo::Metainfo;
+use crate::session::Session;
+use crate::torrent::Phase;
+use serde::Serialize;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub size: u64,
+    pub piece_size: u32,
+    pub seeders: usize,
+    pub leechers: usize,
+    /// Longest the transfer may take before the bench gives up.
+    pub timeout: Duration,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig { size: 1 << 30, piece_size: 1 << 20, seeders: 1, leechers: 1, timeout: Duration::from_secs(600) }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LeecherResult {
+    pub seconds: f64,
+    pub mib_per_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub size: u64,
+    pub piece_size: u32,
+    pub seeders: usize,
+    pub leechers: usize,
+    pub transport: &'static str,
+    pub setup_seconds: f64,
+    /// From adding the leechers until the last one completed.
+    pub wall_seconds: f64,
+    /// Bytes delivered to all leechers over the wall time.
+    pub swarm_mib_per_s: f64,
+    pub per_leecher: Vec<LeecherResult>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("bench set-up: {0}")]
+    Setup(String),
+    #[error("a leecher did not complete: {0}")]
+    Incomplete(String),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// Fills a file with pseudo-random bytes (xorshift64*), fast and incompressible enough.
+fn generate(path: &Path, size: u64) -> std::io::Result<()> {
+    let mut f = std::io::BufWriter::with_capacity(1 << 22, std::fs::File::create(path)?);
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        for chunk in buf.chunks_exact_mut(8) {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            chunk.copy_from_slice(&state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.flush()
+}
+
+pub async fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
+    let setup_err = |e: &dyn std::fmt::Display| BenchError::Setup(e.to_string());
+    let setup = Instant::now();
+    let dir = tempfile::Builder::new().prefix("shoal-bench").tempdir().map_err(|e| setup_err(&e))?;
+    let seed_root = dir.path().join("seed");
+    std::fs::create_dir_all(&seed_root).map_err(|e| setup_err(&e))?;
+    let data = seed_root.join("shoal-bench.bin");
+    let size = cfg.size;
+    let data2 = data.clone();
+    tokio::task::spawn_blocking(move || generate(&data2, size)).await.map_err(|e| setup_err(&e))?.map_err(|e| setup_err(&e))?;
+    let opts = CreateOptions { piece_length: Some(cfg.piece_size), ..Default::default() };
+    let data3 = data.clone();
+    let bytes = tokio::task::spawn_blocking(move || create_torrent(&data3, &opts)).await.map_err(|e| setup_err(&e))?.map_err(|e| setup_err(&e))?;
+    let meta = Arc::new(Metainfo::from_bytes(&bytes).map_err(|e| setup_err(&e))?);
+    let options = Arc::new(Options::default());
+    let loopback = "127.0.0.1:0".parse().expect("valid address");
+
+    let mut sessions = Vec::new();
+    let mut addrs = Vec::new();
+    let mut seeders = Vec::new();
+    for _ in 0..cfg.seeders {
+        let s = Session::start(options.clone(), Some(loopback)).await.map_err(|e| setup_err(&e))?;
+        addrs.push(PeerAddr::Tcp(s.listen_addr().expect("listening")));
+        seeders.push(s.add_torrent(meta.clone(), seed_root.clone()));
+        sessions.push(s);
+    }
+    for h in &seeders {
+        h.wait_complete().await.map_err(|e| BenchError::Setup(format!("seeder: {e}")))?;
+    }
+    let setup_seconds = setup.elapsed().as_secs_f64();
+
+    let start = Instant::now();
+    let mut leechers = Vec::new();
+    for i in 0..cfg.leechers {
+        let s = Session::start(options.clone(), Some(loopback)).await.map_err(|e| setup_err(&e))?;
+        let h = s.add_torrent(meta.clone(), dir.path().join(format!("leech{i}")));
+        h.add_peers(addrs.clone()).await;
+        addrs.push(PeerAddr::Tcp(s.listen_addr().expect("listening")));
+        leechers.push(h);
+        sessions.push(s);
+    }
+    let waits = leechers.iter().map(|h| async move {
+        h.wait_complete().await.map(|_| start.elapsed())
+    });
+    let done = tokio::time::timeout(cfg.timeout, futures::future::join_all(waits)).await.map_err(|_| BenchError::Timeout(cfg.timeout))?;
+    let wall = start.elapsed();
+    for s in &sessions {
+        s.shutdown().await;
+    }
+    let mib = cfg.size as f64 / (1024.0 * 1024.0);
+    let mut per_leecher = Vec::new();
+    for d in done {
+        let t = d.map_err(BenchError::Incomplete)?.as_secs_f64();
+        per_leecher.push(LeecherResult { seconds: t, mib_per_s: mib / t });
+    }
+    debug_assert!(leechers.iter().all(|h| h.stats().borrow().phase == Phase::Seeding));
+    Ok(BenchReport {
+        size: cfg.size,
+        piece_size: cfg.piece_size,
+        seeders: cfg.seeders,
+        leechers: cfg.leechers,
+        transport: "tcp",
+        setup_seconds,
+        wall_seconds: wall.as_secs_f64(),
+        swarm_mib_per_s: mib * cfg.leechers as f64 / wall.as_secs_f64(),
+        per_leecher,
+    })
+}

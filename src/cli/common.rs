@@ -1,0 +1,107 @@
+//! What `download`, `seed` and `node` share: network flags, loading the configuration,
+//! resolving `--peer`, logging, and waiting for Ctrl-C.
+use crate::cli::bad_input;
+use crate::config::Options;
+use crate::manager::PeerAddr;
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Args, Debug, Clone)]
+pub struct NetArgs {
+    /// Address to accept BitTorrent peers on (`127.0.0.1:0` picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// A peer to connect to (repeatable); on `seed`, a peer to serve.
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    pub peers: Vec<String>,
+    /// A DHT node to bootstrap from (repeatable), e.g. /ip4/1.2.3.4/tcp/4001/p2p/12D3...
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+    pub bootstrap: Vec<String>,
+    /// Address of the libp2p node (Kademlia DHT and encrypted peer streams).
+    #[arg(long = "kad-listen", value_name = "MULTIADDR")]
+    pub kad_listen: Option<String>,
+    /// Turn the DHT off.
+    #[arg(long = "no-kad")]
+    pub no_kad: bool,
+    /// Serve diagnostics and metrics over HTTP on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub diag: Option<SocketAddr>,
+    /// TOML configuration file (see the README for every key).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print nothing but errors.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+impl NetArgs {
+    /// Defaults, then the config file, then flags; validated as a whole.
+    pub fn options(&self) -> anyhow::Result<Arc<Options>> {
+        let opts = match &self.config {
+            Some(path) => Options::from_toml_file(path).map_err(|e| bad_input(e.to_string()))?,
+            None => Options::default(),
+        };
+        opts.validate().map_err(|e| bad_input(e.to_string()))?;
+        Ok(Arc::new(opts))
+    }
+
+    /// Resolves every `--peer` (host names allowed); a bad one is the user's mistake.
+    pub async fn peer_addrs(&self) -> anyhow::Result<Vec<PeerAddr>> {
+        let mut out = Vec::new();
+        for p in &self.peers {
+            let addrs = tokio::net::lookup_host(p.as_str()).await.map_err(|e| bad_input(format!("--peer {p}: {e}")))?;
+            out.extend(addrs.map(PeerAddr::Tcp));
+        }
+        Ok(out)
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default (warnings, and shoal's own info lines
+/// unless quiet).
+pub fn init_logging(quiet: bool) {
+    let default = if quiet { "error" } else { "warn,shoal=info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+/// Prints a line on stdout and flushes it, for scripts that wait for it.
+pub fn announce_line(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Formats bytes in binary units, as the progress line shows them.
+pub fn human_bytes(b: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{v:.0} {}", UNITS[u])
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}

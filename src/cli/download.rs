@@ -1,0 +1,94 @@
+//! `shoal download`: fetch a torrent into a directory; exit 0 only when every piece is
+//! verified on disk; with `--seed`, stay and seed until interrupted.
+use crate::cli::common::{announce_line, init_logging, interrupted, NetArgs};
+use crate::cli::progress::{summary, Progress};
+use crate::cli::{bad_input, info};
+use crate::metainfo::{Magnet, Metainfo};
+use crate::session::Session;
+use crate::torrent::Phase;
+use anyhow::Context;
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Args, Debug)]
+pub struct DownloadArgs {
+    /// A .torrent file or a magnet URI.
+    pub input: String,
+    /// Output directory: a single-file torrent lands at DIR/<name>, a multi-file one under
+    /// DIR/<name>/.
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    pub output: PathBuf,
+    /// The .torrent for a magnet link (metadata from peers is not fetched yet).
+    #[arg(long, value_name = "FILE")]
+    pub torrent: Option<String>,
+    /// Keep seeding after the download completes, until interrupted.
+    #[arg(long)]
+    pub seed: bool,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+/// Reads the metainfo named on the command line; a magnet needs its .torrent for now.
+fn load_input(args: &DownloadArgs) -> anyhow::Result<(Metainfo, Vec<String>)> {
+    if !args.input.to_ascii_lowercase().starts_with("magnet:") {
+        return Ok((info::load(&args.input)?, Vec::new()));
+    }
+    let magnet = Magnet::parse(&args.input).map_err(|e| bad_input(e.to_string()))?;
+    let Some(file) = &args.torrent else {
+        return Err(bad_input(format!(
+            "magnet {}: fetching metadata from peers is not supported yet; pass its .torrent with --torrent FILE",
+            magnet.info_hash
+        )));
+    };
+    let meta = info::load(file)?;
+    if meta.info_hash != magnet.info_hash {
+        return Err(bad_input(format!("{file}: info-hash {} does not match the magnet's {}", meta.info_hash, magnet.info_hash)));
+    }
+    Ok((meta, magnet.peers.clone()))
+}
+
+pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
+    init_logging(args.net.quiet);
+    let options = args.net.options()?;
+    let (meta, magnet_peers) = load_input(&args)?;
+    let mut net = args.net.clone();
+    net.peers.extend(magnet_peers);
+    let peers = net.peer_addrs().await?;
+    std::fs::create_dir_all(&args.output).with_context(|| format!("{}: cannot create the output directory", args.output.display()))?;
+
+    let listen = args.net.listen.unwrap_or_else(|| "0.0.0.0:0".parse().expect("valid address"));
+    let session = Session::start(options, Some(listen)).await?;
+    if let Some(a) = session.listen_addr() {
+        announce_line(&format!("listening bt {a}"));
+    }
+    let meta = Arc::new(meta);
+    let handle = session.add_torrent(meta.clone(), args.output.clone());
+    handle.add_peers(peers).await;
+
+    let started = Instant::now();
+    let progress = Progress::new(args.net.quiet, meta.total_length);
+    let follow = tokio::spawn(progress.follow(handle.stats(), |s| matches!(s.phase, Phase::Seeding | Phase::Failed)));
+    let outcome = tokio::select! {
+        r = handle.wait_complete() => r,
+        _ = interrupted() => Err("interrupted".to_string()),
+    };
+    let _ = follow.await;
+    let stats = handle.stats().borrow().clone();
+    if let Err(why) = outcome {
+        session.shutdown().await;
+        anyhow::bail!("{}: download incomplete ({} of {} pieces verified): {why}", meta.name, stats.pieces_have, stats.pieces_total);
+    }
+    if !args.net.quiet {
+        eprintln!("{}", summary(&stats, started.elapsed()));
+    }
+    if args.seed {
+        if !args.net.quiet {
+            eprintln!("seeding {}; Ctrl-C to stop", meta.name);
+        }
+        interrupted().await;
+    }
+    session.shutdown().await;
+    Ok(())
+}
