@@ -32,6 +32,8 @@ pub const MAX_SERVED_BLOCK: u32 = 128 * 1024;
 pub const OUR_REQQ: usize = 500;
 /// Block reads in flight per peer.
 const READS_IN_FLIGHT: usize = 8;
+/// Bytes the writer gathers before a write call.
+const WRITE_BATCH: usize = 256 * 1024;
 /// Outgoing messages queued for the writer; past this no new block is read for the peer.
 const WRITE_QUEUE: usize = 256;
 
@@ -73,6 +75,9 @@ where
     let events = ctx.events.clone();
     // `StreamExt::split` keeps the Framed whole, so bytes the peer sent behind its handshake
     // (already in the read buffer) are decoded before the socket is read again.
+    let mut framed = framed;
+    // Let the writer gather several blocks into one write call instead of one per block.
+    framed.set_backpressure_boundary(WRITE_BATCH);
     let (sink, mut reader) = framed.split();
 
     let (writer_tx, writer_rx) = mpsc::channel(WRITE_QUEUE);

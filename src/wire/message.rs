@@ -11,6 +11,9 @@ use tokio_util::codec::{Decoder, Encoder};
 /// up to 8 million pieces and ut_metadata pieces fit too.
 pub const DEFAULT_MAX_LEN: u32 = 1 << 20;
 
+/// Buffer room asked for when a frame is incomplete: one read can take in this much.
+const READ_AHEAD: usize = 256 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
     #[error("not a BitTorrent handshake")]
@@ -164,8 +167,10 @@ impl Decoder for MessageCodec {
             let total = 4 + len as usize;
             if src.len() < total {
                 // Reserve for the whole frame once, so a 16 KiB block arrives in one buffer
-                // and can be split off without a copy.
-                src.reserve(total - src.len());
+                // and can be split off without a copy; and room for the frames behind it, so
+                // one read call takes in many blocks. Never more than one maximal frame.
+                let ahead = READ_AHEAD.min(self.max_len as usize + 4);
+                src.reserve((total - src.len()).max(ahead.saturating_sub(src.len())));
                 return Ok(None);
             }
             src.advance(4);
