@@ -95,6 +95,8 @@ async fn provider_found_through_bootstrap_node_and_stream_works_both_ways() {
         assert_eq!(&buf, b"pong!");
         assert_eq!(served.await.unwrap(), b.peer_id());
         assert!(b.ping(a.peer_id()).await.is_ok());
+        let nobody = p2p::torrent_key(&InfoHash([8; 20]));
+        assert!(b.get_providers(nobody).await.unwrap().is_empty());
     })
     .await
 }
@@ -154,6 +156,8 @@ async fn identity_survives_a_restart() {
         let id = first.peer_id();
         assert!(first.listen_addrs().await.unwrap()[0].to_string().ends_with(&format!("/p2p/{id}")));
         first.shutdown().await;
+        let stopped = eventually(|| async { first.listen_addrs().await.err() }).await;
+        assert!(matches!(stopped, p2p::NodeError::Stopped), "{stopped}");
         let second = spawn_node(p2p::load_or_create(&path).unwrap(), DhtMode::Auto, &[]).await;
         assert_eq!(second.peer_id(), id);
     })

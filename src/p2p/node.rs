@@ -282,6 +282,9 @@ impl NodeHandle {
 
     /// Opens a `/shoal/bt/1.0.0` stream to `peer`, dialling it by PeerId when not connected
     /// (addresses from the address book and Kademlia).
+    ///
+    /// Each call clones the stream `Control`, and each clone owns one queue slot inside
+    /// libp2p-stream; concurrent calls are bounded by the caller (the pool's `max_connecting`).
     pub async fn open_stream(&self, peer: PeerId) -> Result<libp2p::Stream, NodeError> {
         let mut control = self.control.clone();
         match tokio::time::timeout(self.timeout, control.open_stream(peer, BT_PROTOCOL)).await {
@@ -530,22 +533,39 @@ impl EventLoop {
                     self.learn(peer, std::slice::from_ref(&addr), true);
                 }
             }
-            SwarmEvent::NewListenAddr { address, .. } => {
-                if self.advertise_listen && dialable(&address).is_some() {
-                    self.swarm.add_external_address(address);
-                }
-            }
-            SwarmEvent::ExpiredListenAddr { address, .. } => {
-                if self.advertise_listen {
-                    self.swarm.remove_external_address(&address);
-                }
-            }
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => self.on_dial_done(peer_id, None),
+            SwarmEvent::NewListenAddr { address, .. } => self.on_listen_addr(address, true),
+            SwarmEvent::ExpiredListenAddr { address, .. } => self.on_listen_addr(address, false),
+            // Only our dials: an inbound connection tells us no address to hand out.
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } if endpoint.is_dialer() => self.on_dial_done(peer_id, None),
             SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => self.on_dial_done(peer, Some(&error)),
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 self.last_rtt.remove(&peer_id);
             }
             _ => {}
+        }
+    }
+
+    /// With no `external` configured, our concrete listen addresses are what we advertise:
+    /// provider records carry only confirmed external addresses.
+    fn on_listen_addr(&mut self, address: Multiaddr, up: bool) {
+        if !self.advertise_listen {
+            return;
+        }
+        if !up {
+            self.swarm.remove_external_address(&address);
+        } else if dialable(&address).is_some() {
+            self.swarm.add_external_address(address);
+        }
+    }
+
+    /// A bootstrap runs in several queries' worth of steps; the caller hears at the last one
+    /// or at the first failure.
+    fn on_bootstrap_step(&mut self, id: QueryId, result: Result<(), kad::BootstrapError>, last: bool) {
+        if result.is_ok() && !last {
+            return;
+        }
+        if let Some(reply) = self.bootstrap.remove(&id) {
+            let _ = reply.send(result.map_err(|e| NodeError::Query(e.to_string())));
         }
     }
 
@@ -586,13 +606,7 @@ impl EventLoop {
                 };
                 self.on_closest_peers(id, peers);
             }
-            QueryResult::Bootstrap(result) => {
-                if result.is_err() || step.last {
-                    if let Some(reply) = self.bootstrap.remove(&id) {
-                        let _ = reply.send(result.map(|_| ()).map_err(|e| NodeError::Query(e.to_string())));
-                    }
-                }
-            }
+            QueryResult::Bootstrap(result) => self.on_bootstrap_step(id, result.map(|_| ()), step.last),
             _ => {}
         }
     }
