@@ -21,6 +21,7 @@ pub mod config;
 pub mod discovery;
 pub mod manager;
 pub mod metainfo;
+pub mod p2p;
 pub mod peer;
 pub mod picker;
 pub mod session;

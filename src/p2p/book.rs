@@ -1,0 +1,218 @@
+//! The node's own address book: what we know of where each peer listens, and the
+//! [`NetworkBehaviour`] that hands those addresses to the swarm whenever anything dials a peer
+//! by PeerId alone (`libp2p_stream`'s `open_stream`, a ping, a provider dial).
+//!
+//! Why our own: Kademlia offers only its routing table (DHT servers) and the addresses that
+//! live inside a running query; identify's cache holds only what identify itself learned. A
+//! provider found through the DHT, a peer resolved with a closest-peers lookup or one given on
+//! the command line would be undialable by PeerId once the query is over. This book outlives
+//! queries, is bounded (peers and addresses per peer) and forgets addresses that fail to dial.
+use libp2p::core::transport::PortUse;
+use libp2p::core::{ConnectedPoint, Endpoint};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{
+    dummy, ConnectionDenied, ConnectionId, DialError, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+};
+use libp2p::{Multiaddr, PeerId};
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+/// Peers remembered; the least recently updated is forgotten first.
+pub const MAX_PEERS: usize = 2048;
+/// Addresses remembered per peer; the oldest is dropped first.
+pub const MAX_ADDRS_PER_PEER: usize = 8;
+
+#[derive(Debug, Default)]
+pub struct AddressBook {
+    addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Update order, oldest first. Invariant: holds exactly the keys of `addrs`.
+    order: VecDeque<PeerId>,
+}
+
+impl AddressBook {
+    /// Remembers `addr` (without its `/p2p/` suffix) for `peer` when it is dialable.
+    pub fn add(&mut self, peer: PeerId, addr: &Multiaddr) {
+        let Some(addr) = dialable(addr) else { return };
+        self.touch(peer);
+        let list = self.addrs.entry(peer).or_default();
+        if list.contains(&addr) {
+            return;
+        }
+        if list.len() == MAX_ADDRS_PER_PEER {
+            list.remove(0);
+        }
+        list.push(addr);
+    }
+
+    pub fn get(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        self.addrs.get(peer).cloned().unwrap_or_default()
+    }
+
+    pub fn remove_addr(&mut self, peer: &PeerId, addr: &Multiaddr) {
+        let Some(list) = self.addrs.get_mut(peer) else { return };
+        let bare = strip_p2p(addr);
+        list.retain(|a| *a != bare);
+        if list.is_empty() {
+            self.addrs.remove(peer);
+            self.order.retain(|p| p != peer);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.addrs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.addrs.is_empty()
+    }
+
+    fn touch(&mut self, peer: PeerId) {
+        if self.addrs.contains_key(&peer) {
+            self.order.retain(|p| *p != peer);
+        } else if self.addrs.len() == MAX_PEERS {
+            if let Some(old) = self.order.pop_front() {
+                self.addrs.remove(&old);
+            }
+        }
+        self.order.push_back(peer);
+    }
+}
+
+/// `addr` without a trailing `/p2p/<id>`.
+pub fn strip_p2p(addr: &Multiaddr) -> Multiaddr {
+    addr.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect()
+}
+
+/// `addr` ready to be stored and dialled, or `None` when no one could dial it: it must start
+/// with an IP or DNS host that is not the unspecified address, carry TCP, and not be a relay
+/// circuit. Loopback and private addresses are kept: they are what local swarms use.
+pub fn dialable(addr: &Multiaddr) -> Option<Multiaddr> {
+    let addr = strip_p2p(addr);
+    let host_ok = match addr.iter().next()? {
+        Protocol::Ip4(ip) => !ip.is_unspecified(),
+        Protocol::Ip6(ip) => !ip.is_unspecified(),
+        Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) => true,
+        _ => false,
+    };
+    let tcp = addr.iter().any(|p| matches!(p, Protocol::Tcp(port) if port != 0));
+    let relayed = addr.iter().any(|p| matches!(p, Protocol::P2pCircuit));
+    (host_ok && tcp && !relayed).then_some(addr)
+}
+
+impl NetworkBehaviour for AddressBook {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        _: &[Multiaddr],
+        _: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        Ok(maybe_peer.map(|p| self.get(&p)).unwrap_or_default())
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        match event {
+            // An address we dialled and reached is one the peer listens on.
+            FromSwarm::ConnectionEstablished(e) => {
+                if let ConnectedPoint::Dialer { address, .. } = e.endpoint {
+                    self.add(e.peer_id, address);
+                }
+                for failed in e.failed_addresses {
+                    self.remove_addr(&e.peer_id, failed);
+                }
+            }
+            FromSwarm::DialFailure(e) => {
+                if let (Some(peer), DialError::Transport(errors)) = (e.peer_id, e.error) {
+                    for (addr, _) in errors {
+                        self.remove_addr(&peer, addr);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_connection_handler_event(&mut self, _: PeerId, _: ConnectionId, event: THandlerOutEvent<Self>) {
+        match event {}
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ma(s: &str) -> Multiaddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn only_dialable_addresses_are_kept() {
+        assert!(dialable(&ma("/ip4/0.0.0.0/tcp/4001")).is_none());
+        assert!(dialable(&ma("/ip4/127.0.0.1/tcp/0")).is_none());
+        assert!(dialable(&ma("/ip4/127.0.0.1/udp/4001/quic-v1")).is_none());
+        assert_eq!(dialable(&ma("/ip4/127.0.0.1/tcp/4001")), Some(ma("/ip4/127.0.0.1/tcp/4001")));
+        assert!(dialable(&ma("/dns4/example.org/tcp/4001")).is_some());
+        let id = PeerId::random();
+        let with_id = ma("/ip4/10.0.0.1/tcp/4001").with(Protocol::P2p(id));
+        assert_eq!(dialable(&with_id), Some(ma("/ip4/10.0.0.1/tcp/4001")));
+    }
+
+    #[test]
+    fn bounded_per_peer_and_in_peers() {
+        let mut book = AddressBook::default();
+        let peer = PeerId::random();
+        for port in 1..=(MAX_ADDRS_PER_PEER as u16 + 3) {
+            book.add(peer, &ma(&format!("/ip4/10.0.0.1/tcp/{port}")));
+        }
+        let got = book.get(&peer);
+        assert_eq!(got.len(), MAX_ADDRS_PER_PEER);
+        assert_eq!(got.last(), Some(&ma(&format!("/ip4/10.0.0.1/tcp/{}", MAX_ADDRS_PER_PEER + 3))));
+        let first = PeerId::random();
+        book.add(first, &ma("/ip4/10.0.0.2/tcp/1"));
+        for _ in 0..MAX_PEERS {
+            book.add(PeerId::random(), &ma("/ip4/10.0.0.3/tcp/1"));
+        }
+        assert_eq!(book.len(), MAX_PEERS);
+        assert!(book.get(&peer).is_empty() && book.get(&first).is_empty());
+        assert_eq!(book.order.len(), book.addrs.len());
+    }
+
+    #[test]
+    fn failed_addresses_are_forgotten() {
+        let mut book = AddressBook::default();
+        let peer = PeerId::random();
+        book.add(peer, &ma("/ip4/10.0.0.1/tcp/1"));
+        book.remove_addr(&peer, &ma("/ip4/10.0.0.1/tcp/1").with(Protocol::P2p(peer)));
+        assert!(book.is_empty());
+        assert!(book.order.is_empty());
+    }
+}

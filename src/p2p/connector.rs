@@ -1,0 +1,65 @@
+//! The [`Connector`] that reaches libp2p peers: `PeerAddr::P2p` opens a `/shoal/bt/1.0.0`
+//! stream through the node, `PeerAddr::Tcp` goes to plain TCP. The libp2p stream speaks
+//! futures-io; it is adapted to tokio-io with `tokio_util::compat` so the peer connection code
+//! runs on it unchanged.
+use super::node::NodeHandle;
+use crate::manager::PeerAddr;
+use crate::peer::BoxStream;
+use crate::torrent::{Connector, TcpConnector};
+use futures::future::BoxFuture;
+use libp2p::PeerId;
+use std::io;
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+
+pub struct P2pConnector {
+    node: NodeHandle,
+    fallback: TcpConnector,
+}
+
+impl P2pConnector {
+    pub fn new(node: NodeHandle) -> P2pConnector {
+        P2pConnector { node, fallback: TcpConnector }
+    }
+}
+
+impl Connector for P2pConnector {
+    fn connect(&self, addr: PeerAddr) -> BoxFuture<'static, io::Result<BoxStream>> {
+        let id = match addr {
+            PeerAddr::P2p(id) => id,
+            tcp @ PeerAddr::Tcp(_) => return self.fallback.connect(tcp),
+        };
+        let node = self.node.clone();
+        Box::pin(async move {
+            let peer = parse_peer(&id)?;
+            let stream = node.open_stream(peer).await.map_err(io::Error::other)?;
+            Ok(into_box_stream(stream))
+        })
+    }
+}
+
+/// A libp2p stream as a peer stream (for inbound streams too).
+pub fn into_box_stream(stream: libp2p::Stream) -> BoxStream {
+    Box::new(stream.compat())
+}
+
+/// How the pool names a libp2p peer.
+pub fn peer_addr(peer: &PeerId) -> PeerAddr {
+    PeerAddr::P2p(peer.to_base58())
+}
+
+fn parse_peer(id: &str) -> io::Result<PeerId> {
+    id.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("peer {id}: not a libp2p PeerId: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_addr_round_trips() {
+        let peer = PeerId::random();
+        let PeerAddr::P2p(id) = peer_addr(&peer) else { panic!("not p2p") };
+        assert_eq!(parse_peer(&id).unwrap(), peer);
+        assert_eq!(parse_peer("nope").unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    }
+}

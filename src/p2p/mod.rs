@@ -1,0 +1,23 @@
+//! Peers over libp2p: the node that runs the Kademlia DHT and carries the BitTorrent peer
+//! protocol on `/shoal/bt/1.0.0` streams.
+//!
+//! Parts, in reading order:
+//! - [`identity`]: the persistent Ed25519 keypair (the PeerId survives restarts);
+//! - [`key`]: the DHT key a torrent's providers are announced under;
+//! - [`book`]: our address book, so a peer found once can be dialled by PeerId later;
+//! - [`node`]: the swarm task and its cloneable [`NodeHandle`];
+//! - [`connector`]: [`P2pConnector`], how the torrent dials `PeerAddr::P2p` peers.
+//!
+//! This module only finds peers and opens streams; it knows nothing of torrents beyond the
+//! key derivation. Handing found peers to a torrent's pool and routing inbound streams to a
+//! torrent is the discovery scheduler's and the session's work.
+pub mod book;
+pub mod connector;
+pub mod identity;
+pub mod key;
+pub mod node;
+
+pub use connector::{into_box_stream, peer_addr, P2pConnector};
+pub use identity::{default_identity_path, load_or_create, IdentityError};
+pub use key::torrent_key;
+pub use node::{DhtMode, IncomingStreams, NodeConfig, NodeError, NodeHandle, Provider, BT_PROTOCOL, KAD_PROTOCOL};

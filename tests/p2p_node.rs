@@ -1,0 +1,173 @@
+//! The libp2p node over loopback: DHT provider discovery, peer lookup by PeerId, streams in
+//! both directions (raw and through `P2pConnector`), and a persistent identity. Every test is
+//! bounded by a timeout.
+use futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId};
+use shoal::manager::PeerAddr;
+use shoal::metainfo::InfoHash;
+use shoal::p2p::{self, DhtMode, NodeConfig, NodeHandle, P2pConnector};
+use shoal::torrent::Connector;
+use std::future::Future;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn bounded<T>(f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(TEST_TIMEOUT, f).await.expect("test timed out")
+}
+
+async fn spawn_node(keypair: Keypair, mode: DhtMode, bootstrap: &[Multiaddr]) -> NodeHandle {
+    let mut config = NodeConfig::new(keypair);
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    config.bootstrap = bootstrap.to_vec();
+    config.dht_mode = mode;
+    config.query_timeout = Duration::from_secs(10);
+    NodeHandle::spawn(config).await.expect("node starts")
+}
+
+/// A bootstrap server, a provider-capable server A and a client B, both bootstrapped from it.
+async fn three_nodes() -> (NodeHandle, NodeHandle, NodeHandle) {
+    let boot = spawn_node(Keypair::generate_ed25519(), DhtMode::Server, &[]).await;
+    let boot_addrs = boot.listen_addrs().await.unwrap();
+    assert!(!boot_addrs.is_empty());
+    let a = spawn_node(Keypair::generate_ed25519(), DhtMode::Server, &boot_addrs).await;
+    let b = spawn_node(Keypair::generate_ed25519(), DhtMode::Client, &boot_addrs).await;
+    (boot, a, b)
+}
+
+/// Retries `f` every 200 ms until it yields `Some`.
+async fn eventually<T, F: Future<Output = Option<T>>>(mut f: impl FnMut() -> F) -> T {
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A's side: answers one stream from `incoming` by reading "ping?" and writing "pong!".
+fn serve_one(a: &NodeHandle) -> tokio::task::JoinHandle<PeerId> {
+    let mut incoming = a.take_incoming().expect("first take");
+    assert!(a.take_incoming().is_none(), "incoming is handed out once");
+    tokio::spawn(async move {
+        let (from, stream) = incoming.next().await.expect("an inbound stream");
+        let mut stream = stream.compat();
+        let mut buf = [0u8; 5];
+        stream.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping?");
+        stream.write_all(b"pong!").await.unwrap();
+        stream.flush().await.unwrap();
+        from
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_found_through_bootstrap_node_and_stream_works_both_ways() {
+    bounded(async {
+        // B first, so B can learn of A only through the provider lookup.
+        let boot = spawn_node(Keypair::generate_ed25519(), DhtMode::Server, &[]).await;
+        let boot_addrs = boot.listen_addrs().await.unwrap();
+        let b = spawn_node(Keypair::generate_ed25519(), DhtMode::Client, &boot_addrs).await;
+        b.bootstrap().await.expect("bootstrap");
+        let a = spawn_node(Keypair::generate_ed25519(), DhtMode::Server, &boot_addrs).await;
+        let key = p2p::torrent_key(&InfoHash([7; 20]));
+        a.start_providing(key.clone()).await.expect("provide");
+        assert!(!b.is_connected(a.peer_id()).await.unwrap());
+        let a_addrs: Vec<Multiaddr> = a.listen_addrs().await.unwrap().iter().map(p2p::book::strip_p2p).collect();
+
+        let providers = eventually(|| async {
+            let found = b.get_providers(key.clone()).await.ok()?;
+            found.into_iter().find(|(p, addrs)| *p == a.peer_id() && !addrs.is_empty())
+        })
+        .await;
+        assert!(providers.1.iter().any(|addr| a_addrs.contains(addr)), "found {:?}, A listens on {a_addrs:?}", providers.1);
+
+        let served = serve_one(&a);
+        let stream = b.open_stream(a.peer_id()).await.expect("stream to A");
+        let mut stream = stream.compat();
+        stream.write_all(b"ping?").await.unwrap();
+        stream.flush().await.unwrap();
+        let mut buf = [0u8; 5];
+        stream.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"pong!");
+        assert_eq!(served.await.unwrap(), b.peer_id());
+        assert!(b.ping(a.peer_id()).await.is_ok());
+        let nobody = p2p::torrent_key(&InfoHash([8; 20]));
+        assert!(b.get_providers(nobody).await.unwrap().is_empty());
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn find_peer_resolves_addresses_knowing_only_the_bootstrap_node() {
+    bounded(async {
+        let boot = spawn_node(Keypair::generate_ed25519(), DhtMode::Server, &[]).await;
+        let boot_addrs = boot.listen_addrs().await.unwrap();
+        // B joins (and finishes bootstrapping) before A exists, so nothing but the lookup
+        // can tell B where A is.
+        let b = spawn_node(Keypair::generate_ed25519(), DhtMode::Client, &boot_addrs).await;
+        b.bootstrap().await.expect("bootstrap");
+        let a = spawn_node(Keypair::generate_ed25519(), DhtMode::Server, &boot_addrs).await;
+        let a_addrs: Vec<Multiaddr> = a.listen_addrs().await.unwrap().iter().map(p2p::book::strip_p2p).collect();
+        // The bootstrap node learns A's listen address from identify, fed into its table by hand.
+        eventually(|| async { (boot.routing_table_size().await.ok()? >= 1).then_some(()) }).await;
+        assert!(!b.is_connected(a.peer_id()).await.unwrap());
+        let found = eventually(|| async { b.find_peer(a.peer_id()).await.ok() }).await;
+        assert!(found.iter().any(|addr| a_addrs.contains(addr)), "found {found:?}, A listens on {a_addrs:?}");
+        // A client-mode node is in no routing table, so a node that never met it cannot look
+        // it up.
+        let c = spawn_node(Keypair::generate_ed25519(), DhtMode::Server, &boot_addrs).await;
+        let b_found = c.find_peer(b.peer_id()).await;
+        assert!(b_found.is_err(), "{b_found:?}");
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_connector_gives_a_tokio_stream() {
+    bounded(async {
+        let (boot, a, b) = three_nodes().await;
+        let a_addrs = a.listen_addrs().await.unwrap();
+        b.add_address(a.peer_id(), a_addrs[0].clone()).await.unwrap();
+        let served = serve_one(&a);
+        let connector = P2pConnector::new(b.clone());
+        let mut stream = connector.connect(p2p::peer_addr(&a.peer_id())).await.expect("connect via libp2p");
+        stream.write_all(b"ping?").await.unwrap();
+        let mut buf = [0u8; 5];
+        stream.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"pong!");
+        assert_eq!(served.await.unwrap(), b.peer_id());
+        let err = connector.connect(PeerAddr::P2p("not-a-peer-id".into())).await.err().expect("bad id refused");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        boot.shutdown().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_survives_a_restart() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shoal/identity");
+        let first = spawn_node(p2p::load_or_create(&path).unwrap(), DhtMode::Auto, &[]).await;
+        let id = first.peer_id();
+        assert!(first.listen_addrs().await.unwrap()[0].to_string().ends_with(&format!("/p2p/{id}")));
+        first.shutdown().await;
+        let stopped = eventually(|| async { first.listen_addrs().await.err() }).await;
+        assert!(matches!(stopped, p2p::NodeError::Stopped), "{stopped}");
+        let second = spawn_node(p2p::load_or_create(&path).unwrap(), DhtMode::Auto, &[]).await;
+        assert_eq!(second.peer_id(), id);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn bootstrap_address_without_peer_id_is_refused() {
+    let mut config = NodeConfig::new(Keypair::generate_ed25519());
+    config.bootstrap = vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()];
+    let err = NodeHandle::spawn(config).await.err().expect("refused");
+    assert!(err.to_string().contains("/ip4/127.0.0.1/tcp/1"), "{err}");
+}
