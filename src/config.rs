@@ -77,8 +77,12 @@ pub struct Options {
     pub tracker_min_interval: Duration,
 
     // --- DHT and discovery scheduler ---
-    /// `auto`, `client` or `server`.
+    /// `auto`, `client` or `server`; `auto` lets each command choose (server for `node` and
+    /// `seed`, libp2p's automatic choice for `download`).
     pub dht_mode: String,
+    /// Bound on each DHT query and each libp2p request (stream open, ping).
+    #[serde(with = "humantime_serde")]
+    pub dht_query_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub discovery_max_interval_cap: Duration,
     #[serde(with = "humantime_serde")]
@@ -127,6 +131,7 @@ impl Default for Options {
             tracker_timeout: Duration::from_secs(15),
             tracker_min_interval: Duration::from_secs(30),
             dht_mode: "auto".into(),
+            dht_query_timeout: Duration::from_secs(30),
             discovery_max_interval_cap: Duration::from_secs(120),
             dht_steady_interval_cap: Duration::from_secs(120),
             discovery_reset_min_interval: Duration::from_secs(30),
@@ -199,6 +204,7 @@ impl Options {
             ("probe_timeout", self.probe_timeout),
             ("discovery_max_interval_cap", self.discovery_max_interval_cap),
             ("dht_steady_interval_cap", self.dht_steady_interval_cap),
+            ("dht_query_timeout", self.dht_query_timeout),
         ] {
             nonzero(key, d)?;
         }

@@ -5,7 +5,9 @@
 //! Each torrent also gets a tracker announcer when its metainfo lists trackers.
 use crate::config::Options;
 use crate::discovery::tracker::announcer::{self, AnnouncerConfig, AnnouncerLinks};
+use crate::discovery::dht::{self, LookupLog, LookupRecord};
 use crate::discovery::tracker::TransferTotals;
+use crate::p2p::{into_box_stream, peer_addr, IncomingStreams, NodeHandle, P2pConnector};
 use crate::manager::PeerAddr;
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::peer::{handshake, BoxStream};
@@ -16,7 +18,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,6 +26,11 @@ type Routes = Arc<Mutex<HashMap<InfoHash, TorrentHandle>>>;
 
 pub struct Session {
     pub peer_id: PeerId,
+    node: Option<NodeHandle>,
+    /// Discovery-interval reset events (from the keepalive layer) for every torrent's DHT task.
+    resets: broadcast::Sender<()>,
+    lookups: Arc<LookupLog>,
+    started: std::time::Instant,
     options: Arc<Options>,
     listen_addr: Option<SocketAddr>,
     torrents: Routes,
@@ -44,7 +51,19 @@ impl Session {
             listen_addr = Some(listener.local_addr()?);
             tasks.spawn(accept_loop(listener, torrents.clone(), options.clone(), cancel.clone(), tasks.clone()));
         }
-        Ok(Session { peer_id: PeerId::generate(), options, listen_addr, torrents, connector: Arc::new(TcpConnector), cancel, tasks })
+        Ok(Session {
+            peer_id: PeerId::generate(),
+            node: None,
+            resets: broadcast::channel(16).0,
+            lookups: Arc::default(),
+            started: std::time::Instant::now(),
+            options,
+            listen_addr,
+            torrents,
+            connector: Arc::new(TcpConnector),
+            cancel,
+            tasks,
+        })
     }
 
     pub fn listen_addr(&self) -> Option<SocketAddr> {
@@ -53,6 +72,37 @@ impl Session {
 
     pub fn options(&self) -> &Arc<Options> {
         &self.options
+    }
+
+    /// Adds a libp2p node: peers found in the DHT are dialled over `/shoal/bt/1.0.0` streams,
+    /// inbound streams are routed to torrents like TCP connections, and every torrent added
+    /// from now on is provided and looked up in the DHT.
+    pub fn attach_node(&mut self, node: NodeHandle) {
+        self.connector = Arc::new(P2pConnector::new(node.clone()));
+        if let Some(incoming) = node.take_incoming() {
+            let (torrents, timeout, cancel, tasks) = (self.torrents.clone(), self.options.handshake_timeout, self.cancel.clone(), self.tasks.clone());
+            self.tasks.spawn(accept_streams(incoming, torrents, timeout, cancel, tasks));
+        }
+        self.node = Some(node);
+    }
+
+    pub fn node(&self) -> Option<&NodeHandle> {
+        self.node.as_ref()
+    }
+
+    /// Publishes a discovery-interval reset to every torrent's DHT task.
+    pub fn reset_discovery(&self) {
+        let _ = self.resets.send(());
+    }
+
+    /// The most recent DHT lookups, oldest first.
+    pub fn recent_lookups(&self) -> Vec<LookupRecord> {
+        self.lookups.recent()
+    }
+
+    /// Handles of the running torrents.
+    pub fn torrents(&self) -> Vec<TorrentHandle> {
+        self.torrents.lock().expect("routes lock").values().cloned().collect()
     }
 
     /// Replaces how peers are dialled (e.g. a libp2p-aware connector).
@@ -74,6 +124,11 @@ impl Session {
         self.torrents.lock().expect("routes lock").insert(meta.info_hash, handle.clone());
         if !meta.trackers.is_empty() {
             self.start_trackers(&handle);
+        }
+        if let Some(node) = &self.node {
+            let cfg = dht::schedule_config(&self.options);
+            let task = dht::run(node.clone(), handle.clone(), cfg, self.resets.subscribe(), self.lookups.clone(), self.started, handle.cancel_token());
+            self.tasks.spawn(task);
         }
         handle
     }
@@ -111,6 +166,9 @@ impl Session {
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        if let Some(node) = &self.node {
+            node.shutdown().await;
+        }
     }
 }
 
@@ -169,6 +227,22 @@ async fn accept_loop(listener: TcpListener, torrents: Routes, options: Arc<Optio
         tasks.spawn(async move {
             route(Box::new(stream), PeerAddr::Tcp(addr), torrents, timeout).await;
         });
+    }
+}
+
+/// Routes inbound `/shoal/bt/1.0.0` streams like accepted TCP connections.
+async fn accept_streams(mut incoming: IncomingStreams, torrents: Routes, timeout: std::time::Duration, cancel: CancellationToken, tasks: TaskTracker) {
+    use futures::StreamExt;
+    loop {
+        let (peer, stream) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            next = incoming.next() => match next {
+                Some(x) => x,
+                None => return,
+            },
+        };
+        let torrents = torrents.clone();
+        tasks.spawn(async move { route(into_box_stream(stream), peer_addr(&peer), torrents, timeout).await });
     }
 }
 

@@ -20,7 +20,7 @@ async fn bounded<T>(f: impl Future<Output = T>) -> T {
 }
 
 async fn spawn_node(keypair: Keypair, mode: DhtMode, bootstrap: &[Multiaddr]) -> NodeHandle {
-    let mut config = NodeConfig::new(keypair);
+    let mut config = NodeConfig::new(keypair, shoal::config::Options::default().dht_query_timeout);
     config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     config.bootstrap = bootstrap.to_vec();
     config.dht_mode = mode;
@@ -166,7 +166,7 @@ async fn identity_survives_a_restart() {
 
 #[tokio::test]
 async fn bootstrap_address_without_peer_id_is_refused() {
-    let mut config = NodeConfig::new(Keypair::generate_ed25519());
+    let mut config = NodeConfig::new(Keypair::generate_ed25519(), shoal::config::Options::default().dht_query_timeout);
     config.bootstrap = vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()];
     let err = NodeHandle::spawn(config).await.err().expect("refused");
     assert!(err.to_string().contains("/ip4/127.0.0.1/tcp/1"), "{err}");

@@ -3,6 +3,8 @@
 use crate::cli::bad_input;
 use crate::config::Options;
 use crate::manager::PeerAddr;
+use crate::p2p::{default_identity_path, load_or_create, DhtMode, NodeConfig, NodeError, NodeHandle};
+use libp2p::Multiaddr;
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +27,15 @@ pub struct NetArgs {
     /// Turn the DHT off.
     #[arg(long = "no-kad")]
     pub no_kad: bool,
+    /// The node's key file (created on first use); default in the user's data directory.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// An address others reach our node at (repeatable); default: the listen addresses.
+    #[arg(long = "external-addr", value_name = "MULTIADDR")]
+    pub external_addrs: Vec<String>,
+    /// Find peers on the local network with mDNS.
+    #[arg(long)]
+    pub mdns: bool,
     /// Serve diagnostics and metrics over HTTP on this address.
     #[arg(long, value_name = "ADDR")]
     pub diag: Option<SocketAddr>,
@@ -55,6 +66,43 @@ impl NetArgs {
             out.extend(addrs.map(PeerAddr::Tcp));
         }
         Ok(out)
+    }
+}
+
+fn multiaddrs(flag: &str, values: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
+    values.iter().map(|v| v.parse().map_err(|e| bad_input(format!("{flag} {v}: {e}")))).collect()
+}
+
+impl NetArgs {
+    /// Starts the libp2p node unless `--no-kad`, and prints `listening kad ...` lines.
+    /// `preferred` is the command's DHT mode when the config leaves it at `auto`.
+    pub async fn start_node(&self, opts: &Options, preferred: DhtMode) -> anyhow::Result<Option<NodeHandle>> {
+        if self.no_kad {
+            return Ok(None);
+        }
+        let path = match &self.identity {
+            Some(p) => p.clone(),
+            None => default_identity_path()?,
+        };
+        let keypair = load_or_create(&path).map_err(|e| bad_input(e.to_string()))?;
+        let mut cfg = NodeConfig::new(keypair, opts.dht_query_timeout);
+        let listen = self.kad_listen.as_deref().unwrap_or("/ip4/0.0.0.0/tcp/0");
+        cfg.listen = multiaddrs("--kad-listen", &[listen.to_string()])?;
+        cfg.bootstrap = multiaddrs("--bootstrap", &self.bootstrap)?;
+        cfg.external = multiaddrs("--external-addr", &self.external_addrs)?;
+        cfg.mdns = self.mdns;
+        cfg.dht_mode = match opts.dht_mode.parse::<DhtMode>().map_err(|e| bad_input(format!("config key `dht_mode`: {e}")))? {
+            DhtMode::Auto => preferred,
+            chosen => chosen,
+        };
+        let node = NodeHandle::spawn(cfg).await.map_err(|e| match e {
+            NodeError::BootstrapAddr(_) | NodeError::Listen { .. } => bad_input(e.to_string()),
+            other => anyhow::Error::new(other),
+        })?;
+        for a in node.listen_addrs().await? {
+            announce_line(&format!("listening kad {a}"));
+        }
+        Ok(Some(node))
     }
 }
 

@@ -4,6 +4,7 @@ use crate::cli::common::{announce_line, init_logging, interrupted, NetArgs};
 use crate::cli::progress::{summary, Progress};
 use crate::cli::{bad_input, info};
 use crate::metainfo::{Magnet, Metainfo};
+use crate::p2p::DhtMode;
 use crate::session::Session;
 use crate::torrent::Phase;
 use anyhow::Context;
@@ -59,9 +60,12 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.output).with_context(|| format!("{}: cannot create the output directory", args.output.display()))?;
 
     let listen = args.net.listen.unwrap_or_else(|| "0.0.0.0:0".parse().expect("valid address"));
-    let session = Session::start(options, Some(listen)).await?;
+    let mut session = Session::start(options.clone(), Some(listen)).await?;
     if let Some(a) = session.listen_addr() {
         announce_line(&format!("listening bt {a}"));
+    }
+    if let Some(node) = args.net.start_node(&options, DhtMode::Auto).await? {
+        session.attach_node(node);
     }
     let meta = Arc::new(meta);
     let handle = session.add_torrent(meta.clone(), args.output.clone());

@@ -11,6 +11,7 @@ pub mod common;
 pub mod create;
 pub mod download;
 pub mod info;
+pub mod node;
 pub mod progress;
 pub mod seed;
 
@@ -33,6 +34,8 @@ pub enum Command {
     Seed(seed::SeedArgs),
     /// Measure piece throughput on a loopback swarm of generated data.
     Bench(bench::BenchArgs),
+    /// Run a DHT node for others to bootstrap from.
+    Node(node::NodeArgs),
 }
 
 /// A failure caused by the user's input: exit code 2.
@@ -59,6 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Download(args) => runtime()?.block_on(download::run(args)),
         Command::Seed(args) => runtime()?.block_on(seed::run(args)),
         Command::Bench(args) => runtime()?.block_on(bench::run(args)),
+        Command::Node(args) => runtime()?.block_on(node::run(args)),
     }
 }
 

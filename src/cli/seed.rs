@@ -6,6 +6,7 @@ use crate::cli::progress::Progress;
 use crate::cli::{bad_input, info};
 use crate::metainfo::create::{create_torrent, CreateOptions};
 use crate::metainfo::Metainfo;
+use crate::p2p::DhtMode;
 use crate::session::Session;
 use crate::torrent::Phase;
 use anyhow::Context;
@@ -52,7 +53,10 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
     let peers = args.net.peer_addrs().await?;
 
     let listen = args.net.listen.unwrap_or_else(|| "0.0.0.0:6881".parse().expect("valid address"));
-    let session = Session::start(options, Some(listen)).await?;
+    let mut session = Session::start(options.clone(), Some(listen)).await?;
+    if let Some(node) = args.net.start_node(&options, DhtMode::Server).await? {
+        session.attach_node(node);
+    }
     let meta = Arc::new(meta);
     let handle = session.add_torrent(meta.clone(), root);
     Progress::new(args.net.quiet, meta.total_length).follow(handle.stats(), |s| s.phase != Phase::Checking).await;

@@ -1,7 +1,11 @@
 //! Peer discovery: everything that turns a torrent into peer addresses.
 //!
-//! Discovery only hands over addresses (`SocketAddr`s) to the torrent's peer manager; it never
-//! opens peer connections itself.
+//! Discovery only hands over addresses to the torrent's peer manager; it never opens peer
+//! connections itself.
 //!
-//! - [`tracker`]: BEP 3 HTTP and BEP 15 UDP tracker clients, BEP 12 tiers and the announcer task.
+//! - [`tracker`]: BEP 3 HTTP and BEP 15 UDP tracker clients, BEP 12 tiers and the announcer task;
+//! - [`schedule`]: when the next DHT lookup is due (backoff, resets, cool-down);
+//! - [`dht`]: the per-torrent task that provides and looks up the torrent in the Kademlia DHT.
+pub mod dht;
+pub mod schedule;
 pub mod tracker;

@@ -108,7 +108,9 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    pub fn new(keypair: Keypair) -> NodeConfig {
+    /// A node with no listeners or bootstrap peers; `query_timeout` comes from
+    /// `Options::dht_query_timeout`.
+    pub fn new(keypair: Keypair, query_timeout: Duration) -> NodeConfig {
         NodeConfig {
             keypair,
             listen: Vec::new(),
@@ -116,7 +118,7 @@ impl NodeConfig {
             external: Vec::new(),
             dht_mode: DhtMode::Auto,
             mdns: false,
-            query_timeout: Duration::from_secs(30),
+            query_timeout,
         }
     }
 }

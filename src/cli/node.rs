@@ -1,0 +1,22 @@
+//! `shoal node`: a long-running DHT server node to bootstrap from; no torrent needed.
+use crate::cli::common::{init_logging, interrupted, NetArgs};
+use crate::p2p::DhtMode;
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    init_logging(args.net.quiet);
+    let options = args.net.options()?;
+    if args.net.no_kad {
+        return Err(crate::cli::bad_input("node: --no-kad leaves nothing to run"));
+    }
+    let node = args.net.start_node(&options, DhtMode::Server).await?.expect("kad is on");
+    interrupted().await;
+    node.shutdown().await;
+    Ok(())
+}
