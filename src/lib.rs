@@ -13,14 +13,16 @@
 //!
 //! Modules in reading order: [`bencode`], [`metainfo`], [`wire`], [`storage`], [`picker`],
 //! [`manager`] (pool, scoring, choker), [`peer`], [`torrent`], [`session`], [`discovery`],
-//! [`config`], [`cli`].
+//! [`config`], [`metrics`], [`diag`], [`cli`].
 pub mod bench;
 pub mod bencode;
 pub mod cli;
 pub mod config;
+pub mod diag;
 pub mod discovery;
 pub mod manager;
 pub mod metainfo;
+pub mod metrics;
 pub mod peer;
 pub mod picker;
 pub mod session;
