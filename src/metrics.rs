@@ -344,21 +344,21 @@ impl Collector for TorrentCollector {
         let bytes = Some(&Unit::Bytes);
         let e = &mut encoder;
         let series = |f: fn(&TorrentStats) -> u64| torrents.iter().map(move |t| (one(t), ConstCounter::new(f(t))));
-        Self::family(e, "torrent_downloaded", "Payload bytes received this session", bytes, series(|t| t.downloaded), C)?;
-        Self::family(e, "torrent_uploaded", "Payload bytes sent this session", bytes, series(|t| t.uploaded), C)?;
+        Self::family(e, "torrent_downloaded", "Payload bytes received this session.", bytes, series(|t| t.downloaded), C)?;
+        Self::family(e, "torrent_uploaded", "Payload bytes sent this session.", bytes, series(|t| t.uploaded), C)?;
         let rate = |f: fn(&TorrentStats) -> f64| torrents.iter().map(move |t| (one(t), ConstGauge::new(f(t))));
-        Self::family(e, "torrent_download_rate_bytes", "Download rate in bytes per second", None, rate(|t| t.download_rate), G)?;
-        Self::family(e, "torrent_upload_rate_bytes", "Upload rate in bytes per second", None, rate(|t| t.upload_rate), G)?;
+        Self::family(e, "torrent_download_rate_bytes", "Download rate in bytes per second.", None, rate(|t| t.download_rate), G)?;
+        Self::family(e, "torrent_upload_rate_bytes", "Upload rate in bytes per second.", None, rate(|t| t.upload_rate), G)?;
         let peers = torrents.iter().flat_map(|t| {
             let p = &t.pool;
             [("connected", p.connected), ("pending", p.pending), ("connecting", p.connecting), ("known", p.known)]
                 .map(|(state, n)| (vec![("info_hash", ih(t)), ("state", state)], ConstGauge::new(n as i64)))
         });
-        Self::family(e, "torrent_peers", "Peers of the torrent's pool, by state", None, peers, G)?;
+        Self::family(e, "torrent_peers", "Peers of the torrent's pool, by state.", None, peers, G)?;
         let pieces = torrents.iter().flat_map(|t| {
             [("have", t.pieces_have), ("total", t.pieces_total)].map(|(state, n)| (vec![("info_hash", ih(t)), ("state", state)], ConstGauge::new(i64::from(n))))
         });
-        Self::family(e, "torrent_pieces", "Pieces of the torrent, had and in total", None, pieces, G)?;
+        Self::family(e, "torrent_pieces", "Pieces of the torrent, had and in total.", None, pieces, G)?;
         Ok(())
     }
 }
