@@ -13,14 +13,16 @@
 //!
 //! Modules in reading order: [`bencode`], [`metainfo`], [`wire`], [`storage`], [`picker`],
 //! [`manager`] (pool, scoring, choker), [`peer`], [`torrent`], [`session`], [`discovery`],
-//! [`config`], [`cli`].
+//! [`p2p`] (libp2p node, Kademlia), [`config`], [`metrics`], [`diag`], [`bench`], [`cli`].
 pub mod bench;
 pub mod bencode;
 pub mod cli;
 pub mod config;
+pub mod diag;
 pub mod discovery;
 pub mod manager;
 pub mod metainfo;
+pub mod metrics;
 pub mod p2p;
 pub mod peer;
 pub mod picker;

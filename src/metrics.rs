@@ -1,0 +1,404 @@
+//! Process-wide metrics: one [`Metrics`] registry behind [`metrics()`], scraped as text.
+//!
+//! It owns three kinds of numbers:
+//! - histograms of how long things take (block round trip, piece download, hash, disk write,
+//!   DHT lookup), observed by the engine through `observe_*`;
+//! - event counters fed by the engine (`inc_*`), among them the [`KeepaliveCounters`] that
+//!   the JSON endpoint `/debug/p2p/keepalive/metrics` reads too, so the two never disagree;
+//! - per-torrent totals and gauges, which are *not* stored here: the torrent tasks already
+//!   keep them in [`TorrentStats`]. A collector reads the registered [`TorrentSource`]s at
+//!   scrape time, so every number has one owner.
+//!
+//! [`Metrics::encode`] gives the Prometheus text format 0.0.4 (what `promtool check metrics`
+//! lints and every scraper reads); [`Metrics::encode_openmetrics`] gives OpenMetrics 1.0.
+//! Nothing here blocks or allocates on the hot path beyond an atomic add.
+use crate::torrent::TorrentStats;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+use serde::Serialize;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+/// Content type of [`Metrics::encode`].
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of [`Metrics::encode_openmetrics`].
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Where the current statistics of every torrent are read from (cheap, non-blocking).
+pub type TorrentSource = Arc<dyn Fn() -> Vec<TorrentStats> + Send + Sync>;
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+/// Which side opened a peer connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+type DirectionLabel = [(&'static str, &'static str); 1];
+
+pub struct Metrics {
+    registry: Registry,
+    block_rtt: Histogram,
+    piece_download: Histogram,
+    piece_hash: Histogram,
+    disk_write: Histogram,
+    dht_lookup: Histogram,
+    pieces_verified: Counter,
+    hash_failures: Counter,
+    peer_connections: Family<DirectionLabel, Counter>,
+    peers_banned: Counter,
+    /// Counters of the key-peer monitor (`shoal_keepalive_<name>_total`).
+    pub keepalive: KeepaliveCounters,
+    torrents: TorrentSources,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("shoal");
+        // Buckets double from the start value; the ranges cover a fast LAN to a slow swarm.
+        let block_rtt = Histogram::new(exponential_buckets(0.001, 2.0, 16)); // 1 ms .. 33 s
+        let piece_download = Histogram::new(exponential_buckets(0.01, 2.0, 16)); // 10 ms .. 5.5 min
+        let piece_hash = Histogram::new(exponential_buckets(0.0001, 2.0, 16)); // 100 µs .. 3.3 s
+        let disk_write = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        let dht_lookup = Histogram::new(exponential_buckets(0.01, 2.0, 14)); // 10 ms .. 82 s
+        let s = Unit::Seconds;
+        registry.register_with_unit("block_rtt", "Time from a block request to the block", s.clone(), block_rtt.clone());
+        registry.register_with_unit("piece_download", "Time from a piece's first request to its verification", s.clone(), piece_download.clone());
+        registry.register_with_unit("piece_hash", "Time to SHA-1 one piece", s.clone(), piece_hash.clone());
+        registry.register_with_unit("disk_write", "Time to write one piece to disk", s.clone(), disk_write.clone());
+        registry.register_with_unit("dht_lookup", "Time of one DHT lookup", s, dht_lookup.clone());
+
+        let pieces_verified = Counter::default();
+        let hash_failures = Counter::default();
+        let peer_connections = Family::<DirectionLabel, Counter>::default();
+        let peers_banned = Counter::default();
+        registry.register("pieces_verified", "Pieces that passed their hash check", pieces_verified.clone());
+        registry.register("hash_failures", "Pieces that failed their hash check", hash_failures.clone());
+        registry.register("peer_connections", "Peer connections established, by direction", peer_connections.clone());
+        registry.register("peers_banned", "Peers banned for sending bad data", peers_banned.clone());
+        for d in [Direction::Inbound, Direction::Outbound] {
+            // Both series exist from the start, so a rate() over them never sees a gap.
+            let _ = peer_connections.get_or_create(&[("direction", d.as_str())]);
+        }
+
+        let keepalive = KeepaliveCounters::default();
+        keepalive.register(registry.sub_registry_with_prefix("keepalive"));
+
+        let torrents = TorrentSources::default();
+        registry.register_collector(Box::new(TorrentCollector { sources: torrents.clone() }));
+
+        Metrics {
+            registry,
+            block_rtt,
+            piece_download,
+            piece_hash,
+            disk_write,
+            dht_lookup,
+            pieces_verified,
+            hash_failures,
+            peer_connections,
+            peers_banned,
+            keepalive,
+            torrents,
+        }
+    }
+
+    pub fn observe_block_rtt(&self, d: Duration) {
+        self.block_rtt.observe(d.as_secs_f64());
+    }
+
+    pub fn observe_piece_download(&self, d: Duration) {
+        self.piece_download.observe(d.as_secs_f64());
+    }
+
+    pub fn observe_hash(&self, d: Duration) {
+        self.piece_hash.observe(d.as_secs_f64());
+    }
+
+    pub fn observe_disk_write(&self, d: Duration) {
+        self.disk_write.observe(d.as_secs_f64());
+    }
+
+    pub fn observe_dht_lookup(&self, d: Duration) {
+        self.dht_lookup.observe(d.as_secs_f64());
+    }
+
+    pub fn inc_pieces_verified(&self) {
+        self.pieces_verified.inc();
+    }
+
+    pub fn inc_hash_failures(&self) {
+        self.hash_failures.inc();
+    }
+
+    pub fn inc_peer_connections(&self, direction: Direction) {
+        self.peer_connections.get_or_create(&[("direction", direction.as_str())]).inc();
+    }
+
+    pub fn inc_peers_banned(&self) {
+        self.peers_banned.inc();
+    }
+
+    /// Adds a source of torrent statistics to scrape; it is read until the guard drops.
+    /// A torrent reported by two sources is exported once (the first source wins).
+    #[must_use = "the source is unregistered when the guard drops"]
+    pub fn register_torrents(&'static self, source: TorrentSource) -> TorrentSourceGuard {
+        let id = self.torrents.next_id.fetch_add(1, Ordering::Relaxed);
+        self.torrents.list.lock().expect("metrics sources lock").push((id, source));
+        TorrentSourceGuard { sources: &self.torrents, id }
+    }
+
+    /// The Prometheus text format 0.0.4, served with [`TEXT_CONTENT_TYPE`].
+    pub fn encode(&self) -> String {
+        openmetrics_to_text(&self.encode_openmetrics())
+    }
+
+    /// OpenMetrics 1.0 text, `# EOF` terminated, served with [`OPENMETRICS_CONTENT_TYPE`].
+    pub fn encode_openmetrics(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail; a collector only fails on a formatter error.
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("encode metrics into a string");
+        out
+    }
+}
+
+/// Turns OpenMetrics text into the Prometheus 0.0.4 text format. They differ in three ways
+/// that matter to scrapers and `promtool`: a 0.0.4 counter family is named with its `_total`
+/// suffix, and it has neither `# UNIT` lines nor the `# EOF` marker.
+fn openmetrics_to_text(om: &str) -> String {
+    let counters: HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "].into_iter().find(|p| line.starts_with(p));
+        match meta {
+            Some(prefix) => {
+                let rest = &line[prefix.len()..];
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Defines the keepalive counters once, so the struct, its `inc_*` methods, the exported
+/// names and the JSON snapshot cannot drift apart.
+macro_rules! keepalive_counters {
+    ($($name:ident, $inc:ident, $help:literal;)*) => {
+        /// Counters of the key-peer monitor, exported as `shoal_keepalive_<name>_total`.
+        #[derive(Debug, Default)]
+        pub struct KeepaliveCounters {
+            $($name: Counter,)*
+        }
+
+        /// The keepalive counters at one instant, as served by `/debug/p2p/keepalive/metrics`.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+        pub struct KeepaliveSnapshot {
+            $(pub $name: u64,)*
+        }
+
+        impl KeepaliveCounters {
+            $(
+                #[doc = $help]
+                pub fn $inc(&self) {
+                    self.$name.inc();
+                }
+            )*
+
+            pub fn snapshot(&self) -> KeepaliveSnapshot {
+                KeepaliveSnapshot { $($name: self.$name.get(),)* }
+            }
+
+            fn register(&self, registry: &mut Registry) {
+                $(registry.register(stringify!($name), $help, self.$name.clone());)*
+            }
+        }
+    };
+}
+
+keepalive_counters! {
+    probe_attempts, inc_probe_attempts, "Probes sent to key peers";
+    probe_success, inc_probe_success, "Probes a key peer answered";
+    probe_fail, inc_probe_fail, "Probes that failed or timed out";
+    reconnect_attempts, inc_reconnect_attempts, "Redials of a key peer";
+    reconnect_success, inc_reconnect_success, "Redials of a key peer that connected";
+    repair_triggered, inc_repair_triggered, "Repairs started after repeated probe failures";
+    repair_success, inc_repair_success, "Repairs that reconnected the key peer";
+    repair_fail, inc_repair_fail, "Repairs that did not reconnect the key peer";
+    reset_events_published, inc_reset_events_published, "Discovery interval resets published";
+}
+
+#[derive(Default, Clone)]
+struct TorrentSources {
+    list: Arc<Mutex<Vec<(u64, TorrentSource)>>>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl TorrentSources {
+    /// Reads every source, outside the lock, keeping the first report of each torrent.
+    fn read(&self) -> Vec<TorrentStats> {
+        let sources: Vec<TorrentSource> = self.list.lock().expect("metrics sources lock").iter().map(|(_, s)| s.clone()).collect();
+        let mut seen = HashSet::new();
+        sources.iter().flat_map(|s| s()).filter(|t| seen.insert(t.info_hash.clone())).collect()
+    }
+}
+
+/// Keeps a [`TorrentSource`] registered with [`metrics()`]; unregisters it on drop.
+#[derive(Debug)]
+pub struct TorrentSourceGuard {
+    sources: &'static TorrentSources,
+    id: u64,
+}
+
+impl Drop for TorrentSourceGuard {
+    fn drop(&mut self) {
+        self.sources.list.lock().expect("metrics sources lock").retain(|(id, _)| *id != self.id);
+    }
+}
+
+impl std::fmt::Debug for TorrentSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TorrentSources").finish_non_exhaustive()
+    }
+}
+
+/// Emits the per-torrent families from the torrents' own statistics at scrape time.
+#[derive(Debug)]
+struct TorrentCollector {
+    sources: TorrentSources,
+}
+
+type Label<'a> = (&'static str, &'a str);
+
+impl TorrentCollector {
+    fn family<'a, M: EncodeMetric>(
+        encoder: &mut DescriptorEncoder,
+        name: &str,
+        help: &str,
+        unit: Option<&Unit>,
+        series: impl IntoIterator<Item = (Vec<Label<'a>>, M)>,
+        kind: prometheus_client::metrics::MetricType,
+    ) -> std::fmt::Result {
+        let mut family = encoder.encode_descriptor(name, help, unit, kind)?;
+        for (labels, metric) in series {
+            metric.encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+impl Collector for TorrentCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        use prometheus_client::metrics::MetricType::{Counter as C, Gauge as G};
+        let torrents = self.sources.read();
+        fn ih(t: &TorrentStats) -> &str {
+            &t.info_hash
+        }
+        fn one(t: &TorrentStats) -> Vec<Label<'_>> {
+            vec![("info_hash", ih(t))]
+        }
+        let bytes = Some(&Unit::Bytes);
+        let e = &mut encoder;
+        let series = |f: fn(&TorrentStats) -> u64| torrents.iter().map(move |t| (one(t), ConstCounter::new(f(t))));
+        Self::family(e, "torrent_downloaded", "Payload bytes received this session.", bytes, series(|t| t.downloaded), C)?;
+        Self::family(e, "torrent_uploaded", "Payload bytes sent this session.", bytes, series(|t| t.uploaded), C)?;
+        let rate = |f: fn(&TorrentStats) -> f64| torrents.iter().map(move |t| (one(t), ConstGauge::new(f(t))));
+        Self::family(e, "torrent_download_rate_bytes", "Download rate in bytes per second.", None, rate(|t| t.download_rate), G)?;
+        Self::family(e, "torrent_upload_rate_bytes", "Upload rate in bytes per second.", None, rate(|t| t.upload_rate), G)?;
+        let peers = torrents.iter().flat_map(|t| {
+            let p = &t.pool;
+            [("connected", p.connected), ("pending", p.pending), ("connecting", p.connecting), ("known", p.known)]
+                .map(|(state, n)| (vec![("info_hash", ih(t)), ("state", state)], ConstGauge::new(n as i64)))
+        });
+        Self::family(e, "torrent_peers", "Peers of the torrent's pool, by state.", None, peers, G)?;
+        let pieces = torrents.iter().flat_map(|t| {
+            [("have", t.pieces_have), ("total", t.pieces_total)].map(|(state, n)| (vec![("info_hash", ih(t)), ("state", state)], ConstGauge::new(i64::from(n))))
+        });
+        Self::family(e, "torrent_pieces", "Pieces of the torrent, had and in total.", None, pieces, G)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_renamed_with_total_and_openmetrics_markers_dropped() {
+        let om = "# HELP x_bytes Things.\n# TYPE x_bytes counter\n# UNIT x_bytes bytes\nx_bytes_total 2\n# HELP g A gauge.\n# TYPE g gauge\ng 1\n# EOF\n";
+        let text = openmetrics_to_text(om);
+        assert_eq!(text, "# HELP x_bytes_total Things.\n# TYPE x_bytes_total counter\nx_bytes_total 2\n# HELP g A gauge.\n# TYPE g gauge\ng 1\n");
+    }
+
+    #[test]
+    fn keepalive_snapshot_has_exactly_the_nine_fields() {
+        let c = KeepaliveCounters::default();
+        c.inc_probe_fail();
+        c.inc_probe_fail();
+        c.inc_reset_events_published();
+        let json = serde_json::to_value(c.snapshot()).unwrap();
+        let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut want = vec![
+            "probe_attempts",
+            "probe_success",
+            "probe_fail",
+            "reconnect_attempts",
+            "reconnect_success",
+            "repair_triggered",
+            "repair_success",
+            "repair_fail",
+            "reset_events_published",
+        ];
+        let mut keys = keys;
+        keys.sort();
+        want.sort();
+        assert_eq!(keys, want);
+        assert_eq!(json["probe_fail"], 2);
+        assert_eq!(json["reset_events_published"], 1);
+        assert_eq!(json["probe_attempts"], 0);
+    }
+}
