@@ -9,6 +9,7 @@ use crate::discovery::dht::{self, LookupLog, LookupRecord};
 use crate::discovery::tracker::TransferTotals;
 use crate::p2p::{into_box_stream, peer_addr, IncomingStreams, NodeHandle, P2pConnector};
 use crate::manager::PeerAddr;
+use crate::metrics::TorrentSource;
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::peer::{handshake, BoxStream};
 use crate::torrent::{Connector, Inbound, TcpConnector, TorrentHandle, TorrentParams};
@@ -95,9 +96,25 @@ impl Session {
         let _ = self.resets.send(());
     }
 
+    /// The log of recent DHT lookups, for diagnostics.
+    pub fn lookup_log(&self) -> Arc<LookupLog> {
+        self.lookups.clone()
+    }
+
     /// The most recent DHT lookups, oldest first.
     pub fn recent_lookups(&self) -> Vec<LookupRecord> {
         self.lookups.recent()
+    }
+
+    /// Reads every torrent's latest statistics (for diagnostics and metrics).
+    pub fn stats_source(&self) -> TorrentSource {
+        let routes = self.torrents.clone();
+        Arc::new(move || routes.lock().expect("routes lock").values().map(|h| h.stats().borrow().clone()).collect())
+    }
+
+    /// A token cancelled when the session shuts down.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
     }
 
     /// Handles of the running torrents.

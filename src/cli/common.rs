@@ -4,7 +4,12 @@ use crate::cli::bad_input;
 use crate::config::Options;
 use crate::manager::PeerAddr;
 use crate::p2p::{default_identity_path, load_or_create, DhtMode, NodeConfig, NodeError, NodeHandle};
+use crate::diag::routing::routing_source;
+use crate::diag::DiagState;
+use crate::metrics::{metrics, TorrentSource, TorrentSourceGuard};
+use crate::session::Session;
 use libp2p::Multiaddr;
+use tokio_util::sync::CancellationToken;
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -91,10 +96,7 @@ impl NetArgs {
         cfg.bootstrap = multiaddrs("--bootstrap", &self.bootstrap)?;
         cfg.external = multiaddrs("--external-addr", &self.external_addrs)?;
         cfg.mdns = self.mdns;
-        cfg.dht_mode = match opts.dht_mode.parse::<DhtMode>().map_err(|e| bad_input(format!("config key `dht_mode`: {e}")))? {
-            DhtMode::Auto => preferred,
-            chosen => chosen,
-        };
+        cfg.dht_mode = effective_mode(opts, preferred)?;
         let node = NodeHandle::spawn(cfg).await.map_err(|e| match e {
             NodeError::BootstrapAddr(_) | NodeError::Listen { .. } => bad_input(e.to_string()),
             other => anyhow::Error::new(other),
@@ -103,6 +105,36 @@ impl NetArgs {
             announce_line(&format!("listening kad {a}"));
         }
         Ok(Some(node))
+    }
+}
+
+/// The DHT mode: the config's unless it says `auto`, then the command's preference.
+pub fn effective_mode(opts: &Options, preferred: DhtMode) -> anyhow::Result<DhtMode> {
+    Ok(match opts.dht_mode.parse::<DhtMode>().map_err(|e| bad_input(format!("config key `dht_mode`: {e}")))? {
+        DhtMode::Auto => preferred,
+        chosen => chosen,
+    })
+}
+
+impl NetArgs {
+    /// Serves diagnostics when `--diag` is given: the session's torrents, its node's routing
+    /// view, and the metrics. Prints `listening diag <addr>`. The returned guard keeps the
+    /// session's torrents in `/metrics`; hold it for the life of the command.
+    pub async fn start_diag(&self, session: Option<&Session>, node: Option<(NodeHandle, DhtMode)>, cancel: CancellationToken) -> anyhow::Result<Option<TorrentSourceGuard>> {
+        let Some(addr) = self.diag else { return Ok(None) };
+        let torrents: TorrentSource = match session {
+            Some(s) => s.stats_source(),
+            None => Arc::new(Vec::new),
+        };
+        let guard = metrics().register_torrents(torrents.clone());
+        let mut state = DiagState::new(torrents);
+        if let Some((node, mode)) = node {
+            let lookups = session.map(|s| s.lookup_log()).unwrap_or_default();
+            state = state.with_routing(routing_source(node, mode, lookups, cancel.clone()));
+        }
+        let at = crate::diag::serve(addr, state, cancel).await.map_err(|e| bad_input(format!("--diag {addr}: {e}")))?;
+        announce_line(&format!("listening diag {at}"));
+        Ok(Some(guard))
     }
 }
 

@@ -1,6 +1,6 @@
 //! `shoal download`: fetch a torrent into a directory; exit 0 only when every piece is
 //! verified on disk; with `--seed`, stay and seed until interrupted.
-use crate::cli::common::{announce_line, init_logging, interrupted, NetArgs};
+use crate::cli::common::{announce_line, effective_mode, init_logging, interrupted, NetArgs};
 use crate::cli::progress::{summary, Progress};
 use crate::cli::{bad_input, info};
 use crate::metainfo::{Magnet, Metainfo};
@@ -67,6 +67,8 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
     if let Some(node) = args.net.start_node(&options, DhtMode::Auto).await? {
         session.attach_node(node);
     }
+    let mode = effective_mode(&options, DhtMode::Auto)?;
+    let _diag = args.net.start_diag(Some(&session), session.node().cloned().map(|n| (n, mode)), session.cancel_token()).await?;
     let meta = Arc::new(meta);
     let handle = session.add_torrent(meta.clone(), args.output.clone());
     handle.add_peers(peers).await;
@@ -78,6 +80,7 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
         r = handle.wait_complete() => r,
         _ = interrupted() => Err("interrupted".to_string()),
     };
+    follow.abort();
     let _ = follow.await;
     let stats = handle.stats().borrow().clone();
     if let Err(why) = outcome {

@@ -1,5 +1,5 @@
 //! `shoal node`: a long-running DHT server node to bootstrap from; no torrent needed.
-use crate::cli::common::{init_logging, interrupted, NetArgs};
+use crate::cli::common::{effective_mode, init_logging, interrupted, NetArgs};
 use crate::p2p::DhtMode;
 use clap::Args;
 
@@ -16,7 +16,11 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         return Err(crate::cli::bad_input("node: --no-kad leaves nothing to run"));
     }
     let node = args.net.start_node(&options, DhtMode::Server).await?.expect("kad is on");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mode = effective_mode(&options, DhtMode::Server)?;
+    let _diag = args.net.start_diag(None, Some((node.clone(), mode)), cancel.clone()).await?;
     interrupted().await;
+    cancel.cancel();
     node.shutdown().await;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `shoal seed`: serve the data at PATH. With `--torrent FILE`, the data is checked against
 //! FILE (or FILE is made from PATH when it does not exist); prints the info-hash and a
 //! magnet URI, then serves until interrupted.
-use crate::cli::common::{announce_line, init_logging, interrupted, NetArgs};
+use crate::cli::common::{announce_line, effective_mode, init_logging, interrupted, NetArgs};
 use crate::cli::progress::Progress;
 use crate::cli::{bad_input, info};
 use crate::metainfo::create::{create_torrent, CreateOptions};
@@ -57,6 +57,8 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
     if let Some(node) = args.net.start_node(&options, DhtMode::Server).await? {
         session.attach_node(node);
     }
+    let mode = effective_mode(&options, DhtMode::Server)?;
+    let _diag = args.net.start_diag(Some(&session), session.node().cloned().map(|n| (n, mode)), session.cancel_token()).await?;
     let meta = Arc::new(meta);
     let handle = session.add_torrent(meta.clone(), root);
     Progress::new(args.net.quiet, meta.total_length).follow(handle.stats(), |s| s.phase != Phase::Checking).await;

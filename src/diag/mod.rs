@@ -9,6 +9,7 @@
 //! Parts:
 //! - [`views`]: the JSON shapes, plain functions of the statistics;
 //! - [`server`]: the axum router and [`serve`].
+pub mod routing;
 pub mod server;
 pub mod views;
 

@@ -4,6 +4,7 @@
 //! discovery-reset events bring the next lookup forward (within the schedule's limits).
 use super::schedule::{ResetOutcome, Schedule, ScheduleConfig};
 use crate::config::Options;
+use crate::metrics::metrics;
 use crate::p2p::{peer_addr, torrent_key, NodeHandle};
 use crate::torrent::{Phase, TorrentHandle};
 use std::sync::{Arc, Mutex};
@@ -118,6 +119,7 @@ fn on_reset(schedule: &mut Schedule, why: &str) {
 async fn lookup(node: &NodeHandle, handle: &TorrentHandle, key: &[u8], log: &LookupLog, started: Instant) {
     let t0 = Instant::now();
     let r = node.get_providers(key.to_vec()).await;
+    metrics().observe_dht_lookup(t0.elapsed());
     let millis = t0.elapsed().as_millis() as u64;
     let mut record = LookupRecord { info_hash: handle.info_hash.to_hex(), millis, at_secs: started.elapsed().as_secs_f64(), ..Default::default() };
     match r {

@@ -3,7 +3,7 @@
 //! A plain struct; `now` is an argument. Lookups start fast and back off, doubling from
 //! `INITIAL` up to a cap: `discovery_max_interval_cap` while the torrent still wants data,
 //! `dht_steady_interval_cap` once it seeds. A reset (the pool ran dry, or the keepalive layer
-//! gave up on a key peer) brings the next lookup forward and restarts the backoff, but:
+//! gave up on a key peer) brings the next lookup forward (the backoff goes on from there), but:
 //! - resets arriving within `cool_down` of the last accepted one are ignored (event storms);
 //! - a reset never schedules a lookup sooner than `reset_min_interval` after the previous
 //!   reset-driven lookup.
@@ -82,7 +82,6 @@ impl Schedule {
             return ResetOutcome::CoolingDown;
         }
         self.last_reset = Some(now);
-        self.interval = INITIAL.min(self.cap());
         let earliest = self.last_reset_lookup.map_or(now, |l| (l + self.cfg.reset_min_interval).max(now));
         self.next = self.next.min(earliest);
         ResetOutcome::Accepted(self.next)
@@ -137,7 +136,7 @@ mod tests {
     }
 
     #[test]
-    fn reset_brings_the_lookup_forward_and_restarts_backoff() {
+    fn reset_brings_the_lookup_forward() {
         let t0 = Instant::now();
         let mut sc = Schedule::new(cfg(), t0);
         let mut now = t0;
@@ -149,7 +148,27 @@ mod tests {
         let r = now + s(5);
         assert_eq!(sc.reset(r), ResetOutcome::Accepted(r));
         sc.lookup_done(r);
-        assert_eq!(sc.next_lookup(), r + s(2), "backoff restarted");
+        assert_eq!(sc.next_lookup(), r + s(120), "the backoff stays at its cap");
+    }
+
+    #[test]
+    fn a_steady_stream_of_resets_drives_a_lookup_at_most_every_min_interval() {
+        let t0 = Instant::now();
+        let mut sc = Schedule::new(cfg(), t0);
+        let mut lookups = Vec::new();
+        let mut now = t0;
+        // One reset every second for 10 minutes; lookups run when due.
+        while now < t0 + s(600) {
+            sc.reset(now);
+            if sc.next_lookup() <= now {
+                lookups.push(now);
+                sc.lookup_done(now);
+            }
+            now += s(1);
+        }
+        let driven: Vec<_> = lookups.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(driven.iter().skip(6).all(|d| *d >= s(30)), "{driven:?}");
+        assert!(lookups.len() <= 30, "{} lookups", lookups.len());
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! The per-peer task: owns one connection after its handshake.
 //!
-//! The stream is split: this task reads and decides, a small writer task owns the write
-//! half and a bounded queue of outgoing messages, so a peer that stops reading can never
-//! stop us from reading it (no write/write deadlock), and keep-alives go out after
-//! `keepalive_interval` of silence. Every message is checked against the torrent's geometry
+//! The stream is split: the reader decides, a writer future owns the write half and a
+//! bounded queue of outgoing messages; both run concurrently inside this one task, so a peer
+//! that stops reading can never stop us from reading it (no write/write deadlock), and
+//! keep-alives go out after `keepalive_interval` of silence. Every message is checked against the torrent's geometry
 //! before it is believed: a bad bitfield, an out-of-range `have` or `request`, or an
 //! oversized block closes the connection. Requests are served only while the peer is
 //! unchoked and only for pieces we have; blocks are read through `Storage` (blocking pool).
@@ -81,7 +81,10 @@ where
     let (sink, mut reader) = framed.split();
 
     let (writer_tx, writer_rx) = mpsc::channel(WRITE_QUEUE);
-    let writer = tokio::spawn(write_loop(sink, writer_rx, ctx.counters.clone(), ctx.keepalive_interval));
+    // The writer runs in this same task, not a spawned one: yamux (libp2p) streams keep one
+    // waker slot for both directions, and halves polled from two tasks lose wake-ups
+    // (rust-yamux issue 232); within one task there is one waker and nothing is lost.
+    let writer = write_loop(sink, writer_rx, ctx.counters.clone(), ctx.keepalive_interval);
     let mut task = Task {
         ctx,
         writer: writer_tx,
@@ -91,12 +94,15 @@ where
         last_received: Instant::now(),
         got_bitfield: false,
     };
-    let reason = match task.drive(&mut reader).await {
+    let outcome = tokio::select! {
+        r = task.drive(&mut reader) => r,
+        r = writer => r.and(Err(PeerError::Eof)),
+    };
+    let reason = match outcome {
         Ok(()) => "closed".to_string(),
         Err(e) => e.to_string(),
     };
     drop(task);
-    writer.abort();
     let _ = events.send(PeerEvent { key, kind: PeerEventKind::Closed(reason) }).await;
 }
 
@@ -152,7 +158,6 @@ impl Task {
                 },
                 Some((block, data)) = reads.next(), if !reads.is_empty() => self.on_block_read(block, data).await?,
                 _ = tokio::time::sleep_until(deadline) => return Err(PeerError::Timeout("idle")),
-                _ = self.writer.closed() => return Err(PeerError::Eof),
             }
         }
     }

@@ -20,6 +20,7 @@ mod pieces;
 use crate::metainfo::Metainfo;
 use bitvec::order::Msb0;
 use bitvec::vec::BitVec;
+use crate::metrics::metrics;
 use bytes::Bytes;
 use cache::PieceCache;
 use files::FileTable;
@@ -134,10 +135,15 @@ impl Storage {
         // Invalidation happens inside the blocking task, after the write, so a caller that
         // drops this future mid-way cannot leave a stale cached copy behind.
         blocking(move || {
-            if !pieces::hash_matches(&data, &inner.meta.pieces[index as usize]) {
+            let t0 = std::time::Instant::now();
+            let matches = pieces::hash_matches(&data, &inner.meta.pieces[index as usize]);
+            metrics().observe_hash(t0.elapsed());
+            if !matches {
                 return Ok(PieceVerdict::HashFailed);
             }
+            let t1 = std::time::Instant::now();
             pieces::write(&inner.layout, &inner.files, index, &data)?;
+            metrics().observe_disk_write(t1.elapsed());
             inner.cache.invalidate(index);
             Ok(PieceVerdict::Written)
         })

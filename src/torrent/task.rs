@@ -7,6 +7,7 @@ use crate::config::Options;
 use crate::manager::choker::Choker;
 use crate::manager::{score, ChokeCandidate, PeerAddr, Pool, PoolLimits, ScoreScale};
 use crate::metainfo::Metainfo;
+use crate::metrics::{metrics, Direction};
 use crate::peer::connection::{self, PeerContext, OUR_REQQ};
 use crate::peer::handshake::{self, MessageStream};
 use crate::peer::{BoxStream, PeerCommand, PeerCounters, PeerError, PeerEvent, PeerEventKind};
@@ -75,6 +76,8 @@ struct Torrent {
     peers: HashMap<PeerKey, PeerSlot>,
     next_key: PeerKey,
     assembly: HashMap<u32, Assembly>,
+    /// When each piece was first requested, for the piece download time.
+    piece_started: HashMap<u32, Instant>,
     verifying: usize,
     /// Hash-failure strikes and good pieces per address, for bans.
     strikes: HashMap<PeerAddr, (u32, u32)>,
@@ -91,6 +94,7 @@ struct Torrent {
     tasks: TaskTracker,
     last_tick: Instant,
     need_peers: watch::Sender<u64>,
+    wanted_peers: bool,
 }
 
 pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: CancellationToken, tasks: TaskTracker) {
@@ -194,6 +198,7 @@ impl Torrent {
             peers: HashMap::new(),
             next_key: 1,
             assembly: HashMap::new(),
+            piece_started: HashMap::new(),
             verifying: 0,
             strikes: HashMap::new(),
             used: HashSet::new(),
@@ -208,6 +213,7 @@ impl Torrent {
             tasks,
             last_tick: Instant::now(),
             need_peers,
+            wanted_peers: false,
             meta,
         }
     }
@@ -310,6 +316,7 @@ impl Torrent {
             cancel: self.cancel.child_token(),
         };
         tracing::debug!(peer = %addr, id = ?hs.peer_id, "connected");
+        metrics().inc_peer_connections(if inbound { Direction::Inbound } else { Direction::Outbound });
         let slot = PeerSlot::new(addr, hs.peer_id, inbound, cmd_tx, counters, self.meta.piece_count() as usize, Instant::now());
         self.peers.insert(key, slot);
         self.tasks.spawn(connection::run(framed, ctx));
@@ -420,6 +427,9 @@ impl Torrent {
             return;
         }
         let now = Instant::now();
+        for b in &blocks {
+            self.piece_started.entry(b.piece).or_insert(now);
+        }
         let p = self.peer_mut(key);
         for b in &blocks {
             p.outstanding.insert(*b, now);
@@ -436,6 +446,7 @@ impl Torrent {
         p.snubbed = false;
         if let Some(sent) = p.outstanding.remove(&b) {
             p.observe_rtt(now - sent);
+            metrics().observe_block_rtt(now - sent);
         }
         let addr = p.addr.clone();
         let Some(r) = self.picker.block_received(key, b) else {
@@ -498,6 +509,10 @@ impl Torrent {
             Ok(PieceVerdict::Written) => {
                 self.picker.piece_verified(v.piece);
                 self.stats.pieces_received += 1;
+                metrics().inc_pieces_verified();
+                if let Some(t) = self.piece_started.remove(&v.piece) {
+                    metrics().observe_piece_download(t.elapsed());
+                }
                 for a in &v.contributors {
                     self.strikes.entry(a.clone()).or_default().1 += 1;
                 }
@@ -540,6 +555,8 @@ impl Torrent {
     fn on_hash_failed(&mut self, piece: u32, contributors: HashSet<PeerAddr>) {
         tracing::warn!(piece, peers = contributors.len(), "piece failed its hash check");
         self.stats.hash_failures += 1;
+        metrics().inc_hash_failures();
+        self.piece_started.remove(&piece);
         self.picker.piece_failed(piece);
         for a in contributors {
             let (bad, good) = {
@@ -550,6 +567,7 @@ impl Torrent {
             if bad >= self.opts.max_hash_failures && bad > good {
                 tracing::warn!(peer = %a, bad, good, "banned after repeated hash failures");
                 self.pool.ban(&a);
+                metrics().inc_peers_banned();
                 let keys: Vec<PeerKey> = self.peers.iter().filter(|(_, p)| p.addr == a).map(|(k, _)| *k).collect();
                 for k in keys {
                     self.close(k);
@@ -585,9 +603,12 @@ impl Torrent {
         }
         self.pool.maintain(now.into_std());
         self.dial_more();
-        if self.pool.needs_more_peers() && !self.seeding() {
+        // Signalled on the edge, when the pool runs dry, not on every tick while it is dry.
+        let needs = self.pool.needs_more_peers() && !self.seeding();
+        if needs && !self.wanted_peers {
             self.need_peers.send_modify(|n| *n += 1);
         }
+        self.wanted_peers = needs;
         let mut keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         keys.sort_by(|a, b| self.peers[b].score.total.total_cmp(&self.peers[a].score.total));
         for k in keys {

@@ -1,0 +1,49 @@
+//! The `/debug/p2p/routing` view: DHT mode, routing table, connected peers and the last
+//! lookups. The node is asked every few seconds by a small task; the HTTP handler only reads
+//! the latest answer, so a slow node never blocks a request.
+use crate::discovery::dht::LookupLog;
+use crate::p2p::{DhtMode, NodeHandle};
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+use super::JsonSource;
+
+/// How often the node is asked.
+const POLL: Duration = Duration::from_secs(2);
+
+/// Starts the poller and returns the source the diagnostics server reads.
+pub fn routing_source(node: NodeHandle, mode: DhtMode, lookups: Arc<LookupLog>, cancel: CancellationToken) -> JsonSource {
+    let latest = Arc::new(Mutex::new(json!({ "enabled": true, "peer_id": node.peer_id().to_base58() })));
+    let out = latest.clone();
+    tokio::spawn(async move {
+        loop {
+            let view = snapshot(&node, mode).await;
+            *latest.lock().expect("routing view") = view;
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    });
+    Arc::new(move || {
+        let mut v = out.lock().expect("routing view").clone();
+        v["last_lookups"] = serde_json::to_value(lookups.recent()).unwrap_or(Value::Null);
+        v
+    })
+}
+
+async fn snapshot(node: &NodeHandle, mode: DhtMode) -> Value {
+    let size = node.routing_table_size().await.ok();
+    let connected = node.connected_peers().await.map(|p| p.len()).ok();
+    let listen: Vec<String> = node.listen_addrs().await.map(|a| a.iter().map(|m| m.to_string()).collect()).unwrap_or_default();
+    json!({
+        "enabled": true,
+        "peer_id": node.peer_id().to_base58(),
+        "mode": format!("{mode:?}").to_lowercase(),
+        "routing_table_size": size,
+        "connected_peers": connected,
+        "listen_addrs": listen,
+    })
+}
