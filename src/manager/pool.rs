@@ -91,10 +91,14 @@ impl Pool {
 
     /// A peer address from discovery. Returns true when it was new.
     pub fn add(&mut self, addr: PeerAddr, now: Instant) -> bool {
-        if self.entries.contains_key(&addr) {
-            if let Some(e) = self.entries.get_mut(&addr) {
-                e.dialable = true;
+        if let Some(e) = self.entries.get_mut(&addr) {
+            // Heard of again (a new announce, a repaired key peer): its backoff wait ends,
+            // its failure count stays.
+            e.dialable = true;
+            if let State::Known { retry_at: Some(_) } = e.state {
+                e.state = State::Known { retry_at: None };
             }
+            self.promote(&addr, now);
             return false;
         }
         self.entries.insert(addr.clone(), Entry { state: State::Known { retry_at: None }, failures: 0, score: 0.0, dialable: true });
@@ -306,6 +310,18 @@ mod tests {
         assert_eq!(p.next_dial(), Some(addr(1)));
         p.connect_failed(&addr(1), t);
         assert_eq!(p.stats().known, 0, "forgotten after 3 failures");
+    }
+
+    #[test]
+    fn hearing_of_a_waiting_peer_again_ends_its_wait() {
+        let t = Instant::now();
+        let mut p = Pool::new(limits());
+        p.add(addr(1), t);
+        p.next_dial();
+        p.connect_failed(&addr(1), t);
+        assert_eq!(p.stats().pending, 0);
+        assert!(!p.add(addr(1), t));
+        assert_eq!(p.next_dial(), Some(addr(1)));
     }
 
     #[test]
