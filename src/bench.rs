@@ -8,6 +8,7 @@ use crate::config::Options;
 use crate::manager::PeerAddr;
 use crate::metainfo::create::{create_torrent, CreateOptions};
 use crate::metainfo::Metainfo;
+use crate::p2p::{peer_addr, DhtMode, NodeConfig, NodeHandle};
 use crate::session::Session;
 use crate::torrent::Phase;
 use serde::Serialize;
@@ -16,8 +17,19 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How the bench's peers talk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// The BitTorrent wire protocol over plain TCP.
+    Tcp,
+    /// The same protocol over `/shoal/bt/1.0.0` libp2p streams (TCP + Noise + Yamux).
+    Libp2p,
+}
+
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
+    pub transport: Transport,
     pub size: u64,
     pub piece_size: u32,
     pub seeders: usize,
@@ -28,7 +40,7 @@ pub struct BenchConfig {
 
 impl Default for BenchConfig {
     fn default() -> Self {
-        BenchConfig { size: 1 << 30, piece_size: 1 << 20, seeders: 1, leechers: 1, timeout: Duration::from_secs(600) }
+        BenchConfig { transport: Transport::Tcp, size: 1 << 30, piece_size: 1 << 20, seeders: 1, leechers: 1, timeout: Duration::from_secs(600) }
     }
 }
 
@@ -44,7 +56,7 @@ pub struct BenchReport {
     pub piece_size: u32,
     pub seeders: usize,
     pub leechers: usize,
-    pub transport: &'static str,
+    pub transport: Transport,
     pub setup_seconds: f64,
     /// From adding the leechers until the last one completed.
     pub wall_seconds: f64,
@@ -83,6 +95,29 @@ fn generate(path: &Path, size: u64) -> std::io::Result<()> {
     f.flush()
 }
 
+/// A session on 127.0.0.1 and the address others reach it at; with libp2p, a node of its own
+/// that knows every node started before it.
+async fn start_session(transport: Transport, options: &Arc<Options>, book: &mut Vec<(libp2p::PeerId, libp2p::Multiaddr)>) -> Result<(Session, PeerAddr), String> {
+    let loopback = "127.0.0.1:0".parse().expect("valid address");
+    let mut s = Session::start(options.clone(), Some(loopback)).await.map_err(|e| e.to_string())?;
+    if transport == Transport::Tcp {
+        let addr = PeerAddr::Tcp(s.listen_addr().expect("listening"));
+        return Ok((s, addr));
+    }
+    let mut cfg = NodeConfig::new(libp2p::identity::Keypair::generate_ed25519(), options.dht_query_timeout);
+    cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")];
+    cfg.dht_mode = DhtMode::Server;
+    let node = NodeHandle::spawn(cfg).await.map_err(|e| e.to_string())?;
+    for (peer, addr) in book.iter() {
+        node.add_address(*peer, addr.clone()).await.map_err(|e| e.to_string())?;
+    }
+    let own = node.listen_addrs().await.map_err(|e| e.to_string())?.into_iter().next().ok_or("node has no address")?;
+    book.push((node.peer_id(), crate::p2p::book::strip_p2p(&own)));
+    let addr = peer_addr(&node.peer_id());
+    s.attach_node(node);
+    Ok((s, addr))
+}
+
 pub async fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
     let setup_err = |e: &dyn std::fmt::Display| BenchError::Setup(e.to_string());
     let setup = Instant::now();
@@ -98,14 +133,15 @@ pub async fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
     let bytes = tokio::task::spawn_blocking(move || create_torrent(&data3, &opts)).await.map_err(|e| setup_err(&e))?.map_err(|e| setup_err(&e))?;
     let meta = Arc::new(Metainfo::from_bytes(&bytes).map_err(|e| setup_err(&e))?);
     let options = Arc::new(Options::default());
-    let loopback = "127.0.0.1:0".parse().expect("valid address");
 
     let mut sessions = Vec::new();
     let mut addrs = Vec::new();
     let mut seeders = Vec::new();
+    // libp2p: every node learns the others' addresses as they start, so PeerIds dial.
+    let mut book: Vec<(libp2p::PeerId, libp2p::Multiaddr)> = Vec::new();
     for _ in 0..cfg.seeders {
-        let s = Session::start(options.clone(), Some(loopback)).await.map_err(|e| setup_err(&e))?;
-        addrs.push(PeerAddr::Tcp(s.listen_addr().expect("listening")));
+        let (s, addr) = start_session(cfg.transport, &options, &mut book).await.map_err(|e| setup_err(&e))?;
+        addrs.push(addr);
         seeders.push(s.add_torrent(meta.clone(), seed_root.clone()));
         sessions.push(s);
     }
@@ -117,10 +153,10 @@ pub async fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
     let start = Instant::now();
     let mut leechers = Vec::new();
     for i in 0..cfg.leechers {
-        let s = Session::start(options.clone(), Some(loopback)).await.map_err(|e| setup_err(&e))?;
+        let (s, addr) = start_session(cfg.transport, &options, &mut book).await.map_err(|e| setup_err(&e))?;
         let h = s.add_torrent(meta.clone(), dir.path().join(format!("leech{i}")));
         h.add_peers(addrs.clone()).await;
-        addrs.push(PeerAddr::Tcp(s.listen_addr().expect("listening")));
+        addrs.push(addr);
         leechers.push(h);
         sessions.push(s);
     }
@@ -144,7 +180,7 @@ pub async fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
         piece_size: cfg.piece_size,
         seeders: cfg.seeders,
         leechers: cfg.leechers,
-        transport: "tcp",
+        transport: cfg.transport,
         setup_seconds,
         wall_seconds: wall.as_secs_f64(),
         swarm_mib_per_s: mib * cfg.leechers as f64 / wall.as_secs_f64(),

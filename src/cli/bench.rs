@@ -41,17 +41,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         return Err(bad_input("--size must be more than 0"));
     }
     let piece_size = crate::metainfo::create::check_piece_length(args.piece_size).map_err(|e| bad_input(format!("--piece-size: {e}")))?;
-    if matches!(args.transport, Transport::Libp2p) {
-        return Err(bad_input("--transport libp2p: not available yet"));
-    }
-    let cfg = BenchConfig { size: args.size, piece_size, seeders: args.seeders, leechers: args.leechers, ..Default::default() };
+    let transport = match args.transport {
+        Transport::Tcp => bench::Transport::Tcp,
+        Transport::Libp2p => bench::Transport::Libp2p,
+    };
+    let cfg = BenchConfig { transport, size: args.size, piece_size, seeders: args.seeders, leechers: args.leechers, ..Default::default() };
     if !args.json {
         eprintln!(
-            "bench: {} in {} pieces, {} seeder(s) -> {} leecher(s) over tcp on 127.0.0.1",
+            "bench: {} in {} pieces, {} seeder(s) -> {} leecher(s) over {} on 127.0.0.1",
             human_bytes(cfg.size as f64),
             human_bytes(piece_size as f64),
             cfg.seeders,
-            cfg.leechers
+            cfg.leechers,
+            if transport == bench::Transport::Tcp { "tcp" } else { "libp2p (noise + yamux)" }
         );
     }
     let report = bench::run(&cfg).await?;
