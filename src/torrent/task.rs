@@ -332,8 +332,16 @@ impl Torrent {
         match ev.kind {
             PeerEventKind::Extensions(ext) => self.on_extensions(key, ext),
             PeerEventKind::Bitfield(bits) => {
-                self.picker.peer_bitfield(&bits);
-                self.peer_mut(key).bitfield = bits;
+                // Merged, not replaced: a later bitfield (aria2 sends them) only adds pieces,
+                // and each piece is counted once in the availability.
+                let p = self.peer_mut(key);
+                let new: Vec<usize> = bits.iter_ones().filter(|&i| !p.bitfield[i]).collect();
+                for &i in &new {
+                    p.bitfield.set(i, true);
+                }
+                for i in new {
+                    self.picker.peer_has(i as u32);
+                }
                 self.update_interest(key);
             }
             PeerEventKind::Have(i) => {
