@@ -14,10 +14,14 @@ UPnP and NAT-PMP off, and prints on stdout, flushed:
     done <seconds>       (leech) once every piece is downloaded and verified; then it exits 0
 
 A leecher that has not finished within --timeout seconds prints `timeout <progress>` and exits 1.
-A seeder serves until it is killed.
+A seeder serves until it is killed. A seeder trusts the data on disk (libtorrent's seed mode,
+each piece hashed when first served) unless --verify asks for a full check before seeding.
+Lines `connect HOST:PORT` on stdin make it dial that peer (for leechers that cannot be told
+where a peer is, such as aria2c without a tracker).
 """
 import argparse
 import sys
+import threading
 import time
 
 import libtorrent as lt
@@ -47,14 +51,14 @@ def session(port, seeding):
     return lt.session(pack)
 
 
-def add(ses, torrent, save, seeding):
+def add(ses, torrent, save, seed_mode):
     params = lt.add_torrent_params()
     params.ti = lt.torrent_info(torrent)
     params.save_path = save
     # Not queued: an auto-managed torrent starts paused until the session's next queue tick,
     # and until then the session turns every incoming connection away.
     params.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
-    if seeding:
+    if seed_mode:
         # Trust the data on disk: libtorrent checks each piece's hash when it first serves it.
         params.flags |= lt.torrent_flags.seed_mode
     return ses.add_torrent(params)
@@ -64,6 +68,14 @@ def connect(handle, peers):
     for peer in peers:
         host, port = peer.rsplit(":", 1)
         handle.connect_peer((host, int(port)))
+
+
+def follow_stdin(handle):
+    """Dials the peers named by `connect HOST:PORT` lines on stdin, until stdin closes."""
+    for line in sys.stdin:
+        words = line.split()
+        if len(words) == 2 and words[0] == "connect":
+            connect(handle, [words[1]])
 
 
 def log_alerts(ses):
@@ -94,6 +106,7 @@ def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--peer", action="append", default=[])
     ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--verify", action="store_true", help="seed: check every piece before seeding")
     args = ap.parse_args()
     seeding = args.mode == "seed"
 
@@ -101,9 +114,10 @@ def main():
     if not wait_listening(ses):
         say("not listening")
         return 1
-    handle = add(ses, args.torrent, args.save, seeding)
+    handle = add(ses, args.torrent, args.save, seeding and not args.verify)
     say("listening %d" % ses.listen_port())
     connect(handle, args.peer)
+    threading.Thread(target=follow_stdin, args=(handle,), daemon=True).start()
 
     started = time.monotonic()
     announced_seeding = False
