@@ -11,6 +11,10 @@
 //! one short and ending in a partial block.
 //!
 //! A missing client fails the test, unless `SHOAL_SKIP_INTEROP=1` is set to skip on purpose.
+//!
+//! What these tests caught: aria2c announces the pieces it gains with further `bitfield`
+//! messages instead of `have`s, which shoal used to refuse as a protocol violation (the
+//! `aria2_downloads_from_shoal_*` tests stalled after aria2's first piece).
 mod support;
 
 use std::path::PathBuf;
