@@ -63,7 +63,6 @@ struct Task {
     peer_interested: bool,
     serve_queue: VecDeque<BlockRef>,
     last_received: Instant,
-    got_bitfield: bool,
 }
 
 /// Runs the connection until it closes; always reports `Closed` last.
@@ -92,7 +91,6 @@ where
         peer_interested: false,
         serve_queue: VecDeque::new(),
         last_received: Instant::now(),
-        got_bitfield: false,
     };
     let outcome = tokio::select! {
         r = task.drive(&mut reader) => r,
@@ -241,13 +239,12 @@ impl Task {
         Ok(())
     }
 
-    /// BEP 3: the bitfield comes once, first; its spare bits must be zero.
+    /// BEP 3 sends the bitfield once, first; its spare bits must be zero. aria2 also sends one
+    /// later in place of `have` messages (a peer that started empty announces its first pieces
+    /// with a bitfield, then again with a fuller one), so a later bitfield is taken as a batch
+    /// of `have`s rather than refused.
     fn parse_bitfield(&mut self, raw: &[u8]) -> Result<BitVec<u8, Msb0>, PeerError> {
         let n = self.ctx.piece_count as usize;
-        if self.got_bitfield {
-            return Err(PeerError::Protocol("second bitfield".into()));
-        }
-        self.got_bitfield = true;
         if raw.len() != n.div_ceil(8) {
             return Err(PeerError::Protocol(format!("bitfield of {} bytes for {n} pieces", raw.len())));
         }

@@ -34,7 +34,10 @@ const TICK: Duration = Duration::from_millis(500);
 const MAX_PIECES_IN_FLIGHT: usize = 64;
 /// Bound on the peer → torrent event queue.
 const EVENT_QUEUE: usize = 4096;
-/// Bound on each torrent → peer command queue.
+/// Room in each torrent → peer command queue for commands other than requests (have,
+/// cancel, choke...). The queue also holds up to `max_requests_per_peer` requests: refilling
+/// the pipeline sends one `Request` command per block received, each counted as outstanding
+/// before the peer task has taken it, and a command that does not fit is lost (`try_send`).
 const COMMAND_QUEUE: usize = 1024;
 
 pub(super) struct Channels {
@@ -292,7 +295,7 @@ impl Torrent {
     fn start_peer(&mut self, addr: PeerAddr, framed: MessageStream<BoxStream>, hs: Handshake, inbound: bool) {
         let key = self.next_key;
         self.next_key += 1;
-        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (cmd_tx, cmd_rx) = mpsc::channel(self.opts.max_requests_per_peer + COMMAND_QUEUE);
         let counters = Arc::new(PeerCounters::default());
         let extensions = hs.has(reserved::EXTENSION).then(|| ExtHandshake {
             client: Some(format!("shoal {}", env!("CARGO_PKG_VERSION"))),
@@ -339,8 +342,16 @@ impl Torrent {
         match ev.kind {
             PeerEventKind::Extensions(ext) => self.on_extensions(key, ext),
             PeerEventKind::Bitfield(bits) => {
-                self.picker.peer_bitfield(&bits);
-                self.peer_mut(key).bitfield = bits;
+                // Merged, not replaced: a later bitfield (aria2 sends them) only adds pieces,
+                // and each piece is counted once in the availability.
+                let p = self.peer_mut(key);
+                let new: Vec<usize> = bits.iter_ones().filter(|&i| !p.bitfield[i]).collect();
+                for &i in &new {
+                    p.bitfield.set(i, true);
+                }
+                for i in new {
+                    self.picker.peer_has(i as u32);
+                }
                 self.update_interest(key);
             }
             PeerEventKind::Have(i) => {

@@ -1,0 +1,140 @@
+#!/usr/bin/python3
+"""A python3-libtorrent peer for shoal's interop tests and scripts/compare.sh.
+
+Run it with Debian's /usr/bin/python3 (python3-libtorrent is installed for that interpreter).
+
+    lt_peer.py seed  TORRENT SAVE_DIR [--peer HOST:PORT]...
+    lt_peer.py leech TORRENT SAVE_DIR [--peer HOST:PORT]... [--timeout SECONDS]
+
+It listens on 127.0.0.1 only (a free port unless --port is given), TCP only, with DHT, LSD,
+UPnP and NAT-PMP off, and prints on stdout, flushed:
+
+    listening <port>     once the torrent is added and the session accepts peers
+    seeding              (seed) once the torrent is in seed mode and serving
+    done <seconds>       (leech) once every piece is downloaded and verified; then it exits 0
+
+A leecher that has not finished within --timeout seconds prints `timeout <progress>` and exits 1.
+A seeder serves until it is killed. A seeder trusts the data on disk (libtorrent's seed mode,
+each piece hashed when first served) unless --verify asks for a full check before seeding.
+Lines `connect HOST:PORT` on stdin make it dial that peer (for leechers that cannot be told
+where a peer is, such as aria2c without a tracker).
+"""
+import argparse
+import sys
+import threading
+import time
+
+import libtorrent as lt
+
+
+def say(line):
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def session(port, seeding):
+    pack = lt.high_performance_seed() if seeding else lt.default_settings()
+    pack.update({
+        "listen_interfaces": "127.0.0.1:%d" % port,
+        "enable_outgoing_tcp": True,
+        "enable_incoming_tcp": True,
+        "enable_outgoing_utp": False,
+        "enable_incoming_utp": False,
+        "allow_multiple_connections_per_ip": True,
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "announce_to_all_trackers": True,
+        "alert_mask": lt.alert_category.error | lt.alert_category.status | lt.alert_category.peer | lt.alert_category.connect,
+    })
+    return lt.session(pack)
+
+
+def add(ses, torrent, save, seed_mode):
+    params = lt.add_torrent_params()
+    params.ti = lt.torrent_info(torrent)
+    params.save_path = save
+    # Not queued: an auto-managed torrent starts paused until the session's next queue tick,
+    # and until then the session turns every incoming connection away.
+    params.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
+    if seed_mode:
+        # Trust the data on disk: libtorrent checks each piece's hash when it first serves it.
+        params.flags |= lt.torrent_flags.seed_mode
+    return ses.add_torrent(params)
+
+
+def connect(handle, peers):
+    for peer in peers:
+        host, port = peer.rsplit(":", 1)
+        handle.connect_peer((host, int(port)))
+
+
+def follow_stdin(handle):
+    """Dials the peers named by `connect HOST:PORT` lines on stdin, until stdin closes."""
+    for line in sys.stdin:
+        words = line.split()
+        if len(words) == 2 and words[0] == "connect":
+            connect(handle, [words[1]])
+
+
+def log_alerts(ses):
+    """Logs pending alerts; True if one says the TCP listen socket is up."""
+    listening = False
+    for alert in ses.pop_alerts():
+        sys.stderr.write("alert: %s\n" % alert.message())
+        if isinstance(alert, lt.listen_succeeded_alert) and alert.socket_type == lt.socket_type_t.tcp:
+            listening = True
+    return listening
+
+
+def wait_listening(ses, timeout=20.0):
+    """Waits for the TCP listen socket: connections that come earlier can be dropped."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ses.wait_for_alert(100)
+        if log_alerts(ses):
+            return True
+    return False
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=["seed", "leech"])
+    ap.add_argument("torrent")
+    ap.add_argument("save")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--peer", action="append", default=[])
+    ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--verify", action="store_true", help="seed: check every piece before seeding")
+    args = ap.parse_args()
+    seeding = args.mode == "seed"
+
+    ses = session(args.port, seeding)
+    if not wait_listening(ses):
+        say("not listening")
+        return 1
+    handle = add(ses, args.torrent, args.save, seeding and not args.verify)
+    say("listening %d" % ses.listen_port())
+    connect(handle, args.peer)
+    threading.Thread(target=follow_stdin, args=(handle,), daemon=True).start()
+
+    started = time.monotonic()
+    announced_seeding = False
+    while True:
+        status = handle.status()
+        if seeding and not announced_seeding and status.is_seeding:
+            say("seeding")
+            announced_seeding = True
+        if not seeding and status.is_seeding:
+            say("done %.3f" % (time.monotonic() - started))
+            return 0
+        if not seeding and time.monotonic() - started > args.timeout:
+            say("timeout %.4f" % status.progress)
+            return 1
+        log_alerts(ses)
+        time.sleep(0.02)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
