@@ -44,6 +44,11 @@ pub struct Options {
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
 
+    /// Wait for the data to reach the disk (fsync) before reporting a download complete.
+    /// Off by default, as in other clients: pieces are verified before they are written, and
+    /// the start-up check re-verifies anything a crash lost.
+    pub sync_on_complete: bool,
+
     // --- peer wire keep-alive ---
     /// A keep-alive is sent after this much silence from us (BEP 3 suggests 2 minutes).
     #[serde(with = "humantime_serde")]
@@ -119,6 +124,7 @@ impl Default for Options {
             max_requests_per_peer: 500,
             target_request_queue: Duration::from_secs(3),
             request_timeout: Duration::from_secs(30),
+            sync_on_complete: false,
             keepalive_interval: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(240),
             handshake_timeout: Duration::from_secs(20),

@@ -100,8 +100,8 @@ impl FileTable {
     }
 
     /// Makes `file` exist with at least `length` bytes (extending sparsely, never truncating),
-    /// and flushes it to disk.
-    pub fn ensure_length(&self, file: usize, length: u64) -> Result<(), StorageError> {
+    /// and, when `sync`, flushes it to disk.
+    pub fn ensure_length(&self, file: usize, length: u64, sync: bool) -> Result<(), StorageError> {
         let handle = self
             .handle(file, true)?
             .expect("writable open creates the file");
@@ -110,7 +110,10 @@ impl FileTable {
         if current < length {
             handle.set_len(length).map_err(|e| io_error(path, e))?;
         }
-        handle.sync_all().map_err(|e| io_error(path, e))
+        if sync {
+            handle.sync_all().map_err(|e| io_error(path, e))?;
+        }
+        Ok(())
     }
 
     /// A handle for `file`; a writable one when `write` (creating the file), otherwise any

@@ -3,7 +3,7 @@
 //! The engine holds a cloneable [`Storage`] handle and awaits its methods; all SHA-1 and file
 //! I/O runs on tokio's blocking pool (or scoped threads inside one blocking task), never on the
 //! async workers. A piece is reported [`PieceVerdict::Written`] only after its hash matched and
-//! all its bytes were handed to the OS (no fsync per piece; [`Storage::finalize`] syncs).
+//! all its bytes were handed to the OS (no fsync per piece; [`Storage::finalize`] can sync).
 //!
 //! Parts, in reading order:
 //! - [`layout`]: piece/block ranges → file segments, validation (pure arithmetic).
@@ -176,16 +176,18 @@ impl Storage {
         Ok(piece.slice(begin as usize..(begin + length) as usize))
     }
 
-    /// Creates every (non-padding) file at its full length (e.g. 0-byte files) and syncs it.
-    /// Call once the download is complete: files are extended sparsely, never truncated.
-    pub async fn finalize(&self) -> Result<(), StorageError> {
+    /// Creates every (non-padding) file at its full length (e.g. 0-byte files) and, when
+    /// `sync`, waits until the data is on the disk. Call once the download is complete: files
+    /// are extended sparsely, never truncated. Without `sync` the OS writes back in its own
+    /// time, as other clients leave it; the start-up check re-verifies whatever a crash lost.
+    pub async fn finalize(&self, sync: bool) -> Result<(), StorageError> {
         let inner = self.inner.clone();
         blocking(move || {
             for file in 0..inner.layout.file_count() {
                 if !inner.layout.is_padding(file) {
                     inner
                         .files
-                        .ensure_length(file, inner.layout.file_length(file))?;
+                        .ensure_length(file, inner.layout.file_length(file), sync)?;
                 }
             }
             Ok(())

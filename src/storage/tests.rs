@@ -138,7 +138,7 @@ async fn writing_every_piece_reproduces_the_files() {
             PieceVerdict::Written
         );
     }
-    s.finalize().await.unwrap();
+    s.finalize(true).await.unwrap();
     assert_eq!(std::fs::read(f.file_on_disk(&["a"])).unwrap(), f.source(0));
     assert_eq!(std::fs::read(f.file_on_disk(&["empty"])).unwrap(), b"");
     assert_eq!(
@@ -300,7 +300,7 @@ async fn single_file_torrent_lives_at_root_slash_name() {
             PieceVerdict::Written
         );
     }
-    s.finalize().await.unwrap();
+    s.finalize(true).await.unwrap();
     assert_eq!(std::fs::read(f.dir.path().join("t")).unwrap(), f.data);
     assert_eq!(tree(f.dir.path()), ["t"]);
 }

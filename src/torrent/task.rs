@@ -32,6 +32,8 @@ const TICK: Duration = Duration::from_millis(500);
 /// Pieces waiting for hash + write before we stop asking for more (a slow disk slows the
 /// sockets instead of filling memory).
 const MAX_PIECES_IN_FLIGHT: usize = 64;
+/// Fewest free request slots worth a refill command (a quarter of the depth if smaller).
+const REFILL_BATCH: usize = 16;
 /// Bound on the peer → torrent event queue.
 const EVENT_QUEUE: usize = 4096;
 /// Room in each torrent → peer command queue for commands other than requests (have,
@@ -430,7 +432,10 @@ impl Torrent {
         }
         let depth = p.depth(target, cap, BLOCK_SIZE);
         let need = depth.saturating_sub(p.outstanding.len());
-        if need == 0 {
+        // Top up in batches: one command (and one wake-up of the peer task) per several
+        // blocks instead of one per block, while the pipe stays mostly full.
+        let batch = REFILL_BATCH.min(depth / 4).max(1);
+        if need == 0 || (need < batch && !p.outstanding.is_empty()) {
             return;
         }
         let blocks = self.picker.pick(key, &p.bitfield, need, &mut self.rng);
@@ -588,7 +593,7 @@ impl Torrent {
     }
 
     async fn complete(&mut self) {
-        if let Err(e) = self.storage.finalize().await {
+        if let Err(e) = self.storage.finalize(self.opts.sync_on_complete).await {
             self.stats.phase = Phase::Failed;
             self.stats.error = Some(e.to_string());
             return;
