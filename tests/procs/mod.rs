@@ -332,6 +332,15 @@ pub fn dht_lookups(log: &str) -> Vec<Lookup> {
         .collect()
 }
 
+/// The peers of every `connected peer=ADDR` debug line (`/p2p/<PeerId>` or `ip:port`), in order.
+pub fn connected_peers(log: &str) -> Vec<String> {
+    log.lines()
+        .map(strip_ansi)
+        .filter(|l| l.contains(" DEBUG connected "))
+        .filter_map(|l| field(&l, "peer").map(str::to_string))
+        .collect()
+}
+
 /// The value of `name=value` in a tracing line.
 pub fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     line.split_whitespace().find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
