@@ -96,6 +96,10 @@ pub async fn run(
             _ = tokio::time::sleep_until(due), if phase != Phase::Seeding || !providing => {
                 lookup(&node, &handle, &key, &log, started).await;
                 schedule.lookup_done(Instant::now());
+                // A need raised before or during this lookup is answered by its results; only
+                // a later one may bring the next lookup forward (else every start does two
+                // lookups back to back and spends the reset budget on the second).
+                need.borrow_and_update();
             }
             r = stats.changed() => if r.is_err() { return },
             r = need.changed() => {
@@ -111,7 +115,13 @@ pub async fn run(
 }
 
 fn on_reset(schedule: &mut Schedule, why: &str) {
-    if let ResetOutcome::Accepted(at) = schedule.reset(Instant::now()) {
+    let now = Instant::now();
+    if schedule.next_lookup() <= now {
+        // A lookup is due already (the first one, at start): nothing to bring forward, and
+        // counting this as a reset would hold off a real one for `reset_min_interval`.
+        return;
+    }
+    if let ResetOutcome::Accepted(at) = schedule.reset(now) {
         tracing::debug!(reason = why, in_ms = at.saturating_duration_since(Instant::now()).as_millis() as u64, "next DHT lookup brought forward");
     }
 }
