@@ -71,7 +71,7 @@ fn assert_dht_peers(leecher: &Proc, seen: &BTreeMap<String, SeenPeer>, seeders: 
         leecher.fail(&format!("no DHT lookup found a provider: {lookups:?}"));
     }
     let from_peers = log.lines().find(|l| l.starts_with("done: ")).and_then(|l| l.split(" from ").nth(1)?.split(' ').next()?.parse::<usize>().ok());
-    if !from_peers.is_some_and(|n| n >= 1) {
+    if from_peers.is_none_or(|n| n < 1) {
         leecher.fail("no `done: ... received ... from N peers` summary with N >= 1");
     }
     if seen.is_empty() {

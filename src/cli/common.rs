@@ -173,7 +173,8 @@ pub async fn interrupted() {
 /// Formats bytes in binary units, as the progress line shows them.
 pub fn human_bytes(b: f64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b;
+    // Rates decay toward zero and may end a hair below it.
+    let mut v = b.max(0.0);
     let mut u = 0;
     while v >= 1024.0 && u < UNITS.len() - 1 {
         v /= 1024.0;

@@ -41,8 +41,13 @@ impl Rate {
         self.bytes_per_sec += alpha * (instant - self.bytes_per_sec);
     }
 
+    /// Bytes per second; below one byte per second counts as idle.
     pub fn get(&self) -> f64 {
-        self.bytes_per_sec
+        if self.bytes_per_sec < 1.0 {
+            0.0
+        } else {
+            self.bytes_per_sec
+        }
     }
 }
 

@@ -680,7 +680,7 @@ impl Torrent {
         for k in keys {
             let unchoke = round.unchoke.contains(&k);
             let p = self.peer_mut(k);
-            if unchoke == !p.am_choking {
+            if unchoke != p.am_choking {
                 continue;
             }
             p.am_choking = !unchoke;
