@@ -4,7 +4,7 @@
 mod harness;
 
 use harness::*;
-use shoal::torrent::Phase;
+use shoal::torrent::{Phase, TorrentEvent};
 use std::time::Duration;
 
 const PIECE: u32 = 64 * 1024;
@@ -20,9 +20,13 @@ async fn one_seeder_three_leechers_byte_identical() {
 
     let mut leechers = Vec::new();
     let mut known = vec![addr(&seeder)];
+    let mut first_events = None;
     for i in 0..3 {
         let s = session().await;
         let h = s.add_torrent(meta.clone(), dir.path().join(format!("l{i}")));
+        if i == 0 {
+            first_events = Some(h.subscribe());
+        }
         h.add_peers(known.clone()).await;
         known.push(addr(&s));
         leechers.push((s, h));
@@ -34,6 +38,20 @@ async fn one_seeder_three_leechers_byte_identical() {
         assert_eq!(st.pieces_have, meta.piece_count());
         assert_eq!(st.hash_failures, 0);
     }
+    // The pool's events tell the same story: a connection, every byte once, every piece.
+    let mut events = first_events.unwrap();
+    let (mut connected, mut bytes, mut verified) = (false, 0u64, 0u32);
+    while let Ok(ev) = events.try_recv() {
+        match ev {
+            TorrentEvent::PeerConnected { .. } => connected = true,
+            TorrentEvent::BlockReceived { length, .. } => bytes += length as u64,
+            TorrentEvent::PieceVerified(_) => verified += 1,
+            _ => {}
+        }
+    }
+    assert!(connected);
+    assert_eq!(bytes, meta.total_length);
+    assert_eq!(verified, meta.piece_count());
     for (s, _) in &leechers {
         s.shutdown().await;
     }

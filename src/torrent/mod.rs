@@ -22,10 +22,28 @@ use crate::wire::{Handshake, HandshakeCodec, PeerId};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// What happens in the pool, for whoever listens (tests, discovery, tools). Sent on a
+/// bounded broadcast channel: a listener that falls behind misses events, it never slows
+/// the torrent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TorrentEvent {
+    PeerConnected { addr: PeerAddr, inbound: bool },
+    PeerDisconnected { addr: PeerAddr, reason: String },
+    /// A wanted block arrived (duplicates and unrequested blocks are not reported).
+    BlockReceived { from: PeerAddr, piece: u32, begin: u32, length: u32 },
+    /// A piece matched its hash and is written.
+    PieceVerified(u32),
+    /// The pool ran dry: nothing to dial and room for more connections.
+    NeedPeers,
+}
+
+/// Events kept for a slow listener before it starts missing them.
+const EVENT_BACKLOG: usize = 1024;
 
 /// An accepted connection whose handshake named this torrent.
 pub struct Inbound {
@@ -125,6 +143,7 @@ pub struct TorrentHandle {
     inbound: mpsc::Sender<Inbound>,
     stats: watch::Receiver<TorrentStats>,
     need_peers: watch::Receiver<u64>,
+    events: broadcast::Sender<TorrentEvent>,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -141,10 +160,11 @@ impl TorrentHandle {
         let (need_tx, need_rx) = watch::channel(0u64);
         let cancel = parent.child_token();
         let tasks = TaskTracker::new();
-        let channels = task::Channels { addrs: addrs_rx, inbound: inbound_rx, stats: stats_tx, need_peers: need_tx };
+        let events = broadcast::channel(EVENT_BACKLOG).0;
+        let channels = task::Channels { addrs: addrs_rx, inbound: inbound_rx, stats: stats_tx, need_peers: need_tx, events: events.clone() };
         tasks.spawn(task::run(params, channels, cancel.clone(), tasks.clone()));
         tasks.close();
-        TorrentHandle { info_hash, meta, addrs: addrs_tx, inbound: inbound_tx, stats: stats_rx, need_peers: need_rx, cancel, tasks }
+        TorrentHandle { info_hash, meta, addrs: addrs_tx, inbound: inbound_tx, stats: stats_rx, need_peers: need_rx, events, cancel, tasks }
     }
 
     /// Hands over peer addresses from any source (tracker, DHT, `--peer`).
@@ -164,6 +184,11 @@ impl TorrentHandle {
     /// Bumped each time the pool runs dry: discovery listens to look for more peers.
     pub fn need_peers(&self) -> watch::Receiver<u64> {
         self.need_peers.clone()
+    }
+
+    /// Subscribes to the torrent's events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<TorrentEvent> {
+        self.events.subscribe()
     }
 
     /// Waits until every wanted piece is verified on disk; Err with the reason if it failed.

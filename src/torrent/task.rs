@@ -2,7 +2,7 @@
 //! wait on a peer (commands go out with `try_send`), so one slow peer cannot stall the rest.
 use super::dial::{self, Connector};
 use super::peers::PeerSlot;
-use super::{Inbound, Phase, PeerStats, TorrentParams, TorrentStats};
+use super::{Inbound, Phase, PeerStats, TorrentEvent, TorrentParams, TorrentStats};
 use crate::config::Options;
 use crate::manager::choker::Choker;
 use crate::manager::{score, ChokeCandidate, PeerAddr, Pool, PoolLimits, ScoreScale};
@@ -22,7 +22,7 @@ use rand::SeedableRng;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -47,6 +47,7 @@ pub(super) struct Channels {
     pub inbound: mpsc::Receiver<Inbound>,
     pub stats: watch::Sender<TorrentStats>,
     pub need_peers: watch::Sender<u64>,
+    pub events: broadcast::Sender<TorrentEvent>,
 }
 
 /// A finished dial (`inbound` false) or an answered inbound handshake (`inbound` true).
@@ -54,6 +55,15 @@ struct DialResult {
     addr: PeerAddr,
     inbound: bool,
     result: Result<(MessageStream<BoxStream>, Handshake), PeerError>,
+}
+
+/// The senders a torrent task keeps: to itself (peer events, dial results, verdicts) and out.
+struct Links {
+    events_tx: mpsc::Sender<PeerEvent>,
+    dial_tx: mpsc::Sender<DialResult>,
+    verdict_tx: mpsc::Sender<Verdict>,
+    need_peers: watch::Sender<u64>,
+    events: broadcast::Sender<TorrentEvent>,
 }
 
 struct Verdict {
@@ -100,6 +110,7 @@ struct Torrent {
     last_tick: Instant,
     need_peers: watch::Sender<u64>,
     wanted_peers: bool,
+    events: broadcast::Sender<TorrentEvent>,
 }
 
 pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: CancellationToken, tasks: TaskTracker) {
@@ -124,7 +135,8 @@ pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: Cancell
     let (events_tx, mut events_rx) = mpsc::channel(EVENT_QUEUE);
     let (dial_tx, mut dial_rx) = mpsc::channel(64);
     let (verdict_tx, mut verdict_rx) = mpsc::channel(MAX_PIECES_IN_FLIGHT * 2);
-    let mut t = Torrent::new(params, storage, have, events_tx, dial_tx, verdict_tx, cancel.clone(), tasks, ch.need_peers.clone());
+    let links = Links { events_tx, dial_tx, verdict_tx, need_peers: ch.need_peers.clone(), events: ch.events.clone() };
+    let mut t = Torrent::new(params, storage, have, links, cancel.clone(), tasks);
     if t.picker.is_complete() {
         t.complete().await;
     } else {
@@ -161,18 +173,8 @@ pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: Cancell
 }
 
 impl Torrent {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        params: TorrentParams,
-        storage: Storage,
-        have: BitVec<u8, Msb0>,
-        events_tx: mpsc::Sender<PeerEvent>,
-        dial_tx: mpsc::Sender<DialResult>,
-        verdict_tx: mpsc::Sender<Verdict>,
-        cancel: CancellationToken,
-        tasks: TaskTracker,
-        need_peers: watch::Sender<u64>,
-    ) -> Torrent {
+    fn new(params: TorrentParams, storage: Storage, have: BitVec<u8, Msb0>, links: Links, cancel: CancellationToken, tasks: TaskTracker) -> Torrent {
+        let Links { events_tx, dial_tx, verdict_tx, need_peers, events } = links;
         let meta = params.meta;
         let o = &params.options;
         let limits = PoolLimits {
@@ -219,8 +221,14 @@ impl Torrent {
             last_tick: Instant::now(),
             need_peers,
             wanted_peers: false,
+            events,
             meta,
         }
+    }
+
+    /// Tells listeners, if any; nobody listening is fine.
+    fn emit(&self, event: TorrentEvent) {
+        let _ = self.events.send(event);
     }
 
     fn seeding(&self) -> bool {
@@ -322,6 +330,7 @@ impl Torrent {
         };
         tracing::debug!(peer = %addr, id = ?hs.peer_id, "connected");
         metrics().inc_peer_connections(if inbound { Direction::Inbound } else { Direction::Outbound });
+        self.emit(TorrentEvent::PeerConnected { addr: addr.clone(), inbound });
         let slot = PeerSlot::new(addr, hs.peer_id, inbound, cmd_tx, counters, self.meta.piece_count() as usize, Instant::now());
         self.peers.insert(key, slot);
         self.tasks.spawn(connection::run(framed, ctx));
@@ -471,6 +480,7 @@ impl Torrent {
             return;
         };
         self.used.insert(addr.clone());
+        self.emit(TorrentEvent::BlockReceived { from: addr.clone(), piece: b.piece, begin: b.begin, length: b.length });
         for other in r.cancel {
             if let Some(o) = self.peers.get_mut(&other) {
                 o.outstanding.remove(&b);
@@ -501,6 +511,7 @@ impl Torrent {
     fn on_closed(&mut self, key: PeerKey, reason: String) {
         let Some(p) = self.peers.remove(&key) else { return };
         tracing::debug!(peer = %p.addr, %reason, "disconnected");
+        self.emit(TorrentEvent::PeerDisconnected { addr: p.addr.clone(), reason });
         self.gone_downloaded += p.counters.downloaded();
         self.gone_uploaded += p.counters.uploaded();
         self.picker.peer_gone(key, &p.bitfield);
@@ -526,6 +537,7 @@ impl Torrent {
                 self.picker.piece_verified(v.piece);
                 self.stats.pieces_received += 1;
                 metrics().inc_pieces_verified();
+                self.emit(TorrentEvent::PieceVerified(v.piece));
                 if let Some(t) = self.piece_started.remove(&v.piece) {
                     metrics().observe_piece_download(t.elapsed());
                 }
@@ -623,6 +635,7 @@ impl Torrent {
         let needs = self.pool.needs_more_peers() && !self.seeding();
         if needs && !self.wanted_peers {
             self.need_peers.send_modify(|n| *n += 1);
+            self.emit(TorrentEvent::NeedPeers);
         }
         self.wanted_peers = needs;
         let mut keys: Vec<PeerKey> = self.peers.keys().copied().collect();
