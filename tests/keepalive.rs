@@ -82,7 +82,7 @@ fn get_json(diag: &str, path: &str) -> Value {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
         let resp = client.get(format!("http://{diag}{path}")).send().await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
         assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
-        resp.json().await.unwrap()
+        serde_json::from_str(&resp.text().await.unwrap()).unwrap()
     })
 }
 
@@ -105,10 +105,10 @@ fn counter(metrics: &Value, key: &str) -> u64 {
     metrics[key].as_u64().unwrap_or_else(|| panic!("no counter {key} in {metrics}"))
 }
 
-fn write_config(dir: &Path, name: &str, extra: &str) -> String {
+fn write_config(dir: &Path, name: &str, threshold: u32, extra: &str) -> String {
     let path = dir.join(name);
     let text = format!(
-        "key_peer_probe_interval = \"1s\"\nper_peer_min_probe_interval = \"1s\"\nprobe_timeout = \"1s\"\nprobe_fail_threshold = 3\ndht_query_timeout = \"5s\"\n{extra}"
+        "key_peer_probe_interval = \"1s\"\nper_peer_min_probe_interval = \"1s\"\nprobe_timeout = \"1s\"\nprobe_fail_threshold = {threshold}\ndht_query_timeout = \"5s\"\n{extra}"
     );
     std::fs::write(&path, text).unwrap();
     path.to_string_lossy().into_owned()
@@ -178,8 +178,8 @@ fn key_peer_restarted_on_a_new_port_is_repaired_through_the_dht() {
     let torrent = create_torrent(dir, &full.join("data.bin"));
     // Reset-driven DHT lookups of the leecher are kept rare, so that its own provider lookups
     // do not race the monitor's repair.
-    let config = write_config(dir, "shoal.toml", "discovery_reset_min_interval = \"60s\"\ndiscovery_reset_cool_down = \"5s\"\n");
-    let leecher_config = write_config(dir, "leecher.toml", "discovery_reset_min_interval = \"60s\"\ndiscovery_reset_cool_down = \"5s\"\ndht_mode = \"client\"\n");
+    let config = write_config(dir, "shoal.toml", 3, "discovery_reset_min_interval = \"60s\"\ndiscovery_reset_cool_down = \"5s\"\n");
+    let leecher_config = write_config(dir, "leecher.toml", 3, "discovery_reset_min_interval = \"60s\"\ndiscovery_reset_cool_down = \"5s\"\ndht_mode = \"client\"\n");
 
     let (node, node_addr) = start_dht_node(dir, "node", &config, &[]);
     let (mut seeder, seeder_kad) = start_seeder(dir, "seeder1", &half, &torrent, &node_addr, &config);
@@ -202,11 +202,16 @@ fn key_peer_restarted_on_a_new_port_is_repaired_through_the_dht() {
     assert!(key_peer.is_some_and(|p| p["connected"] == true), "the seeder is a connected key peer: {view}");
 
     seeder.kill();
-    // The probes fail and a first repair fails too: the DHT still has the old address.
-    eventually(30, "a failed repair", &[&leecher], || {
+    // The probes fail and a first repair fails too (a dead peer is in no lookup's answer);
+    // its reset brings the leecher's next provider lookup forward, which finds nothing
+    // either. The seeder comes back only after that lookup, so the next lookup is far off
+    // (backoff, and reset-driven lookups at least 60 s apart) and the repair must do the work.
+    let lookups = |diag: &str| get_json(diag, "/debug/p2p/routing")["last_lookups"].as_array().map_or(0, Vec::len);
+    let before = eventually(30, "a failed repair", &[&leecher], || {
         let m = get_json(&diag, "/debug/p2p/keepalive/metrics");
-        (counter(&m, "probe_fail") >= 3 && counter(&m, "repair_fail") >= 1).then_some(())
+        (counter(&m, "probe_fail") >= 3 && counter(&m, "reset_events_published") >= 1).then(|| lookups(&diag))
     });
+    eventually(30, "the lookup the reset brought forward", &[&leecher], || (lookups(&diag) > before || before >= 32).then_some(()));
     let (seeder2, seeder2_kad) = start_seeder(dir, "seeder2", &full, &torrent, &node_addr, &config);
     assert_ne!(seeder2_kad, seeder_kad, "restarted on another port");
     assert!(seeder2_kad.ends_with(&seeder_id), "same identity");
@@ -235,19 +240,12 @@ fn resets_for_a_key_peer_that_never_returns_respect_the_cool_down() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let cool_down = Duration::from_secs(3);
-    let config = write_config(dir, "shoal.toml", &format!("probe_fail_threshold = 1\ndiscovery_reset_cool_down = \"{}s\"\n", cool_down.as_secs()))
-        .replace("probe_fail_threshold = 3\n", "");
+    let config = write_config(dir, "shoal.toml", 1, &format!("discovery_reset_cool_down = \"{}s\"\n", cool_down.as_secs()));
     let (node, node_addr) = start_dht_node(dir, "node", &config, &[]);
     let (mut gone, gone_addr) = start_dht_node(dir, "gone", &config, &["--bootstrap", &node_addr]);
     std::thread::sleep(Duration::from_secs(1));
     gone.kill();
-    let watcher_key = s(&dir.join("watcher.key"));
-    let (watcher, _) = start_dht_node(
-        dir,
-        "watcher",
-        &config,
-        &["--bootstrap", &node_addr, "--key-peer", &gone_addr, "--diag", "127.0.0.1:0", "--identity", &watcher_key],
-    );
+    let (watcher, _) = start_dht_node(dir, "watcher", &config, &["--bootstrap", &node_addr, "--key-peer", &gone_addr, "--diag", "127.0.0.1:0"]);
     let diag = watcher.wait_line("listening diag ");
     let resets = || counter(&get_json(&diag, "/debug/p2p/keepalive/metrics"), "reset_events_published");
     eventually(30, "a first reset", &[&watcher], || (resets() >= 1).then_some(()));
@@ -291,4 +289,61 @@ fn invalid_config_exits_2_naming_the_key() {
         assert_eq!(out.status.code(), Some(2), "{text}: {stderr}");
         assert!(stderr.contains(key), "{text}: {stderr}");
     }
+}
+
+async fn spawn_node(keypair: libp2p::identity::Keypair, mode: shoal::p2p::DhtMode, bootstrap: &[libp2p::Multiaddr]) -> shoal::p2p::NodeHandle {
+    let mut config = shoal::p2p::NodeConfig::new(keypair, Duration::from_secs(5));
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    config.bootstrap = bootstrap.to_vec();
+    config.dht_mode = mode;
+    shoal::p2p::NodeHandle::spawn(config).await.expect("node starts")
+}
+
+/// `find_peer`, retried for a few seconds while the DHT learns of the peer.
+async fn find_soon(node: &shoal::p2p::NodeHandle, id: libp2p::PeerId) -> Result<Vec<libp2p::Multiaddr>, String> {
+    let mut last = Err(String::new());
+    for _ in 0..25 {
+        last = node.find_peer(id).await.map_err(|e| e.to_string());
+        if last.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    last
+}
+
+/// What the repair chain relies on, over the library: a peer restarted on a new port under
+/// the same key is found again by PeerId through the DHT, and `dial` reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_peer_is_found_by_peer_id_and_dialled() {
+    use libp2p::identity::Keypair;
+    use shoal::p2p::DhtMode;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let boot = spawn_node(Keypair::generate_ed25519(), DhtMode::Server, &[]).await;
+        let boot_addrs = boot.listen_addrs().await.unwrap();
+        let key = Keypair::generate_ed25519();
+        let a = spawn_node(key.clone(), DhtMode::Server, &boot_addrs).await;
+        let id = a.peer_id();
+        let b = spawn_node(Keypair::generate_ed25519(), DhtMode::Client, &boot_addrs).await;
+        b.dial(id).await.expect_err("no address known yet");
+        let found = find_soon(&b, id).await.expect("found");
+        b.dial(id).await.expect("dialled");
+        assert!(b.is_connected(id).await.unwrap());
+        a.shutdown().await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while b.is_connected(id).await.unwrap() {
+            assert!(Instant::now() < deadline, "connection never closed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(b.dial(id).await.is_err(), "down");
+        assert!(b.find_peer(id).await.is_err(), "a dead peer is in no lookup's answer");
+        let a2 = spawn_node(key, DhtMode::Server, &boot_addrs).await;
+        let new_addrs = a2.listen_addrs().await.unwrap();
+        let again = find_soon(&b, id).await.expect("found again");
+        assert_ne!(again, found);
+        assert!(new_addrs.iter().any(|n| again.iter().any(|a| n.to_string().starts_with(&a.to_string()))), "{again:?} vs {new_addrs:?}");
+        b.dial(id).await.expect("redialled");
+    })
+    .await
+    .expect("bounded");
 }

@@ -508,6 +508,11 @@ impl EventLoop {
                 self.providers.insert(id, ProvidersLookup { reply, found: Vec::new(), dialing: HashSet::new(), query_done: false, deadline });
             }
             Command::FindPeer { peer, reply } => {
+                // We look a peer up because what we know of it may be stale (it restarted on
+                // another port). Left in our routing table, it would be queried first at the
+                // old address, fail, and be struck from the query for good, even after other
+                // nodes hand out its new address; so the lookup starts without it.
+                kad.remove_peer(&peer);
                 let id = kad.get_closest_peers(peer);
                 self.find_peer.insert(id, (peer, reply));
             }
