@@ -223,7 +223,8 @@ impl KeyPeerMonitor {
         let ttl = self.cfg.probe_interval * CONTRIBUTOR_TTL_ROUNDS;
         self.peers.retain(|_, p| {
             let stale = p.last_contributed.is_some_and(|t| now.saturating_duration_since(t) >= ttl);
-            !(p.source == Source::Contributor && stale && !p.connected && !p.state.in_flight())
+            let leaves = p.source == Source::Contributor && stale && !p.connected && !p.state.in_flight();
+            !leaves
         });
         let peers = &self.peers;
         self.round.retain(|id| peers.contains_key(id));
