@@ -217,6 +217,9 @@ impl Options {
         if self.idle_timeout <= self.keepalive_interval {
             return Err(ConfigError::Invalid { key: "idle_timeout", why: "must be longer than keepalive_interval".into() });
         }
+        for entry in &self.key_peers {
+            crate::keepalive::parse_key_peer(entry).map_err(|why| ConfigError::Invalid { key: "key_peers", why })?;
+        }
         if !matches!(self.dht_mode.as_str(), "auto" | "client" | "server") {
             return Err(ConfigError::Invalid { key: "dht_mode", why: format!("`{}` is not one of auto, client, server", self.dht_mode) });
         }

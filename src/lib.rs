@@ -13,13 +13,14 @@
 //!
 //! Modules in reading order: [`bencode`], [`metainfo`], [`wire`], [`storage`], [`picker`],
 //! [`manager`] (pool, scoring, choker), [`peer`], [`torrent`], [`session`], [`discovery`],
-//! [`p2p`] (libp2p node, Kademlia), [`config`], [`metrics`], [`diag`], [`bench`], [`cli`].
+//! [`p2p`] (libp2p node, Kademlia), [`keepalive`] (KeyPeerMonitor), [`config`], [`metrics`], [`diag`], [`bench`], [`cli`].
 pub mod bench;
 pub mod bencode;
 pub mod cli;
 pub mod config;
 pub mod diag;
 pub mod discovery;
+pub mod keepalive;
 pub mod manager;
 pub mod metainfo;
 pub mod metrics;

@@ -96,6 +96,13 @@ impl Session {
         let _ = self.resets.send(());
     }
 
+    /// What the key-peer monitor needs: the torrents and the reset channel.
+    pub fn keepalive_link(&self) -> crate::keepalive::SessionLink {
+        let routes = self.torrents.clone();
+        let torrents = Arc::new(move || routes.lock().expect("routes lock").values().cloned().collect());
+        crate::keepalive::SessionLink::new(torrents, self.resets.clone())
+    }
+
     /// The log of recent DHT lookups, for diagnostics.
     pub fn lookup_log(&self) -> Arc<LookupLog> {
         self.lookups.clone()

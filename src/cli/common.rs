@@ -5,7 +5,8 @@ use crate::config::Options;
 use crate::manager::PeerAddr;
 use crate::p2p::{default_identity_path, load_or_create, DhtMode, NodeConfig, NodeError, NodeHandle};
 use crate::diag::routing::routing_source;
-use crate::diag::DiagState;
+use crate::diag::{DiagState, JsonSource};
+use crate::keepalive::{self, KeyPeerSeeds, SessionLink};
 use crate::metrics::{metrics, TorrentSource, TorrentSourceGuard};
 use crate::session::Session;
 use libp2p::Multiaddr;
@@ -41,6 +42,10 @@ pub struct NetArgs {
     /// Find peers on the local network with mDNS.
     #[arg(long)]
     pub mdns: bool,
+    /// A peer the key-peer monitor keeps connected (repeatable): a PeerId or a multiaddr
+    /// ending in /p2p/<PeerId>; added to the config's `key_peers`.
+    #[arg(long = "key-peer", value_name = "MULTIADDR_OR_PEERID")]
+    pub key_peers: Vec<String>,
     /// Serve diagnostics and metrics over HTTP on this address.
     #[arg(long, value_name = "ADDR")]
     pub diag: Option<SocketAddr>,
@@ -55,10 +60,11 @@ pub struct NetArgs {
 impl NetArgs {
     /// Defaults, then the config file, then flags; validated as a whole.
     pub fn options(&self) -> anyhow::Result<Arc<Options>> {
-        let opts = match &self.config {
+        let mut opts = match &self.config {
             Some(path) => Options::from_toml_file(path).map_err(|e| bad_input(e.to_string()))?,
             None => Options::default(),
         };
+        opts.key_peers.extend(self.key_peers.iter().cloned());
         opts.validate().map_err(|e| bad_input(e.to_string()))?;
         Ok(Arc::new(opts))
     }
@@ -117,10 +123,30 @@ pub fn effective_mode(opts: &Options, preferred: DhtMode) -> anyhow::Result<DhtM
 }
 
 impl NetArgs {
+    /// Starts the key-peer monitor on `node` unless `enable_key_peer_monitor` is off; its
+    /// key peers are the config's `key_peers` and the `--bootstrap` nodes. Returns the source
+    /// of its `/debug/p2p/keepalive` view.
+    pub async fn start_key_peer_monitor(&self, opts: &Options, node: &NodeHandle, link: SessionLink, cancel: CancellationToken) -> anyhow::Result<Option<JsonSource>> {
+        if !opts.enable_key_peer_monitor {
+            tracing::info!("key-peer monitor disabled (enable_key_peer_monitor = false)");
+            return Ok(None);
+        }
+        let bootstrap = multiaddrs("--bootstrap", &self.bootstrap)?;
+        let seeds = KeyPeerSeeds::from_options(opts, &bootstrap).map_err(|e| bad_input(format!("config key `key_peers`: {e}")))?;
+        let view = keepalive::spawn(node.clone(), opts, seeds, link, cancel).await;
+        Ok(Some(keepalive::json_source(view)))
+    }
+
     /// Serves diagnostics when `--diag` is given: the session's torrents, its node's routing
-    /// view, and the metrics. Prints `listening diag <addr>`. The returned guard keeps the
+    /// view, the key-peer monitor's view, and the metrics. Prints `listening diag <addr>`. The returned guard keeps the
     /// session's torrents in `/metrics`; hold it for the life of the command.
-    pub async fn start_diag(&self, session: Option<&Session>, node: Option<(NodeHandle, DhtMode)>, cancel: CancellationToken) -> anyhow::Result<Option<TorrentSourceGuard>> {
+    pub async fn start_diag(
+        &self,
+        session: Option<&Session>,
+        node: Option<(NodeHandle, DhtMode)>,
+        keepalive: Option<JsonSource>,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Option<TorrentSourceGuard>> {
         let Some(addr) = self.diag else { return Ok(None) };
         let torrents: TorrentSource = match session {
             Some(s) => s.stats_source(),
@@ -131,6 +157,9 @@ impl NetArgs {
         if let Some((node, mode)) = node {
             let lookups = session.map(|s| s.lookup_log()).unwrap_or_default();
             state = state.with_routing(routing_source(node, mode, lookups, cancel.clone()));
+        }
+        if let Some(view) = keepalive {
+            state = state.with_keepalive(view);
         }
         let at = crate::diag::serve(addr, state, cancel).await.map_err(|e| bad_input(format!("--diag {addr}: {e}")))?;
         announce_line(&format!("listening diag {at}"));

@@ -68,7 +68,11 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
         session.attach_node(node);
     }
     let mode = effective_mode(&options, DhtMode::Auto)?;
-    let _diag = args.net.start_diag(Some(&session), session.node().cloned().map(|n| (n, mode)), session.cancel_token()).await?;
+    let keepalive = match session.node() {
+        Some(node) => args.net.start_key_peer_monitor(&options, node, session.keepalive_link(), session.cancel_token()).await?,
+        None => None,
+    };
+    let _diag = args.net.start_diag(Some(&session), session.node().cloned().map(|n| (n, mode)), keepalive, session.cancel_token()).await?;
     let meta = Arc::new(meta);
     let handle = session.add_torrent(meta.clone(), args.output.clone());
     handle.add_peers(peers).await;

@@ -1,5 +1,6 @@
 //! `shoal node`: a long-running DHT server node to bootstrap from; no torrent needed.
 use crate::cli::common::{effective_mode, init_logging, interrupted, NetArgs};
+use crate::keepalive::SessionLink;
 use crate::p2p::DhtMode;
 use clap::Args;
 
@@ -18,7 +19,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let node = args.net.start_node(&options, DhtMode::Server).await?.expect("kad is on");
     let cancel = tokio_util::sync::CancellationToken::new();
     let mode = effective_mode(&options, DhtMode::Server)?;
-    let _diag = args.net.start_diag(None, Some((node.clone(), mode)), cancel.clone()).await?;
+    let keepalive = args.net.start_key_peer_monitor(&options, &node, SessionLink::detached(), cancel.clone()).await?;
+    let _diag = args.net.start_diag(None, Some((node.clone(), mode)), keepalive, cancel.clone()).await?;
     interrupted().await;
     cancel.cancel();
     node.shutdown().await;

@@ -58,7 +58,11 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
         session.attach_node(node);
     }
     let mode = effective_mode(&options, DhtMode::Server)?;
-    let _diag = args.net.start_diag(Some(&session), session.node().cloned().map(|n| (n, mode)), session.cancel_token()).await?;
+    let keepalive = match session.node() {
+        Some(node) => args.net.start_key_peer_monitor(&options, node, session.keepalive_link(), session.cancel_token()).await?,
+        None => None,
+    };
+    let _diag = args.net.start_diag(Some(&session), session.node().cloned().map(|n| (n, mode)), keepalive, session.cancel_token()).await?;
     let meta = Arc::new(meta);
     let handle = session.add_torrent(meta.clone(), root);
     Progress::new(args.net.quiet, meta.total_length).follow(handle.stats(), |s| s.phase != Phase::Checking).await;

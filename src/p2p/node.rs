@@ -27,8 +27,8 @@
 //!   which turns server once an external address is confirmed, so a listening node in `Auto`
 //!   becomes a server.
 //!
-//! Every wait is bounded: each handle call by [`NodeConfig::query_timeout`] (open_stream and
-//! ping too), each Kademlia query by the same timeout inside libp2p-kad, and the loop drops
+//! Every wait is bounded: each handle call by [`NodeConfig::query_timeout`] (open_stream,
+//! ping and dial too), each Kademlia query by the same timeout inside libp2p-kad, and the loop drops
 //! pending replies whose caller has gone.
 use super::book::{dialable, strip_p2p, AddressBook};
 use futures::StreamExt;
@@ -60,7 +60,7 @@ pub const PROVIDER_TTL: Duration = Duration::from_secs(60 * 60);
 pub const MAX_PROVIDERS_PER_LOOKUP: usize = 64;
 /// Commands queued for the event loop before callers wait.
 const COMMAND_QUEUE: usize = 64;
-/// Waiters on one peer's ping.
+/// Waiters on one peer's ping, and on one peer's dial.
 const MAX_PING_WAITERS: usize = 16;
 /// How long `spawn` waits for the listeners to report their addresses.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -164,6 +164,7 @@ enum Command {
     GetProviders { key: Vec<u8>, reply: Reply<Vec<Provider>> },
     FindPeer { peer: PeerId, reply: Reply<Vec<Multiaddr>> },
     Ping { peer: PeerId, reply: Reply<Duration> },
+    Dial { peer: PeerId, reply: Reply<()> },
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     RoutingTableSize(oneshot::Sender<usize>),
     Bootstrap(Reply<()>),
@@ -262,6 +263,12 @@ impl NodeHandle {
     /// connection, or the first one on a new connection.
     pub async fn ping(&self, peer: PeerId) -> Result<Duration, NodeError> {
         self.ask("ping", |reply| Command::Ping { peer, reply }).await?
+    }
+
+    /// Connects to `peer` by PeerId (addresses from the address book and Kademlia) and
+    /// returns once a connection is established; at once when one already is.
+    pub async fn dial(&self, peer: PeerId) -> Result<(), NodeError> {
+        self.ask("dial", |reply| Command::Dial { peer, reply }).await?
     }
 
     pub async fn connected_peers(&self) -> Result<Vec<PeerId>, NodeError> {
@@ -392,6 +399,7 @@ struct EventLoop {
     find_peer: HashMap<QueryId, (PeerId, Reply<Vec<Multiaddr>>)>,
     bootstrap: HashMap<QueryId, Reply<()>>,
     ping_waiters: HashMap<PeerId, Vec<Reply<Duration>>>,
+    dial_waiters: HashMap<PeerId, Vec<Reply<()>>>,
     last_rtt: HashMap<PeerId, Duration>,
 }
 
@@ -407,6 +415,7 @@ impl EventLoop {
             find_peer: HashMap::new(),
             bootstrap: HashMap::new(),
             ping_waiters: HashMap::new(),
+            dial_waiters: HashMap::new(),
             last_rtt: HashMap::new(),
         }
     }
@@ -499,10 +508,16 @@ impl EventLoop {
                 self.providers.insert(id, ProvidersLookup { reply, found: Vec::new(), dialing: HashSet::new(), query_done: false, deadline });
             }
             Command::FindPeer { peer, reply } => {
+                // We look a peer up because what we know of it may be stale (it restarted on
+                // another port). Left in our routing table, it would be queried first at the
+                // old address, fail, and be struck from the query for good, even after other
+                // nodes hand out its new address; so the lookup starts without it.
+                kad.remove_peer(&peer);
                 let id = kad.get_closest_peers(peer);
                 self.find_peer.insert(id, (peer, reply));
             }
             Command::Ping { peer, reply } => self.on_ping_command(peer, reply),
+            Command::Dial { peer, reply } => self.on_dial_command(peer, reply),
             Command::ConnectedPeers(reply) => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
             }
@@ -537,9 +552,17 @@ impl EventLoop {
             }
             SwarmEvent::NewListenAddr { address, .. } => self.on_listen_addr(address, true),
             SwarmEvent::ExpiredListenAddr { address, .. } => self.on_listen_addr(address, false),
-            // Only our dials: an inbound connection tells us no address to hand out.
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } if endpoint.is_dialer() => self.on_dial_done(peer_id, None),
-            SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => self.on_dial_done(peer, Some(&error)),
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+                self.finish_dials(peer_id, Ok(()));
+                // Only our dials: an inbound connection tells us no address to hand out.
+                if endpoint.is_dialer() {
+                    self.on_dial_done(peer_id, None);
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => {
+                self.finish_dials(peer, Err(error.to_string()));
+                self.on_dial_done(peer, Some(&error));
+            }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 self.last_rtt.remove(&peer_id);
             }
@@ -709,13 +732,46 @@ impl EventLoop {
         waiters.push(reply);
     }
 
+    fn on_dial_command(&mut self, peer: PeerId, reply: Reply<()>) {
+        if self.swarm.is_connected(&peer) {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        let opts = DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing).build();
+        match self.swarm.dial(opts) {
+            // Already dialling: this waiter hears that dial's outcome.
+            Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {}
+            Err(e) => {
+                let _ = reply.send(Err(NodeError::Dial { peer, reason: e.to_string() }));
+                return;
+            }
+        }
+        let waiters = self.dial_waiters.entry(peer).or_default();
+        if waiters.len() >= MAX_PING_WAITERS {
+            let _ = reply.send(Err(NodeError::Dial { peer, reason: "too many dials in flight".into() }));
+            return;
+        }
+        waiters.push(reply);
+    }
+
+    /// Answers everyone waiting for a connection to `peer`.
+    fn finish_dials(&mut self, peer: PeerId, result: Result<(), String>) {
+        for reply in self.dial_waiters.remove(&peer).unwrap_or_default() {
+            let _ = reply.send(result.clone().map_err(|reason| NodeError::Dial { peer, reason }));
+        }
+    }
+
     fn on_ping_event(&mut self, event: ping::Event) {
         let result = match event.result {
             Ok(rtt) => {
                 self.last_rtt.insert(event.peer, rtt);
                 Ok(rtt)
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => {
+                // A failed ping voids the cached round trip: the next ping waits for a fresh one.
+                self.last_rtt.remove(&event.peer);
+                Err(e.to_string())
+            }
         };
         for reply in self.ping_waiters.remove(&event.peer).unwrap_or_default() {
             let _ = reply.send(result.clone().map_err(|reason| NodeError::Ping { peer: event.peer, reason }));
@@ -729,6 +785,10 @@ impl EventLoop {
         self.find_peer.retain(|_, (_, r)| !r.is_closed());
         self.bootstrap.retain(|_, r| !r.is_closed());
         self.ping_waiters.retain(|_, list| {
+            list.retain(|r| !r.is_closed());
+            !list.is_empty()
+        });
+        self.dial_waiters.retain(|_, list| {
             list.retain(|r| !r.is_closed());
             !list.is_empty()
         });

@@ -1,0 +1,349 @@
+//! The key-peer monitor across separate `shoal` processes on loopback: a key peer restarted on
+//! a new port is repaired through the DHT; a key peer that never returns makes the monitor
+//! publish resets no faster than the cool-down; an invalid config exits 2 naming the key.
+//!
+//! Every child is killed by PID when its guard drops; every wait is bounded.
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shoal");
+const PIECE: usize = 64 * 1024;
+const PIECES: usize = 64;
+
+/// A running `shoal` whose stdout lines arrive on a channel; killed on drop.
+struct Proc {
+    name: String,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn start(name: &str, dir: &Path, args: &[&str]) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Proc { name: name.into(), child, lines, log }
+    }
+
+    /// The rest of the first stdout line starting with `prefix`.
+    fn wait_line(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return rest.trim().to_string();
+                    }
+                }
+                Err(_) => panic!("{}: no `{prefix}` line within 30 s; log:\n{}", self.name, self.log_text()),
+            }
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn get_json(diag: &str, path: &str) -> Value {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+        let resp = client.get(format!("http://{diag}{path}")).send().await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        serde_json::from_str(&resp.text().await.unwrap()).unwrap()
+    })
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, for at most `secs`.
+fn eventually<T>(secs: u64, what: &str, logs: &[&Proc], mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = logs.iter().map(|p| format!("--- {} ---\n{}", p.name, p.log_text())).collect();
+            panic!("{what}: not within {secs} s\n{}", logs.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn counter(metrics: &Value, key: &str) -> u64 {
+    metrics[key].as_u64().unwrap_or_else(|| panic!("no counter {key} in {metrics}"))
+}
+
+fn write_config(dir: &Path, name: &str, threshold: u32, extra: &str) -> String {
+    let path = dir.join(name);
+    let text = format!(
+        "key_peer_probe_interval = \"1s\"\nper_peer_min_probe_interval = \"1s\"\nprobe_timeout = \"1s\"\nprobe_fail_threshold = {threshold}\ndht_query_timeout = \"5s\"\n{extra}"
+    );
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+fn s(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+fn data(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn create_torrent(dir: &Path, file: &Path) -> String {
+    let torrent = dir.join("data.torrent");
+    let st = Command::new(BIN).args(["create", &s(file), "-o", &s(&torrent), "--piece-size", &PIECE.to_string()]).output().unwrap();
+    assert!(st.status.success(), "create: {}", String::from_utf8_lossy(&st.stderr));
+    s(&torrent)
+}
+
+fn start_dht_node(dir: &Path, name: &str, config: &str, extra: &[&str]) -> (Proc, String) {
+    let identity = s(&dir.join(format!("{name}.key")));
+    let mut args = vec!["node", "--kad-listen", "/ip4/127.0.0.1/tcp/0", "--identity", &identity, "--config", config];
+    args.extend_from_slice(extra);
+    let p = Proc::start(name, dir, &args);
+    let addr = p.wait_line("listening kad ");
+    (p, addr)
+}
+
+fn start_seeder(dir: &Path, name: &str, data_dir: &Path, torrent: &str, node: &str, config: &str) -> (Proc, String) {
+    let (file, identity) = (s(&data_dir.join("data.bin")), s(&dir.join("seeder.key")));
+    let args = [
+        "seed", &file, "--torrent", torrent, "--listen", "127.0.0.1:0", "--kad-listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", node, "--identity", &identity,
+        "--config", config,
+    ];
+    let p = Proc::start(name, dir, &args);
+    let kad = p.wait_line("listening kad ");
+    p.wait_line("magnet ");
+    (p, kad)
+}
+
+/// The leecher holds the seeder as key peer. The first seeder has only the first half of the
+/// data, so the download stalls at half; it is killed, and restarted with all the data on a
+/// new port under the same identity. The leecher is a DHT client advertising an address no
+/// one listens on, so the restarted seeder cannot find and dial it: the leecher's monitor has
+/// to notice the failures and repair the connection through the DHT.
+#[test]
+fn key_peer_restarted_on_a_new_port_is_repaired_through_the_dht() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let bytes = data(PIECE * PIECES);
+    let (full, half) = (dir.join("full"), dir.join("half"));
+    std::fs::create_dir_all(&full).unwrap();
+    std::fs::create_dir_all(&half).unwrap();
+    std::fs::write(full.join("data.bin"), &bytes).unwrap();
+    let mut partial = bytes.clone();
+    partial[PIECE * PIECES / 2..].fill(0);
+    std::fs::write(half.join("data.bin"), &partial).unwrap();
+    let torrent = create_torrent(dir, &full.join("data.bin"));
+    // Reset-driven DHT lookups of the leecher are kept rare, so that its own provider lookups
+    // do not race the monitor's repair.
+    let config = write_config(dir, "shoal.toml", 3, "discovery_reset_min_interval = \"60s\"\ndiscovery_reset_cool_down = \"5s\"\n");
+    let leecher_config = write_config(dir, "leecher.toml", 3, "discovery_reset_min_interval = \"60s\"\ndiscovery_reset_cool_down = \"5s\"\ndht_mode = \"client\"\n");
+
+    let (node, node_addr) = start_dht_node(dir, "node", &config, &[]);
+    let (mut seeder, seeder_kad) = start_seeder(dir, "seeder1", &half, &torrent, &node_addr, &config);
+    let out = dir.join("out");
+    let leecher_key = s(&dir.join("leecher.key"));
+    let leecher = Proc::start(
+        "leecher",
+        dir,
+        &[
+            "download", &torrent, "-o", &s(&out), "--seed", "--listen", "127.0.0.1:0", "--kad-listen", "/ip4/127.0.0.1/tcp/0", "--external-addr", "/ip4/127.0.0.1/tcp/9",
+            "--bootstrap", &node_addr, "--key-peer", &seeder_kad, "--identity", &leecher_key, "--diag", "127.0.0.1:0", "--config", &leecher_config,
+        ],
+    );
+    let diag = leecher.wait_line("listening diag ");
+    let pieces = |diag: &str| get_json(diag, "/debug/p2p/torrents")["torrents"][0]["progress"]["pieces_have"].as_u64();
+    eventually(60, "the leecher has the first half", &[&leecher, &seeder, &node], || pieces(&diag).filter(|n| *n == PIECES as u64 / 2));
+    let view = get_json(&diag, "/debug/p2p/keepalive");
+    let seeder_id = seeder_kad.rsplit('/').next().unwrap().to_string();
+    let key_peer = view["key_peers"].as_array().unwrap().iter().find(|p| p["peer_id"] == seeder_id.as_str()).cloned();
+    assert!(key_peer.is_some_and(|p| p["connected"] == true), "the seeder is a connected key peer: {view}");
+
+    seeder.kill();
+    // The probes fail and a first repair fails too (a dead peer is in no lookup's answer);
+    // its reset brings the leecher's next provider lookup forward, which finds nothing
+    // either. The seeder comes back only after that lookup, so the next lookup is far off
+    // (backoff, and reset-driven lookups at least 60 s apart) and the repair must do the work.
+    let lookups = |diag: &str| get_json(diag, "/debug/p2p/routing")["last_lookups"].as_array().map_or(0, Vec::len);
+    let before = eventually(30, "a failed repair", &[&leecher], || {
+        let m = get_json(&diag, "/debug/p2p/keepalive/metrics");
+        (counter(&m, "probe_fail") >= 3 && counter(&m, "reset_events_published") >= 1).then(|| lookups(&diag))
+    });
+    eventually(30, "the lookup the reset brought forward", &[&leecher], || (lookups(&diag) > before || before >= 32).then_some(()));
+    let (seeder2, seeder2_kad) = start_seeder(dir, "seeder2", &full, &torrent, &node_addr, &config);
+    assert_ne!(seeder2_kad, seeder_kad, "restarted on another port");
+    assert!(seeder2_kad.ends_with(&seeder_id), "same identity");
+
+    eventually(60, "the leecher completes", &[&leecher, &seeder2, &node], || pieces(&diag).filter(|n| *n == PIECES as u64));
+    let m = get_json(&diag, "/debug/p2p/keepalive/metrics");
+    assert!(counter(&m, "probe_fail") >= 3, "{m}");
+    assert!(counter(&m, "repair_triggered") >= 1, "{m}");
+    assert!(counter(&m, "repair_success") >= 1, "{m}\n{}", leecher.log_text());
+    assert!(counter(&m, "reconnect_success") >= 1, "{m}");
+    assert!(counter(&m, "reconnect_attempts") >= counter(&m, "reconnect_success"), "{m}");
+    let finished = counter(&m, "probe_success") + counter(&m, "probe_fail");
+    assert!((finished..=finished + 5).contains(&counter(&m, "probe_attempts")), "at most probe_max_concurrent in flight: {m}");
+    let log = leecher.log_text();
+    for line in ["key-peer monitor started", "probe failed", "repair started", "reconnected with a new address", "reset event published"] {
+        assert!(log.contains(line), "log lacks `{line}`:\n{log}");
+    }
+    assert_eq!(std::fs::read(out.join("data.bin")).unwrap(), bytes, "byte-identical");
+    drop((leecher, seeder2, node));
+}
+
+/// A key peer that is gone for good: every repair fails, and the resets the monitor publishes
+/// over a measured window are no more than window / cool-down + 1.
+#[test]
+fn resets_for_a_key_peer_that_never_returns_respect_the_cool_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cool_down = Duration::from_secs(3);
+    let config = write_config(dir, "shoal.toml", 1, &format!("discovery_reset_cool_down = \"{}s\"\n", cool_down.as_secs()));
+    let (node, node_addr) = start_dht_node(dir, "node", &config, &[]);
+    let (mut gone, gone_addr) = start_dht_node(dir, "gone", &config, &["--bootstrap", &node_addr]);
+    std::thread::sleep(Duration::from_secs(1));
+    gone.kill();
+    let (watcher, _) = start_dht_node(dir, "watcher", &config, &["--bootstrap", &node_addr, "--key-peer", &gone_addr, "--diag", "127.0.0.1:0"]);
+    let diag = watcher.wait_line("listening diag ");
+    let resets = || counter(&get_json(&diag, "/debug/p2p/keepalive/metrics"), "reset_events_published");
+    eventually(30, "a first reset", &[&watcher], || (resets() >= 1).then_some(()));
+    let (r0, t0) = (resets(), Instant::now());
+    std::thread::sleep(Duration::from_secs(12));
+    let (r1, window) = (resets(), t0.elapsed());
+    let allowed = window.as_secs_f64() / cool_down.as_secs_f64() + 1.0;
+    let published = (r1 - r0) as f64;
+    assert!(published <= allowed, "{published} resets in {window:?}, at most {allowed}");
+    assert!(published >= 2.0, "repairs keep failing and resets keep coming: {published}");
+    let m = get_json(&diag, "/debug/p2p/keepalive/metrics");
+    let view = get_json(&diag, "/debug/p2p/keepalive");
+    assert!(counter(&m, "repair_fail") > counter(&m, "reset_events_published"), "some resets were held back: {m}");
+    assert!(view["resets_suppressed"].as_u64().unwrap() >= 1, "{view}");
+    assert_eq!(counter(&m, "repair_success"), 0, "{m}");
+    let peer = &view["key_peers"].as_array().unwrap().iter().find(|p| gone_addr.ends_with(p["peer_id"].as_str().unwrap())).cloned().unwrap();
+    assert_eq!(peer["source"], "configured");
+    assert_eq!(peer["connected"], false);
+    assert!(peer["consecutive_failures"].as_u64().unwrap() >= 3, "{peer}");
+    drop((watcher, node));
+}
+
+/// An invalid config file exits 2 with a message naming the key at fault.
+#[test]
+fn invalid_config_exits_2_naming_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let file = dir.join("x.bin");
+    std::fs::write(&file, data(100_000)).unwrap();
+    let torrent = create_torrent(dir, &file);
+    for (text, key) in [
+        ("no_such_key = 1\n", "no_such_key"),
+        ("probe_timeout = \"soon\"\n", "probe_timeout"),
+        ("probe_fail_threshold = 0\n", "probe_fail_threshold"),
+        ("key_peers = [\"/ip4/127.0.0.1/tcp/1\"]\n", "key_peers"),
+    ] {
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, text).unwrap();
+        let out = Command::new(BIN).args(["download", &torrent, "-o", &s(&dir.join("d")), "--config", &s(&bad)]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {stderr}");
+        assert!(stderr.contains(key), "{text}: {stderr}");
+    }
+}
+
+async fn spawn_node(keypair: libp2p::identity::Keypair, mode: shoal::p2p::DhtMode, bootstrap: &[libp2p::Multiaddr]) -> shoal::p2p::NodeHandle {
+    let mut config = shoal::p2p::NodeConfig::new(keypair, Duration::from_secs(5));
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    config.bootstrap = bootstrap.to_vec();
+    config.dht_mode = mode;
+    shoal::p2p::NodeHandle::spawn(config).await.expect("node starts")
+}
+
+/// `find_peer`, retried for a few seconds while the DHT learns of the peer.
+async fn find_soon(node: &shoal::p2p::NodeHandle, id: libp2p::PeerId) -> Result<Vec<libp2p::Multiaddr>, String> {
+    let mut last = Err(String::new());
+    for _ in 0..25 {
+        last = node.find_peer(id).await.map_err(|e| e.to_string());
+        if last.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    last
+}
+
+/// What the repair chain relies on, over the library: a peer restarted on a new port under
+/// the same key is found again by PeerId through the DHT, and `dial` reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_peer_is_found_by_peer_id_and_dialled() {
+    use libp2p::identity::Keypair;
+    use shoal::p2p::DhtMode;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let boot = spawn_node(Keypair::generate_ed25519(), DhtMode::Server, &[]).await;
+        let boot_addrs = boot.listen_addrs().await.unwrap();
+        let key = Keypair::generate_ed25519();
+        let a = spawn_node(key.clone(), DhtMode::Server, &boot_addrs).await;
+        let id = a.peer_id();
+        let b = spawn_node(Keypair::generate_ed25519(), DhtMode::Client, &boot_addrs).await;
+        b.dial(id).await.expect_err("no address known yet");
+        let found = find_soon(&b, id).await.expect("found");
+        b.dial(id).await.expect("dialled");
+        assert!(b.is_connected(id).await.unwrap());
+        a.shutdown().await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while b.is_connected(id).await.unwrap() {
+            assert!(Instant::now() < deadline, "connection never closed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(b.dial(id).await.is_err(), "down");
+        assert!(b.find_peer(id).await.is_err(), "a dead peer is in no lookup's answer");
+        let a2 = spawn_node(key, DhtMode::Server, &boot_addrs).await;
+        let new_addrs = a2.listen_addrs().await.unwrap();
+        let again = find_soon(&b, id).await.expect("found again");
+        assert_ne!(again, found);
+        assert!(new_addrs.iter().any(|n| again.iter().any(|a| n.to_string().starts_with(&a.to_string()))), "{again:?} vs {new_addrs:?}");
+        b.dial(id).await.expect("redialled");
+    })
+    .await
+    .expect("bounded");
+}
