@@ -124,6 +124,8 @@ for run in $(seq 1 "$RUNS"); do
         dir=$work/out-$client-$run
         mkdir -p "$dir"
         echo "run $run: $client ..." >&2
+        # Start every client from a quiet disk: no writeback of earlier runs' data going on.
+        sync
         if ! leech "$client" "$dir" "$work/time-$client-$run" "$work/log-$client-$run"; then
             echo "--- $client failed; its output:" >&2
             tail -20 "$work/log-$client-$run" >&2
