@@ -13,13 +13,7 @@ const SMALL: u32 = 4096;
 
 fn pieces() -> Vec<Message> {
     let data = Bytes::from(vec![0xa5u8; BLOCK_SIZE as usize]);
-    (0..PIECES)
-        .map(|i| Message::Piece {
-            index: i / 16,
-            begin: (i % 16) * BLOCK_SIZE,
-            data: data.clone(),
-        })
-        .collect()
+    (0..PIECES).map(|i| Message::Piece { index: i / 16, begin: (i % 16) * BLOCK_SIZE, data: data.clone() }).collect()
 }
 
 fn small() -> Vec<Message> {
@@ -28,11 +22,7 @@ fn small() -> Vec<Message> {
             if i % 2 == 0 {
                 Message::Have { index: i }
             } else {
-                Message::Request {
-                    index: i,
-                    begin: 0,
-                    length: BLOCK_SIZE,
-                }
+                Message::Request { index: i, begin: 0, length: BLOCK_SIZE }
             }
         })
         .collect()
@@ -66,20 +56,12 @@ fn decode(c: &mut Criterion) {
     // The copy into a fresh read buffer happens in setup, outside the measurement, as the
     // socket read would.
     group.bench_function("piece_16KiB_x256", |b| {
-        b.iter_batched(
-            || BytesMut::from(&stream[..]),
-            decode_all,
-            BatchSize::LargeInput,
-        )
+        b.iter_batched(|| BytesMut::from(&stream[..]), decode_all, BatchSize::LargeInput)
     });
     let stream = encode_all(&small());
     group.throughput(Throughput::Elements(SMALL as u64));
     group.bench_function("have_request_x4096", |b| {
-        b.iter_batched(
-            || BytesMut::from(&stream[..]),
-            decode_all,
-            BatchSize::LargeInput,
-        )
+        b.iter_batched(|| BytesMut::from(&stream[..]), decode_all, BatchSize::LargeInput)
     });
     group.finish();
 }

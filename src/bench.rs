@@ -40,7 +40,14 @@ pub struct BenchConfig {
 
 impl Default for BenchConfig {
     fn default() -> Self {
-        BenchConfig { transport: Transport::Tcp, size: 1 << 30, piece_size: 1 << 20, seeders: 1, leechers: 1, timeout: Duration::from_secs(600) }
+        BenchConfig {
+            transport: Transport::Tcp,
+            size: 1 << 30,
+            piece_size: 1 << 20,
+            seeders: 1,
+            leechers: 1,
+            timeout: Duration::from_secs(600),
+        }
     }
 }
 
@@ -97,7 +104,11 @@ fn generate(path: &Path, size: u64) -> std::io::Result<()> {
 
 /// A session on 127.0.0.1 and the address others reach it at; with libp2p, a node of its own
 /// that knows every node started before it.
-async fn start_session(transport: Transport, options: &Arc<Options>, book: &mut Vec<(libp2p::PeerId, libp2p::Multiaddr)>) -> Result<(Session, PeerAddr), String> {
+async fn start_session(
+    transport: Transport,
+    options: &Arc<Options>,
+    book: &mut Vec<(libp2p::PeerId, libp2p::Multiaddr)>,
+) -> Result<(Session, PeerAddr), String> {
     let loopback = "127.0.0.1:0".parse().expect("valid address");
     let mut s = Session::start(options.clone(), Some(loopback)).await.map_err(|e| e.to_string())?;
     if transport == Transport::Tcp {
@@ -127,10 +138,16 @@ pub async fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
     let data = seed_root.join("shoal-bench.bin");
     let size = cfg.size;
     let data2 = data.clone();
-    tokio::task::spawn_blocking(move || generate(&data2, size)).await.map_err(|e| setup_err(&e))?.map_err(|e| setup_err(&e))?;
+    tokio::task::spawn_blocking(move || generate(&data2, size))
+        .await
+        .map_err(|e| setup_err(&e))?
+        .map_err(|e| setup_err(&e))?;
     let opts = CreateOptions { piece_length: Some(cfg.piece_size), ..Default::default() };
     let data3 = data.clone();
-    let bytes = tokio::task::spawn_blocking(move || create_torrent(&data3, &opts)).await.map_err(|e| setup_err(&e))?.map_err(|e| setup_err(&e))?;
+    let bytes = tokio::task::spawn_blocking(move || create_torrent(&data3, &opts))
+        .await
+        .map_err(|e| setup_err(&e))?
+        .map_err(|e| setup_err(&e))?;
     let meta = Arc::new(Metainfo::from_bytes(&bytes).map_err(|e| setup_err(&e))?);
     let options = Arc::new(Options::default());
 
@@ -160,10 +177,10 @@ pub async fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
         leechers.push(h);
         sessions.push(s);
     }
-    let waits = leechers.iter().map(|h| async move {
-        h.wait_complete().await.map(|_| start.elapsed())
-    });
-    let done = tokio::time::timeout(cfg.timeout, futures::future::join_all(waits)).await.map_err(|_| BenchError::Timeout(cfg.timeout))?;
+    let waits = leechers.iter().map(|h| async move { h.wait_complete().await.map(|_| start.elapsed()) });
+    let done = tokio::time::timeout(cfg.timeout, futures::future::join_all(waits))
+        .await
+        .map_err(|_| BenchError::Timeout(cfg.timeout))?;
     let wall = start.elapsed();
     for s in &sessions {
         s.shutdown().await;

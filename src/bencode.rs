@@ -42,17 +42,9 @@ pub struct Limits {
 
 impl Limits {
     /// Limits for `.torrent` files: 16 MiB, depth 64, 2 Mi items.
-    pub const TORRENT: Limits = Limits {
-        max_depth: 64,
-        max_input: 16 << 20,
-        max_items: 2 << 20,
-    };
+    pub const TORRENT: Limits = Limits { max_depth: 64, max_input: 16 << 20, max_items: 2 << 20 };
     /// Limits for small network messages (tracker responses, extension handshakes).
-    pub const MESSAGE: Limits = Limits {
-        max_depth: 32,
-        max_input: 1 << 20,
-        max_items: 1 << 16,
-    };
+    pub const MESSAGE: Limits = Limits { max_depth: 32, max_input: 1 << 20, max_items: 1 << 16 };
 }
 
 impl Default for Limits {
@@ -138,10 +130,7 @@ pub fn decode_dict_with_spans(input: &[u8], limits: &Limits) -> Result<SpannedDi
         // Report what is wrong inside first (depth, truncation), then the shape.
         p.value(0)?;
         p.finish()?;
-        return Err(Error {
-            offset: 0,
-            kind: ErrorKind::NotADict,
-        });
+        return Err(Error { offset: 0, kind: ErrorKind::NotADict });
     }
     let mut spans = BTreeMap::new();
     let dict = p.dict(0, Some(&mut spans))?;
@@ -159,34 +148,17 @@ struct Parser<'a> {
 impl<'a> Parser<'a> {
     fn new(input: &'a [u8], limits: &'a Limits) -> Result<Self, Error> {
         if input.len() > limits.max_input {
-            return Err(Error {
-                offset: 0,
-                kind: ErrorKind::TooLarge {
-                    len: input.len(),
-                    max: limits.max_input,
-                },
-            });
+            return Err(Error { offset: 0, kind: ErrorKind::TooLarge { len: input.len(), max: limits.max_input } });
         }
-        Ok(Parser {
-            input,
-            pos: 0,
-            limits,
-            items: 0,
-        })
+        Ok(Parser { input, pos: 0, limits, items: 0 })
     }
 
     fn err(&self, kind: ErrorKind) -> Error {
-        Error {
-            offset: self.pos,
-            kind,
-        }
+        Error { offset: self.pos, kind }
     }
 
     fn peek(&self) -> Result<u8, Error> {
-        self.input
-            .get(self.pos)
-            .copied()
-            .ok_or_else(|| self.err(ErrorKind::UnexpectedEof))
+        self.input.get(self.pos).copied().ok_or_else(|| self.err(ErrorKind::UnexpectedEof))
     }
 
     fn finish(&self) -> Result<(), Error> {
@@ -243,17 +215,8 @@ impl<'a> Parser<'a> {
                     let d = i64::from(b - b'0');
                     n = n
                         .checked_mul(10)
-                        .and_then(|n| {
-                            if negative {
-                                n.checked_sub(d)
-                            } else {
-                                n.checked_add(d)
-                            }
-                        })
-                        .ok_or(Error {
-                            offset: start,
-                            kind: ErrorKind::IntOverflow,
-                        })?;
+                        .and_then(|n| if negative { n.checked_sub(d) } else { n.checked_add(d) })
+                        .ok_or(Error { offset: start, kind: ErrorKind::IntOverflow })?;
                     self.pos += 1;
                 }
                 b'e' => break,
@@ -268,10 +231,7 @@ impl<'a> Parser<'a> {
             _ => true,
         };
         if !canonical {
-            return Err(Error {
-                offset: start,
-                kind: ErrorKind::NonCanonicalInt,
-            });
+            return Err(Error { offset: start, kind: ErrorKind::NonCanonicalInt });
         }
         self.pos += 1; // the `e`
         Ok(n)
@@ -295,19 +255,13 @@ impl<'a> Parser<'a> {
         }
         let digits = &self.input[start..self.pos];
         if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
-            return Err(Error {
-                offset: start,
-                kind: ErrorKind::NonCanonicalLength,
-            });
+            return Err(Error { offset: start, kind: ErrorKind::NonCanonicalLength });
         }
         self.pos += 1; // the `:`
         let remaining = self.input.len() - self.pos;
         let len_usize = usize::try_from(len).ok().filter(|&l| l <= remaining);
         let Some(len_usize) = len_usize else {
-            return Err(Error {
-                offset: start,
-                kind: ErrorKind::StringTooLong { len, remaining },
-            });
+            return Err(Error { offset: start, kind: ErrorKind::StringTooLong { len, remaining } });
         };
         let range = self.pos..self.pos + len_usize;
         self.pos = range.end;
@@ -346,10 +300,7 @@ impl<'a> Parser<'a> {
             if let Some((prev, _)) = map.last_key_value() {
                 if key <= *prev {
                     let kind = key_order_error(prev, &key);
-                    return Err(Error {
-                        offset: key_start,
-                        kind,
-                    });
+                    return Err(Error { offset: key_start, kind });
                 }
             }
             let value_start = self.pos;
@@ -369,10 +320,7 @@ fn key_order_error(prev: &[u8], key: &[u8]) -> ErrorKind {
     if prev == key {
         ErrorKind::DuplicateKey { key: show(key) }
     } else {
-        ErrorKind::UnsortedKeys {
-            prev: show(prev),
-            key: show(key),
-        }
+        ErrorKind::UnsortedKeys { prev: show(prev), key: show(key) }
     }
 }
 
@@ -478,17 +426,10 @@ impl fmt::Display for Value {
             Value::Int(n) => write!(f, "{n}"),
             Value::Bytes(b) if b.len() > 64 => write!(f, "<{} bytes>", b.len()),
             Value::Bytes(b) => write!(f, "{:?}", String::from_utf8_lossy(b)),
-            Value::List(items) => f
-                .debug_list()
-                .entries(items.iter().map(DisplayAsDebug))
-                .finish(),
-            Value::Dict(map) => f
-                .debug_map()
-                .entries(
-                    map.iter()
-                        .map(|(k, v)| (String::from_utf8_lossy(k), DisplayAsDebug(v))),
-                )
-                .finish(),
+            Value::List(items) => f.debug_list().entries(items.iter().map(DisplayAsDebug)).finish(),
+            Value::Dict(map) => {
+                f.debug_map().entries(map.iter().map(|(k, v)| (String::from_utf8_lossy(k), DisplayAsDebug(v)))).finish()
+            }
         }
     }
 }
@@ -587,10 +528,7 @@ mod tests {
         let v = Value::dict()
             .with("a", 1i64)
             .with("b", "x")
-            .with(
-                "c",
-                vec![Value::Int(-5), Value::from("yz"), Value::List(vec![])],
-            )
+            .with("c", vec![Value::Int(-5), Value::from("yz"), Value::List(vec![])])
             .with("d", Value::dict().build())
             .build();
         let bytes = encode(&v);
@@ -620,24 +558,9 @@ mod tests {
     #[test]
     fn rejects_bad_string_lengths() {
         assert_eq!(kind(b"03:abc"), ErrorKind::NonCanonicalLength);
-        assert_eq!(
-            kind(b"999999999999:x"),
-            ErrorKind::StringTooLong {
-                len: 999_999_999_999,
-                remaining: 1
-            }
-        );
-        assert!(matches!(
-            kind(b"99999999999999999999999999:"),
-            ErrorKind::StringTooLong { .. }
-        ));
-        assert!(matches!(
-            kind(b"5:abc"),
-            ErrorKind::StringTooLong {
-                len: 5,
-                remaining: 3
-            }
-        ));
+        assert_eq!(kind(b"999999999999:x"), ErrorKind::StringTooLong { len: 999_999_999_999, remaining: 1 });
+        assert!(matches!(kind(b"99999999999999999999999999:"), ErrorKind::StringTooLong { .. }));
+        assert!(matches!(kind(b"5:abc"), ErrorKind::StringTooLong { len: 5, remaining: 3 }));
         assert_eq!(kind(b"3"), ErrorKind::UnexpectedEof);
     }
 
@@ -645,18 +568,9 @@ mod tests {
     fn rejects_unsorted_and_duplicate_keys() {
         let e = decode(b"d1:bi1e1:ai2ee").unwrap_err();
         assert_eq!(e.offset, 7);
-        assert_eq!(
-            e.kind,
-            ErrorKind::UnsortedKeys {
-                prev: "b".into(),
-                key: "a".into()
-            }
-        );
+        assert_eq!(e.kind, ErrorKind::UnsortedKeys { prev: "b".into(), key: "a".into() });
         assert!(e.to_string().contains("not sorted"));
-        assert_eq!(
-            kind(b"d1:ai1e1:ai2ee"),
-            ErrorKind::DuplicateKey { key: "a".into() }
-        );
+        assert_eq!(kind(b"d1:ai1e1:ai2ee"), ErrorKind::DuplicateKey { key: "a".into() });
         assert_eq!(kind(b"di1ei2ee"), ErrorKind::KeyNotString);
     }
 
@@ -676,19 +590,12 @@ mod tests {
         let mut ok = vec![b'l'; 64];
         ok.extend(vec![b'e'; 64]);
         assert!(decode(&ok).is_ok());
-        let small = Limits {
-            max_depth: 4,
-            max_input: 8,
-            max_items: 2,
-        };
+        let small = Limits { max_depth: 4, max_input: 8, max_items: 2 };
         assert!(matches!(
             decode_with_limits(b"123456789", &small).unwrap_err().kind,
             ErrorKind::TooLarge { len: 9, max: 8 }
         ));
-        assert_eq!(
-            decode_with_limits(b"li1ei2ee", &small).unwrap_err().kind,
-            ErrorKind::TooManyItems(2)
-        );
+        assert_eq!(decode_with_limits(b"li1ei2ee", &small).unwrap_err().kind, ErrorKind::TooManyItems(2));
     }
 
     #[test]
@@ -697,18 +604,8 @@ mod tests {
         let sd = decode_dict_with_spans(input, &Limits::default()).unwrap();
         assert_eq!(&input[sd.spans[&b"info"[..]].clone()], b"d1:xi1ee");
         assert_eq!(&input[sd.spans[&b"zzz"[..]].clone()], b"3:abc");
-        assert_eq!(
-            decode_dict_with_spans(b"li1ee", &Limits::default())
-                .unwrap_err()
-                .kind,
-            ErrorKind::NotADict
-        );
-        assert_eq!(
-            decode_dict_with_spans(&[b'l'; 1000], &Limits::default())
-                .unwrap_err()
-                .kind,
-            ErrorKind::TooDeep(64)
-        );
+        assert_eq!(decode_dict_with_spans(b"li1ee", &Limits::default()).unwrap_err().kind, ErrorKind::NotADict);
+        assert_eq!(decode_dict_with_spans(&[b'l'; 1000], &Limits::default()).unwrap_err().kind, ErrorKind::TooDeep(64));
     }
 
     #[test]
@@ -720,14 +617,8 @@ mod tests {
 
     #[test]
     fn helpers() {
-        let v = Value::dict()
-            .with("peers", &b"\x01\x02"[..])
-            .with_opt("none", None::<i64>)
-            .build();
-        assert_eq!(
-            v.get("peers").and_then(Value::as_bytes),
-            Some(&b"\x01\x02"[..])
-        );
+        let v = Value::dict().with("peers", &b"\x01\x02"[..]).with_opt("none", None::<i64>).build();
+        assert_eq!(v.get("peers").and_then(Value::as_bytes), Some(&b"\x01\x02"[..]));
         assert!(v.get("none").is_none());
         assert_eq!(v.kind_name(), "dict");
         assert_eq!(Value::Int(3).get("x"), None);
@@ -741,12 +632,8 @@ mod tests {
         leaf.prop_recursive(6, 64, 8, |inner| {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::List),
-                proptest::collection::btree_map(
-                    proptest::collection::vec(any::<u8>(), 0..8),
-                    inner,
-                    0..8
-                )
-                .prop_map(Value::Dict),
+                proptest::collection::btree_map(proptest::collection::vec(any::<u8>(), 0..8), inner, 0..8)
+                    .prop_map(Value::Dict),
             ]
         })
     }

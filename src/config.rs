@@ -160,7 +160,8 @@ mod humantime_serde {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration ({e}); write e.g. 30s or 2m")))
+        humantime::parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration ({e}); write e.g. 30s or 2m")))
     }
 }
 
@@ -176,12 +177,14 @@ impl Options {
     /// Reads a TOML file over the defaults. The error names the file, the line and the key.
     pub fn from_toml_file(path: &Path) -> Result<Options, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Parse { file: file.clone(), msg: e.to_string() })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::Parse { file: file.clone(), msg: e.to_string() })?;
         Options::from_toml_str(&text).map_err(|msg| ConfigError::Parse { file, msg })
     }
 
     pub fn from_toml_str(text: &str) -> Result<Options, String> {
-        toml::from_str(text).map_err(|e| e.to_string().lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" "))
+        toml::from_str(text)
+            .map_err(|e| e.to_string().lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" "))
     }
 
     /// Checks the settings as a whole.
@@ -215,13 +218,19 @@ impl Options {
             nonzero(key, d)?;
         }
         if self.idle_timeout <= self.keepalive_interval {
-            return Err(ConfigError::Invalid { key: "idle_timeout", why: "must be longer than keepalive_interval".into() });
+            return Err(ConfigError::Invalid {
+                key: "idle_timeout",
+                why: "must be longer than keepalive_interval".into(),
+            });
         }
         for entry in &self.key_peers {
             crate::keepalive::parse_key_peer(entry).map_err(|why| ConfigError::Invalid { key: "key_peers", why })?;
         }
         if !matches!(self.dht_mode.as_str(), "auto" | "client" | "server") {
-            return Err(ConfigError::Invalid { key: "dht_mode", why: format!("`{}` is not one of auto, client, server", self.dht_mode) });
+            return Err(ConfigError::Invalid {
+                key: "dht_mode",
+                why: format!("`{}` is not one of auto, client, server", self.dht_mode),
+            });
         }
         if self.max_connecting > self.max_connections {
             return Err(ConfigError::Invalid { key: "max_connecting", why: "must not exceed max_connections".into() });
@@ -241,7 +250,8 @@ mod tests {
 
     #[test]
     fn toml_overrides_and_durations() {
-        let o = Options::from_toml_str("probe_timeout = \"2s\"\nmax_connections = 7\nkey_peers = [\"12D3KooW\"]").unwrap();
+        let o =
+            Options::from_toml_str("probe_timeout = \"2s\"\nmax_connections = 7\nkey_peers = [\"12D3KooW\"]").unwrap();
         assert_eq!(o.probe_timeout, Duration::from_secs(2));
         assert_eq!(o.max_connections, 7);
         assert_eq!(o.key_peers.len(), 1);

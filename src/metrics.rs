@@ -91,8 +91,18 @@ impl Metrics {
         let disk_write = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         let dht_lookup = Histogram::new(exponential_buckets(0.01, 2.0, 14)); // 10 ms .. 82 s
         let s = Unit::Seconds;
-        registry.register_with_unit("block_rtt", "Time from a block request to the block", s.clone(), block_rtt.clone());
-        registry.register_with_unit("piece_download", "Time from a piece's first request to its verification", s.clone(), piece_download.clone());
+        registry.register_with_unit(
+            "block_rtt",
+            "Time from a block request to the block",
+            s.clone(),
+            block_rtt.clone(),
+        );
+        registry.register_with_unit(
+            "piece_download",
+            "Time from a piece's first request to its verification",
+            s.clone(),
+            piece_download.clone(),
+        );
         registry.register_with_unit("piece_hash", "Time to SHA-1 one piece", s.clone(), piece_hash.clone());
         registry.register_with_unit("disk_write", "Time to write one piece to disk", s.clone(), disk_write.clone());
         registry.register_with_unit("dht_lookup", "Time of one DHT lookup", s, dht_lookup.clone());
@@ -195,11 +205,8 @@ impl Metrics {
 /// that matter to scrapers and `promtool`: a 0.0.4 counter family is named with its `_total`
 /// suffix, and it has neither `# UNIT` lines nor the `# EOF` marker.
 fn openmetrics_to_text(om: &str) -> String {
-    let counters: HashSet<&str> = om
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.strip_suffix(" counter"))
-        .collect();
+    let counters: HashSet<&str> =
+        om.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.strip_suffix(" counter")).collect();
     let mut out = String::with_capacity(om.len());
     for line in om.lines() {
         if line.starts_with("# UNIT ") || line == "# EOF" {
@@ -281,7 +288,8 @@ struct TorrentSources {
 impl TorrentSources {
     /// Reads every source, outside the lock, keeping the first report of each torrent.
     fn read(&self) -> Vec<TorrentStats> {
-        let sources: Vec<TorrentSource> = self.list.lock().expect("metrics sources lock").iter().map(|(_, s)| s.clone()).collect();
+        let sources: Vec<TorrentSource> =
+            self.list.lock().expect("metrics sources lock").iter().map(|(_, s)| s.clone()).collect();
         let mut seen = HashSet::new();
         sources.iter().flat_map(|s| s()).filter(|t| seen.insert(t.info_hash.clone())).collect()
     }
@@ -344,11 +352,32 @@ impl Collector for TorrentCollector {
         let bytes = Some(&Unit::Bytes);
         let e = &mut encoder;
         let series = |f: fn(&TorrentStats) -> u64| torrents.iter().map(move |t| (one(t), ConstCounter::new(f(t))));
-        Self::family(e, "torrent_downloaded", "Payload bytes received this session.", bytes, series(|t| t.downloaded), C)?;
+        Self::family(
+            e,
+            "torrent_downloaded",
+            "Payload bytes received this session.",
+            bytes,
+            series(|t| t.downloaded),
+            C,
+        )?;
         Self::family(e, "torrent_uploaded", "Payload bytes sent this session.", bytes, series(|t| t.uploaded), C)?;
         let rate = |f: fn(&TorrentStats) -> f64| torrents.iter().map(move |t| (one(t), ConstGauge::new(f(t))));
-        Self::family(e, "torrent_download_rate_bytes", "Download rate in bytes per second.", None, rate(|t| t.download_rate), G)?;
-        Self::family(e, "torrent_upload_rate_bytes", "Upload rate in bytes per second.", None, rate(|t| t.upload_rate), G)?;
+        Self::family(
+            e,
+            "torrent_download_rate_bytes",
+            "Download rate in bytes per second.",
+            None,
+            rate(|t| t.download_rate),
+            G,
+        )?;
+        Self::family(
+            e,
+            "torrent_upload_rate_bytes",
+            "Upload rate in bytes per second.",
+            None,
+            rate(|t| t.upload_rate),
+            G,
+        )?;
         let peers = torrents.iter().flat_map(|t| {
             let p = &t.pool;
             [("connected", p.connected), ("pending", p.pending), ("connecting", p.connecting), ("known", p.known)]
@@ -356,7 +385,8 @@ impl Collector for TorrentCollector {
         });
         Self::family(e, "torrent_peers", "Peers of the torrent's pool, by state.", None, peers, G)?;
         let pieces = torrents.iter().flat_map(|t| {
-            [("have", t.pieces_have), ("total", t.pieces_total)].map(|(state, n)| (vec![("info_hash", ih(t)), ("state", state)], ConstGauge::new(i64::from(n))))
+            [("have", t.pieces_have), ("total", t.pieces_total)]
+                .map(|(state, n)| (vec![("info_hash", ih(t)), ("state", state)], ConstGauge::new(i64::from(n))))
         });
         Self::family(e, "torrent_pieces", "Pieces of the torrent, had and in total.", None, pieces, G)?;
         Ok(())

@@ -227,7 +227,12 @@ impl Picker {
         if n == 0 {
             return None;
         }
-        let eligible = |i: usize| theirs.get(i).is_some_and(|b| *b) && !self.have[i] && self.wanted[i] && !self.partial.contains_key(&(i as u32));
+        let eligible = |i: usize| {
+            theirs.get(i).is_some_and(|b| *b)
+                && !self.have[i]
+                && self.wanted[i]
+                && !self.partial.contains_key(&(i as u32))
+        };
         let start = rng.gen_range(0..n);
         let random_phase = self.have.count_ones() + self.partial.len() < RANDOM_FIRST_PIECES;
         let mut best: Option<(u32, usize)> = None;
@@ -253,11 +258,13 @@ impl Picker {
     /// Endgame: nothing is missing that this peer could give, so ask it for blocks already
     /// requested from others (never twice from the same peer, at most ENDGAME_DUPLICATES).
     fn pick_endgame(&mut self, key: PeerKey, theirs: &BitSlice<u8, Msb0>, max: usize, out: &mut Vec<BlockRef>) {
-        let any_unstarted = (0..self.have.len()).any(|i| !self.have[i] && self.wanted[i] && !self.partial.contains_key(&(i as u32)));
+        let any_unstarted =
+            (0..self.have.len()).any(|i| !self.have[i] && self.wanted[i] && !self.partial.contains_key(&(i as u32)));
         if any_unstarted {
             return;
         }
-        let mut pieces: Vec<u32> = self.partial.keys().copied().filter(|i| theirs.get(*i as usize).is_some_and(|b| *b)).collect();
+        let mut pieces: Vec<u32> =
+            self.partial.keys().copied().filter(|i| theirs.get(*i as usize).is_some_and(|b| *b)).collect();
         pieces.sort_unstable();
         for piece in pieces {
             let count = self.block_count(piece);
@@ -313,7 +320,10 @@ impl Picker {
 
     /// Pieces we still want, for the "left" figure.
     pub fn bytes_left(&self) -> u64 {
-        (0..self.piece_count()).filter(|i| !self.have[*i as usize] && self.wanted[*i as usize]).map(|i| self.piece_size(i) as u64).sum()
+        (0..self.piece_count())
+            .filter(|i| !self.have[*i as usize] && self.wanted[*i as usize])
+            .map(|i| self.piece_size(i) as u64)
+            .sum()
     }
 
     /// Rarity of the pieces a peer has that we still need: sum of 1/availability.

@@ -4,13 +4,13 @@
 //! the connection to the torrent named by its info-hash; unknown info-hashes are dropped.
 //! Each torrent also gets a tracker announcer when its metainfo lists trackers.
 use crate::config::Options;
-use crate::discovery::tracker::announcer::{self, AnnouncerConfig, AnnouncerLinks};
 use crate::discovery::dht::{self, LookupLog, LookupRecord};
+use crate::discovery::tracker::announcer::{self, AnnouncerConfig, AnnouncerLinks};
 use crate::discovery::tracker::TransferTotals;
-use crate::p2p::{into_box_stream, peer_addr, IncomingStreams, NodeHandle, P2pConnector};
 use crate::manager::PeerAddr;
-use crate::metrics::TorrentSource;
 use crate::metainfo::{InfoHash, Metainfo};
+use crate::metrics::TorrentSource;
+use crate::p2p::{into_box_stream, peer_addr, IncomingStreams, NodeHandle, P2pConnector};
 use crate::peer::{handshake, BoxStream};
 use crate::torrent::{Connector, Inbound, TcpConnector, TorrentHandle, TorrentParams};
 use crate::wire::PeerId;
@@ -48,7 +48,9 @@ impl Session {
         let torrents: Routes = Arc::default();
         let mut listen_addr = None;
         if let Some(addr) = listen {
-            let listener = TcpListener::bind(addr).await.map_err(|e| std::io::Error::new(e.kind(), format!("listen on {addr}: {e}")))?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("listen on {addr}: {e}")))?;
             listen_addr = Some(listener.local_addr()?);
             tasks.spawn(accept_loop(listener, torrents.clone(), options.clone(), cancel.clone(), tasks.clone()));
         }
@@ -81,7 +83,8 @@ impl Session {
     pub fn attach_node(&mut self, node: NodeHandle) {
         self.connector = Arc::new(P2pConnector::new(node.clone()));
         if let Some(incoming) = node.take_incoming() {
-            let (torrents, timeout, cancel, tasks) = (self.torrents.clone(), self.options.handshake_timeout, self.cancel.clone(), self.tasks.clone());
+            let (torrents, timeout, cancel, tasks) =
+                (self.torrents.clone(), self.options.handshake_timeout, self.cancel.clone(), self.tasks.clone());
             self.tasks.spawn(accept_streams(incoming, torrents, timeout, cancel, tasks));
         }
         self.node = Some(node);
@@ -151,7 +154,15 @@ impl Session {
         }
         if let Some(node) = &self.node {
             let cfg = dht::schedule_config(&self.options);
-            let task = dht::run(node.clone(), handle.clone(), cfg, self.resets.subscribe(), self.lookups.clone(), self.started, handle.cancel_token());
+            let task = dht::run(
+                node.clone(),
+                handle.clone(),
+                cfg,
+                self.resets.subscribe(),
+                self.lookups.clone(),
+                self.started,
+                handle.cancel_token(),
+            );
             self.tasks.spawn(task);
         }
         handle
@@ -232,7 +243,13 @@ async fn bridge_tracker(
     }
 }
 
-async fn accept_loop(listener: TcpListener, torrents: Routes, options: Arc<Options>, cancel: CancellationToken, tasks: TaskTracker) {
+async fn accept_loop(
+    listener: TcpListener,
+    torrents: Routes,
+    options: Arc<Options>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+) {
     loop {
         let (stream, addr) = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -255,7 +272,13 @@ async fn accept_loop(listener: TcpListener, torrents: Routes, options: Arc<Optio
 }
 
 /// Routes inbound `/shoal/bt/1.0.0` streams like accepted TCP connections.
-async fn accept_streams(mut incoming: IncomingStreams, torrents: Routes, timeout: std::time::Duration, cancel: CancellationToken, tasks: TaskTracker) {
+async fn accept_streams(
+    mut incoming: IncomingStreams,
+    torrents: Routes,
+    timeout: std::time::Duration,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+) {
     use futures::StreamExt;
     loop {
         let (peer, stream) = tokio::select! {

@@ -43,7 +43,13 @@ fn start_leecher(dir: &Path, name: &str, torrent: &Path, extra: &[OsString]) -> 
     start_leecher_env(dir, name, torrent, extra, &[])
 }
 
-fn start_leecher_env(dir: &Path, name: &str, torrent: &Path, extra: &[OsString], env: &[(&str, &str)]) -> (Proc, PeerWatch, PathBuf) {
+fn start_leecher_env(
+    dir: &Path,
+    name: &str,
+    torrent: &Path,
+    extra: &[OsString],
+    env: &[(&str, &str)],
+) -> (Proc, PeerWatch, PathBuf) {
     let out = dir.join(name);
     let mut args = args!["download", torrent, "-o", &out, "--diag", "127.0.0.1:0"];
     args.extend(extra.iter().cloned());
@@ -72,7 +78,10 @@ fn assert_dht_peers(leecher: &Proc, seen: &BTreeMap<String, SeenPeer>, seeders: 
     if !lookups.iter().any(|l| l.providers >= 1) {
         leecher.fail(&format!("no DHT lookup found a provider: {lookups:?}"));
     }
-    let from_peers = log.lines().find(|l| l.starts_with("done: ")).and_then(|l| l.split(" from ").nth(1)?.split(' ').next()?.parse::<usize>().ok());
+    let from_peers = log
+        .lines()
+        .find(|l| l.starts_with("done: "))
+        .and_then(|l| l.split(" from ").nth(1)?.split(' ').next()?.parse::<usize>().ok());
     if from_peers.is_none_or(|n| n < 1) {
         leecher.fail("no `done: ... received ... from N peers` summary with N >= 1");
     }
@@ -107,7 +116,8 @@ fn dht_only_swarm_two_seeders_three_leechers() {
     let seeders = [s1.peer_id(), s2.peer_id()];
 
     let t0 = Instant::now();
-    let mut leechers: Vec<_> = (0..3).map(|i| start_leecher(dir, &format!("l{i}"), &torrent, &args!["--bootstrap", &boot])).collect();
+    let mut leechers: Vec<_> =
+        (0..3).map(|i| start_leecher(dir, &format!("l{i}"), &torrent, &args!["--bootstrap", &boot])).collect();
     for (p, watch, out) in leechers.drain(..) {
         let mut p = p;
         let ran = p.expect_success(DOWNLOAD);
@@ -115,7 +125,11 @@ fn dht_only_swarm_two_seeders_three_leechers() {
         assert_same_bytes(&data, &out.join("data.bin"));
         assert_dht_peers(&p, &seen, &[&seeders[0], &seeders[1]], true);
         let lookups = dht_lookups(&p.log_text());
-        eprintln!("{}: done in {ran:.1?} ({:.1?} after the first start); lookups {lookups:?}; peers {seen:?}", p.name, t0.elapsed());
+        eprintln!(
+            "{}: done in {ran:.1?} ({:.1?} after the first start); lookups {lookups:?}; peers {seen:?}",
+            p.name,
+            t0.elapsed()
+        );
     }
 }
 
@@ -132,7 +146,8 @@ fn leecher_started_before_any_seeder_backs_off_and_completes() {
     create_torrent(&data, &torrent);
     let (_node, boot) = start_node(dir);
 
-    let (mut leecher, watch, out) = start_leecher(dir, "l0", &torrent, &args!["--bootstrap", &boot, "--config", &config]);
+    let (mut leecher, watch, out) =
+        start_leecher(dir, "l0", &torrent, &args!["--bootstrap", &boot, "--config", &config]);
     std::thread::sleep(Duration::from_secs(9));
     assert!(leecher.is_running(), "the leecher has nobody to download from yet");
     let early = dht_lookups(&leecher.log_text());
@@ -155,7 +170,10 @@ fn leecher_started_before_any_seeder_backs_off_and_completes() {
     assert!(gaps[1] > gaps[0] + 1.0, "the second gap does not grow: {gaps:?}");
     assert!(gaps.windows(2).all(|w| w[1] >= w[0] - 0.5), "gaps shrink: {gaps:?}");
     assert!(gaps.iter().all(|g| *g <= CAP + 1.5), "a gap beyond the {CAP} s cap: {gaps:?}");
-    assert!(after_seeder <= Duration::from_secs_f64(CAP + 8.0), "completed {after_seeder:?} after the seeder came up; cap {CAP} s");
+    assert!(
+        after_seeder <= Duration::from_secs_f64(CAP + 8.0),
+        "completed {after_seeder:?} after the seeder came up; cap {CAP} s"
+    );
 }
 
 #[test]
@@ -172,7 +190,8 @@ fn one_of_two_seeders_killed_mid_download() {
     let mut s2 = start_seeder(dir, "s2", &data2, &torrent, &boot);
     let (id1, id2) = (s1.peer_id(), s2.peer_id());
 
-    let mut leechers: Vec<_> = (0..3).map(|i| start_leecher(dir, &format!("l{i}"), &torrent, &args!["--bootstrap", &boot])).collect();
+    let mut leechers: Vec<_> =
+        (0..3).map(|i| start_leecher(dir, &format!("l{i}"), &torrent, &args!["--bootstrap", &boot])).collect();
     let diags: Vec<_> = leechers.iter_mut().map(|(p, _, _)| p.diag_addr()).collect();
     // Kill the first seeder a leecher has received bytes from.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -193,7 +212,11 @@ fn one_of_two_seeders_killed_mid_download() {
     killed.kill();
     let progress: Vec<f64> = diags
         .iter()
-        .map(|d| get_json(*d, "/debug/p2p/torrents").and_then(|v| v["torrents"][0]["progress"]["fraction"].as_f64()).unwrap_or(1.0))
+        .map(|d| {
+            get_json(*d, "/debug/p2p/torrents")
+                .and_then(|v| v["torrents"][0]["progress"]["fraction"].as_f64())
+                .unwrap_or(1.0)
+        })
         .collect();
     eprintln!("killed seeder s{victim} (pid {}) with leechers at {progress:?}", killed.pid());
     assert!(progress.iter().any(|f| *f < 0.9), "the leechers were (nearly) done before the kill: {progress:?}");
@@ -225,21 +248,33 @@ fn same_torrent_over_libp2p_and_over_tcp_gives_identical_files() {
     // Each download is over in well under a second, often before a statistics snapshot lists
     // its peer, so the debug log's `connected peer=...` lines say which transport carried it.
     let debug = [("RUST_LOG", "shoal=debug")];
-    let (mut over_p2p, p2p_watch, p2p_out) = start_leecher_env(dir, "via-dht", &torrent, &args!["--bootstrap", &boot], &debug);
+    let (mut over_p2p, p2p_watch, p2p_out) =
+        start_leecher_env(dir, "via-dht", &torrent, &args!["--bootstrap", &boot], &debug);
     let p2p_time = over_p2p.expect_success(DOWNLOAD);
     let p2p_seen = p2p_watch.finish();
     assert_dht_peers(&over_p2p, &p2p_seen, &[&seeder_id], false);
     let p2p_peers = connected_peers(&over_p2p.log_text());
-    assert!(p2p_peers.contains(&p2p(&seeder_id)) && p2p_peers.iter().all(|p| p.starts_with("/p2p/")), "via-dht connected to {p2p_peers:?}");
+    assert!(
+        p2p_peers.contains(&p2p(&seeder_id)) && p2p_peers.iter().all(|p| p.starts_with("/p2p/")),
+        "via-dht connected to {p2p_peers:?}"
+    );
 
-    let (mut over_tcp, tcp_watch, tcp_out) = start_leecher_env(dir, "via-tcp", &torrent, &args!["--no-kad", "--peer", seeder_bt.to_string()], &debug);
+    let (mut over_tcp, tcp_watch, tcp_out) =
+        start_leecher_env(dir, "via-tcp", &torrent, &args!["--no-kad", "--peer", seeder_bt.to_string()], &debug);
     let tcp_time = over_tcp.expect_success(DOWNLOAD);
     let tcp_seen = tcp_watch.finish();
     // With --no-kad there is no libp2p node at all: TCP to --peer is the only way in.
-    assert!(tcp_seen.iter().all(|(addr, p)| p.transport == "tcp" && *addr == seeder_bt.to_string()), "--no-kad peers: {tcp_seen:?}");
+    assert!(
+        tcp_seen.iter().all(|(addr, p)| p.transport == "tcp" && *addr == seeder_bt.to_string()),
+        "--no-kad peers: {tcp_seen:?}"
+    );
     assert_eq!(connected_peers(&over_tcp.log_text()), vec![seeder_bt.to_string()], "via-tcp connected peers");
     assert!(dht_lookups(&over_tcp.log_text()).is_empty(), "--no-kad looked up the DHT");
-    assert!(!over_tcp.stdout.iter().any(|l| l.starts_with("listening kad ")), "--no-kad started a node: {:?}", over_tcp.stdout);
+    assert!(
+        !over_tcp.stdout.iter().any(|l| l.starts_with("listening kad ")),
+        "--no-kad started a node: {:?}",
+        over_tcp.stdout
+    );
 
     assert_same_bytes(&data, &p2p_out.join("data.bin"));
     assert_same_bytes(&data, &tcp_out.join("data.bin"));

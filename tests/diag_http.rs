@@ -55,7 +55,12 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 }
 
 fn promtool_check(text: &str) {
-    let child = Command::new("promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) if std::env::var("SHOAL_SKIP_INTEROP").as_deref() == Ok("1") => {
@@ -124,7 +129,12 @@ async fn served_endpoints_describe_a_completed_swarm() {
 
     let p = get_json(at, "/debug/p2p/peers").await;
     let seeder_addr = seeder.listen_addr().unwrap().to_string();
-    let sp = p["peers"].as_array().unwrap().iter().find(|p| p["addr"] == seeder_addr.as_str()).unwrap_or_else(|| panic!("seeder not in {p}"));
+    let sp = p["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["addr"] == seeder_addr.as_str())
+        .unwrap_or_else(|| panic!("seeder not in {p}"));
     assert_eq!(sp["info_hash"], hash.as_str());
     assert_eq!(sp["transport"], "tcp");
     assert_eq!(sp["direction"], "outbound");
@@ -147,7 +157,13 @@ async fn served_endpoints_describe_a_completed_swarm() {
     let text = get_metrics(at).await;
     promtool_check(&text);
     assert_eq!(sample(&text, "shoal_keepalive_probe_fail_total"), Some(2.0), "{text}");
-    for family in ["shoal_block_rtt_seconds", "shoal_piece_download_seconds", "shoal_piece_hash_seconds", "shoal_disk_write_seconds", "shoal_dht_lookup_seconds"] {
+    for family in [
+        "shoal_block_rtt_seconds",
+        "shoal_piece_download_seconds",
+        "shoal_piece_hash_seconds",
+        "shoal_disk_write_seconds",
+        "shoal_dht_lookup_seconds",
+    ] {
         assert!(text.contains(&format!("# TYPE {family} histogram")), "{family} missing");
     }
     let have = format!("shoal_torrent_pieces{{info_hash=\"{hash}\",state=\"have\"}}");
@@ -161,7 +177,12 @@ async fn served_endpoints_describe_a_completed_swarm() {
     assert_eq!(sample(&get_metrics(at).await, &series), json_downloaded);
 
     // Prometheus itself asks for OpenMetrics.
-    let om = reqwest::Client::new().get(format!("http://{at}/metrics")).header("accept", "application/openmetrics-text;version=1.0.0,text/plain;q=0.5").send().await.unwrap();
+    let om = reqwest::Client::new()
+        .get(format!("http://{at}/metrics"))
+        .header("accept", "application/openmetrics-text;version=1.0.0,text/plain;q=0.5")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(om.headers()["content-type"], shoal::metrics::OPENMETRICS_CONTENT_TYPE);
     let om = om.text().await.unwrap();
     assert!(om.ends_with("# EOF\n"));

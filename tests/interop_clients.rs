@@ -50,15 +50,7 @@ impl Fixture {
         let torrent = dir.path().join("payload.torrent");
         let url = tracker_port.map(Opentracker::url);
         let hash = create_torrent(&data, &torrent, PIECE, url.as_deref());
-        Fixture {
-            _dir: dir,
-            seed_dir,
-            data,
-            torrent,
-            hash,
-            out,
-            logs,
-        }
+        Fixture { _dir: dir, seed_dir, data, torrent, hash, out, logs }
     }
 
     fn downloaded(&self) -> PathBuf {

@@ -80,7 +80,8 @@ fn get_json(diag: &str, path: &str) -> Value {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
-        let resp = client.get(format!("http://{diag}{path}")).send().await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let resp =
+            client.get(format!("http://{diag}{path}")).send().await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
         assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
         serde_json::from_str(&resp.text().await.unwrap()).unwrap()
     })
@@ -132,7 +133,10 @@ fn data(len: usize) -> Vec<u8> {
 
 fn create_torrent(dir: &Path, file: &Path) -> String {
     let torrent = dir.join("data.torrent");
-    let st = Command::new(BIN).args(["create", &s(file), "-o", &s(&torrent), "--piece-size", &PIECE.to_string()]).output().unwrap();
+    let st = Command::new(BIN)
+        .args(["create", &s(file), "-o", &s(&torrent), "--piece-size", &PIECE.to_string()])
+        .output()
+        .unwrap();
     assert!(st.status.success(), "create: {}", String::from_utf8_lossy(&st.stderr));
     s(&torrent)
 }
@@ -149,8 +153,20 @@ fn start_dht_node(dir: &Path, name: &str, config: &str, extra: &[&str]) -> (Proc
 fn start_seeder(dir: &Path, name: &str, data_dir: &Path, torrent: &str, node: &str, config: &str) -> (Proc, String) {
     let (file, identity) = (s(&data_dir.join("data.bin")), s(&dir.join("seeder.key")));
     let args = [
-        "seed", &file, "--torrent", torrent, "--listen", "127.0.0.1:0", "--kad-listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", node, "--identity", &identity,
-        "--config", config,
+        "seed",
+        &file,
+        "--torrent",
+        torrent,
+        "--listen",
+        "127.0.0.1:0",
+        "--kad-listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--bootstrap",
+        node,
+        "--identity",
+        &identity,
+        "--config",
+        config,
     ];
     let p = Proc::start(name, dir, &args);
     let kad = p.wait_line("listening kad ");
@@ -178,8 +194,18 @@ fn key_peer_restarted_on_a_new_port_is_repaired_through_the_dht() {
     let torrent = create_torrent(dir, &full.join("data.bin"));
     // Reset-driven DHT lookups of the leecher are kept rare, so that its own provider lookups
     // do not race the monitor's repair.
-    let config = write_config(dir, "shoal.toml", 3, "discovery_reset_min_interval = \"60s\"\ndiscovery_reset_cool_down = \"5s\"\n");
-    let leecher_config = write_config(dir, "leecher.toml", 3, "discovery_reset_min_interval = \"60s\"\ndiscovery_reset_cool_down = \"5s\"\ndht_mode = \"client\"\n");
+    let config = write_config(
+        dir,
+        "shoal.toml",
+        3,
+        "discovery_reset_min_interval = \"60s\"\ndiscovery_reset_cool_down = \"5s\"\n",
+    );
+    let leecher_config = write_config(
+        dir,
+        "leecher.toml",
+        3,
+        "discovery_reset_min_interval = \"60s\"\ndiscovery_reset_cool_down = \"5s\"\ndht_mode = \"client\"\n",
+    );
 
     let (node, node_addr) = start_dht_node(dir, "node", &config, &[]);
     let (mut seeder, seeder_kad) = start_seeder(dir, "seeder1", &half, &torrent, &node_addr, &config);
@@ -189,13 +215,34 @@ fn key_peer_restarted_on_a_new_port_is_repaired_through_the_dht() {
         "leecher",
         dir,
         &[
-            "download", &torrent, "-o", &s(&out), "--seed", "--listen", "127.0.0.1:0", "--kad-listen", "/ip4/127.0.0.1/tcp/0", "--external-addr", "/ip4/127.0.0.1/tcp/9",
-            "--bootstrap", &node_addr, "--key-peer", &seeder_kad, "--identity", &leecher_key, "--diag", "127.0.0.1:0", "--config", &leecher_config,
+            "download",
+            &torrent,
+            "-o",
+            &s(&out),
+            "--seed",
+            "--listen",
+            "127.0.0.1:0",
+            "--kad-listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--external-addr",
+            "/ip4/127.0.0.1/tcp/9",
+            "--bootstrap",
+            &node_addr,
+            "--key-peer",
+            &seeder_kad,
+            "--identity",
+            &leecher_key,
+            "--diag",
+            "127.0.0.1:0",
+            "--config",
+            &leecher_config,
         ],
     );
     let diag = leecher.wait_line("listening diag ");
     let pieces = |diag: &str| get_json(diag, "/debug/p2p/torrents")["torrents"][0]["progress"]["pieces_have"].as_u64();
-    eventually(60, "the leecher has the first half", &[&leecher, &seeder, &node], || pieces(&diag).filter(|n| *n == PIECES as u64 / 2));
+    eventually(60, "the leecher has the first half", &[&leecher, &seeder, &node], || {
+        pieces(&diag).filter(|n| *n == PIECES as u64 / 2)
+    });
     let view = get_json(&diag, "/debug/p2p/keepalive");
     let seeder_id = seeder_kad.rsplit('/').next().unwrap().to_string();
     let key_peer = view["key_peers"].as_array().unwrap().iter().find(|p| p["peer_id"] == seeder_id.as_str()).cloned();
@@ -211,12 +258,16 @@ fn key_peer_restarted_on_a_new_port_is_repaired_through_the_dht() {
         let m = get_json(&diag, "/debug/p2p/keepalive/metrics");
         (counter(&m, "probe_fail") >= 3 && counter(&m, "reset_events_published") >= 1).then(|| lookups(&diag))
     });
-    eventually(30, "the lookup the reset brought forward", &[&leecher], || (lookups(&diag) > before || before >= 32).then_some(()));
+    eventually(30, "the lookup the reset brought forward", &[&leecher], || {
+        (lookups(&diag) > before || before >= 32).then_some(())
+    });
     let (seeder2, seeder2_kad) = start_seeder(dir, "seeder2", &full, &torrent, &node_addr, &config);
     assert_ne!(seeder2_kad, seeder_kad, "restarted on another port");
     assert!(seeder2_kad.ends_with(&seeder_id), "same identity");
 
-    eventually(60, "the leecher completes", &[&leecher, &seeder2, &node], || pieces(&diag).filter(|n| *n == PIECES as u64));
+    eventually(60, "the leecher completes", &[&leecher, &seeder2, &node], || {
+        pieces(&diag).filter(|n| *n == PIECES as u64)
+    });
     let m = get_json(&diag, "/debug/p2p/keepalive/metrics");
     assert!(counter(&m, "probe_fail") >= 3, "{m}");
     assert!(counter(&m, "repair_triggered") >= 1, "{m}");
@@ -224,9 +275,18 @@ fn key_peer_restarted_on_a_new_port_is_repaired_through_the_dht() {
     assert!(counter(&m, "reconnect_success") >= 1, "{m}");
     assert!(counter(&m, "reconnect_attempts") >= counter(&m, "reconnect_success"), "{m}");
     let finished = counter(&m, "probe_success") + counter(&m, "probe_fail");
-    assert!((finished..=finished + 5).contains(&counter(&m, "probe_attempts")), "at most probe_max_concurrent in flight: {m}");
+    assert!(
+        (finished..=finished + 5).contains(&counter(&m, "probe_attempts")),
+        "at most probe_max_concurrent in flight: {m}"
+    );
     let log = leecher.log_text();
-    for line in ["key-peer monitor started", "probe failed", "repair started", "reconnected with a new address", "reset event published"] {
+    for line in [
+        "key-peer monitor started",
+        "probe failed",
+        "repair started",
+        "reconnected with a new address",
+        "reset event published",
+    ] {
         assert!(log.contains(line), "log lacks `{line}`:\n{log}");
     }
     assert_eq!(std::fs::read(out.join("data.bin")).unwrap(), bytes, "byte-identical");
@@ -240,12 +300,18 @@ fn resets_for_a_key_peer_that_never_returns_respect_the_cool_down() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let cool_down = Duration::from_secs(3);
-    let config = write_config(dir, "shoal.toml", 1, &format!("discovery_reset_cool_down = \"{}s\"\n", cool_down.as_secs()));
+    let config =
+        write_config(dir, "shoal.toml", 1, &format!("discovery_reset_cool_down = \"{}s\"\n", cool_down.as_secs()));
     let (node, node_addr) = start_dht_node(dir, "node", &config, &[]);
     let (mut gone, gone_addr) = start_dht_node(dir, "gone", &config, &["--bootstrap", &node_addr]);
     std::thread::sleep(Duration::from_secs(1));
     gone.kill();
-    let (watcher, _) = start_dht_node(dir, "watcher", &config, &["--bootstrap", &node_addr, "--key-peer", &gone_addr, "--diag", "127.0.0.1:0"]);
+    let (watcher, _) = start_dht_node(
+        dir,
+        "watcher",
+        &config,
+        &["--bootstrap", &node_addr, "--key-peer", &gone_addr, "--diag", "127.0.0.1:0"],
+    );
     let diag = watcher.wait_line("listening diag ");
     let resets = || counter(&get_json(&diag, "/debug/p2p/keepalive/metrics"), "reset_events_published");
     eventually(30, "a first reset", &[&watcher], || (resets() >= 1).then_some(()));
@@ -261,7 +327,13 @@ fn resets_for_a_key_peer_that_never_returns_respect_the_cool_down() {
     assert!(counter(&m, "repair_fail") > counter(&m, "reset_events_published"), "some resets were held back: {m}");
     assert!(view["resets_suppressed"].as_u64().unwrap() >= 1, "{view}");
     assert_eq!(counter(&m, "repair_success"), 0, "{m}");
-    let peer = &view["key_peers"].as_array().unwrap().iter().find(|p| gone_addr.ends_with(p["peer_id"].as_str().unwrap())).cloned().unwrap();
+    let peer = &view["key_peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| gone_addr.ends_with(p["peer_id"].as_str().unwrap()))
+        .cloned()
+        .unwrap();
     assert_eq!(peer["source"], "configured");
     assert_eq!(peer["connected"], false);
     assert!(peer["consecutive_failures"].as_u64().unwrap() >= 3, "{peer}");
@@ -284,14 +356,21 @@ fn invalid_config_exits_2_naming_the_key() {
     ] {
         let bad = dir.join("bad.toml");
         std::fs::write(&bad, text).unwrap();
-        let out = Command::new(BIN).args(["download", &torrent, "-o", &s(&dir.join("d")), "--config", &s(&bad)]).output().unwrap();
+        let out = Command::new(BIN)
+            .args(["download", &torrent, "-o", &s(&dir.join("d")), "--config", &s(&bad)])
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{text}: {stderr}");
         assert!(stderr.contains(key), "{text}: {stderr}");
     }
 }
 
-async fn spawn_node(keypair: libp2p::identity::Keypair, mode: shoal::p2p::DhtMode, bootstrap: &[libp2p::Multiaddr]) -> shoal::p2p::NodeHandle {
+async fn spawn_node(
+    keypair: libp2p::identity::Keypair,
+    mode: shoal::p2p::DhtMode,
+    bootstrap: &[libp2p::Multiaddr],
+) -> shoal::p2p::NodeHandle {
     let mut config = shoal::p2p::NodeConfig::new(keypair, Duration::from_secs(5));
     config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     config.bootstrap = bootstrap.to_vec();
@@ -341,7 +420,10 @@ async fn a_restarted_peer_is_found_by_peer_id_and_dialled() {
         let new_addrs = a2.listen_addrs().await.unwrap();
         let again = find_soon(&b, id).await.expect("found again");
         assert_ne!(again, found);
-        assert!(new_addrs.iter().any(|n| again.iter().any(|a| n.to_string().starts_with(&a.to_string()))), "{again:?} vs {new_addrs:?}");
+        assert!(
+            new_addrs.iter().any(|n| again.iter().any(|a| n.to_string().starts_with(&a.to_string()))),
+            "{again:?} vs {new_addrs:?}"
+        );
         b.dial(id).await.expect("redialled");
     })
     .await

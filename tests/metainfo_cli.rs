@@ -14,11 +14,7 @@ fn fixtures() -> PathBuf {
 }
 
 fn shoal(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .expect("run shoal")
+    Command::new(env!("CARGO_BIN_EXE_shoal")).args(args).env("RUST_BACKTRACE", "1").output().expect("run shoal")
 }
 
 fn stdout(o: &Output) -> String {
@@ -40,14 +36,8 @@ fn interop(tool: &str, probe: &[&str]) -> bool {
     if std::env::var("SHOAL_SKIP_INTEROP").as_deref() == Ok("1") {
         return false;
     }
-    let ok = Command::new(tool)
-        .args(probe)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "{tool} is missing (install it, or set SHOAL_SKIP_INTEROP=1)"
-    );
+    let ok = Command::new(tool).args(probe).output().is_ok_and(|o| o.status.success());
+    assert!(ok, "{tool} is missing (install it, or set SHOAL_SKIP_INTEROP=1)");
     true
 }
 
@@ -61,22 +51,11 @@ fn have_libtorrent() -> bool {
 
 /// What transmission-show reports: the info-hash and the file paths below the torrent root.
 fn transmission_view(torrent: &Path) -> (String, BTreeSet<(String, bool)>) {
-    let out = Command::new("transmission-show")
-        .arg(torrent)
-        .output()
-        .expect("run transmission-show");
+    let out = Command::new("transmission-show").arg(torrent).output().expect("run transmission-show");
     assert!(out.status.success(), "transmission-show: {}", stderr(&out));
     let text = stdout(&out);
-    let hash = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Hash: "))
-        .expect("a Hash: line")
-        .to_string();
-    let name = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Name: "))
-        .expect("a Name: line")
-        .to_string();
+    let hash = text.lines().find_map(|l| l.trim().strip_prefix("Hash: ")).expect("a Hash: line").to_string();
+    let name = text.lines().find_map(|l| l.strip_prefix("Name: ")).expect("a Name: line").to_string();
     let files = text
         .split("\nFILES\n")
         .nth(1)
@@ -107,24 +86,14 @@ for i in range(fs.num_files()):
     files.append([p, fs.file_size(i), bool(fs.file_flags(i) & fs.flag_pad_file)])
 print(json.dumps({"hash": str(ti.info_hashes().v1), "files": files}))
 "#;
-    let out = Command::new(LT_PYTHON)
-        .args(["-c", SCRIPT])
-        .arg(torrent)
-        .output()
-        .expect("run python3-libtorrent");
+    let out = Command::new(LT_PYTHON).args(["-c", SCRIPT]).arg(torrent).output().expect("run python3-libtorrent");
     assert!(out.status.success(), "libtorrent: {}", stderr(&out));
     let v: Json = serde_json::from_slice(&out.stdout).expect("json from libtorrent");
     let files = v["files"]
         .as_array()
         .expect("files")
         .iter()
-        .map(|f| {
-            (
-                f[0].as_str().expect("path").to_string(),
-                f[1].as_u64().expect("size"),
-                f[2].as_bool().expect("pad"),
-            )
-        })
+        .map(|f| (f[0].as_str().expect("path").to_string(), f[1].as_u64().expect("size"), f[2].as_bool().expect("pad")))
         .collect();
     (v["hash"].as_str().expect("hash").to_string(), files)
 }
@@ -191,10 +160,7 @@ fn fixture_details() {
         ["udp://c.example:6969/announce"]
     ]);
     assert_eq!(private["trackers"], tiers);
-    assert_eq!(
-        private["url_list"],
-        serde_json::json!(["http://seed.example/data/"])
-    );
+    assert_eq!(private["url_list"], serde_json::json!(["http://seed.example/data/"]));
     assert!(shoal_files(&private).contains(&("b/zero-length".into(), 0, false)));
 
     let padded = info_json(&fixtures().join("padded-libtorrent.torrent"));
@@ -209,23 +175,14 @@ fn fixture_file_lists_match_the_tools() {
     for file in ["padded-libtorrent.torrent", "hybrid-libtorrent.torrent"] {
         let path = fixtures().join(file);
         if have_libtorrent() {
-            assert_eq!(
-                shoal_files(&info_json(&path)),
-                libtorrent_view(&path).1,
-                "{file}"
-            );
+            assert_eq!(shoal_files(&info_json(&path)), libtorrent_view(&path).1, "{file}");
         }
     }
-    for file in [
-        "multi-transmission.torrent",
-        "private-tiers-mktorrent.torrent",
-    ] {
+    for file in ["multi-transmission.torrent", "private-tiers-mktorrent.torrent"] {
         let path = fixtures().join(file);
         if have_transmission() {
-            let ours: BTreeSet<(String, bool)> = shoal_files(&info_json(&path))
-                .into_iter()
-                .map(|f| (f.0, false))
-                .collect();
+            let ours: BTreeSet<(String, bool)> =
+                shoal_files(&info_json(&path)).into_iter().map(|f| (f.0, false)).collect();
             assert_eq!(ours, transmission_view(&path).1, "{file}");
         }
     }
@@ -234,21 +191,12 @@ fn fixture_file_lists_match_the_tools() {
 const BAD: &[(&str, &str)] = &[
     ("truncated.torrent", "exceeds the"),
     ("deep-nesting.torrent", "nesting deeper than 64"),
-    (
-        "huge-string-length.torrent",
-        "string length 999999999999 exceeds",
-    ),
+    ("huge-string-length.torrent", "string length 999999999999 exceeds"),
     ("path-traversal.torrent", "\"..\": relative component"),
     ("absolute-path.torrent", "contains a path separator"),
     ("windows-reserved-name.torrent", "windows reserved name"),
-    (
-        "wrong-pieces-length.torrent",
-        "info.pieces: length 39 is not a multiple of 20",
-    ),
-    (
-        "piece-length-not-power-of-two.torrent",
-        "info.piece length: 1000 is not a power of two",
-    ),
+    ("wrong-pieces-length.torrent", "info.pieces: length 39 is not a multiple of 20"),
+    ("piece-length-not-power-of-two.torrent", "info.piece length: 1000 is not a power of two"),
     ("negative-length.torrent", "info.length: negative length -1"),
     ("trailing-garbage.torrent", "trailing bytes"),
     ("unsorted-keys.torrent", "dict keys not sorted"),
@@ -261,11 +209,7 @@ fn assert_bad_input(out: &Output, fragment: &str, what: &str) {
     let err = stderr(out);
     assert_eq!(out.status.code(), Some(2), "{what}: {err}");
     assert!(err.contains(fragment), "{what}: {err:?} lacks {fragment:?}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "{what}: one line: {err:?}"
-    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{what}: one line: {err:?}");
     assert!(!err.contains("panicked"), "{what}: {err}");
     assert!(err.starts_with("shoal: "), "{what}: {err}");
 }
@@ -289,17 +233,9 @@ fn bad_fixtures_exit_2_naming_the_fault() {
 
 #[test]
 fn missing_file_and_bad_magnet_are_bad_input() {
-    assert_bad_input(
-        &shoal(&["info", "/nonexistent.torrent"]),
-        "cannot read",
-        "missing",
-    );
+    assert_bad_input(&shoal(&["info", "/nonexistent.torrent"]), "cannot read", "missing");
     assert_bad_input(&shoal(&["info", "magnet:?dn=x"]), "xt=urn:btih", "magnet");
-    assert_bad_input(
-        &shoal(&["info", "magnet:?xt=urn:btih:1234"]),
-        "40 hex or 32 base32",
-        "short hash",
-    );
+    assert_bad_input(&shoal(&["info", "magnet:?xt=urn:btih:1234"]), "40 hex or 32 base32", "short hash");
 }
 
 #[test]
@@ -383,22 +319,14 @@ fn create_single_file_with_default_piece_size() {
     let src = tmp.path().join("one.bin");
     std::fs::write(&src, vec![5u8; 50_000]).expect("write");
     let out_file = tmp.path().join("one.torrent");
-    let out = shoal(&[
-        "create",
-        src.to_str().expect("utf-8"),
-        "-o",
-        out_file.to_str().expect("utf-8"),
-    ]);
+    let out = shoal(&["create", src.to_str().expect("utf-8"), "-o", out_file.to_str().expect("utf-8")]);
     assert!(out.status.success(), "{}", stderr(&out));
     let info = info_json(&out_file);
     assert_eq!(info["name"], "one.bin");
     assert_eq!(info["multi_file"], false);
     assert_eq!(info["piece_length"], 16384);
     if have_libtorrent() {
-        assert_eq!(
-            libtorrent_view(&out_file).0,
-            info["info_hash"].as_str().expect("hash")
-        );
+        assert_eq!(libtorrent_view(&out_file).0, info["info_hash"].as_str().expect("hash"));
     }
 }
 
@@ -411,22 +339,8 @@ fn create_rejects_bad_usage() {
     assert_bad_input(&out, "/nonexistent/dir", "missing source");
     std::fs::write(tmp.path().join("f"), b"x").expect("write");
     let f = tmp.path().join("f");
-    let out = shoal(&[
-        "create",
-        f.to_str().expect("utf-8"),
-        "-o",
-        o,
-        "--piece-size",
-        "1000",
-    ]);
+    let out = shoal(&["create", f.to_str().expect("utf-8"), "-o", o, "--piece-size", "1000"]);
     assert_bad_input(&out, "--piece-size", "bad piece size");
-    let out = shoal(&[
-        "create",
-        f.to_str().expect("utf-8"),
-        "-o",
-        o,
-        "--piece-size",
-        "lots",
-    ]);
+    let out = shoal(&["create", f.to_str().expect("utf-8"), "-o", o, "--piece-size", "lots"]);
     assert_eq!(out.status.code(), Some(2));
 }

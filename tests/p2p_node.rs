@@ -83,7 +83,11 @@ async fn provider_found_through_bootstrap_node_and_stream_works_both_ways() {
             found.into_iter().find(|(p, addrs)| *p == a.peer_id() && !addrs.is_empty())
         })
         .await;
-        assert!(providers.1.iter().any(|addr| a_addrs.contains(addr)), "found {:?}, A listens on {a_addrs:?}", providers.1);
+        assert!(
+            providers.1.iter().any(|addr| a_addrs.contains(addr)),
+            "found {:?}, A listens on {a_addrs:?}",
+            providers.1
+        );
 
         let served = serve_one(&a);
         let stream = b.open_stream(a.peer_id()).await.expect("stream to A");

@@ -80,7 +80,8 @@ async fn partial_seeders_together_complete_one_leecher() {
     let meta = make_torrent(&src, PIECE);
     let n = meta.piece_count();
     // First half, second half, and the middle third: no one has everything.
-    let parts: [Box<dyn Fn(u32) -> bool>; 3] = [Box::new(move |p| p < n / 2), Box::new(move |p| p >= n / 2), Box::new(move |p| p >= n / 3 && p < 2 * n / 3)];
+    let parts: [Box<dyn Fn(u32) -> bool>; 3] =
+        [Box::new(move |p| p < n / 2), Box::new(move |p| p >= n / 2), Box::new(move |p| p >= n / 3 && p < 2 * n / 3)];
     let mut seeders = Vec::new();
     for (i, keep) in parts.iter().enumerate() {
         let d = dir.path().join(format!("s{i}"));
@@ -194,7 +195,9 @@ async fn lying_peer(meta: std::sync::Arc<shoal::metainfo::Metainfo>) -> std::net
                 while let Some(Ok(msg)) = f.next().await {
                     let reply = match msg {
                         Message::Interested => Message::Unchoke,
-                        Message::Request { index, begin, length } => Message::Piece { index, begin, data: vec![0xA5; length as usize].into() },
+                        Message::Request { index, begin, length } => {
+                            Message::Piece { index, begin, data: vec![0xA5; length as usize].into() }
+                        }
                         _ => continue,
                     };
                     if f.send(reply).await.is_err() {

@@ -56,11 +56,7 @@ impl Opentracker {
                      `apt-get install -y opentracker`, or set SHOAL_SKIP_INTEROP=1 to skip"
                 )
             });
-        let tracker = Opentracker {
-            child,
-            port,
-            _dir: dir,
-        };
+        let tracker = Opentracker { child, port, _dir: dir };
         tracker.wait_ready(hashes[0]).await;
         Some(tracker)
     }
@@ -75,19 +71,14 @@ impl Opentracker {
             match announce(&url, &params(hash, b'?', 9, Some(Event::Started)), TIMEOUT).await {
                 Ok(_) => {
                     let stop = params(hash, b'?', 9, Some(Event::Stopped));
-                    announce(&url, &stop, TIMEOUT)
-                        .await
-                        .expect("probe peer stops");
+                    announce(&url, &stop, TIMEOUT).await.expect("probe peer stops");
                     return;
                 }
                 Err(e) => last = e.to_string(),
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!(
-            "opentracker on 127.0.0.1:{} not ready within 5 s: {last}",
-            self.port
-        );
+        panic!("opentracker on 127.0.0.1:{} not ready within 5 s: {last}", self.port);
     }
 
     fn http(&self) -> String {
@@ -136,51 +127,29 @@ fn params(info_hash: InfoHash, tag: u8, port: u16, event: Option<Event>) -> Anno
 }
 
 fn has_port(a: &Announce, port: u16) -> bool {
-    a.peers
-        .iter()
-        .any(|p| p.port() == port && p.ip().is_loopback())
+    a.peers.iter().any(|p| p.port() == port && p.ip().is_loopback())
 }
 
 /// Announce A, then B sees A; A stops, then C no longer sees A.
 async fn two_peers_and_a_stop(url: &str, info_hash: InfoHash) {
-    let a = announce(
-        url,
-        &params(info_hash, b'a', 7001, Some(Event::Started)),
-        TIMEOUT,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("first announce: {e}"));
+    let a = announce(url, &params(info_hash, b'a', 7001, Some(Event::Started)), TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("first announce: {e}"));
     assert!(a.interval > Duration::ZERO);
 
-    let b = announce(
-        url,
-        &params(info_hash, b'b', 7002, Some(Event::Started)),
-        TIMEOUT,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("second announce: {e}"));
-    assert!(
-        has_port(&b, 7001),
-        "second peer should see the first: {:?}",
-        b.peers
-    );
+    let b = announce(url, &params(info_hash, b'b', 7002, Some(Event::Started)), TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("second announce: {e}"));
+    assert!(has_port(&b, 7001), "second peer should see the first: {:?}", b.peers);
     assert!(b.leechers.unwrap_or(0) >= 2, "{b:?}");
 
-    announce(
-        url,
-        &params(info_hash, b'a', 7001, Some(Event::Stopped)),
-        TIMEOUT,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("stopped announce: {e}"));
+    announce(url, &params(info_hash, b'a', 7001, Some(Event::Stopped)), TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("stopped announce: {e}"));
     let c = announce(url, &params(info_hash, b'c', 7003, None), TIMEOUT)
         .await
         .unwrap_or_else(|e| panic!("third announce: {e}"));
-    assert!(
-        !has_port(&c, 7001),
-        "stopped peer still listed: {:?}",
-        c.peers
-    );
+    assert!(!has_port(&c, 7001), "stopped peer still listed: {:?}", c.peers);
     assert!(has_port(&c, 7002), "{:?}", c.peers);
 }
 
@@ -208,22 +177,14 @@ async fn unlisted_info_hash_is_a_failure_naming_the_tracker() {
         return;
     };
     let url = tracker.http();
-    let err = announce(
-        &url,
-        &params(InfoHash([0x44; 20]), b'x', 7009, None),
-        TIMEOUT,
-    )
-    .await
-    .expect_err("opentracker refuses hashes not on its whitelist");
+    let err = announce(&url, &params(InfoHash([0x44; 20]), b'x', 7009, None), TIMEOUT)
+        .await
+        .expect_err("opentracker refuses hashes not on its whitelist");
     assert!(err.to_string().contains(&url), "{err}");
     let url = tracker.udp();
-    let err = announce(
-        &url,
-        &params(InfoHash([0x44; 20]), b'x', 7009, None),
-        TIMEOUT,
-    )
-    .await
-    .expect_err("refused over udp too");
+    let err = announce(&url, &params(InfoHash([0x44; 20]), b'x', 7009, None), TIMEOUT)
+        .await
+        .expect_err("refused over udp too");
     assert!(err.to_string().contains(&url), "{err}");
 }
 
@@ -234,18 +195,9 @@ async fn announcer_delivers_peers_reports_status_and_stops() {
         return;
     };
     let url = tracker.http();
-    announce(
-        &url,
-        &params(hash, b'o', 7101, Some(Event::Started)),
-        TIMEOUT,
-    )
-    .await
-    .unwrap();
+    announce(&url, &params(hash, b'o', 7101, Some(Event::Started)), TIMEOUT).await.unwrap();
 
-    let (_stats_tx, stats) = watch::channel(TransferTotals {
-        left: 1000,
-        ..Default::default()
-    });
+    let (_stats_tx, stats) = watch::channel(TransferTotals { left: 1000, ..Default::default() });
     let (peers_tx, mut peers_rx) = mpsc::channel(4);
     let (status_tx, mut status_rx) = watch::channel(Vec::<TrackerStatus>::new());
     let cancel = CancellationToken::new();
@@ -259,18 +211,9 @@ async fn announcer_delivers_peers_reports_status_and_stops() {
     };
     // The first tier's dead tracker fails fast (nothing listens there) and the second answers.
     let dead = format!("http://127.0.0.1:{}/announce", free_port());
-    let links = AnnouncerLinks {
-        need_peers: None,
-        status: Some(status_tx),
-    };
-    let task = announcer::spawn(
-        vec![vec![dead.clone()], vec![url.clone()]],
-        cfg,
-        stats,
-        peers_tx,
-        links,
-        cancel.clone(),
-    );
+    let links = AnnouncerLinks { need_peers: None, status: Some(status_tx) };
+    let task =
+        announcer::spawn(vec![vec![dead.clone()], vec![url.clone()]], cfg, stats, peers_tx, links, cancel.clone());
 
     let peers: Vec<SocketAddr> = tokio::time::timeout(Duration::from_secs(20), peers_rx.recv())
         .await
@@ -278,34 +221,12 @@ async fn announcer_delivers_peers_reports_status_and_stops() {
         .expect("peer channel open");
     assert!(peers.iter().any(|p| p.port() == 7101), "{peers:?}");
 
-    let status = status_rx
-        .wait_for(|s| s.iter().any(|t| t.url == url && t.peers > 0))
-        .await
-        .unwrap()
-        .clone();
-    let dead_status = status
-        .iter()
-        .find(|t| t.url == dead)
-        .expect("dead tracker listed");
-    assert!(
-        dead_status
-            .last_error
-            .as_deref()
-            .is_some_and(|e| e.contains(&dead)),
-        "{dead_status:?}"
-    );
+    let status = status_rx.wait_for(|s| s.iter().any(|t| t.url == url && t.peers > 0)).await.unwrap().clone();
+    let dead_status = status.iter().find(|t| t.url == dead).expect("dead tracker listed");
+    assert!(dead_status.last_error.as_deref().is_some_and(|e| e.contains(&dead)), "{dead_status:?}");
 
     cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("announcer exits")
-        .unwrap();
-    let after = announce(&url, &params(hash, b'p', 7103, None), TIMEOUT)
-        .await
-        .unwrap();
-    assert!(
-        !after.peers.iter().any(|p| p.port() == 7102),
-        "stopped sent on cancel: {:?}",
-        after.peers
-    );
+    tokio::time::timeout(Duration::from_secs(10), task).await.expect("announcer exits").unwrap();
+    let after = announce(&url, &params(hash, b'p', 7103, None), TIMEOUT).await.unwrap();
+    assert!(!after.peers.iter().any(|p| p.port() == 7102), "stopped sent on cancel: {:?}", after.peers);
 }

@@ -32,25 +32,11 @@ fn message() -> impl Strategy<Value = Message> {
         Just(Message::NotInterested),
         any::<u32>().prop_map(|index| Message::Have { index }),
         payload().prop_map(Message::Bitfield),
-        (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(index, begin, length)| {
-            Message::Request {
-                index,
-                begin,
-                length,
-            }
-        }),
-        (any::<u32>(), any::<u32>(), payload()).prop_map(|(index, begin, data)| Message::Piece {
-            index,
-            begin,
-            data
-        }),
-        (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(index, begin, length)| {
-            Message::Cancel {
-                index,
-                begin,
-                length,
-            }
-        }),
+        (any::<u32>(), any::<u32>(), any::<u32>())
+            .prop_map(|(index, begin, length)| { Message::Request { index, begin, length } }),
+        (any::<u32>(), any::<u32>(), payload()).prop_map(|(index, begin, data)| Message::Piece { index, begin, data }),
+        (any::<u32>(), any::<u32>(), any::<u32>())
+            .prop_map(|(index, begin, length)| { Message::Cancel { index, begin, length } }),
         any::<u16>().prop_map(Message::Port),
         (any::<u8>(), payload()).prop_map(|(id, payload)| Message::Extended { id, payload }),
     ]
@@ -148,19 +134,14 @@ proptest! {
 /// Bytes that look like frames (plausible length prefixes, any id, any body) mixed with
 /// plain garbage, so the fuzzing reaches past the length check.
 fn hostile_bytes() -> impl Strategy<Value = Vec<u8>> {
-    let frame = (
-        0u32..64,
-        any::<u8>(),
-        proptest::collection::vec(any::<u8>(), 0..64),
-    )
-        .prop_map(|(extra, id, body)| {
-            // The prefix is sometimes right, sometimes off by a little.
-            let len = (body.len() as u32 + 1).wrapping_add(extra).wrapping_sub(32);
-            let mut f = len.to_be_bytes().to_vec();
-            f.push(id);
-            f.extend_from_slice(&body);
-            f
-        });
+    let frame = (0u32..64, any::<u8>(), proptest::collection::vec(any::<u8>(), 0..64)).prop_map(|(extra, id, body)| {
+        // The prefix is sometimes right, sometimes off by a little.
+        let len = (body.len() as u32 + 1).wrapping_add(extra).wrapping_sub(32);
+        let mut f = len.to_be_bytes().to_vec();
+        f.push(id);
+        f.extend_from_slice(&body);
+        f
+    });
     let part = prop_oneof![frame, proptest::collection::vec(any::<u8>(), 0..16)];
     proptest::collection::vec(part, 0..12).prop_map(|parts| parts.concat())
 }
@@ -242,11 +223,7 @@ async fn framed_map_codec_keeps_buffered_bytes() {
     let hs = Handshake::new(InfoHash([0x22; 20]), PeerId(*b"-XX0001-000000000000"));
     let sent = vec![
         Message::Bitfield(Bytes::from_static(&[0xff, 0xfe])),
-        Message::Piece {
-            index: 1,
-            begin: 16384,
-            data: Bytes::from(vec![0x5a; 16384]),
-        },
+        Message::Piece { index: 1, begin: 16384, data: Bytes::from(vec![0x5a; 16384]) },
     ];
     let mut wire = BytesMut::new();
     HandshakeCodec.encode(hs, &mut wire).unwrap();
@@ -257,10 +234,7 @@ async fn framed_map_codec_keeps_buffered_bytes() {
     let mut framed = Framed::new(ours, HandshakeCodec);
     let got = framed.next().await.unwrap().unwrap();
     assert_eq!(got, hs);
-    assert!(
-        !framed.read_buffer().is_empty(),
-        "the messages should already be buffered"
-    );
+    assert!(!framed.read_buffer().is_empty(), "the messages should already be buffered");
 
     let mut framed = framed.map_codec(|_| MessageCodec::default());
     let mut got = Vec::new();

@@ -40,12 +40,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.size == 0 {
         return Err(bad_input("--size must be more than 0"));
     }
-    let piece_size = crate::metainfo::create::check_piece_length(args.piece_size).map_err(|e| bad_input(format!("--piece-size: {e}")))?;
+    let piece_size = crate::metainfo::create::check_piece_length(args.piece_size)
+        .map_err(|e| bad_input(format!("--piece-size: {e}")))?;
     let transport = match args.transport {
         Transport::Tcp => bench::Transport::Tcp,
         Transport::Libp2p => bench::Transport::Libp2p,
     };
-    let cfg = BenchConfig { transport, size: args.size, piece_size, seeders: args.seeders, leechers: args.leechers, ..Default::default() };
+    let cfg = BenchConfig {
+        transport,
+        size: args.size,
+        piece_size,
+        seeders: args.seeders,
+        leechers: args.leechers,
+        ..Default::default()
+    };
     if !args.json {
         eprintln!(
             "bench: {} in {} pieces, {} seeder(s) -> {} leecher(s) over {} on 127.0.0.1",
@@ -65,6 +73,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for (i, l) in report.per_leecher.iter().enumerate() {
         println!("leecher {i}: {:.2} s, {:.1} MiB/s", l.seconds, l.mib_per_s);
     }
-    println!("swarm: {:.1} MiB/s ({} delivered in {:.2} s)", report.swarm_mib_per_s, human_bytes((report.size * report.leechers as u64) as f64), report.wall_seconds);
+    println!(
+        "swarm: {:.1} MiB/s ({} delivered in {:.2} s)",
+        report.swarm_mib_per_s,
+        human_bytes((report.size * report.leechers as u64) as f64),
+        report.wall_seconds
+    );
     Ok(())
 }

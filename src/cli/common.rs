@@ -2,19 +2,19 @@
 //! resolving `--peer`, logging, and waiting for Ctrl-C.
 use crate::cli::bad_input;
 use crate::config::Options;
-use crate::manager::PeerAddr;
-use crate::p2p::{default_identity_path, load_or_create, DhtMode, NodeConfig, NodeError, NodeHandle};
 use crate::diag::routing::routing_source;
 use crate::diag::{DiagState, JsonSource};
 use crate::keepalive::{self, KeyPeerSeeds, SessionLink};
+use crate::manager::PeerAddr;
 use crate::metrics::{metrics, TorrentSource, TorrentSourceGuard};
+use crate::p2p::{default_identity_path, load_or_create, DhtMode, NodeConfig, NodeError, NodeHandle};
 use crate::session::Session;
-use libp2p::Multiaddr;
-use tokio_util::sync::CancellationToken;
 use clap::Args;
+use libp2p::Multiaddr;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Args, Debug, Clone)]
 pub struct NetArgs {
@@ -126,13 +126,20 @@ impl NetArgs {
     /// Starts the key-peer monitor on `node` unless `enable_key_peer_monitor` is off; its
     /// key peers are the config's `key_peers` and the `--bootstrap` nodes. Returns the source
     /// of its `/debug/p2p/keepalive` view.
-    pub async fn start_key_peer_monitor(&self, opts: &Options, node: &NodeHandle, link: SessionLink, cancel: CancellationToken) -> anyhow::Result<Option<JsonSource>> {
+    pub async fn start_key_peer_monitor(
+        &self,
+        opts: &Options,
+        node: &NodeHandle,
+        link: SessionLink,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Option<JsonSource>> {
         if !opts.enable_key_peer_monitor {
             tracing::info!("key-peer monitor disabled (enable_key_peer_monitor = false)");
             return Ok(None);
         }
         let bootstrap = multiaddrs("--bootstrap", &self.bootstrap)?;
-        let seeds = KeyPeerSeeds::from_options(opts, &bootstrap).map_err(|e| bad_input(format!("config key `key_peers`: {e}")))?;
+        let seeds = KeyPeerSeeds::from_options(opts, &bootstrap)
+            .map_err(|e| bad_input(format!("config key `key_peers`: {e}")))?;
         let view = keepalive::spawn(node.clone(), opts, seeds, link, cancel).await;
         Ok(Some(keepalive::json_source(view)))
     }
@@ -171,8 +178,10 @@ impl NetArgs {
 /// unless quiet).
 pub fn init_logging(quiet: bool) {
     let default = if quiet { "error" } else { "warn,shoal=info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 
 /// Prints a line on stdout and flushes it, for scripts that wait for it.

@@ -38,40 +38,25 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
     if digits.is_empty() {
-        return Err(format!(
-            "bad size {s:?}: expected a number like 1048576 or 1MiB"
-        ));
+        return Err(format!("bad size {s:?}: expected a number like 1048576 or 1MiB"));
     }
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("bad size {s:?}: number too large"))?;
+    let n: u64 = digits.parse().map_err(|_| format!("bad size {s:?}: number too large"))?;
     let shift = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
         "t" | "tb" | "tib" => 40,
-        _ => {
-            return Err(format!(
-                "bad size {s:?}: unknown unit {unit:?} (use KiB, MiB, GiB)"
-            ))
-        }
+        _ => return Err(format!("bad size {s:?}: unknown unit {unit:?} (use KiB, MiB, GiB)")),
     };
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("bad size {s:?}: too large"))
+    n.checked_mul(1u64 << shift).ok_or_else(|| format!("bad size {s:?}: too large"))
 }
 
 /// `--tracker` values to BEP 12 tiers: one tier per flag, commas join URLs into one tier.
 pub fn tracker_tiers(values: &[String]) -> Vec<Vec<String>> {
     values
         .iter()
-        .map(|v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|u| !u.is_empty())
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
+        .map(|v| v.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_string).collect::<Vec<_>>())
         .filter(|tier| !tier.is_empty())
         .collect()
 }
@@ -89,8 +74,7 @@ pub fn run(args: CreateArgs) -> anyhow::Result<()> {
         ..CreateOptions::default()
     };
     let bytes = create_torrent(&args.path, &opts).map_err(classify)?;
-    std::fs::write(&args.output, &bytes)
-        .with_context(|| format!("{}: cannot write", args.output.display()))?;
+    std::fs::write(&args.output, &bytes).with_context(|| format!("{}: cannot write", args.output.display()))?;
     // Parse back what we wrote: prints exactly what other tools will see.
     let m = Metainfo::from_bytes(&bytes)
         .with_context(|| format!("{}: created torrent does not parse", args.output.display()))?;
@@ -122,10 +106,7 @@ fn report(args: &CreateArgs, m: &Metainfo) -> std::io::Result<()> {
 fn classify(e: CreateError) -> anyhow::Error {
     match &e {
         CreateError::Io { source, .. }
-            if !matches!(
-                source.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-            ) =>
+            if !matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied) =>
         {
             anyhow::Error::new(e)
         }
@@ -146,29 +127,14 @@ mod tests {
         assert_eq!(parse_size("1gib"), Ok(1 << 30));
         assert_eq!(parse_size("4 M"), Ok(4 << 20));
         assert_eq!(parse_size("0"), Ok(0));
-        for bad in [
-            "",
-            "MiB",
-            "1.5MiB",
-            "1XB",
-            "-1",
-            "99999999999999999999",
-            "20000000TiB",
-        ] {
+        for bad in ["", "MiB", "1.5MiB", "1XB", "-1", "99999999999999999999", "20000000TiB"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn tiers() {
-        let v = vec![
-            "http://a,http://b".to_string(),
-            "udp://c".to_string(),
-            ",".to_string(),
-        ];
-        assert_eq!(
-            tracker_tiers(&v),
-            vec![vec!["http://a", "http://b"], vec!["udp://c"]]
-        );
+        let v = vec!["http://a,http://b".to_string(), "udp://c".to_string(), ",".to_string()];
+        assert_eq!(tracker_tiers(&v), vec![vec!["http://a", "http://b"], vec!["udp://c"]]);
     }
 }

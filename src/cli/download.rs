@@ -45,7 +45,10 @@ fn load_input(args: &DownloadArgs) -> anyhow::Result<(Metainfo, Vec<String>)> {
     };
     let meta = info::load(file)?;
     if meta.info_hash != magnet.info_hash {
-        return Err(bad_input(format!("{file}: info-hash {} does not match the magnet's {}", meta.info_hash, magnet.info_hash)));
+        return Err(bad_input(format!(
+            "{file}: info-hash {} does not match the magnet's {}",
+            meta.info_hash, magnet.info_hash
+        )));
     }
     Ok((meta, magnet.peers.clone()))
 }
@@ -57,7 +60,8 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
     let mut net = args.net.clone();
     net.peers.extend(magnet_peers);
     let peers = net.peer_addrs().await?;
-    std::fs::create_dir_all(&args.output).with_context(|| format!("{}: cannot create the output directory", args.output.display()))?;
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("{}: cannot create the output directory", args.output.display()))?;
 
     let listen = args.net.listen.unwrap_or_else(|| "0.0.0.0:0".parse().expect("valid address"));
     let mut session = Session::start(options.clone(), Some(listen)).await?;
@@ -69,10 +73,15 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
     }
     let mode = effective_mode(&options, DhtMode::Auto)?;
     let keepalive = match session.node() {
-        Some(node) => args.net.start_key_peer_monitor(&options, node, session.keepalive_link(), session.cancel_token()).await?,
+        Some(node) => {
+            args.net.start_key_peer_monitor(&options, node, session.keepalive_link(), session.cancel_token()).await?
+        }
         None => None,
     };
-    let _diag = args.net.start_diag(Some(&session), session.node().cloned().map(|n| (n, mode)), keepalive, session.cancel_token()).await?;
+    let _diag = args
+        .net
+        .start_diag(Some(&session), session.node().cloned().map(|n| (n, mode)), keepalive, session.cancel_token())
+        .await?;
     let meta = Arc::new(meta);
     let handle = session.add_torrent(meta.clone(), args.output.clone());
     handle.add_peers(peers).await;
@@ -89,7 +98,12 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
     let stats = handle.stats().borrow().clone();
     if let Err(why) = outcome {
         session.shutdown().await;
-        anyhow::bail!("{}: download incomplete ({} of {} pieces verified): {why}", meta.name, stats.pieces_have, stats.pieces_total);
+        anyhow::bail!(
+            "{}: download incomplete ({} of {} pieces verified): {why}",
+            meta.name,
+            stats.pieces_have,
+            stats.pieces_total
+        );
     }
     if !args.net.quiet {
         eprintln!("{}", summary(&stats, started.elapsed()));

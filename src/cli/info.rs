@@ -60,9 +60,7 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
     };
     let mut out = std::io::stdout().lock();
     let written = if args.json {
-        serde_json::to_writer_pretty(&mut out, &report)
-            .map_err(std::io::Error::from)
-            .and_then(|()| writeln!(out))
+        serde_json::to_writer_pretty(&mut out, &report).map_err(std::io::Error::from).and_then(|()| writeln!(out))
     } else {
         print_text(&mut out, &report)
     };
@@ -83,12 +81,7 @@ fn from_torrent(m: &Metainfo) -> InfoJson {
     let files = m
         .files
         .iter()
-        .map(|f| FileJson {
-            path: f.path.join("/"),
-            length: f.length,
-            offset: f.offset,
-            padding: f.padding,
-        })
+        .map(|f| FileJson { path: f.path.join("/"), length: f.length, offset: f.offset, padding: f.padding })
         .collect();
     InfoJson {
         kind: "torrent",
@@ -142,11 +135,7 @@ fn print_text(out: &mut impl Write, r: &InfoJson) -> std::io::Result<()> {
     if let (Some(total), Some(pl), Some(pc)) = (r.total_size, r.piece_length, r.piece_count) {
         writeln!(out, "total size:    {total} bytes")?;
         writeln!(out, "pieces:        {pc} x {pl} bytes")?;
-        writeln!(
-            out,
-            "private:       {}",
-            if r.private { "yes" } else { "no" }
-        )?;
+        writeln!(out, "private:       {}", if r.private { "yes" } else { "no" })?;
         writeln!(out, "comment:       {}", opt(&r.comment))?;
         writeln!(out, "created by:    {}", opt(&r.created_by))?;
         let date = r.creation_date.map(|d| d.to_string());

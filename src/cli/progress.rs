@@ -39,7 +39,11 @@ impl Progress {
 
     pub fn update(&mut self, s: &TorrentStats) {
         let done = s.bytes_total - s.bytes_left;
-        let eta = if s.download_rate > 1.0 && s.bytes_left > 0 { format!("{:.0}s", s.bytes_left as f64 / s.download_rate) } else { "-".into() };
+        let eta = if s.download_rate > 1.0 && s.bytes_left > 0 {
+            format!("{:.0}s", s.bytes_left as f64 / s.download_rate)
+        } else {
+            "-".into()
+        };
         let rates = format!(
             "down {}/s up {}/s peers {}/{} eta {eta}",
             human_bytes(s.download_rate),
@@ -64,7 +68,13 @@ impl Progress {
                 }
                 *last = Some(Instant::now());
                 let pct = if s.bytes_total == 0 { 100.0 } else { done as f64 * 100.0 / s.bytes_total as f64 };
-                eprintln!("{} {:5.1}% {}/{} {rates}", s.name, pct, human_bytes(done as f64), human_bytes(s.bytes_total as f64));
+                eprintln!(
+                    "{} {:5.1}% {}/{} {rates}",
+                    s.name,
+                    pct,
+                    human_bytes(done as f64),
+                    human_bytes(s.bytes_total as f64)
+                );
             }
         }
     }

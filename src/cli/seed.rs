@@ -30,7 +30,8 @@ fn metainfo_for(path: &Path, torrent: Option<&Path>) -> anyhow::Result<Metainfo>
     if let Some(file) = torrent.filter(|f| f.exists()) {
         return info::load(&file.to_string_lossy());
     }
-    let bytes = create_torrent(path, &CreateOptions::default()).map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
+    let bytes =
+        create_torrent(path, &CreateOptions::default()).map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
     if let Some(file) = torrent {
         std::fs::write(file, &bytes).with_context(|| format!("{}: cannot write", file.display()))?;
     }
@@ -47,7 +48,11 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
     let meta = metainfo_for(&path, args.torrent.as_deref())?;
     let base = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     if base != meta.name {
-        return Err(bad_input(format!("{}: the torrent names its data `{}`, not `{base}`", args.path.display(), meta.name)));
+        return Err(bad_input(format!(
+            "{}: the torrent names its data `{}`, not `{base}`",
+            args.path.display(),
+            meta.name
+        )));
     }
     let root = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
     let peers = args.net.peer_addrs().await?;
@@ -59,10 +64,15 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
     }
     let mode = effective_mode(&options, DhtMode::Server)?;
     let keepalive = match session.node() {
-        Some(node) => args.net.start_key_peer_monitor(&options, node, session.keepalive_link(), session.cancel_token()).await?,
+        Some(node) => {
+            args.net.start_key_peer_monitor(&options, node, session.keepalive_link(), session.cancel_token()).await?
+        }
         None => None,
     };
-    let _diag = args.net.start_diag(Some(&session), session.node().cloned().map(|n| (n, mode)), keepalive, session.cancel_token()).await?;
+    let _diag = args
+        .net
+        .start_diag(Some(&session), session.node().cloned().map(|n| (n, mode)), keepalive, session.cancel_token())
+        .await?;
     let meta = Arc::new(meta);
     let handle = session.add_torrent(meta.clone(), root);
     Progress::new(args.net.quiet, meta.total_length).follow(handle.stats(), |s| s.phase != Phase::Checking).await;

@@ -14,7 +14,12 @@ use super::JsonSource;
 const POLL: Duration = Duration::from_secs(2);
 
 /// Starts the poller and returns the source the diagnostics server reads.
-pub fn routing_source(node: NodeHandle, mode: DhtMode, lookups: Arc<LookupLog>, cancel: CancellationToken) -> JsonSource {
+pub fn routing_source(
+    node: NodeHandle,
+    mode: DhtMode,
+    lookups: Arc<LookupLog>,
+    cancel: CancellationToken,
+) -> JsonSource {
     let latest = Arc::new(Mutex::new(json!({ "enabled": true, "peer_id": node.peer_id().to_base58() })));
     let out = latest.clone();
     tokio::spawn(async move {
@@ -37,7 +42,8 @@ pub fn routing_source(node: NodeHandle, mode: DhtMode, lookups: Arc<LookupLog>, 
 async fn snapshot(node: &NodeHandle, mode: DhtMode) -> Value {
     let size = node.routing_table_size().await.ok();
     let connected = node.connected_peers().await.map(|p| p.len()).ok();
-    let listen: Vec<String> = node.listen_addrs().await.map(|a| a.iter().map(|m| m.to_string()).collect()).unwrap_or_default();
+    let listen: Vec<String> =
+        node.listen_addrs().await.map(|a| a.iter().map(|m| m.to_string()).collect()).unwrap_or_default();
     json!({
         "enabled": true,
         "peer_id": node.peer_id().to_base58(),

@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 /// Binds `addr`, serves the diagnostics until `cancel` fires, and returns the bound address
 /// (so `127.0.0.1:0` picks a free port).
 pub async fn serve(addr: SocketAddr, state: DiagState, cancel: CancellationToken) -> io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await.map_err(|e| io::Error::new(e.kind(), format!("diag listen on {addr}: {e}")))?;
+    let listener =
+        TcpListener::bind(addr).await.map_err(|e| io::Error::new(e.kind(), format!("diag listen on {addr}: {e}")))?;
     let bound = listener.local_addr()?;
     let app = router(state);
     tokio::spawn(async move {

@@ -73,7 +73,12 @@ fn torrent(t: &TorrentStats) -> TorrentView<'_> {
             fraction,
         },
         rates: Rates { download: t.download_rate, upload: t.upload_rate },
-        totals: Totals { downloaded: t.downloaded, uploaded: t.uploaded, wasted: t.wasted, pieces_received: t.pieces_received },
+        totals: Totals {
+            downloaded: t.downloaded,
+            uploaded: t.uploaded,
+            wasted: t.wasted,
+            pieces_received: t.pieces_received,
+        },
         pool: t.pool,
         hash_failures: t.hash_failures,
         banned: t.banned,
@@ -95,7 +100,8 @@ pub struct PeerView<'a> {
 }
 
 pub fn peers(stats: &[TorrentStats]) -> Peers<'_> {
-    let peers = stats.iter().flat_map(|t| t.peers.iter().map(move |peer| PeerView { info_hash: &t.info_hash, peer })).collect();
+    let peers =
+        stats.iter().flat_map(|t| t.peers.iter().map(move |peer| PeerView { info_hash: &t.info_hash, peer })).collect();
     Peers { peers }
 }
 
@@ -184,7 +190,10 @@ mod tests {
 
     #[test]
     fn swarm_sums_over_torrents_and_counts_connections() {
-        let all = [stats("aa", vec![peer("inbound", "tcp"), peer("outbound", "tcp")]), stats("bb", vec![peer("outbound", "libp2p")])];
+        let all = [
+            stats("aa", vec![peer("inbound", "tcp"), peer("outbound", "tcp")]),
+            stats("bb", vec![peer("outbound", "libp2p")]),
+        ];
         let s = serde_json::to_value(swarm(&all)).unwrap();
         assert_eq!(s["torrents"], 2);
         assert_eq!(s["connections"]["total"], 3);

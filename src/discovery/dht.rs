@@ -122,7 +122,11 @@ fn on_reset(schedule: &mut Schedule, why: &str) {
         return;
     }
     if let ResetOutcome::Accepted(at) = schedule.reset(now) {
-        tracing::debug!(reason = why, in_ms = at.saturating_duration_since(Instant::now()).as_millis() as u64, "next DHT lookup brought forward");
+        tracing::debug!(
+            reason = why,
+            in_ms = at.saturating_duration_since(Instant::now()).as_millis() as u64,
+            "next DHT lookup brought forward"
+        );
     }
 }
 
@@ -131,7 +135,12 @@ async fn lookup(node: &NodeHandle, handle: &TorrentHandle, key: &[u8], log: &Loo
     let r = node.get_providers(key.to_vec()).await;
     metrics().observe_dht_lookup(t0.elapsed());
     let millis = t0.elapsed().as_millis() as u64;
-    let mut record = LookupRecord { info_hash: handle.info_hash.to_hex(), millis, at_secs: started.elapsed().as_secs_f64(), ..Default::default() };
+    let mut record = LookupRecord {
+        info_hash: handle.info_hash.to_hex(),
+        millis,
+        at_secs: started.elapsed().as_secs_f64(),
+        ..Default::default()
+    };
     match r {
         Ok(providers) => {
             record.providers = providers.len();

@@ -125,7 +125,14 @@ struct KeyPeer {
 
 impl KeyPeer {
     fn new(source: Source) -> KeyPeer {
-        KeyPeer { source, connected: false, failures: 0, last_probe: None, state: RepairState::Idle, last_contributed: None }
+        KeyPeer {
+            source,
+            connected: false,
+            failures: 0,
+            last_probe: None,
+            state: RepairState::Idle,
+            last_contributed: None,
+        }
     }
 }
 
@@ -334,7 +341,9 @@ impl KeyPeerMonitor {
     /// `fail_threshold`-th failure in a row starts the repair chain.
     pub fn probe_result(&mut self, peer: PeerId, ok: bool, _now: Instant) -> Action {
         let threshold = self.cfg.fail_threshold;
-        let Some(p) = self.peers.get_mut(&peer).filter(|p| p.state == RepairState::Probing) else { return Action::Nothing };
+        let Some(p) = self.peers.get_mut(&peer).filter(|p| p.state == RepairState::Probing) else {
+            return Action::Nothing;
+        };
         if ok {
             p.failures = 0;
             p.connected = true;
@@ -369,7 +378,9 @@ impl KeyPeerMonitor {
 
     /// The outcome of the redial with the addresses the lookup found.
     pub fn redial_result(&mut self, peer: PeerId, ok: bool, now: Instant) -> Action {
-        let Some(p) = self.peers.get_mut(&peer).filter(|p| p.state == RepairState::Redialing) else { return Action::Nothing };
+        let Some(p) = self.peers.get_mut(&peer).filter(|p| p.state == RepairState::Redialing) else {
+            return Action::Nothing;
+        };
         if ok {
             p.failures = 0;
             p.connected = true;
@@ -664,7 +675,14 @@ mod tests {
     #[test]
     fn resets_are_published_no_faster_than_the_cool_down_under_a_storm() {
         let t0 = Instant::now();
-        let c = MonitorConfig { probe_interval: s(1), min_probe_interval: s(1), fail_threshold: 1, max_concurrent: 50, max_size: 50, ..cfg() };
+        let c = MonitorConfig {
+            probe_interval: s(1),
+            min_probe_interval: s(1),
+            fail_threshold: 1,
+            max_concurrent: 50,
+            max_size: 50,
+            ..cfg()
+        };
         let (mut m, _) = with_peers(c, 20, t0);
         let mut now = t0;
         let mut published = Vec::new();

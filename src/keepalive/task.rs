@@ -40,7 +40,10 @@ pub struct SessionLink {
 }
 
 impl SessionLink {
-    pub fn new(torrents: Arc<dyn Fn() -> Vec<TorrentHandle> + Send + Sync>, resets: broadcast::Sender<()>) -> SessionLink {
+    pub fn new(
+        torrents: Arc<dyn Fn() -> Vec<TorrentHandle> + Send + Sync>,
+        resets: broadcast::Sender<()>,
+    ) -> SessionLink {
         SessionLink { torrents, resets: Some(resets) }
     }
 
@@ -90,7 +93,13 @@ enum Done {
 }
 
 /// Starts the monitor and returns the receiver of its latest view. Runs until `cancel`.
-pub async fn spawn(node: NodeHandle, options: &Options, seeds: KeyPeerSeeds, link: SessionLink, cancel: CancellationToken) -> watch::Receiver<MonitorView> {
+pub async fn spawn(
+    node: NodeHandle,
+    options: &Options,
+    seeds: KeyPeerSeeds,
+    link: SessionLink,
+    cancel: CancellationToken,
+) -> watch::Receiver<MonitorView> {
     let cfg = MonitorConfig::from_options(options);
     let now = Instant::now();
     let mut monitor = KeyPeerMonitor::new(cfg, now);
@@ -121,7 +130,8 @@ pub async fn spawn(node: NodeHandle, options: &Options, seeds: KeyPeerSeeds, lin
         "key-peer monitor started"
     );
     let (view_tx, view_rx) = watch::channel(monitor.view(now));
-    let task = MonitorTask { monitor, node, link, probe_timeout: options.probe_timeout, ops: JoinSet::new(), view: view_tx };
+    let task =
+        MonitorTask { monitor, node, link, probe_timeout: options.probe_timeout, ops: JoinSet::new(), view: view_tx };
     tokio::spawn(task.run(cancel));
     view_rx
 }
@@ -139,7 +149,8 @@ impl MonitorTask {
     async fn run(mut self, cancel: CancellationToken) {
         let cfg = *self.monitor.config();
         // A tick finer than either interval; the monitor decides what is due.
-        let tick_every = (cfg.probe_interval.min(cfg.min_probe_interval) / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let tick_every = (cfg.probe_interval.min(cfg.min_probe_interval) / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut contributors = tokio::time::interval(CONTRIBUTOR_POLL);
@@ -171,7 +182,12 @@ impl MonitorTask {
         let round = self.monitor.round_due(now);
         let due = self.monitor.due_probes(now);
         if round {
-            tracing::debug!(key_peers = self.monitor.len(), probes = due.len(), in_flight = self.monitor.in_flight(), "key-peer probe round");
+            tracing::debug!(
+                key_peers = self.monitor.len(),
+                probes = due.len(),
+                in_flight = self.monitor.in_flight(),
+                "key-peer probe round"
+            );
         }
         for peer in due {
             self.start_probe(peer);
@@ -230,7 +246,8 @@ impl MonitorTask {
                 self.monitor.probe_result(peer, ok, now)
             }
             Done::Lookup(peer, result) => {
-                let addrs = result.map_err(|e| tracing::info!(%peer, error = %e, "repair: peer not found in the DHT")).ok();
+                let addrs =
+                    result.map_err(|e| tracing::info!(%peer, error = %e, "repair: peer not found in the DHT")).ok();
                 self.monitor.repair_result(peer, addrs, now)
             }
             Done::Redial(peer, addrs, result) => {
@@ -256,7 +273,8 @@ impl MonitorTask {
                 metrics().keepalive.inc_repair_triggered();
                 tracing::info!(%peer, failures = self.monitor.failures(&peer), "repair started: looking the peer up in the DHT");
                 let node = self.node.clone();
-                self.ops.spawn(async move { Done::Lookup(peer, node.find_peer(peer).await.map_err(|e| e.to_string())) });
+                self.ops
+                    .spawn(async move { Done::Lookup(peer, node.find_peer(peer).await.map_err(|e| e.to_string())) });
             }
             Action::Redial(peer, addrs) => {
                 metrics().keepalive.inc_reconnect_attempts();

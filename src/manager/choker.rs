@@ -98,7 +98,13 @@ impl Choker {
         Round { unchoke, optimistic: self.optimistic }
     }
 
-    fn pick_optimistic(&self, now: Instant, peers: &[ChokeCandidate], regular: &HashSet<PeerKey>, rng: &mut impl Rng) -> Option<PeerKey> {
+    fn pick_optimistic(
+        &self,
+        now: Instant,
+        peers: &[ChokeCandidate],
+        regular: &HashSet<PeerKey>,
+        rng: &mut impl Rng,
+    ) -> Option<PeerKey> {
         let weight = |p: &ChokeCandidate| if now.duration_since(p.connected_at) < NEW_PEER { 3 } else { 1 };
         let choked: Vec<&ChokeCandidate> = peers.iter().filter(|p| p.interested && !regular.contains(&p.key)).collect();
         let total: u32 = choked.iter().map(|p| weight(p)).sum();
@@ -123,7 +129,16 @@ mod tests {
     use rand::SeedableRng;
 
     fn peer(key: PeerKey, rate_from: f64, at: Instant) -> ChokeCandidate {
-        ChokeCandidate { key, interested: true, rate_from, rate_to: 0.0, snubbed: false, connected_at: at, unchoked_since: None, choked_since: Some(at) }
+        ChokeCandidate {
+            key,
+            interested: true,
+            rate_from,
+            rate_to: 0.0,
+            snubbed: false,
+            connected_at: at,
+            unchoked_since: None,
+            choked_since: Some(at),
+        }
     }
 
     #[test]

@@ -39,7 +39,9 @@ pub struct PoolLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Heard of; dialled again once `retry_at` has passed.
-    Known { retry_at: Option<Instant> },
+    Known {
+        retry_at: Option<Instant>,
+    },
     Pending,
     Connecting,
     Connected,
@@ -101,7 +103,10 @@ impl Pool {
             self.promote(&addr, now);
             return false;
         }
-        self.entries.insert(addr.clone(), Entry { state: State::Known { retry_at: None }, failures: 0, score: 0.0, dialable: true });
+        self.entries.insert(
+            addr.clone(),
+            Entry { state: State::Known { retry_at: None }, failures: 0, score: 0.0, dialable: true },
+        );
         self.promote(&addr, now);
         true
     }
@@ -123,7 +128,12 @@ impl Pool {
         }
         let score = e.score;
         if self.count(|s| *s == State::Pending) >= self.limits.max_pending {
-            let lowest = self.entries.iter().filter(|(_, e)| e.state == State::Pending).min_by(|a, b| a.1.score.total_cmp(&b.1.score)).map(|(a, e)| (a.clone(), e.score));
+            let lowest = self
+                .entries
+                .iter()
+                .filter(|(_, e)| e.state == State::Pending)
+                .min_by(|a, b| a.1.score.total_cmp(&b.1.score))
+                .map(|(a, e)| (a.clone(), e.score));
             match lowest {
                 Some((low, low_score)) if low_score < score => {
                     self.entries.get_mut(&low).expect("present").state = State::Known { retry_at: None };
@@ -139,7 +149,9 @@ impl Pool {
         let ready: Vec<PeerAddr> = self
             .entries
             .iter()
-            .filter(|(_, e)| e.dialable && matches!(e.state, State::Known { retry_at } if retry_at.is_none_or(|t| t <= now)))
+            .filter(|(_, e)| {
+                e.dialable && matches!(e.state, State::Known { retry_at } if retry_at.is_none_or(|t| t <= now))
+            })
             .map(|(a, _)| a.clone())
             .collect();
         for a in ready {
@@ -154,7 +166,12 @@ impl Pool {
         if connecting >= self.limits.max_connecting || connecting + connected >= self.limits.max_connections {
             return None;
         }
-        let best = self.entries.iter().filter(|(_, e)| e.state == State::Pending).max_by(|a, b| a.1.score.total_cmp(&b.1.score)).map(|(a, _)| a.clone())?;
+        let best = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.state == State::Pending)
+            .max_by(|a, b| a.1.score.total_cmp(&b.1.score))
+            .map(|(a, _)| a.clone())?;
         self.entries.get_mut(&best).expect("present").state = State::Connecting;
         Some(best)
     }
@@ -186,7 +203,8 @@ impl Pool {
                 true
             }
             None => {
-                self.entries.insert(addr.clone(), Entry { state: State::Connected, failures: 0, score: 0.0, dialable: false });
+                self.entries
+                    .insert(addr.clone(), Entry { state: State::Connected, failures: 0, score: 0.0, dialable: false });
                 true
             }
         }
@@ -215,7 +233,12 @@ impl Pool {
 
     /// Never talk to this peer again in this session.
     pub fn ban(&mut self, addr: &PeerAddr) {
-        let e = self.entries.entry(addr.clone()).or_insert(Entry { state: State::Banned, failures: 0, score: 0.0, dialable: false });
+        let e = self.entries.entry(addr.clone()).or_insert(Entry {
+            state: State::Banned,
+            failures: 0,
+            score: 0.0,
+            dialable: false,
+        });
         e.state = State::Banned;
     }
 
@@ -235,7 +258,13 @@ mod tests {
     use super::*;
 
     fn limits() -> PoolLimits {
-        PoolLimits { max_connections: 3, max_connecting: 2, max_pending: 4, reconnect_delay: Duration::from_secs(60), max_connect_failures: 3 }
+        PoolLimits {
+            max_connections: 3,
+            max_connecting: 2,
+            max_pending: 4,
+            reconnect_delay: Duration::from_secs(60),
+            max_connect_failures: 3,
+        }
     }
 
     fn addr(n: u16) -> PeerAddr {

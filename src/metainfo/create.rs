@@ -48,11 +48,7 @@ pub enum CreateError {
     #[error("{path}: file name is not valid utf-8")]
     NotUtf8 { path: PathBuf },
     #[error("{path}: name {component:?} cannot go into a torrent: {reason}")]
-    BadName {
-        path: PathBuf,
-        component: String,
-        reason: &'static str,
-    },
+    BadName { path: PathBuf, component: String, reason: &'static str },
     #[error("piece size {0} must be a power of two in 16 KiB..=64 MiB")]
     BadPieceLength(u64),
     #[error("{0}: file changed size while hashing")]
@@ -77,10 +73,7 @@ pub struct Source {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CreateError + '_ {
-    move |source| CreateError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| CreateError::Io { path: path.to_path_buf(), source }
 }
 
 /// Walks `root` (a file, or a directory walked recursively) following the module's rules.
@@ -90,35 +83,19 @@ pub fn collect_files(root: &Path) -> Result<Source, CreateError> {
     let canonical = root.canonicalize().map_err(io_err(root))?;
     let name = checked_name(&canonical, canonical.file_name())?;
     if meta.is_file() {
-        let files = vec![SourceFile {
-            disk_path: root.to_path_buf(),
-            torrent_path: Vec::new(),
-            length: meta.len(),
-        }];
-        return Ok(Source {
-            name,
-            files,
-            multi_file: false,
-        });
+        let files = vec![SourceFile { disk_path: root.to_path_buf(), torrent_path: Vec::new(), length: meta.len() }];
+        return Ok(Source { name, files, multi_file: false });
     }
     let mut files = Vec::new();
     walk(root, &mut Vec::new(), &mut files)?;
     if files.is_empty() {
         return Err(CreateError::NoFiles(root.to_path_buf()));
     }
-    Ok(Source {
-        name,
-        files,
-        multi_file: true,
-    })
+    Ok(Source { name, files, multi_file: true })
 }
 
 fn checked_name(path: &Path, name: Option<&std::ffi::OsStr>) -> Result<String, CreateError> {
-    let name = name
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| CreateError::NotUtf8 {
-            path: path.to_path_buf(),
-        })?;
+    let name = name.and_then(|n| n.to_str()).ok_or_else(|| CreateError::NotUtf8 { path: path.to_path_buf() })?;
     validate::check_component(name).map_err(|reason| CreateError::BadName {
         path: path.to_path_buf(),
         component: name.to_string(),
@@ -127,15 +104,9 @@ fn checked_name(path: &Path, name: Option<&std::ffi::OsStr>) -> Result<String, C
     Ok(name.to_string())
 }
 
-fn walk(
-    dir: &Path,
-    prefix: &mut Vec<String>,
-    out: &mut Vec<SourceFile>,
-) -> Result<(), CreateError> {
-    let mut entries = std::fs::read_dir(dir)
-        .map_err(io_err(dir))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(io_err(dir))?;
+fn walk(dir: &Path, prefix: &mut Vec<String>, out: &mut Vec<SourceFile>) -> Result<(), CreateError> {
+    let mut entries =
+        std::fs::read_dir(dir).map_err(io_err(dir))?.collect::<Result<Vec<_>, _>>().map_err(io_err(dir))?;
     // Sorting by raw name bytes per directory gives component-wise path order overall.
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
@@ -150,11 +121,7 @@ fn walk(
             walk(&path, prefix, out)?;
         } else {
             let length = entry.metadata().map_err(io_err(&path))?.len();
-            out.push(SourceFile {
-                disk_path: path,
-                torrent_path: prefix.clone(),
-                length,
-            });
+            out.push(SourceFile { disk_path: path, torrent_path: prefix.clone(), length });
         }
         prefix.pop();
     }
@@ -167,22 +134,14 @@ pub fn default_piece_length(total: u64) -> u32 {
     const TARGET_PIECES: u64 = 1000;
     const MAX_DEFAULT: u64 = 16 << 20;
     let ideal = total / TARGET_PIECES;
-    let pow = if ideal == 0 {
-        0
-    } else {
-        1u64 << (63 - ideal.leading_zeros())
-    };
+    let pow = if ideal == 0 { 0 } else { 1u64 << (63 - ideal.leading_zeros()) };
     pow.clamp(u64::from(MIN_PIECE_LENGTH), MAX_DEFAULT) as u32
 }
 
 /// SHA-1 of every piece of the concatenated `files`, split across `threads` threads (0 = every
 /// core). Each thread hashes a contiguous run of pieces with positional reads, opening one
 /// file at a time, so pieces may span file boundaries and descriptors stay bounded.
-pub fn hash_pieces(
-    files: &[SourceFile],
-    piece_length: u32,
-    threads: usize,
-) -> Result<Vec<[u8; 20]>, CreateError> {
+pub fn hash_pieces(files: &[SourceFile], piece_length: u32, threads: usize) -> Result<Vec<[u8; 20]>, CreateError> {
     let total: u64 = files.iter().map(|f| f.length).sum();
     let piece_count = total.div_ceil(u64::from(piece_length)) as usize;
     let threads = match threads {
@@ -244,11 +203,7 @@ impl<'a> Reader<'a> {
             starts.push(at);
             at += f.length;
         }
-        Reader {
-            files,
-            starts,
-            open: None,
-        }
+        Reader { files, starts, open: None }
     }
 
     fn read_exact_at(&mut self, mut buf: &mut [u8], mut pos: u64) -> Result<(), CreateError> {
@@ -311,8 +266,7 @@ pub fn create_torrent(path: &Path, opts: &CreateOptions) -> Result<Vec<u8>, Crea
 
 /// Accepts a user-given piece length when it is a power of two in range.
 pub fn check_piece_length(p: u64) -> Result<u32, CreateError> {
-    let ok = p.is_power_of_two()
-        && (u64::from(MIN_PIECE_LENGTH)..=u64::from(MAX_PIECE_LENGTH)).contains(&p);
+    let ok = p.is_power_of_two() && (u64::from(MIN_PIECE_LENGTH)..=u64::from(MAX_PIECE_LENGTH)).contains(&p);
     if ok {
         Ok(p as u32)
     } else {
@@ -334,10 +288,7 @@ fn info_dict(source: &Source, piece_length: u32, pieces: &[[u8; 20]], private: b
             .iter()
             .map(|f| {
                 let path: Vec<Value> = f.torrent_path.iter().map(|c| c.as_str().into()).collect();
-                Value::dict()
-                    .with("length", length_value(f.length))
-                    .with("path", path)
-                    .build()
+                Value::dict().with("length", length_value(f.length)).with("path", path).build()
             })
             .collect::<Vec<_>>();
         info = info.with("files", files);
@@ -354,19 +305,9 @@ fn length_value(len: u64) -> Value {
 }
 
 fn outer_dict(info: Value, opts: &CreateOptions) -> Value {
-    let tiers: Vec<Vec<String>> = opts
-        .trackers
-        .iter()
-        .filter(|t| !t.is_empty())
-        .cloned()
-        .collect();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let created_by = opts
-        .created_by
-        .clone()
-        .unwrap_or_else(|| format!("shoal/{}", env!("CARGO_PKG_VERSION")));
+    let tiers: Vec<Vec<String>> = opts.trackers.iter().filter(|t| !t.is_empty()).cloned().collect();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let created_by = opts.created_by.clone().unwrap_or_else(|| format!("shoal/{}", env!("CARGO_PKG_VERSION")));
     let mut d = Value::dict()
         .with("info", info)
         .with("creation date", opts.creation_date.unwrap_or(now))
@@ -378,10 +319,8 @@ fn outer_dict(info: Value, opts: &CreateOptions) -> Value {
     // BEP 12 says announce-list is only needed for more than one tracker, but clients agree on
     // reading it whenever present; write it whenever there is more than one tracker.
     if tiers.iter().map(Vec::len).sum::<usize>() > 1 {
-        let list: Vec<Value> = tiers
-            .iter()
-            .map(|t| Value::List(t.iter().map(|u| u.as_str().into()).collect()))
-            .collect();
+        let list: Vec<Value> =
+            tiers.iter().map(|t| Value::List(t.iter().map(|u| u.as_str().into()).collect())).collect();
         d = d.with("announce-list", list);
     }
     d.build()
@@ -402,19 +341,14 @@ mod tests {
         for total in [50_000_000u64, 700_000_000, 4_000_000_000, 20_000_000_000] {
             let p = default_piece_length(total);
             let n = total.div_ceil(u64::from(p));
-            assert!(
-                p.is_power_of_two() && (1000..2000).contains(&n),
-                "{total}: {p} {n}"
-            );
+            assert!(p.is_power_of_two() && (1000..2000).contains(&n), "{total}: {p} {n}");
         }
     }
 
     fn write(dir: &Path, rel: &str, len: usize, seed: u8) {
         let p = dir.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        let data: Vec<u8> = (0..len)
-            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
-            .collect();
+        let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
         std::fs::write(p, data).unwrap();
     }
 
@@ -424,9 +358,7 @@ mod tests {
         for f in files {
             all.extend(std::fs::read(&f.disk_path).unwrap());
         }
-        all.chunks(piece_length as usize)
-            .map(|c| Sha1::digest(c).into())
-            .collect()
+        all.chunks(piece_length as usize).map(|c| Sha1::digest(c).into()).collect()
     }
 
     #[test]
@@ -441,10 +373,7 @@ mod tests {
         std::os::unix::fs::symlink(root.join("a.bin"), root.join("link")).unwrap();
         let src = collect_files(&root).unwrap();
         let names: Vec<String> = src.files.iter().map(|f| f.torrent_path.join("/")).collect();
-        assert_eq!(
-            names,
-            [".hidden", "a.bin", "b/empty", "b/z.bin", "c/d/e.bin"]
-        );
+        assert_eq!(names, [".hidden", "a.bin", "b/empty", "b/z.bin", "c/d/e.bin"]);
         let want = reference(&src.files, 16 << 10);
         for threads in [1, 2, 3, 7, 64] {
             assert_eq!(hash_pieces(&src.files, 16 << 10, threads).unwrap(), want);
@@ -458,10 +387,7 @@ mod tests {
         write(&root, "x/one", 30_000, 9);
         write(&root, "two", 5, 8);
         let opts = CreateOptions {
-            trackers: vec![
-                vec!["http://a/ann".into(), "http://b/ann".into()],
-                vec!["udp://c:1".into()],
-            ],
+            trackers: vec![vec!["http://a/ann".into(), "http://b/ann".into()], vec!["udp://c:1".into()]],
             private: true,
             comment: Some("hi".into()),
             creation_date: Some(1_700_000_000),
@@ -475,10 +401,7 @@ mod tests {
         assert_eq!(m.piece_count(), 2);
         assert_eq!(m.trackers, opts.trackers);
         assert_eq!(m.comment.as_deref(), Some("hi"));
-        assert_eq!(
-            m.created_by,
-            Some(format!("shoal/{}", env!("CARGO_PKG_VERSION")))
-        );
+        assert_eq!(m.created_by, Some(format!("shoal/{}", env!("CARGO_PKG_VERSION"))));
         assert_eq!(m.files[1].path, ["x", "one"]);
         assert_eq!(m.files[1].offset, 5);
 
@@ -494,22 +417,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let empty = tmp.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
-        assert!(matches!(
-            collect_files(&empty),
-            Err(CreateError::NoFiles(_))
-        ));
+        assert!(matches!(collect_files(&empty), Err(CreateError::NoFiles(_))));
         write(tmp.path(), "bad/CON.txt", 1, 0);
-        assert!(matches!(
-            collect_files(&tmp.path().join("bad")),
-            Err(CreateError::BadName { .. })
-        ));
-        assert!(matches!(
-            check_piece_length(1000),
-            Err(CreateError::BadPieceLength(1000))
-        ));
-        assert!(matches!(
-            collect_files(&tmp.path().join("missing")),
-            Err(CreateError::Io { .. })
-        ));
+        assert!(matches!(collect_files(&tmp.path().join("bad")), Err(CreateError::BadName { .. })));
+        assert!(matches!(check_piece_length(1000), Err(CreateError::BadPieceLength(1000))));
+        assert!(matches!(collect_files(&tmp.path().join("missing")), Err(CreateError::Io { .. })));
     }
 }

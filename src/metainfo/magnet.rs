@@ -39,29 +39,17 @@ pub enum MagnetError {
 }
 
 /// Everything but RFC 3986 unreserved characters is escaped.
-const VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+const VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 impl Magnet {
     /// A magnet with only the info-hash.
     pub fn new(info_hash: InfoHash) -> Self {
-        Magnet {
-            info_hash,
-            name: None,
-            trackers: Vec::new(),
-            peers: Vec::new(),
-            select_only: Vec::new(),
-        }
+        Magnet { info_hash, name: None, trackers: Vec::new(), peers: Vec::new(), select_only: Vec::new() }
     }
 
     pub fn parse(uri: &str) -> Result<Magnet, MagnetError> {
-        let query = uri
-            .strip_prefix("magnet:?")
-            .or_else(|| uri.strip_prefix("MAGNET:?"))
-            .ok_or(MagnetError::NotMagnet)?;
+        let query =
+            uri.strip_prefix("magnet:?").or_else(|| uri.strip_prefix("MAGNET:?")).ok_or(MagnetError::NotMagnet)?;
         let mut info_hash = None;
         let mut m = Magnet::new(InfoHash([0; 20]));
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -97,15 +85,8 @@ fn btih(xt: &str) -> Option<&str> {
 }
 
 fn decode(key: &str, raw: &str, plus_is_space: bool) -> Result<String, MagnetError> {
-    let raw = if plus_is_space {
-        raw.replace('+', " ")
-    } else {
-        raw.to_string()
-    };
-    percent_decode_str(&raw)
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| MagnetError::NotUtf8(key.to_string()))
+    let raw = if plus_is_space { raw.replace('+', " ") } else { raw.to_string() };
+    percent_decode_str(&raw).decode_utf8().map(|s| s.into_owned()).map_err(|_| MagnetError::NotUtf8(key.to_string()))
 }
 
 /// Parses BEP 53 `0,2,4-6`.
@@ -200,9 +181,7 @@ mod tests {
             select_only: vec![1..=1, 3..=9],
         };
         let s = m.to_string();
-        assert!(s.starts_with(&format!(
-            "magnet:?xt=urn:btih:{HEX}&dn=a%20b%26c%3Dd%2B%C3%A9"
-        )));
+        assert!(s.starts_with(&format!("magnet:?xt=urn:btih:{HEX}&dn=a%20b%26c%3Dd%2B%C3%A9")));
         assert!(s.ends_with("&so=1,3-9"));
         assert_eq!(Magnet::parse(&s), Ok(m));
     }
@@ -210,14 +189,8 @@ mod tests {
     #[test]
     fn errors() {
         assert_eq!(Magnet::parse("http://x"), Err(MagnetError::NotMagnet));
-        assert_eq!(
-            Magnet::parse("magnet:?dn=x"),
-            Err(MagnetError::MissingInfoHash)
-        );
-        assert_eq!(
-            Magnet::parse("magnet:?xt=urn:btmh:1220abcd"),
-            Err(MagnetError::MissingInfoHash)
-        );
+        assert_eq!(Magnet::parse("magnet:?dn=x"), Err(MagnetError::MissingInfoHash));
+        assert_eq!(Magnet::parse("magnet:?xt=urn:btmh:1220abcd"), Err(MagnetError::MissingInfoHash));
         assert_eq!(
             Magnet::parse("magnet:?xt=urn:btih:abc"),
             Err(MagnetError::BadInfoHash(InfoHashError::BadLength(3)))
@@ -234,10 +207,7 @@ mod tests {
             Magnet::parse(&format!("magnet:?xt=urn:btih:{HEX}&so=3-1")),
             Err(MagnetError::BadSelectOnly(_))
         ));
-        assert!(matches!(
-            Magnet::parse(&format!("magnet:?xt=urn:btih:{HEX}&dn=%FF")),
-            Err(MagnetError::NotUtf8(_))
-        ));
+        assert!(matches!(Magnet::parse(&format!("magnet:?xt=urn:btih:{HEX}&dn=%FF")), Err(MagnetError::NotUtf8(_))));
     }
 
     proptest::proptest! {

@@ -84,11 +84,7 @@ pub enum MetainfoError {
     #[error("{0}: missing")]
     Missing(String),
     #[error("{field}: expected {expected}, got {got}")]
-    WrongType {
-        field: String,
-        expected: &'static str,
-        got: &'static str,
-    },
+    WrongType { field: String, expected: &'static str, got: &'static str },
     #[error("{0}: not valid utf-8")]
     NotUtf8(String),
     #[error("info.piece length: {0} is not a power of two")]
@@ -97,15 +93,8 @@ pub enum MetainfoError {
     PieceLengthOutOfRange(i64),
     #[error("info.pieces: length {0} is not a multiple of 20")]
     PiecesNotMultipleOf20(usize),
-    #[error(
-        "info.pieces: {got} hashes, but {total} bytes in pieces of {piece_length} need {expected}"
-    )]
-    PieceCountMismatch {
-        got: usize,
-        expected: u64,
-        total: u64,
-        piece_length: u32,
-    },
+    #[error("info.pieces: {got} hashes, but {total} bytes in pieces of {piece_length} need {expected}")]
+    PieceCountMismatch { got: usize, expected: u64, total: u64, piece_length: u32 },
     #[error("{field}: negative length {value}")]
     NegativeLength { field: String, value: i64 },
     #[error("info.files: total length overflows 64 bits")]
@@ -115,11 +104,7 @@ pub enum MetainfoError {
     #[error("{0}: empty path")]
     EmptyPath(String),
     #[error("{field}: bad path component {component:?}: {reason}")]
-    BadPathComponent {
-        field: String,
-        component: String,
-        reason: &'static str,
-    },
+    BadPathComponent { field: String, component: String, reason: &'static str },
     #[error("info.files: duplicate path {0:?}")]
     DuplicatePath(String),
     #[error("info.files: {file:?} is a file but also the directory of {other:?}")]
@@ -252,10 +237,7 @@ impl Metainfo {
     /// Parses and validates a `.torrent` file.
     pub fn from_bytes(input: &[u8]) -> Result<Metainfo> {
         let top = bencode::decode_dict_with_spans(input, &Limits::TORRENT)?;
-        let info = top
-            .dict
-            .get(&b"info"[..])
-            .ok_or_else(|| MetainfoError::Missing("info".into()))?;
+        let info = top.dict.get(&b"info"[..]).ok_or_else(|| MetainfoError::Missing("info".into()))?;
         let info = expect_dict(info, "info")?;
         // The span exists whenever the key does; the raw bytes are what peers hash.
         let span = top.spans.get(&b"info"[..]).cloned().unwrap_or(0..0);
@@ -377,12 +359,8 @@ fn parse_piece_length(info: &BTreeMap<Vec<u8>, Value>) -> Result<u32> {
 }
 
 fn parse_pieces(info: &BTreeMap<Vec<u8>, Value>) -> Result<Vec<[u8; 20]>> {
-    let raw = info
-        .get(&b"pieces"[..])
-        .ok_or_else(|| MetainfoError::Missing("info.pieces".into()))?;
-    let raw = raw
-        .as_bytes()
-        .ok_or_else(|| wrong_type("info.pieces", "string", raw))?;
+    let raw = info.get(&b"pieces"[..]).ok_or_else(|| MetainfoError::Missing("info.pieces".into()))?;
+    let raw = raw.as_bytes().ok_or_else(|| wrong_type("info.pieces", "string", raw))?;
     if raw.len() % 20 != 0 {
         return Err(MetainfoError::PiecesNotMultipleOf20(raw.len()));
     }
@@ -399,30 +377,18 @@ fn parse_pieces(info: &BTreeMap<Vec<u8>, Value>) -> Result<Vec<[u8; 20]>> {
 fn check_piece_count(got: usize, total: u64, piece_length: u32) -> Result<()> {
     let expected = total.div_ceil(u64::from(piece_length));
     if got as u64 != expected {
-        return Err(MetainfoError::PieceCountMismatch {
-            got,
-            expected,
-            total,
-            piece_length,
-        });
+        return Err(MetainfoError::PieceCountMismatch { got, expected, total, piece_length });
     }
     Ok(())
 }
 
 fn single_file(info: &BTreeMap<Vec<u8>, Value>, name: &str) -> Result<FileEntry> {
     let length = parse_length(info, "info.length")?;
-    Ok(FileEntry {
-        path: vec![name.to_string()],
-        length,
-        offset: 0,
-        padding: false,
-    })
+    Ok(FileEntry { path: vec![name.to_string()], length, offset: 0, padding: false })
 }
 
 fn parse_files(list: &Value) -> Result<Vec<FileEntry>> {
-    let list = list
-        .as_list()
-        .ok_or_else(|| wrong_type("info.files", "list", list))?;
+    let list = list.as_list().ok_or_else(|| wrong_type("info.files", "list", list))?;
     if list.is_empty() {
         return Err(MetainfoError::EmptyFileList);
     }
@@ -434,15 +400,8 @@ fn parse_files(list: &Value) -> Result<Vec<FileEntry>> {
         let length = parse_length(dict, &format!("{field}.length"))?;
         let path = parse_path(dict, &field)?;
         let padding = is_padding(dict, &path);
-        files.push(FileEntry {
-            path,
-            length,
-            offset,
-            padding,
-        });
-        offset = offset
-            .checked_add(length)
-            .ok_or(MetainfoError::TotalLengthOverflow)?;
+        files.push(FileEntry { path, length, offset, padding });
+        offset = offset.checked_add(length).ok_or(MetainfoError::TotalLengthOverflow)?;
     }
     validate::check_unique_paths(&files)?;
     Ok(files)
@@ -451,25 +410,17 @@ fn parse_files(list: &Value) -> Result<Vec<FileEntry>> {
 fn parse_path(dict: &BTreeMap<Vec<u8>, Value>, field: &str) -> Result<Vec<String>> {
     let (key, value) = match dict.get(&b"path.utf-8"[..]) {
         Some(v) => ("path.utf-8", v),
-        None => (
-            "path",
-            dict.get(&b"path"[..])
-                .ok_or_else(|| MetainfoError::Missing(format!("{field}.path")))?,
-        ),
+        None => ("path", dict.get(&b"path"[..]).ok_or_else(|| MetainfoError::Missing(format!("{field}.path")))?),
     };
     let field = format!("{field}.{key}");
-    let parts = value
-        .as_list()
-        .ok_or_else(|| wrong_type(&field, "list", value))?;
+    let parts = value.as_list().ok_or_else(|| wrong_type(&field, "list", value))?;
     if parts.is_empty() {
         return Err(MetainfoError::EmptyPath(field));
     }
     parts
         .iter()
         .map(|p| {
-            let raw = p
-                .as_bytes()
-                .ok_or_else(|| wrong_type(&field, "list of strings", p))?;
+            let raw = p.as_bytes().ok_or_else(|| wrong_type(&field, "list of strings", p))?;
             let comp = text(raw, key == "path.utf-8", &field)?;
             validate::check_component(&comp).map_err(|reason| MetainfoError::BadPathComponent {
                 field: field.clone(),
@@ -483,23 +434,15 @@ fn parse_path(dict: &BTreeMap<Vec<u8>, Value>, field: &str) -> Result<Vec<String
 
 /// BEP 47 `attr` containing `p`, or old libtorrent's `_____padding_file_` naming.
 fn is_padding(dict: &BTreeMap<Vec<u8>, Value>, path: &[String]) -> bool {
-    let attr = dict
-        .get(&b"attr"[..])
-        .and_then(Value::as_bytes)
-        .is_some_and(|a| a.contains(&b'p'));
-    let legacy = path
-        .last()
-        .is_some_and(|c| c.starts_with("_____padding_file_"));
+    let attr = dict.get(&b"attr"[..]).and_then(Value::as_bytes).is_some_and(|a| a.contains(&b'p'));
+    let legacy = path.last().is_some_and(|c| c.starts_with("_____padding_file_"));
     attr || legacy
 }
 
 /// The `length` key of a file dict (or of the info dict, single-file); `field` names it.
 fn parse_length(dict: &BTreeMap<Vec<u8>, Value>, field: &str) -> Result<u64> {
     let n = required_int(dict, "length", field)?;
-    u64::try_from(n).map_err(|_| MetainfoError::NegativeLength {
-        field: field.to_string(),
-        value: n,
-    })
+    u64::try_from(n).map_err(|_| MetainfoError::NegativeLength { field: field.to_string(), value: n })
 }
 
 fn parse_trackers(top: &BTreeMap<Vec<u8>, Value>) -> Vec<Vec<String>> {
@@ -512,11 +455,7 @@ fn parse_trackers(top: &BTreeMap<Vec<u8>, Value>) -> Vec<Vec<String>> {
         .iter()
         .filter_map(Value::as_list)
         .map(|tier| {
-            tier.iter()
-                .filter_map(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect::<Vec<_>>()
+            tier.iter().filter_map(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string).collect::<Vec<_>>()
         })
         .filter(|tier| !tier.is_empty())
         .collect();
@@ -532,11 +471,7 @@ fn parse_trackers(top: &BTreeMap<Vec<u8>, Value>) -> Vec<Vec<String>> {
 fn parse_url_list(top: &BTreeMap<Vec<u8>, Value>) -> Vec<String> {
     match top.get(&b"url-list"[..]) {
         Some(Value::Bytes(b)) if !b.is_empty() => vec![String::from_utf8_lossy(b).into_owned()],
-        Some(Value::List(l)) => l
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect(),
+        Some(Value::List(l)) => l.iter().filter_map(Value::as_str).map(str::to_string).collect(),
         _ => Vec::new(),
     }
 }
@@ -546,11 +481,7 @@ fn opt_text(dict: &BTreeMap<Vec<u8>, Value>, key: &str) -> Option<String> {
     dict.get(utf8_key.as_bytes())
         .and_then(Value::as_str)
         .map(str::to_string)
-        .or_else(|| {
-            dict.get(key.as_bytes())
-                .and_then(Value::as_bytes)
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-        })
+        .or_else(|| dict.get(key.as_bytes()).and_then(Value::as_bytes).map(|b| String::from_utf8_lossy(b).into_owned()))
 }
 
 /// `key.utf-8` when present (must be UTF-8), else `key` (decoded lossily: old torrents carry
@@ -562,9 +493,7 @@ fn utf8_preferred(dict: &BTreeMap<Vec<u8>, Value>, key: &str, field: &str) -> Re
         let raw = v.as_bytes().ok_or_else(|| wrong_type(&f, "string", v))?;
         return text(raw, true, &f);
     }
-    let v = dict
-        .get(key.as_bytes())
-        .ok_or_else(|| MetainfoError::Missing(field.to_string()))?;
+    let v = dict.get(key.as_bytes()).ok_or_else(|| MetainfoError::Missing(field.to_string()))?;
     let raw = v.as_bytes().ok_or_else(|| wrong_type(field, "string", v))?;
     text(raw, false, field)
 }
@@ -578,9 +507,7 @@ fn text(raw: &[u8], strict: bool, field: &str) -> Result<String> {
 }
 
 fn required_int(dict: &BTreeMap<Vec<u8>, Value>, key: &str, field: &str) -> Result<i64> {
-    let v = dict
-        .get(key.as_bytes())
-        .ok_or_else(|| MetainfoError::Missing(field.to_string()))?;
+    let v = dict.get(key.as_bytes()).ok_or_else(|| MetainfoError::Missing(field.to_string()))?;
     v.as_int().ok_or_else(|| wrong_type(field, "int", v))
 }
 
@@ -589,11 +516,7 @@ fn expect_dict<'a>(v: &'a Value, field: &str) -> Result<&'a BTreeMap<Vec<u8>, Va
 }
 
 fn wrong_type(field: &str, expected: &'static str, got: &Value) -> MetainfoError {
-    MetainfoError::WrongType {
-        field: field.to_string(),
-        expected,
-        got: got.kind_name(),
-    }
+    MetainfoError::WrongType { field: field.to_string(), expected, got: got.kind_name() }
 }
 
 #[cfg(test)]

@@ -7,10 +7,7 @@ const PL: i64 = 16 << 10;
 
 fn file(path: &[&str], length: i64) -> Value {
     let path: Vec<Value> = path.iter().map(|c| Value::from(*c)).collect();
-    Value::dict()
-        .with("length", length)
-        .with("path", path)
-        .build()
+    Value::dict().with("length", length).with("path", path).build()
 }
 
 fn pieces_for(total: i64) -> Vec<u8> {
@@ -36,19 +33,12 @@ fn single(length: i64) -> Value {
 }
 
 fn torrent(info: Value) -> Vec<u8> {
-    encode(
-        &Value::dict()
-            .with("announce", "http://t.example/announce")
-            .with("info", info)
-            .build(),
-    )
+    encode(&Value::dict().with("announce", "http://t.example/announce").with("info", info).build())
 }
 
 /// Replaces one key of the info dict.
 fn with_info_key(info: Value, key: &str, v: Value) -> Value {
-    let Value::Dict(mut d) = info else {
-        unreachable!()
-    };
+    let Value::Dict(mut d) = info else { unreachable!() };
     d.insert(key.as_bytes().to_vec(), v);
     Value::Dict(d)
 }
@@ -70,10 +60,7 @@ fn parses_single_file() {
     assert_eq!(m.piece_size(0), Some(16384));
     assert_eq!(m.piece_size(2), Some(40_000 - 2 * 16384));
     assert_eq!(m.piece_size(3), None);
-    assert_eq!(
-        m.trackers,
-        vec![vec!["http://t.example/announce".to_string()]]
-    );
+    assert_eq!(m.trackers, vec![vec!["http://t.example/announce".to_string()]]);
     assert_eq!(m.relative_path(&m.files[0]), PathBuf::from("one.bin"));
 }
 
@@ -83,13 +70,8 @@ fn parses_multi_file_with_padding_and_offsets() {
     if let Value::Dict(d) = &mut pad {
         d.insert(b"attr".to_vec(), "p".into());
     }
-    let files = vec![
-        file(&["a", "x.bin"], 5),
-        pad,
-        file(&["b"], 100),
-        file(&["_____padding_file_0_"], 16284),
-        file(&["c"], 0),
-    ];
+    let files =
+        vec![file(&["a", "x.bin"], 5), pad, file(&["b"], 100), file(&["_____padding_file_0_"], 16284), file(&["c"], 0)];
     let m = Metainfo::from_bytes(&torrent(multi(files, 32768))).unwrap();
     let offsets: Vec<u64> = m.files.iter().map(|f| f.offset).collect();
     assert_eq!(offsets, [0, 5, 16384, 16484, 32768]);
@@ -141,11 +123,7 @@ fn rejects_piece_length_faults() {
         MetainfoError::PieceLengthOutOfRange(8192)
     );
     assert_eq!(
-        parse_err(with_info_key(
-            single(10),
-            "piece length",
-            (128i64 << 20).into()
-        )),
+        parse_err(with_info_key(single(10), "piece length", (128i64 << 20).into())),
         MetainfoError::PieceLengthOutOfRange(128 << 20)
     );
     assert_eq!(
@@ -163,16 +141,8 @@ fn rejects_pieces_faults() {
         MetainfoError::PiecesNotMultipleOf20(19)
     );
     assert!(matches!(
-        parse_err(with_info_key(
-            single(100_000),
-            "pieces",
-            vec![0u8; 20].into()
-        )),
-        MetainfoError::PieceCountMismatch {
-            got: 1,
-            expected: 7,
-            ..
-        }
+        parse_err(with_info_key(single(100_000), "pieces", vec![0u8; 20].into())),
+        MetainfoError::PieceCountMismatch { got: 1, expected: 7, .. }
     ));
 }
 
@@ -180,20 +150,10 @@ fn rejects_pieces_faults() {
 fn rejects_length_faults() {
     assert_eq!(
         parse_err(with_info_key(single(10), "length", (-1i64).into())),
-        MetainfoError::NegativeLength {
-            field: "info.length".into(),
-            value: -1
-        }
+        MetainfoError::NegativeLength { field: "info.length".into(), value: -1 }
     );
-    let files = vec![
-        file(&["a"], i64::MAX),
-        file(&["b"], i64::MAX),
-        file(&["c"], 4),
-    ];
-    assert_eq!(
-        parse_err(multi(files, 0)),
-        MetainfoError::TotalLengthOverflow
-    );
+    let files = vec![file(&["a"], i64::MAX), file(&["b"], i64::MAX), file(&["c"], 4)];
+    assert_eq!(parse_err(multi(files, 0)), MetainfoError::TotalLengthOverflow);
     assert_eq!(parse_err(multi(vec![], 0)), MetainfoError::EmptyFileList);
     let e = parse_err(multi(vec![file(&["a"], -5)], 0));
     assert_eq!(e.to_string(), "info.files[0].length: negative length -5");
@@ -204,53 +164,28 @@ fn rejects_path_faults() {
     let cases: Vec<(Vec<Value>, &str)> = vec![
         (vec![file(&[], 1)], "info.files[0].path: empty path"),
         (vec![file(&["..", "x"], 1)], "relative component"),
-        (
-            vec![file(&["/etc", "passwd"], 1)],
-            "contains a path separator",
-        ),
+        (vec![file(&["/etc", "passwd"], 1)], "contains a path separator"),
         (vec![file(&["C:", "x"], 1)], "windows drive letter"),
         (vec![file(&["ok", "aux.txt"], 1)], "windows reserved name"),
-        (
-            vec![file(&["a"], 1), file(&["a"], 1)],
-            "duplicate path \"a\"",
-        ),
-        (
-            vec![file(&["a"], 1), file(&["a", "b"], 1)],
-            "is a file but also the directory",
-        ),
+        (vec![file(&["a"], 1), file(&["a"], 1)], "duplicate path \"a\""),
+        (vec![file(&["a"], 1), file(&["a", "b"], 1)], "is a file but also the directory"),
     ];
     for (files, want) in cases {
         let msg = parse_err(multi(files, 2)).to_string();
         assert!(msg.contains(want), "{msg:?} lacks {want:?}");
     }
     let e = parse_err(with_info_key(single(10), "name", "..".into()));
-    assert!(
-        e.to_string().starts_with("info.name: bad path component"),
-        "{e}"
-    );
+    assert!(e.to_string().starts_with("info.name: bad path component"), "{e}");
 }
 
 #[test]
 fn rejects_structure_faults() {
-    assert!(matches!(
-        Metainfo::from_bytes(b"d4:infoi1ee"),
-        Err(MetainfoError::WrongType { .. })
-    ));
-    assert_eq!(
-        Metainfo::from_bytes(b"de"),
-        Err(MetainfoError::Missing("info".into()))
-    );
+    assert!(matches!(Metainfo::from_bytes(b"d4:infoi1ee"), Err(MetainfoError::WrongType { .. })));
+    assert_eq!(Metainfo::from_bytes(b"de"), Err(MetainfoError::Missing("info".into())));
     let bad = Metainfo::from_bytes(b"d4:info").unwrap_err();
     assert!(bad.to_string().starts_with("bencode at byte 7"), "{bad}");
-    let no_name = Value::dict()
-        .with("length", 1i64)
-        .with("piece length", PL)
-        .with("pieces", vec![0u8; 20])
-        .build();
-    assert_eq!(
-        parse_err(no_name),
-        MetainfoError::Missing("info.name".into())
-    );
+    let no_name = Value::dict().with("length", 1i64).with("piece length", PL).with("pieces", vec![0u8; 20]).build();
+    assert_eq!(parse_err(no_name), MetainfoError::Missing("info.name".into()));
 }
 
 #[test]

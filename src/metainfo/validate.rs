@@ -43,9 +43,7 @@ fn is_reserved_name(c: &str) -> bool {
         return true;
     }
     let b = upper.as_bytes();
-    b.len() == 4
-        && (b.starts_with(b"COM") || b.starts_with(b"LPT"))
-        && (b'1'..=b'9').contains(&b[3])
+    b.len() == 4 && (b.starts_with(b"COM") || b.starts_with(b"LPT")) && (b'1'..=b'9').contains(&b[3])
 }
 
 /// Rejects two real files with the same path, and a file whose path is a directory of another.
@@ -64,15 +62,8 @@ pub fn check_unique_paths(files: &[FileEntry]) -> Result<(), MetainfoError> {
     }
     if let Some(file) = paths.iter().find(|p| dirs.contains(*p)) {
         let prefix = format!("{file}/");
-        let other = paths
-            .iter()
-            .find(|p| p.starts_with(&prefix))
-            .cloned()
-            .unwrap_or_default();
-        return Err(MetainfoError::FileIsDirectory {
-            file: file.clone(),
-            other,
-        });
+        let other = paths.iter().find(|p| p.starts_with(&prefix)).cloned().unwrap_or_default();
+        return Err(MetainfoError::FileIsDirectory { file: file.clone(), other });
     }
     Ok(())
 }
@@ -83,15 +74,7 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_names() {
-        for ok in [
-            "a",
-            ".hidden",
-            "ファイル.txt",
-            "console",
-            "COM0",
-            "LPT10",
-            "ab:c",
-        ] {
+        for ok in ["a", ".hidden", "ファイル.txt", "console", "COM0", "LPT10", "ab:c"] {
             assert_eq!(check_component(ok), Ok(()), "{ok}");
         }
     }
@@ -121,32 +104,17 @@ mod tests {
     }
 
     fn entry(path: &[&str], padding: bool) -> FileEntry {
-        FileEntry {
-            path: path.iter().map(|s| s.to_string()).collect(),
-            length: 1,
-            offset: 0,
-            padding,
-        }
+        FileEntry { path: path.iter().map(|s| s.to_string()).collect(), length: 1, offset: 0, padding }
     }
 
     #[test]
     fn duplicate_and_prefix_paths() {
         let dup = [entry(&["a", "b"], false), entry(&["a", "b"], false)];
-        assert_eq!(
-            check_unique_paths(&dup),
-            Err(MetainfoError::DuplicatePath("a/b".into()))
-        );
+        assert_eq!(check_unique_paths(&dup), Err(MetainfoError::DuplicatePath("a/b".into())));
         let prefix = [entry(&["a"], false), entry(&["a", "b"], false)];
-        assert!(matches!(
-            check_unique_paths(&prefix),
-            Err(MetainfoError::FileIsDirectory { .. })
-        ));
-        let pads = [
-            entry(&["x"], false),
-            entry(&[".pad", "100"], true),
-            entry(&["y"], false),
-            entry(&[".pad", "100"], true),
-        ];
+        assert!(matches!(check_unique_paths(&prefix), Err(MetainfoError::FileIsDirectory { .. })));
+        let pads =
+            [entry(&["x"], false), entry(&[".pad", "100"], true), entry(&["y"], false), entry(&[".pad", "100"], true)];
         assert_eq!(check_unique_paths(&pads), Ok(()));
     }
 }

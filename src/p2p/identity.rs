@@ -37,7 +37,8 @@ pub fn default_identity_path() -> Result<PathBuf, IdentityError> {
 /// Reads the keypair at `path`.
 pub fn load(path: &Path) -> Result<Keypair, IdentityError> {
     let bytes = fs::read(path).map_err(|source| IdentityError::Io { path: path.into(), source })?;
-    let keypair = Keypair::from_protobuf_encoding(&bytes).map_err(|source| IdentityError::Decode { path: path.into(), source })?;
+    let keypair = Keypair::from_protobuf_encoding(&bytes)
+        .map_err(|source| IdentityError::Decode { path: path.into(), source })?;
     if keypair.key_type() != libp2p::identity::KeyType::Ed25519 {
         return Err(IdentityError::NotEd25519 { path: path.into(), kind: keypair.key_type() });
     }
@@ -63,7 +64,8 @@ fn create(path: &Path) -> Result<Keypair, IdentityError> {
     // Written beside the target and renamed into place, so a crash never leaves a
     // half-written key that the next start would refuse.
     let tmp = path.with_extension("tmp");
-    let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io_err)?;
+    let mut file =
+        fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io_err)?;
     // `mode` applies only on creation; a stale tmp file may have kept a wider mode.
     file.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io_err)?;
     file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(io_err)?;

@@ -210,7 +210,9 @@ impl NodeHandle {
         }
         let mut listeners = HashMap::new();
         for addr in &config.listen {
-            let id = swarm.listen_on(addr.clone()).map_err(|e| NodeError::Listen { addr: addr.clone(), reason: e.to_string() })?;
+            let id = swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NodeError::Listen { addr: addr.clone(), reason: e.to_string() })?;
             listeners.insert(id, addr.clone());
         }
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
@@ -218,7 +220,13 @@ impl NodeHandle {
         event_loop.await_listeners(listeners).await?;
         event_loop.dial_bootstrap(&config.bootstrap)?;
         tokio::spawn(event_loop.run());
-        Ok(NodeHandle { peer_id, commands: tx, control, incoming: Arc::new(Mutex::new(Some(incoming))), timeout: config.query_timeout })
+        Ok(NodeHandle {
+            peer_id,
+            commands: tx,
+            control,
+            incoming: Arc::new(Mutex::new(Some(incoming))),
+            timeout: config.query_timeout,
+        })
     }
 
     pub fn peer_id(&self) -> PeerId {
@@ -322,7 +330,11 @@ impl NodeHandle {
         }
     }
 
-    async fn ask<T>(&self, what: &'static str, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NodeError> {
+    async fn ask<T>(
+        &self,
+        what: &'static str,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NodeError> {
         let (tx, rx) = oneshot::channel();
         let asked = async {
             self.commands.send(make(tx)).await.map_err(|_| NodeError::Stopped)?;
@@ -365,7 +377,8 @@ fn make_behaviour(key: &Keypair, config: &NodeConfig) -> Result<Behaviour, Box<d
         .set_provider_record_ttl(Some(PROVIDER_TTL));
     let kad = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kad_config);
     let identify = identify::Behaviour::new(
-        identify::Config::new(IDENTIFY_VERSION.into(), key.public()).with_agent_version(format!("shoal/{}", env!("CARGO_PKG_VERSION"))),
+        identify::Config::new(IDENTIFY_VERSION.into(), key.public())
+            .with_agent_version(format!("shoal/{}", env!("CARGO_PKG_VERSION"))),
     );
     let mdns = if config.mdns { Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?) } else { None };
     Ok(Behaviour {
@@ -421,10 +434,15 @@ impl EventLoop {
     }
 
     /// Drives the swarm until every listener has reported an address (or failed).
-    async fn await_listeners(&mut self, mut listeners: HashMap<libp2p::core::transport::ListenerId, Multiaddr>) -> Result<(), NodeError> {
+    async fn await_listeners(
+        &mut self,
+        mut listeners: HashMap<libp2p::core::transport::ListenerId, Multiaddr>,
+    ) -> Result<(), NodeError> {
         let deadline = tokio::time::Instant::now() + LISTEN_TIMEOUT;
         while !listeners.is_empty() {
-            let event = tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await.map_err(|_| NodeError::Timeout("listen"))?;
+            let event = tokio::time::timeout_at(deadline, self.swarm.select_next_some())
+                .await
+                .map_err(|_| NodeError::Timeout("listen"))?;
             match &event {
                 SwarmEvent::NewListenAddr { listener_id, .. } => {
                     listeners.remove(listener_id);
@@ -505,7 +523,10 @@ impl EventLoop {
             Command::GetProviders { key, reply } => {
                 let id = kad.get_providers(kad::RecordKey::new(&key));
                 let deadline = Instant::now() + self.query_timeout;
-                self.providers.insert(id, ProvidersLookup { reply, found: Vec::new(), dialing: HashSet::new(), query_done: false, deadline });
+                self.providers.insert(
+                    id,
+                    ProvidersLookup { reply, found: Vec::new(), dialing: HashSet::new(), query_done: false, deadline },
+                );
             }
             Command::FindPeer { peer, reply } => {
                 // We look a peer up because what we know of it may be stale (it restarted on

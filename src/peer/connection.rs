@@ -14,6 +14,7 @@ use crate::wire::extension::ExtHandshake;
 use crate::wire::{Message, MessageCodec};
 use bitvec::prelude::*;
 use futures::stream::FuturesOrdered;
+use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -22,7 +23,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use futures::stream::{SplitSink, SplitStream};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
@@ -127,17 +127,26 @@ async fn write_loop<S: AsyncRead + AsyncWrite>(
     }
 }
 
-async fn feed<S: AsyncRead + AsyncWrite>(sink: &mut Sink<S>, msg: Message, counters: &PeerCounters) -> Result<(), PeerError> {
+async fn feed<S: AsyncRead + AsyncWrite>(
+    sink: &mut Sink<S>,
+    msg: Message,
+    counters: &PeerCounters,
+) -> Result<(), PeerError> {
     if let Message::Piece { data, .. } = &msg {
         counters.uploaded.fetch_add(data.len() as u64, Ordering::Relaxed);
     }
     Ok(sink.feed(msg).await?)
 }
 
-type BlockRead = std::pin::Pin<Box<dyn std::future::Future<Output = (BlockRef, Result<bytes::Bytes, crate::storage::StorageError>)> + Send>>;
+type BlockRead = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (BlockRef, Result<bytes::Bytes, crate::storage::StorageError>)> + Send>,
+>;
 
 impl Task {
-    async fn drive<S: AsyncRead + AsyncWrite>(&mut self, reader: &mut SplitStream<Framed<S, MessageCodec>>) -> Result<(), PeerError> {
+    async fn drive<S: AsyncRead + AsyncWrite>(
+        &mut self,
+        reader: &mut SplitStream<Framed<S, MessageCodec>>,
+    ) -> Result<(), PeerError> {
         self.send_greeting().await?;
         let mut reads: FuturesOrdered<BlockRead> = FuturesOrdered::new();
         let idle = self.ctx.idle_timeout;
@@ -223,7 +232,10 @@ impl Task {
             Message::Piece { index, begin, data } => {
                 self.check_piece(index)?;
                 let length = data.len() as u32;
-                if length == 0 || length > MAX_SERVED_BLOCK || begin as u64 + length as u64 > self.piece_size(index) as u64 {
+                if length == 0
+                    || length > MAX_SERVED_BLOCK
+                    || begin as u64 + length as u64 > self.piece_size(index) as u64
+                {
                     return Err(PeerError::Protocol(format!("block {index}:{begin}+{length} out of range")));
                 }
                 self.ctx.counters.downloaded.fetch_add(length as u64, Ordering::Relaxed);
@@ -258,7 +270,10 @@ impl Task {
 
     fn on_request(&mut self, b: BlockRef) -> Result<(), PeerError> {
         self.check_piece(b.piece)?;
-        if b.length == 0 || b.length > MAX_SERVED_BLOCK || b.begin as u64 + b.length as u64 > self.piece_size(b.piece) as u64 {
+        if b.length == 0
+            || b.length > MAX_SERVED_BLOCK
+            || b.begin as u64 + b.length as u64 > self.piece_size(b.piece) as u64
+        {
             return Err(PeerError::Protocol(format!("request {}:{}+{} out of range", b.piece, b.begin, b.length)));
         }
         // Requests while choked, for pieces we lack, or past our advertised queue are
@@ -278,7 +293,11 @@ impl Task {
         }
     }
 
-    async fn on_block_read(&mut self, b: BlockRef, data: Result<bytes::Bytes, crate::storage::StorageError>) -> Result<(), PeerError> {
+    async fn on_block_read(
+        &mut self,
+        b: BlockRef,
+        data: Result<bytes::Bytes, crate::storage::StorageError>,
+    ) -> Result<(), PeerError> {
         let data = data.map_err(|e| PeerError::Io(std::io::Error::other(e.to_string())))?;
         if self.am_choking {
             return Ok(());
@@ -294,7 +313,9 @@ impl Task {
                     self.send(Message::Request { index: b.piece, begin: b.begin, length: b.length }).await?;
                 }
             }
-            PeerCommand::Cancel(b) => self.send(Message::Cancel { index: b.piece, begin: b.begin, length: b.length }).await?,
+            PeerCommand::Cancel(b) => {
+                self.send(Message::Cancel { index: b.piece, begin: b.begin, length: b.length }).await?
+            }
             PeerCommand::Choke => {
                 if !self.am_choking {
                     self.am_choking = true;

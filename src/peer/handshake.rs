@@ -14,7 +14,10 @@ use tokio_util::codec::Framed;
 
 pub type MessageStream<S> = Framed<S, MessageCodec>;
 
-async fn read_handshake<S: AsyncRead + AsyncWrite + Unpin>(framed: &mut Framed<S, HandshakeCodec>, timeout: Duration) -> Result<Handshake, PeerError> {
+async fn read_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    framed: &mut Framed<S, HandshakeCodec>,
+    timeout: Duration,
+) -> Result<Handshake, PeerError> {
     match tokio::time::timeout(timeout, framed.next()).await {
         Err(_) => Err(PeerError::Timeout("handshake")),
         Ok(None) => Err(PeerError::Eof),
@@ -23,7 +26,11 @@ async fn read_handshake<S: AsyncRead + AsyncWrite + Unpin>(framed: &mut Framed<S
 }
 
 /// Dials side: sends our handshake and checks theirs.
-pub async fn outbound<S: AsyncRead + AsyncWrite + Unpin>(stream: S, ours: Handshake, timeout: Duration) -> Result<(MessageStream<S>, Handshake), PeerError> {
+pub async fn outbound<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    ours: Handshake,
+    timeout: Duration,
+) -> Result<(MessageStream<S>, Handshake), PeerError> {
     let mut framed = Framed::new(stream, HandshakeCodec);
     tokio::time::timeout(timeout, framed.send(ours)).await.map_err(|_| PeerError::Timeout("handshake"))??;
     let theirs = read_handshake(&mut framed, timeout).await?;
@@ -32,7 +39,10 @@ pub async fn outbound<S: AsyncRead + AsyncWrite + Unpin>(stream: S, ours: Handsh
 }
 
 /// Accepting side, first half: reads the peer's handshake so the session can route it.
-pub async fn read_inbound<S: AsyncRead + AsyncWrite + Unpin>(stream: S, timeout: Duration) -> Result<(Framed<S, HandshakeCodec>, Handshake), PeerError> {
+pub async fn read_inbound<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    timeout: Duration,
+) -> Result<(Framed<S, HandshakeCodec>, Handshake), PeerError> {
     let mut framed = Framed::new(stream, HandshakeCodec);
     let theirs = read_handshake(&mut framed, timeout).await?;
     Ok((framed, theirs))

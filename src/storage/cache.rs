@@ -38,11 +38,7 @@ pub struct PieceCache {
 
 impl PieceCache {
     pub fn new(max_pieces: usize, max_bytes: u64) -> PieceCache {
-        PieceCache {
-            max_pieces: max_pieces.max(1),
-            max_bytes,
-            lru: Mutex::new(Lru::default()),
-        }
+        PieceCache { max_pieces: max_pieces.max(1), max_bytes, lru: Mutex::new(Lru::default()) }
     }
 
     /// The piece `index` (of `size` bytes), from the cache or by running `load` once.
@@ -78,15 +74,9 @@ impl PieceCache {
             return slot;
         }
         let slot = Slot::default();
-        lru.entries.push_back(Entry {
-            index,
-            size,
-            slot: slot.clone(),
-        });
+        lru.entries.push_back(Entry { index, size, slot: slot.clone() });
         lru.bytes += size;
-        while lru.entries.len() > 1
-            && (lru.entries.len() > self.max_pieces || lru.bytes > self.max_bytes)
-        {
+        while lru.entries.len() > 1 && (lru.entries.len() > self.max_pieces || lru.bytes > self.max_bytes) {
             let e = lru.entries.pop_front().expect("more than one entry");
             lru.bytes -= e.size;
         }
@@ -95,11 +85,7 @@ impl PieceCache {
 
     fn remove_slot(&self, index: u32, slot: &Slot) {
         let mut lru = self.lru.lock().expect("piece cache poisoned");
-        if let Some(pos) = lru
-            .entries
-            .iter()
-            .position(|e| e.index == index && Arc::ptr_eq(&e.slot, slot))
-        {
+        if let Some(pos) = lru.entries.iter().position(|e| e.index == index && Arc::ptr_eq(&e.slot, slot)) {
             let e = lru.entries.remove(pos).expect("position is in range");
             lru.bytes -= e.size;
         }
@@ -107,13 +93,7 @@ impl PieceCache {
 
     #[cfg(test)]
     fn cached(&self) -> Vec<u32> {
-        self.lru
-            .lock()
-            .unwrap()
-            .entries
-            .iter()
-            .map(|e| e.index)
-            .collect()
+        self.lru.lock().unwrap().entries.iter().map(|e| e.index).collect()
     }
 }
 
@@ -163,9 +143,7 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(loads.load(Ordering::SeqCst), 1);
 
-        let failed = cache
-            .get(9, 4, || async { Err::<Bytes, _>("disk on fire") })
-            .await;
+        let failed = cache.get(9, 4, || async { Err::<Bytes, _>("disk on fire") }).await;
         assert!(failed.is_err());
         assert_eq!(cache.cached(), vec![7]);
         cache.invalidate(7);

@@ -25,17 +25,9 @@ pub fn check_pieces(
         return Ok(have);
     }
     let disk_lengths = (0..layout.file_count())
-        .map(|f| {
-            if layout.is_padding(f) {
-                Ok(None)
-            } else {
-                files.disk_length(f)
-            }
-        })
+        .map(|f| if layout.is_padding(f) { Ok(None) } else { files.disk_length(f) })
         .collect::<Result<Vec<_>, _>>()?;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(count as usize) as u32;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(count as usize) as u32;
     let chunk = count.div_ceil(threads);
     let checked = AtomicU32::new(0);
     let scan = |from: u32, to: u32| -> Result<Vec<u32>, StorageError> {
@@ -43,11 +35,10 @@ pub fn check_pieces(
         let mut had = Vec::new();
         for index in from..to {
             let size = layout.piece_size(index)? as usize;
-            let present = layout.piece_segments(index)?.iter().all(|s| {
-                s.padding
-                    || disk_lengths[s.file]
-                        .is_some_and(|len| len >= s.file_offset + u64::from(s.len))
-            });
+            let present = layout
+                .piece_segments(index)?
+                .iter()
+                .all(|s| s.padding || disk_lengths[s.file].is_some_and(|len| len >= s.file_offset + u64::from(s.len)));
             if present
                 && pieces::read(layout, files, index, &mut buf[..size])?
                 && pieces::hash_matches(&buf[..size], &hashes[index as usize])
@@ -66,10 +57,7 @@ pub fn check_pieces(
                 s.spawn(move || scan(from, to))
             })
             .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+        workers.into_iter().map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
     });
     for result in results {
         for index in result? {

@@ -46,21 +46,13 @@ pub struct FileTable {
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> StorageError {
-    StorageError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    StorageError::Io { path: path.to_path_buf(), source }
 }
 
 impl FileTable {
     pub fn new(meta: &Metainfo, root: &Path) -> FileTable {
-        let paths = (0..meta.files.len())
-            .map(|i| file_path(meta, root, i))
-            .collect();
-        FileTable {
-            paths,
-            open: Mutex::new(HashMap::new()),
-        }
+        let paths = (0..meta.files.len()).map(|i| file_path(meta, root, i)).collect();
+        FileTable { paths, open: Mutex::new(HashMap::new()) }
     }
 
     pub fn path(&self, file: usize) -> &Path {
@@ -69,12 +61,8 @@ impl FileTable {
 
     /// Writes all of `data` at `offset` of `file`, creating the file and its directories.
     pub fn write(&self, file: usize, offset: u64, data: &[u8]) -> Result<(), StorageError> {
-        let handle = self
-            .handle(file, true)?
-            .expect("writable open creates the file");
-        handle
-            .write_all_at(data, offset)
-            .map_err(|e| io_error(self.path(file), e))
+        let handle = self.handle(file, true)?.expect("writable open creates the file");
+        handle.write_all_at(data, offset).map_err(|e| io_error(self.path(file), e))
     }
 
     /// Fills `buf` from `offset` of `file`. `Ok(false)` when the file is missing or too short
@@ -102,9 +90,7 @@ impl FileTable {
     /// Makes `file` exist with at least `length` bytes (extending sparsely, never truncating),
     /// and, when `sync`, flushes it to disk.
     pub fn ensure_length(&self, file: usize, length: u64, sync: bool) -> Result<(), StorageError> {
-        let handle = self
-            .handle(file, true)?
-            .expect("writable open creates the file");
+        let handle = self.handle(file, true)?.expect("writable open creates the file");
         let path = self.path(file);
         let current = handle.metadata().map_err(|e| io_error(path, e))?.len();
         if current < length {
@@ -130,12 +116,7 @@ impl FileTable {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
             }
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)
         } else {
             File::open(path)
         };
@@ -148,13 +129,7 @@ impl FileTable {
             let victim = *open.keys().next().expect("table is non-empty");
             open.remove(&victim);
         }
-        open.insert(
-            file,
-            Handle {
-                file: f.clone(),
-                writable: write,
-            },
-        );
+        open.insert(file, Handle { file: f.clone(), writable: write });
         Ok(Some(f))
     }
 }
@@ -177,10 +152,7 @@ mod tests {
         m.name = "album".into();
         m.files[1].path = vec!["disc 1".into(), "track.flac".into()];
         assert_eq!(file_path(&m, root, 0), Path::new("/out/album/a"));
-        assert_eq!(
-            file_path(&m, root, 1),
-            Path::new("/out/album/disc 1/track.flac")
-        );
+        assert_eq!(file_path(&m, root, 1), Path::new("/out/album/disc 1/track.flac"));
     }
 
     #[test]
@@ -194,10 +166,7 @@ mod tests {
         t.write(0, 2, b"xy").unwrap();
         assert!(t.read(0, 0, &mut buf[..4]).unwrap());
         assert_eq!(buf, [0, 0, b'x', b'y']);
-        assert!(
-            !t.read(0, 2, &mut buf).unwrap(),
-            "range past the end is no data"
-        );
+        assert!(!t.read(0, 2, &mut buf).unwrap(), "range past the end is no data");
         assert_eq!(t.disk_length(0).unwrap(), Some(4));
     }
 

@@ -48,23 +48,14 @@ impl Layout {
             .iter()
             .map(|f| {
                 debug_assert_eq!(f.offset, offset, "metainfo file offsets are not contiguous");
-                let span = FileSpan {
-                    offset,
-                    length: f.length,
-                    padding: f.padding,
-                };
+                let span = FileSpan { offset, length: f.length, padding: f.padding };
                 offset += f.length;
                 span
             })
             .collect();
         debug_assert_eq!(offset, meta.total_length);
         let piece_count = u32::try_from(meta.pieces.len()).expect("piece count fits in u32");
-        Layout {
-            piece_length: meta.piece_length,
-            piece_count,
-            total_length: offset,
-            files,
-        }
+        Layout { piece_length: meta.piece_length, piece_count, total_length: offset, files }
     }
 
     pub fn piece_count(&self) -> u32 {
@@ -103,11 +94,7 @@ impl Layout {
         let size = self.piece_size(index)?;
         let end = u64::from(begin) + u64::from(length);
         if length == 0 || end > u64::from(size) {
-            return Err(StorageError::BadBlock {
-                index,
-                begin,
-                length,
-            });
+            return Err(StorageError::BadBlock { index, begin, length });
         }
         Ok(())
     }
@@ -120,12 +107,7 @@ impl Layout {
 
     /// Segments covering `begin..begin+length` of piece `index`, in stream order; their lengths
     /// sum to `length`.
-    pub fn segments(
-        &self,
-        index: u32,
-        begin: u32,
-        length: u32,
-    ) -> Result<Vec<Segment>, StorageError> {
+    pub fn segments(&self, index: u32, begin: u32, length: u32) -> Result<Vec<Segment>, StorageError> {
         self.check_block(index, begin, length)?;
         let start = u64::from(index) * u64::from(self.piece_length) + u64::from(begin);
         let end = start + u64::from(length);
@@ -148,10 +130,7 @@ impl Layout {
                 padding: f.padding,
             });
         }
-        debug_assert_eq!(
-            out.iter().map(|s| u64::from(s.len)).sum::<u64>(),
-            u64::from(length)
-        );
+        debug_assert_eq!(out.iter().map(|s| u64::from(s.len)).sum::<u64>(), u64::from(length));
         Ok(out)
     }
 }
@@ -168,12 +147,7 @@ pub(crate) mod tests {
         let files: Vec<FileEntry> = files
             .iter()
             .map(|&(name, length, padding)| {
-                let e = FileEntry {
-                    path: vec![name.to_string()],
-                    length,
-                    offset,
-                    padding,
-                };
+                let e = FileEntry { path: vec![name.to_string()], length, offset, padding };
                 offset += length;
                 e
             })
@@ -198,12 +172,7 @@ pub(crate) mod tests {
     }
 
     fn seg(file: usize, file_offset: u64, len: u32) -> Segment {
-        Segment {
-            file,
-            file_offset,
-            len,
-            padding: false,
-        }
+        Segment { file, file_offset, len, padding: false }
     }
 
     #[test]
@@ -228,79 +197,39 @@ pub(crate) mod tests {
         let l = Layout::new(&meta(16, &[("a", 40, false)]));
         assert!(l.check_block(0, 0, 16).is_ok());
         assert!(l.check_block(2, 4, 4).is_ok());
-        assert!(matches!(
-            l.check_block(2, 4, 5),
-            Err(StorageError::BadBlock {
-                index: 2,
-                begin: 4,
-                length: 5
-            })
-        ));
-        assert!(matches!(
-            l.check_block(0, 0, 0),
-            Err(StorageError::BadBlock { .. })
-        ));
-        assert!(matches!(
-            l.check_block(0, u32::MAX, 2),
-            Err(StorageError::BadBlock { .. })
-        ));
-        assert!(matches!(
-            l.check_block(9, 0, 1),
-            Err(StorageError::BadPiece(9))
-        ));
-        assert!(matches!(
-            l.segments(0, 16, 1),
-            Err(StorageError::BadBlock { .. })
-        ));
+        assert!(matches!(l.check_block(2, 4, 5), Err(StorageError::BadBlock { index: 2, begin: 4, length: 5 })));
+        assert!(matches!(l.check_block(0, 0, 0), Err(StorageError::BadBlock { .. })));
+        assert!(matches!(l.check_block(0, u32::MAX, 2), Err(StorageError::BadBlock { .. })));
+        assert!(matches!(l.check_block(9, 0, 1), Err(StorageError::BadPiece(9))));
+        assert!(matches!(l.segments(0, 16, 1), Err(StorageError::BadBlock { .. })));
     }
 
     #[test]
     fn piece_spanning_three_files() {
         // a: 0..10, b: 10..14, c: 14..30; piece 0 = 0..16.
-        let l = Layout::new(&meta(
-            16,
-            &[("a", 10, false), ("b", 4, false), ("c", 16, false)],
-        ));
-        assert_eq!(
-            l.piece_segments(0).unwrap(),
-            vec![seg(0, 0, 10), seg(1, 0, 4), seg(2, 0, 2)]
-        );
+        let l = Layout::new(&meta(16, &[("a", 10, false), ("b", 4, false), ("c", 16, false)]));
+        assert_eq!(l.piece_segments(0).unwrap(), vec![seg(0, 0, 10), seg(1, 0, 4), seg(2, 0, 2)]);
         assert_eq!(l.piece_segments(1).unwrap(), vec![seg(2, 2, 14)]);
         // A block starting inside a, ending inside c.
-        assert_eq!(
-            l.segments(0, 8, 7).unwrap(),
-            vec![seg(0, 8, 2), seg(1, 0, 4), seg(2, 0, 1)]
-        );
+        assert_eq!(l.segments(0, 8, 7).unwrap(), vec![seg(0, 8, 2), seg(1, 0, 4), seg(2, 0, 1)]);
     }
 
     #[test]
     fn file_inside_one_piece() {
         // a: 0..5, b: 5..8 (inside piece 0), c: 8..40.
-        let l = Layout::new(&meta(
-            16,
-            &[("a", 5, false), ("b", 3, false), ("c", 32, false)],
-        ));
-        assert_eq!(
-            l.piece_segments(0).unwrap(),
-            vec![seg(0, 0, 5), seg(1, 0, 3), seg(2, 0, 8)]
-        );
+        let l = Layout::new(&meta(16, &[("a", 5, false), ("b", 3, false), ("c", 32, false)]));
+        assert_eq!(l.piece_segments(0).unwrap(), vec![seg(0, 0, 5), seg(1, 0, 3), seg(2, 0, 8)]);
         assert_eq!(l.segments(0, 5, 3).unwrap(), vec![seg(1, 0, 3)]);
         assert_eq!(l.piece_segments(2).unwrap(), vec![seg(2, 24, 8)]);
     }
 
     #[test]
     fn blocks_ending_and_starting_exactly_at_boundaries() {
-        let l = Layout::new(&meta(
-            16,
-            &[("a", 8, false), ("b", 8, false), ("c", 8, false)],
-        ));
+        let l = Layout::new(&meta(16, &[("a", 8, false), ("b", 8, false), ("c", 8, false)]));
         assert_eq!(l.segments(0, 0, 8).unwrap(), vec![seg(0, 0, 8)]);
         assert_eq!(l.segments(0, 8, 8).unwrap(), vec![seg(1, 0, 8)]);
         assert_eq!(l.segments(1, 0, 8).unwrap(), vec![seg(2, 0, 8)]);
-        assert_eq!(
-            l.segments(0, 7, 2).unwrap(),
-            vec![seg(0, 7, 1), seg(1, 0, 1)]
-        );
+        assert_eq!(l.segments(0, 7, 2).unwrap(), vec![seg(0, 7, 1), seg(1, 0, 1)]);
     }
 
     #[test]
@@ -317,10 +246,7 @@ pub(crate) mod tests {
             ],
         ));
         assert_eq!(l.piece_count(), 2);
-        assert_eq!(
-            l.piece_segments(0).unwrap(),
-            vec![seg(1, 0, 10), seg(4, 0, 6)]
-        );
+        assert_eq!(l.piece_segments(0).unwrap(), vec![seg(1, 0, 10), seg(4, 0, 6)]);
         assert_eq!(l.piece_segments(1).unwrap(), vec![seg(4, 6, 4)]);
         // A block starting exactly where the zero-length files sit.
         assert_eq!(l.segments(0, 10, 2).unwrap(), vec![seg(4, 0, 2)]);
@@ -329,23 +255,9 @@ pub(crate) mod tests {
     #[test]
     fn padding_segments_are_marked() {
         // a: 0..10, pad: 10..16, b: 16..26 — the BEP 47 shape (b aligned to a piece).
-        let l = Layout::new(&meta(
-            16,
-            &[("a", 10, false), (".pad", 6, true), ("b", 10, false)],
-        ));
+        let l = Layout::new(&meta(16, &[("a", 10, false), (".pad", 6, true), ("b", 10, false)]));
         let p0 = l.piece_segments(0).unwrap();
-        assert_eq!(
-            p0,
-            vec![
-                seg(0, 0, 10),
-                Segment {
-                    file: 1,
-                    file_offset: 0,
-                    len: 6,
-                    padding: true
-                }
-            ]
-        );
+        assert_eq!(p0, vec![seg(0, 0, 10), Segment { file: 1, file_offset: 0, len: 6, padding: true }]);
         assert_eq!(l.piece_segments(1).unwrap(), vec![seg(2, 0, 10)]);
         assert!(l.is_padding(1));
         assert!(!l.is_padding(2));

@@ -18,9 +18,9 @@ pub mod layout;
 mod pieces;
 
 use crate::metainfo::Metainfo;
+use crate::metrics::metrics;
 use bitvec::order::Msb0;
 use bitvec::vec::BitVec;
-use crate::metrics::metrics;
 use bytes::Bytes;
 use cache::PieceCache;
 use files::FileTable;
@@ -35,10 +35,7 @@ const CACHE_BYTES: u64 = 32 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("piece {0} out of range")]
     BadPiece(u32),
     #[error("block {index}:{begin}+{length} out of range")]
@@ -90,14 +87,7 @@ impl Storage {
         let layout = Layout::new(&meta);
         let files = FileTable::new(&meta, &root);
         let cache = PieceCache::new(CACHE_PIECES, CACHE_BYTES);
-        Storage {
-            inner: Arc::new(Inner {
-                meta,
-                layout,
-                files,
-                cache,
-            }),
-        }
+        Storage { inner: Arc::new(Inner { meta, layout, files, cache }) }
     }
 
     /// The torrent's piece/file geometry.
@@ -113,10 +103,7 @@ impl Storage {
         on_piece: Arc<dyn Fn(u32) + Send + Sync>,
     ) -> Result<BitVec<u8, Msb0>, StorageError> {
         let inner = self.inner.clone();
-        blocking(move || {
-            check::check_pieces(&inner.layout, &inner.files, &inner.meta.pieces, &*on_piece)
-        })
-        .await
+        blocking(move || check::check_pieces(&inner.layout, &inner.files, &inner.meta.pieces, &*on_piece)).await
     }
 
     /// Verifies a complete piece from memory and, when it matches, writes it. `data` must be
@@ -125,11 +112,7 @@ impl Storage {
         let size = self.inner.layout.piece_size(index)?;
         if data.len() != size as usize {
             let length = u32::try_from(data.len()).unwrap_or(u32::MAX);
-            return Err(StorageError::BadBlock {
-                index,
-                begin: 0,
-                length,
-            });
+            return Err(StorageError::BadBlock { index, begin: 0, length });
         }
         let inner = self.inner.clone();
         // Invalidation happens inside the blocking task, after the write, so a caller that
@@ -151,12 +134,7 @@ impl Storage {
     }
 
     /// Reads one block of a piece we have, via the piece cache (one disk read per piece).
-    pub async fn read_block(
-        &self,
-        index: u32,
-        begin: u32,
-        length: u32,
-    ) -> Result<Bytes, StorageError> {
+    pub async fn read_block(&self, index: u32, begin: u32, length: u32) -> Result<Bytes, StorageError> {
         self.inner.layout.check_block(index, begin, length)?;
         let size = self.inner.layout.piece_size(index)?;
         let inner = self.inner.clone();
@@ -185,9 +163,7 @@ impl Storage {
         blocking(move || {
             for file in 0..inner.layout.file_count() {
                 if !inner.layout.is_padding(file) {
-                    inner
-                        .files
-                        .ensure_length(file, inner.layout.file_length(file), sync)?;
+                    inner.files.ensure_length(file, inner.layout.file_length(file), sync)?;
                 }
             }
             Ok(())

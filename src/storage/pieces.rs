@@ -13,12 +13,7 @@ pub fn hash_matches(data: &[u8], expected: &[u8; 20]) -> bool {
 }
 
 /// Writes the whole piece `index` from `data` (exactly the piece's size).
-pub fn write(
-    layout: &Layout,
-    files: &FileTable,
-    index: u32,
-    data: &[u8],
-) -> Result<(), StorageError> {
+pub fn write(layout: &Layout, files: &FileTable, index: u32, data: &[u8]) -> Result<(), StorageError> {
     let mut at = 0usize;
     for seg in layout.piece_segments(index)? {
         let len = seg.len as usize;
@@ -33,12 +28,7 @@ pub fn write(
 
 /// Fills `buf` (exactly the piece's size) with piece `index`. `Ok(false)` when some file it
 /// touches is missing or too short: the piece is not on disk.
-pub fn read(
-    layout: &Layout,
-    files: &FileTable,
-    index: u32,
-    buf: &mut [u8],
-) -> Result<bool, StorageError> {
+pub fn read(layout: &Layout, files: &FileTable, index: u32, buf: &mut [u8]) -> Result<bool, StorageError> {
     let mut at = 0usize;
     for seg in layout.piece_segments(index)? {
         let part = &mut buf[at..at + seg.len as usize];

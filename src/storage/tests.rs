@@ -20,26 +20,14 @@ fn fixture(files: &[(&[&str], u64, bool)], multi_file: bool) -> Fixture {
     let mut data = Vec::new();
     let mut entries = Vec::new();
     for &(path, length, padding) in files {
-        entries.push(FileEntry {
-            path: path.iter().map(|s| s.to_string()).collect(),
-            length,
-            offset,
-            padding,
-        });
+        entries.push(FileEntry { path: path.iter().map(|s| s.to_string()).collect(), length, offset, padding });
         for i in 0..length {
-            let byte = if padding {
-                0
-            } else {
-                (offset + i).wrapping_mul(31).wrapping_add(7) as u8
-            };
+            let byte = if padding { 0 } else { (offset + i).wrapping_mul(31).wrapping_add(7) as u8 };
             data.push(byte);
         }
         offset += length;
     }
-    let pieces = data
-        .chunks(PIECE as usize)
-        .map(|c| Sha1::digest(c).into())
-        .collect();
+    let pieces = data.chunks(PIECE as usize).map(|c| Sha1::digest(c).into()).collect();
     let meta = Metainfo {
         info_hash: InfoHash([0; 20]),
         info_bytes: Bytes::new(),
@@ -56,11 +44,7 @@ fn fixture(files: &[(&[&str], u64, bool)], multi_file: bool) -> Fixture {
         creation_date: None,
         url_list: vec![],
     };
-    Fixture {
-        meta: Arc::new(meta),
-        data,
-        dir: tempfile::tempdir().unwrap(),
-    }
+    Fixture { meta: Arc::new(meta), data, dir: tempfile::tempdir().unwrap() }
 }
 
 /// a: 0..50, empty: 50..50, pad: 50..64, dir/b: 64..134, c: 134..139 → 5 pieces, last of 11.
@@ -89,8 +73,7 @@ impl Fixture {
     }
 
     fn file_on_disk(&self, path: &[&str]) -> std::path::PathBuf {
-        path.iter()
-            .fold(self.dir.path().join("t"), |p, c| p.join(c))
+        path.iter().fold(self.dir.path().join("t"), |p, c| p.join(c))
     }
 
     fn source(&self, file: usize) -> &[u8] {
@@ -133,27 +116,15 @@ async fn writing_every_piece_reproduces_the_files() {
     let s = f.storage();
     assert_eq!(s.layout().piece_count(), 5);
     for index in (0..5).rev() {
-        assert_eq!(
-            s.write_piece(index, f.piece(index)).await.unwrap(),
-            PieceVerdict::Written
-        );
+        assert_eq!(s.write_piece(index, f.piece(index)).await.unwrap(), PieceVerdict::Written);
     }
     s.finalize(true).await.unwrap();
     assert_eq!(std::fs::read(f.file_on_disk(&["a"])).unwrap(), f.source(0));
     assert_eq!(std::fs::read(f.file_on_disk(&["empty"])).unwrap(), b"");
-    assert_eq!(
-        std::fs::read(f.file_on_disk(&["dir", "b"])).unwrap(),
-        f.source(3)
-    );
+    assert_eq!(std::fs::read(f.file_on_disk(&["dir", "b"])).unwrap(), f.source(3));
     assert_eq!(std::fs::read(f.file_on_disk(&["c"])).unwrap(), f.source(4));
-    assert!(
-        !f.file_on_disk(&[".pad"]).exists(),
-        "padding files are never created"
-    );
-    assert_eq!(
-        tree(f.dir.path()),
-        ["t", "t/a", "t/c", "t/dir", "t/dir/b", "t/empty"]
-    );
+    assert!(!f.file_on_disk(&[".pad"]).exists(), "padding files are never created");
+    assert_eq!(tree(f.dir.path()), ["t", "t/a", "t/c", "t/dir", "t/dir/b", "t/empty"]);
 }
 
 #[tokio::test]
@@ -162,10 +133,7 @@ async fn corrupted_piece_fails_and_writes_nothing() {
     let s = f.storage();
     let mut bad = f.piece(2).to_vec();
     bad[3] ^= 1;
-    assert_eq!(
-        s.write_piece(2, Bytes::from(bad)).await.unwrap(),
-        PieceVerdict::HashFailed
-    );
+    assert_eq!(s.write_piece(2, Bytes::from(bad)).await.unwrap(), PieceVerdict::HashFailed);
     assert!(tree(f.dir.path()).is_empty());
 }
 
@@ -173,14 +141,8 @@ async fn corrupted_piece_fails_and_writes_nothing() {
 async fn write_piece_rejects_bad_index_and_size() {
     let f = multi();
     let s = f.storage();
-    assert!(matches!(
-        s.write_piece(5, f.piece(0)).await,
-        Err(StorageError::BadPiece(5))
-    ));
-    assert!(matches!(
-        s.write_piece(4, f.piece(0)).await,
-        Err(StorageError::BadBlock { index: 4, .. })
-    ));
+    assert!(matches!(s.write_piece(5, f.piece(0)).await, Err(StorageError::BadPiece(5))));
+    assert!(matches!(s.write_piece(4, f.piece(0)).await, Err(StorageError::BadBlock { index: 4, .. })));
     assert!(tree(f.dir.path()).is_empty());
 }
 
@@ -197,34 +159,21 @@ async fn read_block_across_file_boundaries_and_padding() {
             let length = 7.min(size - begin);
             let got = s.read_block(index, begin, length).await.unwrap();
             let at = (index * PIECE + begin) as usize;
-            assert_eq!(
-                &got[..],
-                &f.data[at..at + length as usize],
-                "piece {index} block {begin}+{length}"
-            );
+            assert_eq!(&got[..], &f.data[at..at + length as usize], "piece {index} block {begin}+{length}");
         }
     }
     // Piece 1 = 32..64: the end of a, the empty file, then all of the padding (zeros).
     let whole = s.read_block(1, 0, PIECE).await.unwrap();
     assert_eq!(&whole[18..], &[0u8; 14]);
-    assert!(matches!(
-        s.read_block(4, 10, 2).await,
-        Err(StorageError::BadBlock { .. })
-    ));
-    assert!(matches!(
-        s.read_block(9, 0, 1).await,
-        Err(StorageError::BadPiece(9))
-    ));
+    assert!(matches!(s.read_block(4, 10, 2).await, Err(StorageError::BadBlock { .. })));
+    assert!(matches!(s.read_block(9, 0, 1).await, Err(StorageError::BadPiece(9))));
 }
 
 #[tokio::test]
 async fn read_block_never_serves_data_from_before_a_write() {
     let f = multi();
     let s = f.storage();
-    assert!(matches!(
-        s.read_block(0, 0, 4).await,
-        Err(StorageError::Missing { index: 0 })
-    ));
+    assert!(matches!(s.read_block(0, 0, 4).await, Err(StorageError::Missing { index: 0 })));
     // Writing piece 1 makes `a` 50 bytes long, so piece 0 reads as sparse zeros and is cached.
     s.write_piece(1, f.piece(1)).await.unwrap();
     assert_eq!(&s.read_block(0, 0, 4).await.unwrap()[..], &[0; 4]);
@@ -278,12 +227,7 @@ async fn truncated_file_loses_the_pieces_it_cannot_cover() {
         s.write_piece(index, f.piece(index)).await.unwrap();
     }
     let path = f.file_on_disk(&["dir", "b"]);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(60)
-        .unwrap();
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(60).unwrap();
     // dir/b covers 64..134 and keeps 64..124: piece 3 (96..128) and piece 4 (128..139, which
     // starts with the tail of dir/b) are short; piece 2 (64..96) survives.
     let (have, _) = check(&f.storage()).await;
@@ -295,10 +239,7 @@ async fn single_file_torrent_lives_at_root_slash_name() {
     let f = fixture(&[(&["t"], 70, false)], false);
     let s = f.storage();
     for index in 0..3 {
-        assert_eq!(
-            s.write_piece(index, f.piece(index)).await.unwrap(),
-            PieceVerdict::Written
-        );
+        assert_eq!(s.write_piece(index, f.piece(index)).await.unwrap(), PieceVerdict::Written);
     }
     s.finalize(true).await.unwrap();
     assert_eq!(std::fs::read(f.dir.path().join("t")).unwrap(), f.data);

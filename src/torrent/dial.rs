@@ -39,6 +39,8 @@ pub async fn dial(
     connect_timeout: Duration,
     handshake_timeout: Duration,
 ) -> Result<(MessageStream<BoxStream>, Handshake), PeerError> {
-    let stream = tokio::time::timeout(connect_timeout, connector.connect(addr)).await.map_err(|_| PeerError::Timeout("connect"))??;
+    let stream = tokio::time::timeout(connect_timeout, connector.connect(addr))
+        .await
+        .map_err(|_| PeerError::Timeout("connect"))??;
     handshake::outbound(stream, ours, handshake_timeout).await
 }

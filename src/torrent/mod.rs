@@ -32,10 +32,21 @@ use tokio_util::task::TaskTracker;
 /// the torrent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TorrentEvent {
-    PeerConnected { addr: PeerAddr, inbound: bool },
-    PeerDisconnected { addr: PeerAddr, reason: String },
+    PeerConnected {
+        addr: PeerAddr,
+        inbound: bool,
+    },
+    PeerDisconnected {
+        addr: PeerAddr,
+        reason: String,
+    },
     /// A wanted block arrived (duplicates and unrequested blocks are not reported).
-    BlockReceived { from: PeerAddr, piece: u32, begin: u32, length: u32 },
+    BlockReceived {
+        from: PeerAddr,
+        piece: u32,
+        begin: u32,
+        length: u32,
+    },
     /// A piece matched its hash and is written.
     PieceVerified(u32),
     /// The pool ran dry: nothing to dial and room for more connections.
@@ -155,16 +166,39 @@ impl TorrentHandle {
         let (inbound_tx, inbound_rx) = mpsc::channel(16);
         let info_hash = params.meta.info_hash;
         let meta = params.meta.clone();
-        let initial = TorrentStats { info_hash: info_hash.to_hex(), name: meta.name.clone(), bytes_total: meta.total_length, bytes_left: meta.total_length, pieces_total: meta.piece_count(), ..Default::default() };
+        let initial = TorrentStats {
+            info_hash: info_hash.to_hex(),
+            name: meta.name.clone(),
+            bytes_total: meta.total_length,
+            bytes_left: meta.total_length,
+            pieces_total: meta.piece_count(),
+            ..Default::default()
+        };
         let (stats_tx, stats_rx) = watch::channel(initial);
         let (need_tx, need_rx) = watch::channel(0u64);
         let cancel = parent.child_token();
         let tasks = TaskTracker::new();
         let events = broadcast::channel(EVENT_BACKLOG).0;
-        let channels = task::Channels { addrs: addrs_rx, inbound: inbound_rx, stats: stats_tx, need_peers: need_tx, events: events.clone() };
+        let channels = task::Channels {
+            addrs: addrs_rx,
+            inbound: inbound_rx,
+            stats: stats_tx,
+            need_peers: need_tx,
+            events: events.clone(),
+        };
         tasks.spawn(task::run(params, channels, cancel.clone(), tasks.clone()));
         tasks.close();
-        TorrentHandle { info_hash, meta, addrs: addrs_tx, inbound: inbound_tx, stats: stats_rx, need_peers: need_rx, events, cancel, tasks }
+        TorrentHandle {
+            info_hash,
+            meta,
+            addrs: addrs_tx,
+            inbound: inbound_tx,
+            stats: stats_rx,
+            need_peers: need_rx,
+            events,
+            cancel,
+            tasks,
+        }
     }
 
     /// Hands over peer addresses from any source (tracker, DHT, `--peer`).

@@ -81,7 +81,15 @@ pub struct PeerSlot {
 }
 
 impl PeerSlot {
-    pub fn new(addr: PeerAddr, peer_id: PeerId, inbound: bool, commands: mpsc::Sender<PeerCommand>, counters: Arc<PeerCounters>, pieces: usize, now: Instant) -> PeerSlot {
+    pub fn new(
+        addr: PeerAddr,
+        peer_id: PeerId,
+        inbound: bool,
+        commands: mpsc::Sender<PeerCommand>,
+        counters: Arc<PeerCounters>,
+        pieces: usize,
+        now: Instant,
+    ) -> PeerSlot {
         PeerSlot {
             addr,
             peer_id,
@@ -119,7 +127,8 @@ impl PeerSlot {
     pub fn depth(&self, target: Duration, cap: usize, block: u32) -> usize {
         let limit = self.reqq.unwrap_or(DEFAULT_PEER_REQQ).min(cap).max(1);
         let rate = self.rate_down.get();
-        let want = if rate <= 0.0 { INITIAL_DEPTH } else { (rate * target.as_secs_f64() / block as f64).ceil() as usize };
+        let want =
+            if rate <= 0.0 { INITIAL_DEPTH } else { (rate * target.as_secs_f64() / block as f64).ceil() as usize };
         want.max(INITIAL_DEPTH.min(limit)).clamp(MIN_DEPTH.min(limit), limit)
     }
 
@@ -132,7 +141,12 @@ impl PeerSlot {
     }
 
     pub fn score_inputs(&self, rarity: f64) -> ScoreInputs {
-        ScoreInputs { download_rate: self.rate_down.get(), queue_len: self.outstanding.len(), response_time: self.rtt, rarity }
+        ScoreInputs {
+            download_rate: self.rate_down.get(),
+            queue_len: self.outstanding.len(),
+            response_time: self.rtt,
+            rarity,
+        }
     }
 }
 
@@ -158,7 +172,8 @@ mod tests {
     #[test]
     fn depth_covers_target_seconds_within_reqq() {
         let (tx, _rx) = mpsc::channel(1);
-        let mut p = PeerSlot::new(PeerAddr::P2p("x".into()), PeerId([0; 20]), false, tx, Default::default(), 8, Instant::now());
+        let mut p =
+            PeerSlot::new(PeerAddr::P2p("x".into()), PeerId([0; 20]), false, tx, Default::default(), 8, Instant::now());
         assert_eq!(p.depth(Duration::from_secs(3), 500, 16384), INITIAL_DEPTH);
         p.rate_down.update(16384 * 10, Duration::from_secs(1));
         p.rate_down.update(16384 * 20, Duration::from_secs(1));

@@ -2,7 +2,7 @@
 //! wait on a peer (commands go out with `try_send`), so one slow peer cannot stall the rest.
 use super::dial::{self, Connector};
 use super::peers::PeerSlot;
-use super::{Inbound, Phase, PeerStats, TorrentEvent, TorrentParams, TorrentStats};
+use super::{Inbound, PeerStats, Phase, TorrentEvent, TorrentParams, TorrentStats};
 use crate::config::Options;
 use crate::manager::choker::Choker;
 use crate::manager::{score, ChokeCandidate, PeerAddr, Pool, PoolLimits, ScoreScale};
@@ -173,7 +173,14 @@ pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: Cancell
 }
 
 impl Torrent {
-    fn new(params: TorrentParams, storage: Storage, have: BitVec<u8, Msb0>, links: Links, cancel: CancellationToken, tasks: TaskTracker) -> Torrent {
+    fn new(
+        params: TorrentParams,
+        storage: Storage,
+        have: BitVec<u8, Msb0>,
+        links: Links,
+        cancel: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Torrent {
         let Links { events_tx, dial_tx, verdict_tx, need_peers, events } = links;
         let meta = params.meta;
         let o = &params.options;
@@ -297,7 +304,8 @@ impl Torrent {
         let tx = self.dial_tx.clone();
         // Answering is I/O: done in its own task, then handed back like a finished dial.
         self.tasks.spawn(async move {
-            let r = handshake::answer_inbound(inb.framed, &inb.handshake, ours, timeout).await.map(|f| (f, inb.handshake));
+            let r =
+                handshake::answer_inbound(inb.framed, &inb.handshake, ours, timeout).await.map(|f| (f, inb.handshake));
             let _ = tx.send(DialResult { addr: inb.addr, inbound: true, result: r }).await;
         });
     }
@@ -331,7 +339,15 @@ impl Torrent {
         tracing::debug!(peer = %addr, id = ?hs.peer_id, "connected");
         metrics().inc_peer_connections(if inbound { Direction::Inbound } else { Direction::Outbound });
         self.emit(TorrentEvent::PeerConnected { addr: addr.clone(), inbound });
-        let slot = PeerSlot::new(addr, hs.peer_id, inbound, cmd_tx, counters, self.meta.piece_count() as usize, Instant::now());
+        let slot = PeerSlot::new(
+            addr,
+            hs.peer_id,
+            inbound,
+            cmd_tx,
+            counters,
+            self.meta.piece_count() as usize,
+            Instant::now(),
+        );
         self.peers.insert(key, slot);
         self.tasks.spawn(connection::run(framed, ctx));
     }
@@ -488,7 +504,10 @@ impl Torrent {
             }
         }
         let size = self.picker.piece_size(b.piece) as usize;
-        let asm = self.assembly.entry(b.piece).or_insert_with(|| Assembly { buf: BytesMut::zeroed(size), contributors: HashSet::new() });
+        let asm = self
+            .assembly
+            .entry(b.piece)
+            .or_insert_with(|| Assembly { buf: BytesMut::zeroed(size), contributors: HashSet::new() });
         asm.buf[b.begin as usize..(b.begin + b.length) as usize].copy_from_slice(&data);
         asm.contributors.insert(addr);
         if r.piece_complete {
@@ -661,7 +680,8 @@ impl Torrent {
     }
 
     fn update_scores(&mut self) {
-        let inputs: Vec<(PeerKey, _)> = self.peers.iter().map(|(k, p)| (*k, p.score_inputs(self.picker.rarity_value(&p.bitfield)))).collect();
+        let inputs: Vec<(PeerKey, _)> =
+            self.peers.iter().map(|(k, p)| (*k, p.score_inputs(self.picker.rarity_value(&p.bitfield)))).collect();
         let scale = ScoreScale::of(inputs.iter().map(|(_, i)| i));
         for (k, i) in inputs {
             let parts = score(&i, &scale);

@@ -75,14 +75,16 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let mut hs = ExtHandshake { client: Some("shoal 0.1".into()), port: Some(6881), reqq: Some(500), ..Default::default() };
+        let mut hs =
+            ExtHandshake { client: Some("shoal 0.1".into()), port: Some(6881), reqq: Some(500), ..Default::default() };
         hs.m.insert("ut_metadata".into(), 3);
         assert_eq!(ExtHandshake::decode(&hs.encode()), Some(hs));
     }
 
     #[test]
     fn libtorrent_style_payload() {
-        let p = b"d1:md11:ut_metadatai2e6:ut_pexi1ee13:metadata_sizei31235e1:pi6881e4:reqqi250e1:v17:libtorrent 2.0.11e";
+        let p =
+            b"d1:md11:ut_metadatai2e6:ut_pexi1ee13:metadata_sizei31235e1:pi6881e4:reqqi250e1:v17:libtorrent 2.0.11e";
         let hs = ExtHandshake::decode(p).unwrap();
         assert_eq!(hs.reqq, Some(250));
         assert_eq!(hs.port, Some(6881));

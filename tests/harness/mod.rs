@@ -56,8 +56,15 @@ pub fn addr(s: &Session) -> PeerAddr {
 }
 
 /// Waits until `pred` holds for the torrent's stats, or panics after `secs`.
-pub async fn wait_for(stats: &mut watch::Receiver<TorrentStats>, secs: u64, what: &str, pred: impl Fn(&TorrentStats) -> bool) -> TorrentStats {
-    let r = tokio::time::timeout(Duration::from_secs(secs), stats.wait_for(|s| pred(s))).await.map(|r| r.map(|s| s.clone()));
+pub async fn wait_for(
+    stats: &mut watch::Receiver<TorrentStats>,
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&TorrentStats) -> bool,
+) -> TorrentStats {
+    let r = tokio::time::timeout(Duration::from_secs(secs), stats.wait_for(|s| pred(s)))
+        .await
+        .map(|r| r.map(|s| s.clone()));
     match r {
         Ok(Ok(s)) => s,
         _ => panic!("timed out waiting for {what}: {:?}", *stats.borrow()),

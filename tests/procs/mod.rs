@@ -99,7 +99,9 @@ impl Proc {
     /// The PeerId at the end of the announced kad address.
     pub fn peer_id(&mut self) -> String {
         let addr = self.kad_addr();
-        addr.rsplit_once("/p2p/").map(|(_, id)| id.to_string()).unwrap_or_else(|| self.fail(&format!("no /p2p/ in {addr}")))
+        addr.rsplit_once("/p2p/")
+            .map(|(_, id)| id.to_string())
+            .unwrap_or_else(|| self.fail(&format!("no /p2p/ in {addr}")))
     }
 
     pub fn bt_addr(&mut self) -> SocketAddr {
@@ -154,7 +156,13 @@ impl Proc {
     pub fn fail(&self, why: &str) -> ! {
         let log = self.log_text();
         let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
-        panic!("{}: {why}\n--- stdout ---\n{}\n--- log tail ({}) ---\n{}", self.name, self.stdout.join("\n"), self.log.display(), tail.join("\n"));
+        panic!(
+            "{}: {why}\n--- stdout ---\n{}\n--- log tail ({}) ---\n{}",
+            self.name,
+            self.stdout.join("\n"),
+            self.log.display(),
+            tail.join("\n")
+        );
     }
 }
 
@@ -169,7 +177,8 @@ pub const STARTUP: Duration = Duration::from_secs(30);
 
 /// The flags every test process gets: everything on 127.0.0.1, an identity of its own.
 pub fn net_args(dir: &Path, name: &str) -> Vec<OsString> {
-    let mut a: Vec<OsString> = ["--listen", "127.0.0.1:0", "--kad-listen", "/ip4/127.0.0.1/tcp/0", "--identity"].map(OsString::from).to_vec();
+    let mut a: Vec<OsString> =
+        ["--listen", "127.0.0.1:0", "--kad-listen", "/ip4/127.0.0.1/tcp/0", "--identity"].map(OsString::from).to_vec();
     a.push(dir.join(format!("id.{name}")).into_os_string());
     a
 }
@@ -182,7 +191,13 @@ macro_rules! args {
 
 /// Runs `shoal ARGS` to completion (bounded) and returns stdout; panics on failure.
 pub fn run_ok(args: &[OsString], timeout: Duration) -> String {
-    let mut child = Command::new(BIN).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn shoal");
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn shoal");
     let deadline = Instant::now() + timeout;
     while child.try_wait().expect("try_wait").is_none() {
         if Instant::now() >= deadline {
@@ -223,7 +238,8 @@ pub fn copy_into(src: &Path, dir: &Path) -> PathBuf {
 }
 
 pub fn assert_same_bytes(expected: &Path, got: &Path) {
-    let (x, y) = (std::fs::read(expected).unwrap(), std::fs::read(got).unwrap_or_else(|e| panic!("{}: {e}", got.display())));
+    let (x, y) =
+        (std::fs::read(expected).unwrap(), std::fs::read(got).unwrap_or_else(|e| panic!("{}: {e}", got.display())));
     assert_eq!(x.len(), y.len(), "{} and {} differ in length", expected.display(), got.display());
     assert!(x == y, "{} and {} differ", expected.display(), got.display());
 }

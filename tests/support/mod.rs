@@ -60,11 +60,7 @@ pub fn require(program: &str, args: &[&str], install: &str) {
 }
 
 pub fn require_libtorrent() {
-    require(
-        LT_PYTHON,
-        &["-c", "import libtorrent"],
-        "apt-get install -y python3-libtorrent",
-    );
+    require(LT_PYTHON, &["-c", "import libtorrent"], "apt-get install -y python3-libtorrent");
 }
 
 pub fn require_aria2() {
@@ -105,13 +101,7 @@ impl Proc {
                 }
             }
         });
-        Proc {
-            name: name.to_string(),
-            child,
-            lines,
-            stdout,
-            stderr_log,
-        }
+        Proc { name: name.to_string(), child, lines, stdout, stderr_log }
     }
 
     pub fn pid(&self) -> u32 {
@@ -129,11 +119,9 @@ impl Proc {
                 Err(RecvTimeoutError::Timeout) => {
                     panic!("{}: no line with {needle:?} within {within:?}", self.name)
                 }
-                Err(RecvTimeoutError::Disconnected) => panic!(
-                    "{}: exited ({:?}) before printing a line with {needle:?}",
-                    self.name,
-                    self.child.try_wait()
-                ),
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("{}: exited ({:?}) before printing a line with {needle:?}", self.name, self.child.try_wait())
+                }
             }
         }
     }
@@ -145,11 +133,7 @@ impl Proc {
             if let Some(status) = self.child.try_wait().expect("poll the child") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{}: still running after {within:?}",
-                self.name
-            );
+            assert!(Instant::now() < deadline, "{}: still running after {within:?}", self.name);
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -194,21 +178,14 @@ pub fn free_port() -> u16 {
 
 /// Percent-encodes every byte of a hex info-hash, as trackers expect it in a query.
 fn url_hash(hex: &str) -> String {
-    hex.as_bytes()
-        .chunks(2)
-        .map(|c| format!("%{}", std::str::from_utf8(c).unwrap()))
-        .collect()
+    hex.as_bytes().chunks(2).map(|c| format!("%{}", std::str::from_utf8(c).unwrap())).collect()
 }
 
 /// GET `path_and_query` from 127.0.0.1:`port` over HTTP/1.0; the body, or None on any error.
 fn http_get(port: u16, path_and_query: &str) -> Option<Vec<u8>> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
-    )
-    .ok()?;
+    write!(s, "GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").ok()?;
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).ok()?;
     let at = resp.windows(4).position(|w| w == b"\r\n\r\n")?;
@@ -226,11 +203,7 @@ impl Opentracker {
     /// Starts opentracker on 127.0.0.1:`port` (from [`free_port`], so that torrents can name
     /// the tracker before it runs) for `hash_hex`, and waits until it accepts announces for it.
     pub fn start(port: u16, hash_hex: &str, log_dir: &Path) -> Opentracker {
-        require(
-            "sh",
-            &["-c", "command -v opentracker"],
-            "apt-get install -y opentracker",
-        );
+        require("sh", &["-c", "command -v opentracker"], "apt-get install -y opentracker");
         let dir = tempfile::tempdir().expect("create tempdir");
         // It chroots into the directory and drops to `nobody`: both must be world-readable.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -242,11 +215,7 @@ impl Opentracker {
             .args(["-P", &port.to_string(), "-d"])
             .arg(dir.path())
             .args(["-w", "whitelist.txt"]);
-        let tracker = Opentracker {
-            proc: Proc::spawn("opentracker", cmd, log_dir),
-            port,
-            _dir: dir,
-        };
+        let tracker = Opentracker { proc: Proc::spawn("opentracker", cmd, log_dir), port, _dir: dir };
         tracker.wait_ready(hash_hex);
         tracker
     }
@@ -276,10 +245,7 @@ impl Opentracker {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
-            "opentracker on 127.0.0.1:{} not ready in {STARTUP:?}",
-            self.port
-        );
+        panic!("opentracker on 127.0.0.1:{} not ready in {STARTUP:?}", self.port);
     }
 
     /// Waits until the tracker counts a seeder (`complete` ≥ 1) for the hash, so that a leecher
@@ -308,11 +274,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 /// The decimal number right after `key` in `hay`.
 fn after(hay: &[u8], key: &[u8]) -> Option<u64> {
     let at = hay.windows(key.len()).position(|w| w == key)? + key.len();
-    let digits: String = hay[at..]
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .map(|&b| b as char)
-        .collect();
+    let digits: String = hay[at..].iter().take_while(|b| b.is_ascii_digit()).map(|&b| b as char).collect();
     digits.parse().ok()
 }
 
@@ -362,13 +324,7 @@ pub fn lt_script() -> PathBuf {
 
 /// `lt_peer.py MODE TORRENT SAVE` (see the script); returns once it listens, with its port.
 /// A seeder is also waited for until it serves.
-pub fn lt_peer(
-    mode: &str,
-    torrent: &Path,
-    save: &Path,
-    peers: &[String],
-    logs: &Path,
-) -> (Proc, u16) {
+pub fn lt_peer(mode: &str, torrent: &Path, save: &Path, peers: &[String], logs: &Path) -> (Proc, u16) {
     require_libtorrent();
     let mut cmd = Command::new(LT_PYTHON);
     cmd.arg(lt_script()).arg(mode).arg(torrent).arg(save);
@@ -378,10 +334,8 @@ pub fn lt_peer(
     }
     let mut proc = Proc::spawn(&format!("libtorrent-{mode}"), cmd, logs);
     let line = proc.wait_line("listening ", STARTUP);
-    let port = line["listening ".len()..]
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("lt_peer.py printed a bad line: {line:?}"));
+    let port =
+        line["listening ".len()..].trim().parse().unwrap_or_else(|_| panic!("lt_peer.py printed a bad line: {line:?}"));
     if mode == "seed" {
         proc.wait_line("seeding", STARTUP);
     }
@@ -393,22 +347,19 @@ pub fn lt_peer(
 pub fn aria2(seed: bool, torrent: &Path, dir: &Path, port: u16, logs: &Path) -> Proc {
     require_aria2();
     let mut cmd = Command::new("aria2c");
-    cmd.arg(format!("--listen-port={port}"))
-        .arg("-d")
-        .arg(dir)
-        .args([
-            "--enable-dht=false",
-            "--enable-dht6=false",
-            "--bt-enable-lpd=false",
-            "--enable-peer-exchange=false",
-            "--disable-ipv6=true",
-            "--file-allocation=none",
-            "--summary-interval=0",
-            "--console-log-level=notice",
-            "--bt-tracker-connect-timeout=5",
-            "--bt-tracker-timeout=5",
-            "--no-conf=true",
-        ]);
+    cmd.arg(format!("--listen-port={port}")).arg("-d").arg(dir).args([
+        "--enable-dht=false",
+        "--enable-dht6=false",
+        "--bt-enable-lpd=false",
+        "--enable-peer-exchange=false",
+        "--disable-ipv6=true",
+        "--file-allocation=none",
+        "--summary-interval=0",
+        "--console-log-level=notice",
+        "--bt-tracker-connect-timeout=5",
+        "--bt-tracker-timeout=5",
+        "--no-conf=true",
+    ]);
     if seed {
         cmd.args(["--seed-ratio=0.0", "--bt-seed-unverified=true"]);
     } else {
@@ -432,11 +383,7 @@ pub fn random_file(dir: &Path, name: &str, len: usize, seed: u64) -> PathBuf {
 /// `shoal create DATA -o OUT --piece-size PIECE [--tracker URL]`; returns the hex info-hash.
 pub fn create_torrent(data: &Path, out: &Path, piece: &str, tracker: Option<&str>) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-    cmd.arg("create")
-        .arg(data)
-        .arg("-o")
-        .arg(out)
-        .args(["--piece-size", piece]);
+    cmd.arg("create").arg(data).arg("-o").arg(out).args(["--piece-size", piece]);
     if let Some(url) = tracker {
         cmd.args(["--tracker", url]);
     }
@@ -456,9 +403,5 @@ pub fn assert_same_file(expected: &Path, got: &Path) {
     let b = std::fs::read(got).unwrap_or_else(|e| panic!("{}: {e}", got.display()));
     assert_eq!(a.len(), b.len(), "{}: wrong length", got.display());
     let first = a.iter().zip(&b).position(|(x, y)| x != y);
-    assert!(
-        first.is_none(),
-        "{}: differs at byte {first:?}",
-        got.display()
-    );
+    assert!(first.is_none(), "{}: differs at byte {first:?}", got.display());
 }

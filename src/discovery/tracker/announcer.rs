@@ -114,13 +114,7 @@ impl Announcer {
         peers_out: mpsc::Sender<Vec<SocketAddr>>,
         links: AnnouncerLinks,
     ) -> Announcer {
-        let status = list
-            .urls()
-            .map(|url| TrackerStatus {
-                url: url.to_owned(),
-                ..TrackerStatus::default()
-            })
-            .collect();
+        let status = list.urls().map(|url| TrackerStatus { url: url.to_owned(), ..TrackerStatus::default() }).collect();
         let schedule = Schedule::new(now(), stats.borrow().left, cfg.min_interval);
         Announcer {
             list,
@@ -192,8 +186,7 @@ impl Announcer {
             s.peers = answer.peers.len();
         });
         tracing::debug!(tracker = %url, peers = answer.peers.len(), event = ?self.schedule.event(), "announced");
-        self.schedule
-            .announced(now(), answer.interval, answer.min_interval);
+        self.schedule.announced(now(), answer.interval, answer.min_interval);
         self.last_ok = Some(url.to_owned());
         answer.peers.is_empty() || self.peers_out.send(answer.peers).await.is_ok()
     }
@@ -352,11 +345,7 @@ mod tests {
         let mut s = Schedule::new(t0, 100, OURS);
         assert_eq!((s.due(), s.event()), (t0, Some(Event::Started)));
         s.all_failed(t0, Some(t0 + S(60)));
-        assert_eq!(
-            (s.due(), s.event()),
-            (t0 + S(60), Some(Event::Started)),
-            "kept until accepted"
-        );
+        assert_eq!((s.due(), s.event()), (t0 + S(60), Some(Event::Started)), "kept until accepted");
         s.announced(t0 + S(60), S(1800), Some(S(900)));
         assert_eq!((s.due(), s.event()), (t0 + S(1860), None));
     }

@@ -18,25 +18,14 @@ pub const MAX_RESPONSE_BYTES: usize = 2 * 1024 * 1024;
 
 /// Bytes left as they are in a query value: RFC 3986 unreserved. Everything else, including
 /// every byte of the binary info-hash and peer id that is not unreserved, becomes `%XX`.
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// Announces to the HTTP(S) tracker at `url`; `timeout` bounds the whole request.
-pub async fn announce(
-    url: &str,
-    params: &AnnounceParams,
-    timeout: Duration,
-) -> Result<Announce, TrackerError> {
+pub async fn announce(url: &str, params: &AnnounceParams, timeout: Duration) -> Result<Announce, TrackerError> {
     let full = announce_url(url, params);
     let body = tokio::time::timeout(timeout, fetch(url, &full))
         .await
-        .map_err(|_| TrackerError::Timeout {
-            url: url.to_owned(),
-            after: timeout,
-        })??;
+        .map_err(|_| TrackerError::Timeout { url: url.to_owned(), after: timeout })??;
     parse_response(url, &body)
 }
 
@@ -57,26 +46,14 @@ fn client() -> &'static reqwest::Client {
 
 /// GETs `full` and reads the body, refusing more than [`MAX_RESPONSE_BYTES`].
 async fn fetch(url: &str, full: &str) -> Result<Vec<u8>, TrackerError> {
-    let http_err = |cause| TrackerError::Http {
-        url: url.to_owned(),
-        cause,
-    };
+    let http_err = |cause| TrackerError::Http { url: url.to_owned(), cause };
     let mut resp = client().get(full).send().await.map_err(http_err)?;
     let status = resp.status();
     if !status.is_success() {
-        return Err(TrackerError::Status {
-            url: url.to_owned(),
-            status: status.as_u16(),
-        });
+        return Err(TrackerError::Status { url: url.to_owned(), status: status.as_u16() });
     }
-    let too_large = || TrackerError::TooLarge {
-        url: url.to_owned(),
-        limit: MAX_RESPONSE_BYTES,
-    };
-    if resp
-        .content_length()
-        .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
-    {
+    let too_large = || TrackerError::TooLarge { url: url.to_owned(), limit: MAX_RESPONSE_BYTES };
+    if resp.content_length().is_some_and(|n| n > MAX_RESPONSE_BYTES as u64) {
         return Err(too_large());
     }
     let mut body = Vec::new();
@@ -120,10 +97,7 @@ pub fn announce_url(url: &str, p: &AnnounceParams) -> String {
 
 /// Parses a tracker's bencoded response body.
 pub fn parse_response(url: &str, body: &[u8]) -> Result<Announce, TrackerError> {
-    let malformed = |reason: &str| TrackerError::Malformed {
-        url: url.to_owned(),
-        reason: reason.to_owned(),
-    };
+    let malformed = |reason: &str| TrackerError::Malformed { url: url.to_owned(), reason: reason.to_owned() };
     let value = bencode::decode(body).map_err(|e| malformed(&format!("not bencode ({e})")))?;
     let Value::Dict(dict) = value else {
         return Err(malformed("not a dictionary"));
@@ -133,19 +107,13 @@ pub fn parse_response(url: &str, body: &[u8]) -> Result<Announce, TrackerError> 
         _ => None,
     };
     if let Some(reason) = text(b"failure reason") {
-        return Err(TrackerError::Failure {
-            url: url.to_owned(),
-            reason,
-        });
+        return Err(TrackerError::Failure { url: url.to_owned(), reason });
     }
     let int = |key: &[u8]| -> Result<Option<u64>, TrackerError> {
         match dict.get(key) {
             None => Ok(None),
             Some(Value::Int(n)) if *n >= 0 => Ok(Some(*n as u64)),
-            Some(_) => Err(malformed(&format!(
-                "{:?} is not a non-negative integer",
-                String::from_utf8_lossy(key)
-            ))),
+            Some(_) => Err(malformed(&format!("{:?} is not a non-negative integer", String::from_utf8_lossy(key)))),
         }
     };
     let interval = int(b"interval")?.ok_or_else(|| malformed("missing \"interval\""))?;
@@ -155,17 +123,15 @@ pub fn parse_response(url: &str, body: &[u8]) -> Result<Announce, TrackerError> 
     };
     let mut peers = match dict.get(b"peers".as_slice()) {
         None => Vec::new(),
-        Some(Value::Bytes(b)) => {
-            compact_v4(b).ok_or_else(|| malformed("\"peers\" length not a multiple of 6"))?
-        }
+        Some(Value::Bytes(b)) => compact_v4(b).ok_or_else(|| malformed("\"peers\" length not a multiple of 6"))?,
         Some(Value::List(list)) => dict_peers(list),
         Some(_) => return Err(malformed("\"peers\" is neither a string nor a list")),
     };
     match dict.get(b"peers6".as_slice()) {
         None => {}
-        Some(Value::Bytes(b)) => peers.extend(
-            compact_v6(b).ok_or_else(|| malformed("\"peers6\" length not a multiple of 18"))?,
-        ),
+        Some(Value::Bytes(b)) => {
+            peers.extend(compact_v6(b).ok_or_else(|| malformed("\"peers6\" length not a multiple of 18"))?)
+        }
         Some(_) => return Err(malformed("\"peers6\" is not a string")),
     }
     Ok(Announce {
@@ -205,10 +171,7 @@ pub fn compact_v6(b: &[u8]) -> Option<Vec<SocketAddr>> {
             .map(|c| {
                 let mut ip = [0u8; 16];
                 ip.copy_from_slice(&c[..16]);
-                SocketAddr::new(
-                    IpAddr::V6(Ipv6Addr::from(ip)),
-                    u16::from_be_bytes([c[16], c[17]]),
-                )
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), u16::from_be_bytes([c[16], c[17]]))
             })
             .collect(),
     )
@@ -261,22 +224,11 @@ mod tests {
     #[test]
     fn url_percent_encodes_raw_bytes() {
         let u = announce_url(URL, &params());
-        assert!(
-            u.starts_with("http://tracker.example/announce?info_hash=%00%FFa-%20~%00"),
-            "{u}"
-        );
+        assert!(u.starts_with("http://tracker.example/announce?info_hash=%00%FFa-%20~%00"), "{u}");
         assert!(u.contains("&peer_id=-SH0100-abc%2Fdef%25ghi%2B&"), "{u}");
-        assert!(u.contains(
-            "&port=6881&uploaded=1&downloaded=2&left=3&compact=1&numwant=50&key=deadbeef"
-        ));
+        assert!(u.contains("&port=6881&uploaded=1&downloaded=2&left=3&compact=1&numwant=50&key=deadbeef"));
         assert!(u.ends_with("&event=started"));
-        let info = u
-            .split("info_hash=")
-            .nth(1)
-            .unwrap()
-            .split('&')
-            .next()
-            .unwrap();
+        let info = u.split("info_hash=").nth(1).unwrap().split('&').next().unwrap();
         let decoded: Vec<u8> = percent_encoding::percent_decode_str(info).collect();
         assert_eq!(decoded, params().info_hash.0);
     }
@@ -286,10 +238,7 @@ mod tests {
         let mut p = params();
         p.event = None;
         let u = announce_url("https://t.example/a?passkey=xyz#frag", &p);
-        assert!(
-            u.starts_with("https://t.example/a?passkey=xyz&info_hash="),
-            "{u}"
-        );
+        assert!(u.starts_with("https://t.example/a?passkey=xyz&info_hash="), "{u}");
         assert!(!u.contains("event="));
         assert!(!u.contains('#'));
     }
@@ -300,13 +249,7 @@ mod tests {
         let a = parse_response(URL, body).unwrap();
         assert_eq!(a.interval, Duration::from_secs(1800));
         assert_eq!(a.min_interval, Some(Duration::from_secs(60)));
-        assert_eq!(
-            a.peers,
-            [
-                "127.0.0.1:6881".parse().unwrap(),
-                "10.0.0.2:80".parse().unwrap()
-            ]
-        );
+        assert_eq!(a.peers, ["127.0.0.1:6881".parse().unwrap(), "10.0.0.2:80".parse().unwrap()]);
         assert_eq!((a.seeders, a.leechers), (Some(5), Some(7)));
         assert_eq!(a.warning, None);
     }
@@ -315,13 +258,7 @@ mod tests {
     fn parses_dict_peers_skipping_bad_entries() {
         let body = b"d8:intervali900e5:peersld2:ip9:127.0.0.14:porti6881eed2:ip11:example.com4:porti1eed2:ip3:::14:porti7eed2:ip8:10.0.0.14:porti70000eeee";
         let a = parse_response(URL, body).unwrap();
-        assert_eq!(
-            a.peers,
-            [
-                "127.0.0.1:6881".parse().unwrap(),
-                "[::1]:7".parse().unwrap()
-            ]
-        );
+        assert_eq!(a.peers, ["127.0.0.1:6881".parse().unwrap(), "[::1]:7".parse().unwrap()]);
         assert_eq!(a.seeders, None);
     }
 
@@ -337,19 +274,13 @@ mod tests {
     #[test]
     fn failure_reason_is_an_error_naming_the_tracker() {
         let err = parse_response(URL, b"d14:failure reason17:torrent not founde").unwrap_err();
-        assert!(
-            matches!(&err, TrackerError::Failure { reason, .. } if reason == "torrent not found")
-        );
+        assert!(matches!(&err, TrackerError::Failure { reason, .. } if reason == "torrent not found"));
         assert!(err.to_string().contains(URL));
     }
 
     #[test]
     fn warning_message_is_kept() {
-        let a = parse_response(
-            URL,
-            b"d8:intervali60e5:peers0:15:warning message9:slow downe",
-        )
-        .unwrap();
+        let a = parse_response(URL, b"d8:intervali60e5:peers0:15:warning message9:slow downe").unwrap();
         assert_eq!(a.warning.as_deref(), Some("slow down"));
         assert!(a.peers.is_empty());
     }
@@ -373,10 +304,7 @@ mod tests {
             assert!(matches!(err, TrackerError::Malformed { .. }), "{err}");
             assert!(err.to_string().contains(URL));
         }
-        assert!(parse_response(URL, bodies[bodies.len() - 1])
-            .unwrap()
-            .peers
-            .is_empty());
+        assert!(parse_response(URL, bodies[bodies.len() - 1]).unwrap().peers.is_empty());
     }
 
     /// A one-shot HTTP server on loopback that answers every connection with `reply`
@@ -406,31 +334,19 @@ mod tests {
         let mut reply = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
         reply.resize(reply.len() + MAX_RESPONSE_BYTES + 10, b'x');
         let url = serve(Some(reply)).await;
-        let err = announce(&url, &params(), Duration::from_secs(10))
-            .await
-            .unwrap_err();
+        let err = announce(&url, &params(), Duration::from_secs(10)).await.unwrap_err();
         assert!(matches!(err, TrackerError::TooLarge { .. }), "{err}");
     }
 
     #[tokio::test]
     async fn silent_tracker_times_out_and_bad_status_is_an_error() {
         let url = serve(None).await;
-        let err = announce(&url, &params(), Duration::from_millis(200))
-            .await
-            .unwrap_err();
+        let err = announce(&url, &params(), Duration::from_millis(200)).await.unwrap_err();
         assert!(matches!(err, TrackerError::Timeout { .. }), "{err}");
         assert!(err.to_string().contains(&url));
 
-        let url = serve(Some(
-            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
-        ))
-        .await;
-        let err = announce(&url, &params(), Duration::from_secs(10))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, TrackerError::Status { status: 404, .. }),
-            "{err}"
-        );
+        let url = serve(Some(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec())).await;
+        let err = announce(&url, &params(), Duration::from_secs(10)).await.unwrap_err();
+        assert!(matches!(err, TrackerError::Status { status: 404, .. }), "{err}");
     }
 }

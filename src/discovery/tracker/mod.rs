@@ -129,22 +129,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Announces once to the tracker at `url`, choosing HTTP(S) or UDP by the scheme.
 ///
 /// `timeout` bounds the whole exchange, including name resolution and UDP retransmissions.
-pub async fn announce(
-    url: &str,
-    params: &AnnounceParams,
-    timeout: Duration,
-) -> Result<Announce, TrackerError> {
-    let parsed = url::Url::parse(url).map_err(|e| TrackerError::BadUrl {
-        url: url.to_owned(),
-        reason: e.to_string(),
-    })?;
+pub async fn announce(url: &str, params: &AnnounceParams, timeout: Duration) -> Result<Announce, TrackerError> {
+    let parsed =
+        url::Url::parse(url).map_err(|e| TrackerError::BadUrl { url: url.to_owned(), reason: e.to_string() })?;
     match parsed.scheme() {
         "http" | "https" => http::announce(url, params, timeout).await,
         "udp" => udp::announce(url, params, timeout).await,
-        other => Err(TrackerError::UnsupportedScheme {
-            url: url.to_owned(),
-            scheme: other.to_owned(),
-        }),
+        other => Err(TrackerError::UnsupportedScheme { url: url.to_owned(), scheme: other.to_owned() }),
     }
 }
 
@@ -178,19 +169,13 @@ impl TrackerList {
         let tiers = tiers
             .into_iter()
             .map(|tier| {
-                let mut tier: Vec<String> = tier
-                    .into_iter()
-                    .filter(|u| seen.insert(u.clone()))
-                    .collect();
+                let mut tier: Vec<String> = tier.into_iter().filter(|u| seen.insert(u.clone())).collect();
                 tier.shuffle(rng);
                 tier
             })
             .filter(|tier| !tier.is_empty())
             .collect();
-        TrackerList {
-            tiers,
-            failures: HashMap::new(),
-        }
+        TrackerList { tiers, failures: HashMap::new() }
     }
 
     /// The tiers in their current order.
@@ -205,10 +190,7 @@ impl TrackerList {
 
     /// The URLs to try now, in order, skipping trackers still backing off.
     pub fn candidates(&self, now: Instant) -> Vec<String> {
-        self.urls()
-            .filter(|u| self.failures.get(*u).is_none_or(|b| b.until <= now))
-            .map(str::to_owned)
-            .collect()
+        self.urls().filter(|u| self.failures.get(*u).is_none_or(|b| b.until <= now)).map(str::to_owned).collect()
     }
 
     /// The tracker at `url` answered: forget its failures and move it to the front of its tier.
@@ -226,16 +208,8 @@ impl TrackerList {
     /// The tracker at `url` failed: back it off exponentially (capped). Returns the delay.
     pub fn record_failure(&mut self, url: &str, now: Instant) -> Duration {
         let consecutive = self.failures.get(url).map_or(0, |b| b.consecutive) + 1;
-        let delay = BACKOFF_BASE
-            .saturating_mul(1u32 << (consecutive - 1).min(16))
-            .min(BACKOFF_CAP);
-        self.failures.insert(
-            url.to_owned(),
-            Backoff {
-                consecutive,
-                until: now + delay,
-            },
-        );
+        let delay = BACKOFF_BASE.saturating_mul(1u32 << (consecutive - 1).min(16)).min(BACKOFF_CAP);
+        self.failures.insert(url.to_owned(), Backoff { consecutive, until: now + delay });
         delay
     }
 
@@ -251,10 +225,7 @@ mod tests {
     use rand::SeedableRng;
 
     fn list(tiers: &[&[&str]]) -> TrackerList {
-        let tiers = tiers
-            .iter()
-            .map(|t| t.iter().map(|s| s.to_string()).collect())
-            .collect();
+        let tiers = tiers.iter().map(|t| t.iter().map(|s| s.to_string()).collect()).collect();
         TrackerList::new(tiers, &mut rand::rngs::StdRng::seed_from_u64(7))
     }
 
@@ -274,9 +245,7 @@ mod tests {
         let tiers: Vec<Vec<String>> = vec![(0..20).map(|i| i.to_string()).collect()];
         let orders: std::collections::HashSet<Vec<String>> = (0..5)
             .map(|seed| {
-                TrackerList::new(tiers.clone(), &mut rand::rngs::StdRng::seed_from_u64(seed))
-                    .tiers()[0]
-                    .clone()
+                TrackerList::new(tiers.clone(), &mut rand::rngs::StdRng::seed_from_u64(seed)).tiers()[0].clone()
             })
             .collect();
         assert!(orders.len() > 1);
@@ -325,17 +294,10 @@ mod tests {
             numwant: 1,
             key: 0,
         };
-        let err = announce("wss://t.example/announce", &p, Duration::from_secs(1))
-            .await
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("wss://t.example/announce"),
-            "{err}"
-        );
+        let err = announce("wss://t.example/announce", &p, Duration::from_secs(1)).await.unwrap_err();
+        assert!(err.to_string().contains("wss://t.example/announce"), "{err}");
         assert!(matches!(err, TrackerError::UnsupportedScheme { .. }));
-        let err = announce("not a url", &p, Duration::from_secs(1))
-            .await
-            .unwrap_err();
+        let err = announce("not a url", &p, Duration::from_secs(1)).await.unwrap_err();
         assert!(matches!(err, TrackerError::BadUrl { .. }));
     }
 }

@@ -73,11 +73,7 @@ pub fn announce_request(connection_id: u64, transaction_id: u32, p: &AnnouncePar
 
 /// Parses a datagram. `Ok(None)`: not ours (too short for a header, or another transaction
 /// id). Peers are 18-byte IPv6 entries when the tracker was reached over IPv6, else 6-byte IPv4.
-pub fn parse_reply(
-    buf: &[u8],
-    transaction_id: u32,
-    over_ipv6: bool,
-) -> Result<Option<Reply>, String> {
+pub fn parse_reply(buf: &[u8], transaction_id: u32, over_ipv6: bool) -> Result<Option<Reply>, String> {
     if buf.len() < 8 || be32(&buf[4..8]) != transaction_id {
         return Ok(None);
     }
@@ -85,18 +81,12 @@ pub fn parse_reply(
         ACTION_CONNECT if buf.len() >= 16 => {
             let mut id = [0u8; 8];
             id.copy_from_slice(&buf[8..16]);
-            Reply::Connect {
-                connection_id: u64::from_be_bytes(id),
-            }
+            Reply::Connect { connection_id: u64::from_be_bytes(id) }
         }
         ACTION_ANNOUNCE if buf.len() >= 20 => {
             let peers = &buf[20..];
-            let peers = if over_ipv6 {
-                compact_v6(peers)
-            } else {
-                compact_v4(peers)
-            }
-            .ok_or_else(|| format!("peer list of {} bytes is not whole entries", peers.len()))?;
+            let peers = if over_ipv6 { compact_v6(peers) } else { compact_v4(peers) }
+                .ok_or_else(|| format!("peer list of {} bytes is not whole entries", peers.len()))?;
             Reply::Announce(Announce {
                 interval: Duration::from_secs(be32(&buf[8..12]).into()),
                 min_interval: None,
@@ -110,17 +100,9 @@ pub fn parse_reply(
         // opentracker answers a refused announce (e.g. a hash off its whitelist) with only the
         // 8-byte header.
         action @ (ACTION_CONNECT | ACTION_ANNOUNCE) => {
-            return Err(format!(
-                "truncated reply to action {action} ({} bytes)",
-                buf.len()
-            ))
+            return Err(format!("truncated reply to action {action} ({} bytes)", buf.len()))
         }
-        action => {
-            return Err(format!(
-                "unexpected action {action} in a {}-byte reply",
-                buf.len()
-            ))
-        }
+        action => return Err(format!("unexpected action {action} in a {}-byte reply", buf.len())),
     };
     Ok(Some(reply))
 }
@@ -131,38 +113,19 @@ fn be32(b: &[u8]) -> u32 {
 
 /// Announces to the UDP tracker at `url` (`udp://host:port[/path]`). `timeout` bounds the whole
 /// exchange, including name resolution and every retransmission.
-pub async fn announce(
-    url: &str,
-    params: &AnnounceParams,
-    timeout: Duration,
-) -> Result<Announce, TrackerError> {
-    let parsed = url::Url::parse(url).map_err(|e| TrackerError::BadUrl {
-        url: url.to_owned(),
-        reason: e.to_string(),
-    })?;
+pub async fn announce(url: &str, params: &AnnounceParams, timeout: Duration) -> Result<Announce, TrackerError> {
+    let parsed =
+        url::Url::parse(url).map_err(|e| TrackerError::BadUrl { url: url.to_owned(), reason: e.to_string() })?;
     tokio::time::timeout(timeout, exchange(url, &parsed, params))
         .await
-        .map_err(|_| TrackerError::Timeout {
-            url: url.to_owned(),
-            after: timeout,
-        })?
+        .map_err(|_| TrackerError::Timeout { url: url.to_owned(), after: timeout })?
 }
 
-async fn exchange(
-    url: &str,
-    parsed: &url::Url,
-    params: &AnnounceParams,
-) -> Result<Announce, TrackerError> {
-    let io = |source| TrackerError::Io {
-        url: url.to_owned(),
-        source,
-    };
+async fn exchange(url: &str, parsed: &url::Url, params: &AnnounceParams) -> Result<Announce, TrackerError> {
+    let io = |source| TrackerError::Io { url: url.to_owned(), source };
     let addr = resolve(url, parsed).await?;
-    let local: SocketAddr = if addr.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
+    let local: SocketAddr =
+        if addr.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (Ipv6Addr::UNSPECIFIED, 0).into() };
     let sock = UdpSocket::bind(local).await.map_err(io)?;
     sock.connect(addr).await.map_err(io)?;
     let mut buf = vec![0u8; RECV_BUF];
@@ -175,10 +138,7 @@ async fn exchange(
         let fresh = connection.filter(|(_, at)| at.elapsed() < CONNECTION_ID_TTL);
         match fresh {
             None => sock.send(&connect_request(tid)).await.map_err(io)?,
-            Some((id, _)) => sock
-                .send(&announce_request(id, tid, params))
-                .await
-                .map_err(io)?,
+            Some((id, _)) => sock.send(&announce_request(id, tid, params)).await.map_err(io)?,
         };
         let reply = match recv_reply(&sock, &mut buf, tid, addr.is_ipv6(), wait).await {
             Ok(Some(reply)) => reply,
@@ -187,23 +147,11 @@ async fn exchange(
                 continue;
             }
             Err(RecvError::Io(e)) => return Err(io(e)),
-            Err(RecvError::Malformed(reason)) => {
-                return Err(TrackerError::Malformed {
-                    url: url.to_owned(),
-                    reason,
-                })
-            }
+            Err(RecvError::Malformed(reason)) => return Err(TrackerError::Malformed { url: url.to_owned(), reason }),
         };
         match (reply, fresh) {
-            (Reply::Error(reason), _) => {
-                return Err(TrackerError::Failure {
-                    url: url.to_owned(),
-                    reason,
-                })
-            }
-            (Reply::Connect { connection_id }, None) => {
-                connection = Some((connection_id, Instant::now()))
-            }
+            (Reply::Error(reason), _) => return Err(TrackerError::Failure { url: url.to_owned(), reason }),
+            (Reply::Connect { connection_id }, None) => connection = Some((connection_id, Instant::now())),
             (Reply::Announce(a), Some(_)) => return Ok(a),
             (other, _) => {
                 return Err(TrackerError::Malformed {
@@ -242,13 +190,8 @@ async fn recv_reply(
 
 /// The tracker's socket address from `udp://host:port/...`.
 async fn resolve(url: &str, parsed: &url::Url) -> Result<SocketAddr, TrackerError> {
-    let bad = |reason: &str| TrackerError::BadUrl {
-        url: url.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let port = parsed
-        .port()
-        .ok_or_else(|| bad("udp tracker url has no port"))?;
+    let bad = |reason: &str| TrackerError::BadUrl { url: url.to_owned(), reason: reason.to_owned() };
+    let port = parsed.port().ok_or_else(|| bad("udp tracker url has no port"))?;
     let host = match parsed.host() {
         Some(url::Host::Ipv4(ip)) => return Ok(SocketAddr::new(IpAddr::V4(ip), port)),
         Some(url::Host::Ipv6(ip)) => return Ok(SocketAddr::new(IpAddr::V6(ip), port)),
@@ -257,13 +200,8 @@ async fn resolve(url: &str, parsed: &url::Url) -> Result<SocketAddr, TrackerErro
     };
     let mut addrs = tokio::net::lookup_host((host.as_str(), port))
         .await
-        .map_err(|source| TrackerError::Io {
-            url: url.to_owned(),
-            source,
-        })?;
-    addrs
-        .next()
-        .ok_or_else(|| bad("host name resolved to no address"))
+        .map_err(|source| TrackerError::Io { url: url.to_owned(), source })?;
+    addrs.next().ok_or_else(|| bad("host name resolved to no address"))
 }
 
 #[cfg(test)]
@@ -275,10 +213,7 @@ mod tests {
     #[test]
     fn connect_request_layout() {
         let b = connect_request(0x0102_0304);
-        assert_eq!(
-            b,
-            [0, 0, 4, 0x17, 0x27, 0x10, 0x19, 0x80, 0, 0, 0, 0, 1, 2, 3, 4]
-        );
+        assert_eq!(b, [0, 0, 4, 0x17, 0x27, 0x10, 0x19, 0x80, 0, 0, 0, 0, 1, 2, 3, 4]);
     }
 
     #[test]
@@ -299,53 +234,30 @@ mod tests {
         assert_eq!(&b[8..16], &[0, 0, 0, 1, 0, 0, 0, 8]);
         assert_eq!(&b[16..36], &[0xaa; 20]);
         assert_eq!(&b[36..56], &[0xbb; 20]);
-        assert_eq!(
-            &b[56..80],
-            &[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3]
-        );
-        assert_eq!(
-            &b[80..98],
-            &[0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 50, 0x1a, 0xe1]
-        );
+        assert_eq!(&b[56..80], &[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3]);
+        assert_eq!(&b[80..98], &[0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 50, 0x1a, 0xe1]);
     }
 
     #[test]
     fn parses_connect_announce_and_error_replies() {
         let mut connect = vec![0, 0, 0, 0, 0, 0, 0, 5];
         connect.extend_from_slice(&42u64.to_be_bytes());
-        assert_eq!(
-            parse_reply(&connect, 5, false),
-            Ok(Some(Reply::Connect { connection_id: 42 }))
-        );
-        assert_eq!(
-            parse_reply(&connect, 6, false),
-            Ok(None),
-            "foreign transaction id"
-        );
+        assert_eq!(parse_reply(&connect, 5, false), Ok(Some(Reply::Connect { connection_id: 42 })));
+        assert_eq!(parse_reply(&connect, 6, false), Ok(None), "foreign transaction id");
 
-        let mut ann = vec![
-            0, 0, 0, 1, 0, 0, 0, 5, 0, 0, 0x07, 0x08, 0, 0, 0, 2, 0, 0, 0, 3,
-        ];
+        let mut ann = vec![0, 0, 0, 1, 0, 0, 0, 5, 0, 0, 0x07, 0x08, 0, 0, 0, 2, 0, 0, 0, 3];
         ann.extend_from_slice(&[127, 0, 0, 1, 0x1a, 0xe1]);
-        let Ok(Some(Reply::Announce(a))) = parse_reply(&ann, 5, false) else {
-            panic!()
-        };
+        let Ok(Some(Reply::Announce(a))) = parse_reply(&ann, 5, false) else { panic!() };
         assert_eq!(a.interval, Duration::from_secs(1800));
         assert_eq!((a.leechers, a.seeders), (Some(2), Some(3)));
         assert_eq!(a.peers, ["127.0.0.1:6881".parse().unwrap()]);
-        assert!(
-            parse_reply(&ann, 5, true).is_err(),
-            "6 bytes is not an IPv6 entry"
-        );
+        assert!(parse_reply(&ann, 5, true).is_err(), "6 bytes is not an IPv6 entry");
         ann.push(0);
         assert!(parse_reply(&ann, 5, false).is_err());
 
         let mut err = vec![0, 0, 0, 3, 0, 0, 0, 5];
         err.extend_from_slice(b"unregistered torrent");
-        assert_eq!(
-            parse_reply(&err, 5, false),
-            Ok(Some(Reply::Error("unregistered torrent".into())))
-        );
+        assert_eq!(parse_reply(&err, 5, false), Ok(Some(Reply::Error("unregistered torrent".into()))));
     }
 
     #[test]
@@ -380,9 +292,7 @@ mod tests {
     async fn silent_tracker_times_out() {
         let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let url = format!("udp://{}/announce", silent.local_addr().unwrap());
-        let err = announce(&url, &params(), Duration::from_millis(200))
-            .await
-            .unwrap_err();
+        let err = announce(&url, &params(), Duration::from_millis(200)).await.unwrap_err();
         assert!(matches!(err, TrackerError::Timeout { .. }), "{err}");
     }
 
@@ -403,25 +313,14 @@ mod tests {
             err.extend_from_slice(b"banned");
             tracker.send_to(&err, from).await.unwrap();
         });
-        let err = announce(&url, &params(), Duration::from_secs(5))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&err, TrackerError::Failure { reason, .. } if reason == "banned"),
-            "{err}"
-        );
+        let err = announce(&url, &params(), Duration::from_secs(5)).await.unwrap_err();
+        assert!(matches!(&err, TrackerError::Failure { reason, .. } if reason == "banned"), "{err}");
         assert!(err.to_string().contains(&url));
     }
 
     #[tokio::test]
     async fn udp_url_without_port_is_rejected() {
-        let err = announce(
-            "udp://127.0.0.1/announce",
-            &params(),
-            Duration::from_secs(1),
-        )
-        .await
-        .unwrap_err();
+        let err = announce("udp://127.0.0.1/announce", &params(), Duration::from_secs(1)).await.unwrap_err();
         assert!(matches!(err, TrackerError::BadUrl { .. }), "{err}");
     }
 }
