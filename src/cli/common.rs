@@ -144,6 +144,29 @@ impl NetArgs {
         Ok(Some(keepalive::json_source(view)))
     }
 
+    /// What a session-running command starts besides its torrents: the libp2p node (unless
+    /// `--no-kad`), the key-peer monitor on it, and diagnostics with `--diag`. Hold the
+    /// returned guard for the life of the command.
+    pub async fn start_services(
+        &self,
+        session: &mut Session,
+        opts: &Options,
+        preferred: DhtMode,
+    ) -> anyhow::Result<Option<TorrentSourceGuard>> {
+        if let Some(node) = self.start_node(opts, preferred).await? {
+            session.attach_node(node);
+        }
+        let mode = effective_mode(opts, preferred)?;
+        let keepalive = match session.node() {
+            Some(node) => {
+                self.start_key_peer_monitor(opts, node, session.keepalive_link(), session.cancel_token()).await?
+            }
+            None => None,
+        };
+        let node = session.node().cloned().map(|n| (n, mode));
+        self.start_diag(Some(session), node, keepalive, session.cancel_token()).await
+    }
+
     /// Serves diagnostics when `--diag` is given: the session's torrents, its node's routing
     /// view, the key-peer monitor's view, and the metrics. Prints `listening diag <addr>`. The returned guard keeps the
     /// session's torrents in `/metrics`; hold it for the life of the command.

@@ -1,6 +1,6 @@
 //! `shoal download`: fetch a torrent into a directory; exit 0 only when every piece is
 //! verified on disk; with `--seed`, stay and seed until interrupted.
-use crate::cli::common::{announce_line, effective_mode, init_logging, interrupted, NetArgs};
+use crate::cli::common::{announce_line, init_logging, interrupted, NetArgs};
 use crate::cli::progress::{summary, Progress};
 use crate::cli::{bad_input, info};
 use crate::metainfo::{Magnet, Metainfo};
@@ -68,20 +68,7 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
     if let Some(a) = session.listen_addr() {
         announce_line(&format!("listening bt {a}"));
     }
-    if let Some(node) = args.net.start_node(&options, DhtMode::Auto).await? {
-        session.attach_node(node);
-    }
-    let mode = effective_mode(&options, DhtMode::Auto)?;
-    let keepalive = match session.node() {
-        Some(node) => {
-            args.net.start_key_peer_monitor(&options, node, session.keepalive_link(), session.cancel_token()).await?
-        }
-        None => None,
-    };
-    let _diag = args
-        .net
-        .start_diag(Some(&session), session.node().cloned().map(|n| (n, mode)), keepalive, session.cancel_token())
-        .await?;
+    let _diag = args.net.start_services(&mut session, &options, DhtMode::Auto).await?;
     let meta = Arc::new(meta);
     let handle = session.add_torrent(meta.clone(), args.output.clone());
     handle.add_peers(peers).await;

@@ -1,7 +1,7 @@
 //! `shoal seed`: serve the data at PATH. With `--torrent FILE`, the data is checked against
 //! FILE (or FILE is made from PATH when it does not exist); prints the info-hash and a
 //! magnet URI, then serves until interrupted.
-use crate::cli::common::{announce_line, effective_mode, init_logging, interrupted, NetArgs};
+use crate::cli::common::{announce_line, init_logging, interrupted, NetArgs};
 use crate::cli::progress::Progress;
 use crate::cli::{bad_input, info};
 use crate::metainfo::create::{create_torrent, CreateOptions};
@@ -59,20 +59,7 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
 
     let listen = args.net.listen.unwrap_or_else(|| "0.0.0.0:6881".parse().expect("valid address"));
     let mut session = Session::start(options.clone(), Some(listen)).await?;
-    if let Some(node) = args.net.start_node(&options, DhtMode::Server).await? {
-        session.attach_node(node);
-    }
-    let mode = effective_mode(&options, DhtMode::Server)?;
-    let keepalive = match session.node() {
-        Some(node) => {
-            args.net.start_key_peer_monitor(&options, node, session.keepalive_link(), session.cancel_token()).await?
-        }
-        None => None,
-    };
-    let _diag = args
-        .net
-        .start_diag(Some(&session), session.node().cloned().map(|n| (n, mode)), keepalive, session.cancel_token())
-        .await?;
+    let _diag = args.net.start_services(&mut session, &options, DhtMode::Server).await?;
     let meta = Arc::new(meta);
     let handle = session.add_torrent(meta.clone(), root);
     Progress::new(args.net.quiet, meta.total_length).follow(handle.stats(), |s| s.phase != Phase::Checking).await;

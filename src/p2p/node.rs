@@ -735,15 +735,9 @@ impl EventLoop {
                 let _ = reply.send(Ok(*rtt));
                 return;
             }
-        } else {
-            let opts = DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing).build();
-            match self.swarm.dial(opts) {
-                Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {}
-                Err(e) => {
-                    let _ = reply.send(Err(NodeError::Dial { peer, reason: e.to_string() }));
-                    return;
-                }
-            }
+        } else if let Err(reason) = self.start_dial(peer) {
+            let _ = reply.send(Err(NodeError::Dial { peer, reason }));
+            return;
         }
         let waiters = self.ping_waiters.entry(peer).or_default();
         if waiters.len() >= MAX_PING_WAITERS {
@@ -753,19 +747,24 @@ impl EventLoop {
         waiters.push(reply);
     }
 
+    /// Dials `peer` by PeerId unless a dial is already under way (whose outcome the caller
+    /// then waits for); Err with libp2p's reason when it refuses at once.
+    fn start_dial(&mut self, peer: PeerId) -> Result<(), String> {
+        let opts = DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing).build();
+        match self.swarm.dial(opts) {
+            Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     fn on_dial_command(&mut self, peer: PeerId, reply: Reply<()>) {
         if self.swarm.is_connected(&peer) {
             let _ = reply.send(Ok(()));
             return;
         }
-        let opts = DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing).build();
-        match self.swarm.dial(opts) {
-            // Already dialling: this waiter hears that dial's outcome.
-            Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {}
-            Err(e) => {
-                let _ = reply.send(Err(NodeError::Dial { peer, reason: e.to_string() }));
-                return;
-            }
+        if let Err(reason) = self.start_dial(peer) {
+            let _ = reply.send(Err(NodeError::Dial { peer, reason }));
+            return;
         }
         let waiters = self.dial_waiters.entry(peer).or_default();
         if waiters.len() >= MAX_PING_WAITERS {
