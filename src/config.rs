@@ -183,8 +183,23 @@ impl Options {
     }
 
     pub fn from_toml_str(text: &str) -> Result<Options, String> {
-        toml::from_str(text)
-            .map_err(|e| e.to_string().lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" "))
+        toml::from_str(text).map_err(|e| {
+            // toml names unknown keys itself; for a bad value it only points at the line, so
+            // the key is read off that line.
+            let key = e.span().and_then(|span| {
+                let line_start = text[..span.start].rfind('\n').map_or(0, |i| i + 1);
+                let line = &text[line_start..];
+                let key = line.split('=').next()?.trim();
+                (!key.is_empty() && !key.starts_with('[')).then(|| key.to_string())
+            });
+            let line = e.span().map(|span| text[..span.start].matches('\n').count() + 1);
+            let msg = e.message().to_string();
+            match (key, line) {
+                (Some(k), Some(n)) if !msg.contains(&k) => format!("line {n}: config key `{k}`: {msg}"),
+                (_, Some(n)) => format!("line {n}: {msg}"),
+                _ => msg,
+            }
+        })
     }
 
     /// Checks the settings as a whole.
