@@ -23,6 +23,9 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Inbound connections whose handshake is still being read, across all torrents.
+const MAX_INBOUND_HANDSHAKES: usize = 256;
+
 type Routes = Arc<Mutex<HashMap<InfoHash, TorrentHandle>>>;
 
 pub struct Session {
@@ -250,6 +253,7 @@ async fn accept_loop(
     cancel: CancellationToken,
     tasks: TaskTracker,
 ) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_INBOUND_HANDSHAKES));
     loop {
         let (stream, addr) = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -263,10 +267,17 @@ async fn accept_loop(
                 }
             },
         };
+        // Bounded handshakes in flight: a flood of connections is turned away at once
+        // instead of holding a task and a socket each for the handshake timeout.
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            tracing::debug!(peer = %addr, "too many handshakes in flight; connection dropped");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let (torrents, timeout) = (torrents.clone(), options.handshake_timeout);
         tasks.spawn(async move {
             route(Box::new(stream), PeerAddr::Tcp(addr), torrents, timeout).await;
+            drop(permit);
         });
     }
 }
@@ -280,6 +291,7 @@ async fn accept_streams(
     tasks: TaskTracker,
 ) {
     use futures::StreamExt;
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_INBOUND_HANDSHAKES));
     loop {
         let (peer, stream) = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -288,8 +300,15 @@ async fn accept_streams(
                 None => return,
             },
         };
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "too many handshakes in flight; stream dropped");
+            continue;
+        };
         let torrents = torrents.clone();
-        tasks.spawn(async move { route(into_box_stream(stream), peer_addr(&peer), torrents, timeout).await });
+        tasks.spawn(async move {
+            route(into_box_stream(stream), peer_addr(&peer), torrents, timeout).await;
+            drop(permit);
+        });
     }
 }
 

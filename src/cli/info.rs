@@ -73,7 +73,15 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
 
 /// Reads and parses a `.torrent`; both failures are the user's (exit 2), named by file.
 pub fn load(path: &str) -> anyhow::Result<Metainfo> {
-    let bytes = std::fs::read(path).map_err(|e| bad_input(format!("{path}: cannot read: {e}")))?;
+    use std::io::Read;
+    let cannot = |e: std::io::Error| bad_input(format!("{path}: cannot read: {e}"));
+    let limit = crate::bencode::Limits::TORRENT.max_input;
+    // Read at most one byte past the limit: a huge file is refused without loading it.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path).map_err(cannot)?.take(limit as u64 + 1).read_to_end(&mut bytes).map_err(cannot)?;
+    if bytes.len() > limit {
+        return Err(bad_input(format!("{path}: larger than {} MiB, not a torrent file", limit >> 20)));
+    }
     Metainfo::from_bytes(&bytes).map_err(|e| bad_input(format!("{path}: {e}")))
 }
 
