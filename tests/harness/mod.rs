@@ -1,6 +1,8 @@
 //! Shared set-up for loopback swarm tests: generated data, torrents, sessions on
 //! 127.0.0.1, a throttling connector (fault injection: a slow link), and waiting on stats.
 #![allow(dead_code)]
+#[path = "data.rs"]
+mod data;
 use futures::future::BoxFuture;
 use shoal::config::Options;
 use shoal::manager::PeerAddr;
@@ -10,9 +12,8 @@ use shoal::peer::BoxStream;
 use shoal::session::Session;
 use shoal::torrent::{Connector, TcpConnector, TorrentStats};
 use std::collections::HashSet;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -20,22 +21,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
-/// Writes `size` deterministic pseudo-random bytes to `dir/name`.
-pub fn make_file(dir: &Path, name: &str, size: usize, seed: u64) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join(name);
-    let mut state = seed | 1;
-    let mut data = Vec::with_capacity(size);
-    while data.len() < size {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        data.extend_from_slice(&state.to_le_bytes());
-    }
-    data.truncate(size);
-    std::fs::File::create(&path).unwrap().write_all(&data).unwrap();
-    path
-}
+pub use data::make_file;
 
 pub fn make_torrent(path: &Path, piece_length: u32) -> Arc<Metainfo> {
     let opts = CreateOptions { piece_length: Some(piece_length), ..Default::default() };

@@ -212,22 +212,9 @@ pub fn run_ok(args: &[OsString], timeout: Duration) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Writes `size` deterministic pseudo-random bytes to `dir/name`.
-pub fn make_file(dir: &Path, name: &str, size: usize, seed: u64) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join(name);
-    let mut state = seed | 1;
-    let mut data = Vec::with_capacity(size + 8);
-    while data.len() < size {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        data.extend_from_slice(&state.to_le_bytes());
-    }
-    data.truncate(size);
-    std::fs::File::create(&path).unwrap().write_all(&data).unwrap();
-    path
-}
+#[path = "../harness/data.rs"]
+mod data;
+pub use data::make_file;
 
 /// Copies `src` into `dir` under the same file name (a second seeder's own copy).
 pub fn copy_into(src: &Path, dir: &Path) -> PathBuf {
