@@ -59,6 +59,19 @@ pub struct Options {
     /// Time allowed for the handshake after the connection is open.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// A peer whose socket takes none of our pending output this long is dropped (it
+    /// stopped reading).
+    #[serde(with = "humantime_serde")]
+    pub write_stall_timeout: Duration,
+
+    // --- memory bounds ---
+    /// Block bytes read for one peer and not yet written to its socket.
+    pub peer_send_buffer: usize,
+    /// The same, summed over every peer of the session.
+    pub max_send_buffer: usize,
+    /// Piece buffers for pieces in progress (being downloaded or verified) per torrent;
+    /// at least two pieces are always allowed.
+    pub max_assembly_bytes: usize,
 
     // --- choker ---
     /// Regular upload slots (tit-for-tat).
@@ -70,8 +83,6 @@ pub struct Options {
     /// A peer that sent us nothing this long while we wanted data is snubbed.
     #[serde(with = "humantime_serde")]
     pub snub_timeout: Duration,
-    /// Hash failures a peer may take part in before it is banned for the session.
-    pub max_hash_failures: u32,
 
     // --- trackers ---
     pub numwant: u32,
@@ -128,11 +139,14 @@ impl Default for Options {
             keepalive_interval: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(240),
             handshake_timeout: Duration::from_secs(20),
+            write_stall_timeout: Duration::from_secs(120),
+            peer_send_buffer: 1024 * 1024,
+            max_send_buffer: 32 * 1024 * 1024,
+            max_assembly_bytes: 32 * 1024 * 1024,
             unchoke_slots: 4,
             unchoke_interval: Duration::from_secs(10),
             optimistic_unchoke_interval: Duration::from_secs(30),
             snub_timeout: Duration::from_secs(60),
-            max_hash_failures: 2,
             numwant: 50,
             tracker_timeout: Duration::from_secs(15),
             tracker_min_interval: Duration::from_secs(30),
@@ -213,13 +227,16 @@ impl Options {
         nonzero("probe_fail_threshold", self.probe_fail_threshold)?;
         nonzero("probe_max_concurrent", self.probe_max_concurrent)?;
         nonzero("key_peer_set_max_size", self.key_peer_set_max_size)?;
-        nonzero("max_hash_failures", self.max_hash_failures)?;
+        nonzero("peer_send_buffer", self.peer_send_buffer)?;
+        nonzero("max_send_buffer", self.max_send_buffer)?;
+        nonzero("max_assembly_bytes", self.max_assembly_bytes)?;
         for (key, d) in [
             ("connect_timeout", self.connect_timeout),
             ("request_timeout", self.request_timeout),
             ("keepalive_interval", self.keepalive_interval),
             ("idle_timeout", self.idle_timeout),
             ("handshake_timeout", self.handshake_timeout),
+            ("write_stall_timeout", self.write_stall_timeout),
             ("unchoke_interval", self.unchoke_interval),
             ("optimistic_unchoke_interval", self.optimistic_unchoke_interval),
             ("snub_timeout", self.snub_timeout),

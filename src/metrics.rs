@@ -70,6 +70,7 @@ pub struct Metrics {
     hash_failures: Counter,
     peer_connections: Family<DirectionLabel, Counter>,
     peers_banned: Counter,
+    protocol_violations: Counter,
     /// Counters of the key-peer monitor (`shoal_keepalive_<name>_total`).
     pub keepalive: KeepaliveCounters,
     torrents: TorrentSources,
@@ -111,10 +112,16 @@ impl Metrics {
         let hash_failures = Counter::default();
         let peer_connections = Family::<DirectionLabel, Counter>::default();
         let peers_banned = Counter::default();
+        let protocol_violations = Counter::default();
         registry.register("pieces_verified", "Pieces that passed their hash check", pieces_verified.clone());
         registry.register("hash_failures", "Pieces that failed their hash check", hash_failures.clone());
         registry.register("peer_connections", "Peer connections established, by direction", peer_connections.clone());
         registry.register("peers_banned", "Peers banned for sending bad data", peers_banned.clone());
+        registry.register(
+            "protocol_violations",
+            "Messages from peers that broke the protocol and were dropped (unrequested blocks)",
+            protocol_violations.clone(),
+        );
         for d in [Direction::Inbound, Direction::Outbound] {
             // Both series exist from the start, so a rate() over them never sees a gap.
             let _ = peer_connections.get_or_create(&[("direction", d.as_str())]);
@@ -137,6 +144,7 @@ impl Metrics {
             hash_failures,
             peer_connections,
             peers_banned,
+            protocol_violations,
             keepalive,
             torrents,
         }
@@ -176,6 +184,10 @@ impl Metrics {
 
     pub fn inc_peers_banned(&self) {
         self.peers_banned.inc();
+    }
+
+    pub fn inc_protocol_violations(&self) {
+        self.protocol_violations.inc();
     }
 
     /// Adds a source of torrent statistics to scrape; it is read until the guard drops.

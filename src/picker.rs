@@ -63,6 +63,8 @@ pub struct Picker {
     wanted: BitVec<u8, Msb0>,
     availability: Vec<u32>,
     partial: HashMap<u32, Partial>,
+    /// Most pieces in progress at once (each needs an assembly buffer until verified).
+    max_partial: usize,
 }
 
 impl Picker {
@@ -76,7 +78,18 @@ impl Picker {
             wanted: bitvec![u8, Msb0; 1; n],
             availability: vec![0; n],
             partial: HashMap::new(),
+            max_partial: usize::MAX,
         }
+    }
+
+    /// Bounds the pieces in progress (started and not yet verified or failed); at least one.
+    pub fn set_max_partial(&mut self, max: usize) {
+        self.max_partial = max.max(1);
+    }
+
+    /// Pieces in progress.
+    pub fn partial_count(&self) -> usize {
+        self.partial.len()
     }
 
     pub fn piece_count(&self) -> u32 {
@@ -177,7 +190,7 @@ impl Picker {
             return out;
         }
         self.pick_from_partial(key, theirs, max, &mut out);
-        while out.len() < max {
+        while out.len() < max && self.partial.len() < self.max_partial {
             let Some(piece) = self.choose_new_piece(theirs, rng) else { break };
             let blocks = vec![BlockState::Missing; self.block_count(piece) as usize];
             self.partial.insert(piece, Partial { blocks, received: 0 });
@@ -283,8 +296,8 @@ impl Picker {
         }
     }
 
-    /// Records a block from `key`. `None` when the block was not wanted (not requested,
-    /// already received, out of range): the caller drops the data.
+    /// Records a block from `key`. `None` when the block was not wanted (not requested from
+    /// `key`, already received, out of range): the caller drops the data.
     pub fn block_received(&mut self, key: PeerKey, block: BlockRef) -> Option<Received> {
         if block.begin % self.block_size != 0 || block.piece >= self.piece_count() {
             return None;
@@ -297,9 +310,11 @@ impl Picker {
         let partial = self.partial.get_mut(&block.piece)?;
         let state = partial.blocks.get_mut(idx)?;
         let cancel = match state {
-            BlockState::Received => return None,
-            BlockState::Missing => Vec::new(),
-            BlockState::Requested(peers) => peers.iter().copied().filter(|k| *k != key).collect(),
+            BlockState::Requested(peers) if peers.contains(&key) => {
+                peers.iter().copied().filter(|k| *k != key).collect()
+            }
+            // Unrequested (or its request was given back): whoever sends it, it is not taken.
+            _ => return None,
         };
         *state = BlockState::Received;
         partial.received += 1;

@@ -11,6 +11,7 @@ use crate::manager::PeerAddr;
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::metrics::TorrentSource;
 use crate::p2p::{into_box_stream, peer_addr, IncomingStreams, NodeHandle, P2pConnector};
+use crate::peer::budget::SendBudget;
 use crate::peer::{handshake, BoxStream};
 use crate::torrent::{Connector, Inbound, TcpConnector, TorrentHandle, TorrentParams};
 use crate::wire::PeerId;
@@ -39,6 +40,8 @@ pub struct Session {
     listen_addr: Option<SocketAddr>,
     torrents: Routes,
     connector: Arc<dyn Connector>,
+    /// Block bytes read for peers and not yet sent, across every torrent.
+    send_budget: SendBudget,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -49,6 +52,7 @@ impl Session {
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let torrents: Routes = Arc::default();
+        let send_budget = SendBudget::new(options.max_send_buffer);
         let mut listen_addr = None;
         if let Some(addr) = listen {
             let listener = TcpListener::bind(addr)
@@ -67,6 +71,7 @@ impl Session {
             listen_addr,
             torrents,
             connector: Arc::new(TcpConnector),
+            send_budget,
             cancel,
             tasks,
         })
@@ -149,6 +154,7 @@ impl Session {
             peer_id: self.peer_id,
             listen_port: self.listen_addr.map(|a| a.port()),
             connector: self.connector.clone(),
+            send_budget: self.send_budget.clone(),
         };
         let handle = TorrentHandle::spawn(params, &self.cancel);
         self.torrents.lock().expect("routes lock").insert(meta.info_hash, handle.clone());

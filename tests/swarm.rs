@@ -227,9 +227,13 @@ async fn a_lying_peer_is_banned_and_the_honest_one_completes() {
     tokio::time::timeout(Duration::from_secs(60), h.wait_complete()).await.expect("timed out").unwrap();
     same_bytes(&src, &dir.path().join("out/data.bin"));
     let st = h.stats().borrow().clone();
-    assert!(st.hash_failures >= 2, "the liar's pieces failed: {}", st.hash_failures);
+    // Every block of a failed piece came from the liar: smart ban names it at the first one.
+    assert!(st.hash_failures >= 1, "the liar's pieces failed: {}", st.hash_failures);
     assert_eq!(st.banned, 1, "the liar is banned");
-    assert!(st.peers.iter().all(|p| p.addr != liar.to_string()), "the liar is disconnected");
+    // Its connection closes asynchronously; the statistics show it gone within a few ticks.
+    let mut stats = h.stats();
+    let gone = stats.wait_for(|s| s.peers.iter().all(|p| p.addr != liar.to_string()));
+    tokio::time::timeout(Duration::from_secs(20), gone).await.expect("the liar is still connected").unwrap();
     leecher.shutdown().await;
     honest.shutdown().await;
 }

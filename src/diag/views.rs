@@ -23,6 +23,7 @@ pub struct TorrentView<'a> {
     pub totals: Totals,
     pub pool: PoolStats,
     pub hash_failures: u32,
+    pub protocol_violations: u64,
     pub banned: usize,
     /// Distinct peers that sent at least one piece.
     pub peers_used: usize,
@@ -81,6 +82,7 @@ fn torrent(t: &TorrentStats) -> TorrentView<'_> {
         },
         pool: t.pool,
         hash_failures: t.hash_failures,
+        protocol_violations: t.protocol_violations,
         banned: t.banned,
         peers_used: t.peers_used,
     }

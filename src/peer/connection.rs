@@ -1,27 +1,42 @@
 //! The per-peer task: owns one connection after its handshake.
 //!
-//! The stream is split: the reader decides, a writer future owns the write half and a
-//! bounded queue of outgoing messages; both run concurrently inside this one task, so a peer
-//! that stops reading can never stop us from reading it (no write/write deadlock), and
-//! keep-alives go out after `keepalive_interval` of silence. Every message is checked against the torrent's geometry
-//! before it is believed: a bad bitfield, an out-of-range `have` or `request`, or an
-//! oversized block closes the connection. Requests are served only while the peer is
-//! unchoked and only for pieces we have; blocks are read through `Storage` (blocking pool).
+//! One loop selects over everything that can happen to the connection: cancellation (the
+//! torrent's per-peer token), a message from the peer, a command from the torrent, a block
+//! read from storage, the socket taking more of our output, and three deadlines (idle,
+//! keep-alive, write stall). No arm ever waits on the peer: outgoing messages go into an
+//! [`Outbox`] that the write arm drains as the socket allows, so a peer that stops reading
+//! cannot stop us reading it, seeing cancellation, or noticing our deadlines.
+//!
+//! Bounds, so a peer that never reads costs a fixed amount:
+//! - block data read for the peer and not yet handed to the socket is at most
+//!   `peer_send_buffer` bytes for this peer and, through the shared [`SendBudget`], at most
+//!   `max_send_buffer` bytes across every peer of the session; served blocks are copied out
+//!   of the piece cache so a queued block never pins a whole cached piece;
+//! - at most `max_queued` other messages wait in the outbox, then the peer is dropped;
+//! - output that makes no progress for `write_stall_timeout` drops the peer.
+//!
+//! Every message is checked against the torrent's geometry before it is believed: a bad
+//! bitfield, an out-of-range `have` or `request`, or an oversized block closes the
+//! connection. Requests are served only while the peer is unchoked and only for pieces we
+//! have; blocks are read through `Storage` (blocking pool).
+use super::budget::SendBudget;
+use super::outbox::Outbox;
 use super::{PeerCommand, PeerCounters, PeerError, PeerEvent, PeerEventKind};
 use crate::picker::{BlockRef, PeerKey};
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError};
 use crate::wire::extension::ExtHandshake;
 use crate::wire::{Message, MessageCodec};
 use bitvec::prelude::*;
+use bytes::Bytes;
 use futures::stream::FuturesOrdered;
 use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -32,10 +47,11 @@ pub const MAX_SERVED_BLOCK: u32 = 128 * 1024;
 pub const OUR_REQQ: usize = 500;
 /// Block reads in flight per peer.
 const READS_IN_FLIGHT: usize = 8;
-/// Bytes the writer gathers before a write call.
+/// Bytes the sink gathers before it must write them out (one write call for several blocks).
 const WRITE_BATCH: usize = 256 * 1024;
-/// Outgoing messages queued for the writer; past this no new block is read for the peer.
-const WRITE_QUEUE: usize = 256;
+/// BEP 10 handshakes one connection may send (a peer may repeat it to update its settings;
+/// thousands are an attack on whoever reads them).
+const MAX_EXT_HANDSHAKES: u32 = 16;
 
 /// Settings and context for one peer task.
 pub struct PeerContext {
@@ -51,18 +67,47 @@ pub struct PeerContext {
     pub commands: mpsc::Receiver<PeerCommand>,
     /// Send our BEP 10 handshake (the peer set the extension bit).
     pub extensions: Option<ExtHandshake>,
-    pub keepalive_interval: Duration,
-    pub idle_timeout: Duration,
+    pub limits: PeerLimits,
+    /// The torrent's token for this peer: cancelled to close it, whatever the socket does.
     pub cancel: CancellationToken,
 }
 
+/// The timing and size bounds of one peer task (from `Options`).
+#[derive(Clone, Debug)]
+pub struct PeerLimits {
+    pub keepalive_interval: Duration,
+    pub idle_timeout: Duration,
+    /// Output pending this long without the socket taking any of it closes the connection.
+    pub write_stall_timeout: Duration,
+    /// Block bytes read for this peer and not yet written to its socket.
+    pub send_buffer: usize,
+    /// Messages other than blocks waiting for the socket.
+    pub max_queued: usize,
+    /// Shared by every peer of the session.
+    pub budget: SendBudget,
+}
+
+/// A block read from storage, with the share of the send budget it holds.
+type BlockRead = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (BlockRef, Result<Bytes, StorageError>, OwnedSemaphorePermit)> + Send>,
+>;
+
+type Sink<S> = SplitSink<Framed<S, MessageCodec>, Message>;
+
 struct Task {
     ctx: PeerContext,
-    writer: mpsc::Sender<Message>,
+    out: Outbox,
     am_choking: bool,
-    peer_interested: bool,
     serve_queue: VecDeque<BlockRef>,
+    reads: FuturesOrdered<BlockRead>,
+    /// Block bytes being read for this peer (in `reads`).
+    reading: usize,
+    /// A budget share waited for, for the block at the head of `serve_queue`.
+    waiting_budget: Option<u32>,
+    /// A budget share that arrived while the task waited for one.
+    granted: Option<OwnedSemaphorePermit>,
     last_received: Instant,
+    ext_handshakes: u32,
 }
 
 /// Runs the connection until it closes; always reports `Closed` last.
@@ -75,117 +120,101 @@ where
     // `StreamExt::split` keeps the Framed whole, so bytes the peer sent behind its handshake
     // (already in the read buffer) are decoded before the socket is read again.
     let mut framed = framed;
-    // Let the writer gather several blocks into one write call instead of one per block.
     framed.set_backpressure_boundary(WRITE_BATCH);
-    let (sink, mut reader) = framed.split();
-
-    let (writer_tx, writer_rx) = mpsc::channel(WRITE_QUEUE);
-    // The writer runs in this same task, not a spawned one: yamux (libp2p) streams keep one
-    // waker slot for both directions, and halves polled from two tasks lose wake-ups
-    // (rust-yamux issue 232); within one task there is one waker and nothing is lost.
-    let writer = write_loop(sink, writer_rx, ctx.counters.clone(), ctx.keepalive_interval);
+    let (mut sink, mut reader) = framed.split();
+    let now = Instant::now();
     let mut task = Task {
+        out: Outbox::new(ctx.counters.clone(), ctx.limits.max_queued, now),
         ctx,
-        writer: writer_tx,
         am_choking: true,
-        peer_interested: false,
         serve_queue: VecDeque::new(),
-        last_received: Instant::now(),
+        reads: FuturesOrdered::new(),
+        reading: 0,
+        waiting_budget: None,
+        granted: None,
+        last_received: now,
+        ext_handshakes: 0,
     };
-    let outcome = tokio::select! {
-        r = task.drive(&mut reader) => r,
-        r = writer => r.and(Err(PeerError::Eof)),
-    };
+    // The reader and the writer are polled from this one task: yamux (libp2p) streams keep
+    // one waker slot for both directions, and halves polled from two tasks lose wake-ups
+    // (rust-yamux issue 232).
+    let outcome = task.drive(&mut reader, &mut sink).await;
     let reason = match outcome {
         Ok(()) => "closed".to_string(),
         Err(e) => e.to_string(),
     };
+    let cancel = task.ctx.cancel.clone();
     drop(task);
-    let _ = events.send(PeerEvent { key, kind: PeerEventKind::Closed(reason) }).await;
-}
-
-type Sink<S> = SplitSink<Framed<S, MessageCodec>, Message>;
-
-async fn write_loop<S: AsyncRead + AsyncWrite>(
-    mut sink: Sink<S>,
-    mut rx: mpsc::Receiver<Message>,
-    counters: Arc<PeerCounters>,
-    keepalive: Duration,
-) -> Result<(), PeerError> {
-    loop {
-        let msg = match tokio::time::timeout(keepalive, rx.recv()).await {
-            Err(_) => Message::KeepAlive,
-            Ok(None) => return Ok(()),
-            Ok(Some(m)) => m,
-        };
-        feed(&mut sink, msg, &counters).await?;
-        // Batch whatever else is queued into the same flush.
-        while let Ok(m) = rx.try_recv() {
-            feed(&mut sink, m, &counters).await?;
-        }
-        sink.flush().await?;
+    // The torrent may be gone (its receiver dropped) or stopping: never wait past its cancel.
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = events.send(PeerEvent { key, kind: PeerEventKind::Closed(reason) }) => {}
     }
 }
-
-async fn feed<S: AsyncRead + AsyncWrite>(
-    sink: &mut Sink<S>,
-    msg: Message,
-    counters: &PeerCounters,
-) -> Result<(), PeerError> {
-    if let Message::Piece { data, .. } = &msg {
-        counters.uploaded.fetch_add(data.len() as u64, Ordering::Relaxed);
-    }
-    Ok(sink.feed(msg).await?)
-}
-
-type BlockRead = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (BlockRef, Result<bytes::Bytes, crate::storage::StorageError>)> + Send>,
->;
 
 impl Task {
     async fn drive<S: AsyncRead + AsyncWrite>(
         &mut self,
         reader: &mut SplitStream<Framed<S, MessageCodec>>,
+        sink: &mut Sink<S>,
     ) -> Result<(), PeerError> {
-        self.send_greeting().await?;
-        let mut reads: FuturesOrdered<BlockRead> = FuturesOrdered::new();
-        let idle = self.ctx.idle_timeout;
+        self.send_greeting();
+        let limits = self.ctx.limits.clone();
         loop {
-            self.start_reads(&mut reads);
-            let deadline = self.last_received + idle;
+            self.start_reads();
+            let idle_at = self.last_received + limits.idle_timeout;
+            let keepalive_at = self.out.last_sent() + limits.keepalive_interval;
+            let stall_at = self.out.stalled_since().map(|t| t + limits.write_stall_timeout);
+            let budget_wanted = self.waiting_budget;
             tokio::select! {
+                biased;
                 _ = self.ctx.cancel.cancelled() => return Ok(()),
+                r = self.out.write(sink), if self.out.wants_write() => r?,
                 msg = reader.next() => match msg {
                     None => return Err(PeerError::Eof),
                     Some(msg) => self.on_message(msg?).await?,
                 },
                 cmd = self.ctx.commands.recv() => match cmd {
-                    None | Some(PeerCommand::Close) => return Ok(()),
-                    Some(cmd) => self.on_command(cmd).await?,
+                    // The torrent dropped its sender: it is gone.
+                    None => return Ok(()),
+                    Some(cmd) => self.on_command(cmd)?,
                 },
-                Some((block, data)) = reads.next(), if !reads.is_empty() => self.on_block_read(block, data).await?,
-                _ = tokio::time::sleep_until(deadline) => return Err(PeerError::Timeout("idle")),
+                Some((block, data, permit)) = self.reads.next(), if !self.reads.is_empty() => {
+                    self.on_block_read(block, data, permit)?
+                }
+                permit = limits.budget.take(budget_wanted.unwrap_or(0)), if budget_wanted.is_some() => {
+                    self.waiting_budget = None;
+                    self.granted = Some(permit);
+                }
+                _ = tokio::time::sleep_until(idle_at) => return Err(PeerError::Timeout("idle")),
+                _ = tokio::time::sleep_until(keepalive_at), if self.out.is_idle() => {
+                    self.out.push(Message::KeepAlive)?
+                }
+                _ = tokio::time::sleep_until(stall_at.unwrap_or(idle_at)), if stall_at.is_some() => {
+                    return Err(PeerError::Timeout("write (the peer stopped reading)"))
+                }
             }
         }
     }
 
-    async fn send(&self, msg: Message) -> Result<(), PeerError> {
-        self.writer.send(msg).await.map_err(|_| PeerError::Eof)
-    }
-
-    async fn send_greeting(&mut self) -> Result<(), PeerError> {
+    fn send_greeting(&mut self) {
         if let Some(ext) = self.ctx.extensions.take() {
-            self.send(Message::Extended { id: 0, payload: ext.encode() }).await?;
+            let _ = self.out.push(Message::Extended { id: 0, payload: ext.encode() });
         }
         if self.ctx.have.any() {
-            let bits = bytes::Bytes::copy_from_slice(self.ctx.have.as_raw_slice());
-            self.send(Message::Bitfield(bits)).await?;
+            let bits = Bytes::copy_from_slice(self.ctx.have.as_raw_slice());
+            let _ = self.out.push(Message::Bitfield(bits));
         }
-        Ok(())
     }
 
-    async fn report(&self, kind: PeerEventKind) -> Result<(), PeerError> {
-        self.ctx.events.send(PeerEvent { key: self.ctx.key, kind }).await.map_err(|_| PeerError::Eof)
+    /// Hands an event to the torrent. Waiting here is the torrent's backpressure on a fast
+    /// peer, never the peer's on us; cancellation still ends the wait.
+    async fn report(&mut self, kind: PeerEventKind) -> Result<(), PeerError> {
+        let ev = PeerEvent { key: self.ctx.key, kind };
+        tokio::select! {
+            _ = self.ctx.cancel.cancelled() => Err(PeerError::Eof),
+            r = self.ctx.events.send(ev) => r.map_err(|_| PeerError::Eof),
+        }
     }
 
     fn check_piece(&self, index: u32) -> Result<(), PeerError> {
@@ -201,54 +230,60 @@ impl Task {
         (self.ctx.total_length - start).min(self.ctx.piece_length as u64) as u32
     }
 
+    /// A block (sent or requested) that fits inside its piece and our size limit.
+    fn check_block(&self, what: &str, b: BlockRef) -> Result<(), PeerError> {
+        self.check_piece(b.piece)?;
+        if b.length == 0
+            || b.length > MAX_SERVED_BLOCK
+            || b.begin as u64 + b.length as u64 > self.piece_size(b.piece) as u64
+        {
+            return Err(PeerError::Protocol(format!("{what} {}:{}+{} out of range", b.piece, b.begin, b.length)));
+        }
+        Ok(())
+    }
+
     async fn on_message(&mut self, msg: Message) -> Result<(), PeerError> {
         self.last_received = Instant::now();
         tracing::trace!(key = self.ctx.key, ?msg, "received");
-        match msg {
-            Message::KeepAlive | Message::Port(_) => {}
-            Message::Choke => self.report(PeerEventKind::Choked).await?,
-            Message::Unchoke => self.report(PeerEventKind::Unchoked).await?,
-            Message::Interested => {
-                self.peer_interested = true;
-                self.report(PeerEventKind::Interested).await?
-            }
-            Message::NotInterested => {
-                self.peer_interested = false;
-                self.report(PeerEventKind::NotInterested).await?
-            }
+        let kind = match msg {
+            Message::KeepAlive | Message::Port(_) => return Ok(()),
+            Message::Choke => PeerEventKind::Choked,
+            Message::Unchoke => PeerEventKind::Unchoked,
+            Message::Interested => PeerEventKind::Interested,
+            Message::NotInterested => PeerEventKind::NotInterested,
             Message::Have { index } => {
                 self.check_piece(index)?;
-                self.report(PeerEventKind::Have(index)).await?
+                PeerEventKind::Have(index)
             }
-            Message::Bitfield(raw) => {
-                let bits = self.parse_bitfield(&raw)?;
-                self.report(PeerEventKind::Bitfield(bits)).await?
+            Message::Bitfield(raw) => PeerEventKind::Bitfield(self.parse_bitfield(&raw)?),
+            Message::Request { index, begin, length } => {
+                return self.on_request(BlockRef { piece: index, begin, length })
             }
-            Message::Request { index, begin, length } => self.on_request(BlockRef { piece: index, begin, length })?,
             Message::Cancel { index, begin, length } => {
                 let b = BlockRef { piece: index, begin, length };
                 self.serve_queue.retain(|q| *q != b);
+                return Ok(());
             }
             Message::Piece { index, begin, data } => {
-                self.check_piece(index)?;
-                let length = data.len() as u32;
-                if length == 0
-                    || length > MAX_SERVED_BLOCK
-                    || begin as u64 + length as u64 > self.piece_size(index) as u64
-                {
-                    return Err(PeerError::Protocol(format!("block {index}:{begin}+{length} out of range")));
-                }
-                self.ctx.counters.downloaded.fetch_add(length as u64, Ordering::Relaxed);
-                self.report(PeerEventKind::Block(BlockRef { piece: index, begin, length }, data)).await?
+                let b = BlockRef { piece: index, begin, length: data.len() as u32 };
+                self.check_block("block", b)?;
+                self.ctx.counters.downloaded.fetch_add(b.length as u64, Ordering::Relaxed);
+                PeerEventKind::Block(b, data)
             }
+            // Extended message 0 is the BEP 10 handshake; others are not handled yet.
             Message::Extended { id: 0, payload } => {
-                if let Some(ext) = ExtHandshake::decode(&payload) {
-                    self.report(PeerEventKind::Extensions(ext)).await?
+                self.ext_handshakes += 1;
+                if self.ext_handshakes > MAX_EXT_HANDSHAKES {
+                    return Err(PeerError::Protocol(format!("more than {MAX_EXT_HANDSHAKES} extension handshakes")));
+                }
+                match ExtHandshake::decode(&payload) {
+                    Some(ext) => PeerEventKind::Extensions(ext),
+                    None => return Ok(()),
                 }
             }
-            Message::Extended { .. } => {}
-        }
-        Ok(())
+            Message::Extended { .. } => return Ok(()),
+        };
+        self.report(kind).await
     }
 
     /// BEP 3 sends the bitfield once, first; its spare bits must be zero. aria2 also sends one
@@ -269,13 +304,7 @@ impl Task {
     }
 
     fn on_request(&mut self, b: BlockRef) -> Result<(), PeerError> {
-        self.check_piece(b.piece)?;
-        if b.length == 0
-            || b.length > MAX_SERVED_BLOCK
-            || b.begin as u64 + b.length as u64 > self.piece_size(b.piece) as u64
-        {
-            return Err(PeerError::Protocol(format!("request {}:{}+{} out of range", b.piece, b.begin, b.length)));
-        }
+        self.check_block("request", b)?;
         // Requests while choked, for pieces we lack, or past our advertised queue are
         // dropped silently, as BEP 3 peers expect.
         if !self.am_choking && self.ctx.have[b.piece as usize] && self.serve_queue.len() < OUR_REQQ {
@@ -284,60 +313,82 @@ impl Task {
         Ok(())
     }
 
-    /// Starts block reads while the writer has room.
-    fn start_reads(&mut self, reads: &mut FuturesOrdered<BlockRead>) {
-        while reads.len() < READS_IN_FLIGHT && self.writer.capacity() > READS_IN_FLIGHT {
-            let Some(b) = self.serve_queue.pop_front() else { return };
+    /// Starts block reads while this peer's send buffer and the session's budget have room.
+    fn start_reads(&mut self) {
+        while self.reads.len() < READS_IN_FLIGHT && self.waiting_budget.is_none() {
+            let Some(&b) = self.serve_queue.front() else { return };
+            if self.reading + self.out.block_bytes() + b.length as usize > self.ctx.limits.send_buffer {
+                return;
+            }
+            let share = self.ctx.limits.budget.share(b.length);
+            let permit = match self.granted.take().filter(|p| p.num_permits() >= share) {
+                Some(p) => p,
+                None => match self.ctx.limits.budget.try_take(b.length) {
+                    Some(p) => p,
+                    None => {
+                        self.waiting_budget = Some(b.length);
+                        return;
+                    }
+                },
+            };
+            self.serve_queue.pop_front();
+            self.reading += b.length as usize;
             let storage = self.ctx.storage.clone();
-            reads.push_back(Box::pin(async move { (b, storage.read_block(b.piece, b.begin, b.length).await) }));
+            self.reads.push_back(Box::pin(async move {
+                let data = storage.read_block(b.piece, b.begin, b.length).await;
+                // A copy, so the queued block does not keep its whole cached piece alive.
+                (b, data.map(|d| Bytes::copy_from_slice(&d)), permit)
+            }));
         }
     }
 
-    async fn on_block_read(
+    fn on_block_read(
         &mut self,
         b: BlockRef,
-        data: Result<bytes::Bytes, crate::storage::StorageError>,
+        data: Result<Bytes, StorageError>,
+        permit: OwnedSemaphorePermit,
     ) -> Result<(), PeerError> {
+        self.reading -= b.length as usize;
         let data = data.map_err(|e| PeerError::Io(std::io::Error::other(e.to_string())))?;
         if self.am_choking {
             return Ok(());
         }
-        self.send(Message::Piece { index: b.piece, begin: b.begin, data }).await
+        self.out.push_block(Message::Piece { index: b.piece, begin: b.begin, data }, permit);
+        Ok(())
     }
 
-    async fn on_command(&mut self, cmd: PeerCommand) -> Result<(), PeerError> {
+    fn on_command(&mut self, cmd: PeerCommand) -> Result<(), PeerError> {
         tracing::trace!(key = self.ctx.key, ?cmd, "command");
         match cmd {
             PeerCommand::Request(blocks) => {
                 for b in blocks {
-                    self.send(Message::Request { index: b.piece, begin: b.begin, length: b.length }).await?;
+                    self.out.push(Message::Request { index: b.piece, begin: b.begin, length: b.length })?;
                 }
             }
             PeerCommand::Cancel(b) => {
-                self.send(Message::Cancel { index: b.piece, begin: b.begin, length: b.length }).await?
+                self.out.push(Message::Cancel { index: b.piece, begin: b.begin, length: b.length })?
             }
             PeerCommand::Choke => {
                 if !self.am_choking {
                     self.am_choking = true;
                     self.serve_queue.clear();
-                    self.send(Message::Choke).await?;
+                    self.out.push(Message::Choke)?;
                 }
             }
             PeerCommand::Unchoke => {
                 if self.am_choking {
                     self.am_choking = false;
-                    self.send(Message::Unchoke).await?;
+                    self.out.push(Message::Unchoke)?;
                 }
             }
-            PeerCommand::Interested(true) => self.send(Message::Interested).await?,
-            PeerCommand::Interested(false) => self.send(Message::NotInterested).await?,
+            PeerCommand::Interested(true) => self.out.push(Message::Interested)?,
+            PeerCommand::Interested(false) => self.out.push(Message::NotInterested)?,
             PeerCommand::Have(i) => {
                 if (i as usize) < self.ctx.have.len() && !self.ctx.have[i as usize] {
                     self.ctx.have.set(i as usize, true);
-                    self.send(Message::Have { index: i }).await?;
+                    self.out.push(Message::Have { index: i })?;
                 }
             }
-            PeerCommand::Close => {}
         }
         Ok(())
     }

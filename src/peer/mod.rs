@@ -6,10 +6,15 @@
 //! - [`connection`]: the per-peer task. It reads messages, checks them against the torrent's
 //!   geometry, and reports them to the torrent task as [`PeerEvent`]s; it carries out
 //!   [`PeerCommand`]s (requests, choke, have...) and serves the peer's requests from storage.
+//!   The torrent closes it by cancelling the peer's token, which works whatever the socket does;
+//! - `outbox`: the peer's outgoing queue and the cancel-safe step that writes it;
+//! - [`budget`]: the session-wide bound on block bytes waiting to be sent.
 //!
 //! The task is generic over `AsyncRead + AsyncWrite`: TCP and libp2p streams run the same code.
+pub mod budget;
 pub mod connection;
 pub mod handshake;
+mod outbox;
 
 use crate::picker::{BlockRef, PeerKey};
 use crate::wire::extension::ExtHandshake;
@@ -27,8 +32,6 @@ pub enum PeerCommand {
     Interested(bool),
     /// We verified a piece: tell the peer.
     Have(u32),
-    /// Close the connection (banned, pool shrinking, torrent stopping).
-    Close,
 }
 
 /// What a peer task reports.

@@ -4,12 +4,16 @@
 //! Parts:
 //! - [`task`]: the event loop and its handlers;
 //! - [`peers`]: the per-peer record (rates, pipeline depth);
-//! - [`dial`]: the [`Connector`] that opens streams to peers, and the dial + handshake.
+//! - [`dial`]: the [`Connector`] that opens streams to peers, and the dial + handshake;
+//! - `assembly`: blocks gathered into piece buffers, with who sent each;
+//! - `smart_ban`: which sender of a failed piece lied.
 //!
 //! Outside code holds a [`TorrentHandle`]: it adds peer addresses, hands over inbound
 //! connections, watches [`TorrentStats`], and stops the torrent.
+mod assembly;
 pub mod dial;
 pub mod peers;
+mod smart_ban;
 mod task;
 
 pub use dial::{Connector, TcpConnector};
@@ -120,6 +124,10 @@ pub struct TorrentStats {
     pub hash_failures: u32,
     /// Bytes received that were not needed (duplicates in endgame, unrequested blocks).
     pub wasted: u64,
+    /// Messages from peers that broke the protocol and were dropped (unrequested blocks).
+    pub protocol_violations: u64,
+    /// Bytes held in buffers of pieces being assembled (bounded by `max_assembly_bytes`).
+    pub assembly_bytes: usize,
     pub banned: usize,
     /// Distinct peers that sent us at least one piece.
     pub peers_used: usize,
@@ -143,6 +151,8 @@ pub struct TorrentParams {
     /// Our BitTorrent listen port, told to peers in the extension handshake.
     pub listen_port: Option<u16>,
     pub connector: Arc<dyn Connector>,
+    /// Block bytes waiting to be sent, bounded across the session.
+    pub send_budget: crate::peer::budget::SendBudget,
 }
 
 /// The cloneable face of a running torrent.

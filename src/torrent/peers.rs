@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// Requests kept outstanding to a peer that did not say how many it accepts (`reqq`):
 /// requests past a peer's limit are dropped silently and the download would stall.
@@ -59,6 +60,15 @@ pub struct PeerSlot {
     pub client: Option<String>,
     pub commands: mpsc::Sender<PeerCommand>,
     pub counters: Arc<PeerCounters>,
+    /// Cancelled to close the connection, whatever its socket is doing.
+    pub cancel: CancellationToken,
+    /// Payload bytes of blocks we asked this peer for and took: its download rate counts
+    /// only these, so junk blocks earn no standing with the choker or the scores.
+    pub accepted: u64,
+    /// Blocks it sent that nobody asked it for.
+    pub violations: u32,
+    /// The listen port from its extension handshake was given to the pool.
+    pub listen_learned: bool,
     pub bitfield: BitVec<u8, Msb0>,
     pub am_interested: bool,
     pub am_choking: bool,
@@ -87,6 +97,7 @@ impl PeerSlot {
         inbound: bool,
         commands: mpsc::Sender<PeerCommand>,
         counters: Arc<PeerCounters>,
+        cancel: CancellationToken,
         pieces: usize,
         now: Instant,
     ) -> PeerSlot {
@@ -97,6 +108,10 @@ impl PeerSlot {
             client: None,
             commands,
             counters,
+            cancel,
+            accepted: 0,
+            violations: 0,
+            listen_learned: false,
             bitfield: bitvec![u8, Msb0; 0; pieces],
             am_interested: false,
             am_choking: true,
@@ -172,8 +187,16 @@ mod tests {
     #[test]
     fn depth_covers_target_seconds_within_reqq() {
         let (tx, _rx) = mpsc::channel(1);
-        let mut p =
-            PeerSlot::new(PeerAddr::P2p("x".into()), PeerId([0; 20]), false, tx, Default::default(), 8, Instant::now());
+        let mut p = PeerSlot::new(
+            PeerAddr::P2p("x".into()),
+            PeerId([0; 20]),
+            false,
+            tx,
+            Default::default(),
+            CancellationToken::new(),
+            8,
+            Instant::now(),
+        );
         assert_eq!(p.depth(Duration::from_secs(3), 500, 16384), INITIAL_DEPTH);
         p.rate_down.update(16384 * 10, Duration::from_secs(1));
         p.rate_down.update(16384 * 20, Duration::from_secs(1));

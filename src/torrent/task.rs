@@ -1,14 +1,17 @@
 //! The torrent's event loop. Each `select!` arm calls one handler; the handlers never
 //! wait on a peer (commands go out with `try_send`), so one slow peer cannot stall the rest.
+use super::assembly::Assembly;
 use super::dial::{self, Connector};
 use super::peers::PeerSlot;
+use super::smart_ban::{block_digests, Digest, SmartBan};
 use super::{Inbound, PeerStats, Phase, TorrentEvent, TorrentParams, TorrentStats};
 use crate::config::Options;
 use crate::manager::choker::Choker;
 use crate::manager::{score, ChokeCandidate, PeerAddr, Pool, PoolLimits, ScoreScale};
 use crate::metainfo::Metainfo;
 use crate::metrics::{metrics, Direction};
-use crate::peer::connection::{self, PeerContext, OUR_REQQ};
+use crate::peer::budget::SendBudget;
+use crate::peer::connection::{self, PeerContext, PeerLimits, OUR_REQQ};
 use crate::peer::handshake::{self, MessageStream};
 use crate::peer::{BoxStream, PeerCommand, PeerCounters, PeerError, PeerEvent, PeerEventKind};
 use crate::picker::{BlockRef, PeerKey, Picker};
@@ -16,7 +19,7 @@ use crate::storage::{PieceVerdict, Storage, StorageError};
 use crate::wire::extension::ExtHandshake;
 use crate::wire::{handshake::reserved, Handshake, PeerId, BLOCK_SIZE};
 use bitvec::prelude::*;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::{HashMap, HashSet};
@@ -41,6 +44,9 @@ const EVENT_QUEUE: usize = 4096;
 /// the pipeline sends one `Request` command per block received, each counted as outstanding
 /// before the peer task has taken it, and a command that does not fit is lost (`try_send`).
 const COMMAND_QUEUE: usize = 1024;
+/// Unrequested blocks a peer may send (more than it sent good ones) before it is closed:
+/// a few arrive honestly after a request timed out or a choke gave it back.
+const MAX_UNREQUESTED: u32 = 64;
 
 pub(super) struct Channels {
     pub addrs: mpsc::Receiver<Vec<PeerAddr>>,
@@ -68,14 +74,11 @@ struct Links {
 
 struct Verdict {
     piece: u32,
-    contributors: HashSet<PeerAddr>,
+    /// Who sent each block of the piece.
+    senders: Vec<PeerAddr>,
+    /// Digests of its blocks, when smart ban needs them (the piece failed, or failed before).
+    digests: Option<Vec<Digest>>,
     result: Result<PieceVerdict, StorageError>,
-}
-
-/// Piece assembly: blocks copied into one buffer per piece, and who sent them.
-struct Assembly {
-    buf: BytesMut,
-    contributors: HashSet<PeerAddr>,
 }
 
 struct Torrent {
@@ -90,18 +93,18 @@ struct Torrent {
     choker: Choker,
     peers: HashMap<PeerKey, PeerSlot>,
     next_key: PeerKey,
-    assembly: HashMap<u32, Assembly>,
+    assembly: Assembly,
+    smart_ban: SmartBan,
     /// When each piece was first requested, for the piece download time.
     piece_started: HashMap<u32, Instant>,
     verifying: usize,
-    /// Hash-failure strikes and good pieces per address, for bans.
-    strikes: HashMap<PeerAddr, (u32, u32)>,
     used: HashSet<PeerAddr>,
     stats: TorrentStats,
     /// Bytes received by peers that have since left, so totals never go down.
     gone_downloaded: u64,
     gone_uploaded: u64,
     rng: StdRng,
+    send_budget: SendBudget,
     events_tx: mpsc::Sender<PeerEvent>,
     dial_tx: mpsc::Sender<DialResult>,
     verdict_tx: mpsc::Sender<Verdict>,
@@ -168,7 +171,7 @@ pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: Cancell
         }
     }
     for p in t.peers.values() {
-        p.command(PeerCommand::Close);
+        p.cancel.cancel();
     }
 }
 
@@ -191,7 +194,9 @@ impl Torrent {
             reconnect_delay: o.reconnect_delay,
             max_connect_failures: o.max_connect_failures,
         };
-        let picker = Picker::new(meta.piece_length, meta.total_length, BLOCK_SIZE, have);
+        let mut picker = Picker::new(meta.piece_length, meta.total_length, BLOCK_SIZE, have);
+        // Each piece in progress holds a buffer of its size until it is verified.
+        picker.set_max_partial((o.max_assembly_bytes / meta.piece_length.max(1) as usize).max(2));
         let stats = TorrentStats {
             info_hash: meta.info_hash.to_hex(),
             name: meta.name.clone(),
@@ -211,15 +216,16 @@ impl Torrent {
             picker,
             peers: HashMap::new(),
             next_key: 1,
-            assembly: HashMap::new(),
+            assembly: Assembly::new(BLOCK_SIZE),
+            smart_ban: SmartBan::new(),
             piece_started: HashMap::new(),
             verifying: 0,
-            strikes: HashMap::new(),
             used: HashSet::new(),
             stats,
             gone_downloaded: 0,
             gone_uploaded: 0,
             rng: StdRng::from_entropy(),
+            send_budget: params.send_budget.clone(),
             events_tx,
             dial_tx,
             verdict_tx,
@@ -315,6 +321,7 @@ impl Torrent {
         self.next_key += 1;
         let (cmd_tx, cmd_rx) = mpsc::channel(self.opts.max_requests_per_peer + COMMAND_QUEUE);
         let counters = Arc::new(PeerCounters::default());
+        let cancel = self.cancel.child_token();
         let extensions = hs.has(reserved::EXTENSION).then(|| ExtHandshake {
             client: Some(format!("shoal {}", env!("CARGO_PKG_VERSION"))),
             port: self.listen_port,
@@ -332,9 +339,15 @@ impl Torrent {
             events: self.events_tx.clone(),
             commands: cmd_rx,
             extensions,
-            keepalive_interval: self.opts.keepalive_interval,
-            idle_timeout: self.opts.idle_timeout,
-            cancel: self.cancel.child_token(),
+            limits: PeerLimits {
+                keepalive_interval: self.opts.keepalive_interval,
+                idle_timeout: self.opts.idle_timeout,
+                write_stall_timeout: self.opts.write_stall_timeout,
+                send_buffer: self.opts.peer_send_buffer,
+                max_queued: self.opts.max_requests_per_peer + COMMAND_QUEUE,
+                budget: self.send_budget.clone(),
+            },
+            cancel: cancel.clone(),
         };
         tracing::debug!(peer = %addr, id = ?hs.peer_id, "connected");
         metrics().inc_peer_connections(if inbound { Direction::Inbound } else { Direction::Outbound });
@@ -345,6 +358,7 @@ impl Torrent {
             inbound,
             cmd_tx,
             counters,
+            cancel,
             self.meta.piece_count() as usize,
             Instant::now(),
         );
@@ -355,7 +369,7 @@ impl Torrent {
     /// Closes a peer from our side; its task answers with `Closed`, which cleans up.
     fn close(&mut self, key: PeerKey) {
         if let Some(p) = self.peers.get(&key) {
-            p.command(PeerCommand::Close);
+            p.cancel.cancel();
         }
     }
 
@@ -422,7 +436,10 @@ impl Torrent {
         p.reqq = ext.reqq.map(|q| q as usize);
         p.client = ext.client.clone();
         // An inbound peer tells us where it listens: that address can be redialled later.
-        if let (true, Some(port), PeerAddr::Tcp(sa)) = (p.inbound, ext.port, p.addr.clone()) {
+        // Once per connection: a peer repeating its handshake with new ports must not fill
+        // the pool with addresses.
+        if let (true, false, Some(port), PeerAddr::Tcp(sa)) = (p.inbound, p.listen_learned, ext.port, p.addr.clone()) {
+            p.listen_learned = true;
             let listen = PeerAddr::Tcp(std::net::SocketAddr::new(sa.ip(), port));
             if listen != p.addr {
                 self.pool.add(listen, Instant::now().into_std());
@@ -483,18 +500,22 @@ impl Torrent {
     fn on_block(&mut self, key: PeerKey, b: BlockRef, data: Bytes) {
         let now = Instant::now();
         let p = self.peer_mut(key);
-        p.last_block_at = now;
-        p.snubbed = false;
-        if let Some(sent) = p.outstanding.remove(&b) {
-            p.observe_rtt(now - sent);
-            metrics().observe_block_rtt(now - sent);
-        }
+        let Some(sent) = p.outstanding.remove(&b) else {
+            return self.on_unrequested(key, b);
+        };
+        p.observe_rtt(now - sent);
+        metrics().observe_block_rtt(now - sent);
         let addr = p.addr.clone();
         let Some(r) = self.picker.block_received(key, b) else {
+            // Asked of two peers in endgame, and the other was first.
             self.stats.wasted += data.len() as u64;
             self.fill_requests(key);
             return;
         };
+        let p = self.peer_mut(key);
+        p.last_block_at = now;
+        p.snubbed = false;
+        p.accepted += b.length as u64;
         self.used.insert(addr.clone());
         self.emit(TorrentEvent::BlockReceived { from: addr.clone(), piece: b.piece, begin: b.begin, length: b.length });
         for other in r.cancel {
@@ -503,27 +524,48 @@ impl Torrent {
                 o.command(PeerCommand::Cancel(b));
             }
         }
-        let size = self.picker.piece_size(b.piece) as usize;
-        let asm = self
-            .assembly
-            .entry(b.piece)
-            .or_insert_with(|| Assembly { buf: BytesMut::zeroed(size), contributors: HashSet::new() });
-        asm.buf[b.begin as usize..(b.begin + b.length) as usize].copy_from_slice(&data);
-        asm.contributors.insert(addr);
+        let size = self.picker.piece_size(b.piece);
+        self.assembly.add(b.piece, size, b.begin, &data, &addr);
         if r.piece_complete {
             self.verify(b.piece);
         }
         self.fill_requests(key);
     }
 
+    /// A block we did not ask this peer for (or whose request we gave back): dropped, and
+    /// counted against the peer. A peer that sends mostly junk is closed.
+    fn on_unrequested(&mut self, key: PeerKey, b: BlockRef) {
+        self.stats.wasted += b.length as u64;
+        self.stats.protocol_violations += 1;
+        metrics().inc_protocol_violations();
+        let p = self.peer_mut(key);
+        p.violations += 1;
+        let good_blocks = p.accepted / BLOCK_SIZE as u64;
+        if p.violations > MAX_UNREQUESTED && p.violations as u64 > good_blocks {
+            tracing::debug!(peer = %p.addr, violations = p.violations, "closed: unrequested blocks");
+            self.close(key);
+        }
+    }
+
     /// Hands a complete piece to storage: hashed from memory, written only if it matches.
+    /// Block digests for smart ban are made off the async threads when the piece failed or
+    /// failed before.
     fn verify(&mut self, piece: u32) {
-        let Some(asm) = self.assembly.remove(&piece) else { return };
+        let Some(done) = self.assembly.take(piece) else { return };
         self.verifying += 1;
+        let suspect = self.smart_ban.is_suspect(piece);
         let (storage, tx) = (self.storage.clone(), self.verdict_tx.clone());
         self.tasks.spawn(async move {
-            let result = storage.write_piece(piece, asm.buf.freeze()).await;
-            let _ = tx.send(Verdict { piece, contributors: asm.contributors, result }).await;
+            let result = storage.write_piece(piece, done.data.clone()).await;
+            let need = suspect || matches!(result, Ok(PieceVerdict::HashFailed));
+            let digests = match need {
+                true => {
+                    let data = done.data;
+                    tokio::task::spawn_blocking(move || block_digests(&data, BLOCK_SIZE as usize)).await.ok()
+                }
+                false => None,
+            };
+            let _ = tx.send(Verdict { piece, senders: done.senders, digests, result }).await;
         });
     }
 
@@ -560,8 +602,9 @@ impl Torrent {
                 if let Some(t) = self.piece_started.remove(&v.piece) {
                     metrics().observe_piece_download(t.elapsed());
                 }
-                for a in &v.contributors {
-                    self.strikes.entry(a.clone()).or_default().1 += 1;
+                if let Some(good) = &v.digests {
+                    let liars = self.smart_ban.piece_passed(v.piece, good);
+                    self.ban_all(liars, v.piece);
                 }
                 self.announce_have(v.piece);
                 if self.picker.is_complete() && !self.seeding() {
@@ -569,7 +612,7 @@ impl Torrent {
                     return true;
                 }
             }
-            Ok(PieceVerdict::HashFailed) => self.on_hash_failed(v.piece, v.contributors),
+            Ok(PieceVerdict::HashFailed) => self.on_hash_failed(v.piece, &v.senders, v.digests.unwrap_or_default()),
             Err(e) => {
                 tracing::error!(piece = v.piece, error = %e, "storage failed");
                 self.stats.phase = Phase::Failed;
@@ -597,28 +640,30 @@ impl Torrent {
         }
     }
 
-    /// A failed piece is fetched again; peers that keep taking part in failures and have
-    /// given us less good than bad are banned for the session.
-    fn on_hash_failed(&mut self, piece: u32, contributors: HashSet<PeerAddr>) {
-        tracing::warn!(piece, peers = contributors.len(), "piece failed its hash check");
+    /// A failed piece is fetched again. Smart ban decides who lied: the sender of every
+    /// block at once, otherwise whoever's blocks differ from the good copy once it passes.
+    fn on_hash_failed(&mut self, piece: u32, senders: &[PeerAddr], digests: Vec<Digest>) {
+        tracing::warn!(piece, peers = senders.len(), "piece failed its hash check");
         self.stats.hash_failures += 1;
         metrics().inc_hash_failures();
         self.piece_started.remove(&piece);
         self.picker.piece_failed(piece);
-        for a in contributors {
-            let (bad, good) = {
-                let s = self.strikes.entry(a.clone()).or_default();
-                s.0 += 1;
-                *s
-            };
-            if bad >= self.opts.max_hash_failures && bad > good {
-                tracing::warn!(peer = %a, bad, good, "banned after repeated hash failures");
-                self.pool.ban(&a);
-                metrics().inc_peers_banned();
-                let keys: Vec<PeerKey> = self.peers.iter().filter(|(_, p)| p.addr == a).map(|(k, _)| *k).collect();
-                for k in keys {
-                    self.close(k);
-                }
+        if digests.len() == senders.len() {
+            let blocks: Vec<(PeerAddr, Digest)> = senders.iter().cloned().zip(digests).collect();
+            let liars = self.smart_ban.piece_failed(piece, &blocks);
+            self.ban_all(liars, piece);
+        }
+    }
+
+    /// Bans peers found lying about `piece` and closes their connections.
+    fn ban_all(&mut self, liars: Vec<PeerAddr>, piece: u32) {
+        for a in liars {
+            tracing::warn!(peer = %a, piece, "banned: sent data that failed the hash check");
+            self.pool.ban(&a);
+            metrics().inc_peers_banned();
+            let keys: Vec<PeerKey> = self.peers.iter().filter(|(_, p)| p.addr == a).map(|(k, _)| *k).collect();
+            for k in keys {
+                self.close(k);
             }
         }
     }
@@ -668,7 +713,7 @@ impl Torrent {
         let (timeout, snub) = (self.opts.request_timeout, self.opts.snub_timeout);
         let mut expired: Vec<(PeerKey, BlockRef)> = Vec::new();
         for (k, p) in self.peers.iter_mut() {
-            p.rate_down.update(p.counters.downloaded(), dt);
+            p.rate_down.update(p.accepted, dt);
             p.rate_up.update(p.counters.uploaded(), dt);
             expired.extend(p.outstanding.iter().filter(|(_, t)| now - **t > timeout).map(|(b, _)| (*k, *b)));
             p.snubbed = p.am_interested && !p.peer_choking && now - p.last_block_at > snub;
@@ -736,6 +781,7 @@ impl Torrent {
         s.download_rate = self.peers.values().map(|p| p.rate_down.get()).sum();
         s.upload_rate = self.peers.values().map(|p| p.rate_up.get()).sum();
         s.pool = self.pool.stats();
+        s.assembly_bytes = self.assembly.bytes();
         s.banned = s.pool.banned;
         s.peers_used = self.used.len();
         s.peers = self.peers.values().map(peer_stats).collect();

@@ -1,0 +1,85 @@
+//! Piece assembly: the blocks of each piece in progress copied into one buffer, and who
+//! sent each block (for smart ban).
+//!
+//! A buffer is made when a piece's first block arrives and leaves when the piece is
+//! complete and handed to storage. How many pieces may be in progress at once is the
+//! picker's bound (`Picker::set_max_partial`), set by the torrent from
+//! `max_assembly_bytes`, so these buffers never hold more than that.
+use crate::manager::PeerAddr;
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+
+struct Partial {
+    buf: BytesMut,
+    /// Sender of each block, by block index.
+    senders: Vec<Option<PeerAddr>>,
+}
+
+/// A complete piece: its bytes and the sender of each block.
+pub struct Finished {
+    pub data: Bytes,
+    pub senders: Vec<PeerAddr>,
+}
+
+pub struct Assembly {
+    block_size: u32,
+    pieces: HashMap<u32, Partial>,
+    bytes: usize,
+}
+
+impl Assembly {
+    pub fn new(block_size: u32) -> Assembly {
+        Assembly { block_size, pieces: HashMap::new(), bytes: 0 }
+    }
+
+    /// Copies a block into its piece's buffer. The caller checked that the block lies
+    /// inside a piece of `piece_size` bytes and starts on a block boundary.
+    pub fn add(&mut self, piece: u32, piece_size: u32, begin: u32, data: &[u8], from: &PeerAddr) {
+        let blocks = piece_size.div_ceil(self.block_size) as usize;
+        let p = self.pieces.entry(piece).or_insert_with(|| {
+            self.bytes += piece_size as usize;
+            Partial { buf: BytesMut::zeroed(piece_size as usize), senders: vec![None; blocks] }
+        });
+        let start = begin as usize;
+        p.buf[start..start + data.len()].copy_from_slice(data);
+        if let Some(s) = p.senders.get_mut(start / self.block_size as usize) {
+            *s = Some(from.clone());
+        }
+    }
+
+    /// Takes a complete piece out.
+    pub fn take(&mut self, piece: u32) -> Option<Finished> {
+        let p = self.pieces.remove(&piece)?;
+        self.bytes -= p.buf.len();
+        let senders = p.senders.into_iter().flatten().collect();
+        Some(Finished { data: p.buf.freeze(), senders })
+    }
+
+    /// Bytes held in piece buffers.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(n: u8) -> PeerAddr {
+        PeerAddr::Tcp(std::net::SocketAddr::from(([127, 0, 0, n], 6881)))
+    }
+
+    #[test]
+    fn blocks_land_in_place_with_their_senders() {
+        let mut a = Assembly::new(4);
+        a.add(2, 10, 4, &[5; 4], &peer(2));
+        a.add(2, 10, 0, &[1; 4], &peer(1));
+        a.add(2, 10, 8, &[9; 2], &peer(2));
+        assert_eq!(a.bytes(), 10);
+        let f = a.take(2).unwrap();
+        assert_eq!(&f.data[..], &[1, 1, 1, 1, 5, 5, 5, 5, 9, 9]);
+        assert_eq!(f.senders, vec![peer(1), peer(2), peer(2)]);
+        assert_eq!(a.bytes(), 0);
+        assert!(a.take(2).is_none());
+    }
+}
