@@ -329,7 +329,7 @@ pub async fn route(stream: BoxStream, addr: PeerAddr, torrents: Routes, timeout:
     };
     let handle = torrents.lock().expect("routes lock").get(&hs.info_hash).cloned();
     match handle {
-        Some(h) => h.accept(Inbound { framed, handshake: hs, addr }),
+        Some(h) => h.accept(Inbound { framed, handshake: hs, addr }).await,
         None => tracing::debug!(peer = %addr, info_hash = %hs.info_hash, "inbound for an unknown torrent"),
     }
 }

@@ -6,7 +6,8 @@
 //! back so every interested peer is served over time. A peer snubbed (nothing sent for
 //! `snub_timeout` while we wanted data) gets no regular slot. Every
 //! `optimistic_interval` (30 s) one choked interested peer is unchoked on trial, newly
-//! connected peers three times as likely, so a newcomer can earn a slot.
+//! connected peers three times as likely, so a newcomer can earn a slot. A peer whose socket
+//! stopped taking our blocks (stalled) gets no slot at all: it would hold one and use none.
 use crate::picker::PeerKey;
 use rand::Rng;
 use std::collections::HashSet;
@@ -23,6 +24,9 @@ pub struct ChokeCandidate {
     /// Bytes per second we send them.
     pub rate_to: f64,
     pub snubbed: bool,
+    /// Its socket has taken none of the blocks we queued for a while: it is not reading.
+    /// A stalled peer gets no slot of either kind until its socket drains.
+    pub stalled: bool,
     pub connected_at: Instant,
     /// Since when they hold a regular slot, if they do.
     pub unchoked_since: Option<Instant>,
@@ -67,11 +71,14 @@ impl Choker {
     pub fn round(&mut self, now: Instant, peers: &[ChokeCandidate], seeding: bool, rng: &mut impl Rng) -> Round {
         self.last_round = Some(now);
         let optimistic_due = self.last_optimistic.is_none_or(|t| now.duration_since(t) >= self.optimistic_interval);
-        let still_valid = self.optimistic.is_some_and(|k| peers.iter().any(|p| p.key == k && p.interested));
+        let still_valid =
+            self.optimistic.is_some_and(|k| peers.iter().any(|p| p.key == k && p.interested && !p.stalled));
         // A standing optimistic peer keeps its extra slot and does not take a regular one.
         let kept = if optimistic_due || !still_valid { None } else { self.optimistic };
-        let mut regular: Vec<&ChokeCandidate> =
-            peers.iter().filter(|p| p.interested && (seeding || !p.snubbed) && Some(p.key) != kept).collect();
+        let mut regular: Vec<&ChokeCandidate> = peers
+            .iter()
+            .filter(|p| p.interested && !p.stalled && (seeding || !p.snubbed) && Some(p.key) != kept)
+            .collect();
         let rotation = self.interval * SEED_ROTATION_ROUNDS;
         regular.sort_by(|a, b| {
             if seeding {
@@ -106,7 +113,8 @@ impl Choker {
         rng: &mut impl Rng,
     ) -> Option<PeerKey> {
         let weight = |p: &ChokeCandidate| if now.duration_since(p.connected_at) < NEW_PEER { 3 } else { 1 };
-        let choked: Vec<&ChokeCandidate> = peers.iter().filter(|p| p.interested && !regular.contains(&p.key)).collect();
+        let choked: Vec<&ChokeCandidate> =
+            peers.iter().filter(|p| p.interested && !p.stalled && !regular.contains(&p.key)).collect();
         let total: u32 = choked.iter().map(|p| weight(p)).sum();
         if total == 0 {
             return None;
@@ -135,6 +143,7 @@ mod tests {
             rate_from,
             rate_to: 0.0,
             snubbed: false,
+            stalled: false,
             connected_at: at,
             unchoked_since: None,
             choked_since: Some(at),
@@ -187,6 +196,27 @@ mod tests {
         let r = c.round(t0, &[fast, slow], false, &mut StdRng::seed_from_u64(3));
         assert!(r.unchoke.contains(&2));
         assert_eq!(r.optimistic, Some(1), "a snubbed peer may still win the optimistic slot");
+    }
+
+    #[test]
+    fn stalled_peers_get_no_slot_of_either_kind() {
+        let t0 = Instant::now();
+        let mut c = Choker::new(2, Duration::from_secs(10), Duration::from_secs(30));
+        let mut peers: Vec<ChokeCandidate> = (1..=6).map(|k| peer(k, 0.0, t0)).collect();
+        for p in peers.iter_mut().take(5) {
+            p.stalled = true;
+        }
+        for seeding in [true, false] {
+            for seed in 0..20 {
+                let r = c.round(t0, &peers, seeding, &mut StdRng::seed_from_u64(seed));
+                assert_eq!(r.unchoke, HashSet::from([6]), "only the reading peer is unchoked");
+            }
+        }
+        // A standing optimistic peer that stalls loses its slot at the next round.
+        peers[5].stalled = true;
+        peers[0].stalled = false;
+        let r = c.round(t0 + Duration::from_secs(10), &peers, true, &mut StdRng::seed_from_u64(1));
+        assert_eq!(r.unchoke, HashSet::from([1]));
     }
 
     #[test]

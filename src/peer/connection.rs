@@ -49,6 +49,9 @@ pub const OUR_REQQ: usize = 500;
 const READS_IN_FLIGHT: usize = 8;
 /// Bytes the sink gathers before it must write them out (one write call for several blocks).
 const WRITE_BATCH: usize = 256 * 1024;
+/// Output pending this long with nothing taken by the socket marks the peer stalled (the
+/// choker then gives its slot to someone who reads); `write_stall_timeout` closes it later.
+const STALL_FLAG: Duration = Duration::from_secs(5);
 /// BEP 10 handshakes one connection may send (a peer may repeat it to update its settings;
 /// thousands are an attack on whoever reads them).
 const MAX_EXT_HANDSHAKES: u32 = 16;
@@ -164,7 +167,13 @@ impl Task {
             self.start_reads();
             let idle_at = self.last_received + limits.idle_timeout;
             let keepalive_at = self.out.last_sent() + limits.keepalive_interval;
-            let stall_at = self.out.stalled_since().map(|t| t + limits.write_stall_timeout);
+            let stalled_since = self.out.stalled_since();
+            let stall_at = stalled_since.map(|t| t + limits.write_stall_timeout);
+            let flagged = self.ctx.counters.stalled();
+            if flagged && stalled_since.is_none() {
+                self.ctx.counters.stalled.store(false, Ordering::Relaxed);
+            }
+            let flag_at = stalled_since.filter(|_| !flagged).map(|t| t + STALL_FLAG);
             let budget_wanted = self.waiting_budget;
             tokio::select! {
                 biased;
@@ -189,6 +198,9 @@ impl Task {
                 _ = tokio::time::sleep_until(idle_at) => return Err(PeerError::Timeout("idle")),
                 _ = tokio::time::sleep_until(keepalive_at), if self.out.is_idle() => {
                     self.out.push(Message::KeepAlive)?
+                }
+                _ = tokio::time::sleep_until(flag_at.unwrap_or(idle_at)), if flag_at.is_some() => {
+                    self.ctx.counters.stalled.store(true, Ordering::Relaxed);
                 }
                 _ = tokio::time::sleep_until(stall_at.unwrap_or(idle_at)), if stall_at.is_some() => {
                     return Err(PeerError::Timeout("write (the peer stopped reading)"))
@@ -372,6 +384,9 @@ impl Task {
                 if !self.am_choking {
                     self.am_choking = true;
                     self.serve_queue.clear();
+                    // A choked peer that stopped reading must not keep its share of the
+                    // session's send budget from the peers we serve next.
+                    self.out.drop_blocks();
                     self.out.push(Message::Choke)?;
                 }
             }

@@ -62,6 +62,9 @@ pub struct PeerCounters {
     pub downloaded: AtomicU64,
     /// Payload bytes of `piece` messages sent.
     pub uploaded: AtomicU64,
+    /// The peer's socket has taken none of our queued output for `STALL_FLAG` (it is not
+    /// reading); cleared when it takes some again. The choker skips stalled peers.
+    pub stalled: std::sync::atomic::AtomicBool,
 }
 
 impl PeerCounters {
@@ -70,6 +73,9 @@ impl PeerCounters {
     }
     pub fn uploaded(&self) -> u64 {
         self.uploaded.load(Ordering::Relaxed)
+    }
+    pub fn stalled(&self) -> bool {
+        self.stalled.load(Ordering::Relaxed)
     }
 }
 

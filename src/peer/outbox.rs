@@ -69,6 +69,13 @@ impl Outbox {
         self.queue.push_back(Outgoing { msg, _permit: Some(permit) });
     }
 
+    /// Drops the blocks not yet handed to the sink (we choked the peer: BEP 3 lets its
+    /// requests go unanswered), giving their share of the send budget back.
+    pub fn drop_blocks(&mut self) {
+        self.queue.retain(|o| !matches!(o.msg, Message::Piece { .. }));
+        self.block_bytes = 0;
+    }
+
     pub fn block_bytes(&self) -> usize {
         self.block_bytes
     }

@@ -217,8 +217,11 @@ impl TorrentHandle {
     }
 
     /// Hands over an accepted connection; dropped if the torrent is gone or busy.
-    pub fn accept(&self, inbound: Inbound) {
-        let _ = self.inbound.try_send(inbound);
+    /// Hands over an inbound connection whose handshake named this torrent. Waits while the
+    /// torrent is busy (the caller holds one of the bounded handshake slots meanwhile), so a
+    /// burst of peers is queued rather than silently dropped.
+    pub async fn accept(&self, inbound: Inbound) {
+        let _ = self.inbound.send(inbound).await;
     }
 
     pub fn stats(&self) -> watch::Receiver<TorrentStats> {

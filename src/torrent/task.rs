@@ -690,7 +690,9 @@ impl Torrent {
         self.last_tick = now;
         self.update_rates_and_timeouts(now, dt);
         self.update_scores();
-        if self.choker.due(now.into_std()) {
+        // A slot holder that stopped reading gives its slot up now, not at the next round.
+        let holder_stalled = self.peers.values().any(|p| !p.am_choking && p.counters.stalled());
+        if self.choker.due(now.into_std()) || holder_stalled {
             self.rechoke(now);
         }
         self.pool.maintain(now.into_std());
@@ -747,6 +749,7 @@ impl Torrent {
                 rate_from: p.rate_down.get(),
                 rate_to: p.rate_up.get(),
                 snubbed: p.snubbed,
+                stalled: p.counters.stalled(),
                 connected_at: p.connected_at.into_std(),
                 unchoked_since: p.unchoked_since.map(|t| t.into_std()),
                 choked_since: p.choked_since.map(|t| t.into_std()),
