@@ -391,7 +391,8 @@ fn assert_no_raw_controls(out: &[u8], what: &str) {
     }
 }
 
-const EVIL: &str = "evil\u{1b}[31mred\u{1b}]8;;mailto:x@y.example\u{7}click\u{1b}]8;;\u{7}\nfake: line\r\u{202e}gpj.exe";
+const EVIL: &str =
+    "evil\u{1b}[31mred\u{1b}]8;;mailto:x@y.example\u{7}click\u{1b}]8;;\u{7}\nfake: line\r\u{202e}gpj.exe";
 
 /// Fault 5: control, newline and bidi characters in the name, paths, comment, creator and
 /// tracker URL are never printed raw, in text or JSON, and the names used on disk have none.
@@ -416,7 +417,9 @@ fn hostile_names_are_never_printed_raw() {
         "no line breaks from torrent data (the torrents differ by one tracker line): {}",
         stdout(&text)
     );
-    assert!(stdout(&text).contains("name:          evil_[31mred_]8;;mailto:x@y.example_click_]8;;__fake: line__gpj.exe"));
+    assert!(
+        stdout(&text).contains("name:          evil_[31mred_]8;;mailto:x@y.example_click_]8;;__fake: line__gpj.exe")
+    );
     assert!(stdout(&text).contains("comment:       evil\\u{1b}[31mred"), "{}", stdout(&text));
 
     let json = shoal(&["info", "--json", path.to_str().unwrap()]);

@@ -51,16 +51,19 @@ pub fn escape(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Serialized JSON with every unsafe character that is still raw (serde_json leaves DEL, C1
-/// and the Unicode format characters as they are) written as a `\uXXXX` escape. JSON structure
-/// is ASCII, so such characters only occur inside strings and the escape keeps the data exact.
+/// Serialized JSON with every unsafe character that is still raw (serde_json escapes C0 in
+/// strings but leaves DEL, C1 and the Unicode format characters as they are) written as a
+/// `\uXXXX` escape. C0 is left alone: outside strings it is the pretty-printer's own line
+/// breaks. The other unsafe characters can only occur inside strings, so the escape keeps the
+/// data exact.
 pub fn escape_json(json: &str) -> Cow<'_, str> {
-    if !json.chars().any(is_unsafe) {
+    let raw = |c: char| is_unsafe(c) && c >= ' ';
+    if !json.chars().any(raw) {
         return Cow::Borrowed(json);
     }
     let mut out = String::with_capacity(json.len() + 16);
     for c in json.chars() {
-        if is_unsafe(c) {
+        if raw(c) {
             // Every unsafe character is in the Basic Multilingual Plane: one escape each.
             out.push_str(&format!("\\u{:04x}", c as u32));
         } else {
@@ -74,7 +77,8 @@ pub fn escape_json(json: &str) -> Cow<'_, str> {
 mod tests {
     use super::*;
 
-    const HOSTILE: &str = "a\u{1b}[31mred\u{1b}]8;;http://x\u{7}link\u{1b}]8;;\u{7}\n\r\u{202e}gpj.exe\u{2066}\u{9b}\u{7f}";
+    const HOSTILE: &str =
+        "a\u{1b}[31mred\u{1b}]8;;http://x\u{7}link\u{1b}]8;;\u{7}\n\r\u{202e}gpj.exe\u{2066}\u{9b}\u{7f}";
 
     #[test]
     fn classifies_controls_and_bidi() {
@@ -100,9 +104,9 @@ mod tests {
         let e = escape(HOSTILE);
         assert!(!e.chars().any(is_unsafe), "{e:?}");
         assert!(e.contains("\\u{1b}[31mred") && e.contains("\\u{202e}gpj.exe"), "{e}");
-        let json = serde_json::to_string(HOSTILE).unwrap();
+        let json = serde_json::to_string_pretty(&[HOSTILE]).unwrap();
         let safe = escape_json(&json);
-        assert!(!safe.chars().any(is_unsafe), "{safe}");
-        assert_eq!(serde_json::from_str::<String>(&safe).unwrap(), HOSTILE);
+        assert!(!safe.chars().any(|c| is_unsafe(c) && c != '\n'), "{safe}");
+        assert_eq!(serde_json::from_str::<Vec<String>>(&safe).unwrap(), [HOSTILE]);
     }
 }

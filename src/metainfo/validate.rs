@@ -83,7 +83,9 @@ pub fn check_unique_paths(files: &[FileEntry]) -> Result<(), MetainfoError> {
             } else {
                 match (nodes[id], is_last) {
                     (Node::Dir { .. }, false) => {}
-                    (Node::File { index }, true) => return Err(MetainfoError::DuplicatePath(files[index].path.join("/"))),
+                    (Node::File { index }, true) => {
+                        return Err(MetainfoError::DuplicatePath(files[index].path.join("/")))
+                    }
                     (Node::File { index }, false) => return Err(file_is_directory(&files[index], f)),
                     (Node::Dir { first_file }, true) => return Err(file_is_directory(f, &files[first_file])),
                 }

@@ -98,8 +98,10 @@ async fn fetch(url: &str, full: &str, classify: Classifier) -> Result<Vec<u8>, T
 /// The absolute URL a redirect response points at; `None` for any other response.
 fn redirect_target(url: &str, from: &url::Url, resp: &reqwest::Response) -> Result<Option<url::Url>, TrackerError> {
     use reqwest::StatusCode as S;
-    if !matches!(resp.status(), S::MOVED_PERMANENTLY | S::FOUND | S::SEE_OTHER | S::TEMPORARY_REDIRECT | S::PERMANENT_REDIRECT)
-    {
+    if !matches!(
+        resp.status(),
+        S::MOVED_PERMANENTLY | S::FOUND | S::SEE_OTHER | S::TEMPORARY_REDIRECT | S::PERMANENT_REDIRECT
+    ) {
         return Ok(None);
     }
     let malformed = |reason: String| TrackerError::Malformed { url: url.to_owned(), reason };
@@ -424,7 +426,8 @@ mod tests {
     fn peers_are_capped_per_reply_across_all_forms() {
         let n = MAX_PEERS_PER_ANNOUNCE + 500;
         let v4: Vec<u8> = (0..n).flat_map(|i| [10, 0, (i >> 8) as u8, i as u8, 0x1a, 0xe1]).collect();
-        let v6: Vec<u8> = (0..n).flat_map(|i| [[0xfd; 14].as_slice(), &[(i >> 8) as u8, i as u8, 0, 1]].concat()).collect();
+        let v6: Vec<u8> =
+            (0..n).flat_map(|i| [[0xfd; 14].as_slice(), &[(i >> 8) as u8, i as u8, 0, 1]].concat()).collect();
         let body = |peers: &[u8], peers6: &[u8]| {
             let mut b = format!("d8:intervali60e5:peers{}:", peers.len()).into_bytes();
             b.extend_from_slice(peers);

@@ -89,7 +89,10 @@ pub enum Refusal {
     Scheme(String),
     NoHost,
     /// The chain was public and `host` resolves to `addr`, which is local.
-    PublicToLocal { host: String, addr: IpAddr },
+    PublicToLocal {
+        host: String,
+        addr: IpAddr,
+    },
 }
 
 impl std::fmt::Display for Refusal {
@@ -108,12 +111,7 @@ impl std::fmt::Display for Refusal {
 /// The decision for one hop, as plain data: `public_so_far` says whether the chain touched a
 /// public host; `addrs` are the next hop's addresses. Returns whether the chain is public after
 /// the hop.
-pub fn check_hop(
-    public_so_far: bool,
-    host: &str,
-    addrs: &[SocketAddr],
-    classify: Classifier,
-) -> Result<bool, Refusal> {
+pub fn check_hop(public_so_far: bool, host: &str, addrs: &[SocketAddr], classify: Classifier) -> Result<bool, Refusal> {
     if public_so_far {
         if let Some(a) = addrs.iter().find(|a| classify(a.ip()) == Reach::Local) {
             return Err(Refusal::PublicToLocal { host: host.to_owned(), addr: a.ip() });

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
 use super::http::{compact_v4, compact_v6};
-use crate::metainfo::names::escape;
 use super::{Announce, AnnounceParams, Event, TrackerError, MAX_PEERS_PER_ANNOUNCE};
+use crate::metainfo::names::escape;
 
 /// The `protocol_id` of a connect request.
 const PROTOCOL_ID: u64 = 0x0417_2710_1980;
