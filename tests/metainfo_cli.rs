@@ -429,6 +429,7 @@ fn hostile_names_are_never_printed_raw() {
     let name = v["name"].as_str().unwrap();
     assert!(!name.chars().any(shoal::metainfo::names::is_unsafe), "{name:?}");
     assert_eq!(v["comment"], EVIL, "JSON escapes are lossless for text that is not a name");
+    assert_eq!(v["trackers"], serde_json::json!([["http://t.example/a%1B[2J"]]), "URLs percent-encoded");
     for f in v["files"].as_array().unwrap() {
         let p = f["path"].as_str().unwrap();
         assert!(!p.chars().any(shoal::metainfo::names::is_unsafe), "{p:?}");
@@ -449,4 +450,5 @@ fn hostile_magnet_names_are_never_printed_raw() {
     assert_no_raw_controls(&json.stdout, "magnet json");
     let v: Json = serde_json::from_slice(&json.stdout).expect("json");
     assert_eq!(v["name"], "evil_[31mred_]8;;mailto:x_click_fake: line__gpj.exe_");
+    assert_eq!(v["trackers"], serde_json::json!([["http://t.example/%1B[2J"]]));
 }

@@ -16,9 +16,9 @@ pub struct Magnet {
     /// `dn`: display name, a hint until the metadata arrives; control, bidi and invisible
     /// characters replaced by `_` ([`super::names::sanitize`]).
     pub name: Option<String>,
-    /// Every `tr`, in order.
+    /// Every `tr`, in order (unsafe characters percent-encoded).
     pub trackers: Vec<String>,
-    /// Every `x.pe` peer address (`host:port`).
+    /// Every `x.pe` peer address (`host:port`; unsafe characters replaced by `_`).
     pub peers: Vec<String>,
     /// BEP 53 `so`: the file indices to download, as inclusive ranges; empty means all.
     pub select_only: Vec<RangeInclusive<u32>>,
@@ -65,8 +65,8 @@ impl Magnet {
                 // `+` means space in a display name as most clients write it. The name may
                 // become a directory name, so it is sanitized like a torrent's.
                 "dn" => m.name = Some(super::names::sanitize(&decode(key, raw, true)?).into_owned()),
-                "tr" => m.trackers.push(decode(key, raw, false)?),
-                "x.pe" => m.peers.push(decode(key, raw, false)?),
+                "tr" => m.trackers.push(super::names::percent_encode_unsafe(&decode(key, raw, false)?).into_owned()),
+                "x.pe" => m.peers.push(super::names::sanitize(&decode(key, raw, false)?).into_owned()),
                 "so" => m.select_only = parse_select_only(&decode(key, raw, false)?)?,
                 _ => {}
             }
@@ -217,7 +217,7 @@ mod tests {
         fn prop_format_parse_round_trip(
             hash in proptest::array::uniform20(proptest::prelude::any::<u8>()),
             name in proptest::option::of("[^\\p{Cc}\\p{Cf}\u{2028}\u{2029}]{0,20}"),
-            trackers in proptest::collection::vec(".{1,20}", 0..3),
+            trackers in proptest::collection::vec("[^\\p{Cc}\\p{Cf}\u{2028}\u{2029}]{1,20}", 0..3),
             peers in proptest::collection::vec("[0-9a-z.:]{1,20}", 0..3),
             so in proptest::collection::vec((0u32..100, 0u32..5), 0..4),
         ) {

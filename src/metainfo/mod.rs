@@ -475,26 +475,30 @@ fn parse_trackers(top: &BTreeMap<Vec<u8>, Value>) -> Vec<Vec<String>> {
         .unwrap_or(&[])
         .iter()
         .filter_map(Value::as_list)
-        .map(|tier| {
-            tier.iter().filter_map(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string).collect::<Vec<_>>()
-        })
+        .map(|tier| tier.iter().filter_map(Value::as_str).filter(|s| !s.is_empty()).map(url_text).collect::<Vec<_>>())
         .filter(|tier| !tier.is_empty())
         .collect();
     if !tiers.is_empty() {
         return tiers;
     }
     match opt_text(top, "announce") {
-        Some(a) if !a.is_empty() => vec![vec![a]],
+        Some(a) if !a.is_empty() => vec![vec![url_text(&a)]],
         _ => Vec::new(),
     }
 }
 
 fn parse_url_list(top: &BTreeMap<Vec<u8>, Value>) -> Vec<String> {
     match top.get(&b"url-list"[..]) {
-        Some(Value::Bytes(b)) if !b.is_empty() => vec![String::from_utf8_lossy(b).into_owned()],
-        Some(Value::List(l)) => l.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        Some(Value::Bytes(b)) if !b.is_empty() => vec![url_text(&String::from_utf8_lossy(b))],
+        Some(Value::List(l)) => l.iter().filter_map(Value::as_str).map(url_text).collect(),
         _ => Vec::new(),
     }
+}
+
+/// A tracker or web seed URL as shoal keeps it: unsafe characters percent-encoded, which is
+/// what a URL parser would send anyway, so logs and errors naming the URL stay one clean line.
+fn url_text(s: &str) -> String {
+    names::percent_encode_unsafe(s).into_owned()
 }
 
 fn opt_text(dict: &BTreeMap<Vec<u8>, Value>, key: &str) -> Option<String> {

@@ -10,6 +10,8 @@
 //! - names used on disk get each unsafe character replaced by `_` ([`sanitize`]). libtorrent
 //!   drops the invisible ones instead; replacing keeps the name's length and can never turn a
 //!   name into `.` or `..`, which [`super::validate`] then still rejects;
+//! - tracker and web seed URLs get each unsafe character percent-encoded
+//!   ([`percent_encode_unsafe`]), as a URL parser would before sending them;
 //! - text shown to a user escapes each unsafe character as `\u{..}` ([`escape`]), so a torrent
 //!   cannot move the cursor, recolour the terminal, plant an OSC 8 link or reorder a line.
 use std::borrow::Cow;
@@ -33,6 +35,24 @@ pub fn sanitize(s: &str) -> Cow<'_, str> {
         return Cow::Borrowed(s);
     }
     Cow::Owned(s.chars().map(|c| if is_unsafe(c) { '_' } else { c }).collect())
+}
+
+/// `s` with every unsafe character percent-encoded (its UTF-8 bytes as `%XX`), for URLs.
+pub fn percent_encode_unsafe(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_unsafe) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if is_unsafe(c) {
+            for b in c.encode_utf8(&mut [0; 4]).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// `s` with every unsafe character written as `\u{hex}`, for display; borrowed when clean.
@@ -97,6 +117,15 @@ mod tests {
         assert_eq!(s.chars().count(), HOSTILE.chars().count());
         assert_eq!(sanitize("\u{202e}.."), "_..");
         assert!(matches!(sanitize("plain name.txt"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn urls_get_percent_encoding() {
+        assert_eq!(
+            percent_encode_unsafe("http://t.example/a\u{1b}[2J\n\u{202e}"),
+            "http://t.example/a%1B[2J%0A%E2%80%AE"
+        );
+        assert!(matches!(percent_encode_unsafe("udp://t:1/announce"), Cow::Borrowed(_)));
     }
 
     #[test]
