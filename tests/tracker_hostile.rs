@@ -167,7 +167,7 @@ async fn interval_of_i64_max_does_not_panic_the_announcer() {
     let max = i64::MAX.to_string();
     let tracker =
         Tracker::start("127.0.0.1", move |_, _| ok(&announce_body(&max, Some(&max), &compact_peers(1)))).await;
-    let mut a = spawn_announcer(tracker.url(), Duration::from_millis(200));
+    let mut a = spawn_announcer(tracker.url(), Duration::from_secs(1));
     assert_eq!(next_peers(&mut a, "first announce").await.len(), 1);
     a.cancel.cancel();
     let joined = tokio::time::timeout(DEADLINE, a.task).await.expect("announcer ends after cancel");
@@ -186,7 +186,7 @@ async fn nudge_after_an_i64_max_interval_announces_again() {
         ok(&announce_body(&i64::MAX.to_string(), None, &peer))
     })
     .await;
-    let mut a = spawn_announcer(tracker.url(), Duration::from_millis(200));
+    let mut a = spawn_announcer(tracker.url(), Duration::from_secs(1));
     next_peers(&mut a, "first announce").await;
     a.nudge.send(()).await.expect("announcer takes nudges");
     let second = next_peers(&mut a, "second announce after the nudge").await;
@@ -203,7 +203,7 @@ async fn nudge_after_an_i64_max_interval_announces_again() {
 #[tokio::test]
 async fn negative_interval_is_raised_to_our_floor() {
     let tracker = Tracker::start("127.0.0.1", |_, _| ok(&announce_body("-5", Some("-9"), &compact_peers(1)))).await;
-    let mut a = spawn_announcer(tracker.url(), Duration::from_millis(200));
+    let mut a = spawn_announcer(tracker.url(), Duration::from_secs(1));
     for i in 0..3 {
         next_peers(&mut a, &format!("announce {i}")).await;
     }

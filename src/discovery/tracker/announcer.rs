@@ -9,7 +9,8 @@
 //! - Each round tries the trackers tier by tier (skipping those backing off) until one answers;
 //!   that one moves to the front of its tier. The next regular announce is due after
 //!   `max(interval, min interval, cfg.min_interval)`, each remote value first clamped to
-//!   `cfg.min_interval..=MAX_INTERVAL` ([`clamp_interval`]): a tracker cannot make us announce
+//!   `cfg.min_interval..=MAX_INTERVAL` ([`clamp_interval`]; `cfg.min_interval` itself is at
+//!   least [`MIN_INTERVAL_FLOOR`]): a tracker cannot make us announce
 //!   in a loop, nor push the next announce (and an `Instant`) past any sane horizon.
 //! - `completed` once, as soon as `left` reaches 0 after having been above 0. (If that happens
 //!   before `started` got through, `completed` replaces it.)
@@ -40,6 +41,10 @@ use crate::wire::PeerId;
 /// failing tracker (`tracker_retry_delay_max`, announce_entry.cpp). One hour is above the
 /// 30-minute interval most trackers ask for, and bounds how long a torrent can go unannounced.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(60 * 60);
+
+/// Shortest wait between announces whatever the settings say: with `tracker_min_interval`
+/// set to 0, a tracker answering `interval` 0 would otherwise have us announce in a busy loop.
+pub const MIN_INTERVAL_FLOOR: Duration = Duration::from_secs(1);
 
 /// A tracker-supplied wait clamped to `floor..=MAX_INTERVAL` (`floor` is our own
 /// `min_interval`; a floor above the cap wins, it is the user's explicit choice).
@@ -292,6 +297,7 @@ struct Schedule {
 impl Schedule {
     /// A torrent that starts now with `left` bytes to go: `started` is due at once.
     fn new(now: Instant, left: u64, min_interval: Duration) -> Schedule {
+        let min_interval = min_interval.max(MIN_INTERVAL_FLOOR);
         Schedule {
             min_interval,
             pending: Some(Event::Started),
@@ -425,6 +431,9 @@ mod tests {
         assert_eq!(clamp_interval(Duration::MAX, OURS), MAX_INTERVAL);
         assert_eq!(clamp_interval(S(10), S(2 * 3600)), S(2 * 3600), "the user's floor wins over the cap");
         let t0 = Instant::now();
+        let mut s = Schedule::new(t0, 100, Duration::ZERO);
+        s.announced(t0, Duration::ZERO, Some(Duration::ZERO));
+        assert_eq!(s.due(), t0 + MIN_INTERVAL_FLOOR, "no busy loop with a zero floor");
         assert_eq!(later(t0, Duration::MAX), t0 + MAX_INTERVAL);
         assert_eq!(later(t0, S(5)), t0 + S(5));
     }
