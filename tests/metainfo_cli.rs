@@ -344,3 +344,111 @@ fn create_rejects_bad_usage() {
     let out = shoal(&["create", f.to_str().expect("utf-8"), "-o", o, "--piece-size", "lots"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A torrent's bytes built with shoal's own encoder: one piece, `files` (path, length) under
+/// `name`, and the given extra top-level text fields.
+fn build_torrent(name: &str, files: &[(Vec<&str>, i64)], top: &[(&str, &str)]) -> Vec<u8> {
+    use shoal::bencode::{encode, Value};
+    let list: Vec<Value> = files
+        .iter()
+        .map(|(path, len)| {
+            let path: Vec<Value> = path.iter().map(|c| Value::from(*c)).collect();
+            Value::dict().with("length", *len).with("path", path).build()
+        })
+        .collect();
+    let info = Value::dict()
+        .with("files", list)
+        .with("name", name)
+        .with("piece length", 16384i64)
+        .with("pieces", vec![7u8; 20])
+        .build();
+    let mut t = Value::dict().with("info", info);
+    for (k, v) in top {
+        t = t.with(k, *v);
+    }
+    encode(&t.build())
+}
+
+/// Fault 4: a ~180 KB torrent with one path 60,000 components deep needed gigabytes for the
+/// duplicate-path check. Now the depth is checked first: exit 2 with one line naming the limit.
+#[test]
+fn a_path_60000_deep_fails_fast_naming_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deep.torrent");
+    let bytes = build_torrent("deep", &[(vec!["a"; 60_000], 1)], &[]);
+    assert!((180_000..200_000).contains(&bytes.len()), "{}", bytes.len());
+    std::fs::write(&path, bytes).unwrap();
+    let out = shoal(&["info", path.to_str().unwrap()]);
+    assert_bad_input(&out, "info.files[0].path: 60000 path components, more than the limit of 100", "deep path");
+}
+
+/// Bytes that must never reach a terminal from torrent data: ESC (CSI and OSC 8 sequences),
+/// BEL, CR, the C1 CSI (UTF-8 C2 9B), U+202E RLO and U+2066 LRI (UTF-8 E2 80 AE, E2 81 A6).
+fn assert_no_raw_controls(out: &[u8], what: &str) {
+    let text = String::from_utf8_lossy(out);
+    for bad in [&b"\x1b"[..], b"\x07", b"\r", b"\xc2\x9b", b"\xe2\x80\xae", b"\xe2\x81\xa6"] {
+        assert!(!out.windows(bad.len()).any(|w| w == bad), "{what}: raw {bad:?} in {text}");
+    }
+}
+
+const EVIL: &str =
+    "evil\u{1b}[31mred\u{1b}]8;;mailto:x@y.example\u{7}click\u{1b}]8;;\u{7}\nfake: line\r\u{202e}gpj.exe";
+
+/// Fault 5: control, newline and bidi characters in the name, paths, comment, creator and
+/// tracker URL are never printed raw, in text or JSON, and the names used on disk have none.
+#[test]
+fn hostile_names_are_never_printed_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("evil.torrent");
+    let files = [(vec!["dir\u{2066}", EVIL], 1), (vec!["x\u{9b}2J"], 1)];
+    let top = [("announce", "http://t.example/a\u{1b}[2J"), ("comment", EVIL), ("created by", "\u{202e}tool")];
+    std::fs::write(&path, build_torrent(EVIL, &files, &top)).unwrap();
+    let clean = build_torrent("clean", &[(vec!["dir", "f"], 1), (vec!["g"], 1)], &[]);
+    let clean_path = dir.path().join("clean.torrent");
+    std::fs::write(&clean_path, clean).unwrap();
+
+    let text = shoal(&["info", path.to_str().unwrap()]);
+    assert!(text.status.success(), "{}", stderr(&text));
+    assert_no_raw_controls(&text.stdout, "text");
+    let clean_text = shoal(&["info", clean_path.to_str().unwrap()]);
+    assert_eq!(
+        stdout(&text).lines().count(),
+        stdout(&clean_text).lines().count() + 1,
+        "no line breaks from torrent data (the torrents differ by one tracker line): {}",
+        stdout(&text)
+    );
+    assert!(
+        stdout(&text).contains("name:          evil_[31mred_]8;;mailto:x@y.example_click_]8;;__fake: line__gpj.exe")
+    );
+    assert!(stdout(&text).contains("comment:       evil\\u{1b}[31mred"), "{}", stdout(&text));
+
+    let json = shoal(&["info", "--json", path.to_str().unwrap()]);
+    assert!(json.status.success(), "{}", stderr(&json));
+    assert_no_raw_controls(&json.stdout, "json");
+    let v: Json = serde_json::from_slice(&json.stdout).expect("json");
+    let name = v["name"].as_str().unwrap();
+    assert!(!name.chars().any(shoal::metainfo::names::is_unsafe), "{name:?}");
+    assert_eq!(v["comment"], EVIL, "JSON escapes are lossless for text that is not a name");
+    assert_eq!(v["trackers"], serde_json::json!([["http://t.example/a%1B[2J"]]), "URLs percent-encoded");
+    for f in v["files"].as_array().unwrap() {
+        let p = f["path"].as_str().unwrap();
+        assert!(!p.chars().any(shoal::metainfo::names::is_unsafe), "{p:?}");
+    }
+}
+
+/// Fault 5 for magnets: a `dn` (and a `tr`) with the same characters is not printed raw.
+#[test]
+fn hostile_magnet_names_are_never_printed_raw() {
+    let uri = "magnet:?xt=urn:btih:c344a3ce02b06716a515e59a0277524d202cbba2\
+               &dn=evil%1B%5B31mred%1B%5D8%3B%3Bmailto%3Ax%07click%0Afake%3A+line%0D%E2%80%AEgpj.exe%C2%9B\
+               &tr=http%3A%2F%2Ft.example%2F%1B%5B2J";
+    let text = shoal(&["info", uri]);
+    assert!(text.status.success(), "{}", stderr(&text));
+    assert_no_raw_controls(&text.stdout, "magnet text");
+    assert!(!stdout(&text).contains("\nfake: line"), "{}", stdout(&text));
+    let json = shoal(&["info", "--json", uri]);
+    assert_no_raw_controls(&json.stdout, "magnet json");
+    let v: Json = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(v["name"], "evil_[31mred_]8;;mailto:x_click_fake: line__gpj.exe_");
+    assert_eq!(v["trackers"], serde_json::json!([["http://t.example/%1B[2J"]]));
+}

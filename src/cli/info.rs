@@ -5,7 +5,12 @@
 //! `files: [{path, length, offset, padding}]` (path joined with `/` below the torrent root),
 //! `trackers` (tiers), `private`, `comment`, `created_by`, `creation_date`, `url_list`,
 //! `magnet`; for a magnet also `peers` and `select_only`. Fields unknown for a magnet are null.
+//!
+//! Nothing from the torrent or magnet reaches the terminal raw: names and paths arrive already
+//! sanitized by `metainfo`, and every string is escaped again on output (text: `\u{..}`,
+//! JSON: `\uXXXX`, lossless), since comments, trackers and web seeds are kept as written.
 use crate::cli::bad_input;
+use crate::metainfo::names::{escape, escape_json};
 use crate::metainfo::{Magnet, Metainfo};
 use clap::Args;
 use serde::Serialize;
@@ -60,7 +65,9 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
     };
     let mut out = std::io::stdout().lock();
     let written = if args.json {
-        serde_json::to_writer_pretty(&mut out, &report).map_err(std::io::Error::from).and_then(|()| writeln!(out))
+        serde_json::to_string_pretty(&report)
+            .map_err(std::io::Error::from)
+            .and_then(|json| writeln!(out, "{}", escape_json(&json)))
     } else {
         print_text(&mut out, &report)
     };
@@ -137,7 +144,7 @@ fn from_magnet(m: &Magnet) -> InfoJson {
 }
 
 fn print_text(out: &mut impl Write, r: &InfoJson) -> std::io::Result<()> {
-    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let opt = |v: &Option<String>| v.as_deref().map_or_else(|| "-".into(), |s| escape(s).into_owned());
     writeln!(out, "name:          {}", opt(&r.name))?;
     writeln!(out, "info-hash:     {}", r.info_hash)?;
     if let (Some(total), Some(pl), Some(pc)) = (r.total_size, r.piece_length, r.piece_count) {
@@ -152,17 +159,17 @@ fn print_text(out: &mut impl Write, r: &InfoJson) -> std::io::Result<()> {
     writeln!(out, "trackers:")?;
     for (i, tier) in r.trackers.iter().enumerate() {
         for t in tier {
-            writeln!(out, "  tier {i}: {t}")?;
+            writeln!(out, "  tier {i}: {}", escape(t))?;
         }
     }
     for u in &r.url_list {
-        writeln!(out, "  web seed: {u}")?;
+        writeln!(out, "  web seed: {}", escape(u))?;
     }
     let padding = r.files.iter().filter(|f| f.padding).count();
     if !r.files.is_empty() {
         writeln!(out, "files:")?;
         for f in r.files.iter().filter(|f| !f.padding) {
-            writeln!(out, "  {} ({} bytes)", f.path, f.length)?;
+            writeln!(out, "  {} ({} bytes)", escape(&f.path), f.length)?;
         }
         if padding > 0 {
             writeln!(out, "  ({padding} padding files hidden)")?;
@@ -170,8 +177,8 @@ fn print_text(out: &mut impl Write, r: &InfoJson) -> std::io::Result<()> {
     }
     if let Some(peers) = &r.peers {
         for p in peers {
-            writeln!(out, "peer:          {p}")?;
+            writeln!(out, "peer:          {}", escape(p))?;
         }
     }
-    writeln!(out, "magnet:        {}", r.magnet)
+    writeln!(out, "magnet:        {}", escape(&r.magnet))
 }

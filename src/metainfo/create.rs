@@ -96,11 +96,14 @@ pub fn collect_files(root: &Path) -> Result<Source, CreateError> {
 
 fn checked_name(path: &Path, name: Option<&std::ffi::OsStr>) -> Result<String, CreateError> {
     let name = name.and_then(|n| n.to_str()).ok_or_else(|| CreateError::NotUtf8 { path: path.to_path_buf() })?;
-    validate::check_component(name).map_err(|reason| CreateError::BadName {
-        path: path.to_path_buf(),
-        component: name.to_string(),
-        reason,
-    })?;
+    // Readers (shoal included) would replace these, so the torrent would name files that
+    // are not the ones on disk.
+    let checked = if name.chars().any(super::names::is_unsafe) {
+        Err("contains control, bidi or invisible characters")
+    } else {
+        validate::check_component(name)
+    };
+    checked.map_err(|reason| CreateError::BadName { path: path.to_path_buf(), component: name.to_string(), reason })?;
     Ok(name.to_string())
 }
 
@@ -420,6 +423,9 @@ mod tests {
         assert!(matches!(collect_files(&empty), Err(CreateError::NoFiles(_))));
         write(tmp.path(), "bad/CON.txt", 1, 0);
         assert!(matches!(collect_files(&tmp.path().join("bad")), Err(CreateError::BadName { .. })));
+        write(tmp.path(), "bidi/a\u{202e}txt.exe", 1, 0);
+        let e = collect_files(&tmp.path().join("bidi")).unwrap_err();
+        assert!(e.to_string().contains("contains control, bidi or invisible characters"), "{e}");
         assert!(matches!(check_piece_length(1000), Err(CreateError::BadPieceLength(1000))));
         assert!(matches!(collect_files(&tmp.path().join("missing")), Err(CreateError::Io { .. })));
     }

@@ -13,11 +13,12 @@ use std::ops::RangeInclusive;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Magnet {
     pub info_hash: InfoHash,
-    /// `dn`: display name, a hint until the metadata arrives.
+    /// `dn`: display name, a hint until the metadata arrives; control, bidi and invisible
+    /// characters replaced by `_` ([`super::names::sanitize`]).
     pub name: Option<String>,
-    /// Every `tr`, in order.
+    /// Every `tr`, in order (unsafe characters percent-encoded).
     pub trackers: Vec<String>,
-    /// Every `x.pe` peer address (`host:port`).
+    /// Every `x.pe` peer address (`host:port`; unsafe characters replaced by `_`).
     pub peers: Vec<String>,
     /// BEP 53 `so`: the file indices to download, as inclusive ranges; empty means all.
     pub select_only: Vec<RangeInclusive<u32>>,
@@ -61,10 +62,11 @@ impl Magnet {
                         info_hash.get_or_insert(InfoHash::parse(h)?);
                     }
                 }
-                // `+` means space in a display name as most clients write it.
-                "dn" => m.name = Some(decode(key, raw, true)?),
-                "tr" => m.trackers.push(decode(key, raw, false)?),
-                "x.pe" => m.peers.push(decode(key, raw, false)?),
+                // `+` means space in a display name as most clients write it. The name may
+                // become a directory name, so it is sanitized like a torrent's.
+                "dn" => m.name = Some(super::names::sanitize(&decode(key, raw, true)?).into_owned()),
+                "tr" => m.trackers.push(super::names::percent_encode_unsafe(&decode(key, raw, false)?).into_owned()),
+                "x.pe" => m.peers.push(super::names::sanitize(&decode(key, raw, false)?).into_owned()),
                 "so" => m.select_only = parse_select_only(&decode(key, raw, false)?)?,
                 _ => {}
             }
@@ -214,8 +216,8 @@ mod tests {
         #[test]
         fn prop_format_parse_round_trip(
             hash in proptest::array::uniform20(proptest::prelude::any::<u8>()),
-            name in proptest::option::of(".{0,20}"),
-            trackers in proptest::collection::vec(".{1,20}", 0..3),
+            name in proptest::option::of("[^\\p{Cc}\\p{Cf}\u{2028}\u{2029}]{0,20}"),
+            trackers in proptest::collection::vec("[^\\p{Cc}\\p{Cf}\u{2028}\u{2029}]{1,20}", 0..3),
             peers in proptest::collection::vec("[0-9a-z.:]{1,20}", 0..3),
             so in proptest::collection::vec((0u32..100, 0u32..5), 0..4),
         ) {
@@ -227,6 +229,13 @@ mod tests {
                 select_only: so.into_iter().map(|(a, n)| a..=a + n).collect(),
             };
             proptest::prop_assert_eq!(Magnet::parse(&m.to_string()), Ok(m));
+        }
+
+        #[test]
+        fn prop_dn_is_always_sanitized(name in ".{0,20}") {
+            let m = Magnet { name: Some(name.clone()), ..Magnet::new(InfoHash([1; 20])) };
+            let parsed = Magnet::parse(&m.to_string()).unwrap();
+            proptest::prop_assert_eq!(parsed.name.unwrap(), super::super::names::sanitize(&name));
         }
 
         #[test]

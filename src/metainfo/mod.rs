@@ -9,6 +9,10 @@
 //! Supported: single- and multi-file v1, hybrid v1+v2 torrents read as v1 (v2 keys ignored),
 //! BEP 12 tiers, BEP 27 private, BEP 19 `url-list`, BEP 47 padding files (and the legacy
 //! `_____padding_file_` naming of old libtorrent), `name.utf-8`/`path.utf-8` preferred.
+//!
+//! `name` and every path component are sanitized here ([`names::sanitize`]: control, bidi and
+//! invisible characters become `_`) before the path rules run, so what storage joins below the
+//! output directory and what the CLI prints never carries raw terminal or bidi codes.
 use crate::bencode::{self, Limits, Value};
 use bytes::Bytes;
 use sha1::{Digest, Sha1};
@@ -18,6 +22,7 @@ use std::path::PathBuf;
 
 pub mod create;
 pub mod magnet;
+pub mod names;
 pub mod validate;
 
 pub use magnet::{Magnet, MagnetError};
@@ -109,6 +114,12 @@ pub enum MetainfoError {
     DuplicatePath(String),
     #[error("info.files: {file:?} is a file but also the directory of {other:?}")]
     FileIsDirectory { file: String, other: String },
+    #[error("{field}: {depth} path components, more than the limit of {limit}")]
+    PathTooDeep { field: String, depth: usize, limit: usize },
+    #[error("{field}: a path component of {len} bytes, longer than the limit of {limit}")]
+    ComponentTooLong { field: String, len: usize, limit: usize },
+    #[error("{field}: path of {len} bytes, longer than the limit of {limit}")]
+    PathTooLong { field: String, len: usize, limit: usize },
 }
 
 type Result<T, E = MetainfoError> = std::result::Result<T, E>;
@@ -321,16 +332,11 @@ struct ParsedInfo {
 }
 
 fn parse_info(info: &BTreeMap<Vec<u8>, Value>) -> Result<ParsedInfo> {
-    let name = utf8_preferred(info, "name", "info.name")?;
-    validate::check_component(&name).map_err(|reason| MetainfoError::BadPathComponent {
-        field: "info.name".into(),
-        component: name.clone(),
-        reason,
-    })?;
+    let name = component(utf8_preferred(info, "name", "info.name")?, "info.name")?;
     let piece_length = parse_piece_length(info)?;
     let pieces = parse_pieces(info)?;
     let (files, multi_file) = match info.get(&b"files"[..]) {
-        Some(list) => (parse_files(list)?, true),
+        Some(list) => (parse_files(list, &name)?, true),
         None => (vec![single_file(info, &name)?], false),
     };
     let total_length = files.iter().map(|f| f.length).sum::<u64>(); // checked in parse_files
@@ -387,7 +393,7 @@ fn single_file(info: &BTreeMap<Vec<u8>, Value>, name: &str) -> Result<FileEntry>
     Ok(FileEntry { path: vec![name.to_string()], length, offset: 0, padding: false })
 }
 
-fn parse_files(list: &Value) -> Result<Vec<FileEntry>> {
+fn parse_files(list: &Value, name: &str) -> Result<Vec<FileEntry>> {
     let list = list.as_list().ok_or_else(|| wrong_type("info.files", "list", list))?;
     if list.is_empty() {
         return Err(MetainfoError::EmptyFileList);
@@ -399,6 +405,7 @@ fn parse_files(list: &Value) -> Result<Vec<FileEntry>> {
         let dict = expect_dict(entry, &field)?;
         let length = parse_length(dict, &format!("{field}.length"))?;
         let path = parse_path(dict, &field)?;
+        validate::check_path_length(&format!("{field}.path"), name, &path)?;
         let padding = is_padding(dict, &path);
         files.push(FileEntry { path, length, offset, padding });
         offset = offset.checked_add(length).ok_or(MetainfoError::TotalLengthOverflow)?;
@@ -417,19 +424,33 @@ fn parse_path(dict: &BTreeMap<Vec<u8>, Value>, field: &str) -> Result<Vec<String
     if parts.is_empty() {
         return Err(MetainfoError::EmptyPath(field));
     }
+    // Before anything is decoded: a hostile path costs one length check.
+    validate::check_depth(&field, parts.len())?;
     parts
         .iter()
         .map(|p| {
             let raw = p.as_bytes().ok_or_else(|| wrong_type(&field, "list of strings", p))?;
-            let comp = text(raw, key == "path.utf-8", &field)?;
-            validate::check_component(&comp).map_err(|reason| MetainfoError::BadPathComponent {
-                field: field.clone(),
-                component: comp.clone(),
-                reason,
-            })?;
-            Ok(comp)
+            component(text(raw, key == "path.utf-8", &field)?, &field)
         })
         .collect()
+}
+
+/// A name or path component as shoal uses it: unsafe characters replaced, then the path rules.
+fn component(raw: String, field: &str) -> Result<String> {
+    let comp = match names::sanitize(&raw) {
+        std::borrow::Cow::Borrowed(_) => raw,
+        std::borrow::Cow::Owned(clean) => clean,
+    };
+    if comp.len() > validate::MAX_COMPONENT_BYTES {
+        let (len, limit) = (comp.len(), validate::MAX_COMPONENT_BYTES);
+        return Err(MetainfoError::ComponentTooLong { field: field.to_string(), len, limit });
+    }
+    validate::check_component(&comp).map_err(|reason| MetainfoError::BadPathComponent {
+        field: field.to_string(),
+        component: comp.clone(),
+        reason,
+    })?;
+    Ok(comp)
 }
 
 /// BEP 47 `attr` containing `p`, or old libtorrent's `_____padding_file_` naming.
@@ -454,26 +475,30 @@ fn parse_trackers(top: &BTreeMap<Vec<u8>, Value>) -> Vec<Vec<String>> {
         .unwrap_or(&[])
         .iter()
         .filter_map(Value::as_list)
-        .map(|tier| {
-            tier.iter().filter_map(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string).collect::<Vec<_>>()
-        })
+        .map(|tier| tier.iter().filter_map(Value::as_str).filter(|s| !s.is_empty()).map(url_text).collect::<Vec<_>>())
         .filter(|tier| !tier.is_empty())
         .collect();
     if !tiers.is_empty() {
         return tiers;
     }
     match opt_text(top, "announce") {
-        Some(a) if !a.is_empty() => vec![vec![a]],
+        Some(a) if !a.is_empty() => vec![vec![url_text(&a)]],
         _ => Vec::new(),
     }
 }
 
 fn parse_url_list(top: &BTreeMap<Vec<u8>, Value>) -> Vec<String> {
     match top.get(&b"url-list"[..]) {
-        Some(Value::Bytes(b)) if !b.is_empty() => vec![String::from_utf8_lossy(b).into_owned()],
-        Some(Value::List(l)) => l.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        Some(Value::Bytes(b)) if !b.is_empty() => vec![url_text(&String::from_utf8_lossy(b))],
+        Some(Value::List(l)) => l.iter().filter_map(Value::as_str).map(url_text).collect(),
         _ => Vec::new(),
     }
+}
+
+/// A tracker or web seed URL as shoal keeps it: unsafe characters percent-encoded, which is
+/// what a URL parser would send anyway, so logs and errors naming the URL stay one clean line.
+fn url_text(s: &str) -> String {
+    names::percent_encode_unsafe(s).into_owned()
 }
 
 fn opt_text(dict: &BTreeMap<Vec<u8>, Value>, key: &str) -> Option<String> {

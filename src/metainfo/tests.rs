@@ -213,3 +213,61 @@ proptest! {
         let _ = Metainfo::from_bytes(&bytes);
     }
 }
+
+#[test]
+fn path_depth_is_limited_before_components_are_decoded() {
+    let ok: Vec<String> = (0..validate::MAX_PATH_DEPTH).map(|i| format!("d{i}")).collect();
+    let ok: Vec<&str> = ok.iter().map(String::as_str).collect();
+    Metainfo::from_bytes(&torrent(multi(vec![file(&ok, 1)], 1))).expect("100 components are fine");
+    let deep = vec!["a"; 60_000];
+    let bytes = torrent(multi(vec![file(&deep, 1)], 1));
+    assert!(bytes.len() > 180_000);
+    let e = Metainfo::from_bytes(&bytes).unwrap_err();
+    assert_eq!(e, MetainfoError::PathTooDeep { field: "info.files[0].path".into(), depth: 60_000, limit: 100 });
+}
+
+#[test]
+fn component_and_path_lengths_are_limited() {
+    let long = "x".repeat(validate::MAX_COMPONENT_BYTES + 1);
+    let e = parse_err(multi(vec![file(&["a", &long], 1)], 1));
+    assert_eq!(e.to_string(), "info.files[0].path: a path component of 256 bytes, longer than the limit of 255");
+    let e = parse_err(with_info_key(single(10), "name", long.as_str().into()));
+    assert!(matches!(e, MetainfoError::ComponentTooLong { .. }), "{e}");
+    let fits = "y".repeat(validate::MAX_COMPONENT_BYTES);
+    Metainfo::from_bytes(&torrent(with_info_key(single(10), "name", fits.as_str().into()))).unwrap();
+    let wide: Vec<String> = (0..20).map(|i| format!("{i:0>250}")).collect();
+    let wide: Vec<&str> = wide.iter().map(String::as_str).collect();
+    let e = parse_err(multi(vec![file(&wide, 1)], 1));
+    assert!(matches!(e, MetainfoError::PathTooLong { limit: 4096, .. }), "{e}");
+}
+
+const HOSTILE_NAME: &str = "evil\u{1b}[31mred\u{1b}]8;;mailto:x@y.example\u{7}click\u{1b}]8;;\u{7}\n\r\u{202e}gpj.exe";
+
+#[test]
+fn control_and_bidi_characters_are_replaced_in_names_and_paths() {
+    let info = with_info_key(
+        multi(vec![file(&["dir\u{2066}x", HOSTILE_NAME], 1), file(&["plain\u{9b}2J"], 1)], 2),
+        "name",
+        HOSTILE_NAME.into(),
+    );
+    let m = Metainfo::from_bytes(&torrent(info)).unwrap();
+    let clean = |s: &str| !s.chars().any(names::is_unsafe);
+    assert!(clean(&m.name), "{:?}", m.name);
+    assert_eq!(m.name, "evil_[31mred_]8;;mailto:x@y.example_click_]8;;____gpj.exe");
+    for f in &m.files {
+        assert!(f.path.iter().all(|c| clean(c)), "{:?}", f.path);
+        let on_disk = m.relative_path(f);
+        assert!(clean(on_disk.to_str().unwrap()), "{on_disk:?}");
+    }
+    assert_eq!(m.files[0].path, ["dir_x", m.name.as_str()]);
+    assert_eq!(m.files[1].path, ["plain_2J"]);
+}
+
+#[test]
+fn names_that_collide_after_replacement_are_duplicates() {
+    let e = parse_err(multi(vec![file(&["a\u{1b}"], 1), file(&["a\n"], 1)], 2));
+    assert_eq!(e, MetainfoError::DuplicatePath("a_".into()));
+    // Replacement never produces a relative component: "\u{202e}.." is "_..", a fine name.
+    let m = Metainfo::from_bytes(&torrent(multi(vec![file(&["\u{202e}.."], 1)], 1))).unwrap();
+    assert_eq!(m.files[0].path, ["_.."]);
+}

@@ -8,7 +8,10 @@
 //! - `started` first; an event stays pending until some tracker accepts it.
 //! - Each round tries the trackers tier by tier (skipping those backing off) until one answers;
 //!   that one moves to the front of its tier. The next regular announce is due after
-//!   `max(interval, min interval, cfg.min_interval)`.
+//!   `max(interval, min interval, cfg.min_interval)`, each remote value first clamped to
+//!   `cfg.min_interval..=MAX_INTERVAL` ([`clamp_interval`]; `cfg.min_interval` itself is at
+//!   least [`MIN_INTERVAL_FLOOR`]): a tracker cannot make us announce
+//!   in a loop, nor push the next announce (and an `Instant`) past any sane horizon.
 //! - `completed` once, as soon as `left` reaches 0 after having been above 0. (If that happens
 //!   before `started` got through, `completed` replaces it.)
 //! - A "need more peers" nudge brings the next announce forward, but never sooner than
@@ -31,6 +34,29 @@ use tokio_util::sync::CancellationToken;
 use super::{announce, Announce, AnnounceParams, Event, TrackerList, TransferTotals};
 use crate::metainfo::InfoHash;
 use crate::wire::PeerId;
+
+/// Longest wait a tracker can ask for between announces (`interval` or `min interval`).
+/// libtorrent keeps `interval` in 32-bit seconds (`seconds32`, http_tracker_connection.cpp)
+/// with only the `min_announce_interval` floor, and waits at most 60 minutes before retrying a
+/// failing tracker (`tracker_retry_delay_max`, announce_entry.cpp). One hour is above the
+/// 30-minute interval most trackers ask for, and bounds how long a torrent can go unannounced.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(60 * 60);
+
+/// Shortest wait between announces whatever the settings say: with `tracker_min_interval`
+/// set to 0, a tracker answering `interval` 0 would otherwise have us announce in a busy loop.
+pub const MIN_INTERVAL_FLOOR: Duration = Duration::from_secs(1);
+
+/// A tracker-supplied wait clamped to `floor..=MAX_INTERVAL` (`floor` is our own
+/// `min_interval`; a floor above the cap wins, it is the user's explicit choice).
+pub fn clamp_interval(remote: Duration, floor: Duration) -> Duration {
+    remote.min(MAX_INTERVAL).max(floor)
+}
+
+/// `at + wait` that cannot panic: a sum past what `Instant` holds saturates to
+/// `at + MAX_INTERVAL` (and to `at` if even that overflows).
+pub fn later(at: Instant, wait: Duration) -> Instant {
+    at.checked_add(wait).or_else(|| at.checked_add(MAX_INTERVAL)).unwrap_or(at)
+}
 
 /// Upper bound on the farewell `stopped` announce (never longer than `cfg.timeout` either), so
 /// shutdown is not held up by a dead tracker.
@@ -271,6 +297,7 @@ struct Schedule {
 impl Schedule {
     /// A torrent that starts now with `left` bytes to go: `started` is due at once.
     fn new(now: Instant, left: u64, min_interval: Duration) -> Schedule {
+        let min_interval = min_interval.max(MIN_INTERVAL_FLOOR);
         Schedule {
             min_interval,
             pending: Some(Event::Started),
@@ -294,14 +321,14 @@ impl Schedule {
     /// A tracker answered with `interval` and perhaps a `min interval`.
     fn announced(&mut self, now: Instant, interval: Duration, tracker_min: Option<Duration>) {
         self.pending = None;
-        self.nudge_floor = tracker_min.unwrap_or_default().max(self.min_interval);
+        self.nudge_floor = clamp_interval(tracker_min.unwrap_or_default(), self.min_interval);
         self.last_ok = Some(now);
-        self.next_at = now + interval.max(self.nudge_floor);
+        self.next_at = later(now, clamp_interval(interval, self.min_interval).max(self.nudge_floor));
     }
 
     /// No tracker answered; `retry_at` is when the first backed-off tracker is usable again.
     fn all_failed(&mut self, now: Instant, retry_at: Option<Instant>) {
-        self.next_at = retry_at.unwrap_or(now + self.min_interval).max(now);
+        self.next_at = retry_at.unwrap_or_else(|| later(now, self.min_interval)).max(now);
     }
 
     /// The torrent's `left` changed: queue `completed` when the download just finished.
@@ -319,7 +346,7 @@ impl Schedule {
     /// success the next attempt is already as early as backoff allows, so nothing changes.
     fn need_peers(&mut self, now: Instant) {
         if let Some(last) = self.last_ok {
-            self.next_at = self.next_at.min((last + self.nudge_floor).max(now));
+            self.next_at = self.next_at.min(later(last, self.nudge_floor).max(now));
         }
     }
 }
@@ -394,5 +421,36 @@ mod tests {
         s.announced(t0 + S(400), S(1800), None);
         s.need_peers(t0 + S(1000));
         assert_eq!(s.due(), t0 + S(1000), "floor long passed: now");
+    }
+
+    #[test]
+    fn clamp_keeps_remote_intervals_within_our_floor_and_the_cap() {
+        assert_eq!(clamp_interval(S(1800), OURS), S(1800));
+        assert_eq!(clamp_interval(S(0), OURS), OURS);
+        assert_eq!(clamp_interval(S(u64::MAX), OURS), MAX_INTERVAL);
+        assert_eq!(clamp_interval(Duration::MAX, OURS), MAX_INTERVAL);
+        assert_eq!(clamp_interval(S(10), S(2 * 3600)), S(2 * 3600), "the user's floor wins over the cap");
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, 100, Duration::ZERO);
+        s.announced(t0, Duration::ZERO, Some(Duration::ZERO));
+        assert_eq!(s.due(), t0 + MIN_INTERVAL_FLOOR, "no busy loop with a zero floor");
+        assert_eq!(later(t0, Duration::MAX), t0 + MAX_INTERVAL);
+        assert_eq!(later(t0, S(5)), t0 + S(5));
+    }
+
+    #[test]
+    fn huge_intervals_from_a_tracker_never_panic_and_stay_within_the_cap() {
+        let t0 = Instant::now();
+        // i64::MAX seconds, as an HTTP tracker can send it; u32::MAX as a UDP one can.
+        for huge in [S(i64::MAX as u64), S(u64::MAX), Duration::MAX, S(u32::MAX.into())] {
+            let mut s = Schedule::new(t0, 100, OURS);
+            s.announced(t0, huge, Some(huge));
+            assert_eq!(s.due(), t0 + MAX_INTERVAL);
+            s.need_peers(t0 + S(1));
+            assert_eq!(s.due(), t0 + MAX_INTERVAL, "min interval capped too");
+            s.announced(t0, huge, None);
+            s.need_peers(t0 + S(1));
+            assert_eq!(s.due(), t0 + OURS, "nudge floor back to ours");
+        }
     }
 }

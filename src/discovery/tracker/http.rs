@@ -2,16 +2,19 @@
 //!
 //! Owns the announce URL construction and the parsing of the bencoded response. Both are pure
 //! functions, tested here; [`announce`] only adds the bounded network exchange (one GET with an
-//! overall timeout and a response size limit). A bad body is an error naming the tracker, never a
-//! panic.
+//! overall timeout and a response size limit, redirects followed by the rules of [`redirect`]).
+//! A bad body is an error naming the tracker, never a panic; at most
+//! [`MAX_PEERS_PER_ANNOUNCE`] addresses are decoded from one reply.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use percent_encoding::{percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use super::{Announce, AnnounceParams, TrackerError};
+use super::redirect::{self, Classifier, Reach, Refusal};
+use super::{Announce, AnnounceParams, TrackerError, MAX_PEERS_PER_ANNOUNCE};
 use crate::bencode::{self, Value};
+use crate::metainfo::names::escape;
 
 /// Largest response body we accept. Even 200 compact peers are ~1 KiB; this is generous.
 pub const MAX_RESPONSE_BYTES: usize = 2 * 1024 * 1024;
@@ -20,34 +23,127 @@ pub const MAX_RESPONSE_BYTES: usize = 2 * 1024 * 1024;
 /// every byte of the binary info-hash and peer id that is not unreserved, becomes `%XX`.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-/// Announces to the HTTP(S) tracker at `url`; `timeout` bounds the whole request.
+/// Announces to the HTTP(S) tracker at `url`; `timeout` bounds the whole request, redirects
+/// included.
 pub async fn announce(url: &str, params: &AnnounceParams, timeout: Duration) -> Result<Announce, TrackerError> {
+    announce_with(url, params, timeout, redirect::reach).await
+}
+
+/// [`announce`] with the address classifier the redirect rules use (see [`redirect`]).
+pub async fn announce_with(
+    url: &str,
+    params: &AnnounceParams,
+    timeout: Duration,
+    classify: Classifier,
+) -> Result<Announce, TrackerError> {
     let full = announce_url(url, params);
-    let body = tokio::time::timeout(timeout, fetch(url, &full))
+    let body = tokio::time::timeout(timeout, fetch(url, &full, classify))
         .await
         .map_err(|_| TrackerError::Timeout { url: url.to_owned(), after: timeout })??;
     parse_response(url, &body)
 }
 
+fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .user_agent(concat!("shoal/", env!("CARGO_PKG_VERSION")))
+        // Redirects are followed by `fetch`, which checks each hop's addresses.
+        .redirect(reqwest::redirect::Policy::none())
+        // Announces are minutes apart and trackers often close after one response
+        // (opentracker does); a pooled connection would be stale by the next announce.
+        .pool_max_idle_per_host(0)
+}
+
 /// One client for all trackers: connection pool and TLS roots are built once.
 fn client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .user_agent(concat!("shoal/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::limited(5))
-            // Announces are minutes apart and trackers often close after one response
-            // (opentracker does); a pooled connection would be stale by the next announce.
-            .pool_max_idle_per_host(0)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new())
-    })
+    CLIENT.get_or_init(|| client_builder().build().unwrap_or_else(|_| reqwest::Client::new()))
 }
 
-/// GETs `full` and reads the body, refusing more than [`MAX_RESPONSE_BYTES`].
-async fn fetch(url: &str, full: &str) -> Result<Vec<u8>, TrackerError> {
+/// GETs `full`, following at most [`redirect::MAX_REDIRECTS`] redirects that pass
+/// [`redirect::check_hop`], and reads the body.
+async fn fetch(url: &str, full: &str, classify: Classifier) -> Result<Vec<u8>, TrackerError> {
     let http_err = |cause| TrackerError::Http { url: url.to_owned(), cause };
-    let mut resp = client().get(full).send().await.map_err(http_err)?;
+    let refused = |r: Refusal| TrackerError::Redirect { url: url.to_owned(), reason: r.to_string() };
+    let mut target =
+        url::Url::parse(full).map_err(|e| TrackerError::BadUrl { url: url.to_owned(), reason: e.to_string() })?;
+    // Known only once a redirect needs it: whether the chain so far touched a public host.
+    let mut public: Option<bool> = None;
+    let mut client = client().clone();
+    for hop in 0..=redirect::MAX_REDIRECTS {
+        let resp = client.get(target.clone()).send().await.map_err(http_err)?;
+        let Some(next) = redirect_target(url, &target, &resp)? else {
+            return read_body(url, resp).await;
+        };
+        if hop == redirect::MAX_REDIRECTS {
+            return Err(refused(Refusal::TooMany));
+        }
+        redirect::check_target(&next).map_err(refused)?;
+        let so_far = match public {
+            Some(p) => p,
+            None => {
+                let origin = resolve(url, &target).await?;
+                origin.iter().any(|a| classify(a.ip()) == Reach::Global)
+            }
+        };
+        let addrs = resolve(url, &next).await?;
+        let host = next.host_str().unwrap_or_default().to_owned();
+        public = Some(redirect::check_hop(so_far, &host, &addrs, classify).map_err(refused)?);
+        client = pinned_client(&next, &addrs).map_err(http_err)?;
+        tracing::debug!(tracker = %url, to = %next, "following redirect");
+        target = next;
+    }
+    Err(refused(Refusal::TooMany))
+}
+
+/// The absolute URL a redirect response points at; `None` for any other response.
+fn redirect_target(url: &str, from: &url::Url, resp: &reqwest::Response) -> Result<Option<url::Url>, TrackerError> {
+    use reqwest::StatusCode as S;
+    if !matches!(
+        resp.status(),
+        S::MOVED_PERMANENTLY | S::FOUND | S::SEE_OTHER | S::TEMPORARY_REDIRECT | S::PERMANENT_REDIRECT
+    ) {
+        return Ok(None);
+    }
+    let malformed = |reason: String| TrackerError::Malformed { url: url.to_owned(), reason };
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .ok_or_else(|| malformed(format!("redirect ({}) without a location", resp.status().as_u16())))?;
+    let location = location.to_str().map_err(|_| malformed("redirect location is not text".into()))?;
+    from.join(location).map(Some).map_err(|e| malformed(format!("redirect location: {e}")))
+}
+
+/// The addresses `target` connects to: the literal, or what its name resolves to.
+async fn resolve(url: &str, target: &url::Url) -> Result<Vec<SocketAddr>, TrackerError> {
+    let port = target.port_or_known_default().unwrap_or(80);
+    let host = match target.host() {
+        Some(url::Host::Ipv4(ip)) => return Ok(vec![SocketAddr::new(IpAddr::V4(ip), port)]),
+        Some(url::Host::Ipv6(ip)) => return Ok(vec![SocketAddr::new(IpAddr::V6(ip), port)]),
+        Some(url::Host::Domain(d)) => d.to_owned(),
+        None => return Err(TrackerError::Redirect { url: url.to_owned(), reason: Refusal::NoHost.to_string() }),
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|source| TrackerError::Io { url: url.to_owned(), source })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(TrackerError::BadUrl { url: url.to_owned(), reason: format!("{host} resolved to no address") });
+    }
+    Ok(addrs)
+}
+
+/// A client that connects to `target`'s host only at `addrs`, the addresses that were checked
+/// (the shared client when the host is an address literal).
+fn pinned_client(target: &url::Url, addrs: &[SocketAddr]) -> reqwest::Result<reqwest::Client> {
+    match target.host() {
+        Some(url::Host::Domain(d)) => client_builder().resolve_to_addrs(d, addrs).build(),
+        _ => Ok(client().clone()),
+    }
+}
+
+/// Reads the body, refusing more than [`MAX_RESPONSE_BYTES`].
+async fn read_body(url: &str, mut resp: reqwest::Response) -> Result<Vec<u8>, TrackerError> {
+    let http_err = |cause| TrackerError::Http { url: url.to_owned(), cause };
     let status = resp.status();
     if !status.is_success() {
         return Err(TrackerError::Status { url: url.to_owned(), status: status.as_u16() });
@@ -103,39 +199,46 @@ pub fn parse_response(url: &str, body: &[u8]) -> Result<Announce, TrackerError> 
         return Err(malformed("not a dictionary"));
     };
     let text = |key: &[u8]| match dict.get(key) {
-        Some(Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+        // Shown in logs and status: never raw control or bidi characters.
+        Some(Value::Bytes(b)) => Some(escape(&String::from_utf8_lossy(b)).into_owned()),
         _ => None,
     };
     if let Some(reason) = text(b"failure reason") {
         return Err(TrackerError::Failure { url: url.to_owned(), reason });
     }
-    let int = |key: &[u8]| -> Result<Option<u64>, TrackerError> {
+    let int = |key: &[u8]| -> Result<Option<i64>, TrackerError> {
         match dict.get(key) {
             None => Ok(None),
-            Some(Value::Int(n)) if *n >= 0 => Ok(Some(*n as u64)),
-            Some(_) => Err(malformed(&format!("{:?} is not a non-negative integer", String::from_utf8_lossy(key)))),
+            Some(Value::Int(n)) => Ok(Some(*n)),
+            Some(_) => Err(malformed(&format!("{:?} is not an integer", String::from_utf8_lossy(key)))),
         }
     };
+    // Any integer is taken: a negative wait means "now" and the announcer clamps every wait
+    // to its own floor and cap, as libtorrent raises `interval` to its minimum.
+    let secs = |n: i64| Duration::from_secs(n.max(0).unsigned_abs());
     let interval = int(b"interval")?.ok_or_else(|| malformed("missing \"interval\""))?;
-    let min_interval = int(b"min interval")?.map(Duration::from_secs);
+    let min_interval = int(b"min interval")?.map(secs);
     let count = |key: &[u8]| -> Result<Option<u32>, TrackerError> {
-        Ok(int(key)?.map(|n| u32::try_from(n).unwrap_or(u32::MAX)))
+        Ok(int(key)?.map(|n| u32::try_from(n.max(0)).unwrap_or(u32::MAX)))
     };
     let mut peers = match dict.get(b"peers".as_slice()) {
         None => Vec::new(),
-        Some(Value::Bytes(b)) => compact_v4(b).ok_or_else(|| malformed("\"peers\" length not a multiple of 6"))?,
-        Some(Value::List(list)) => dict_peers(list),
+        Some(Value::Bytes(b)) => {
+            compact_v4(b, MAX_PEERS_PER_ANNOUNCE).ok_or_else(|| malformed("\"peers\" length not a multiple of 6"))?
+        }
+        Some(Value::List(list)) => dict_peers(list, MAX_PEERS_PER_ANNOUNCE),
         Some(_) => return Err(malformed("\"peers\" is neither a string nor a list")),
     };
+    let room = MAX_PEERS_PER_ANNOUNCE - peers.len();
     match dict.get(b"peers6".as_slice()) {
         None => {}
         Some(Value::Bytes(b)) => {
-            peers.extend(compact_v6(b).ok_or_else(|| malformed("\"peers6\" length not a multiple of 18"))?)
+            peers.extend(compact_v6(b, room).ok_or_else(|| malformed("\"peers6\" length not a multiple of 18"))?)
         }
         Some(_) => return Err(malformed("\"peers6\" is not a string")),
     }
     Ok(Announce {
-        interval: Duration::from_secs(interval),
+        interval: secs(interval),
         min_interval,
         peers,
         warning: text(b"warning message"),
@@ -144,14 +247,15 @@ pub fn parse_response(url: &str, body: &[u8]) -> Result<Announce, TrackerError> 
     })
 }
 
-/// BEP 23 compact IPv4 peers: 4 address bytes, 2 port bytes, big-endian. `None` if the length
-/// is not a multiple of 6.
-pub fn compact_v4(b: &[u8]) -> Option<Vec<SocketAddr>> {
+/// BEP 23 compact IPv4 peers: 4 address bytes, 2 port bytes, big-endian; at most `cap` of them
+/// are decoded. `None` if the length is not a multiple of 6.
+pub fn compact_v4(b: &[u8], cap: usize) -> Option<Vec<SocketAddr>> {
     if b.len() % 6 != 0 {
         return None;
     }
     Some(
         b.chunks_exact(6)
+            .take(cap)
             .map(|c| {
                 let ip = Ipv4Addr::new(c[0], c[1], c[2], c[3]);
                 SocketAddr::new(IpAddr::V4(ip), u16::from_be_bytes([c[4], c[5]]))
@@ -160,14 +264,15 @@ pub fn compact_v4(b: &[u8]) -> Option<Vec<SocketAddr>> {
     )
 }
 
-/// BEP 7 compact IPv6 peers: 16 address bytes, 2 port bytes. `None` if the length is not a
-/// multiple of 18.
-pub fn compact_v6(b: &[u8]) -> Option<Vec<SocketAddr>> {
+/// BEP 7 compact IPv6 peers: 16 address bytes, 2 port bytes; at most `cap` of them are
+/// decoded. `None` if the length is not a multiple of 18.
+pub fn compact_v6(b: &[u8], cap: usize) -> Option<Vec<SocketAddr>> {
     if b.len() % 18 != 0 {
         return None;
     }
     Some(
         b.chunks_exact(18)
+            .take(cap)
             .map(|c| {
                 let mut ip = [0u8; 16];
                 ip.copy_from_slice(&c[..16]);
@@ -179,7 +284,8 @@ pub fn compact_v6(b: &[u8]) -> Option<Vec<SocketAddr>> {
 
 /// The original BEP 3 peer list: dicts with `ip` (an address literal) and `port`. Entries with a
 /// hostname, a bad port or missing fields are skipped: one bad entry does not spoil the rest.
-fn dict_peers(list: &[Value]) -> Vec<SocketAddr> {
+/// At most `cap` addresses are kept (the bencode limits already bound the list itself).
+fn dict_peers(list: &[Value], cap: usize) -> Vec<SocketAddr> {
     list.iter()
         .filter_map(|peer| {
             let Value::Dict(d) = peer else { return None };
@@ -193,6 +299,7 @@ fn dict_peers(list: &[Value]) -> Vec<SocketAddr> {
             let port = u16::try_from(*port).ok().filter(|p| *p != 0)?;
             Some(SocketAddr::new(ip, port))
         })
+        .take(cap)
         .collect()
 }
 
@@ -292,7 +399,6 @@ mod tests {
             b"<html>502 bad gateway</html>",
             b"li1ee",
             b"d5:peers0:e",
-            b"d8:intervali-5e5:peers0:e",
             b"d8:interval3:abc5:peers0:e",
             b"d8:intervali60e5:peers5:abcdee",
             b"d8:intervali60e6:peers67:abcdefge",
@@ -305,6 +411,45 @@ mod tests {
             assert!(err.to_string().contains(URL));
         }
         assert!(parse_response(URL, bodies[bodies.len() - 1]).unwrap().peers.is_empty());
+    }
+
+    #[test]
+    fn negative_and_huge_intervals_parse_without_loss_of_the_peers() {
+        let a = parse_response(URL, b"d8:intervali-5e12:min intervali-9e5:peers6:\x7f\x00\x00\x01\x1a\xe1e").unwrap();
+        assert_eq!((a.interval, a.min_interval), (Duration::ZERO, Some(Duration::ZERO)));
+        assert_eq!(a.peers.len(), 1);
+        let a = parse_response(URL, b"d8:intervali9223372036854775807e12:min intervali9223372036854775807ee").unwrap();
+        assert_eq!(a.interval, Duration::from_secs(i64::MAX as u64));
+    }
+
+    #[test]
+    fn peers_are_capped_per_reply_across_all_forms() {
+        let n = MAX_PEERS_PER_ANNOUNCE + 500;
+        let v4: Vec<u8> = (0..n).flat_map(|i| [10, 0, (i >> 8) as u8, i as u8, 0x1a, 0xe1]).collect();
+        let v6: Vec<u8> =
+            (0..n).flat_map(|i| [[0xfd; 14].as_slice(), &[(i >> 8) as u8, i as u8, 0, 1]].concat()).collect();
+        let body = |peers: &[u8], peers6: &[u8]| {
+            let mut b = format!("d8:intervali60e5:peers{}:", peers.len()).into_bytes();
+            b.extend_from_slice(peers);
+            b.extend_from_slice(format!("6:peers6{}:", peers6.len()).as_bytes());
+            b.extend_from_slice(peers6);
+            b.push(b'e');
+            b
+        };
+        assert_eq!(parse_response(URL, &body(&v4, &[])).unwrap().peers.len(), MAX_PEERS_PER_ANNOUNCE);
+        assert_eq!(parse_response(URL, &body(&[], &v6)).unwrap().peers.len(), MAX_PEERS_PER_ANNOUNCE);
+        let both = parse_response(URL, &body(&v4[..600], &v6)).unwrap().peers;
+        assert_eq!(both.len(), MAX_PEERS_PER_ANNOUNCE, "v4 and v6 share one cap");
+        assert_eq!(both.iter().filter(|a| a.is_ipv4()).count(), 100);
+
+        let mut dicts = b"d8:intervali60e5:peersl".to_vec();
+        for i in 0..n {
+            let ip = format!("10.0.{}.{}", i >> 8, i & 255);
+            dicts.extend_from_slice(format!("d2:ip{}:{ip}4:porti80ee", ip.len()).as_bytes());
+        }
+        dicts.extend_from_slice(b"ee");
+        assert_eq!(parse_response(URL, &dicts).unwrap().peers.len(), MAX_PEERS_PER_ANNOUNCE);
+        assert!(parse_response(URL, &body(&v4[..7], &[])).is_err(), "length still checked in full");
     }
 
     /// A one-shot HTTP server on loopback that answers every connection with `reply`

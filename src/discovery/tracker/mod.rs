@@ -5,13 +5,15 @@
 //! - the types shared by both transports ([`AnnounceParams`], [`Announce`], [`TrackerError`]);
 //! - [`announce`], which dispatches on the URL scheme to [`http`] or [`udp`];
 //! - [`TrackerList`], the plain struct holding tiers, order and per-tracker backoff;
-//! - [`announcer`], the task that keeps one torrent announced using all of the above.
+//! - [`announcer`], the task that keeps one torrent announced using all of the above;
+//! - [`redirect`], the rules for following HTTP redirects (hop limit, no public → local).
 //!
 //! This module decides nothing about peers: it returns addresses and lets the peer manager judge
 //! them. Settings (numwant, timeouts, minimum interval) arrive as parameters from
 //! `crate::config::Options`; nothing here invents its own defaults for them.
 pub mod announcer;
 pub mod http;
+pub mod redirect;
 pub mod udp;
 
 use std::collections::HashMap;
@@ -105,6 +107,8 @@ pub enum TrackerError {
     Http { url: String, cause: reqwest::Error },
     #[error("tracker {url}: http status {status}")]
     Status { url: String, status: u16 },
+    #[error("tracker {url}: {reason}")]
+    Redirect { url: String, reason: String },
     #[error("tracker {url}: response larger than {limit} bytes")]
     TooLarge { url: String, limit: usize },
     #[error("tracker {url}: malformed response: {reason}")]
@@ -138,6 +142,13 @@ pub async fn announce(url: &str, params: &AnnounceParams, timeout: Duration) -> 
         other => Err(TrackerError::UnsupportedScheme { url: url.to_owned(), scheme: other.to_owned() }),
     }
 }
+
+/// Most peer addresses taken from one announce reply, IPv4 and IPv6, compact or dictionary
+/// form, HTTP or UDP; the rest are ignored. We ask for `numwant` (50 by default), and
+/// opentracker never sends more than 200 IPv4 peers in a UDP reply (`OT_MAX_PEERS_UDP4`,
+/// trackerlogic.h); five times that leaves room for generous trackers while a hostile one
+/// answering 50,000 peers costs a length check, not 50,000 parsed addresses.
+pub const MAX_PEERS_PER_ANNOUNCE: usize = 1000;
 
 /// First retry delay after a tracker fails; doubles per consecutive failure.
 const BACKOFF_BASE: Duration = Duration::from_secs(30);
@@ -209,7 +220,8 @@ impl TrackerList {
     pub fn record_failure(&mut self, url: &str, now: Instant) -> Duration {
         let consecutive = self.failures.get(url).map_or(0, |b| b.consecutive) + 1;
         let delay = BACKOFF_BASE.saturating_mul(1u32 << (consecutive - 1).min(16)).min(BACKOFF_CAP);
-        self.failures.insert(url.to_owned(), Backoff { consecutive, until: now + delay });
+        let until = announcer::later(now, delay);
+        self.failures.insert(url.to_owned(), Backoff { consecutive, until });
         delay
     }
 

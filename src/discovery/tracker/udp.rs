@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
 use super::http::{compact_v4, compact_v6};
-use super::{Announce, AnnounceParams, Event, TrackerError};
+use super::{Announce, AnnounceParams, Event, TrackerError, MAX_PEERS_PER_ANNOUNCE};
+use crate::metainfo::names::escape;
 
 /// The `protocol_id` of a connect request.
 const PROTOCOL_ID: u64 = 0x0417_2710_1980;
@@ -85,7 +86,8 @@ pub fn parse_reply(buf: &[u8], transaction_id: u32, over_ipv6: bool) -> Result<O
         }
         ACTION_ANNOUNCE if buf.len() >= 20 => {
             let peers = &buf[20..];
-            let peers = if over_ipv6 { compact_v6(peers) } else { compact_v4(peers) }
+            let cap = MAX_PEERS_PER_ANNOUNCE;
+            let peers = if over_ipv6 { compact_v6(peers, cap) } else { compact_v4(peers, cap) }
                 .ok_or_else(|| format!("peer list of {} bytes is not whole entries", peers.len()))?;
             Reply::Announce(Announce {
                 interval: Duration::from_secs(be32(&buf[8..12]).into()),
@@ -96,7 +98,7 @@ pub fn parse_reply(buf: &[u8], transaction_id: u32, over_ipv6: bool) -> Result<O
                 seeders: Some(be32(&buf[16..20])),
             })
         }
-        ACTION_ERROR => Reply::Error(String::from_utf8_lossy(&buf[8..]).into_owned()),
+        ACTION_ERROR => Reply::Error(escape(&String::from_utf8_lossy(&buf[8..])).into_owned()),
         // opentracker answers a refused announce (e.g. a hash off its whitelist) with only the
         // 8-byte header.
         action @ (ACTION_CONNECT | ACTION_ANNOUNCE) => {
@@ -258,6 +260,20 @@ mod tests {
         let mut err = vec![0, 0, 0, 3, 0, 0, 0, 5];
         err.extend_from_slice(b"unregistered torrent");
         assert_eq!(parse_reply(&err, 5, false), Ok(Some(Reply::Error("unregistered torrent".into()))));
+    }
+
+    #[test]
+    fn peers_in_one_reply_are_capped_and_error_text_is_escaped() {
+        // A full 64 KiB datagram holds about 10,900 IPv4 peers.
+        let mut ann = vec![0, 0, 0, 1, 0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 2, 0, 0, 0, 3];
+        ann.extend((0..10_000u32).flat_map(|i| [10, 0, (i >> 8) as u8, i as u8, 0, 80]));
+        let Ok(Some(Reply::Announce(a))) = parse_reply(&ann, 5, false) else { panic!() };
+        assert_eq!(a.peers.len(), MAX_PEERS_PER_ANNOUNCE);
+        assert_eq!(a.interval, Duration::from_secs(u32::MAX.into()), "clamped by the announcer, not here");
+
+        let mut err = vec![0, 0, 0, 3, 0, 0, 0, 5];
+        err.extend_from_slice(b"no\x1b[2J\xe2\x80\xaeway");
+        assert_eq!(parse_reply(&err, 5, false), Ok(Some(Reply::Error("no\\u{1b}[2J\\u{202e}way".into()))));
     }
 
     #[test]
