@@ -147,7 +147,7 @@ pub fn parse_response(url: &str, body: &[u8]) -> Result<Announce, TrackerError> 
 /// BEP 23 compact IPv4 peers: 4 address bytes, 2 port bytes, big-endian. `None` if the length
 /// is not a multiple of 6.
 pub fn compact_v4(b: &[u8]) -> Option<Vec<SocketAddr>> {
-    if b.len() % 6 != 0 {
+    if !b.len().is_multiple_of(6) {
         return None;
     }
     Some(
@@ -163,7 +163,7 @@ pub fn compact_v4(b: &[u8]) -> Option<Vec<SocketAddr>> {
 /// BEP 7 compact IPv6 peers: 16 address bytes, 2 port bytes. `None` if the length is not a
 /// multiple of 18.
 pub fn compact_v6(b: &[u8]) -> Option<Vec<SocketAddr>> {
-    if b.len() % 18 != 0 {
+    if !b.len().is_multiple_of(18) {
         return None;
     }
     Some(
