@@ -101,8 +101,8 @@ pub fn load_locked(path: &Path) -> Result<(Keypair, IdentityLock), IdentityError
 }
 
 fn decode(path: &Path, bytes: &[u8]) -> Result<Keypair, IdentityError> {
-    let keypair = Keypair::from_protobuf_encoding(bytes)
-        .map_err(|source| IdentityError::Decode { path: path.into(), source })?;
+    let keypair =
+        Keypair::from_protobuf_encoding(bytes).map_err(|source| IdentityError::Decode { path: path.into(), source })?;
     if keypair.key_type() != libp2p::identity::KeyType::Ed25519 {
         return Err(IdentityError::NotEd25519 { path: path.into(), kind: keypair.key_type() });
     }

@@ -409,7 +409,8 @@ pub fn run_env(args: &[OsString], env: &[(&str, &str)], timeout: Duration) -> (E
 pub fn resume_claims(log: &str, pieces: usize) -> Option<Vec<bool>> {
     let line = log.lines().map(strip_ansi).find(|l| l.contains("resume check bitfield"))?;
     let hex = field(&line, "have")?.to_string();
-    let bytes: Vec<u8> = (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect::<Option<_>>()?;
+    let bytes: Vec<u8> =
+        (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect::<Option<_>>()?;
     Some((0..pieces).map(|i| bytes.get(i / 8).is_some_and(|b| b & (0x80 >> (i % 8)) != 0)).collect())
 }
 
