@@ -299,7 +299,7 @@ impl Picker {
     /// Records a block from `key`. `None` when the block was not wanted (not requested from
     /// `key`, already received, out of range): the caller drops the data.
     pub fn block_received(&mut self, key: PeerKey, block: BlockRef) -> Option<Received> {
-        if block.begin % self.block_size != 0 || block.piece >= self.piece_count() {
+        if !block.begin.is_multiple_of(self.block_size) || block.piece >= self.piece_count() {
             return None;
         }
         let idx = (block.begin / self.block_size) as usize;

@@ -188,7 +188,7 @@ async fn lying_peer(meta: std::sync::Arc<shoal::metainfo::Metainfo>) -> std::net
                 let mut f = f.map_codec(|_| MessageCodec::default());
                 let n = meta.piece_count() as usize;
                 let mut bits = vec![0xffu8; n.div_ceil(8)];
-                if n % 8 != 0 {
+                if !n.is_multiple_of(8) {
                     *bits.last_mut().unwrap() = 0xffu8 << (8 - n % 8);
                 }
                 let _ = f.send(Message::Bitfield(bits.into())).await;

@@ -7,13 +7,16 @@ use crate::diag::{DiagState, JsonSource};
 use crate::keepalive::{self, KeyPeerSeeds, SessionLink};
 use crate::manager::PeerAddr;
 use crate::metrics::{metrics, TorrentSource, TorrentSourceGuard};
-use crate::p2p::{default_identity_path, load_or_create, DhtMode, NodeConfig, NodeError, NodeHandle};
+use crate::p2p::identity::{self, IdentityLock};
+use crate::p2p::{default_identity_path, DhtMode, IdentityError, NodeConfig, NodeError, NodeHandle};
 use crate::session::Session;
 use clap::Args;
-use libp2p::Multiaddr;
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Args, Debug, Clone)]
@@ -91,15 +94,13 @@ impl NetArgs {
         if self.no_kad {
             return Ok(None);
         }
-        let path = match &self.identity {
-            Some(p) => p.clone(),
-            None => default_identity_path()?,
-        };
-        let keypair = load_or_create(&path).map_err(|e| bad_input(e.to_string()))?;
+        let keypair = self.keypair()?;
+        let bootstrap = multiaddrs("--bootstrap", &self.bootstrap)?;
+        refuse_own_peer_id(&keypair.public().to_peer_id(), &bootstrap, &opts.key_peers)?;
         let mut cfg = NodeConfig::new(keypair, opts.dht_query_timeout);
         let listen = self.kad_listen.as_deref().unwrap_or("/ip4/0.0.0.0/tcp/0");
         cfg.listen = multiaddrs("--kad-listen", &[listen.to_string()])?;
-        cfg.bootstrap = multiaddrs("--bootstrap", &self.bootstrap)?;
+        cfg.bootstrap = bootstrap;
         cfg.external = multiaddrs("--external-addr", &self.external_addrs)?;
         cfg.mdns = self.mdns;
         cfg.dht_mode = effective_mode(opts, preferred)?;
@@ -112,6 +113,55 @@ impl NetArgs {
         }
         Ok(Some(node))
     }
+}
+
+/// The identity lock of this process, held until it exits.
+static IDENTITY_LOCK: OnceLock<IdentityLock> = OnceLock::new();
+
+impl NetArgs {
+    /// The node's key, its file locked for the life of the process. An explicit `--identity`
+    /// in use by another process is refused; the default file in use means a fresh key for
+    /// this run, with one warning, so side-by-side processes are distinct peers.
+    fn keypair(&self) -> anyhow::Result<Keypair> {
+        let (path, explicit) = match &self.identity {
+            Some(p) => (p.clone(), true),
+            None => (default_identity_path()?, false),
+        };
+        match identity::load_locked(&path) {
+            Ok((keypair, lock)) => {
+                // Set at most once: a second lock of the same file would have failed above.
+                let _ = IDENTITY_LOCK.set(lock);
+                Ok(keypair)
+            }
+            Err(IdentityError::Locked { .. }) if !explicit => {
+                tracing::warn!(
+                    "identity file {} is in use by another shoal process; this one runs with a temporary \
+                     identity (give it a lasting one with --identity FILE)",
+                    path.display()
+                );
+                Ok(Keypair::generate_ed25519())
+            }
+            Err(e) => Err(bad_input(e.to_string())),
+        }
+    }
+}
+
+/// A bootstrap node or key peer that is this node itself is a mistake (usually the address
+/// of another process that shared our identity): refused with the flag or key that named it.
+fn refuse_own_peer_id(own: &PeerId, bootstrap: &[Multiaddr], key_peers: &[String]) -> anyhow::Result<()> {
+    for addr in bootstrap {
+        if let Some(Protocol::P2p(id)) = addr.iter().last() {
+            if id == *own {
+                return Err(bad_input(format!("--bootstrap {addr}: that is this node's own PeerId {own}")));
+            }
+        }
+    }
+    for entry in key_peers {
+        if keepalive::parse_key_peer(entry).is_ok_and(|(id, _)| id == *own) {
+            return Err(bad_input(format!("key peer {entry}: that is this node's own PeerId {own}")));
+        }
+    }
+    Ok(())
 }
 
 /// The DHT mode: the config's unless it says `auto`, then the command's preference.

@@ -6,7 +6,7 @@ use crate::cli::{bad_input, info};
 use crate::metainfo::{Magnet, Metainfo};
 use crate::p2p::DhtMode;
 use crate::session::Session;
-use crate::torrent::Phase;
+use crate::torrent::{Phase, TorrentEvent, TorrentHandle};
 use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
@@ -53,6 +53,24 @@ fn load_input(args: &DownloadArgs) -> anyhow::Result<(Metainfo, Vec<String>)> {
     Ok((meta, magnet.peers.clone()))
 }
 
+/// With debug logging on, one `piece verified` line per piece written (tests that kill a
+/// download at a chosen point count them).
+fn log_verified_pieces(handle: &TorrentHandle) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let mut events = handle.subscribe();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(TorrentEvent::PieceVerified(piece)) => tracing::debug!(piece, "piece verified"),
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
 pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
     init_logging(args.net.quiet);
     let options = args.net.options()?;
@@ -71,6 +89,7 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
     let _diag = args.net.start_services(&mut session, &options, DhtMode::Auto).await?;
     let meta = Arc::new(meta);
     let handle = session.add_torrent(meta.clone(), args.output.clone());
+    log_verified_pieces(&handle);
     handle.add_peers(peers).await;
 
     let started = Instant::now();

@@ -84,7 +84,18 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
     announce_line(&format!("info-hash {}", meta.info_hash));
     announce_line(&format!("magnet {magnet}"));
     handle.add_peers(peers).await;
-    interrupted().await;
+    let mut watch = handle.stats();
+    tokio::select! {
+        _ = interrupted() => {}
+        Ok(s) = watch.wait_for(|s| s.phase == Phase::Failed) => {
+            // Fetching missing pieces hit a storage error (a full disk): nothing is served
+            // any more, so stop and say why rather than sit there.
+            let why = s.error.clone().unwrap_or_default();
+            drop(s);
+            session.shutdown().await;
+            anyhow::bail!("{}: {why}", path.display());
+        }
+    }
     session.shutdown().await;
     Ok(())
 }

@@ -49,6 +49,10 @@ fn io_error(path: &Path, source: std::io::Error) -> StorageError {
     StorageError::Io { path: path.to_path_buf(), source }
 }
 
+fn write_error(path: &Path, source: std::io::Error) -> StorageError {
+    StorageError::Write { path: path.to_path_buf(), source }
+}
+
 impl FileTable {
     pub fn new(meta: &Metainfo, root: &Path) -> FileTable {
         let paths = (0..meta.files.len()).map(|i| file_path(meta, root, i)).collect();
@@ -62,7 +66,7 @@ impl FileTable {
     /// Writes all of `data` at `offset` of `file`, creating the file and its directories.
     pub fn write(&self, file: usize, offset: u64, data: &[u8]) -> Result<(), StorageError> {
         let handle = self.handle(file, true)?.expect("writable open creates the file");
-        handle.write_all_at(data, offset).map_err(|e| io_error(self.path(file), e))
+        handle.write_all_at(data, offset).map_err(|e| write_error(self.path(file), e))
     }
 
     /// Fills `buf` from `offset` of `file`. `Ok(false)` when the file is missing or too short
@@ -94,10 +98,10 @@ impl FileTable {
         let path = self.path(file);
         let current = handle.metadata().map_err(|e| io_error(path, e))?.len();
         if current < length {
-            handle.set_len(length).map_err(|e| io_error(path, e))?;
+            handle.set_len(length).map_err(|e| write_error(path, e))?;
         }
         if sync {
-            handle.sync_all().map_err(|e| io_error(path, e))?;
+            handle.sync_all().map_err(|e| write_error(path, e))?;
         }
         Ok(())
     }
@@ -114,7 +118,7 @@ impl FileTable {
         let path = self.path(file);
         let opened = if write {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+                std::fs::create_dir_all(dir).map_err(|e| write_error(dir, e))?;
             }
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)
         } else {
@@ -123,6 +127,7 @@ impl FileTable {
         let f = match opened {
             Ok(f) => Arc::new(f),
             Err(e) if !write && e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) if write => return Err(write_error(path, e)),
             Err(e) => return Err(io_error(path, e)),
         };
         if open.len() >= MAX_OPEN && !open.contains_key(&file) {

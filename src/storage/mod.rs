@@ -36,6 +36,10 @@ const CACHE_BYTES: u64 = 32 << 20;
 pub enum StorageError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// Creating, extending or writing a file failed (a full disk, a read-only mount): fatal
+    /// for the torrent, never blamed on a peer.
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
     #[error("piece {0} out of range")]
     BadPiece(u32),
     #[error("block {index}:{begin}+{length} out of range")]
@@ -103,7 +107,12 @@ impl Storage {
         on_piece: Arc<dyn Fn(u32) + Send + Sync>,
     ) -> Result<BitVec<u8, Msb0>, StorageError> {
         let inner = self.inner.clone();
-        blocking(move || check::check_pieces(&inner.layout, &inner.files, &inner.meta.pieces, &*on_piece)).await
+        let have =
+            blocking(move || check::check_pieces(&inner.layout, &inner.files, &inner.meta.pieces, &*on_piece)).await?;
+        tracing::info!("resume check: {} of {} pieces on disk match their hashes", have.count_ones(), have.len());
+        // The exact set, for tests that compare it with the bytes on disk after a crash.
+        tracing::debug!(have = %hex(have.as_raw_slice()), "resume check bitfield");
+        Ok(have)
     }
 
     /// Verifies a complete piece from memory and, when it matches, writes it. `data` must be
@@ -170,6 +179,10 @@ impl Storage {
         })
         .await
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

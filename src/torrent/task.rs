@@ -614,7 +614,8 @@ impl Torrent {
             }
             Ok(PieceVerdict::HashFailed) => self.on_hash_failed(v.piece, &v.senders, v.digests.unwrap_or_default()),
             Err(e) => {
-                tracing::error!(piece = v.piece, error = %e, "storage failed");
+                // Fatal for the torrent, not a peer's fault; the command prints the one error line.
+                tracing::debug!(piece = v.piece, error = %e, "storage failed");
                 self.stats.phase = Phase::Failed;
                 self.stats.error = Some(e.to_string());
                 return true;

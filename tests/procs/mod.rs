@@ -375,3 +375,72 @@ fn strip_ansi(s: &str) -> String {
     }
     out
 }
+
+/// Runs `shoal ARGS` with `RUST_LOG=shoal=info` and extra environment to its end (bounded;
+/// killed by PID past `timeout`) and returns its exit status, stdout and stderr.
+pub fn run_env(args: &[OsString], env: &[(&str, &str)], timeout: Duration) -> (ExitStatus, String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).stdin(Stdio::null()).env("RUST_LOG", "shoal=info").env("NO_COLOR", "1");
+    cmd.stdout(std::fs::File::create(&out).unwrap()).stderr(std::fs::File::create(&err).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn shoal");
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("shoal {args:?}: still running after {timeout:?}\n{}", std::fs::read_to_string(&err).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    (status, read(&out), read(&err))
+}
+
+/// The pieces a `resume check bitfield have=HEX` debug line (shoal::storage) says were
+/// found on disk, one bool per piece; `None` until the line is in `log`.
+pub fn resume_claims(log: &str, pieces: usize) -> Option<Vec<bool>> {
+    let line = log.lines().map(strip_ansi).find(|l| l.contains("resume check bitfield"))?;
+    let hex = field(&line, "have")?.to_string();
+    let bytes: Vec<u8> =
+        (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect::<Option<_>>()?;
+    Some((0..pieces).map(|i| bytes.get(i / 8).is_some_and(|b| b & (0x80 >> (i % 8)) != 0)).collect())
+}
+
+/// Which pieces of `got` (possibly missing or short) are byte-identical to `source`.
+pub fn pieces_matching(source: &[u8], got: &Path, piece_len: usize) -> Vec<bool> {
+    let disk = std::fs::read(got).unwrap_or_default();
+    source
+        .chunks(piece_len)
+        .enumerate()
+        .map(|(i, want)| disk.get(i * piece_len..i * piece_len + want.len()) == Some(want))
+        .collect()
+}
+
+/// Lines of `text` containing `needle`.
+pub fn count_lines(text: &str, needle: &str) -> usize {
+    text.lines().filter(|l| l.contains(needle)).count()
+}
+
+/// The bytes received, from a download's closing `done: ... received 1.50 MiB from ...` line.
+pub fn summary_received(log: &str) -> Option<u64> {
+    let line = log.lines().find(|l| l.starts_with("done: "))?;
+    let rest = line.split(" received ").nth(1)?;
+    let mut words = rest.split_whitespace();
+    let value: f64 = words.next()?.parse().ok()?;
+    let unit = match words.next()? {
+        "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some((value * unit) as u64)
+}

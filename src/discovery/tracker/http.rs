@@ -250,7 +250,7 @@ pub fn parse_response(url: &str, body: &[u8]) -> Result<Announce, TrackerError> 
 /// BEP 23 compact IPv4 peers: 4 address bytes, 2 port bytes, big-endian; at most `cap` of them
 /// are decoded. `None` if the length is not a multiple of 6.
 pub fn compact_v4(b: &[u8], cap: usize) -> Option<Vec<SocketAddr>> {
-    if b.len() % 6 != 0 {
+    if !b.len().is_multiple_of(6) {
         return None;
     }
     Some(
@@ -267,7 +267,7 @@ pub fn compact_v4(b: &[u8], cap: usize) -> Option<Vec<SocketAddr>> {
 /// BEP 7 compact IPv6 peers: 16 address bytes, 2 port bytes; at most `cap` of them are
 /// decoded. `None` if the length is not a multiple of 18.
 pub fn compact_v6(b: &[u8], cap: usize) -> Option<Vec<SocketAddr>> {
-    if b.len() % 18 != 0 {
+    if !b.len().is_multiple_of(18) {
         return None;
     }
     Some(
