@@ -12,7 +12,7 @@ mod procs;
 
 use hostile::scene::{assert_alive, log_lines, vm_kib, Scene};
 use hostile::seeder::{FakeSeeder, Serve};
-use hostile::{full_bitfield, random_info_hash, raw, Dial, FakePeer, Recv, REACT};
+use hostile::{full_bitfield, random_info_hash, raw, CloseKind, Dial, FakeListener, FakePeer, Recv, REACT};
 use shoal::wire::{Handshake, Message, PeerId};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -288,4 +288,28 @@ fn unrequested_blocks_are_dropped_and_poison_no_piece() {
 #[test]
 fn download_completes_beside_a_seeder_that_never_answers() {
     completes_beside(Serve::Nothing);
+}
+
+// ---- the kit itself ----
+
+#[test]
+fn the_kit_binds_127_0_0_2_shrinks_its_window_and_tells_eof_from_reset() {
+    let l = FakeListener::bind();
+    let dial = Dial { recv_buffer: Some(4096), ..Dial::from_ip("127.0.0.2") };
+    let mut a = FakePeer::connect(l.addr, &dial).unwrap();
+    // Linux doubles the request for bookkeeping; a default buffer is 128 KiB or more.
+    assert!(a.recv_buffer() <= 8192, "receive buffer {} bytes", a.recv_buffer());
+    let b = l.accept(REACT).expect("the listener accepts");
+    assert_eq!(b.remote.ip().to_string(), "127.0.0.2");
+    drop(b);
+    assert_eq!(a.expect_closed(REACT).kind, CloseKind::Eof);
+
+    let mut a = FakePeer::connect(l.addr, &Dial::default()).unwrap();
+    let b = l.accept(REACT).expect("the listener accepts");
+    a.send_raw(b"never read").unwrap();
+    // Loopback delivers during the write; the pause is only a margin. Closing with unread
+    // data makes the kernel answer with RST.
+    std::thread::sleep(Duration::from_millis(200));
+    drop(b);
+    assert_eq!(a.expect_closed(REACT).kind, CloseKind::Reset);
 }
