@@ -1,0 +1,113 @@
+//! The real side of a hostile-peer test: generated data and its torrent, a `shoal seed`
+//! process to attack, honest `shoal download` processes that must still complete
+//! byte-identical, and the checks that the target survived (still running, no panic in its
+//! log, memory from /proc). Processes are `crate::procs::Proc`s: killed by PID on drop.
+use super::seeder::Geometry;
+use crate::procs::{self, Proc};
+use shoal::metainfo::Metainfo;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long an honest download may take: a hang detector, not a speed requirement.
+pub const HONEST: Duration = Duration::from_secs(90);
+
+/// One torrent on disk: `dir/seed/data.bin` and `dir/data.torrent`.
+pub struct Scene {
+    pub dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub torrent: PathBuf,
+    pub geo: Geometry,
+    bytes: Vec<u8>,
+}
+
+impl Scene {
+    /// `size` bytes of generated data in pieces of `piece` (as `shoal create --piece-size`
+    /// takes it, e.g. "256KiB").
+    pub fn new(size: usize, piece: &str, seed: u64) -> Scene {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = procs::make_file(&dir.path().join("seed"), "data.bin", size, seed);
+        let torrent = dir.path().join("data.torrent");
+        let args: Vec<OsString> = vec![
+            "create".into(),
+            data.clone().into(),
+            "-o".into(),
+            torrent.clone().into(),
+            "--piece-size".into(),
+            piece.into(),
+        ];
+        procs::run_ok(&args, Duration::from_secs(60));
+        let meta = Metainfo::from_bytes(&std::fs::read(&torrent).expect("read the torrent")).expect("a valid torrent");
+        let bytes = std::fs::read(&data).expect("read the data");
+        Scene { geo: Geometry::of(&meta), dir, data, torrent, bytes }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The bytes of one block of the original data.
+    pub fn block(&self, index: u32, begin: u32, len: u32) -> &[u8] {
+        let at = index as usize * self.geo.piece_length as usize + begin as usize;
+        &self.bytes[at..at + len as usize]
+    }
+
+    /// `shoal seed` for this torrent on 127.0.0.1 (debug log), once it listens.
+    pub fn seeder(&self, name: &str) -> (Proc, SocketAddr) {
+        let mut args: Vec<OsString> = vec!["seed".into(), self.data.clone().into(), "--torrent".into()];
+        args.extend([self.torrent.clone().into(), "--listen".into(), "127.0.0.1:0".into(), "--no-kad".into()]);
+        let mut p = Proc::spawn(name, self.path(), &args, &[("RUST_LOG", "shoal=debug")]);
+        let addr = p.bt_addr();
+        (p, addr)
+    }
+
+    /// `shoal download` of this torrent into `dir/NAME/`, dialling `peers`; running.
+    pub fn download(&self, name: &str, peers: &[SocketAddr]) -> Proc {
+        let out = self.path().join(name);
+        let mut args: Vec<OsString> = vec!["download".into(), self.torrent.clone().into(), "-o".into(), out.into()];
+        args.extend(["--listen", "127.0.0.1:0", "--no-kad", "--quiet"].map(OsString::from));
+        for p in peers {
+            args.extend(["--peer".into(), p.to_string().into()]);
+        }
+        Proc::spawn(name, self.path(), &args, &[("RUST_LOG", "shoal=debug")])
+    }
+
+    /// An honest `shoal download` from `peers` that must exit 0 within [`HONEST`] with the
+    /// data byte-identical. Returns its log.
+    pub fn honest_download(&self, name: &str, peers: &[SocketAddr]) -> String {
+        let mut p = self.download(name, peers);
+        p.expect_success(HONEST);
+        procs::assert_same_bytes(&self.data, &self.path().join(name).join("data.bin"));
+        assert_no_panic(&p);
+        p.log_text()
+    }
+}
+
+/// Fails if the process's log shows a panic (tokio catches panics in tasks: the process
+/// lives on, so its log is where they show).
+pub fn assert_no_panic(p: &Proc) {
+    if p.log_text().contains("panicked at") {
+        p.fail("panicked");
+    }
+}
+
+/// The target must still be running and must not have panicked.
+pub fn assert_alive(p: &mut Proc) {
+    if !p.is_running() {
+        p.fail("exited under attack");
+    }
+    assert_no_panic(p);
+}
+
+/// A `/proc/PID/status` field in KiB (`VmRSS`, `VmPeak`...).
+pub fn vm_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
+    line[field.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// Log lines containing every one of `words`.
+pub fn log_lines<'a>(log: &'a str, words: &[&str]) -> Vec<&'a str> {
+    log.lines().filter(|l| words.iter().all(|w| l.contains(w))).collect()
+}
