@@ -18,8 +18,8 @@ pub enum Serve {
     Nothing,
     /// Answers every request with the right length of wrong bytes.
     WrongData,
-    /// Never answers requests; sends garbage blocks nobody asked for, for every block of every
-    /// piece in turn (a liar trying to poison pieces others are filling).
+    /// Claims no piece; sends garbage blocks nobody asked for, for every block of every piece
+    /// in turn (a liar trying to poison pieces others are filling).
     Unrequested,
     /// Answers the first request with a block of piece index `piece_count` (out of range).
     PieceOutOfRange,
@@ -125,10 +125,16 @@ fn serve_one(mut peer: FakePeer, geo: Geometry, serve: Serve, log: &Mutex<Seeder
     }
     log.lock().unwrap().handshakes += 1;
     let hs = Handshake { reserved: [0; 8], info_hash: geo.info_hash, peer_id: PeerId::generate() };
-    if peer.send_handshake(hs).is_err() || peer.send(Message::Bitfield(full_bitfield(geo.piece_count))).is_err() {
+    if peer.send_handshake(hs).is_err() {
         return;
     }
-    let mut script = Script { geo, serve, next_unrequested: 0, answered: false, unchoked: false };
+    // The `Unrequested` liar claims no piece, so it is never asked and every block it sends
+    // is unrequested (were it asked, its junk would be an answer, not an injection).
+    if serve != Serve::Unrequested && peer.send(Message::Bitfield(full_bitfield(geo.piece_count))).is_err() {
+        return;
+    }
+    let mut script =
+        Script { geo, serve, next_unrequested: 0, answered: false, unchoked: false, asked: Default::default() };
     while !stop.load(Ordering::Relaxed) {
         let outcome = match peer.recv(Duration::from_millis(20)) {
             Recv::Msg(m) => script.on_message(m, log),
@@ -154,6 +160,9 @@ struct Script {
     next_unrequested: u64,
     answered: bool,
     unchoked: bool,
+    /// Blocks the downloader asked of us: the `Unrequested` liar skips these, so every block
+    /// it sends is one nobody asked it for.
+    asked: std::collections::HashSet<(u32, u32)>,
 }
 
 const BLOCK: u32 = 16 * 1024;
@@ -169,6 +178,7 @@ impl Script {
             }
             Message::Request { index, begin, length } => {
                 log.lock().unwrap().requests += 1;
+                self.asked.insert((index, begin));
                 self.answer(index, begin, length).into_iter().chain(self.on_idle()).collect()
             }
             _ => self.on_idle(),
@@ -194,7 +204,7 @@ impl Script {
 
     /// Between messages the `Unrequested` liar pushes its next few unasked-for garbage blocks.
     fn on_idle(&mut self) -> Vec<Message> {
-        if self.serve != Serve::Unrequested || !self.unchoked {
+        if self.serve != Serve::Unrequested {
             return Vec::new();
         }
         (0..UNREQUESTED_BURST).filter_map(|_| self.next_garbage()).collect()
@@ -207,6 +217,9 @@ impl Script {
         let (index, begin) = ((n / per_piece) as u32, (n % per_piece) as u32 * BLOCK);
         let size = self.geo.piece_size(index);
         if begin >= size {
+            return None;
+        }
+        if self.asked.contains(&(index, begin)) {
             return None;
         }
         let len = BLOCK.min(size - begin) as usize;
