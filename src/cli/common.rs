@@ -281,6 +281,22 @@ pub async fn interrupted() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// How long an orderly shutdown (the trackers' `stopped`, peers closed, tasks joined) may
+/// take after Ctrl-C before the process exits anyway.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// Runs an orderly shutdown, but never for more than [`SHUTDOWN_GRACE`], and not at all past
+/// a second Ctrl-C: whatever peers or trackers do, an interrupted shoal exits promptly.
+pub async fn shutdown_promptly(shutdown: impl std::future::Future<Output = ()>) {
+    tokio::select! {
+        _ = shutdown => {}
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!("shutdown took longer than {SHUTDOWN_GRACE:?}; exiting without waiting for the rest");
+        }
+        _ = interrupted() => tracing::warn!("interrupted again; exiting now"),
+    }
+}
+
 /// Formats bytes in binary units, as the progress line shows them.
 pub fn human_bytes(b: f64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

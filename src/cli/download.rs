@@ -1,6 +1,6 @@
 //! `shoal download`: fetch a torrent into a directory; exit 0 only when every piece is
 //! verified on disk; with `--seed`, stay and seed until interrupted.
-use crate::cli::common::{announce_line, init_logging, interrupted, NetArgs};
+use crate::cli::common::{announce_line, init_logging, interrupted, shutdown_promptly, NetArgs};
 use crate::cli::progress::{summary, Progress};
 use crate::cli::{bad_input, info};
 use crate::metainfo::{Magnet, Metainfo};
@@ -103,7 +103,7 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
     let _ = follow.await;
     let stats = handle.stats().borrow().clone();
     if let Err(why) = outcome {
-        session.shutdown().await;
+        shutdown_promptly(session.shutdown()).await;
         anyhow::bail!(
             "{}: download incomplete ({} of {} pieces verified): {why}",
             meta.name,
@@ -120,6 +120,6 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
         }
         interrupted().await;
     }
-    session.shutdown().await;
+    shutdown_promptly(session.shutdown()).await;
     Ok(())
 }

@@ -59,11 +59,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Create(args) => create::run(args),
         Command::Info(args) => info::run(args),
-        Command::Download(args) => runtime()?.block_on(download::run(args)),
-        Command::Seed(args) => runtime()?.block_on(seed::run(args)),
-        Command::Bench(args) => runtime()?.block_on(bench::run(args)),
-        Command::Node(args) => runtime()?.block_on(node::run(args)),
+        Command::Download(args) => block_on(download::run(args)),
+        Command::Seed(args) => block_on(seed::run(args)),
+        Command::Bench(args) => block_on(bench::run(args)),
+        Command::Node(args) => block_on(node::run(args)),
     }
+}
+
+/// Runs a command on a fresh runtime. Tasks still running at the end (a shutdown cut short)
+/// get a moment to finish; a blocking call stuck in the kernel does not hold the exit.
+fn block_on(command: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    let result = rt.block_on(command);
+    rt.shutdown_timeout(std::time::Duration::from_millis(300));
+    result
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -1,5 +1,5 @@
 //! `shoal node`: a long-running DHT server node to bootstrap from; no torrent needed.
-use crate::cli::common::{effective_mode, init_logging, interrupted, NetArgs};
+use crate::cli::common::{effective_mode, init_logging, interrupted, shutdown_promptly, NetArgs};
 use crate::keepalive::SessionLink;
 use crate::p2p::DhtMode;
 use clap::Args;
@@ -23,6 +23,6 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let _diag = args.net.start_diag(None, Some((node.clone(), mode)), keepalive, cancel.clone()).await?;
     interrupted().await;
     cancel.cancel();
-    node.shutdown().await;
+    shutdown_promptly(node.shutdown()).await;
     Ok(())
 }

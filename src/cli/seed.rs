@@ -1,7 +1,7 @@
 //! `shoal seed`: serve the data at PATH. With `--torrent FILE`, the data is checked against
 //! FILE (or FILE is made from PATH when it does not exist); prints the info-hash and a
 //! magnet URI, then serves until interrupted.
-use crate::cli::common::{announce_line, init_logging, interrupted, NetArgs};
+use crate::cli::common::{announce_line, init_logging, interrupted, shutdown_promptly, NetArgs};
 use crate::cli::progress::Progress;
 use crate::cli::{bad_input, info};
 use crate::metainfo::create::{create_torrent, CreateOptions};
@@ -92,10 +92,10 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
             // any more, so stop and say why rather than sit there.
             let why = s.error.clone().unwrap_or_default();
             drop(s);
-            session.shutdown().await;
+            shutdown_promptly(session.shutdown()).await;
             anyhow::bail!("{}: {why}", path.display());
         }
     }
-    session.shutdown().await;
+    shutdown_promptly(session.shutdown()).await;
     Ok(())
 }
