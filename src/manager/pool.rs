@@ -26,14 +26,16 @@
 //! peers sit in rank-ordered indexes, waiting peers in a time-ordered one, so `maintain`
 //! touches only the peers whose wait is over.
 use super::bans::{ip_key, BoundedSet};
-use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+mod index;
 #[cfg(test)]
 mod tests;
+
+use index::{Entry, Index, State};
 
 /// Longest wait before redialling, whatever the failure count.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
@@ -104,64 +106,6 @@ pub enum Refusal {
     Full,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// Heard of; ready again at the instant (backoff after a failure or a disconnect).
-    Waiting(Instant),
-    /// Heard of, may be dialled, but ranks below the pending queue.
-    Ready,
-    Pending,
-    Connecting,
-    Connected,
-    Banned,
-}
-
-/// An f64 ordered by `total_cmp`, so a NaN score cannot break the indexes.
-#[derive(Debug, Clone, Copy)]
-struct Score(f64);
-
-impl PartialEq for Score {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Score {}
-impl PartialOrd for Score {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Score {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.0.total_cmp(&other.0)
-    }
-}
-
-/// The value of a peer to dial or keep: higher is better. `seq` is unique per entry, so a
-/// rank names one entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Rank(Score, Reverse<u32>, Reverse<u64>);
-
-#[derive(Debug, Clone)]
-struct Entry {
-    state: State,
-    failures: u32,
-    score: f64,
-    /// Only addresses peers listen on are redialled; an inbound peer's source port is not.
-    /// Only dialable entries are ever `Waiting`, `Ready` or `Pending`.
-    dialable: bool,
-    /// Order of first hearing; unique.
-    seq: u64,
-    /// For an inbound connection: the listen address it told us (one per connection).
-    learned: Option<PeerAddr>,
-}
-
-impl Entry {
-    fn rank(&self) -> Rank {
-        Rank(Score(self.score), Reverse(self.failures), Reverse(self.seq))
-    }
-}
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PoolStats {
     pub known: usize,
@@ -176,16 +120,7 @@ pub struct Pool {
     limits: PoolLimits,
     entries: HashMap<PeerAddr, Entry>,
     next_seq: u64,
-    /// `Waiting` entries by the instant their wait ends.
-    waiting: BTreeMap<(Instant, u64), PeerAddr>,
-    ready: BTreeMap<Rank, PeerAddr>,
-    pending: BTreeMap<Rank, PeerAddr>,
-    /// `Waiting`, `Ready` and `Pending` together, the set `max_known` bounds, lowest first.
-    known: BTreeMap<Rank, PeerAddr>,
-    connecting: usize,
-    connected: usize,
-    /// Connecting plus connected entries per IP.
-    per_ip: HashMap<IpAddr, usize>,
+    index: Index,
     banned: BoundedSet<PeerAddr>,
     banned_ips: BoundedSet<IpAddr>,
 }
@@ -196,13 +131,7 @@ impl Pool {
             limits,
             entries: HashMap::new(),
             next_seq: 0,
-            waiting: BTreeMap::new(),
-            ready: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            known: BTreeMap::new(),
-            connecting: 0,
-            connected: 0,
-            per_ip: HashMap::new(),
+            index: Index::default(),
             banned: BoundedSet::new(limits.max_banned),
             banned_ips: BoundedSet::new(limits.max_banned),
         }
@@ -211,9 +140,9 @@ impl Pool {
     pub fn stats(&self) -> PoolStats {
         PoolStats {
             known: self.entries.len() - self.banned.len(),
-            pending: self.pending.len(),
-            connecting: self.connecting,
-            connected: self.connected,
+            pending: self.index.pending.len(),
+            connecting: self.index.connecting,
+            connected: self.index.connected,
             banned: self.banned.len(),
         }
     }
@@ -234,11 +163,7 @@ impl Pool {
             }
             return false;
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let entry = Entry { state: State::Ready, failures: 0, score: 0.0, dialable: true, seq, learned: None };
-        self.entries.insert(addr.clone(), entry);
-        self.link(&addr);
+        self.insert(&addr, State::Ready, true);
         self.trim_known();
         self.rebalance();
         self.entries.contains_key(&addr)
@@ -283,7 +208,7 @@ impl Pool {
 
     /// Housekeeping: known peers whose wait is over become dialable again.
     pub fn maintain(&mut self, now: Instant) {
-        while let Some((&(at, _), addr)) = self.waiting.first_key_value() {
+        while let Some((&(at, _), addr)) = self.index.waiting.first_key_value() {
             if at > now {
                 break;
             }
@@ -297,11 +222,11 @@ impl Pool {
     /// Pending peers whose IP is at `max_per_ip` are set aside for `reconnect_delay`.
     pub fn next_dial(&mut self, now: Instant) -> Option<PeerAddr> {
         let mut skipped = 0;
-        while self.connecting < self.limits.max_connecting
-            && self.connecting + self.connected < self.limits.max_connections
+        while self.index.connecting < self.limits.max_connecting
+            && self.index.connecting + self.index.connected < self.limits.max_connections
             && skipped < MAX_SKIPS_PER_DIAL
         {
-            let addr = self.pending.last_key_value()?.1.clone();
+            let addr = self.index.pending.last_key_value()?.1.clone();
             if self.ip_full(&addr) {
                 self.set_state(&addr, State::Waiting(after(now, self.limits.reconnect_delay)));
                 skipped += 1;
@@ -351,15 +276,13 @@ impl Pool {
             // Already counted against every bound by the dial in flight.
             Some(State::Connecting) => {}
             _ if self.ip_full(addr) => return Err(Refusal::IpLimit),
-            _ if self.connecting + self.connected >= self.limits.max_connections => return Err(Refusal::Full),
+            _ if self.index.connecting + self.index.connected >= self.limits.max_connections => {
+                return Err(Refusal::Full)
+            }
             _ => {}
         }
         if state.is_none() {
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            let entry = Entry { state: State::Connected, failures: 0, score: 0.0, dialable: false, seq, learned: None };
-            self.entries.insert(addr.clone(), entry);
-            self.link(addr);
+            self.insert(addr, State::Connected, false);
         } else {
             self.set_state(addr, State::Connected);
             self.rebalance();
@@ -410,10 +333,7 @@ impl Pool {
 
     fn ban_addr(&mut self, addr: &PeerAddr) {
         if !self.entries.contains_key(addr) {
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            let entry = Entry { state: State::Banned, failures: 0, score: 0.0, dialable: false, seq, learned: None };
-            self.entries.insert(addr.clone(), entry);
+            self.insert(addr, State::Banned, false);
         } else {
             self.update(addr, |e| {
                 e.state = State::Banned;
@@ -437,28 +357,37 @@ impl Pool {
 
     /// The hook discovery listens to: nothing left to dial and room for more connections.
     pub fn needs_more_peers(&self) -> bool {
-        self.pending.is_empty() && self.connecting == 0 && self.connected < self.limits.max_connections / 2
+        self.index.pending.is_empty()
+            && self.index.connecting == 0
+            && self.index.connected < self.limits.max_connections / 2
     }
 
     /// Peers wait to be dialled but every connection slot is taken: evicting a useless
     /// peer (see [`super::evict`]) would let one in.
     pub fn needs_slot(&self) -> bool {
-        !self.pending.is_empty() && self.connecting + self.connected >= self.limits.max_connections
+        !self.index.pending.is_empty() && self.index.connecting + self.index.connected >= self.limits.max_connections
     }
 
     // ---- index upkeep: every state change goes through link/unlink ----
 
     fn ip_full(&self, addr: &PeerAddr) -> bool {
-        addr.ip().is_some_and(|ip| self.per_ip.get(&ip).copied().unwrap_or(0) >= self.limits.max_per_ip)
+        addr.ip().is_some_and(|ip| self.index.on_ip(ip) >= self.limits.max_per_ip)
     }
 
     /// Applies `f` to the entry with its index membership and counts kept right.
     fn update(&mut self, addr: &PeerAddr, f: impl FnOnce(&mut Entry)) {
-        self.unlink(addr);
-        if let Some(e) = self.entries.get_mut(addr) {
-            f(e);
-        }
-        self.link(addr);
+        let Some(e) = self.entries.get_mut(addr) else { return };
+        self.index.unlink(addr, e);
+        f(e);
+        self.index.link(addr, e);
+    }
+
+    fn insert(&mut self, addr: &PeerAddr, state: State, dialable: bool) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let e = Entry { state, failures: 0, score: 0.0, dialable, seq, learned: None };
+        self.index.link(addr, &e);
+        self.entries.insert(addr.clone(), e);
     }
 
     fn set_state(&mut self, addr: &PeerAddr, state: State) {
@@ -467,79 +396,15 @@ impl Pool {
 
     /// Drops an entry (not for banned ones: they leave only through `banned`).
     fn forget(&mut self, addr: &PeerAddr) {
-        self.unlink(addr);
-        self.entries.remove(addr);
-    }
-
-    fn link(&mut self, addr: &PeerAddr) {
-        let Some(e) = self.entries.get(addr) else { return };
-        let rank = e.rank();
-        match e.state {
-            State::Waiting(at) => {
-                self.waiting.insert((at, e.seq), addr.clone());
-                self.known.insert(rank, addr.clone());
-            }
-            State::Ready => {
-                self.ready.insert(rank, addr.clone());
-                self.known.insert(rank, addr.clone());
-            }
-            State::Pending => {
-                self.pending.insert(rank, addr.clone());
-                self.known.insert(rank, addr.clone());
-            }
-            State::Connecting | State::Connected => {
-                if e.state == State::Connecting {
-                    self.connecting += 1;
-                } else {
-                    self.connected += 1;
-                }
-                if let Some(ip) = addr.ip() {
-                    *self.per_ip.entry(ip).or_default() += 1;
-                }
-            }
-            State::Banned => {}
-        }
-    }
-
-    fn unlink(&mut self, addr: &PeerAddr) {
-        let Some(e) = self.entries.get(addr) else { return };
-        let rank = e.rank();
-        match e.state {
-            State::Waiting(at) => {
-                self.waiting.remove(&(at, e.seq));
-                self.known.remove(&rank);
-            }
-            State::Ready => {
-                self.ready.remove(&rank);
-                self.known.remove(&rank);
-            }
-            State::Pending => {
-                self.pending.remove(&rank);
-                self.known.remove(&rank);
-            }
-            State::Connecting | State::Connected => {
-                if e.state == State::Connecting {
-                    self.connecting -= 1;
-                } else {
-                    self.connected -= 1;
-                }
-                if let Some(ip) = addr.ip() {
-                    if let Some(n) = self.per_ip.get_mut(&ip) {
-                        *n -= 1;
-                        if *n == 0 {
-                            self.per_ip.remove(&ip);
-                        }
-                    }
-                }
-            }
-            State::Banned => {}
+        if let Some(e) = self.entries.remove(addr) {
+            self.index.unlink(addr, &e);
         }
     }
 
     /// Drops the lowest-ranked known entries while there are more than `max_known`.
     fn trim_known(&mut self) {
-        while self.known.len() > self.limits.max_known {
-            let addr = self.known.first_key_value().expect("longer than max_known").1.clone();
+        while self.index.known.len() > self.limits.max_known {
+            let addr = self.index.known.first_key_value().expect("longer than max_known").1.clone();
             self.forget(&addr);
         }
     }
@@ -549,13 +414,13 @@ impl Pool {
     /// (`maintain`: by the k peers whose wait ended).
     fn rebalance(&mut self) {
         loop {
-            let best_ready = self.ready.last_key_value().map(|(r, a)| (*r, a.clone()));
+            let best_ready = self.index.ready.last_key_value().map(|(r, a)| (*r, a.clone()));
             let Some((ready_rank, ready_addr)) = best_ready else { return };
-            if self.pending.len() < self.limits.max_pending {
+            if self.index.pending.len() < self.limits.max_pending {
                 self.set_state(&ready_addr, State::Pending);
                 continue;
             }
-            let Some((&low_rank, low_addr)) = self.pending.first_key_value() else { return };
+            let Some((&low_rank, low_addr)) = self.index.pending.first_key_value() else { return };
             if ready_rank <= low_rank {
                 return;
             }
@@ -563,67 +428,5 @@ impl Pool {
             self.set_state(&low_addr, State::Ready);
             self.set_state(&ready_addr, State::Pending);
         }
-    }
-}
-
-#[cfg(test)]
-impl Pool {
-    /// Recounts everything from the entries and checks it against the indexes and counters;
-    /// panics naming the first difference.
-    pub(crate) fn check_invariants(&self) {
-        let (mut waiting, mut ready, mut pending, mut connecting, mut connected, mut banned) = (0, 0, 0, 0, 0, 0);
-        let mut per_ip: HashMap<IpAddr, usize> = HashMap::new();
-        for (a, e) in &self.entries {
-            let rank = e.rank();
-            match e.state {
-                State::Waiting(at) => {
-                    waiting += 1;
-                    assert_eq!(self.waiting.get(&(at, e.seq)), Some(a), "waiting index");
-                }
-                State::Ready => {
-                    ready += 1;
-                    assert_eq!(self.ready.get(&rank), Some(a), "ready index");
-                }
-                State::Pending => {
-                    pending += 1;
-                    assert_eq!(self.pending.get(&rank), Some(a), "pending index");
-                }
-                State::Connecting | State::Connected => {
-                    if e.state == State::Connecting {
-                        connecting += 1;
-                    } else {
-                        connected += 1;
-                    }
-                    if let Some(ip) = a.ip() {
-                        *per_ip.entry(ip).or_default() += 1;
-                    }
-                }
-                State::Banned => {
-                    banned += 1;
-                    assert!(self.banned.contains(a), "banned entry {a} not in the ban list");
-                }
-            }
-            if matches!(e.state, State::Waiting(_) | State::Ready | State::Pending) {
-                assert!(e.dialable, "{a} is queued but not dialable");
-                assert_eq!(self.known.get(&rank), Some(a), "known index");
-            }
-        }
-        assert_eq!(self.waiting.len(), waiting, "waiting count");
-        assert_eq!(self.ready.len(), ready, "ready count");
-        assert_eq!(self.pending.len(), pending, "pending count");
-        assert_eq!(self.known.len(), waiting + ready + pending, "known count");
-        assert_eq!(self.connecting, connecting, "connecting count");
-        assert_eq!(self.connected, connected, "connected count");
-        assert_eq!(self.banned.len(), banned, "banned count");
-        assert_eq!(self.per_ip, per_ip, "per-IP counts");
-        assert!(per_ip.values().all(|&n| n <= self.limits.max_per_ip), "per-IP bound");
-        assert!(self.known.len() <= self.limits.max_known, "known bound");
-        assert!(self.banned.len() <= self.limits.max_banned, "banned bound");
-        assert!(self.banned_ips.len() <= self.limits.max_banned, "banned IP bound");
-        assert!(self.pending.len() <= self.limits.max_pending, "pending bound");
-        if let (Some(r), Some(p)) = (self.ready.last_key_value(), self.pending.first_key_value()) {
-            assert!(r.0 < p.0, "a ready peer outranks a pending one");
-        }
-        assert!(self.pending.len() == self.limits.max_pending || self.ready.is_empty(), "pending not filled");
     }
 }

@@ -1,8 +1,73 @@
 //! Unit tests of the pool: the state machine, its bounds, and (by recounting after random
 //! operation sequences) that the incremental counts and indexes always match the entries.
+use super::index::State;
 use super::*;
 use proptest::prelude::*;
 use std::net::Ipv4Addr;
+
+impl Pool {
+    /// Recounts everything from the entries and checks it against the indexes and counters;
+    /// panics naming the first difference.
+    pub(crate) fn check_invariants(&self) {
+        let (mut waiting, mut ready, mut pending, mut connecting, mut connected, mut banned) = (0, 0, 0, 0, 0, 0);
+        let mut per_ip: HashMap<IpAddr, usize> = HashMap::new();
+        for (a, e) in &self.entries {
+            let rank = e.rank();
+            match e.state {
+                State::Waiting(at) => {
+                    waiting += 1;
+                    assert_eq!(self.index.waiting.get(&(at, e.seq)), Some(a), "waiting index");
+                }
+                State::Ready => {
+                    ready += 1;
+                    assert_eq!(self.index.ready.get(&rank), Some(a), "ready index");
+                }
+                State::Pending => {
+                    pending += 1;
+                    assert_eq!(self.index.pending.get(&rank), Some(a), "pending index");
+                }
+                State::Connecting | State::Connected => {
+                    if e.state == State::Connecting {
+                        connecting += 1;
+                    } else {
+                        connected += 1;
+                    }
+                    if let Some(ip) = a.ip() {
+                        *per_ip.entry(ip).or_default() += 1;
+                    }
+                }
+                State::Banned => {
+                    banned += 1;
+                    assert!(self.banned.contains(a), "banned entry {a} not in the ban list");
+                }
+            }
+            if matches!(e.state, State::Waiting(_) | State::Ready | State::Pending) {
+                assert!(e.dialable, "{a} is queued but not dialable");
+                assert_eq!(self.index.known.get(&rank), Some(a), "known index");
+            }
+        }
+        assert_eq!(self.index.waiting.len(), waiting, "waiting count");
+        assert_eq!(self.index.ready.len(), ready, "ready count");
+        assert_eq!(self.index.pending.len(), pending, "pending count");
+        assert_eq!(self.index.known.len(), waiting + ready + pending, "known count");
+        assert_eq!(self.index.connecting, connecting, "connecting count");
+        assert_eq!(self.index.connected, connected, "connected count");
+        assert_eq!(self.banned.len(), banned, "banned count");
+        assert_eq!(self.index.per_ip, per_ip, "per-IP counts");
+        assert!(per_ip.values().all(|&n| n <= self.limits.max_per_ip), "per-IP bound");
+        assert!(self.index.known.len() <= self.limits.max_known, "known bound");
+        assert!(self.banned.len() <= self.limits.max_banned, "banned bound");
+        assert!(self.banned_ips.len() <= self.limits.max_banned, "banned IP bound");
+        assert!(self.index.pending.len() <= self.limits.max_pending, "pending bound");
+        if let (Some(r), Some(p)) = (self.index.ready.last_key_value(), self.index.pending.first_key_value()) {
+            assert!(r.0 < p.0, "a ready peer outranks a pending one");
+        }
+        assert!(
+            self.index.pending.len() == self.limits.max_pending || self.index.ready.is_empty(),
+            "pending not filled"
+        );
+    }
+}
 
 fn limits() -> PoolLimits {
     PoolLimits {
