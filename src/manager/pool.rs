@@ -68,6 +68,17 @@ impl PeerAddr {
     }
 }
 
+impl PeerAddr {
+    /// Whether dialling it could reach anyone: not port 0, not an unspecified (0.0.0.0, ::)
+    /// or multicast IP. Trackers and peers send such addresses; they are dropped unheard.
+    pub fn is_dialable(&self) -> bool {
+        match self {
+            PeerAddr::Tcp(a) => a.port() != 0 && !a.ip().is_unspecified() && !a.ip().is_multicast(),
+            PeerAddr::P2p(id) => !id.is_empty(),
+        }
+    }
+}
+
 impl fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -150,6 +161,9 @@ impl Pool {
     /// A peer address from discovery. Returns true when it was new and is kept. (`_now` is
     /// unused since readiness no longer depends on it; kept so callers need not change.)
     pub fn add(&mut self, addr: PeerAddr, _now: Instant) -> bool {
+        if !addr.is_dialable() {
+            return false;
+        }
         if let Some(e) = self.entries.get_mut(&addr) {
             if e.state == State::Banned {
                 return false;
@@ -174,7 +188,7 @@ impl Pool {
     /// is in use, so repeated extension handshakes cannot grow the pool. Returns whether
     /// `listen` was added as a new entry.
     pub fn learn_listen_addr(&mut self, conn: &PeerAddr, listen: PeerAddr, now: Instant) -> bool {
-        if listen == *conn {
+        if listen == *conn || !listen.is_dialable() {
             return false;
         }
         let Some(e) = self.entries.get_mut(conn) else { return false };

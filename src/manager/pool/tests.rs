@@ -109,6 +109,20 @@ fn known_pending_connecting_connected() {
 }
 
 #[test]
+fn addresses_nobody_listens_on_are_dropped() {
+    let t = Instant::now();
+    let mut p = Pool::new(limits());
+    assert!(!p.add(addr(0), t), "port 0");
+    assert!(!p.add(ip_addr([0, 0, 0, 0], 6881), t), "unspecified");
+    assert!(!p.add(ip_addr([224, 0, 0, 1], 6881), t), "multicast");
+    let conn = addr(40000);
+    assert_eq!(p.accept_inbound(&conn), Ok(()));
+    assert!(!p.learn_listen_addr(&conn, addr(0), t), "an extension handshake with p = 0");
+    assert_eq!(p.stats().known, 1);
+    p.check_invariants();
+}
+
+#[test]
 fn bounds_on_connecting_and_connections() {
     let now = Instant::now();
     let mut p = Pool::new(limits());
