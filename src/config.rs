@@ -44,6 +44,26 @@ pub struct Options {
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
 
+    // --- hostile-peer bounds (pool, eviction, inbound handshakes) ---
+    /// Most peer addresses kept per torrent that are neither connected, being dialled nor
+    /// banned; when full the lowest-ranked one is dropped, or the newcomer if it ranks lower.
+    pub max_known_peers: usize,
+    /// Most banned peer addresses, and separately banned IPs, per torrent; oldest forgotten.
+    pub max_banned_peers: usize,
+    /// Most addresses taken from one discovery message (a tracker response, a DHT batch).
+    pub max_addrs_per_message: usize,
+    /// Most connections plus dials in flight per torrent to one IP (an IPv6 /64).
+    pub max_connections_per_ip: usize,
+    /// Neither side interested this long (or snubbed) makes a connected peer evictable
+    /// when a slot is needed.
+    #[serde(with = "humantime_serde")]
+    pub useless_peer_timeout: Duration,
+    /// Inbound connections whose handshake is being read, TCP and libp2p together.
+    pub max_inbound_handshakes: usize,
+    /// Of those, most from one IP (an IPv6 /64) or one libp2p peer; past it a connection is
+    /// closed before its handshake is read.
+    pub max_inbound_handshakes_per_ip: usize,
+
     /// Wait for the data to reach the disk (fsync) before reporting a download complete.
     /// Off by default, as in other clients: pieces are verified before they are written, and
     /// the start-up check re-verifies anything a crash lost.
@@ -135,6 +155,13 @@ impl Default for Options {
             max_requests_per_peer: 500,
             target_request_queue: Duration::from_secs(3),
             request_timeout: Duration::from_secs(30),
+            max_known_peers: 2000,
+            max_banned_peers: 1000,
+            max_addrs_per_message: 200,
+            max_connections_per_ip: 8,
+            useless_peer_timeout: Duration::from_secs(60),
+            max_inbound_handshakes: 256,
+            max_inbound_handshakes_per_ip: 8,
             sync_on_complete: false,
             keepalive_interval: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(240),
@@ -230,6 +257,7 @@ impl Options {
         nonzero("peer_send_buffer", self.peer_send_buffer)?;
         nonzero("max_send_buffer", self.max_send_buffer)?;
         nonzero("max_assembly_bytes", self.max_assembly_bytes)?;
+        self.validate_hostile_bounds()?;
         for (key, d) in [
             ("connect_timeout", self.connect_timeout),
             ("request_timeout", self.request_timeout),
@@ -271,6 +299,23 @@ impl Options {
     }
 }
 
+impl Options {
+    /// The bounds against hostile peers: each at least 1, and consistent with the pool.
+    fn validate_hostile_bounds(&self) -> Result<(), ConfigError> {
+        nonzero("max_known_peers", self.max_known_peers)?;
+        nonzero("max_banned_peers", self.max_banned_peers)?;
+        nonzero("max_addrs_per_message", self.max_addrs_per_message)?;
+        nonzero("max_connections_per_ip", self.max_connections_per_ip)?;
+        nonzero("useless_peer_timeout", self.useless_peer_timeout)?;
+        nonzero("max_inbound_handshakes", self.max_inbound_handshakes)?;
+        nonzero("max_inbound_handshakes_per_ip", self.max_inbound_handshakes_per_ip)?;
+        if self.max_known_peers < self.max_pending {
+            return Err(ConfigError::Invalid { key: "max_known_peers", why: "must be at least max_pending".into() });
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,5 +343,16 @@ mod tests {
         assert!(e.contains("no_such_key"), "{e}");
         let o = Options::from_toml_str("probe_fail_threshold = 0").unwrap();
         assert!(o.validate().unwrap_err().to_string().contains("probe_fail_threshold"));
+    }
+
+    #[test]
+    fn hostile_bounds_are_checked() {
+        let o = Options::from_toml_str("max_known_peers = 10").unwrap();
+        assert!(o.validate().unwrap_err().to_string().contains("max_known_peers"), "below max_pending 200");
+        let o = Options::from_toml_str("max_inbound_handshakes_per_ip = 0").unwrap();
+        assert!(o.validate().unwrap_err().to_string().contains("max_inbound_handshakes_per_ip"));
+        let o = Options::from_toml_str("useless_peer_timeout = \"90s\"\nmax_connections_per_ip = 2").unwrap();
+        assert_eq!(o.useless_peer_timeout, Duration::from_secs(90));
+        o.validate().unwrap();
     }
 }

@@ -1,31 +1,36 @@
 //! A session: our peer id, the TCP listener, and the torrents it routes connections to.
 //!
-//! The accept loop reads each incoming handshake (bounded by `handshake_timeout`) and hands
-//! the connection to the torrent named by its info-hash; unknown info-hashes are dropped.
+//! One accept loop per transport (TCP listener, libp2p `/shoal/bt/1.0.0` streams), both the
+//! same generic [`accept_loop`], reads each incoming handshake (bounded by
+//! `handshake_timeout`) and hands the connection to the torrent named by its info-hash;
+//! unknown info-hashes are dropped. Handshakes in flight are bounded by one
+//! [`HandshakeLimiter`] shared by both loops: `max_inbound_handshakes` in all and
+//! `max_inbound_handshakes_per_ip` per IP (IPv6: per /64) or per libp2p peer. A connection
+//! past either bound is closed before its handshake is read, so one host holding slow
+//! handshakes open cannot starve everyone else.
+//!
 //! Each torrent also gets a tracker announcer when its metainfo lists trackers.
 use crate::config::Options;
 use crate::discovery::dht::{self, LookupLog, LookupRecord};
 use crate::discovery::tracker::announcer::{self, AnnouncerConfig, AnnouncerLinks};
 use crate::discovery::tracker::TransferTotals;
-use crate::manager::PeerAddr;
+use crate::manager::{ip_key, PeerAddr};
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::metrics::TorrentSource;
-use crate::p2p::{into_box_stream, peer_addr, IncomingStreams, NodeHandle, P2pConnector};
+use crate::p2p::{into_box_stream, peer_addr, NodeHandle, P2pConnector};
 use crate::peer::budget::SendBudget;
 use crate::peer::{handshake, BoxStream};
 use crate::torrent::{Connector, Inbound, TcpConnector, TorrentHandle, TorrentParams};
 use crate::wire::PeerId;
+use futures::{Stream, StreamExt};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// Inbound connections whose handshake is still being read, across all torrents.
-const MAX_INBOUND_HANDSHAKES: usize = 256;
 
 type Routes = Arc<Mutex<HashMap<InfoHash, TorrentHandle>>>;
 
@@ -42,6 +47,7 @@ pub struct Session {
     connector: Arc<dyn Connector>,
     /// Block bytes read for peers and not yet sent, across every torrent.
     send_budget: SendBudget,
+    handshakes: Arc<HandshakeLimiter>,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -49,19 +55,19 @@ pub struct Session {
 impl Session {
     /// Starts a session listening for BitTorrent peers on `listen` (none: outbound only).
     pub async fn start(options: Arc<Options>, listen: Option<SocketAddr>) -> std::io::Result<Session> {
-        let cancel = CancellationToken::new();
-        let tasks = TaskTracker::new();
-        let torrents: Routes = Arc::default();
-        let send_budget = SendBudget::new(options.max_send_buffer);
-        let mut listen_addr = None;
-        if let Some(addr) = listen {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|e| std::io::Error::new(e.kind(), format!("listen on {addr}: {e}")))?;
-            listen_addr = Some(listener.local_addr()?);
-            tasks.spawn(accept_loop(listener, torrents.clone(), options.clone(), cancel.clone(), tasks.clone()));
-        }
-        Ok(Session {
+        let listener = match listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("listen on {addr}: {e}")))?,
+            ),
+            None => None,
+        };
+        let listen_addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
+        let handshakes =
+            Arc::new(HandshakeLimiter::new(options.max_inbound_handshakes, options.max_inbound_handshakes_per_ip));
+        let options_budget = options.max_send_buffer;
+        let session = Session {
             peer_id: PeerId::generate(),
             node: None,
             resets: broadcast::channel(16).0,
@@ -69,12 +75,17 @@ impl Session {
             started: std::time::Instant::now(),
             options,
             listen_addr,
-            torrents,
+            torrents: Arc::default(),
             connector: Arc::new(TcpConnector),
-            send_budget,
-            cancel,
-            tasks,
-        })
+            send_budget: SendBudget::new(options_budget),
+            handshakes,
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        };
+        if let Some(listener) = listener {
+            session.tasks.spawn(accept_loop(tcp_incoming(listener), session.acceptor()));
+        }
+        Ok(session)
     }
 
     pub fn listen_addr(&self) -> Option<SocketAddr> {
@@ -91,11 +102,20 @@ impl Session {
     pub fn attach_node(&mut self, node: NodeHandle) {
         self.connector = Arc::new(P2pConnector::new(node.clone()));
         if let Some(incoming) = node.take_incoming() {
-            let (torrents, timeout, cancel, tasks) =
-                (self.torrents.clone(), self.options.handshake_timeout, self.cancel.clone(), self.tasks.clone());
-            self.tasks.spawn(accept_streams(incoming, torrents, timeout, cancel, tasks));
+            let streams = incoming.map(|(peer, stream)| (into_box_stream(stream), peer_addr(&peer)));
+            self.tasks.spawn(accept_loop(streams, self.acceptor()));
         }
         self.node = Some(node);
+    }
+
+    fn acceptor(&self) -> Acceptor {
+        Acceptor {
+            torrents: self.torrents.clone(),
+            handshakes: self.handshakes.clone(),
+            timeout: self.options.handshake_timeout,
+            cancel: self.cancel.clone(),
+            tasks: self.tasks.clone(),
+        }
     }
 
     pub fn node(&self) -> Option<&NodeHandle> {
@@ -252,69 +272,139 @@ async fn bridge_tracker(
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// What an accept loop needs: where to route, the shared handshake bound, the timeout.
+struct Acceptor {
     torrents: Routes,
-    options: Arc<Options>,
+    handshakes: Arc<HandshakeLimiter>,
+    timeout: std::time::Duration,
     cancel: CancellationToken,
     tasks: TaskTracker,
-) {
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_INBOUND_HANDSHAKES));
-    loop {
-        let (stream, addr) = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
+}
+
+/// Accepted TCP connections as a stream of peer streams; never ends.
+fn tcp_incoming(listener: TcpListener) -> impl Stream<Item = (BoxStream, PeerAddr)> + Send + Unpin {
+    Box::pin(futures::stream::unfold(listener, |listener| async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some(((Box::new(stream) as BoxStream, PeerAddr::Tcp(addr)), listener));
+                }
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
                 }
-            },
-        };
-        // Bounded handshakes in flight: a flood of connections is turned away at once
-        // instead of holding a task and a socket each for the handshake timeout.
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            tracing::debug!(peer = %addr, "too many handshakes in flight; connection dropped");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let (torrents, timeout) = (torrents.clone(), options.handshake_timeout);
-        tasks.spawn(async move {
-            route(Box::new(stream), PeerAddr::Tcp(addr), torrents, timeout).await;
-            drop(permit);
-        });
-    }
+            }
+        }
+    }))
 }
 
-/// Routes inbound `/shoal/bt/1.0.0` streams like accepted TCP connections.
-async fn accept_streams(
-    mut incoming: IncomingStreams,
-    torrents: Routes,
-    timeout: std::time::Duration,
-    cancel: CancellationToken,
-    tasks: TaskTracker,
-) {
-    use futures::StreamExt;
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_INBOUND_HANDSHAKES));
+/// Routes inbound connections of one transport until cancelled or the transport ends.
+/// A connection past the handshake bounds is dropped (closed) at once, unread.
+async fn accept_loop(mut incoming: impl Stream<Item = (BoxStream, PeerAddr)> + Unpin, acceptor: Acceptor) {
     loop {
-        let (peer, stream) = tokio::select! {
-            _ = cancel.cancelled() => return,
+        let (stream, addr) = tokio::select! {
+            _ = acceptor.cancel.cancelled() => return,
             next = incoming.next() => match next {
                 Some(x) => x,
                 None => return,
             },
         };
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "too many handshakes in flight; stream dropped");
-            continue;
+        let permit = match acceptor.handshakes.try_acquire(&addr) {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::debug!(peer = %addr, %why, "inbound connection closed before its handshake");
+                continue;
+            }
         };
-        let torrents = torrents.clone();
-        tasks.spawn(async move {
-            route(into_box_stream(stream), peer_addr(&peer), torrents, timeout).await;
+        let (torrents, timeout) = (acceptor.torrents.clone(), acceptor.timeout);
+        acceptor.tasks.spawn(async move {
+            route(stream, addr, torrents, timeout).await;
             drop(permit);
         });
+    }
+}
+
+/// Who a handshake in flight counts against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Source {
+    Ip(IpAddr),
+    P2p(String),
+}
+
+impl Source {
+    fn of(addr: &PeerAddr) -> Source {
+        match addr {
+            PeerAddr::Tcp(a) => Source::Ip(ip_key(a.ip())),
+            PeerAddr::P2p(id) => Source::P2p(id.clone()),
+        }
+    }
+}
+
+/// Why an inbound connection found no handshake slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeBusy {
+    #[error("max_inbound_handshakes in flight")]
+    Total,
+    #[error("max_inbound_handshakes_per_ip in flight from this source")]
+    Source,
+}
+
+/// Inbound handshakes in flight, in all and per source. A permit is held while the
+/// handshake is read and routed, and given back when dropped.
+#[derive(Debug)]
+pub struct HandshakeLimiter {
+    max_total: usize,
+    max_per_source: usize,
+    /// Total in flight, and per source (sources with none are removed).
+    state: Mutex<(usize, HashMap<Source, usize>)>,
+}
+
+impl HandshakeLimiter {
+    pub fn new(max_total: usize, max_per_source: usize) -> HandshakeLimiter {
+        HandshakeLimiter { max_total, max_per_source, state: Mutex::default() }
+    }
+
+    pub fn try_acquire(self: &Arc<Self>, addr: &PeerAddr) -> Result<HandshakePermit, HandshakeBusy> {
+        let source = Source::of(addr);
+        let mut guard = self.state.lock().expect("handshake limiter lock");
+        let (total, per_source) = &mut *guard;
+        if *total >= self.max_total {
+            return Err(HandshakeBusy::Total);
+        }
+        let n = per_source.entry(source.clone()).or_default();
+        if *n >= self.max_per_source {
+            return Err(HandshakeBusy::Source);
+        }
+        *n += 1;
+        *total += 1;
+        Ok(HandshakePermit { limiter: self.clone(), source })
+    }
+
+    /// Handshakes in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.state.lock().expect("handshake limiter lock").0
+    }
+}
+
+/// One inbound handshake slot; freed on drop.
+pub struct HandshakePermit {
+    limiter: Arc<HandshakeLimiter>,
+    source: Source,
+}
+
+impl Drop for HandshakePermit {
+    fn drop(&mut self) {
+        let mut guard = self.limiter.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, per_source) = &mut *guard;
+        *total -= 1;
+        if let Some(n) = per_source.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                per_source.remove(&self.source);
+            }
+        }
     }
 }
 
@@ -331,5 +421,31 @@ pub async fn route(stream: BoxStream, addr: PeerAddr, torrents: Routes, timeout:
     match handle {
         Some(h) => h.accept(Inbound { framed, handshake: hs, addr }).await,
         None => tracing::debug!(peer = %addr, info_hash = %hs.info_hash, "inbound for an unknown torrent"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp(ip: [u8; 4], port: u16) -> PeerAddr {
+        PeerAddr::Tcp(SocketAddr::from((ip, port)))
+    }
+
+    #[test]
+    fn handshakes_are_bounded_per_source_and_in_all() {
+        let l = Arc::new(HandshakeLimiter::new(5, 2));
+        let a1 = l.try_acquire(&tcp([10, 0, 0, 1], 1)).unwrap();
+        let _a2 = l.try_acquire(&tcp([10, 0, 0, 1], 2)).unwrap();
+        assert_eq!(l.try_acquire(&tcp([10, 0, 0, 1], 3)).err(), Some(HandshakeBusy::Source), "any port counts");
+        let _b = l.try_acquire(&tcp([10, 0, 0, 2], 1)).unwrap();
+        let p2p = PeerAddr::P2p("12D3KooWpeer".into());
+        let _c1 = l.try_acquire(&p2p).unwrap();
+        let _c2 = l.try_acquire(&p2p).unwrap();
+        assert_eq!(l.try_acquire(&p2p).err(), Some(HandshakeBusy::Total), "TCP and libp2p share one bound");
+        drop(a1);
+        assert_eq!(l.in_flight(), 4);
+        let _a3 = l.try_acquire(&tcp([10, 0, 0, 1], 4)).unwrap();
+        assert_eq!(l.in_flight(), 5);
     }
 }

@@ -1,17 +1,23 @@
 //! The PeerManager's decisions, as plain synchronous structs the torrent task owns:
 //!
 //! - [`pool`]: which peers are known, queued, being dialled and connected, with the bounds,
-//!   backoff and bans;
+//!   backoff and bans (O(log n) per operation);
+//! - [`bans`]: the bounded ban lists and what counts as one IP ([`ip_key`]);
+//! - [`evict`]: which useless connected peer to let go when a slot is needed;
 //! - [`scoring`]: the rarity-weighted peer score that orders dialling, eviction and block
 //!   hand-out;
 //! - [`choker`]: tit-for-tat upload slots with an optimistic unchoke.
 //!
 //! None of them does I/O or reads the clock: `now` is an argument, so each is unit-tested
 //! in its own file.
+pub mod bans;
 pub mod choker;
+pub mod evict;
 pub mod pool;
 pub mod scoring;
 
+pub use bans::ip_key;
 pub use choker::{ChokeCandidate, Choker};
-pub use pool::{PeerAddr, Pool, PoolLimits, PoolStats};
+pub use evict::{pick_victim, EvictFacts, EvictPolicy};
+pub use pool::{PeerAddr, Pool, PoolLimits, PoolStats, Refusal};
 pub use scoring::{score, ScoreInputs, ScoreParts, ScoreScale};

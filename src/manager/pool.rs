@@ -1,14 +1,54 @@
 //! The peer pool: every peer moves known → pending → connecting → connected.
 //!
-//! Bounds (all from `Options`): at most `max_pending` queued (when full, the lowest-scored
-//! pending peer goes back to known), `max_connecting` dials in flight, `max_connections`
-//! connections with inbound ones counted. A failed dial waits `reconnect_delay`, doubled per
-//! failure in a row; after `max_connect_failures` the peer is forgotten. Banned peers are
-//! never dialled nor accepted again in this session.
+//! Bounds (all from `Options`):
+//! - at most `max_pending` queued to be dialled: the pending queue is always the best-ranked
+//!   dialable known peers (score, then fewer failures, then first heard of);
+//! - at most `max_known` entries neither connecting, connected nor banned: when the set is
+//!   full, a newcomer drops the lowest-ranked such entry, or is refused if it ranks lower
+//!   still (a fresh address ranks below every fresh address already held, so a flood of new
+//!   addresses cannot flush the ones we had);
+//! - at most `max_connecting` dials in flight, `max_connections` connections with inbound
+//!   ones counted, and `max_per_ip` of both together per IP ([`ip_key`]);
+//! - at most `max_banned` banned addresses and as many banned IPs, oldest forgotten first.
+//!
+//! A failed dial waits `reconnect_delay`, doubled per failure in a row (capped at an hour);
+//! after `max_connect_failures` the peer is forgotten. A pending peer whose IP is at its
+//! connection bound waits `reconnect_delay` too, without a failure.
+//!
+//! Bans: a banned address is never dialled nor accepted again in this session, and the
+//! IP of a banned TCP peer is refused for inbound connections from any port (an inbound
+//! peer's source port names nothing; a listening address names one client, so NAT
+//! neighbours of a liar are still dialled). The listen address an inbound peer told us
+//! ([`Pool::learn_listen_addr`]) is banned with it.
+//!
+//! Cost: every operation is O(log n) in the number of entries, or O(k log n) for the k
+//! entries it moves. Per-state counts are kept as entries change state; pending and ready
+//! peers sit in rank-ordered indexes, waiting peers in a time-ordered one, so `maintain`
+//! touches only the peers whose wait is over.
+use super::bans::{ip_key, BoundedSet};
 use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
+
+mod index;
+#[cfg(test)]
+mod tests;
+
+use index::{Entry, Index, State};
+
+/// Longest wait before redialling, whatever the failure count.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// Pending peers `next_dial` may set aside (their IP is at its bound) in one call, so one
+/// call stays cheap even when thousands of queued addresses share an IP.
+const MAX_SKIPS_PER_DIAL: usize = 64;
+
+/// `now + wait`, the wait capped at [`MAX_BACKOFF`] (a configured delay can never overflow
+/// `Instant`).
+fn after(now: Instant, wait: Duration) -> Instant {
+    let wait = wait.min(MAX_BACKOFF);
+    now.checked_add(wait).unwrap_or(now)
+}
 
 /// How a peer is reached. One peer is one address, whatever told us about it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -16,6 +56,27 @@ pub enum PeerAddr {
     Tcp(SocketAddr),
     /// A libp2p peer, by its PeerId in base58.
     P2p(String),
+}
+
+impl PeerAddr {
+    /// The host this address counts against in per-IP bounds (none for libp2p peers).
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            PeerAddr::Tcp(a) => Some(ip_key(a.ip())),
+            PeerAddr::P2p(_) => None,
+        }
+    }
+}
+
+impl PeerAddr {
+    /// Whether dialling it could reach anyone: not port 0, not an unspecified (0.0.0.0, ::)
+    /// or multicast IP. Trackers and peers send such addresses; they are dropped unheard.
+    pub fn is_dialable(&self) -> bool {
+        match self {
+            PeerAddr::Tcp(a) => a.port() != 0 && !a.ip().is_unspecified() && !a.ip().is_multicast(),
+            PeerAddr::P2p(id) => !id.is_empty(),
+        }
+    }
 }
 
 impl fmt::Display for PeerAddr {
@@ -34,27 +95,26 @@ pub struct PoolLimits {
     pub max_pending: usize,
     pub reconnect_delay: Duration,
     pub max_connect_failures: u32,
+    /// Entries neither connecting, connected nor banned.
+    pub max_known: usize,
+    /// Banned addresses, and separately banned IPs.
+    pub max_banned: usize,
+    /// Connections plus dials in flight to one IP.
+    pub max_per_ip: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// Heard of; dialled again once `retry_at` has passed.
-    Known {
-        retry_at: Option<Instant>,
-    },
-    Pending,
-    Connecting,
-    Connected,
+/// Why an inbound connection was turned away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("banned")]
     Banned,
-}
-
-#[derive(Debug, Clone)]
-struct Entry {
-    state: State,
-    failures: u32,
-    score: f64,
-    /// Only addresses peers listen on are redialled; an inbound peer's source port is not.
-    dialable: bool,
+    #[error("already connected from this address")]
+    AlreadyConnected,
+    #[error("too many connections from this IP")]
+    IpLimit,
+    /// Every slot is taken: evicting a useless peer would make room.
+    #[error("no free connection slot")]
+    Full,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -70,310 +130,317 @@ pub struct PoolStats {
 pub struct Pool {
     limits: PoolLimits,
     entries: HashMap<PeerAddr, Entry>,
+    next_seq: u64,
+    index: Index,
+    banned: BoundedSet<PeerAddr>,
+    banned_ips: BoundedSet<IpAddr>,
 }
 
 impl Pool {
     pub fn new(limits: PoolLimits) -> Pool {
-        Pool { limits, entries: HashMap::new() }
-    }
-
-    fn count(&self, f: impl Fn(&State) -> bool) -> usize {
-        self.entries.values().filter(|e| f(&e.state)).count()
+        Pool {
+            limits,
+            entries: HashMap::new(),
+            next_seq: 0,
+            index: Index::default(),
+            banned: BoundedSet::new(limits.max_banned),
+            banned_ips: BoundedSet::new(limits.max_banned),
+        }
     }
 
     pub fn stats(&self) -> PoolStats {
         PoolStats {
-            known: self.entries.values().filter(|e| e.state != State::Banned).count(),
-            pending: self.count(|s| *s == State::Pending),
-            connecting: self.count(|s| *s == State::Connecting),
-            connected: self.count(|s| *s == State::Connected),
-            banned: self.count(|s| *s == State::Banned),
+            known: self.entries.len() - self.banned.len(),
+            pending: self.index.pending.len(),
+            connecting: self.index.connecting,
+            connected: self.index.connected,
+            banned: self.banned.len(),
         }
     }
 
-    /// A peer address from discovery. Returns true when it was new.
-    pub fn add(&mut self, addr: PeerAddr, now: Instant) -> bool {
-        if let Some(e) = self.entries.get_mut(&addr) {
-            // Heard of again (a new announce, a repaired key peer): its backoff wait ends,
-            // its failure count stays.
-            e.dialable = true;
-            if let State::Known { retry_at: Some(_) } = e.state {
-                e.state = State::Known { retry_at: None };
-            }
-            self.promote(&addr, now);
+    /// A peer address from discovery. Returns true when it was new and is kept. (`_now` is
+    /// unused since readiness no longer depends on it; kept so callers need not change.)
+    pub fn add(&mut self, addr: PeerAddr, _now: Instant) -> bool {
+        if !addr.is_dialable() {
             return false;
         }
-        self.entries.insert(
-            addr.clone(),
-            Entry { state: State::Known { retry_at: None }, failures: 0, score: 0.0, dialable: true },
-        );
-        self.promote(&addr, now);
-        true
+        if let Some(e) = self.entries.get_mut(&addr) {
+            if e.state == State::Banned {
+                return false;
+            }
+            e.dialable = true;
+            // Heard of again (a new announce, a repaired key peer): its backoff wait ends,
+            // its failure count stays.
+            if let State::Waiting(_) = e.state {
+                self.set_state(&addr, State::Ready);
+                self.rebalance();
+            }
+            return false;
+        }
+        self.insert(&addr, State::Ready, true);
+        self.trim_known();
+        self.rebalance();
+        self.entries.contains_key(&addr)
+    }
+
+    /// The listen address an inbound peer on connection `conn` told us (BEP 10 `p`).
+    /// One per connection: a later one replaces the earlier, which is forgotten unless it
+    /// is in use, so repeated extension handshakes cannot grow the pool. Returns whether
+    /// `listen` was added as a new entry.
+    pub fn learn_listen_addr(&mut self, conn: &PeerAddr, listen: PeerAddr, now: Instant) -> bool {
+        if listen == *conn || !listen.is_dialable() {
+            return false;
+        }
+        let Some(e) = self.entries.get_mut(conn) else { return false };
+        if e.state == State::Banned || e.learned.as_ref() == Some(&listen) {
+            return false;
+        }
+        if let Some(old) = e.learned.replace(listen.clone()) {
+            let unused = self
+                .entries
+                .get(&old)
+                .is_some_and(|o| matches!(o.state, State::Waiting(_) | State::Ready | State::Pending));
+            if unused {
+                self.forget(&old);
+                self.rebalance();
+            }
+        }
+        self.add(listen, now)
     }
 
     /// Updates the score that orders dialling and eviction.
     pub fn set_score(&mut self, addr: &PeerAddr, score: f64) {
-        if let Some(e) = self.entries.get_mut(addr) {
+        let Some(e) = self.entries.get_mut(addr) else { return };
+        if matches!(e.state, State::Connecting | State::Connected | State::Banned) {
+            // In no ranked index: nothing to re-key.
             e.score = score;
-        }
-    }
-
-    /// Moves a known peer into the pending queue if its wait is over and there is room
-    /// (evicting a lower-scored pending peer when the queue is full).
-    fn promote(&mut self, addr: &PeerAddr, now: Instant) {
-        let Some(e) = self.entries.get(addr) else { return };
-        let ready = matches!(e.state, State::Known { retry_at } if retry_at.is_none_or(|t| t <= now)) && e.dialable;
-        if !ready {
             return;
         }
-        let score = e.score;
-        if self.count(|s| *s == State::Pending) >= self.limits.max_pending {
-            let lowest = self
-                .entries
-                .iter()
-                .filter(|(_, e)| e.state == State::Pending)
-                .min_by(|a, b| a.1.score.total_cmp(&b.1.score))
-                .map(|(a, e)| (a.clone(), e.score));
-            match lowest {
-                Some((low, low_score)) if low_score < score => {
-                    self.entries.get_mut(&low).expect("present").state = State::Known { retry_at: None };
-                }
-                _ => return,
-            }
-        }
-        self.entries.get_mut(addr).expect("present").state = State::Pending;
+        self.update(addr, |e| e.score = score);
+        self.rebalance();
     }
 
-    /// Housekeeping: known peers whose wait is over go back to pending.
+    /// Housekeeping: known peers whose wait is over become dialable again.
     pub fn maintain(&mut self, now: Instant) {
-        let ready: Vec<PeerAddr> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| {
-                e.dialable && matches!(e.state, State::Known { retry_at } if retry_at.is_none_or(|t| t <= now))
-            })
-            .map(|(a, _)| a.clone())
-            .collect();
-        for a in ready {
-            self.promote(&a, now);
+        while let Some((&(at, _), addr)) = self.index.waiting.first_key_value() {
+            if at > now {
+                break;
+            }
+            let addr = addr.clone();
+            self.set_state(&addr, State::Ready);
         }
+        self.rebalance();
     }
 
-    /// The next peer to dial, the best-scored pending one, if the bounds allow a dial.
-    pub fn next_dial(&mut self) -> Option<PeerAddr> {
-        let connecting = self.count(|s| *s == State::Connecting);
-        let connected = self.count(|s| *s == State::Connected);
-        if connecting >= self.limits.max_connecting || connecting + connected >= self.limits.max_connections {
-            return None;
+    /// The next peer to dial, the best-ranked pending one, if the bounds allow a dial.
+    /// Pending peers whose IP is at `max_per_ip` are set aside for `reconnect_delay`.
+    pub fn next_dial(&mut self, now: Instant) -> Option<PeerAddr> {
+        let mut skipped = 0;
+        while self.index.connecting < self.limits.max_connecting
+            && self.index.connecting + self.index.connected < self.limits.max_connections
+            && skipped < MAX_SKIPS_PER_DIAL
+        {
+            let addr = self.index.pending.last_key_value()?.1.clone();
+            if self.ip_full(&addr) {
+                self.set_state(&addr, State::Waiting(after(now, self.limits.reconnect_delay)));
+                skipped += 1;
+            } else {
+                self.set_state(&addr, State::Connecting);
+                self.rebalance();
+                return Some(addr);
+            }
+            self.rebalance();
         }
-        let best = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.state == State::Pending)
-            .max_by(|a, b| a.1.score.total_cmp(&b.1.score))
-            .map(|(a, _)| a.clone())?;
-        self.entries.get_mut(&best).expect("present").state = State::Connecting;
-        Some(best)
+        None
     }
 
     /// A dial or handshake failed.
     pub fn connect_failed(&mut self, addr: &PeerAddr, now: Instant) {
         let limits = self.limits;
-        let Some(e) = self.entries.get_mut(addr) else { return };
-        if e.state == State::Banned {
+        let Some(e) = self.entries.get(addr) else { return };
+        if e.state != State::Connecting {
+            // The address got connected another way meanwhile (an inbound libp2p stream).
             return;
         }
-        e.failures += 1;
-        if e.failures >= limits.max_connect_failures {
-            self.entries.remove(addr);
+        let failures = e.failures + 1;
+        if failures >= limits.max_connect_failures {
+            self.forget(addr);
+            self.rebalance();
             return;
         }
-        let backoff = limits.reconnect_delay * 2u32.saturating_pow(e.failures - 1);
-        e.state = State::Known { retry_at: Some(now + backoff) };
+        let factor = 2u32.saturating_pow(failures - 1);
+        let backoff = limits.reconnect_delay.checked_mul(factor).unwrap_or(MAX_BACKOFF);
+        self.update(addr, |e| {
+            e.failures = failures;
+            e.state = State::Waiting(after(now, backoff));
+        });
+        self.trim_known();
+        self.rebalance();
     }
 
     /// Whether an inbound connection from `addr` may be accepted; if so it is counted.
-    pub fn accept_inbound(&mut self, addr: &PeerAddr) -> bool {
-        let busy = self.count(|s| matches!(s, State::Connected | State::Connecting));
-        match self.entries.get(addr).map(|e| e.state) {
-            Some(State::Banned) | Some(State::Connected) => false,
-            _ if busy >= self.limits.max_connections => false,
-            Some(_) => {
-                self.entries.get_mut(addr).expect("present").state = State::Connected;
-                true
-            }
-            None => {
-                self.entries
-                    .insert(addr.clone(), Entry { state: State::Connected, failures: 0, score: 0.0, dialable: false });
-                true
-            }
+    pub fn accept_inbound(&mut self, addr: &PeerAddr) -> Result<(), Refusal> {
+        if addr.ip().is_some_and(|ip| self.banned_ips.contains(&ip)) {
+            return Err(Refusal::Banned);
         }
+        let state = self.entries.get(addr).map(|e| e.state);
+        match state {
+            Some(State::Banned) => return Err(Refusal::Banned),
+            Some(State::Connected) => return Err(Refusal::AlreadyConnected),
+            // Already counted against every bound by the dial in flight.
+            Some(State::Connecting) => {}
+            _ if self.ip_full(addr) => return Err(Refusal::IpLimit),
+            _ if self.index.connecting + self.index.connected >= self.limits.max_connections => {
+                return Err(Refusal::Full)
+            }
+            _ => {}
+        }
+        if state.is_none() {
+            self.insert(addr, State::Connected, false);
+        } else {
+            self.set_state(addr, State::Connected);
+            self.rebalance();
+        }
+        Ok(())
     }
 
     /// An outbound dial finished its handshake.
     pub fn connected(&mut self, addr: &PeerAddr) {
-        if let Some(e) = self.entries.get_mut(addr) {
-            e.state = State::Connected;
-            e.failures = 0;
+        if self.entries.get(addr).is_some_and(|e| e.state == State::Connecting) {
+            self.update(addr, |e| {
+                e.state = State::Connected;
+                e.failures = 0;
+            });
         }
     }
 
-    /// A connection closed: redial later if it is a listening address.
+    /// A connection closed: redial later if it is a listening address. Only a connected
+    /// entry changes, so a second call for the same connection is harmless.
     pub fn disconnected(&mut self, addr: &PeerAddr, now: Instant) {
-        let delay = self.limits.reconnect_delay;
-        let Some(e) = self.entries.get_mut(addr) else { return };
-        match e.state {
-            State::Banned => {}
-            _ if !e.dialable => {
-                self.entries.remove(addr);
-            }
-            _ => e.state = State::Known { retry_at: Some(now + delay) },
+        let Some(e) = self.entries.get(addr) else { return };
+        if e.state != State::Connected {
+            return;
+        }
+        if !e.dialable {
+            self.forget(addr);
+        } else {
+            self.set_state(addr, State::Waiting(after(now, self.limits.reconnect_delay)));
+            self.trim_known();
+        }
+        self.rebalance();
+    }
+
+    /// Never talk to this peer again in this session: its address is not dialled nor
+    /// accepted, its IP is refused for inbound connections, and the listen address it told
+    /// us is banned with it.
+    pub fn ban(&mut self, addr: &PeerAddr) {
+        if let Some(ip) = addr.ip() {
+            self.banned_ips.insert(ip);
+        }
+        let learned = self.entries.get(addr).and_then(|e| e.learned.clone());
+        self.ban_addr(addr);
+        if let Some(l) = learned {
+            self.ban_addr(&l);
+        }
+        self.rebalance();
+    }
+
+    fn ban_addr(&mut self, addr: &PeerAddr) {
+        if !self.entries.contains_key(addr) {
+            self.insert(addr, State::Banned, false);
+        } else {
+            self.update(addr, |e| {
+                e.state = State::Banned;
+                e.dialable = false;
+            });
+        }
+        for old in self.banned.insert(addr.clone()) {
+            self.entries.remove(&old);
         }
     }
 
-    /// Never talk to this peer again in this session.
-    pub fn ban(&mut self, addr: &PeerAddr) {
-        let e = self.entries.entry(addr.clone()).or_insert(Entry {
-            state: State::Banned,
-            failures: 0,
-            score: 0.0,
-            dialable: false,
-        });
-        e.state = State::Banned;
-    }
-
+    /// Whether this address is banned (for dialling and accepting it).
     pub fn is_banned(&self, addr: &PeerAddr) -> bool {
         self.entries.get(addr).is_some_and(|e| e.state == State::Banned)
     }
 
+    /// Whether inbound connections from this IP are refused.
+    pub fn is_ip_banned(&self, ip: IpAddr) -> bool {
+        self.banned_ips.contains(&ip_key(ip))
+    }
+
     /// The hook discovery listens to: nothing left to dial and room for more connections.
     pub fn needs_more_peers(&self) -> bool {
-        let s = self.stats();
-        s.pending == 0 && s.connecting == 0 && s.connected < self.limits.max_connections / 2
+        self.index.pending.is_empty()
+            && self.index.connecting == 0
+            && self.index.connected < self.limits.max_connections / 2
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    /// Peers wait to be dialled but every connection slot is taken: evicting a useless
+    /// peer (see [`super::evict`]) would let one in.
+    pub fn needs_slot(&self) -> bool {
+        !self.index.pending.is_empty() && self.index.connecting + self.index.connected >= self.limits.max_connections
+    }
 
-    fn limits() -> PoolLimits {
-        PoolLimits {
-            max_connections: 3,
-            max_connecting: 2,
-            max_pending: 4,
-            reconnect_delay: Duration::from_secs(60),
-            max_connect_failures: 3,
+    // ---- index upkeep: every state change goes through link/unlink ----
+
+    fn ip_full(&self, addr: &PeerAddr) -> bool {
+        addr.ip().is_some_and(|ip| self.index.on_ip(ip) >= self.limits.max_per_ip)
+    }
+
+    /// Applies `f` to the entry with its index membership and counts kept right.
+    fn update(&mut self, addr: &PeerAddr, f: impl FnOnce(&mut Entry)) {
+        let Some(e) = self.entries.get_mut(addr) else { return };
+        self.index.unlink(addr, e);
+        f(e);
+        self.index.link(addr, e);
+    }
+
+    fn insert(&mut self, addr: &PeerAddr, state: State, dialable: bool) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let e = Entry { state, failures: 0, score: 0.0, dialable, seq, learned: None };
+        self.index.link(addr, &e);
+        self.entries.insert(addr.clone(), e);
+    }
+
+    fn set_state(&mut self, addr: &PeerAddr, state: State) {
+        self.update(addr, |e| e.state = state);
+    }
+
+    /// Drops an entry (not for banned ones: they leave only through `banned`).
+    fn forget(&mut self, addr: &PeerAddr) {
+        if let Some(e) = self.entries.remove(addr) {
+            self.index.unlink(addr, &e);
         }
     }
 
-    fn addr(n: u16) -> PeerAddr {
-        PeerAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], n)))
-    }
-
-    #[test]
-    fn known_pending_connecting_connected() {
-        let now = Instant::now();
-        let mut p = Pool::new(limits());
-        assert!(p.add(addr(1), now));
-        assert!(!p.add(addr(1), now));
-        assert_eq!(p.stats(), PoolStats { known: 1, pending: 1, ..Default::default() });
-        assert_eq!(p.next_dial(), Some(addr(1)));
-        assert_eq!(p.stats().connecting, 1);
-        p.connected(&addr(1));
-        assert_eq!(p.stats().connected, 1);
-        p.disconnected(&addr(1), now);
-        assert_eq!(p.stats().pending, 0, "waits reconnect_delay");
-        p.maintain(now + Duration::from_secs(61));
-        assert_eq!(p.stats().pending, 1);
-    }
-
-    #[test]
-    fn bounds_on_connecting_and_connections() {
-        let now = Instant::now();
-        let mut p = Pool::new(limits());
-        for n in 1..=4 {
-            p.add(addr(n), now);
+    /// Drops the lowest-ranked known entries while there are more than `max_known`.
+    fn trim_known(&mut self) {
+        while self.index.known.len() > self.limits.max_known {
+            let addr = self.index.known.first_key_value().expect("longer than max_known").1.clone();
+            self.forget(&addr);
         }
-        assert!(p.next_dial().is_some());
-        assert!(p.next_dial().is_some());
-        assert!(p.next_dial().is_none(), "max_connecting 2");
-        assert!(p.accept_inbound(&addr(100)), "inbound counts against max_connections 3");
-        assert!(!p.accept_inbound(&addr(101)));
-        assert!(p.next_dial().is_none());
     }
 
-    #[test]
-    fn full_queue_evicts_the_lowest_score() {
-        let now = Instant::now();
-        let mut p = Pool::new(limits());
-        for n in 1..=4 {
-            p.add(addr(n), now);
-            p.set_score(&addr(n), n as f64);
+    /// Restores "pending holds the best `max_pending` of pending ∪ ready". Each step moves
+    /// one entry, and one pool operation breaks the invariant by at most a few entries
+    /// (`maintain`: by the k peers whose wait ended).
+    fn rebalance(&mut self) {
+        loop {
+            let best_ready = self.index.ready.last_key_value().map(|(r, a)| (*r, a.clone()));
+            let Some((ready_rank, ready_addr)) = best_ready else { return };
+            if self.index.pending.len() < self.limits.max_pending {
+                self.set_state(&ready_addr, State::Pending);
+                continue;
+            }
+            let Some((&low_rank, low_addr)) = self.index.pending.first_key_value() else { return };
+            if ready_rank <= low_rank {
+                return;
+            }
+            let low_addr = low_addr.clone();
+            self.set_state(&low_addr, State::Ready);
+            self.set_state(&ready_addr, State::Pending);
         }
-        // A fifth peer with a score of 0 finds the queue full and stays known.
-        p.add(addr(5), now);
-        assert_eq!(p.stats().pending, 4);
-        p.set_score(&addr(5), 10.0);
-        p.maintain(now);
-        assert_eq!(p.stats().pending, 4);
-        assert_eq!(p.next_dial(), Some(addr(5)), "the better peer displaced addr(1) and is dialled first");
-        assert_eq!(p.next_dial(), Some(addr(4)));
-    }
-
-    #[test]
-    fn failures_back_off_then_forget() {
-        let t = Instant::now();
-        let mut p = Pool::new(limits());
-        p.add(addr(1), t);
-        p.next_dial();
-        p.connect_failed(&addr(1), t);
-        p.maintain(t + Duration::from_secs(59));
-        assert_eq!(p.stats().pending, 0);
-        p.maintain(t + Duration::from_secs(60));
-        assert_eq!(p.next_dial(), Some(addr(1)));
-        p.connect_failed(&addr(1), t + Duration::from_secs(60));
-        p.maintain(t + Duration::from_secs(60 + 119));
-        assert_eq!(p.stats().pending, 0, "second wait doubles to 120 s");
-        p.maintain(t + Duration::from_secs(180));
-        assert_eq!(p.next_dial(), Some(addr(1)));
-        p.connect_failed(&addr(1), t);
-        assert_eq!(p.stats().known, 0, "forgotten after 3 failures");
-    }
-
-    #[test]
-    fn hearing_of_a_waiting_peer_again_ends_its_wait() {
-        let t = Instant::now();
-        let mut p = Pool::new(limits());
-        p.add(addr(1), t);
-        p.next_dial();
-        p.connect_failed(&addr(1), t);
-        assert_eq!(p.stats().pending, 0);
-        assert!(!p.add(addr(1), t));
-        assert_eq!(p.next_dial(), Some(addr(1)));
-    }
-
-    #[test]
-    fn banned_peers_stay_out() {
-        let t = Instant::now();
-        let mut p = Pool::new(limits());
-        p.add(addr(1), t);
-        p.ban(&addr(1));
-        assert!(p.next_dial().is_none());
-        assert!(!p.accept_inbound(&addr(1)));
-        p.add(addr(1), t);
-        p.maintain(t);
-        assert!(p.next_dial().is_none());
-        assert_eq!(p.stats().banned, 1);
-    }
-
-    #[test]
-    fn inbound_peers_are_not_redialled() {
-        let t = Instant::now();
-        let mut p = Pool::new(limits());
-        assert!(p.accept_inbound(&addr(7)));
-        p.disconnected(&addr(7), t);
-        assert_eq!(p.stats().known, 0);
-        assert!(p.needs_more_peers());
     }
 }

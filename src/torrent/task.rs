@@ -193,6 +193,9 @@ impl Torrent {
             max_pending: o.max_pending,
             reconnect_delay: o.reconnect_delay,
             max_connect_failures: o.max_connect_failures,
+            max_known: o.max_known_peers,
+            max_banned: o.max_banned_peers,
+            max_per_ip: o.max_connections_per_ip,
         };
         let mut picker = Picker::new(meta.piece_length, meta.total_length, BLOCK_SIZE, have);
         // Each piece in progress holds a buffer of its size until it is verified.
@@ -250,16 +253,22 @@ impl Torrent {
 
     // ---- discovery and connections ----
 
+    /// At most `max_addrs_per_message` of one batch are looked at: a tracker answering
+    /// 20,000 peers costs no more than one answering 200.
     fn on_addrs(&mut self, addrs: Vec<PeerAddr>) {
         let now = Instant::now().into_std();
-        for a in addrs {
+        if addrs.len() > self.opts.max_addrs_per_message {
+            tracing::debug!(count = addrs.len(), kept = self.opts.max_addrs_per_message, "peer batch truncated");
+        }
+        for a in addrs.into_iter().take(self.opts.max_addrs_per_message) {
             self.pool.add(a, now);
         }
         self.dial_more();
     }
 
     fn dial_more(&mut self) {
-        while let Some(addr) = self.pool.next_dial() {
+        let now = Instant::now().into_std();
+        while let Some(addr) = self.pool.next_dial(now) {
             let ours = Handshake::new(self.meta.info_hash, self.peer_id);
             let (connector, tx, o) = (self.connector.clone(), self.dial_tx.clone(), self.opts.clone());
             let cancel = self.cancel.clone();
@@ -302,7 +311,11 @@ impl Torrent {
     }
 
     fn on_inbound(&mut self, inb: Inbound) {
-        if self.is_duplicate(&inb.handshake.peer_id) || !self.pool.accept_inbound(&inb.addr) {
+        if self.is_duplicate(&inb.handshake.peer_id) {
+            return;
+        }
+        if let Err(why) = self.pool.accept_inbound(&inb.addr) {
+            tracing::debug!(peer = %inb.addr, %why, "inbound connection refused");
             return;
         }
         let ours = Handshake::new(self.meta.info_hash, self.peer_id);
