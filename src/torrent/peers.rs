@@ -67,8 +67,8 @@ pub struct PeerSlot {
     pub accepted: u64,
     /// Blocks it sent that nobody asked it for.
     pub violations: u32,
-    /// The listen port from its extension handshake was given to the pool.
-    pub listen_learned: bool,
+    /// The last tick at which either side was interested (for eviction of useless peers).
+    pub last_interested: Option<Instant>,
     pub bitfield: BitVec<u8, Msb0>,
     pub am_interested: bool,
     pub am_choking: bool,
@@ -111,7 +111,7 @@ impl PeerSlot {
             cancel,
             accepted: 0,
             violations: 0,
-            listen_learned: false,
+            last_interested: None,
             bitfield: bitvec![u8, Msb0; 0; pieces],
             am_interested: false,
             am_choking: true,

@@ -7,6 +7,8 @@ use super::smart_ban::{block_digests, Digest, SmartBan};
 use super::{Inbound, PeerStats, Phase, TorrentEvent, TorrentParams, TorrentStats};
 use crate::config::Options;
 use crate::manager::choker::Choker;
+use crate::manager::evict::{pick_victim, EvictFacts, EvictPolicy};
+use crate::manager::pool::Refusal;
 use crate::manager::{score, ChokeCandidate, PeerAddr, Pool, PoolLimits, ScoreScale};
 use crate::metainfo::Metainfo;
 use crate::metrics::{metrics, Direction};
@@ -314,9 +316,14 @@ impl Torrent {
         if self.is_duplicate(&inb.handshake.peer_id) {
             return;
         }
-        if let Err(why) = self.pool.accept_inbound(&inb.addr) {
-            tracing::debug!(peer = %inb.addr, %why, "inbound connection refused");
-            return;
+        match self.pool.accept_inbound(&inb.addr) {
+            Ok(()) => {}
+            // Every slot taken: a useless peer makes room for the newcomer.
+            Err(Refusal::Full) if self.evict_useless(Instant::now()) && self.pool.accept_inbound(&inb.addr).is_ok() => {}
+            Err(why) => {
+                tracing::debug!(peer = %inb.addr, %why, "inbound connection refused");
+                return;
+            }
         }
         let ours = Handshake::new(self.meta.info_hash, self.peer_id);
         let timeout = self.opts.handshake_timeout;
@@ -449,14 +456,11 @@ impl Torrent {
         p.reqq = ext.reqq.map(|q| q as usize);
         p.client = ext.client.clone();
         // An inbound peer tells us where it listens: that address can be redialled later.
-        // Once per connection: a peer repeating its handshake with new ports must not fill
-        // the pool with addresses.
-        if let (true, false, Some(port), PeerAddr::Tcp(sa)) = (p.inbound, p.listen_learned, ext.port, p.addr.clone()) {
-            p.listen_learned = true;
+        // The pool keeps one such address per connection, so a peer repeating its handshake
+        // with new ports cannot fill it.
+        if let (true, Some(port), PeerAddr::Tcp(sa)) = (p.inbound, ext.port, p.addr.clone()) {
             let listen = PeerAddr::Tcp(std::net::SocketAddr::new(sa.ip(), port));
-            if listen != p.addr {
-                self.pool.add(listen, Instant::now().into_std());
-            }
+            self.pool.learn_listen_addr(&PeerAddr::Tcp(sa), listen, Instant::now().into_std());
         }
     }
 
@@ -583,6 +587,13 @@ impl Torrent {
     }
 
     fn on_closed(&mut self, key: PeerKey, reason: String) {
+        self.forget_peer(key, reason);
+        self.dial_more();
+    }
+
+    /// Removes a peer from the torrent: its requests go back to the picker, its slot back to
+    /// the pool. A `Closed` event that arrives later for it is ignored.
+    fn forget_peer(&mut self, key: PeerKey, reason: String) {
         let Some(p) = self.peers.remove(&key) else { return };
         tracing::debug!(peer = %p.addr, %reason, "disconnected");
         self.emit(TorrentEvent::PeerDisconnected { addr: p.addr.clone(), reason });
@@ -598,7 +609,31 @@ impl Torrent {
         for k in keys {
             self.fill_requests(k);
         }
-        self.dial_more();
+    }
+
+    /// Closes the least valuable useless peer (snubbed, or no interest either way for
+    /// `useless_peer_timeout`) to make room; false when every peer is useful.
+    fn evict_useless(&mut self, now: Instant) -> bool {
+        let facts: Vec<EvictFacts<PeerKey>> = self
+            .peers
+            .iter()
+            .map(|(k, p)| EvictFacts {
+                key: *k,
+                inbound: p.inbound,
+                connected_since: p.connected_at.into_std(),
+                interested: p.am_interested || p.peer_interested,
+                last_interested: p.last_interested.map(|t| t.into_std()),
+                snubbed: p.snubbed,
+                bytes: p.counters.downloaded() + p.counters.uploaded(),
+                score: p.score.total,
+            })
+            .collect();
+        let policy = EvictPolicy { useless_after: self.opts.useless_peer_timeout };
+        let Some(victim) = pick_victim(&facts, &policy, now.into_std()) else { return false };
+        tracing::debug!(peer = %self.peers[&victim].addr, "evicted: useless while a slot is needed");
+        self.close(victim);
+        self.forget_peer(victim, "evicted to make room".into());
+        true
     }
 
     // ---- verified pieces ----
@@ -710,6 +745,9 @@ impl Torrent {
             self.rechoke(now);
         }
         self.pool.maintain(now.into_std());
+        if self.pool.needs_slot() {
+            self.evict_useless(now);
+        }
         self.dial_more();
         // Signalled on the edge, when the pool runs dry, not on every tick while it is dry.
         let needs = self.pool.needs_more_peers() && !self.seeding();
@@ -730,6 +768,9 @@ impl Torrent {
         let mut expired: Vec<(PeerKey, BlockRef)> = Vec::new();
         for (k, p) in self.peers.iter_mut() {
             p.rate_down.update(p.accepted, dt);
+            if p.am_interested || p.peer_interested {
+                p.last_interested = Some(now);
+            }
             p.rate_up.update(p.counters.uploaded(), dt);
             expired.extend(p.outstanding.iter().filter(|(_, t)| now - **t > timeout).map(|(b, _)| (*k, *b)));
             p.snubbed = p.am_interested && !p.peer_choking && now - p.last_block_at > snub;
