@@ -395,17 +395,18 @@ async fn spawn_node(
     shoal::p2p::NodeHandle::spawn(config).await.expect("node starts")
 }
 
-/// `find_peer`, retried for a few seconds while the DHT learns of the peer.
+/// `find_peer`, retried every 200 ms while the DHT learns of the peer (the bootstrap node
+/// must first have identified it), for at most 30 s: a generous bound on a loaded machine,
+/// not a window the lookup has to hit.
 async fn find_soon(node: &shoal::p2p::NodeHandle, id: libp2p::PeerId) -> Result<Vec<libp2p::Multiaddr>, String> {
-    let mut last = Err(String::new());
-    for _ in 0..25 {
-        last = node.find_peer(id).await.map_err(|e| e.to_string());
-        if last.is_ok() {
-            break;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let last = node.find_peer(id).await.map_err(|e| e.to_string());
+        if last.is_ok() || Instant::now() > deadline {
+            return last;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    last
 }
 
 /// What the repair chain relies on, over the library: a peer restarted on a new port under
@@ -414,7 +415,7 @@ async fn find_soon(node: &shoal::p2p::NodeHandle, id: libp2p::PeerId) -> Result<
 async fn a_restarted_peer_is_found_by_peer_id_and_dialled() {
     use libp2p::identity::Keypair;
     use shoal::p2p::DhtMode;
-    tokio::time::timeout(Duration::from_secs(60), async {
+    tokio::time::timeout(Duration::from_secs(120), async {
         let boot = spawn_node(Keypair::generate_ed25519(), DhtMode::Server, &[]).await;
         let boot_addrs = boot.listen_addrs().await.unwrap();
         let key = Keypair::generate_ed25519();
