@@ -13,7 +13,8 @@
 //!
 //! Modules in reading order: [`bencode`], [`metainfo`], [`wire`], [`storage`], [`picker`],
 //! [`manager`] (pool, scoring, choker), [`peer`], [`torrent`], [`session`], [`discovery`],
-//! [`p2p`] (libp2p node, Kademlia), [`keepalive`] (KeyPeerMonitor), [`config`], [`metrics`], [`diag`], [`bench`], [`cli`].
+//! [`p2p`] (libp2p node, Kademlia), [`keepalive`] (KeyPeerMonitor), [`config`], [`metrics`], [`diag`], [`bench`](mod@bench), [`cli`].
+#![forbid(unsafe_code)]
 pub mod bench;
 pub mod bencode;
 pub mod cli;

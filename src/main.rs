@@ -1,5 +1,6 @@
 //! The `shoal` binary: parse the command line, run, map errors to exit codes
 //! (0 done, 1 failure at run time, 2 bad usage or bad input).
+#![forbid(unsafe_code)]
 use clap::Parser;
 use std::process::ExitCode;
 

@@ -88,7 +88,7 @@ async fn served_endpoints_describe_a_completed_swarm() {
     lh.add_peers(vec![addr(&seeder)]).await;
     tokio::time::timeout(Duration::from_secs(60), lh.wait_complete()).await.expect("leecher timed out").unwrap();
     // Stats are republished about once a second; wait for one listing the seeder.
-    wait_for(&mut lh.stats(), 10, "seeder listed among peers", |s| s.is_complete() && !s.peers.is_empty()).await;
+    wait_for(&mut lh.stats(), 30, "seeder listed among peers", |s| s.is_complete() && !s.peers.is_empty()).await;
 
     let source = diag::torrent_source([lh.clone()]);
     let _scraped = metrics().register_torrents(source.clone());

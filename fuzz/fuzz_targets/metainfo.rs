@@ -1,5 +1,5 @@
 //! `Metainfo::from_bytes` over arbitrary bytes: no panic, and an accepted torrent is
-//! internally consistent. Needs `Metainfo::from_bytes` (being written on another branch).
+//! internally consistent.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use shoal::metainfo::Metainfo;

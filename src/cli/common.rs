@@ -46,7 +46,7 @@ pub struct NetArgs {
     #[arg(long)]
     pub mdns: bool,
     /// A peer the key-peer monitor keeps connected (repeatable): a PeerId or a multiaddr
-    /// ending in /p2p/<PeerId>; added to the config's `key_peers`.
+    /// ending in `/p2p/<PeerId>`; added to the config's `key_peers`.
     #[arg(long = "key-peer", value_name = "MULTIADDR_OR_PEERID")]
     pub key_peers: Vec<String>,
     /// Serve diagnostics and metrics over HTTP on this address.

@@ -17,8 +17,8 @@ use std::time::Instant;
 pub struct DownloadArgs {
     /// A .torrent file or a magnet URI.
     pub input: String,
-    /// Output directory: a single-file torrent lands at DIR/<name>, a multi-file one under
-    /// DIR/<name>/.
+    /// Output directory: a single-file torrent lands at `DIR/<name>`, a multi-file one under
+    /// `DIR/<name>/`.
     #[arg(short = 'o', long = "output", value_name = "DIR")]
     pub output: PathBuf,
     /// The .torrent for a magnet link (metadata from peers is not fetched yet).

@@ -115,13 +115,7 @@ pub async fn run(
 }
 
 fn on_reset(schedule: &mut Schedule, why: &str) {
-    let now = Instant::now();
-    if schedule.next_lookup() <= now {
-        // A lookup is due already (the first one, at start): nothing to bring forward, and
-        // counting this as a reset would hold off a real one for `reset_min_interval`.
-        return;
-    }
-    if let ResetOutcome::Accepted(at) = schedule.reset(now) {
+    if let ResetOutcome::Accepted(at) = schedule.reset(Instant::now()) {
         tracing::debug!(
             reason = why,
             in_ms = at.saturating_duration_since(Instant::now()).as_millis() as u64,

@@ -1,5 +1,5 @@
 //! The libp2p node: one task owns the [`Swarm`] and its event loop; everyone else holds a
-//! cloneable [`NodeHandle`] and sends it [`Command`]s whose replies come back on `oneshot`s
+//! cloneable [`NodeHandle`] and sends it `Command`s whose replies come back on `oneshot`s
 //! (the shape of rust-libp2p's file-sharing example).
 //!
 //! Behaviour: TCP + Noise + Yamux (DNS names resolved when the system resolver is

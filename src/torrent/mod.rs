@@ -2,7 +2,7 @@
 //! piece assembly and statistics. No lock guards any of it; the task is the lock.
 //!
 //! Parts:
-//! - [`task`]: the event loop and its handlers;
+//! - `task`: the event loop and its handlers;
 //! - [`peers`]: the per-peer record (rates, pipeline depth);
 //! - [`dial`]: the [`Connector`] that opens streams to peers, and the dial + handshake;
 //! - `assembly`: blocks gathered into piece buffers, with who sent each;

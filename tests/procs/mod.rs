@@ -91,6 +91,20 @@ impl Proc {
         }
     }
 
+    /// Reads the rest of stdout (every line up to its end), for a process that has exited:
+    /// [`Proc::stdout`] then holds every line it printed.
+    pub fn read_stdout_to_end(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.stdout.push(line),
+                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => self.fail(&format!("stdout still open after {timeout:?}")),
+            }
+        }
+    }
+
     /// The libp2p address announced on stdout (`listening kad <multiaddr>/p2p/<PeerId>`).
     pub fn kad_addr(&mut self) -> String {
         self.wait_line("listening kad ", STARTUP)
@@ -214,6 +228,7 @@ pub fn run_ok(args: &[OsString], timeout: Duration) -> String {
 
 #[path = "../harness/data.rs"]
 mod data;
+#[allow(unused_imports)] // not every test binary that includes this module uses it
 pub use data::make_file;
 
 /// Copies `src` into `dir` under the same file name (a second seeder's own copy).
@@ -246,6 +261,32 @@ pub fn get_json(addr: SocketAddr, path: &str) -> Option<Value> {
         return None;
     }
     serde_json::from_str(body).ok()
+}
+
+/// Polls `GET path` on `diag` (a diagnostics server of `p`) every 200 ms until `pick`
+/// finds what it wants in the answer; fails `p` when `timeout` passes first. For states that
+/// last once reached (a counter that only grows, a download stopped where its sources end).
+pub fn wait_json<T>(
+    p: &Proc,
+    diag: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    mut pick: impl FnMut(&Value) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        if let Some(v) = get_json(diag, path) {
+            if let Some(t) = pick(&v) {
+                return t;
+            }
+            last = Some(v);
+        }
+        if Instant::now() > deadline {
+            p.fail(&format!("GET {path}: not as expected within {timeout:?}; last answer {last:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// What a [`PeerWatch`] saw of one peer (keyed by its address as the diagnostics print it).
@@ -341,6 +382,16 @@ pub fn connected_peers(log: &str) -> Vec<String> {
         .map(strip_ansi)
         .filter(|l| l.contains(" DEBUG connected "))
         .filter_map(|l| field(&l, "peer").map(str::to_string))
+        .collect()
+}
+
+/// When each log line containing `needle` was written (seconds since midnight UTC, as in
+/// [`Lookup::at`]), in order.
+pub fn event_times(log: &str, needle: &str) -> Vec<f64> {
+    log.lines()
+        .map(strip_ansi)
+        .filter(|l| l.contains(needle))
+        .filter_map(|l| timestamp_secs(l.split_whitespace().next()?))
         .collect()
 }
 
