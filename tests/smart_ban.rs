@@ -62,7 +62,7 @@ async fn serve_lies(sock: tokio::net::TcpStream, meta: Arc<Metainfo>, data: Arc<
         }
         Lie::CorruptOneBlock => {
             let mut bits = vec![0xffu8; (n as usize).div_ceil(8)];
-            if n % 8 != 0 {
+            if !n.is_multiple_of(8) {
                 *bits.last_mut().unwrap() = 0xffu8 << (8 - n % 8);
             }
             let _ = f.send(Message::Bitfield(bits.into())).await;

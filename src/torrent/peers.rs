@@ -52,6 +52,13 @@ impl Rate {
     }
 }
 
+/// How the torrent reaches a peer task: commands, the counters it writes, its cancel token.
+pub struct PeerLink {
+    pub commands: mpsc::Sender<PeerCommand>,
+    pub counters: Arc<PeerCounters>,
+    pub cancel: CancellationToken,
+}
+
 /// One connected peer as seen by its torrent.
 pub struct PeerSlot {
     pub addr: PeerAddr,
@@ -95,12 +102,11 @@ impl PeerSlot {
         addr: PeerAddr,
         peer_id: PeerId,
         inbound: bool,
-        commands: mpsc::Sender<PeerCommand>,
-        counters: Arc<PeerCounters>,
-        cancel: CancellationToken,
+        link: PeerLink,
         pieces: usize,
         now: Instant,
     ) -> PeerSlot {
+        let PeerLink { commands, counters, cancel } = link;
         PeerSlot {
             addr,
             peer_id,
@@ -191,9 +197,7 @@ mod tests {
             PeerAddr::P2p("x".into()),
             PeerId([0; 20]),
             false,
-            tx,
-            Default::default(),
-            CancellationToken::new(),
+            PeerLink { commands: tx, counters: Default::default(), cancel: CancellationToken::new() },
             8,
             Instant::now(),
         );

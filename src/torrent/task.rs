@@ -2,7 +2,7 @@
 //! wait on a peer (commands go out with `try_send`), so one slow peer cannot stall the rest.
 use super::assembly::Assembly;
 use super::dial::{self, Connector};
-use super::peers::PeerSlot;
+use super::peers::{PeerLink, PeerSlot};
 use super::smart_ban::{block_digests, Digest, SmartBan};
 use super::{Inbound, PeerStats, Phase, TorrentEvent, TorrentParams, TorrentStats};
 use crate::config::Options;
@@ -319,7 +319,8 @@ impl Torrent {
         match self.pool.accept_inbound(&inb.addr) {
             Ok(()) => {}
             // Every slot taken: a useless peer makes room for the newcomer.
-            Err(Refusal::Full) if self.evict_useless(Instant::now()) && self.pool.accept_inbound(&inb.addr).is_ok() => {}
+            Err(Refusal::Full) if self.evict_useless(Instant::now()) && self.pool.accept_inbound(&inb.addr).is_ok() => {
+            }
             Err(why) => {
                 tracing::debug!(peer = %inb.addr, %why, "inbound connection refused");
                 return;
@@ -376,9 +377,7 @@ impl Torrent {
             addr,
             hs.peer_id,
             inbound,
-            cmd_tx,
-            counters,
-            cancel,
+            PeerLink { commands: cmd_tx, counters, cancel },
             self.meta.piece_count() as usize,
             Instant::now(),
         );

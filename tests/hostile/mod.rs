@@ -403,7 +403,7 @@ pub mod raw {
 pub fn full_bitfield(pieces: u32) -> Bytes {
     let n = pieces as usize;
     let mut bits = vec![0xffu8; n.div_ceil(8)];
-    if n % 8 != 0 {
+    if !n.is_multiple_of(8) {
         *bits.last_mut().expect("at least one byte") = 0xffu8 << (8 - n % 8);
     }
     bits.into()
