@@ -1,7 +1,7 @@
 //! A session: our peer id, the TCP listener, and the torrents it routes connections to.
 //!
 //! One accept loop per transport (TCP listener, libp2p `/shoal/bt/1.0.0` streams), both the
-//! same generic [`accept_loop`], reads each incoming handshake (bounded by
+//! same generic `accept_loop`, reads each incoming handshake (bounded by
 //! `handshake_timeout`) and hands the connection to the torrent named by its info-hash;
 //! unknown info-hashes are dropped. Handshakes in flight are bounded by one
 //! [`HandshakeLimiter`] shared by both loops: `max_inbound_handshakes` in all and

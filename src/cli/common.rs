@@ -285,7 +285,7 @@ pub async fn interrupted() {
 /// take after Ctrl-C before the process exits anyway.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(1500);
 
-/// Runs an orderly shutdown, but never for more than [`SHUTDOWN_GRACE`], and not at all past
+/// Runs an orderly shutdown, but never for more than `SHUTDOWN_GRACE`, and not at all past
 /// a second Ctrl-C: whatever peers or trackers do, an interrupted shoal exits promptly.
 pub async fn shutdown_promptly(shutdown: impl std::future::Future<Output = ()>) {
     tokio::select! {

@@ -4,7 +4,7 @@
 //! torrent's per-peer token), a message from the peer, a command from the torrent, a block
 //! read from storage, the socket taking more of our output, and three deadlines (idle,
 //! keep-alive, write stall). No arm ever waits on the peer: outgoing messages go into an
-//! [`Outbox`] that the write arm drains as the socket allows, so a peer that stops reading
+//! `Outbox` that the write arm drains as the socket allows, so a peer that stops reading
 //! cannot stop us reading it, seeing cancellation, or noticing our deadlines.
 //!
 //! Bounds, so a peer that never reads costs a fixed amount:
