@@ -149,7 +149,13 @@ pub async fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
         .map_err(|e| setup_err(&e))?
         .map_err(|e| setup_err(&e))?;
     let meta = Arc::new(Metainfo::from_bytes(&bytes).map_err(|e| setup_err(&e))?);
-    let options = Arc::new(Options::default());
+    // Every session of the swarm is on 127.0.0.1: the per-IP bounds must admit them all.
+    let peers = 2 * (cfg.seeders + cfg.leechers);
+    let options = Arc::new(Options {
+        max_connections_per_ip: peers.max(Options::default().max_connections_per_ip),
+        max_inbound_handshakes_per_ip: peers.max(Options::default().max_inbound_handshakes_per_ip),
+        ..Options::default()
+    });
 
     let mut sessions = Vec::new();
     let mut addrs = Vec::new();
