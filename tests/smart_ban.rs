@@ -61,11 +61,7 @@ async fn serve_lies(sock: tokio::net::TcpStream, meta: Arc<Metainfo>, data: Arc<
             while let Some(Ok(_)) = f.next().await {}
         }
         Lie::CorruptOneBlock => {
-            let mut bits = vec![0xffu8; (n as usize).div_ceil(8)];
-            if !n.is_multiple_of(8) {
-                *bits.last_mut().unwrap() = 0xffu8 << (8 - n % 8);
-            }
-            let _ = f.send(Message::Bitfield(bits.into())).await;
+            let _ = f.send(Message::Bitfield(full_bitfield(n))).await;
             while let Some(Ok(msg)) = f.next().await {
                 let reply = match msg {
                     Message::Interested => Message::Unchoke,

@@ -186,12 +186,7 @@ async fn lying_peer(meta: std::sync::Arc<shoal::metainfo::Metainfo>) -> std::net
                     return;
                 }
                 let mut f = f.map_codec(|_| MessageCodec::default());
-                let n = meta.piece_count() as usize;
-                let mut bits = vec![0xffu8; n.div_ceil(8)];
-                if !n.is_multiple_of(8) {
-                    *bits.last_mut().unwrap() = 0xffu8 << (8 - n % 8);
-                }
-                let _ = f.send(Message::Bitfield(bits.into())).await;
+                let _ = f.send(Message::Bitfield(full_bitfield(meta.piece_count()))).await;
                 while let Some(Ok(msg)) = f.next().await {
                     let reply = match msg {
                         Message::Interested => Message::Unchoke,

@@ -146,13 +146,10 @@ where
         Ok(()) => "closed".to_string(),
         Err(e) => e.to_string(),
     };
-    let cancel = task.ctx.cancel.clone();
     drop(task);
-    // The torrent may be gone (its receiver dropped) or stopping: never wait past its cancel.
-    tokio::select! {
-        _ = cancel.cancelled() => {}
-        _ = events.send(PeerEvent { key, kind: PeerEventKind::Closed(reason) }) => {}
-    }
+    // Sent even when cancelled: the torrent forgets the peer only on `Closed`. This cannot
+    // hang: a torrent that stopped has dropped its receiver, and the send fails at once.
+    let _ = events.send(PeerEvent { key, kind: PeerEventKind::Closed(reason) }).await;
 }
 
 impl Task {

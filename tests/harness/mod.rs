@@ -23,6 +23,16 @@ use tokio::sync::watch;
 
 pub use data::make_file;
 
+/// A bitfield message body claiming every one of `n` pieces (spare bits zero).
+pub fn full_bitfield(n: u32) -> bytes::Bytes {
+    let n = n as usize;
+    let mut bits = vec![0xffu8; n.div_ceil(8)];
+    if !n.is_multiple_of(8) {
+        *bits.last_mut().expect("n > 0") = 0xffu8 << (8 - n % 8);
+    }
+    bits.into()
+}
+
 pub fn make_torrent(path: &Path, piece_length: u32) -> Arc<Metainfo> {
     let opts = CreateOptions { piece_length: Some(piece_length), ..Default::default() };
     let bytes = create_torrent(path, &opts).unwrap();
