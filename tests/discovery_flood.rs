@@ -136,7 +136,7 @@ fn thirty_thousand_extension_handshakes_are_cut_off_and_a_leecher_still_complete
     let data = make_file(&dir.join("seed"), "data.bin", 4 * MIB, 42);
     let torrent = dir.join("data.torrent");
     run_ok(&args!["create", &data, "-o", &torrent, "--piece-size", "256KiB"], Duration::from_secs(60));
-    let (mut seeder, bt, diag) = seed(dir, "seeder", &data, &torrent);
+    let (seeder, bt, diag) = seed(dir, "seeder", &data, &torrent);
     let meta = shoal::metainfo::Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
 
     let mut s = TcpStream::connect(bt).unwrap();
