@@ -194,7 +194,7 @@ pub async fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
     let mib = cfg.size as f64 / (1024.0 * 1024.0);
     let mut per_leecher = Vec::new();
     for d in done {
-        let t = d.map_err(BenchError::Incomplete)?.as_secs_f64();
+        let t = d.map_err(|e| BenchError::Incomplete(e.to_string()))?.as_secs_f64();
         per_leecher.push(LeecherResult { seconds: t, mib_per_s: mib / t });
     }
     debug_assert!(leechers.iter().all(|h| h.stats().borrow().phase == Phase::Seeding));

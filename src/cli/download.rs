@@ -96,7 +96,7 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
     let progress = Progress::new(args.net.quiet, meta.total_length);
     let follow = tokio::spawn(progress.follow(handle.stats(), |s| matches!(s.phase, Phase::Seeding | Phase::Failed)));
     let outcome = tokio::select! {
-        r = handle.wait_complete() => r,
+        r = handle.wait_complete() => r.map_err(|e| e.to_string()),
         _ = interrupted() => Err("interrupted".to_string()),
     };
     follow.abort();

@@ -65,7 +65,9 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
     Progress::new(args.net.quiet, meta.total_length).follow(handle.stats(), |s| s.phase != Phase::Checking).await;
     let stats = handle.stats().borrow().clone();
     match stats.phase {
-        Phase::Failed => anyhow::bail!("{}: {}", path.display(), stats.error.unwrap_or_default()),
+        Phase::Failed => {
+            anyhow::bail!("{}: {}", path.display(), stats.error.map(|e| e.to_string()).unwrap_or_default())
+        }
         Phase::Downloading => tracing::warn!(
             "{}: only {} of {} pieces match the torrent; seeding those and fetching the rest",
             path.display(),
@@ -90,7 +92,7 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
         Ok(s) = watch.wait_for(|s| s.phase == Phase::Failed) => {
             // Fetching missing pieces hit a storage error (a full disk): nothing is served
             // any more, so stop and say why rather than sit there.
-            let why = s.error.clone().unwrap_or_default();
+            let why = s.error.as_ref().map(|e| e.to_string()).unwrap_or_default();
             drop(s);
             shutdown_promptly(session.shutdown()).await;
             anyhow::bail!("{}: {why}", path.display());

@@ -17,7 +17,7 @@ pub struct TorrentView<'a> {
     pub name: &'a str,
     pub info_hash: &'a str,
     pub phase: Phase,
-    pub error: Option<&'a str>,
+    pub error: Option<&'a crate::torrent::TorrentError>,
     pub progress: Progress,
     pub rates: Rates,
     pub totals: Totals,
@@ -64,7 +64,7 @@ fn torrent(t: &TorrentStats) -> TorrentView<'_> {
         name: &t.name,
         info_hash: &t.info_hash,
         phase: t.phase,
-        error: t.error.as_deref(),
+        error: t.error.as_ref(),
         progress: Progress {
             pieces_have: t.pieces_have,
             pieces_total: t.pieces_total,

@@ -21,7 +21,7 @@
 //! have; blocks are read through `Storage` (blocking pool).
 use super::budget::SendBudget;
 use super::outbox::Outbox;
-use super::{PeerCommand, PeerCounters, PeerError, PeerEvent, PeerEventKind};
+use super::{CloseReason, PeerCommand, PeerCounters, PeerError, PeerEvent, PeerEventKind};
 use crate::picker::{BlockRef, PeerKey};
 use crate::storage::{Storage, StorageError};
 use crate::wire::extension::ExtHandshake;
@@ -142,10 +142,7 @@ where
     // one waker slot for both directions, and halves polled from two tasks lose wake-ups
     // (rust-yamux issue 232).
     let outcome = task.drive(&mut reader, &mut sink).await;
-    let reason = match outcome {
-        Ok(()) => "closed".to_string(),
-        Err(e) => e.to_string(),
-    };
+    let reason = CloseReason::of(&outcome);
     drop(task);
     // Sent even when cancelled: the torrent forgets the peer only on `Closed`. This cannot
     // hang: a torrent that stopped has dropped its receiver, and the send fails at once.
@@ -358,7 +355,7 @@ impl Task {
         permit: OwnedSemaphorePermit,
     ) -> Result<(), PeerError> {
         self.reading -= b.length as usize;
-        let data = data.map_err(|e| PeerError::Io(std::io::Error::other(e.to_string())))?;
+        let data = data.map_err(|e| PeerError::Storage(std::sync::Arc::new(e)))?;
         if self.am_choking {
             return Ok(());
         }

@@ -45,8 +45,8 @@ pub enum PeerEventKind {
     Interested,
     NotInterested,
     Block(BlockRef, Bytes),
-    /// The connection is gone; the reason is for the logs.
-    Closed(String),
+    /// The connection is gone, and why.
+    Closed(CloseReason),
 }
 
 #[derive(Debug)]
@@ -96,6 +96,71 @@ pub enum PeerError {
     SelfConnection,
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// Reading a block we serve failed: our disk's fault, not the peer's.
+    #[error("storage: {0}")]
+    Storage(std::sync::Arc<crate::storage::StorageError>),
+}
+
+/// Why a peer connection ended: for the logs, the events and the torrent, which fails when
+/// the reason is its own storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The torrent closed it (the slot records its own reason) or is stopping.
+    ByUs,
+    /// The peer closed the connection.
+    ByPeer,
+    /// A deadline passed: idle, the handshake, or a write the peer never took.
+    TimedOut(&'static str),
+    /// The socket failed.
+    Io(std::io::ErrorKind),
+    /// The peer broke the protocol; the detail is for the logs.
+    Protocol(String),
+    /// The torrent made room for a newcomer.
+    Evicted,
+    /// The peer sent data that failed the hash check.
+    Banned,
+    /// Mostly blocks nobody asked it for.
+    Junk,
+    /// Its command queue was full: it fell too far behind.
+    Lagging,
+    /// Reading a block to serve it failed (our storage); the torrent fails with it.
+    Storage(String),
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::ByUs => f.write_str("closed by us"),
+            CloseReason::ByPeer => f.write_str("closed by the peer"),
+            CloseReason::TimedOut(what) => write!(f, "timed out during {what}"),
+            CloseReason::Io(kind) => write!(f, "io: {kind}"),
+            CloseReason::Protocol(why) => write!(f, "protocol violation: {why}"),
+            CloseReason::Evicted => f.write_str("evicted to make room"),
+            CloseReason::Banned => f.write_str("banned: sent data that failed the hash check"),
+            CloseReason::Junk => f.write_str("sent mostly unrequested blocks"),
+            CloseReason::Lagging => f.write_str("command queue full"),
+            CloseReason::Storage(e) => write!(f, "storage: {e}"),
+        }
+    }
+}
+
+impl CloseReason {
+    /// The reason a peer task ends with: `Ok` when it was cancelled.
+    pub fn of(outcome: &Result<(), PeerError>) -> CloseReason {
+        match outcome {
+            Ok(()) => CloseReason::ByUs,
+            Err(PeerError::Eof) => CloseReason::ByPeer,
+            Err(PeerError::Timeout(what)) => CloseReason::TimedOut(what),
+            Err(PeerError::Io(e)) => CloseReason::Io(e.kind()),
+            // The runtime dropping a read on its way down is shutdown, not a failing disk.
+            Err(PeerError::Storage(e)) if matches!(**e, crate::storage::StorageError::Cancelled) => CloseReason::ByUs,
+            Err(PeerError::Storage(e)) => CloseReason::Storage(e.to_string()),
+            Err(e @ (PeerError::Wire(_) | PeerError::WrongInfoHash | PeerError::SelfConnection)) => {
+                CloseReason::Protocol(e.to_string())
+            }
+            Err(PeerError::Protocol(why)) => CloseReason::Protocol(why.clone()),
+        }
+    }
 }
 
 /// Any ordered byte stream a peer connection can run on (TCP, a libp2p stream, a test pipe).

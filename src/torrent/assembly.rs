@@ -28,6 +28,13 @@ pub struct Assembly {
 }
 
 impl Assembly {
+    /// How many pieces may be in progress at once so that their buffers (each the size of
+    /// its piece until it is verified) stay within `max_bytes`; never fewer than two, so a
+    /// torrent with huge pieces still downloads.
+    pub fn max_pieces(max_bytes: usize, piece_length: u32) -> usize {
+        (max_bytes / piece_length.max(1) as usize).max(2)
+    }
+
     pub fn new(block_size: u32) -> Assembly {
         Assembly { block_size, pieces: HashMap::new(), bytes: 0 }
     }
@@ -63,6 +70,14 @@ impl Assembly {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pieces_in_progress_fit_the_byte_bound_but_never_fewer_than_two() {
+        assert_eq!(super::Assembly::max_pieces(32 << 20, 256 << 10), 128);
+        assert_eq!(super::Assembly::max_pieces(32 << 20, 16 << 20), 2);
+        assert_eq!(super::Assembly::max_pieces(32 << 20, 64 << 20), 2);
+        assert_eq!(super::Assembly::max_pieces(0, 0), 2);
+    }
+
     use super::*;
 
     fn peer(n: u8) -> PeerAddr {

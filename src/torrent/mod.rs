@@ -2,7 +2,8 @@
 //! piece assembly and statistics. No lock guards any of it; the task is the lock.
 //!
 //! Parts:
-//! - `task`: the event loop and its handlers;
+//! - `task`: the event loop, a dispatcher over handlers split by concern (connections,
+//!   requests, pieces, the tick, statistics);
 //! - [`peers`]: the per-peer record (rates, pipeline depth);
 //! - [`dial`]: the [`Connector`] that opens streams to peers, and the dial + handshake;
 //! - `assembly`: blocks gathered into piece buffers, with who sent each;
@@ -21,7 +22,7 @@ pub use dial::{Connector, TcpConnector};
 use crate::config::Options;
 use crate::manager::{PeerAddr, PoolStats, ScoreParts};
 use crate::metainfo::{InfoHash, Metainfo};
-use crate::peer::BoxStream;
+use crate::peer::{BoxStream, CloseReason};
 use crate::wire::{Handshake, HandshakeCodec, PeerId};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -42,7 +43,7 @@ pub enum TorrentEvent {
     },
     PeerDisconnected {
         addr: PeerAddr,
-        reason: String,
+        reason: CloseReason,
     },
     /// A wanted block arrived (duplicates and unrequested blocks are not reported).
     BlockReceived {
@@ -80,6 +81,29 @@ pub enum Phase {
     Failed,
 }
 
+/// Why a torrent stopped before it was told to. Its own storage failing is fatal; a peer's
+/// fault never is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TorrentError {
+    #[error("checking the data on disk: {0}")]
+    Check(String),
+    #[error("{0}")]
+    Write(String),
+    #[error("reading a block to serve: {0}")]
+    Read(String),
+    #[error("finishing the download: {0}")]
+    Finalize(String),
+    /// The torrent was stopped (or the session shut down) before it finished.
+    #[error("torrent stopped")]
+    Stopped,
+}
+
+impl Serialize for TorrentError {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// One peer, for progress and diagnostics.
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerStats {
@@ -108,7 +132,8 @@ pub struct TorrentStats {
     pub info_hash: String,
     pub name: String,
     pub phase: Phase,
-    pub error: Option<String>,
+    /// Set when `phase` is `Failed`.
+    pub error: Option<TorrentError>,
     pub pieces_total: u32,
     pub pieces_have: u32,
     pub pieces_checked: u32,
@@ -216,7 +241,6 @@ impl TorrentHandle {
         let _ = self.addrs.send(addrs).await;
     }
 
-    /// Hands over an accepted connection; dropped if the torrent is gone or busy.
     /// Hands over an inbound connection whose handshake named this torrent. Waits while the
     /// torrent is busy (the caller holds one of the bounded handshake slots meanwhile), so a
     /// burst of peers is queued rather than silently dropped.
@@ -239,13 +263,13 @@ impl TorrentHandle {
     }
 
     /// Waits until every wanted piece is verified on disk; Err with the reason if it failed.
-    pub async fn wait_complete(&self) -> Result<(), String> {
+    pub async fn wait_complete(&self) -> Result<(), TorrentError> {
         let mut rx = self.stats.clone();
         let r = rx.wait_for(|s| matches!(s.phase, Phase::Seeding | Phase::Failed)).await;
         match r {
             Ok(s) if s.phase == Phase::Seeding => Ok(()),
-            Ok(s) => Err(s.error.clone().unwrap_or_else(|| "failed".into())),
-            Err(_) => Err("torrent stopped".into()),
+            Ok(s) => Err(s.error.clone().unwrap_or(TorrentError::Stopped)),
+            Err(_) => Err(TorrentError::Stopped),
         }
     }
 

@@ -1,7 +1,7 @@
 //! What the torrent task knows of each connected peer, and the arithmetic on it: rates,
 //! round-trip time, the request pipeline depth.
 use crate::manager::{PeerAddr, ScoreInputs, ScoreParts};
-use crate::peer::{PeerCommand, PeerCounters};
+use crate::peer::{CloseReason, PeerCommand, PeerCounters};
 use crate::picker::BlockRef;
 use crate::wire::PeerId;
 use bitvec::prelude::*;
@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 /// Requests kept outstanding to a peer that did not say how many it accepts (`reqq`):
 /// requests past a peer's limit are dropped silently and the download would stall.
 pub const DEFAULT_PEER_REQQ: usize = 128;
+/// Unrequested blocks a peer may send (more than it sent good ones) before it is closed:
+/// a few arrive honestly after a request timed out or a choke gave it back.
+const MAX_UNREQUESTED: u32 = 64;
 /// Pipeline depth before the peer's rate is known.
 const INITIAL_DEPTH: usize = 32;
 /// Never fewer outstanding requests than this to an unchoked peer.
@@ -69,6 +72,8 @@ pub struct PeerSlot {
     pub counters: Arc<PeerCounters>,
     /// Cancelled to close the connection, whatever its socket is doing.
     pub cancel: CancellationToken,
+    /// Why we closed it, once we have; the peer task only knows it was cancelled.
+    pub closing: Option<CloseReason>,
     /// Payload bytes of blocks we asked this peer for and took: its download rate counts
     /// only these, so junk blocks earn no standing with the choker or the scores.
     pub accepted: u64,
@@ -97,7 +102,18 @@ pub struct PeerSlot {
     pub score: ScoreParts,
 }
 
+/// Whether a peer that sent `violations` unrequested blocks and `accepted` bytes of good
+/// ones is closed: past the allowance, once its junk outnumbers its good blocks.
+fn sends_mostly_junk(violations: u32, accepted: u64) -> bool {
+    violations > MAX_UNREQUESTED && violations as u64 > accepted / crate::wire::BLOCK_SIZE as u64
+}
+
 impl PeerSlot {
+    /// See [`sends_mostly_junk`].
+    pub fn sends_mostly_junk(&self) -> bool {
+        sends_mostly_junk(self.violations, self.accepted)
+    }
+
     pub fn new(
         addr: PeerAddr,
         peer_id: PeerId,
@@ -115,6 +131,7 @@ impl PeerSlot {
             commands,
             counters,
             cancel,
+            closing: None,
             accepted: 0,
             violations: 0,
             last_interested: None,
@@ -173,6 +190,15 @@ impl PeerSlot {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn junk_is_tolerated_until_it_passes_the_allowance_and_the_good_blocks() {
+        let block = crate::wire::BLOCK_SIZE as u64;
+        assert!(!sends_mostly_junk(MAX_UNREQUESTED, 0), "the allowance itself is fine");
+        assert!(sends_mostly_junk(MAX_UNREQUESTED + 1, 0));
+        assert!(!sends_mostly_junk(500, 500 * block), "as many good blocks as junk");
+        assert!(sends_mostly_junk(501, 500 * block));
+    }
+
     use super::*;
 
     #[test]

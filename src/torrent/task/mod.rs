@@ -1,0 +1,267 @@
+//! The torrent's event loop: the `Torrent` state and a dispatcher whose `select!` arms each
+//! call one handler. The handlers never wait on a peer (commands go out with `try_send`), so
+//! one slow peer cannot stall the rest. They live by concern:
+//! - `connect`: the pool, dials, inbound handshakes, peer tasks started and forgotten;
+//! - `requests`: peer messages, interest, the request pipeline and its timeouts;
+//! - `pieces`: verification, have messages, smart-ban bans, completion;
+//! - `periodic`: the tick (rates, scores, choker, pool upkeep);
+//! - `stats`: the published snapshot.
+mod connect;
+mod periodic;
+mod pieces;
+mod requests;
+mod stats;
+
+use super::assembly::Assembly;
+use super::dial::Connector;
+use super::peers::PeerSlot;
+use super::smart_ban::{Digest, SmartBan};
+use super::{Inbound, Phase, TorrentError, TorrentEvent, TorrentParams, TorrentStats};
+use crate::config::Options;
+use crate::manager::choker::Choker;
+use crate::manager::{PeerAddr, Pool, PoolLimits};
+use crate::metainfo::Metainfo;
+use crate::peer::budget::SendBudget;
+use crate::peer::handshake::MessageStream;
+use crate::peer::{BoxStream, PeerError, PeerEvent};
+use crate::picker::{PeerKey, Picker};
+use crate::storage::{PieceVerdict, Storage, StorageError};
+use crate::wire::{Handshake, PeerId, BLOCK_SIZE};
+use bitvec::prelude::*;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How often rates, timeouts, the choker and dialling are looked at.
+const TICK: Duration = Duration::from_millis(500);
+/// Pieces waiting for hash + write before we stop asking for more (a slow disk slows the
+/// sockets instead of filling memory).
+const MAX_PIECES_IN_FLIGHT: usize = 64;
+/// Fewest free request slots worth a refill command (a quarter of the depth if smaller).
+const REFILL_BATCH: usize = 16;
+/// Bound on the peer → torrent event queue.
+const EVENT_QUEUE: usize = 4096;
+/// Room in each torrent → peer command queue for commands other than requests (have,
+/// cancel, choke...). The queue also holds up to `max_requests_per_peer` requests: refilling
+/// the pipeline sends one `Request` command per block received, each counted as outstanding
+/// before the peer task has taken it, and a command that does not fit is lost (`try_send`).
+const COMMAND_QUEUE: usize = 1024;
+pub(super) struct Channels {
+    pub addrs: mpsc::Receiver<Vec<PeerAddr>>,
+    pub inbound: mpsc::Receiver<Inbound>,
+    pub stats: watch::Sender<TorrentStats>,
+    pub need_peers: watch::Sender<u64>,
+    pub events: broadcast::Sender<TorrentEvent>,
+}
+
+/// A finished dial (`inbound` false) or an answered inbound handshake (`inbound` true).
+struct DialResult {
+    addr: PeerAddr,
+    inbound: bool,
+    result: Result<(MessageStream<BoxStream>, Handshake), PeerError>,
+}
+
+/// The senders a torrent task keeps: to itself (peer events, dial results, verdicts) and out.
+struct Links {
+    events_tx: mpsc::Sender<PeerEvent>,
+    dial_tx: mpsc::Sender<DialResult>,
+    verdict_tx: mpsc::Sender<Verdict>,
+    need_peers: watch::Sender<u64>,
+    events: broadcast::Sender<TorrentEvent>,
+}
+
+struct Verdict {
+    piece: u32,
+    /// Who sent each block of the piece.
+    senders: Vec<PeerAddr>,
+    /// Digests of its blocks, when smart ban needs them (the piece failed, or failed before).
+    digests: Option<Vec<Digest>>,
+    result: Result<PieceVerdict, StorageError>,
+}
+
+struct Torrent {
+    meta: Arc<Metainfo>,
+    opts: Arc<Options>,
+    peer_id: PeerId,
+    listen_port: Option<u16>,
+    connector: Arc<dyn Connector>,
+    storage: Storage,
+    picker: Picker,
+    pool: Pool,
+    choker: Choker,
+    peers: HashMap<PeerKey, PeerSlot>,
+    next_key: PeerKey,
+    assembly: Assembly,
+    smart_ban: SmartBan,
+    /// When each piece was first requested, for the piece download time.
+    piece_started: HashMap<u32, Instant>,
+    verifying: usize,
+    used: HashSet<PeerAddr>,
+    stats: TorrentStats,
+    /// Bytes received by peers that have since left, so totals never go down.
+    gone_downloaded: u64,
+    gone_uploaded: u64,
+    rng: StdRng,
+    send_budget: SendBudget,
+    events_tx: mpsc::Sender<PeerEvent>,
+    dial_tx: mpsc::Sender<DialResult>,
+    verdict_tx: mpsc::Sender<Verdict>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    last_tick: Instant,
+    need_peers: watch::Sender<u64>,
+    wanted_peers: bool,
+    events: broadcast::Sender<TorrentEvent>,
+}
+
+pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: CancellationToken, tasks: TaskTracker) {
+    let meta = params.meta.clone();
+    let storage = Storage::new(meta.clone(), params.output.join(""));
+    let stats_tx = ch.stats.clone();
+    let progress: Arc<dyn Fn(u32) + Send + Sync> = Arc::new(move |n| stats_tx.send_modify(|s| s.pieces_checked = n));
+    let have = tokio::select! {
+        _ = cancel.cancelled() => return,
+        r = storage.check_existing(progress) => r,
+    };
+    let have = match have {
+        Ok(h) => h,
+        Err(e) => {
+            ch.stats.send_modify(|s| {
+                s.phase = Phase::Failed;
+                s.error = Some(TorrentError::Check(e.to_string()));
+            });
+            return;
+        }
+    };
+    let (events_tx, mut events_rx) = mpsc::channel(EVENT_QUEUE);
+    let (dial_tx, mut dial_rx) = mpsc::channel(64);
+    let (verdict_tx, mut verdict_rx) = mpsc::channel(MAX_PIECES_IN_FLIGHT * 2);
+    let links = Links { events_tx, dial_tx, verdict_tx, need_peers: ch.need_peers.clone(), events: ch.events.clone() };
+    let mut t = Torrent::new(params, storage, have, links, cancel.clone(), tasks);
+    if t.picker.is_complete() {
+        t.complete().await;
+    } else {
+        t.stats.phase = Phase::Downloading;
+    }
+    t.publish(&ch.stats);
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            Some(ev) = events_rx.recv() => t.on_peer_event(ev),
+            Some(addrs) = ch.addrs.recv() => t.on_addrs(addrs),
+            Some(inb) = ch.inbound.recv() => t.on_inbound(inb),
+            Some(d) = dial_rx.recv() => t.on_dialed(d),
+            Some(v) = verdict_rx.recv() => {
+                if t.on_verdict(v).await {
+                    t.publish(&ch.stats);
+                }
+            }
+            _ = tick.tick() => {
+                t.on_tick();
+                t.publish(&ch.stats);
+            }
+        }
+        if t.stats.phase == Phase::Failed {
+            t.publish(&ch.stats);
+            break;
+        }
+    }
+    for p in t.peers.values() {
+        p.cancel.cancel();
+    }
+}
+
+impl Torrent {
+    fn new(
+        params: TorrentParams,
+        storage: Storage,
+        have: BitVec<u8, Msb0>,
+        links: Links,
+        cancel: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Torrent {
+        let Links { events_tx, dial_tx, verdict_tx, need_peers, events } = links;
+        let meta = params.meta;
+        let o = &params.options;
+        let limits = PoolLimits {
+            max_connections: o.max_connections,
+            max_connecting: o.max_connecting,
+            max_pending: o.max_pending,
+            reconnect_delay: o.reconnect_delay,
+            max_connect_failures: o.max_connect_failures,
+            max_known: o.max_known_peers,
+            max_banned: o.max_banned_peers,
+            max_per_ip: o.max_connections_per_ip,
+        };
+        let mut picker = Picker::new(meta.piece_length, meta.total_length, BLOCK_SIZE, have);
+        picker.set_max_partial(Assembly::max_pieces(o.max_assembly_bytes, meta.piece_length));
+        let stats = TorrentStats {
+            info_hash: meta.info_hash.to_hex(),
+            name: meta.name.clone(),
+            pieces_total: meta.piece_count(),
+            bytes_total: meta.total_length,
+            pieces_checked: meta.piece_count(),
+            ..Default::default()
+        };
+        Torrent {
+            choker: Choker::new(o.unchoke_slots, o.unchoke_interval, o.optimistic_unchoke_interval),
+            pool: Pool::new(limits),
+            opts: params.options.clone(),
+            peer_id: params.peer_id,
+            listen_port: params.listen_port,
+            connector: params.connector,
+            storage,
+            picker,
+            peers: HashMap::new(),
+            next_key: 1,
+            assembly: Assembly::new(BLOCK_SIZE),
+            smart_ban: SmartBan::new(),
+            piece_started: HashMap::new(),
+            verifying: 0,
+            used: HashSet::new(),
+            stats,
+            gone_downloaded: 0,
+            gone_uploaded: 0,
+            rng: StdRng::from_entropy(),
+            send_budget: params.send_budget.clone(),
+            events_tx,
+            dial_tx,
+            verdict_tx,
+            cancel,
+            tasks,
+            last_tick: Instant::now(),
+            need_peers,
+            wanted_peers: false,
+            events,
+            meta,
+        }
+    }
+
+    /// Tells listeners, if any; nobody listening is fine.
+    fn emit(&self, event: TorrentEvent) {
+        let _ = self.events.send(event);
+    }
+
+    fn seeding(&self) -> bool {
+        self.stats.phase == Phase::Seeding
+    }
+
+    /// Stops the torrent on its own storage's failure: the event loop publishes and ends.
+    fn fail(&mut self, error: TorrentError) {
+        tracing::debug!(%error, "torrent failed");
+        self.stats.phase = Phase::Failed;
+        self.stats.error = Some(error);
+    }
+
+    fn peer_mut(&mut self, key: PeerKey) -> &mut PeerSlot {
+        self.peers.get_mut(&key).expect("caller checked the peer exists")
+    }
+}

@@ -1,0 +1,89 @@
+//! The tick: rates, scores, the choker round, pool upkeep and the call for more peers.
+use super::Torrent;
+use crate::manager::{score, ChokeCandidate, ScoreScale};
+use crate::peer::CloseReason;
+use crate::peer::PeerCommand;
+use crate::picker::PeerKey;
+use crate::torrent::TorrentEvent;
+use tokio::time::Instant;
+
+impl Torrent {
+    pub(super) fn on_tick(&mut self) {
+        let now = Instant::now();
+        let dt = now - self.last_tick;
+        self.last_tick = now;
+        self.update_rates_and_timeouts(now, dt);
+        self.update_scores();
+        // A slot holder that stopped reading gives its slot up now, not at the next round.
+        let holder_stalled = self.peers.values().any(|p| !p.am_choking && p.counters.stalled());
+        if self.choker.due(now.into_std()) || holder_stalled {
+            self.rechoke(now);
+        }
+        self.pool.maintain(now.into_std());
+        if self.pool.needs_slot() {
+            self.evict_useless(now);
+        }
+        self.dial_more();
+        // Signalled on the edge, when the pool runs dry, not on every tick while it is dry.
+        let needs = self.pool.needs_more_peers() && !self.seeding();
+        if needs && !self.wanted_peers {
+            self.need_peers.send_modify(|n| *n += 1);
+            self.emit(TorrentEvent::NeedPeers);
+        }
+        self.wanted_peers = needs;
+        let mut keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        keys.sort_by(|a, b| self.peers[b].score.total.total_cmp(&self.peers[a].score.total));
+        for k in keys {
+            self.fill_requests(k);
+        }
+    }
+
+    pub(super) fn update_scores(&mut self) {
+        let inputs: Vec<(PeerKey, _)> =
+            self.peers.iter().map(|(k, p)| (*k, p.score_inputs(self.picker.rarity_value(&p.bitfield)))).collect();
+        let scale = ScoreScale::of(inputs.iter().map(|(_, i)| i));
+        for (k, i) in inputs {
+            let parts = score(&i, &scale);
+            let p = self.peer_mut(k);
+            p.score = parts;
+            let addr = p.addr.clone();
+            self.pool.set_score(&addr, parts.total);
+        }
+    }
+
+    pub(super) fn rechoke(&mut self, now: Instant) {
+        let candidates: Vec<ChokeCandidate> = self
+            .peers
+            .iter()
+            .map(|(k, p)| ChokeCandidate {
+                key: *k,
+                interested: p.peer_interested,
+                rate_from: p.rate_down.get(),
+                rate_to: p.rate_up.get(),
+                snubbed: p.snubbed,
+                stalled: p.counters.stalled(),
+                connected_at: p.connected_at.into_std(),
+                unchoked_since: p.unchoked_since.map(|t| t.into_std()),
+                choked_since: p.choked_since.map(|t| t.into_std()),
+            })
+            .collect();
+        let seeding = self.seeding();
+        let round = self.choker.round(now.into_std(), &candidates, seeding, &mut self.rng);
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            let unchoke = round.unchoke.contains(&k);
+            let p = self.peer_mut(k);
+            if unchoke != p.am_choking {
+                continue;
+            }
+            p.am_choking = !unchoke;
+            let regular = unchoke && round.optimistic != Some(k);
+            p.unchoked_since = if regular { Some(now) } else { None };
+            p.choked_since = if unchoke { None } else { Some(now) };
+            let ok = p.command(if unchoke { PeerCommand::Unchoke } else { PeerCommand::Choke });
+            if !ok {
+                self.close(k, CloseReason::Lagging);
+            }
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! What peers tell us (bitfields, haves, chokes, blocks) and what we ask of them: interest,
+//! the request pipeline, request timeouts and snubbing.
+use super::{Torrent, MAX_PIECES_IN_FLIGHT, REFILL_BATCH};
+use crate::manager::PeerAddr;
+use crate::metrics::metrics;
+use crate::peer::CloseReason;
+use crate::peer::{PeerCommand, PeerEvent, PeerEventKind};
+use crate::picker::{BlockRef, PeerKey};
+use crate::torrent::TorrentEvent;
+use crate::wire::extension::ExtHandshake;
+use crate::wire::BLOCK_SIZE;
+use bytes::Bytes;
+use std::time::Duration;
+use tokio::time::Instant;
+
+impl Torrent {
+    pub(super) fn on_peer_event(&mut self, ev: PeerEvent) {
+        let key = ev.key;
+        if !self.peers.contains_key(&key) {
+            return;
+        }
+        match ev.kind {
+            PeerEventKind::Extensions(ext) => self.on_extensions(key, ext),
+            PeerEventKind::Bitfield(bits) => {
+                // Merged, not replaced: a later bitfield (aria2 sends them) only adds pieces,
+                // and each piece is counted once in the availability.
+                let p = self.peer_mut(key);
+                let new: Vec<usize> = bits.iter_ones().filter(|&i| !p.bitfield[i]).collect();
+                for &i in &new {
+                    p.bitfield.set(i, true);
+                }
+                for i in new {
+                    self.picker.peer_has(i as u32);
+                }
+                self.update_interest(key);
+            }
+            PeerEventKind::Have(i) => {
+                let p = self.peer_mut(key);
+                if !p.bitfield[i as usize] {
+                    p.bitfield.set(i as usize, true);
+                    self.picker.peer_has(i);
+                    self.update_interest(key);
+                }
+            }
+            PeerEventKind::Choked => {
+                let p = self.peer_mut(key);
+                p.peer_choking = true;
+                // Without the fast extension a choke discards every pending request.
+                p.outstanding.clear();
+                self.picker.release_all(key);
+            }
+            PeerEventKind::Unchoked => {
+                self.peer_mut(key).peer_choking = false;
+                self.fill_requests(key);
+            }
+            PeerEventKind::Interested => {
+                self.peer_mut(key).peer_interested = true;
+                // A free upload slot is given now rather than at the next 10 s round.
+                if self.peers.values().filter(|p| !p.am_choking).count() <= self.opts.unchoke_slots {
+                    self.rechoke(Instant::now());
+                }
+            }
+            PeerEventKind::NotInterested => self.peer_mut(key).peer_interested = false,
+            PeerEventKind::Block(b, data) => self.on_block(key, b, data),
+            PeerEventKind::Closed(reason) => self.on_closed(key, reason),
+        }
+    }
+
+    pub(super) fn on_extensions(&mut self, key: PeerKey, ext: ExtHandshake) {
+        let p = self.peer_mut(key);
+        p.reqq = ext.reqq.map(|q| q as usize);
+        p.client = ext.client.clone();
+        // An inbound peer tells us where it listens: that address can be redialled later.
+        // The pool keeps one such address per connection, so a peer repeating its handshake
+        // with new ports cannot fill it.
+        if let (true, Some(port), PeerAddr::Tcp(sa)) = (p.inbound, ext.port, p.addr.clone()) {
+            let listen = PeerAddr::Tcp(std::net::SocketAddr::new(sa.ip(), port));
+            self.pool.learn_listen_addr(&PeerAddr::Tcp(sa), listen, Instant::now().into_std());
+        }
+    }
+
+    pub(super) fn update_interest(&mut self, key: PeerKey) {
+        let interesting = !self.seeding() && self.picker.is_interesting(&self.peers[&key].bitfield);
+        let p = self.peer_mut(key);
+        if interesting != p.am_interested {
+            p.am_interested = interesting;
+            if !p.command(PeerCommand::Interested(interesting)) {
+                self.close(key, CloseReason::Lagging);
+                return;
+            }
+        }
+        if interesting {
+            self.fill_requests(key);
+        }
+    }
+
+    /// Tops up a peer's request pipeline to its depth.
+    pub(super) fn fill_requests(&mut self, key: PeerKey) {
+        if self.verifying >= MAX_PIECES_IN_FLIGHT {
+            return;
+        }
+        let (target, cap) = (self.opts.target_request_queue, self.opts.max_requests_per_peer);
+        let Some(p) = self.peers.get(&key) else { return };
+        if !p.am_interested || p.peer_choking {
+            return;
+        }
+        let depth = p.depth(target, cap, BLOCK_SIZE);
+        let need = depth.saturating_sub(p.outstanding.len());
+        // Top up in batches: one command (and one wake-up of the peer task) per several
+        // blocks instead of one per block, while the pipe stays mostly full.
+        let batch = REFILL_BATCH.min(depth / 4).max(1);
+        if need == 0 || (need < batch && !p.outstanding.is_empty()) {
+            return;
+        }
+        let blocks = self.picker.pick(key, &p.bitfield, need, &mut self.rng);
+        if blocks.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for b in &blocks {
+            self.piece_started.entry(b.piece).or_insert(now);
+        }
+        let p = self.peer_mut(key);
+        for b in &blocks {
+            p.outstanding.insert(*b, now);
+        }
+        if !p.command(PeerCommand::Request(blocks)) {
+            self.close(key, CloseReason::Lagging);
+        }
+    }
+
+    pub(super) fn on_block(&mut self, key: PeerKey, b: BlockRef, data: Bytes) {
+        let now = Instant::now();
+        let p = self.peer_mut(key);
+        let Some(sent) = p.outstanding.remove(&b) else {
+            return self.on_unrequested(key, b);
+        };
+        p.observe_rtt(now - sent);
+        metrics().observe_block_rtt(now - sent);
+        let addr = p.addr.clone();
+        let Some(r) = self.picker.block_received(key, b) else {
+            // Asked of two peers in endgame, and the other was first.
+            self.stats.wasted += data.len() as u64;
+            self.fill_requests(key);
+            return;
+        };
+        let p = self.peer_mut(key);
+        p.last_block_at = now;
+        p.snubbed = false;
+        p.accepted += b.length as u64;
+        self.used.insert(addr.clone());
+        self.emit(TorrentEvent::BlockReceived { from: addr.clone(), piece: b.piece, begin: b.begin, length: b.length });
+        for other in r.cancel {
+            if let Some(o) = self.peers.get_mut(&other) {
+                o.outstanding.remove(&b);
+                o.command(PeerCommand::Cancel(b));
+            }
+        }
+        let size = self.picker.piece_size(b.piece);
+        self.assembly.add(b.piece, size, b.begin, &data, &addr);
+        if r.piece_complete {
+            self.verify(b.piece);
+        }
+        self.fill_requests(key);
+    }
+
+    /// A block we did not ask this peer for (or whose request we gave back): dropped, and
+    /// counted against the peer. A peer that sends mostly junk is closed.
+    pub(super) fn on_unrequested(&mut self, key: PeerKey, b: BlockRef) {
+        self.stats.wasted += b.length as u64;
+        self.stats.protocol_violations += 1;
+        metrics().inc_protocol_violations();
+        let p = self.peer_mut(key);
+        p.violations += 1;
+        if p.sends_mostly_junk() {
+            tracing::debug!(peer = %p.addr, violations = p.violations, "closed: unrequested blocks");
+            self.close(key, CloseReason::Junk);
+        }
+    }
+
+    pub(super) fn update_rates_and_timeouts(&mut self, now: Instant, dt: Duration) {
+        let (timeout, snub) = (self.opts.request_timeout, self.opts.snub_timeout);
+        let mut expired: Vec<(PeerKey, BlockRef)> = Vec::new();
+        for (k, p) in self.peers.iter_mut() {
+            p.rate_down.update(p.accepted, dt);
+            if p.am_interested || p.peer_interested {
+                p.last_interested = Some(now);
+            }
+            p.rate_up.update(p.counters.uploaded(), dt);
+            expired.extend(p.outstanding.iter().filter(|(_, t)| now - **t > timeout).map(|(b, _)| (*k, *b)));
+            p.snubbed = p.am_interested && !p.peer_choking && now - p.last_block_at > snub;
+        }
+        for (k, b) in expired {
+            self.peer_mut(k).outstanding.remove(&b);
+            self.picker.release(k, b);
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! The statistics snapshot the torrent publishes for progress, diagnostics and metrics.
+use super::Torrent;
+use crate::manager::PeerAddr;
+use crate::torrent::peers::PeerSlot;
+use crate::torrent::{PeerStats, TorrentStats};
+use tokio::sync::watch;
+
+impl Torrent {
+    pub(super) fn publish(&mut self, tx: &watch::Sender<TorrentStats>) {
+        let s = &mut self.stats;
+        s.pieces_have = self.picker.have().count_ones() as u32;
+        s.bytes_left = self.picker.bytes_left();
+        s.downloaded = self.gone_downloaded + self.peers.values().map(|p| p.counters.downloaded()).sum::<u64>();
+        s.uploaded = self.gone_uploaded + self.peers.values().map(|p| p.counters.uploaded()).sum::<u64>();
+        s.download_rate = self.peers.values().map(|p| p.rate_down.get()).sum();
+        s.upload_rate = self.peers.values().map(|p| p.rate_up.get()).sum();
+        s.pool = self.pool.stats();
+        s.assembly_bytes = self.assembly.bytes();
+        s.banned = s.pool.banned;
+        s.peers_used = self.used.len();
+        s.peers = self.peers.values().map(peer_stats).collect();
+        tx.send_replace(s.clone());
+    }
+}
+
+fn peer_stats(p: &PeerSlot) -> PeerStats {
+    PeerStats {
+        addr: p.addr.to_string(),
+        transport: match p.addr {
+            PeerAddr::Tcp(_) => "tcp",
+            PeerAddr::P2p(_) => "libp2p",
+        },
+        direction: if p.inbound { "inbound" } else { "outbound" },
+        client: p.client.clone(),
+        am_choking: p.am_choking,
+        am_interested: p.am_interested,
+        peer_choking: p.peer_choking,
+        peer_interested: p.peer_interested,
+        snubbed: p.snubbed,
+        download_rate: p.rate_down.get(),
+        upload_rate: p.rate_up.get(),
+        downloaded: p.counters.downloaded(),
+        uploaded: p.counters.uploaded(),
+        outstanding_requests: p.outstanding.len(),
+        rtt_ms: p.rtt.map(|r| r.as_secs_f64() * 1000.0),
+        pieces: p.bitfield.count_ones(),
+        score: p.score,
+    }
+}
