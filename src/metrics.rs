@@ -6,13 +6,13 @@
 //! - event counters fed by the engine (`inc_*`), among them the [`KeepaliveCounters`] that
 //!   the JSON endpoint `/debug/p2p/keepalive/metrics` reads too, so the two never disagree;
 //! - per-torrent totals and gauges, which are *not* stored here: the torrent tasks already
-//!   keep them in [`TorrentStats`]. A collector reads the registered [`TorrentSource`]s at
-//!   scrape time, so every number has one owner.
+//!   keep them in their statistics. A collector reads the registered sources at scrape time,
+//!   each torrent giving its [`TorrentRow`], so every number has one owner. (This module
+//!   knows no torrent type: it is a leaf that the engine reports into.)
 //!
 //! [`Metrics::encode`] gives the Prometheus text format 0.0.4 (what `promtool check metrics`
 //! lints and every scraper reads); [`Metrics::encode_openmetrics`] gives OpenMetrics 1.0.
 //! Nothing here blocks or allocates on the hot path beyond an atomic add.
-use crate::torrent::TorrentStats;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -31,8 +31,27 @@ pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Content type of [`Metrics::encode_openmetrics`].
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Where the current statistics of every torrent are read from (cheap, non-blocking).
-pub type TorrentSource = Arc<dyn Fn() -> Vec<TorrentStats> + Send + Sync>;
+/// The per-torrent numbers a scrape reports.
+#[derive(Debug, Clone, Default)]
+pub struct TorrentRow {
+    pub info_hash: String,
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub download_rate: f64,
+    pub upload_rate: f64,
+    /// Peers of the torrent's pool by state (connected, pending, connecting, known).
+    pub peers: [(&'static str, usize); 4],
+    pub pieces_have: u32,
+    pub pieces_total: u32,
+}
+
+/// What a torrent's statistics give a scrape.
+pub trait TorrentFigures {
+    fn row(&self) -> TorrentRow;
+}
+
+/// Where the rows of every torrent are read from at scrape time (cheap, non-blocking).
+type RowSource = Arc<dyn Fn() -> Vec<TorrentRow> + Send + Sync>;
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
@@ -193,7 +212,11 @@ impl Metrics {
     /// Adds a source of torrent statistics to scrape; it is read until the guard drops.
     /// A torrent reported by two sources is exported once (the first source wins).
     #[must_use = "the source is unregistered when the guard drops"]
-    pub fn register_torrents(&'static self, source: TorrentSource) -> TorrentSourceGuard {
+    pub fn register_torrents<T: TorrentFigures + 'static>(
+        &'static self,
+        source: Arc<dyn Fn() -> Vec<T> + Send + Sync>,
+    ) -> TorrentSourceGuard {
+        let source: RowSource = Arc::new(move || source().iter().map(T::row).collect());
         let id = self.torrents.next_id.fetch_add(1, Ordering::Relaxed);
         self.torrents.list.lock().expect("metrics sources lock").push((id, source));
         TorrentSourceGuard { sources: &self.torrents, id }
@@ -293,21 +316,21 @@ keepalive_counters! {
 
 #[derive(Default, Clone)]
 struct TorrentSources {
-    list: Arc<Mutex<Vec<(u64, TorrentSource)>>>,
+    list: Arc<Mutex<Vec<(u64, RowSource)>>>,
     next_id: Arc<AtomicU64>,
 }
 
 impl TorrentSources {
     /// Reads every source, outside the lock, keeping the first report of each torrent.
-    fn read(&self) -> Vec<TorrentStats> {
-        let sources: Vec<TorrentSource> =
+    fn read(&self) -> Vec<TorrentRow> {
+        let sources: Vec<RowSource> =
             self.list.lock().expect("metrics sources lock").iter().map(|(_, s)| s.clone()).collect();
         let mut seen = HashSet::new();
         sources.iter().flat_map(|s| s()).filter(|t| seen.insert(t.info_hash.clone())).collect()
     }
 }
 
-/// Keeps a [`TorrentSource`] registered with [`metrics()`]; unregisters it on drop.
+/// Keeps a torrent source registered with [`metrics()`]; unregisters it on drop.
 #[derive(Debug)]
 pub struct TorrentSourceGuard {
     sources: &'static TorrentSources,
@@ -355,15 +378,15 @@ impl Collector for TorrentCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         use prometheus_client::metrics::MetricType::{Counter as C, Gauge as G};
         let torrents = self.sources.read();
-        fn ih(t: &TorrentStats) -> &str {
+        fn ih(t: &TorrentRow) -> &str {
             &t.info_hash
         }
-        fn one(t: &TorrentStats) -> Vec<Label<'_>> {
+        fn one(t: &TorrentRow) -> Vec<Label<'_>> {
             vec![("info_hash", ih(t))]
         }
         let bytes = Some(&Unit::Bytes);
         let e = &mut encoder;
-        let series = |f: fn(&TorrentStats) -> u64| torrents.iter().map(move |t| (one(t), ConstCounter::new(f(t))));
+        let series = |f: fn(&TorrentRow) -> u64| torrents.iter().map(move |t| (one(t), ConstCounter::new(f(t))));
         Self::family(
             e,
             "torrent_downloaded",
@@ -373,7 +396,7 @@ impl Collector for TorrentCollector {
             C,
         )?;
         Self::family(e, "torrent_uploaded", "Payload bytes sent this session.", bytes, series(|t| t.uploaded), C)?;
-        let rate = |f: fn(&TorrentStats) -> f64| torrents.iter().map(move |t| (one(t), ConstGauge::new(f(t))));
+        let rate = |f: fn(&TorrentRow) -> f64| torrents.iter().map(move |t| (one(t), ConstGauge::new(f(t))));
         Self::family(
             e,
             "torrent_download_rate_bytes",
@@ -391,9 +414,7 @@ impl Collector for TorrentCollector {
             G,
         )?;
         let peers = torrents.iter().flat_map(|t| {
-            let p = &t.pool;
-            [("connected", p.connected), ("pending", p.pending), ("connecting", p.connecting), ("known", p.known)]
-                .map(|(state, n)| (vec![("info_hash", ih(t)), ("state", state)], ConstGauge::new(n as i64)))
+            t.peers.map(|(state, n)| (vec![("info_hash", ih(t)), ("state", state)], ConstGauge::new(n as i64)))
         });
         Self::family(e, "torrent_peers", "Peers of the torrent's pool, by state.", None, peers, G)?;
         let pieces = torrents.iter().flat_map(|t| {

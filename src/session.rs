@@ -16,10 +16,10 @@ use crate::discovery::tracker::announcer::{self, AnnouncerConfig, AnnouncerLinks
 use crate::discovery::tracker::TransferTotals;
 use crate::manager::{ip_key, PeerAddr};
 use crate::metainfo::{InfoHash, Metainfo};
-use crate::metrics::TorrentSource;
 use crate::p2p::{into_box_stream, peer_addr, NodeHandle, P2pConnector};
 use crate::peer::budget::SendBudget;
 use crate::peer::{handshake, BoxStream};
+use crate::torrent::TorrentSource;
 use crate::torrent::{Connector, Inbound, TcpConnector, TorrentHandle, TorrentParams};
 use crate::wire::PeerId;
 use futures::{Stream, StreamExt};

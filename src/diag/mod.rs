@@ -13,7 +13,7 @@ pub mod routing;
 pub mod server;
 pub mod views;
 
-pub use crate::metrics::TorrentSource;
+pub use crate::torrent::TorrentSource;
 pub use server::serve;
 
 use crate::torrent::{TorrentHandle, TorrentStats};

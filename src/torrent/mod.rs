@@ -22,6 +22,7 @@ pub use dial::{Connector, TcpConnector};
 use crate::config::Options;
 use crate::manager::{PeerAddr, PoolStats, ScoreParts};
 use crate::metainfo::{InfoHash, Metainfo};
+use crate::metrics::{TorrentFigures, TorrentRow};
 use crate::peer::{BoxStream, CloseReason};
 use crate::wire::{Handshake, HandshakeCodec, PeerId};
 use serde::Serialize;
@@ -165,6 +166,31 @@ impl TorrentStats {
         self.phase == Phase::Seeding
     }
 }
+
+impl TorrentFigures for TorrentStats {
+    fn row(&self) -> TorrentRow {
+        let p = &self.pool;
+        TorrentRow {
+            info_hash: self.info_hash.clone(),
+            downloaded: self.downloaded,
+            uploaded: self.uploaded,
+            download_rate: self.download_rate,
+            upload_rate: self.upload_rate,
+            peers: [
+                ("connected", p.connected),
+                ("pending", p.pending),
+                ("connecting", p.connecting),
+                ("known", p.known),
+            ],
+            pieces_have: self.pieces_have,
+            pieces_total: self.pieces_total,
+        }
+    }
+}
+
+/// Where the current statistics of every torrent are read from (cheap, non-blocking): by
+/// diagnostics and, through [`TorrentFigures`], by metrics.
+pub type TorrentSource = Arc<dyn Fn() -> Vec<TorrentStats> + Send + Sync>;
 
 /// What a torrent needs to run.
 pub struct TorrentParams {
