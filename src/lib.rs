@@ -31,4 +31,5 @@ pub mod picker;
 pub mod session;
 pub mod storage;
 pub mod torrent;
+pub mod types;
 pub mod wire;

@@ -15,16 +15,8 @@ use bitvec::prelude::*;
 use rand::Rng;
 use std::collections::HashMap;
 
-/// Identifies a connected peer to the picker (the torrent's connection key).
-pub type PeerKey = u64;
-
-/// One block of one piece.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BlockRef {
-    pub piece: u32,
-    pub begin: u32,
-    pub length: u32,
-}
+use crate::types::Geometry;
+pub use crate::types::{BlockRef, PeerKey};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum BlockState {
@@ -55,9 +47,7 @@ pub struct Received {
 }
 
 pub struct Picker {
-    piece_length: u32,
-    total_length: u64,
-    block_size: u32,
+    geometry: Geometry,
     have: BitVec<u8, Msb0>,
     /// Pieces we do not want (BEP 53 selection); never picked.
     wanted: BitVec<u8, Msb0>,
@@ -68,12 +58,10 @@ pub struct Picker {
 }
 
 impl Picker {
-    pub fn new(piece_length: u32, total_length: u64, block_size: u32, have: BitVec<u8, Msb0>) -> Picker {
+    pub fn new(geometry: Geometry, have: BitVec<u8, Msb0>) -> Picker {
         let n = have.len();
         Picker {
-            piece_length,
-            total_length,
-            block_size,
+            geometry,
             have,
             wanted: bitvec![u8, Msb0; 1; n],
             availability: vec![0; n],
@@ -108,18 +96,17 @@ impl Picker {
         self.have.iter().zip(self.wanted.iter()).all(|(h, w)| *h || !*w)
     }
 
+    /// Size of a piece in range (the caller's index comes from a bitfield of the torrent).
     pub fn piece_size(&self, piece: u32) -> u32 {
-        let start = piece as u64 * self.piece_length as u64;
-        (self.total_length - start).min(self.piece_length as u64) as u32
+        self.geometry.piece_size(piece).unwrap_or(0)
     }
 
     fn block_count(&self, piece: u32) -> u32 {
-        self.piece_size(piece).div_ceil(self.block_size)
+        self.geometry.blocks_in(piece)
     }
 
     fn block_ref(&self, piece: u32, block: u32) -> BlockRef {
-        let begin = block * self.block_size;
-        BlockRef { piece, begin, length: (self.piece_size(piece) - begin).min(self.block_size) }
+        self.geometry.block(piece, block)
     }
 
     /// Whether a peer with this bitfield has anything we still want.
@@ -171,7 +158,7 @@ impl Picker {
 
     /// Gives back one request of a peer (timeout, reject).
     pub fn release(&mut self, key: PeerKey, block: BlockRef) {
-        let bs = self.block_size;
+        let bs = self.geometry.block_size();
         if let Some(BlockState::Requested(peers)) =
             self.partial.get_mut(&block.piece).and_then(|p| p.blocks.get_mut((block.begin / bs) as usize))
         {
@@ -299,10 +286,10 @@ impl Picker {
     /// Records a block from `key`. `None` when the block was not wanted (not requested from
     /// `key`, already received, out of range): the caller drops the data.
     pub fn block_received(&mut self, key: PeerKey, block: BlockRef) -> Option<Received> {
-        if !block.begin.is_multiple_of(self.block_size) || block.piece >= self.piece_count() {
+        if !block.begin.is_multiple_of(self.geometry.block_size()) || block.piece >= self.piece_count() {
             return None;
         }
-        let idx = (block.begin / self.block_size) as usize;
+        let idx = (block.begin / self.geometry.block_size()) as usize;
         let expected = self.block_ref(block.piece, idx as u32);
         if expected != block {
             return None;
@@ -366,7 +353,7 @@ mod tests {
 
     fn picker(pieces: usize, piece_len: u32) -> Picker {
         let total = pieces as u64 * piece_len as u64 - 1000; // short last piece
-        Picker::new(piece_len, total, BS, bitvec![u8, Msb0; 0; pieces])
+        Picker::new(Geometry::new(piece_len, total).with_block_size(BS), bitvec![u8, Msb0; 0; pieces])
     }
 
     fn all(n: usize) -> BitVec<u8, Msb0> {

@@ -9,21 +9,8 @@
 //! single host can spread over freely), an IPv4-mapped IPv6 address is its IPv4 address.
 use std::collections::{HashSet, VecDeque};
 use std::hash::Hash;
-use std::net::{IpAddr, Ipv6Addr};
 
-/// The address that stands for one host in per-IP bounds and bans.
-pub fn ip_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
-}
+pub use crate::types::ip_key;
 
 /// A set of at most `max` items that forgets the oldest first.
 #[derive(Debug)]
@@ -83,18 +70,5 @@ mod tests {
         assert_eq!(s.insert(3), vec![1]);
         assert!(!s.contains(&1) && s.contains(&2) && s.contains(&3));
         assert_eq!(s.len(), 2);
-    }
-
-    #[test]
-    fn ipv6_hosts_are_their_64_prefix() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:bbbb::7".parse().unwrap();
-        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(ip_key(a), ip_key(b));
-        assert_ne!(ip_key(a), ip_key(c));
-        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
-        assert_eq!(ip_key(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
-        let v4: IpAddr = "127.0.0.2".parse().unwrap();
-        assert_eq!(ip_key(v4), v4);
     }
 }

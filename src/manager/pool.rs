@@ -26,9 +26,9 @@
 //! peers sit in rank-ordered indexes, waiting peers in a time-ordered one, so `maintain`
 //! touches only the peers whose wait is over.
 use super::bans::{ip_key, BoundedSet};
+pub use crate::types::PeerAddr;
 use std::collections::HashMap;
-use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 mod index;
@@ -48,44 +48,6 @@ const MAX_SKIPS_PER_DIAL: usize = 64;
 fn after(now: Instant, wait: Duration) -> Instant {
     let wait = wait.min(MAX_BACKOFF);
     now.checked_add(wait).unwrap_or(now)
-}
-
-/// How a peer is reached. One peer is one address, whatever told us about it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum PeerAddr {
-    Tcp(SocketAddr),
-    /// A libp2p peer, by its PeerId in base58.
-    P2p(String),
-}
-
-impl PeerAddr {
-    /// The host this address counts against in per-IP bounds (none for libp2p peers).
-    pub fn ip(&self) -> Option<IpAddr> {
-        match self {
-            PeerAddr::Tcp(a) => Some(ip_key(a.ip())),
-            PeerAddr::P2p(_) => None,
-        }
-    }
-}
-
-impl PeerAddr {
-    /// Whether dialling it could reach anyone: not port 0, not an unspecified (0.0.0.0, ::)
-    /// or multicast IP. Trackers and peers send such addresses; they are dropped unheard.
-    pub fn is_dialable(&self) -> bool {
-        match self {
-            PeerAddr::Tcp(a) => a.port() != 0 && !a.ip().is_unspecified() && !a.ip().is_multicast(),
-            PeerAddr::P2p(id) => !id.is_empty(),
-        }
-    }
-}
-
-impl fmt::Display for PeerAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PeerAddr::Tcp(a) => write!(f, "{a}"),
-            PeerAddr::P2p(id) => write!(f, "/p2p/{id}"),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,6 +14,7 @@
 //! invisible characters become `_`) before the path rules run, so what storage joins below the
 //! output directory and what the CLI prints never carries raw terminal or bidi codes.
 use crate::bencode::{self, Limits, Value};
+use crate::types::Geometry;
 use bytes::Bytes;
 use sha1::{Digest, Sha1};
 use std::collections::BTreeMap;
@@ -281,14 +282,14 @@ impl Metainfo {
         self.pieces.len() as u32
     }
 
+    /// How the torrent's bytes are cut into pieces and blocks.
+    pub fn geometry(&self) -> Geometry {
+        Geometry::new(self.piece_length, self.total_length)
+    }
+
     /// Length of piece `index` (the last piece may be short); `None` when out of range.
     pub fn piece_size(&self, index: u32) -> Option<u32> {
-        if index >= self.piece_count() {
-            return None;
-        }
-        let start = u64::from(index) * u64::from(self.piece_length);
-        let left = self.total_length - start;
-        Some(left.min(u64::from(self.piece_length)) as u32)
+        self.geometry().piece_size(index)
     }
 
     /// The expected SHA-1 of piece `index`.

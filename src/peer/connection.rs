@@ -22,8 +22,8 @@
 use super::budget::SendBudget;
 use super::outbox::Outbox;
 use super::{CloseReason, PeerCommand, PeerCounters, PeerError, PeerEvent, PeerEventKind};
-use crate::picker::{BlockRef, PeerKey};
 use crate::storage::{Storage, StorageError};
+use crate::types::{BlockRef, Geometry, PeerKey};
 use crate::wire::extension::ExtHandshake;
 use crate::wire::{Message, MessageCodec};
 use bitvec::prelude::*;
@@ -59,9 +59,7 @@ const MAX_EXT_HANDSHAKES: u32 = 16;
 /// Settings and context for one peer task.
 pub struct PeerContext {
     pub key: PeerKey,
-    pub piece_count: u32,
-    pub piece_length: u32,
-    pub total_length: u64,
+    pub geometry: Geometry,
     pub storage: Storage,
     /// Our verified pieces at connection time; later changes arrive as `Have` commands.
     pub have: BitVec<u8, Msb0>,
@@ -224,28 +222,20 @@ impl Task {
     }
 
     fn check_piece(&self, index: u32) -> Result<(), PeerError> {
-        if index < self.ctx.piece_count {
+        if index < self.ctx.geometry.piece_count() {
             Ok(())
         } else {
             Err(PeerError::Protocol(format!("piece index {index} out of range")))
         }
     }
 
-    fn piece_size(&self, index: u32) -> u32 {
-        let start = index as u64 * self.ctx.piece_length as u64;
-        (self.ctx.total_length - start).min(self.ctx.piece_length as u64) as u32
-    }
-
     /// A block (sent or requested) that fits inside its piece and our size limit.
     fn check_block(&self, what: &str, b: BlockRef) -> Result<(), PeerError> {
         self.check_piece(b.piece)?;
-        if b.length == 0
-            || b.length > MAX_SERVED_BLOCK
-            || b.begin as u64 + b.length as u64 > self.piece_size(b.piece) as u64
-        {
-            return Err(PeerError::Protocol(format!("{what} {}:{}+{} out of range", b.piece, b.begin, b.length)));
+        match self.ctx.geometry.block_in(b.piece, b.begin, b.length) {
+            Some(_) if b.length <= MAX_SERVED_BLOCK => Ok(()),
+            _ => Err(PeerError::Protocol(format!("{what} {}:{}+{} out of range", b.piece, b.begin, b.length))),
         }
-        Ok(())
     }
 
     async fn on_message(&mut self, msg: Message) -> Result<(), PeerError> {
@@ -297,7 +287,7 @@ impl Task {
     /// with a bitfield, then again with a fuller one), so a later bitfield is taken as a batch
     /// of `have`s rather than refused.
     fn parse_bitfield(&mut self, raw: &[u8]) -> Result<BitVec<u8, Msb0>, PeerError> {
-        let n = self.ctx.piece_count as usize;
+        let n = self.ctx.geometry.piece_count() as usize;
         if raw.len() != n.div_ceil(8) {
             return Err(PeerError::Protocol(format!("bitfield of {} bytes for {n} pieces", raw.len())));
         }

@@ -11,6 +11,7 @@
 //! touches them on disk (their bytes read as zeros).
 use super::StorageError;
 use crate::metainfo::Metainfo;
+use crate::types::Geometry;
 
 /// One contiguous run of bytes inside a single file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,9 +35,7 @@ struct FileSpan {
 /// Piece and file geometry of one torrent.
 #[derive(Debug, Clone)]
 pub struct Layout {
-    piece_length: u32,
-    piece_count: u32,
-    total_length: u64,
+    geometry: Geometry,
     files: Vec<FileSpan>,
 }
 
@@ -54,16 +53,15 @@ impl Layout {
             })
             .collect();
         debug_assert_eq!(offset, meta.total_length);
-        let piece_count = u32::try_from(meta.pieces.len()).expect("piece count fits in u32");
-        Layout { piece_length: meta.piece_length, piece_count, total_length: offset, files }
+        Layout { geometry: meta.geometry(), files }
     }
 
     pub fn piece_count(&self) -> u32 {
-        self.piece_count
+        self.geometry.piece_count()
     }
 
     pub fn piece_length(&self) -> u32 {
-        self.piece_length
+        self.geometry.piece_length()
     }
 
     pub fn file_count(&self) -> usize {
@@ -80,23 +78,16 @@ impl Layout {
 
     /// Size of piece `index`: `piece_length`, except a short last piece.
     pub fn piece_size(&self, index: u32) -> Result<u32, StorageError> {
-        if index >= self.piece_count {
-            return Err(StorageError::BadPiece(index));
-        }
-        let start = u64::from(index) * u64::from(self.piece_length);
-        let rest = self.total_length.saturating_sub(start);
-        // Fits: bounded by piece_length, a u32.
-        Ok(rest.min(u64::from(self.piece_length)) as u32)
+        self.geometry.piece_size(index).ok_or(StorageError::BadPiece(index))
     }
 
     /// Checks that `begin..begin+length` is a non-empty range inside piece `index`.
     pub fn check_block(&self, index: u32, begin: u32, length: u32) -> Result<(), StorageError> {
-        let size = self.piece_size(index)?;
-        let end = u64::from(begin) + u64::from(length);
-        if length == 0 || end > u64::from(size) {
-            return Err(StorageError::BadBlock { index, begin, length });
+        self.piece_size(index)?;
+        match self.geometry.block_in(index, begin, length) {
+            Some(_) => Ok(()),
+            None => Err(StorageError::BadBlock { index, begin, length }),
         }
-        Ok(())
     }
 
     /// Segments covering the whole of piece `index`.
@@ -109,7 +100,7 @@ impl Layout {
     /// sum to `length`.
     pub fn segments(&self, index: u32, begin: u32, length: u32) -> Result<Vec<Segment>, StorageError> {
         self.check_block(index, begin, length)?;
-        let start = u64::from(index) * u64::from(self.piece_length) + u64::from(begin);
+        let start = self.geometry.piece_offset(index) + u64::from(begin);
         let end = start + u64::from(length);
         let first = self.files.partition_point(|f| f.offset + f.length <= start);
         let mut out = Vec::new();

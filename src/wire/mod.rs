@@ -15,5 +15,4 @@ pub mod message;
 pub use handshake::{Handshake, HandshakeCodec, PeerId};
 pub use message::{Message, MessageCodec, WireError};
 
-/// The usual block size: every mainstream client requests 16 KiB blocks.
-pub const BLOCK_SIZE: u32 = 16 * 1024;
+pub use crate::types::BLOCK_SIZE;

@@ -4,6 +4,7 @@ use super::index::State;
 use super::*;
 use proptest::prelude::*;
 use std::net::Ipv4Addr;
+use std::net::SocketAddr;
 
 impl Pool {
     /// Recounts everything from the entries and checks it against the indexes and counters;

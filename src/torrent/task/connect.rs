@@ -123,9 +123,7 @@ impl Torrent {
         });
         let ctx = PeerContext {
             key,
-            piece_count: self.meta.piece_count(),
-            piece_length: self.meta.piece_length,
-            total_length: self.meta.total_length,
+            geometry: self.meta.geometry(),
             storage: self.storage.clone(),
             have: self.picker.have().clone(),
             counters: counters.clone(),

@@ -201,7 +201,7 @@ impl Torrent {
             max_banned: o.max_banned_peers,
             max_per_ip: o.max_connections_per_ip,
         };
-        let mut picker = Picker::new(meta.piece_length, meta.total_length, BLOCK_SIZE, have);
+        let mut picker = Picker::new(meta.geometry(), have);
         picker.set_max_partial(Assembly::max_pieces(o.max_assembly_bytes, meta.piece_length));
         let stats = TorrentStats {
             info_hash: meta.info_hash.to_hex(),
