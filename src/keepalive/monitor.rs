@@ -437,6 +437,20 @@ impl KeyPeerMonitor {
     }
 }
 
+/// The contributors to hand [`KeyPeerMonitor::set_contributors`]: each libp2p peer's download
+/// rates summed over every torrent it feeds, best first, at most `max`.
+pub fn rank_contributors(found: impl IntoIterator<Item = (PeerId, f64)>, max: usize) -> Vec<PeerId> {
+    let mut ranked: Vec<(PeerId, f64)> = Vec::new();
+    for (id, rate) in found {
+        match ranked.iter_mut().find(|(r, _)| *r == id) {
+            Some((_, sum)) => *sum += rate,
+            None => ranked.push((id, rate)),
+        }
+    }
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    ranked.into_iter().take(max).map(|(id, _)| id).collect()
+}
+
 /// A `key_peers` entry: a bare PeerId, or a multiaddr ending in `/p2p/<PeerId>` whose
 /// address is remembered for dialling.
 pub fn parse_key_peer(s: &str) -> Result<(PeerId, Option<Multiaddr>), String> {

@@ -287,3 +287,49 @@ fn key_peer_entries_parse() {
     assert!(parse_key_peer("/ip4/127.0.0.1/tcp/4001").unwrap_err().contains("/p2p/"));
     assert!(parse_key_peer("bogus").is_err());
 }
+
+#[test]
+fn contributors_are_summed_over_torrents_ranked_and_bounded() {
+    let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+    let found = vec![(a, 10.0), (b, 25.0), (c, 1.0), (a, 20.0)];
+    assert_eq!(rank_contributors(found.clone(), 16), vec![a, b, c], "a's 10 + 20 beats b's 25");
+    assert_eq!(rank_contributors(found, 2), vec![a, b]);
+    assert!(rank_contributors(Vec::new(), 16).is_empty());
+}
+
+#[test]
+fn contributors_come_typed_from_the_torrent_stats() {
+    use crate::manager::{PeerAddr, ScoreParts};
+    use crate::torrent::{PeerStats, TorrentStats};
+    let peer = |addr: PeerAddr, download_rate: f64| PeerStats {
+        transport: if matches!(addr, PeerAddr::P2p(_)) { "libp2p" } else { "tcp" },
+        addr: addr.to_string(),
+        direction: "outbound",
+        client: None,
+        am_choking: true,
+        am_interested: true,
+        peer_choking: false,
+        peer_interested: false,
+        snubbed: false,
+        download_rate,
+        upload_rate: 0.0,
+        downloaded: 0,
+        uploaded: 0,
+        outstanding_requests: 0,
+        rtt_ms: None,
+        pieces: 0,
+        score: ScoreParts::default(),
+    };
+    let (feeding, idle) = (PeerId::random(), PeerId::random());
+    let stats = TorrentStats {
+        peers: vec![
+            peer(PeerAddr::P2p(feeding.to_base58()), 5.0),
+            peer(PeerAddr::P2p(idle.to_base58()), 0.0),
+            peer(PeerAddr::Tcp("127.0.0.1:6881".parse().unwrap()), 9.0),
+        ],
+        ..TorrentStats::default()
+    };
+    assert_eq!(stats.libp2p_contributors().collect::<Vec<_>>(), vec![(feeding, 5.0)]);
+    assert_eq!(stats.peers[1].libp2p_peer(), Some(idle));
+    assert_eq!(stats.peers[2].libp2p_peer(), None);
+}
