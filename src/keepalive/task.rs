@@ -12,7 +12,7 @@
 //! Counting: a probe is one attempt and one success or failure; a repair is triggered when
 //! the monitor says so and ends as a success (the redial connected) or a failure (nothing
 //! found, or the redial failed); a reconnect attempt is each redial of the repair chain.
-use super::monitor::{parse_key_peer, Action, KeyPeerMonitor, MonitorConfig, MonitorView, Source};
+use super::monitor::{parse_key_peer, rank_contributors, Action, KeyPeerMonitor, MonitorConfig, MonitorView, Source};
 use crate::config::Options;
 use crate::manager::PeerAddr;
 use crate::metrics::metrics;
@@ -215,19 +215,11 @@ impl MonitorTask {
     }
 
     fn on_contributors(&mut self) {
-        let mut ranked: Vec<(PeerId, f64)> = Vec::new();
+        let mut found = Vec::new();
         for handle in self.link.torrents() {
-            let stats = handle.stats().borrow().clone();
-            for p in stats.peers.iter().filter(|p| p.transport == "libp2p" && p.download_rate > 0.0) {
-                let Some(id) = p.addr.strip_prefix("/p2p/").and_then(|s| s.parse::<PeerId>().ok()) else { continue };
-                match ranked.iter_mut().find(|(r, _)| *r == id) {
-                    Some((_, rate)) => *rate += p.download_rate,
-                    None => ranked.push((id, p.download_rate)),
-                }
-            }
+            found.extend(handle.stats().borrow().libp2p_contributors());
         }
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let ids: Vec<PeerId> = ranked.into_iter().take(MAX_CONTRIBUTORS).map(|(id, _)| id).collect();
+        let ids = rank_contributors(found, MAX_CONTRIBUTORS);
         self.monitor.set_contributors(&ids, Instant::now());
     }
 

@@ -2,7 +2,7 @@
 //! stream through the node, `PeerAddr::Tcp` goes to plain TCP. The libp2p stream speaks
 //! futures-io; it is adapted to tokio-io with `tokio_util::compat` so the peer connection code
 //! runs on it unchanged.
-use super::node::NodeHandle;
+use super::handle::NodeHandle;
 use crate::manager::PeerAddr;
 use crate::peer::BoxStream;
 use crate::torrent::{Connector, TcpConnector};

@@ -5,7 +5,11 @@
 //! - [`identity`]: the persistent Ed25519 keypair (the PeerId survives restarts);
 //! - [`key`]: the DHT key a torrent's providers are announced under;
 //! - [`book`]: our address book, so a peer found once can be dialled by PeerId later;
-//! - [`node`]: the swarm task and its cloneable [`NodeHandle`];
+//! - [`node`]: the node's vocabulary (configuration, errors, protocol names, bounds);
+//! - [`handle`]: the cloneable [`NodeHandle`] everyone else holds, and its commands;
+//! - `swarm`: how the `Swarm` is built (transport, behaviours, and why they are set so);
+//! - `event_loop`: the one task that owns the `Swarm` and answers the commands;
+//! - `pending`: the callers waiting for an answer (query replies, ping and dial waiters);
 //! - [`connector`]: [`P2pConnector`], how the torrent dials `PeerAddr::P2p` peers.
 //!
 //! This module only finds peers and opens streams; it knows nothing of torrents beyond the
@@ -13,9 +17,13 @@
 //! torrent is the discovery scheduler's and the session's work.
 pub mod book;
 pub mod connector;
+mod event_loop;
+pub mod handle;
 pub mod identity;
 pub mod key;
 pub mod node;
+mod pending;
+mod swarm;
 
 pub use connector::{into_box_stream, peer_addr, P2pConnector};
 pub use identity::{default_identity_path, load_or_create, IdentityError};

@@ -165,6 +165,23 @@ impl TorrentStats {
     pub fn is_complete(&self) -> bool {
         self.phase == Phase::Seeding
     }
+
+    /// The libp2p peers sending us payload now (download rate above zero), with their rates.
+    pub fn libp2p_contributors(&self) -> impl Iterator<Item = (libp2p::PeerId, f64)> + '_ {
+        self.peers.iter().filter(|p| p.download_rate > 0.0).filter_map(|p| Some((p.libp2p_peer()?, p.download_rate)))
+    }
+}
+
+impl PeerStats {
+    /// The peer's libp2p PeerId; `None` for a TCP peer. `addr` is the torrent's `PeerAddr`
+    /// written out (`/p2p/<base58>` for libp2p peers), so the format read here is this
+    /// module's own; callers get the typed id and never read `addr` themselves.
+    pub fn libp2p_peer(&self) -> Option<libp2p::PeerId> {
+        if self.transport != "libp2p" {
+            return None;
+        }
+        self.addr.strip_prefix("/p2p/")?.parse().ok()
+    }
 }
 
 impl TorrentFigures for TorrentStats {

@@ -1,0 +1,122 @@
+//! How the node's [`Swarm`] is built: transport, behaviours and the settings that matter.
+//!
+//! Behaviour: TCP + Noise + Yamux (DNS names resolved when the system resolver is
+//! configured), Kademlia, identify, ping, raw `/shoal/bt/1.0.0` streams (`libp2p_stream`),
+//! optional mDNS, and our [`AddressBook`].
+//!
+//! Choices and the traps they handle:
+//! - Kademlia speaks [`KAD_PROTOCOL`] `/shoal/kad/1.0.0`, not `/ipfs/kad/1.0.0`: shoal nodes
+//!   form their own DHT, so our provider records are not lost among, or dropped by, IPFS
+//!   servers, and IPFS traffic never reaches us. Bootstrap nodes are shoal nodes (`shoal node`).
+//! - Provider records carry only the provider's *external* addresses. We confirm the
+//!   configured `external` addresses, or, when none are given, every concrete listen address
+//!   (on loopback and on a LAN those are the addresses peers reach). Behind NAT give
+//!   `external` or run in [`DhtMode::Client`].
+//! - Identify results are fed into Kademlia by hand (`add_address` for each dialable listen
+//!   address of a peer that speaks our Kademlia protocol) and into the address book.
+//! - A provider's addresses live only inside the running `get_providers` query, so each
+//!   provider found is dialled by PeerId while the query runs (Kademlia then supplies the
+//!   query's addresses); the address that connects, and the listen addresses identify then
+//!   reports, go into the address book, which outlives the query.
+//! - Re-providing: libp2p-kad keeps our own provider records in its store and republishes them
+//!   itself every [`PROVIDER_REPUBLISH`]; records expire after [`PROVIDER_TTL`] so a seeder
+//!   that died is no longer handed out an hour later (libp2p's defaults are 12 h and 48 h).
+//! - The DHT mode is set explicitly for `Server` and `Client`; `Auto` leaves it to libp2p,
+//!   which turns server once an external address is confirmed, so a listening node in `Auto`
+//!   becomes a server.
+use super::book::{strip_p2p, AddressBook};
+use super::node::{DhtMode, NodeConfig, NodeError, KAD_PROTOCOL, PROVIDER_REPUBLISH, PROVIDER_TTL};
+use libp2p::core::transport::ListenerId;
+use libp2p::kad::{self, store::MemoryStore, Mode};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{identify, identity::Keypair, mdns, noise, ping, tcp, yamux, Multiaddr, Swarm};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Identify's protocol-version string.
+const IDENTIFY_VERSION: &str = "/shoal/1.0.0";
+/// Connections idle (no stream open) for this long are closed.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The listeners started by [`start`], by id, with the address each was asked for.
+pub(super) type Listeners = HashMap<ListenerId, Multiaddr>;
+
+#[derive(NetworkBehaviour)]
+pub(super) struct Behaviour {
+    pub(super) kad: kad::Behaviour<MemoryStore>,
+    pub(super) identify: identify::Behaviour,
+    pub(super) ping: ping::Behaviour,
+    pub(super) stream: libp2p_stream::Behaviour,
+    pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
+    pub(super) book: AddressBook,
+}
+
+/// Builds the swarm, sets its DHT mode and external addresses and starts its listeners
+/// (which report their addresses once the swarm is polled).
+pub(super) fn start(config: &NodeConfig) -> Result<(Swarm<Behaviour>, Listeners), NodeError> {
+    let mut swarm = build_swarm(config)?;
+    match config.dht_mode {
+        DhtMode::Server => swarm.behaviour_mut().kad.set_mode(Some(Mode::Server)),
+        DhtMode::Client => swarm.behaviour_mut().kad.set_mode(Some(Mode::Client)),
+        DhtMode::Auto => {}
+    }
+    for addr in &config.external {
+        swarm.add_external_address(strip_p2p(addr));
+    }
+    let mut listeners = HashMap::new();
+    for addr in &config.listen {
+        let id = swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NodeError::Listen { addr: addr.clone(), reason: e.to_string() })?;
+        listeners.insert(id, addr.clone());
+    }
+    Ok((swarm, listeners))
+}
+
+fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
+    let transport_err = |e: &dyn std::fmt::Display| NodeError::Transport(e.to_string());
+    let tcp_config = || tcp::Config::default().nodelay(true);
+    let make = |key: &Keypair| make_behaviour(key, config);
+    let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT);
+    let builder = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
+        .with_tokio()
+        .with_tcp(tcp_config(), noise::Config::new, yamux::Config::default)
+        .map_err(|e| transport_err(&e))?;
+    // The system resolver can be missing (containers without /etc/resolv.conf): then the
+    // node runs without DNS, and /dns addresses fail to dial with a clear error.
+    match builder.with_dns() {
+        Ok(b) => Ok(b.with_behaviour(make).map_err(|e| transport_err(&e))?.with_swarm_config(idle).build()),
+        Err(e) => {
+            tracing::warn!("no system DNS resolver ({e}); /dns multiaddrs will not resolve");
+            let b = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
+                .with_tokio()
+                .with_tcp(tcp_config(), noise::Config::new, yamux::Config::default)
+                .map_err(|e| transport_err(&e))?;
+            Ok(b.with_behaviour(make).map_err(|e| transport_err(&e))?.with_swarm_config(idle).build())
+        }
+    }
+}
+
+fn make_behaviour(key: &Keypair, config: &NodeConfig) -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+    let peer_id = key.public().to_peer_id();
+    let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+    kad_config
+        .set_query_timeout(config.query_timeout)
+        .set_provider_publication_interval(Some(PROVIDER_REPUBLISH))
+        .set_provider_record_ttl(Some(PROVIDER_TTL));
+    let kad = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kad_config);
+    let identify = identify::Behaviour::new(
+        identify::Config::new(IDENTIFY_VERSION.into(), key.public())
+            .with_agent_version(format!("shoal/{}", env!("CARGO_PKG_VERSION"))),
+    );
+    let mdns = if config.mdns { Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?) } else { None };
+    Ok(Behaviour {
+        kad,
+        identify,
+        ping: ping::Behaviour::new(ping::Config::new()),
+        stream: libp2p_stream::Behaviour::new(),
+        mdns: mdns.into(),
+        book: AddressBook::default(),
+    })
+}
