@@ -330,14 +330,14 @@ async fn accept_loop(mut incoming: impl Stream<Item = (BoxStream, PeerAddr)> + U
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Source {
     Ip(IpAddr),
-    P2p(String),
+    P2p(libp2p::PeerId),
 }
 
 impl Source {
     fn of(addr: &PeerAddr) -> Source {
         match addr {
             PeerAddr::Tcp(a) => Source::Ip(ip_key(a.ip())),
-            PeerAddr::P2p(id) => Source::P2p(id.clone()),
+            PeerAddr::P2p(id) => Source::P2p(*id),
         }
     }
 }
@@ -439,7 +439,7 @@ mod tests {
         let _a2 = l.try_acquire(&tcp([10, 0, 0, 1], 2)).unwrap();
         assert_eq!(l.try_acquire(&tcp([10, 0, 0, 1], 3)).err(), Some(HandshakeBusy::Source), "any port counts");
         let _b = l.try_acquire(&tcp([10, 0, 0, 2], 1)).unwrap();
-        let p2p = PeerAddr::P2p("12D3KooWpeer".into());
+        let p2p = PeerAddr::P2p(libp2p::PeerId::random());
         let _c1 = l.try_acquire(&p2p).unwrap();
         let _c2 = l.try_acquire(&p2p).unwrap();
         assert_eq!(l.try_acquire(&p2p).err(), Some(HandshakeBusy::Total), "TCP and libp2p share one bound");

@@ -155,6 +155,7 @@ mod tests {
 
     fn peer(direction: &'static str, transport: &'static str) -> PeerStats {
         PeerStats {
+            peer: crate::types::PeerAddr::Tcp(([127, 0, 0, 1], 1).into()),
             addr: "127.0.0.1:1".into(),
             transport,
             direction,

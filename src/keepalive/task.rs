@@ -292,7 +292,7 @@ impl MonitorTask {
                     return;
                 }
                 for handle in self.link.torrents() {
-                    handle.add_peers(vec![PeerAddr::P2p(peer.to_base58())]).await;
+                    handle.add_peers(vec![PeerAddr::P2p(peer)]).await;
                 }
             }
             Action::PublishReset(peer) => {

@@ -157,7 +157,7 @@ impl Pool {
         if e.state == State::Banned || e.learned.as_ref() == Some(&listen) {
             return false;
         }
-        if let Some(old) = e.learned.replace(listen.clone()) {
+        if let Some(old) = e.learned.replace(listen) {
             let unused = self
                 .entries
                 .get(&old)
@@ -188,7 +188,7 @@ impl Pool {
             if at > now {
                 break;
             }
-            let addr = addr.clone();
+            let addr = *addr;
             self.set_state(&addr, State::Ready);
         }
         self.rebalance();
@@ -202,7 +202,7 @@ impl Pool {
             && self.index.connecting + self.index.connected < self.limits.max_connections
             && skipped < MAX_SKIPS_PER_DIAL
         {
-            let addr = self.index.pending.last_key_value()?.1.clone();
+            let addr = *self.index.pending.last_key_value()?.1;
             if self.ip_full(&addr) {
                 self.set_state(&addr, State::Waiting(after(now, self.limits.reconnect_delay)));
                 skipped += 1;
@@ -299,7 +299,7 @@ impl Pool {
         if let Some(ip) = addr.ip() {
             self.banned_ips.insert(ip);
         }
-        let learned = self.entries.get(addr).and_then(|e| e.learned.clone());
+        let learned = self.entries.get(addr).and_then(|e| e.learned);
         self.ban_addr(addr);
         if let Some(l) = learned {
             self.ban_addr(&l);
@@ -316,7 +316,7 @@ impl Pool {
                 e.dialable = false;
             });
         }
-        for old in self.banned.insert(addr.clone()) {
+        for old in self.banned.insert(*addr) {
             self.entries.remove(&old);
         }
     }
@@ -363,7 +363,7 @@ impl Pool {
         self.next_seq += 1;
         let e = Entry { state, failures: 0, score: 0.0, dialable, seq, learned: None };
         self.index.link(addr, &e);
-        self.entries.insert(addr.clone(), e);
+        self.entries.insert(*addr, e);
     }
 
     fn set_state(&mut self, addr: &PeerAddr, state: State) {
@@ -380,7 +380,7 @@ impl Pool {
     /// Drops the lowest-ranked known entries while there are more than `max_known`.
     fn trim_known(&mut self) {
         while self.index.known.len() > self.limits.max_known {
-            let addr = self.index.known.first_key_value().expect("longer than max_known").1.clone();
+            let addr = *self.index.known.first_key_value().expect("longer than max_known").1;
             self.forget(&addr);
         }
     }
@@ -390,7 +390,7 @@ impl Pool {
     /// (`maintain`: by the k peers whose wait ended).
     fn rebalance(&mut self) {
         loop {
-            let best_ready = self.index.ready.last_key_value().map(|(r, a)| (*r, a.clone()));
+            let best_ready = self.index.ready.last_key_value().map(|(r, a)| (*r, *a));
             let Some((ready_rank, ready_addr)) = best_ready else { return };
             if self.index.pending.len() < self.limits.max_pending {
                 self.set_state(&ready_addr, State::Pending);
@@ -400,7 +400,7 @@ impl Pool {
             if ready_rank <= low_rank {
                 return;
             }
-            let low_addr = low_addr.clone();
+            let low_addr = *low_addr;
             self.set_state(&low_addr, State::Ready);
             self.set_state(&ready_addr, State::Pending);
         }

@@ -30,8 +30,7 @@ impl Connector for P2pConnector {
         };
         let node = self.node.clone();
         Box::pin(async move {
-            let peer = parse_peer(&id)?;
-            let stream = node.open_stream(peer).await.map_err(io::Error::other)?;
+            let stream = node.open_stream(id).await.map_err(io::Error::other)?;
             Ok(into_box_stream(stream))
         })
     }
@@ -44,22 +43,5 @@ pub fn into_box_stream(stream: libp2p::Stream) -> BoxStream {
 
 /// How the pool names a libp2p peer.
 pub fn peer_addr(peer: &PeerId) -> PeerAddr {
-    PeerAddr::P2p(peer.to_base58())
-}
-
-fn parse_peer(id: &str) -> io::Result<PeerId> {
-    id.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("peer {id}: not a libp2p PeerId: {e}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn peer_addr_round_trips() {
-        let peer = PeerId::random();
-        let PeerAddr::P2p(id) = peer_addr(&peer) else { panic!("not p2p") };
-        assert_eq!(parse_peer(&id).unwrap(), peer);
-        assert_eq!(parse_peer("nope").unwrap_err().kind(), io::ErrorKind::InvalidInput);
-    }
+    PeerAddr::P2p(*peer)
 }

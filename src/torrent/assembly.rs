@@ -50,7 +50,7 @@ impl Assembly {
         let start = begin as usize;
         p.buf[start..start + data.len()].copy_from_slice(data);
         if let Some(s) = p.senders.get_mut(start / self.block_size as usize) {
-            *s = Some(from.clone());
+            *s = Some(*from);
         }
     }
 

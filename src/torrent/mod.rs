@@ -108,6 +108,9 @@ impl Serialize for TorrentError {
 /// One peer, for progress and diagnostics.
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerStats {
+    /// The peer's address, typed (the JSON carries `addr` and `transport` instead).
+    #[serde(skip)]
+    pub peer: PeerAddr,
     pub addr: String,
     pub transport: &'static str,
     pub direction: &'static str,
@@ -173,14 +176,12 @@ impl TorrentStats {
 }
 
 impl PeerStats {
-    /// The peer's libp2p PeerId; `None` for a TCP peer. `addr` is the torrent's `PeerAddr`
-    /// written out (`/p2p/<base58>` for libp2p peers), so the format read here is this
-    /// module's own; callers get the typed id and never read `addr` themselves.
+    /// The peer's libp2p PeerId; `None` for a TCP peer.
     pub fn libp2p_peer(&self) -> Option<libp2p::PeerId> {
-        if self.transport != "libp2p" {
-            return None;
+        match self.peer {
+            PeerAddr::P2p(id) => Some(id),
+            PeerAddr::Tcp(_) => None,
         }
-        self.addr.strip_prefix("/p2p/")?.parse().ok()
     }
 }
 

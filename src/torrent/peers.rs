@@ -220,7 +220,7 @@ mod tests {
     fn depth_covers_target_seconds_within_reqq() {
         let (tx, _rx) = mpsc::channel(1);
         let mut p = PeerSlot::new(
-            PeerAddr::P2p("x".into()),
+            PeerAddr::P2p(libp2p::PeerId::random()),
             PeerId([0; 20]),
             false,
             PeerLink { commands: tx, counters: Default::default(), cancel: CancellationToken::new() },

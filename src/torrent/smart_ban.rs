@@ -51,7 +51,7 @@ impl SmartBan {
     pub fn piece_failed(&mut self, piece: u32, blocks: &[(PeerAddr, Digest)]) -> Vec<PeerAddr> {
         let Some((first, _)) = blocks.first() else { return Vec::new() };
         if blocks.iter().all(|(from, _)| from == first) {
-            return vec![first.clone()];
+            return vec![*first];
         }
         if !self.records.contains_key(&piece) {
             if self.order.len() >= MAX_PIECES {
@@ -68,7 +68,7 @@ impl SmartBan {
             }
             let known = records.iter().any(|r| r.block == block && r.from == *from && r.digest == *digest);
             if !known {
-                records.push(Record { block, from: from.clone(), digest: *digest });
+                records.push(Record { block, from: *from, digest: *digest });
             }
         }
         Vec::new()

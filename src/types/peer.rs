@@ -1,4 +1,5 @@
 //! Peer addresses and keys.
+use libp2p::PeerId;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -22,11 +23,11 @@ pub fn ip_key(ip: IpAddr) -> IpAddr {
 }
 
 /// How a peer is reached. One peer is one address, whatever told us about it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PeerAddr {
     Tcp(SocketAddr),
-    /// A libp2p peer, by its PeerId in base58.
-    P2p(String),
+    /// A libp2p peer, reached through the node by its PeerId.
+    P2p(PeerId),
 }
 
 impl PeerAddr {
@@ -43,7 +44,7 @@ impl PeerAddr {
     pub fn is_dialable(&self) -> bool {
         match self {
             PeerAddr::Tcp(a) => a.port() != 0 && !a.ip().is_unspecified() && !a.ip().is_multicast(),
-            PeerAddr::P2p(id) => !id.is_empty(),
+            PeerAddr::P2p(_) => true,
         }
     }
 }

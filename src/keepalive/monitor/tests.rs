@@ -302,6 +302,7 @@ fn contributors_come_typed_from_the_torrent_stats() {
     use crate::manager::{PeerAddr, ScoreParts};
     use crate::torrent::{PeerStats, TorrentStats};
     let peer = |addr: PeerAddr, download_rate: f64| PeerStats {
+        peer: addr,
         transport: if matches!(addr, PeerAddr::P2p(_)) { "libp2p" } else { "tcp" },
         addr: addr.to_string(),
         direction: "outbound",
@@ -323,8 +324,8 @@ fn contributors_come_typed_from_the_torrent_stats() {
     let (feeding, idle) = (PeerId::random(), PeerId::random());
     let stats = TorrentStats {
         peers: vec![
-            peer(PeerAddr::P2p(feeding.to_base58()), 5.0),
-            peer(PeerAddr::P2p(idle.to_base58()), 0.0),
+            peer(PeerAddr::P2p(feeding), 5.0),
+            peer(PeerAddr::P2p(idle), 0.0),
             peer(PeerAddr::Tcp("127.0.0.1:6881".parse().unwrap()), 9.0),
         ],
         ..TorrentStats::default()

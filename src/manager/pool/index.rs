@@ -90,16 +90,16 @@ impl Index {
         let rank = e.rank();
         match e.state {
             State::Waiting(at) => {
-                self.waiting.insert((at, e.seq), addr.clone());
-                self.known.insert(rank, addr.clone());
+                self.waiting.insert((at, e.seq), *addr);
+                self.known.insert(rank, *addr);
             }
             State::Ready => {
-                self.ready.insert(rank, addr.clone());
-                self.known.insert(rank, addr.clone());
+                self.ready.insert(rank, *addr);
+                self.known.insert(rank, *addr);
             }
             State::Pending => {
-                self.pending.insert(rank, addr.clone());
-                self.known.insert(rank, addr.clone());
+                self.pending.insert(rank, *addr);
+                self.known.insert(rank, *addr);
             }
             State::Connecting | State::Connected => {
                 if e.state == State::Connecting {

@@ -277,8 +277,8 @@ fn a_second_disconnect_or_a_late_dial_result_changes_nothing() {
     p.maintain(t + Duration::from_secs(61));
     assert_eq!(p.stats().pending, 1, "the first disconnect's wait holds");
     // A libp2p peer dialled and meanwhile connected inbound: the dial's failure is stale.
-    let peer = PeerAddr::P2p("12D3KooWexample".into());
-    p.add(peer.clone(), t);
+    let peer = PeerAddr::P2p(libp2p::PeerId::random());
+    p.add(peer, t);
     while p.next_dial(t).is_some_and(|a| a != peer) {}
     assert_eq!(p.accept_inbound(&peer), Ok(()));
     p.connect_failed(&peer, t);
@@ -299,7 +299,7 @@ fn the_known_set_is_bounded_and_keeps_what_it_had() {
     let first = p.next_dial(t).unwrap();
     p.connect_failed(&first, t);
     assert!(p.add(addr(12), t));
-    assert!(!p.add(first.clone(), t), "the failed peer was the one dropped");
+    assert!(!p.add(first, t), "the failed peer was the one dropped");
     assert_eq!(p.stats().known, 10);
     // A peer that earned a score outranks fresh addresses.
     p.set_score(&addr(12), 5.0);
@@ -321,7 +321,7 @@ fn repeated_extension_handshakes_add_one_address_per_connection() {
     }
     assert_eq!(p.stats().known, 2, "the connection and its latest listen address");
     assert_eq!(p.next_dial(t), Some(ip_addr([10, 0, 0, 1], 30_000)));
-    assert!(!p.learn_listen_addr(&conn, conn.clone(), t), "its own source address is not a listen address");
+    assert!(!p.learn_listen_addr(&conn, conn, t), "its own source address is not a listen address");
     p.check_invariants();
 }
 

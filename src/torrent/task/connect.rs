@@ -43,7 +43,7 @@ impl Torrent {
             self.tasks.spawn(async move {
                 let r = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    r = dial::dial(connector, addr.clone(), ours, o.connect_timeout, o.handshake_timeout) => r,
+                    r = dial::dial(connector, addr, ours, o.connect_timeout, o.handshake_timeout) => r,
                 };
                 let _ = tx.send(DialResult { addr, inbound: false, result: r }).await;
             });
@@ -142,7 +142,7 @@ impl Torrent {
         };
         tracing::debug!(peer = %addr, id = ?hs.peer_id, "connected");
         metrics().inc_peer_connections(if inbound { Direction::Inbound } else { Direction::Outbound });
-        self.emit(TorrentEvent::PeerConnected { addr: addr.clone(), inbound });
+        self.emit(TorrentEvent::PeerConnected { addr, inbound });
         let slot = PeerSlot::new(
             addr,
             hs.peer_id,
@@ -183,7 +183,7 @@ impl Torrent {
     pub(super) fn forget_peer(&mut self, key: PeerKey, reason: CloseReason) {
         let Some(p) = self.peers.remove(&key) else { return };
         tracing::debug!(peer = %p.addr, %reason, "disconnected");
-        self.emit(TorrentEvent::PeerDisconnected { addr: p.addr.clone(), reason });
+        self.emit(TorrentEvent::PeerDisconnected { addr: p.addr, reason });
         self.gone_downloaded += p.counters.downloaded();
         self.gone_uploaded += p.counters.uploaded();
         self.picker.peer_gone(key, &p.bitfield);

@@ -46,7 +46,7 @@ impl Torrent {
             let parts = score(&i, &scale);
             let p = self.peer_mut(k);
             p.score = parts;
-            let addr = p.addr.clone();
+            let addr = p.addr;
             self.pool.set_score(&addr, parts.total);
         }
     }

@@ -73,7 +73,7 @@ impl Torrent {
         // An inbound peer tells us where it listens: that address can be redialled later.
         // The pool keeps one such address per connection, so a peer repeating its handshake
         // with new ports cannot fill it.
-        if let (true, Some(port), PeerAddr::Tcp(sa)) = (p.inbound, ext.port, p.addr.clone()) {
+        if let (true, Some(port), PeerAddr::Tcp(sa)) = (p.inbound, ext.port, p.addr) {
             let listen = PeerAddr::Tcp(std::net::SocketAddr::new(sa.ip(), port));
             self.pool.learn_listen_addr(&PeerAddr::Tcp(sa), listen, Instant::now().into_std());
         }
@@ -137,7 +137,7 @@ impl Torrent {
         };
         p.observe_rtt(now - sent);
         metrics().observe_block_rtt(now - sent);
-        let addr = p.addr.clone();
+        let addr = p.addr;
         let Some(r) = self.picker.block_received(key, b) else {
             // Asked of two peers in endgame, and the other was first.
             self.stats.wasted += data.len() as u64;
@@ -148,8 +148,8 @@ impl Torrent {
         p.last_block_at = now;
         p.snubbed = false;
         p.accepted += b.length as u64;
-        self.used.insert(addr.clone());
-        self.emit(TorrentEvent::BlockReceived { from: addr.clone(), piece: b.piece, begin: b.begin, length: b.length });
+        self.used.insert(addr);
+        self.emit(TorrentEvent::BlockReceived { from: addr, piece: b.piece, begin: b.begin, length: b.length });
         for other in r.cancel {
             if let Some(o) = self.peers.get_mut(&other) {
                 o.outstanding.remove(&b);

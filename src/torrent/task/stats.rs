@@ -25,6 +25,7 @@ impl Torrent {
 
 fn peer_stats(p: &PeerSlot) -> PeerStats {
     PeerStats {
+        peer: p.addr,
         addr: p.addr.to_string(),
         transport: match p.addr {
             PeerAddr::Tcp(_) => "tcp",
