@@ -5,10 +5,12 @@
 //!
 //! The metrics are process-global: only `served_endpoints_describe_a_completed_swarm` touches
 //! the keepalive counters, and the other tests do not read them.
-mod harness;
+mod common;
 
-use harness::*;
-use serde_json::{json, Value};
+use common::http::{fetch as get, fetch_json as get_json};
+use common::session::{addr, session, wait_for};
+use common::torrent::{make_file, make_torrent};
+use serde_json::json;
 use shoal::diag::{self, DiagState};
 use shoal::metrics::metrics;
 use std::io::Write;
@@ -29,18 +31,6 @@ const KEEPALIVE_KEYS: [&str; 9] = [
     "repair_fail",
     "reset_events_published",
 ];
-
-async fn get(addr: SocketAddr, path: &str) -> reqwest::Response {
-    reqwest::get(format!("http://{addr}{path}")).await.unwrap_or_else(|e| panic!("GET {path}: {e}"))
-}
-
-async fn get_json(addr: SocketAddr, path: &str) -> Value {
-    let r = get(addr, path).await;
-    assert_eq!(r.status(), 200, "GET {path}");
-    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(ct.starts_with("application/json"), "GET {path}: content type {ct}");
-    serde_json::from_str(&r.text().await.unwrap()).unwrap()
-}
 
 async fn get_metrics(addr: SocketAddr) -> String {
     let r = get(addr, "/metrics").await;
