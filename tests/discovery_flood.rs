@@ -14,7 +14,7 @@ mod common;
 
 use common::http::get_json;
 use common::process::{serial, Proc};
-use common::torrent::{assert_same_bytes, create_torrent, make_file};
+use common::torrent::{assert_same_bytes, create_torrent, data_and_torrent, make_file, read_metainfo};
 use common::wire::{encode, handshake_bytes, peer_id};
 use shoal::wire::Message;
 use std::io::{Read, Write};
@@ -130,11 +130,9 @@ fn thirty_thousand_extension_handshakes_are_cut_off_and_a_leecher_still_complete
     let _turn = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let data = make_file(&dir.join("seed"), "data.bin", 4 * MIB, 42);
-    let torrent = dir.join("data.torrent");
-    create_torrent(&data, &torrent, "256KiB", None);
+    let (data, torrent) = data_and_torrent(dir, 4 * MIB, 42, "256KiB");
     let (seeder, bt, diag) = seed(dir, "seeder", &data, &torrent);
-    let meta = shoal::metainfo::Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    let meta = read_metainfo(&torrent);
 
     let mut s = TcpStream::connect(bt).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();

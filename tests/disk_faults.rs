@@ -15,7 +15,7 @@ mod common;
 
 use common::logs::{count_lines, summary_received};
 use common::process::{run_env, serial, Proc};
-use common::torrent::{assert_same_bytes, create_torrent, make_file, pieces_matching};
+use common::torrent::{assert_same_bytes, data_and_torrent, pieces_matching};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -73,9 +73,7 @@ impl Drop for Mount {
 
 /// A torrent of `size` bytes in 16 KiB pieces, served by a `shoal seed` on 127.0.0.1.
 fn seeded(dir: &Path, size: usize) -> (PathBuf, PathBuf, Proc, String) {
-    let data = make_file(&dir.join("seed"), "data.bin", size, 5);
-    let torrent = dir.join("data.torrent");
-    create_torrent(&data, &torrent, "16KiB", None);
+    let (data, torrent) = data_and_torrent(dir, size, 5, "16KiB");
     let a = args!["seed", &data, "--torrent", &torrent, "--listen", "127.0.0.1:0", "--no-kad"];
     let mut seeder = Proc::spawn("seeder", dir, &a, &[]);
     let peer = seeder.bt_addr().to_string();

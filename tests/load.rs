@@ -13,12 +13,11 @@ mod common;
 
 use common::http::get_json;
 use common::process::{serial, vm_kib, Proc};
-use common::torrent::{create_torrent, make_file};
+use common::torrent::{data_and_torrent, read_metainfo};
 use common::wire::{encode, handshake_bytes, peer_id};
 use shoal::metainfo::InfoHash;
 use shoal::wire::Message;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
@@ -71,18 +70,12 @@ fn cpu_secs(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-fn info_hash(torrent: &Path) -> InfoHash {
-    shoal::metainfo::Metainfo::from_bytes(&std::fs::read(torrent).unwrap()).unwrap().info_hash
-}
-
 #[test]
 fn two_hundred_stalling_peers_cost_bounded_memory_and_sigint_still_stops_the_seeder() {
     let _turn = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let data = make_file(&dir.join("seed"), "data.bin", 32 * MIB, 31);
-    let torrent = dir.join("data.torrent");
-    create_torrent(&data, &torrent, "1MiB", None);
+    let (data, torrent) = data_and_torrent(dir, 32 * MIB, 31, "1MiB");
     let config = dir.join("shoal.toml");
     std::fs::write(&config, "max_connections = 260\n").unwrap();
     let mut seeder = Proc::spawn(
@@ -110,7 +103,7 @@ fn two_hundred_stalling_peers_cost_bounded_memory_and_sigint_still_stops_the_see
     let base_rss = rss_kib(pid);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let hash = info_hash(&torrent);
+    let hash = read_metainfo(&torrent).info_hash;
     let stallers: Vec<_> = rt.block_on(async {
         let opens = (0..PEERS).map(|i| {
             let from = IpAddr::V4(Ipv4Addr::new(127, 0, 1, (i / 4 + 1) as u8));

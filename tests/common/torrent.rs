@@ -50,6 +50,21 @@ pub fn create_torrent(data: &Path, torrent: &Path, piece: &str, tracker: Option<
         .unwrap_or_else(|| panic!("shoal create printed no info-hash: {stdout:?}"))
 }
 
+/// `size` bytes of generated data in `dir/seed/data.bin` and their torrent, in pieces of
+/// `piece` (as `--piece-size` takes it, e.g. "256KiB"), in `dir/data.torrent`.
+pub fn data_and_torrent(dir: &Path, size: usize, seed: u64, piece: &str) -> (PathBuf, PathBuf) {
+    let data = make_file(&dir.join("seed"), "data.bin", size, seed);
+    let torrent = dir.join("data.torrent");
+    create_torrent(&data, &torrent, piece, None);
+    (data, torrent)
+}
+
+/// The parsed `.torrent` file at `path`.
+pub fn read_metainfo(path: &Path) -> Metainfo {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Metainfo::from_bytes(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// The torrent of the file at `path` in pieces of `piece_length`, made in process.
 pub fn make_torrent(path: &Path, piece_length: u32) -> Arc<Metainfo> {
     let opts = CreateOptions { piece_length: Some(piece_length), ..Default::default() };

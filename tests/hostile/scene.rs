@@ -4,8 +4,7 @@
 //! log). Processes are `crate::common::process::Proc`s: killed by PID on drop.
 use super::seeder::Geometry;
 use crate::common::process::Proc;
-use crate::common::torrent::{assert_same_bytes, create_torrent, make_file};
-use shoal::metainfo::Metainfo;
+use crate::common::torrent::{assert_same_bytes, data_and_torrent, read_metainfo};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,10 +27,8 @@ impl Scene {
     /// takes it, e.g. "256KiB").
     pub fn new(size: usize, piece: &str, seed: u64) -> Scene {
         let dir = tempfile::tempdir().expect("tempdir");
-        let data = make_file(&dir.path().join("seed"), "data.bin", size, seed);
-        let torrent = dir.path().join("data.torrent");
-        create_torrent(&data, &torrent, piece, None);
-        let meta = Metainfo::from_bytes(&std::fs::read(&torrent).expect("read the torrent")).expect("a valid torrent");
+        let (data, torrent) = data_and_torrent(dir.path(), size, seed, piece);
+        let meta = read_metainfo(&torrent);
         let bytes = std::fs::read(&data).expect("read the data");
         Scene { geo: Geometry::of(&meta), dir, data, torrent, bytes }
     }
