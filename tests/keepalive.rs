@@ -5,7 +5,7 @@
 //! Every child is killed by PID when its guard drops; every wait is bounded.
 mod common;
 
-use common::http::expect_json as get_json;
+use common::http::expect_json;
 use common::logs::{dht_lookups, event_times};
 use common::process::{run_env, Proc, STARTUP};
 use common::session::spawn_node;
@@ -161,11 +161,11 @@ fn key_peer_restarted_on_a_new_port_is_repaired_through_the_dht() {
     );
     let diag = leecher.diag_addr();
     let pieces =
-        |diag: SocketAddr| get_json(diag, "/debug/p2p/torrents")["torrents"][0]["progress"]["pieces_have"].as_u64();
+        |diag: SocketAddr| expect_json(diag, "/debug/p2p/torrents")["torrents"][0]["progress"]["pieces_have"].as_u64();
     eventually(60, "the leecher has the first half", &[&leecher, &seeder, &node], || {
         pieces(diag).filter(|n| *n == PIECES as u64 / 2)
     });
-    let view = get_json(diag, "/debug/p2p/keepalive");
+    let view = expect_json(diag, "/debug/p2p/keepalive");
     let seeder_id = seeder_kad.rsplit('/').next().unwrap().to_string();
     let key_peer = view["key_peers"].as_array().unwrap().iter().find(|p| p["peer_id"] == seeder_id.as_str()).cloned();
     assert!(key_peer.is_some_and(|p| p["connected"] == true), "the seeder is a connected key peer: {view}");
@@ -183,7 +183,7 @@ fn key_peer_restarted_on_a_new_port_is_repaired_through_the_dht() {
     let before_kill = brought(&leecher.log_text()).len();
     seeder.kill();
     eventually(30, "a failed repair", &[&leecher], || {
-        let m = get_json(diag, "/debug/p2p/keepalive/metrics");
+        let m = expect_json(diag, "/debug/p2p/keepalive/metrics");
         (counter(&m, "probe_fail") >= 3 && counter(&m, "reset_events_published") >= 1).then_some(())
     });
     eventually(30, "the lookup a reset brought forward", &[&leecher], || {
@@ -199,7 +199,7 @@ fn key_peer_restarted_on_a_new_port_is_repaired_through_the_dht() {
     eventually(60, "the leecher completes", &[&leecher, &seeder2, &node], || {
         pieces(diag).filter(|n| *n == PIECES as u64)
     });
-    let m = get_json(diag, "/debug/p2p/keepalive/metrics");
+    let m = expect_json(diag, "/debug/p2p/keepalive/metrics");
     assert!(counter(&m, "probe_fail") >= 3, "{m}");
     assert!(counter(&m, "repair_triggered") >= 1, "{m}");
     assert!(counter(&m, "repair_success") >= 1, "{m}\n{}", leecher.log_text());
@@ -244,7 +244,7 @@ fn resets_for_a_key_peer_that_never_returns_respect_the_cool_down() {
         &["--bootstrap", &node_addr, "--key-peer", &gone_addr, "--diag", "127.0.0.1:0"],
     );
     let diag = watcher.diag_addr();
-    let resets = || counter(&get_json(diag, "/debug/p2p/keepalive/metrics"), "reset_events_published");
+    let resets = || counter(&expect_json(diag, "/debug/p2p/keepalive/metrics"), "reset_events_published");
     eventually(30, "a first reset", &[&watcher], || (resets() >= 1).then_some(()));
     let (r0, t0) = (resets(), Instant::now());
     // At least 12 s (four cool-downs), and on until two more resets came: on a loaded machine
@@ -256,8 +256,8 @@ fn resets_for_a_key_peer_that_never_returns_respect_the_cool_down() {
     let published = (r1 - r0) as f64;
     assert!(published <= allowed, "{published} resets in {window:?}, at most {allowed}");
     assert!(published >= 2.0, "repairs keep failing and resets keep coming: {published}");
-    let m = get_json(diag, "/debug/p2p/keepalive/metrics");
-    let view = get_json(diag, "/debug/p2p/keepalive");
+    let m = expect_json(diag, "/debug/p2p/keepalive/metrics");
+    let view = expect_json(diag, "/debug/p2p/keepalive");
     assert!(counter(&m, "repair_fail") > counter(&m, "reset_events_published"), "some resets were held back: {m}");
     assert!(view["resets_suppressed"].as_u64().unwrap() >= 1, "{view}");
     assert_eq!(counter(&m, "repair_success"), 0, "{m}");
