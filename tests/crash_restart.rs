@@ -11,9 +11,11 @@
 //! those. A process that exits on its own must exit 0 with the whole file identical.
 // `args!` builds a Vec because some call sites extend it; others pass it once.
 #![allow(clippy::useless_vec)]
-mod procs;
+mod common;
 
-use procs::*;
+use common::logs::{count_lines, resume_claims};
+use common::process::{serial, Proc};
+use common::torrent::{assert_same_bytes, data_and_torrent, pieces_matching};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::path::Path;
@@ -93,11 +95,9 @@ fn sigkilled_50_times_then_finishes_byte_identical() {
     let _turn = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let data = make_file(&dir.join("seed"), "data.bin", SIZE, 77);
+    let (data, torrent) = data_and_torrent(dir, SIZE, 77, "16KiB");
     let source = std::fs::read(&data).unwrap();
     let pieces = SIZE.div_ceil(PIECE);
-    let torrent = dir.join("data.torrent");
-    run_ok(&args!["create", &data, "-o", &torrent, "--piece-size", "16KiB"], Duration::from_secs(60));
     let seed_args = args!["seed", &data, "--torrent", &torrent, "--listen", "127.0.0.1:0", "--no-kad"];
     let mut seeder = Proc::spawn("seeder", dir, &seed_args, &[]);
     let peer = seeder.bt_addr().to_string();

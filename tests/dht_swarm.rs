@@ -14,9 +14,12 @@
 //! a poll with a generous deadline waits for it rather than races it.
 // `args!` builds a Vec because some call sites extend it; others pass it once.
 #![allow(clippy::useless_vec)]
-mod procs;
+mod common;
 
-use procs::*;
+use common::http::wait_json;
+use common::logs::{connected_peers, dht_lookups};
+use common::process::{net_args, serial, Proc};
+use common::torrent::{assert_same_bytes, copy_into, create_torrent, make_file};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -56,11 +59,6 @@ fn start_leecher(dir: &Path, name: &str, torrent: &Path, extra: &[OsString]) -> 
     let mut p = Proc::spawn(name, dir, &args, &DEBUG_LOG);
     p.diag_addr();
     (p, out)
-}
-
-/// `shoal create DATA -o T --piece-size 64KiB`.
-fn create_torrent(data: &Path, torrent: &Path) {
-    run_ok(&args!["create", data, "-o", torrent, "--piece-size", "64KiB"], Duration::from_secs(60));
 }
 
 /// A config file capping the DHT lookup backoff at `cap_secs`.
@@ -150,7 +148,7 @@ fn leecher_started_before_any_seeder_backs_off_and_completes() {
     let config = cap_config(dir, CAP as u32);
     let data = make_file(&dir.join("s1"), "data.bin", 2 * MIB + 777, 12);
     let torrent = dir.join("data.torrent");
-    create_torrent(&data, &torrent);
+    create_torrent(&data, &torrent, "64KiB", None);
     let (_node, boot) = start_node(dir);
 
     let (mut leecher, out) = start_leecher(dir, "l0", &torrent, &args!["--bootstrap", &boot, "--config", &config]);
@@ -201,7 +199,7 @@ fn leechers_finish_from_a_new_seeder_after_theirs_is_killed_mid_download() {
     let size = 8 * MIB + 4321;
     let data = make_file(&dir.join("full"), "data.bin", size, 13);
     let torrent = dir.join("data.torrent");
-    create_torrent(&data, &torrent);
+    create_torrent(&data, &torrent, "64KiB", None);
     let half = size.div_ceil(PIECE) / 2;
     let half_data = copy_into(&data, &dir.join("half"));
     let mut bytes = std::fs::read(&half_data).unwrap();
@@ -257,7 +255,7 @@ fn same_torrent_over_libp2p_and_over_tcp_gives_identical_files() {
     let dir = tmp.path();
     let data = make_file(&dir.join("s1"), "data.bin", 16 * MIB + 999, 14);
     let torrent = dir.join("data.torrent");
-    create_torrent(&data, &torrent);
+    create_torrent(&data, &torrent, "64KiB", None);
     let (_node, boot) = start_node(dir);
     let mut seeder = start_seeder(dir, "s1", &data, &torrent, &boot);
     let seeder_id = seeder.peer_id();

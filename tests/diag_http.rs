@@ -5,10 +5,12 @@
 //!
 //! The metrics are process-global: only `served_endpoints_describe_a_completed_swarm` touches
 //! the keepalive counters, and the other tests do not read them.
-mod harness;
+mod common;
 
-use harness::*;
-use serde_json::{json, Value};
+use common::http::{fetch, fetch_json};
+use common::session::{addr, session, wait_for};
+use common::torrent::{make_file, make_torrent};
+use serde_json::json;
 use shoal::diag::{self, DiagState};
 use shoal::metrics::metrics;
 use std::io::Write;
@@ -30,20 +32,8 @@ const KEEPALIVE_KEYS: [&str; 9] = [
     "reset_events_published",
 ];
 
-async fn get(addr: SocketAddr, path: &str) -> reqwest::Response {
-    reqwest::get(format!("http://{addr}{path}")).await.unwrap_or_else(|e| panic!("GET {path}: {e}"))
-}
-
-async fn get_json(addr: SocketAddr, path: &str) -> Value {
-    let r = get(addr, path).await;
-    assert_eq!(r.status(), 200, "GET {path}");
-    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(ct.starts_with("application/json"), "GET {path}: content type {ct}");
-    serde_json::from_str(&r.text().await.unwrap()).unwrap()
-}
-
 async fn get_metrics(addr: SocketAddr) -> String {
-    let r = get(addr, "/metrics").await;
+    let r = fetch(addr, "/metrics").await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], shoal::metrics::TEXT_CONTENT_TYPE);
     r.text().await.unwrap()
@@ -97,7 +87,7 @@ async fn served_endpoints_describe_a_completed_swarm() {
     let hash = meta.info_hash.to_hex();
 
     // Keepalive counters: exactly the nine keys, zero until something counts.
-    let ka = get_json(at, "/debug/p2p/keepalive/metrics").await;
+    let ka = fetch_json(at, "/debug/p2p/keepalive/metrics").await;
     let mut keys: Vec<&str> = ka.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort();
     let mut want = KEEPALIVE_KEYS.to_vec();
@@ -106,11 +96,11 @@ async fn served_endpoints_describe_a_completed_swarm() {
     assert!(KEEPALIVE_KEYS.iter().all(|k| ka[k] == 0), "{ka}");
     metrics().keepalive.inc_probe_fail();
     metrics().keepalive.inc_probe_fail();
-    let ka = get_json(at, "/debug/p2p/keepalive/metrics").await;
+    let ka = fetch_json(at, "/debug/p2p/keepalive/metrics").await;
     assert_eq!(ka["probe_fail"], 2);
     assert_eq!(ka["probe_attempts"], 0);
 
-    let t = get_json(at, "/debug/p2p/torrents").await;
+    let t = fetch_json(at, "/debug/p2p/torrents").await;
     let list = t["torrents"].as_array().unwrap();
     assert_eq!(list.len(), 1);
     let t0 = &list[0];
@@ -127,7 +117,7 @@ async fn served_endpoints_describe_a_completed_swarm() {
     assert!(t0["pool"]["connected"].as_u64().unwrap() >= 1, "{t0}");
     assert!(t0["rates"]["download"].is_number());
 
-    let p = get_json(at, "/debug/p2p/peers").await;
+    let p = fetch_json(at, "/debug/p2p/peers").await;
     let seeder_addr = seeder.listen_addr().unwrap().to_string();
     let sp = p["peers"]
         .as_array()
@@ -144,15 +134,15 @@ async fn served_endpoints_describe_a_completed_swarm() {
     }
     assert!(sp["score"]["total"].is_number(), "{sp}");
 
-    let s = get_json(at, "/debug/p2p/swarm").await;
+    let s = fetch_json(at, "/debug/p2p/swarm").await;
     assert_eq!(s["torrents"], 1);
     assert!(s["connections"]["total"].as_u64().unwrap() >= 1);
     assert!(s["connections"]["by_direction"]["outbound"].as_u64().unwrap() >= 1);
     assert!(s["connections"]["by_transport"]["tcp"].as_u64().unwrap() >= 1);
     assert_eq!(s["bytes"]["downloaded"], t0["totals"]["downloaded"]);
 
-    assert_eq!(get_json(at, "/debug/p2p/routing").await, json!({ "enabled": false }));
-    assert_eq!(get_json(at, "/debug/p2p/keepalive").await, json!({ "enabled": false }));
+    assert_eq!(fetch_json(at, "/debug/p2p/routing").await, json!({ "enabled": false }));
+    assert_eq!(fetch_json(at, "/debug/p2p/keepalive").await, json!({ "enabled": false }));
 
     let text = get_metrics(at).await;
     promtool_check(&text);
@@ -173,7 +163,7 @@ async fn served_endpoints_describe_a_completed_swarm() {
 
     // A finished torrent's byte counter agrees with the JSON view of the same source.
     let series = format!("shoal_torrent_downloaded_bytes_total{{info_hash=\"{hash}\"}}");
-    let json_downloaded = get_json(at, "/debug/p2p/torrents").await["torrents"][0]["totals"]["downloaded"].as_f64();
+    let json_downloaded = fetch_json(at, "/debug/p2p/torrents").await["torrents"][0]["totals"]["downloaded"].as_f64();
     assert_eq!(sample(&get_metrics(at).await, &series), json_downloaded);
 
     // Prometheus itself asks for OpenMetrics.
@@ -203,13 +193,13 @@ async fn plugged_sources_unknown_paths_and_shutdown() {
     let cancel = CancellationToken::new();
     let at = diag::serve("127.0.0.1:0".parse().unwrap(), state, cancel.clone()).await.unwrap();
 
-    assert_eq!(get_json(at, "/debug/p2p/routing").await, routing);
-    assert_eq!(get_json(at, "/debug/p2p/keepalive").await["key_peers"], json!([]));
-    assert_eq!(get_json(at, "/debug/p2p/torrents").await, json!({ "torrents": [] }));
-    assert_eq!(get_json(at, "/debug/p2p/peers").await, json!({ "peers": [] }));
-    assert_eq!(get_json(at, "/debug/p2p/swarm").await["connections"]["total"], 0);
+    assert_eq!(fetch_json(at, "/debug/p2p/routing").await, routing);
+    assert_eq!(fetch_json(at, "/debug/p2p/keepalive").await["key_peers"], json!([]));
+    assert_eq!(fetch_json(at, "/debug/p2p/torrents").await, json!({ "torrents": [] }));
+    assert_eq!(fetch_json(at, "/debug/p2p/peers").await, json!({ "peers": [] }));
+    assert_eq!(fetch_json(at, "/debug/p2p/swarm").await["connections"]["total"], 0);
     for path in ["/", "/debug/p2p", "/debug/p2p/nope", "/metrics/x"] {
-        assert_eq!(get(at, path).await.status(), 404, "{path}");
+        assert_eq!(fetch(at, path).await.status(), 404, "{path}");
     }
 
     cancel.cancel();

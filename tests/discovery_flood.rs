@@ -10,9 +10,13 @@
 //! at once). Each wait is bounded; no timing is asserted.
 // `args!` builds a Vec because some call sites extend it; here each is passed once.
 #![allow(clippy::useless_vec)]
-mod procs;
+mod common;
 
-use procs::*;
+use common::http::get_json;
+use common::process::{serial, Proc};
+use common::torrent::{assert_same_bytes, create_torrent, data_and_torrent, make_file, read_metainfo};
+use common::wire::{encode, handshake_bytes, peer_id};
+use shoal::wire::Message;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -88,10 +92,7 @@ fn a_tracker_answering_twenty_thousand_peers_does_not_stall_the_download() {
     let torrent = dir.join("data.torrent");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let tracker = format!("http://{}/announce", listener.local_addr().unwrap());
-    run_ok(
-        &args!["create", &data, "-o", &torrent, "--piece-size", "256KiB", "--tracker", &tracker],
-        Duration::from_secs(60),
-    );
+    create_torrent(&data, &torrent, "256KiB", Some(&tracker));
     let (_seeder, bt, _) = seed(dir, "seeder", &data, &torrent);
     flooding_tracker(listener, bt);
     // The leecher learns of the seeder only through the tracker's 20,000-peer reply.
@@ -120,12 +121,8 @@ fn a_tracker_answering_twenty_thousand_peers_does_not_stall_the_download() {
 }
 
 /// One extension handshake (BEP 10, extended message 0) announcing listen port `port`.
-fn ext_handshake(port: u16) -> Vec<u8> {
-    let payload = format!("d1:pi{port}ee");
-    let mut m = ((payload.len() + 2) as u32).to_be_bytes().to_vec();
-    m.extend_from_slice(&[20, 0]);
-    m.extend_from_slice(payload.as_bytes());
-    m
+fn ext_handshake(port: u16) -> Message {
+    Message::Extended { id: 0, payload: format!("d1:pi{port}ee").into_bytes().into() }
 }
 
 #[test]
@@ -133,21 +130,15 @@ fn thirty_thousand_extension_handshakes_are_cut_off_and_a_leecher_still_complete
     let _turn = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let data = make_file(&dir.join("seed"), "data.bin", 4 * MIB, 42);
-    let torrent = dir.join("data.torrent");
-    run_ok(&args!["create", &data, "-o", &torrent, "--piece-size", "256KiB"], Duration::from_secs(60));
+    let (data, torrent) = data_and_torrent(dir, 4 * MIB, 42, "256KiB");
     let (seeder, bt, diag) = seed(dir, "seeder", &data, &torrent);
-    let meta = shoal::metainfo::Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    let meta = read_metainfo(&torrent);
 
     let mut s = TcpStream::connect(bt).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut hs = vec![19u8];
-    hs.extend_from_slice(b"BitTorrent protocol");
-    hs.extend_from_slice(&[0, 0, 0, 0, 0, 0x10, 0, 0]); // BEP 10 extension bit
-    hs.extend_from_slice(&meta.info_hash.0);
-    hs.extend_from_slice(b"-FL0001-extfloodxxxx");
-    s.write_all(&hs).unwrap();
-    let flood: Vec<u8> = (0..EXT_HANDSHAKES).flat_map(|i| ext_handshake(20_000 + (i % 40_000) as u16)).collect();
+    let bep10 = [0, 0, 0, 0, 0, 0x10, 0, 0]; // the extension protocol bit
+    s.write_all(&handshake_bytes(bep10, meta.info_hash, peer_id("-FL0001-extfloodxxxx"))).unwrap();
+    let flood = encode((0..EXT_HANDSHAKES).map(|i| ext_handshake(20_000 + (i % 40_000) as u16)));
     // The seeder closes the connection partway through: the rest of the write fails.
     let written = s.write_all(&flood);
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();

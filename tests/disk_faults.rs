@@ -11,9 +11,11 @@
 //! written does the directory fail us, and that is a run-time failure.
 // `args!` builds a Vec because some call sites extend it; others pass it once.
 #![allow(clippy::useless_vec)]
-mod procs;
+mod common;
 
-use procs::*;
+use common::logs::{count_lines, summary_received};
+use common::process::{run_env, serial, Proc};
+use common::torrent::{assert_same_bytes, data_and_torrent, pieces_matching};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -71,9 +73,7 @@ impl Drop for Mount {
 
 /// A torrent of `size` bytes in 16 KiB pieces, served by a `shoal seed` on 127.0.0.1.
 fn seeded(dir: &Path, size: usize) -> (PathBuf, PathBuf, Proc, String) {
-    let data = make_file(&dir.join("seed"), "data.bin", size, 5);
-    let torrent = dir.join("data.torrent");
-    run_ok(&args!["create", &data, "-o", &torrent, "--piece-size", "16KiB"], Duration::from_secs(60));
+    let (data, torrent) = data_and_torrent(dir, size, 5, "16KiB");
     let a = args!["seed", &data, "--torrent", &torrent, "--listen", "127.0.0.1:0", "--no-kad"];
     let mut seeder = Proc::spawn("seeder", dir, &a, &[]);
     let peer = seeder.bt_addr().to_string();

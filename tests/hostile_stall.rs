@@ -9,11 +9,13 @@
 //!   must not starve an honest leecher's handshake.
 //!
 //! These tests are heavy (a 64 MiB torrent, hundreds of sockets): they run one at a time.
+mod common;
 mod hostile;
-mod procs;
 
+use common::process::{serial, vm_kib, Proc};
+use common::torrent::assert_same_bytes;
 use hostile::flood::{Flood, FloodMode};
-use hostile::scene::{assert_alive, vm_kib, Scene, HONEST};
+use hostile::scene::{assert_alive, Scene, HONEST};
 use hostile::{Dial, FakePeer, REACT};
 use shoal::wire::Message;
 use std::net::SocketAddr;
@@ -60,7 +62,7 @@ fn staller(s: &Scene, seeder: SocketAddr) -> FakePeer {
 }
 
 /// The seeder's RSS in KiB (it must be running).
-fn rss(seeder: &procs::Proc) -> u64 {
+fn rss(seeder: &Proc) -> u64 {
     vm_kib(seeder.pid(), "VmRSS").unwrap_or_else(|| seeder.fail("no VmRSS: not running?"))
 }
 
@@ -72,7 +74,7 @@ const CHOKE_ROUND: Duration = Duration::from_secs(15);
 
 #[test]
 fn sigint_stops_the_seeder_within_2_s_while_a_peer_never_reads() {
-    let _serial = procs::serial();
+    let _serial = serial();
     let s = big_scene();
     let (mut seeder, addr) = s.seeder("seeder");
     let mut staller = staller(&s, addr);
@@ -106,7 +108,7 @@ fn sigint_stops_the_seeder_within_2_s_while_a_peer_never_reads() {
 
 #[test]
 fn a_peer_that_never_reads_pins_no_memory_and_the_honest_leecher_completes() {
-    let _serial = procs::serial();
+    let _serial = serial();
     let s = big_scene();
     let (mut seeder, addr) = s.seeder("seeder");
     let baseline = rss(&seeder);
@@ -126,7 +128,7 @@ fn a_peer_that_never_reads_pins_no_memory_and_the_honest_leecher_completes() {
         std::thread::sleep(Duration::from_millis(100));
     }
     honest.expect_success(Duration::from_secs(5));
-    procs::assert_same_bytes(&s.data, &s.path().join("honest/data.bin"));
+    assert_same_bytes(&s.data, &s.path().join("honest/data.bin"));
     assert_alive(&mut seeder);
     eprintln!("seeder RSS: {baseline} KiB at start, {held} KiB with the staller, {peak} KiB peak");
     assert!(
@@ -138,7 +140,7 @@ fn a_peer_that_never_reads_pins_no_memory_and_the_honest_leecher_completes() {
 
 #[test]
 fn keepalive_only_peers_do_not_keep_an_honest_leecher_out() {
-    let _serial = procs::serial();
+    let _serial = serial();
     let s = small_scene();
     let (mut seeder, addr) = s.seeder("seeder");
     // They reconnect when dropped, as an attacker would: 60 opened at once overflow the
@@ -154,7 +156,7 @@ fn keepalive_only_peers_do_not_keep_an_honest_leecher_out() {
 }
 
 fn handshake_flood(mode: FloodMode) {
-    let _serial = procs::serial();
+    let _serial = serial();
     let s = small_scene();
     let (mut seeder, addr) = s.seeder("seeder");
     let flood = Flood::start(addr, Dial::from_ip(HOSTILE_IP), 300, mode, true);

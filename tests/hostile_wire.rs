@@ -7,12 +7,15 @@
 //! Against a `shoal download`: a fake seeder it dials answers with blocks out of range or too
 //! big (dropped), wrong data, unasked-for blocks or nothing. In every case the target does not
 //! panic and an honest `shoal download` afterwards completes byte-identical.
+mod common;
 mod hostile;
-mod procs;
 
-use hostile::scene::{assert_alive, log_lines, vm_kib, Scene};
+use common::logs::log_lines;
+use common::process::{vm_kib, Proc};
+use common::wire::{encode, full_bitfield};
+use hostile::scene::{assert_alive, Scene};
 use hostile::seeder::{FakeSeeder, Serve};
-use hostile::{full_bitfield, random_info_hash, raw, CloseKind, Dial, FakeListener, FakePeer, Recv, REACT};
+use hostile::{random_info_hash, raw, CloseKind, Dial, FakeListener, FakePeer, Recv, REACT};
 use shoal::wire::{Handshake, Message, PeerId};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -48,7 +51,7 @@ fn served(s: &Scene, p: &mut FakePeer) {
 
 /// Sends `offence`, expects the seeder to close within [`REACT`], then checks the seeder
 /// lives and an honest download completes.
-fn offence_is_dropped(s: &Scene, seeder: &mut procs::Proc, addr: SocketAddr, serve_first: bool, offence: &[u8]) {
+fn offence_is_dropped(s: &Scene, seeder: &mut Proc, addr: SocketAddr, serve_first: bool, offence: &[u8]) {
     let mut p = attacker(s, addr);
     if serve_first {
         served(s, &mut p);
@@ -60,13 +63,6 @@ fn offence_is_dropped(s: &Scene, seeder: &mut procs::Proc, addr: SocketAddr, ser
     assert_alive(seeder);
     s.honest_download("honest", &[addr]);
     assert_alive(seeder);
-}
-
-fn encode(m: Message) -> Vec<u8> {
-    use tokio_util::codec::Encoder;
-    let mut b = bytes::BytesMut::new();
-    shoal::wire::MessageCodec::default().encode(m, &mut b).unwrap();
-    b.to_vec()
 }
 
 fn one_offence(serve_first: bool, offence: impl FnOnce(&Scene) -> Vec<u8>) {
@@ -92,35 +88,35 @@ fn bitfield_with_spare_bits_set_is_dropped() {
 
 #[test]
 fn have_out_of_range_is_dropped() {
-    one_offence(false, |s| encode(Message::Have { index: s.geo.piece_count }));
+    one_offence(false, |s| encode([Message::Have { index: s.geo.piece_count }]));
 }
 
 #[test]
 fn request_out_of_range_is_dropped() {
-    one_offence(true, |s| encode(Message::Request { index: s.geo.piece_count, begin: 0, length: BLOCK }));
+    one_offence(true, |s| encode([Message::Request { index: s.geo.piece_count, begin: 0, length: BLOCK }]));
 }
 
 #[test]
 fn request_beyond_the_piece_end_is_dropped() {
     // Inside piece 0 but running over its end by half a block.
-    one_offence(true, |_| encode(Message::Request { index: 0, begin: PIECE - BLOCK / 2, length: BLOCK }));
+    one_offence(true, |_| encode([Message::Request { index: 0, begin: PIECE - BLOCK / 2, length: BLOCK }]));
 }
 
 #[test]
 fn request_beyond_the_short_last_piece_is_dropped() {
     // The last piece is 5,000 bytes: a whole block from it is out of range.
-    one_offence(true, |s| encode(Message::Request { index: s.geo.piece_count - 1, begin: 0, length: BLOCK }));
+    one_offence(true, |s| encode([Message::Request { index: s.geo.piece_count - 1, begin: 0, length: BLOCK }]));
 }
 
 #[test]
 fn request_of_length_zero_is_dropped() {
-    one_offence(true, |_| encode(Message::Request { index: 0, begin: 0, length: 0 }));
+    one_offence(true, |_| encode([Message::Request { index: 0, begin: 0, length: 0 }]));
 }
 
 #[test]
 fn request_over_128_kib_is_dropped() {
     // Within the 256 KiB piece, so only the length is wrong.
-    one_offence(true, |_| encode(Message::Request { index: 0, begin: 0, length: 128 * 1024 + BLOCK }));
+    one_offence(true, |_| encode([Message::Request { index: 0, begin: 0, length: 128 * 1024 + BLOCK }]));
 }
 
 #[test]

@@ -6,9 +6,11 @@
 //!
 //! Every process listens on 127.0.0.1 only and is killed by PID when its [`Proc`] drops.
 #![allow(clippy::useless_vec)]
-mod procs;
+mod common;
 
-use procs::*;
+use common::logs::{count_lines, dht_lookups};
+use common::process::{run_env, serial, Proc};
+use common::torrent::{assert_same_bytes, make_file};
 use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;

@@ -2,11 +2,14 @@
 //! one IP holding handshakes open cannot take more than `max_inbound_handshakes_per_ip`
 //! slots, connections past that are closed unread, and other IPs are still served.
 //! 127.0.0.2 is a second source IP: Linux routes all of 127/8 to the loopback device.
-mod harness;
+mod common;
 
-use harness::*;
+use common::torrent::{make_file, make_torrent};
+use common::wire::handshake_bytes;
 use shoal::config::Options;
+use shoal::metainfo::InfoHash;
 use shoal::session::Session;
+use shoal::wire::PeerId;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,13 +20,7 @@ use tokio::net::{TcpSocket, TcpStream};
 const WAIT: Duration = Duration::from_secs(60);
 
 fn handshake(info_hash: &[u8; 20], id: u8) -> Vec<u8> {
-    let mut b = Vec::with_capacity(68);
-    b.push(19);
-    b.extend_from_slice(b"BitTorrent protocol");
-    b.extend_from_slice(&[0; 8]);
-    b.extend_from_slice(info_hash);
-    b.extend_from_slice(&[id; 20]);
-    b
+    handshake_bytes([0; 8], InfoHash(*info_hash), PeerId([id; 20]))
 }
 
 async fn connect_from(source: [u8; 4], to: SocketAddr) -> TcpStream {

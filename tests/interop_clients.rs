@@ -4,7 +4,7 @@
 //! Each direction is shown both ways a peer can be found: with an address given directly
 //! (`shoal download --peer`, `lt_peer.py --peer`, or `shoal seed --peer` dialling the client) and
 //! through a real opentracker. Everything runs on 127.0.0.1 as child processes (the `shoal`
-//! binary, `/usr/bin/python3 tests/support/lt_peer.py`, `aria2c`, `opentracker`), each killed by
+//! binary, `/usr/bin/python3 tests/common/lt_peer.py`, `aria2c`, `opentracker`), each killed by
 //! PID when its test ends; every wait has a deadline, so a stalled transfer fails its test.
 //!
 //! The data is 6 MiB and 12,345 bytes of random content in 256 KiB pieces: 25 pieces, the last
@@ -15,11 +15,15 @@
 //! What these tests caught: aria2c announces the pieces it gains with further `bitfield`
 //! messages instead of `have`s, which shoal used to refuse as a protocol violation (the
 //! `aria2_downloads_from_shoal_*` tests stalled after aria2's first piece).
-mod support;
+mod common;
 
+use common::clients::{
+    aria2, lt_peer, require_aria2, require_libtorrent, shoal_download, shoal_seeder, skip_on_purpose, Opentracker,
+    TRANSFER,
+};
+use common::ports::free_port;
+use common::torrent::{assert_same_bytes, create_torrent, make_file};
 use std::path::PathBuf;
-
-use support::*;
 use tempfile::TempDir;
 
 const NAME: &str = "payload.bin";
@@ -46,7 +50,7 @@ impl Fixture {
         for d in [&seed_dir, &out, &logs] {
             std::fs::create_dir(d).unwrap();
         }
-        let data = random_file(&seed_dir, NAME, SIZE, seed);
+        let data = make_file(&seed_dir, NAME, SIZE, seed);
         let torrent = dir.path().join("payload.torrent");
         let url = tracker_port.map(Opentracker::url);
         let hash = create_torrent(&data, &torrent, PIECE, url.as_deref());
@@ -58,7 +62,7 @@ impl Fixture {
     }
 
     fn check(&self) {
-        assert_same_file(&self.data, &self.downloaded());
+        assert_same_bytes(&self.data, &self.downloaded());
     }
 }
 
@@ -87,7 +91,7 @@ fn shoal_downloads_from_libtorrent_found_through_opentracker() {
     }
     let tport = free_port();
     let f = Fixture::new(2, Some(tport));
-    let tracker = Opentracker::start(tport, &f.hash, &f.logs);
+    let tracker = Opentracker::start(tport, &[&f.hash], &f.logs);
     let (_seeder, _) = lt_peer("seed", &f.torrent, &f.seed_dir, &[], &f.logs);
     tracker.wait_for_seeder(&f.hash);
     let mut leecher = shoal_download(&f.torrent, &f.out, &[], &f.logs);
@@ -117,7 +121,7 @@ fn shoal_downloads_from_aria2_found_through_opentracker() {
     }
     let tport = free_port();
     let f = Fixture::new(4, Some(tport));
-    let tracker = Opentracker::start(tport, &f.hash, &f.logs);
+    let tracker = Opentracker::start(tport, &[&f.hash], &f.logs);
     let _seeder = aria2(true, &f.torrent, &f.seed_dir, free_port(), &f.logs);
     tracker.wait_for_seeder(&f.hash);
     let mut leecher = shoal_download(&f.torrent, &f.out, &[], &f.logs);
@@ -160,7 +164,7 @@ fn libtorrent_downloads_from_shoal_found_through_opentracker() {
     require_libtorrent();
     let tport = free_port();
     let f = Fixture::new(7, Some(tport));
-    let tracker = Opentracker::start(tport, &f.hash, &f.logs);
+    let tracker = Opentracker::start(tport, &[&f.hash], &f.logs);
     let (_seeder, _) = shoal_seeder(&f.data, &f.torrent, &[], &f.logs);
     tracker.wait_for_seeder(&f.hash);
     let (mut leecher, _) = lt_peer("leech", &f.torrent, &f.out, &[], &f.logs);
@@ -191,7 +195,7 @@ fn aria2_downloads_from_shoal_found_through_opentracker() {
     require_aria2();
     let tport = free_port();
     let f = Fixture::new(9, Some(tport));
-    let tracker = Opentracker::start(tport, &f.hash, &f.logs);
+    let tracker = Opentracker::start(tport, &[&f.hash], &f.logs);
     let (_seeder, _) = shoal_seeder(&f.data, &f.torrent, &[], &f.logs);
     tracker.wait_for_seeder(&f.hash);
     let mut leecher = aria2(false, &f.torrent, &f.out, free_port(), &f.logs);

@@ -3,93 +3,26 @@
 //! publish resets no faster than the cool-down; an invalid config exits 2 naming the key.
 //!
 //! Every child is killed by PID when its guard drops; every wait is bounded.
-mod procs;
+mod common;
 
+use common::http::expect_json;
+use common::logs::{dht_lookups, event_times};
+use common::process::{run_env, Proc, STARTUP};
+use common::session::spawn_node;
+use common::torrent::{create_torrent, make_file};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_shoal");
 const PIECE: usize = 64 * 1024;
 const PIECES: usize = 64;
+/// Info lines, and the DHT task's debug line saying a reset brought a lookup forward.
+const LOG: [(&str, &str); 1] = [("RUST_LOG", "warn,shoal=info,shoal::discovery::dht=debug")];
 
-/// A running `shoal` whose stdout lines arrive on a channel; killed on drop.
-struct Proc {
-    name: String,
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn start(name: &str, dir: &Path, args: &[&str]) -> Proc {
-        let log = dir.join(format!("{name}.log"));
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            // Info lines, and the DHT task's debug line saying a reset brought a lookup forward.
-            .env("RUST_LOG", "warn,shoal=info,shoal::discovery::dht=debug")
-            .env("NO_COLOR", "1")
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name}: {e}"));
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Proc { name: name.into(), child, lines, log }
-    }
-
-    /// The rest of the first stdout line starting with `prefix`.
-    fn wait_line(&self, prefix: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix(prefix) {
-                        return rest.trim().to_string();
-                    }
-                }
-                Err(_) => panic!("{}: no `{prefix}` line within 30 s; log:\n{}", self.name, self.log_text()),
-            }
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn get_json(diag: &str, path: &str) -> Value {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
-        let resp =
-            client.get(format!("http://{diag}{path}")).send().await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
-        serde_json::from_str(&resp.text().await.unwrap()).unwrap()
-    })
+/// `shoal ARGS` logging [`LOG`] to `dir/NAME.log`; killed by PID when dropped.
+fn start(name: &str, dir: &Path, args: &[&str]) -> Proc {
+    Proc::spawn(name, dir, args, &LOG)
 }
 
 /// Polls `f` every 200 ms until it returns `Some`, for at most `secs`.
@@ -124,25 +57,10 @@ fn s(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
-fn data(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn create_torrent(dir: &Path, file: &Path) -> String {
+/// `shoal create FILE -o DIR/data.torrent` in pieces of [`PIECE`]; the torrent's path.
+fn torrent_of(dir: &Path, file: &Path) -> String {
     let torrent = dir.join("data.torrent");
-    let st = Command::new(BIN)
-        .args(["create", &s(file), "-o", &s(&torrent), "--piece-size", &PIECE.to_string()])
-        .output()
-        .unwrap();
-    assert!(st.status.success(), "create: {}", String::from_utf8_lossy(&st.stderr));
+    create_torrent(file, &torrent, &PIECE.to_string(), None);
     s(&torrent)
 }
 
@@ -150,8 +68,8 @@ fn start_dht_node(dir: &Path, name: &str, config: &str, extra: &[&str]) -> (Proc
     let identity = s(&dir.join(format!("{name}.key")));
     let mut args = vec!["node", "--kad-listen", "/ip4/127.0.0.1/tcp/0", "--identity", &identity, "--config", config];
     args.extend_from_slice(extra);
-    let p = Proc::start(name, dir, &args);
-    let addr = p.wait_line("listening kad ");
+    let mut p = start(name, dir, &args);
+    let addr = p.kad_addr();
     (p, addr)
 }
 
@@ -173,9 +91,9 @@ fn start_seeder(dir: &Path, name: &str, data_dir: &Path, torrent: &str, node: &s
         "--config",
         config,
     ];
-    let p = Proc::start(name, dir, &args);
-    let kad = p.wait_line("listening kad ");
-    p.wait_line("magnet ");
+    let mut p = start(name, dir, &args);
+    let kad = p.kad_addr();
+    p.wait_line("magnet ", STARTUP);
     (p, kad)
 }
 
@@ -188,15 +106,13 @@ fn start_seeder(dir: &Path, name: &str, data_dir: &Path, torrent: &str, node: &s
 fn key_peer_restarted_on_a_new_port_is_repaired_through_the_dht() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let bytes = data(PIECE * PIECES);
     let (full, half) = (dir.join("full"), dir.join("half"));
-    std::fs::create_dir_all(&full).unwrap();
+    let bytes = std::fs::read(make_file(&full, "data.bin", PIECE * PIECES, 9)).unwrap();
     std::fs::create_dir_all(&half).unwrap();
-    std::fs::write(full.join("data.bin"), &bytes).unwrap();
     let mut partial = bytes.clone();
     partial[PIECE * PIECES / 2..].fill(0);
     std::fs::write(half.join("data.bin"), &partial).unwrap();
-    let torrent = create_torrent(dir, &full.join("data.bin"));
+    let torrent = torrent_of(dir, &full.join("data.bin"));
     // Reset-driven DHT lookups of the leecher are kept rare, so that its own provider lookups
     // do not race the monitor's repair.
     let config = write_config(
@@ -216,7 +132,7 @@ fn key_peer_restarted_on_a_new_port_is_repaired_through_the_dht() {
     let (mut seeder, seeder_kad) = start_seeder(dir, "seeder1", &half, &torrent, &node_addr, &config);
     let out = dir.join("out");
     let leecher_key = s(&dir.join("leecher.key"));
-    let leecher = Proc::start(
+    let mut leecher = start(
         "leecher",
         dir,
         &[
@@ -243,12 +159,13 @@ fn key_peer_restarted_on_a_new_port_is_repaired_through_the_dht() {
             &leecher_config,
         ],
     );
-    let diag = leecher.wait_line("listening diag ");
-    let pieces = |diag: &str| get_json(diag, "/debug/p2p/torrents")["torrents"][0]["progress"]["pieces_have"].as_u64();
+    let diag = leecher.diag_addr();
+    let pieces =
+        |diag: SocketAddr| expect_json(diag, "/debug/p2p/torrents")["torrents"][0]["progress"]["pieces_have"].as_u64();
     eventually(60, "the leecher has the first half", &[&leecher, &seeder, &node], || {
-        pieces(&diag).filter(|n| *n == PIECES as u64 / 2)
+        pieces(diag).filter(|n| *n == PIECES as u64 / 2)
     });
-    let view = get_json(&diag, "/debug/p2p/keepalive");
+    let view = expect_json(diag, "/debug/p2p/keepalive");
     let seeder_id = seeder_kad.rsplit('/').next().unwrap().to_string();
     let key_peer = view["key_peers"].as_array().unwrap().iter().find(|p| p["peer_id"] == seeder_id.as_str()).cloned();
     assert!(key_peer.is_some_and(|p| p["connected"] == true), "the seeder is a connected key peer: {view}");
@@ -262,27 +179,27 @@ fn key_peer_restarted_on_a_new_port_is_repaired_through_the_dht() {
     // lookup, so a `DHT lookup` line after it cannot be an earlier one, and cannot be missed
     // the way a lookup ending between two polls of the diagnostics can. (The pool running dry
     // may be what brings it forward, the monitor's reset then falling in the cool-down.)
-    let brought = |log: &str| procs::event_times(log, "next DHT lookup brought forward");
+    let brought = |log: &str| event_times(log, "next DHT lookup brought forward");
     let before_kill = brought(&leecher.log_text()).len();
     seeder.kill();
     eventually(30, "a failed repair", &[&leecher], || {
-        let m = get_json(&diag, "/debug/p2p/keepalive/metrics");
+        let m = expect_json(diag, "/debug/p2p/keepalive/metrics");
         (counter(&m, "probe_fail") >= 3 && counter(&m, "reset_events_published") >= 1).then_some(())
     });
     eventually(30, "the lookup a reset brought forward", &[&leecher], || {
         let log = leecher.log_text();
         // The first one after the kill: later resets are held to 60 s after its lookup.
         let first = *brought(&log).get(before_kill)?;
-        procs::dht_lookups(&log).iter().any(|l| l.at > first).then_some(())
+        dht_lookups(&log).iter().any(|l| l.at > first).then_some(())
     });
     let (seeder2, seeder2_kad) = start_seeder(dir, "seeder2", &full, &torrent, &node_addr, &config);
     assert_ne!(seeder2_kad, seeder_kad, "restarted on another port");
     assert!(seeder2_kad.ends_with(&seeder_id), "same identity");
 
     eventually(60, "the leecher completes", &[&leecher, &seeder2, &node], || {
-        pieces(&diag).filter(|n| *n == PIECES as u64)
+        pieces(diag).filter(|n| *n == PIECES as u64)
     });
-    let m = get_json(&diag, "/debug/p2p/keepalive/metrics");
+    let m = expect_json(diag, "/debug/p2p/keepalive/metrics");
     assert!(counter(&m, "probe_fail") >= 3, "{m}");
     assert!(counter(&m, "repair_triggered") >= 1, "{m}");
     assert!(counter(&m, "repair_success") >= 1, "{m}\n{}", leecher.log_text());
@@ -320,14 +237,14 @@ fn resets_for_a_key_peer_that_never_returns_respect_the_cool_down() {
     let (mut gone, gone_addr) = start_dht_node(dir, "gone", &config, &["--bootstrap", &node_addr]);
     std::thread::sleep(Duration::from_secs(1));
     gone.kill();
-    let (watcher, _) = start_dht_node(
+    let (mut watcher, _) = start_dht_node(
         dir,
         "watcher",
         &config,
         &["--bootstrap", &node_addr, "--key-peer", &gone_addr, "--diag", "127.0.0.1:0"],
     );
-    let diag = watcher.wait_line("listening diag ");
-    let resets = || counter(&get_json(&diag, "/debug/p2p/keepalive/metrics"), "reset_events_published");
+    let diag = watcher.diag_addr();
+    let resets = || counter(&expect_json(diag, "/debug/p2p/keepalive/metrics"), "reset_events_published");
     eventually(30, "a first reset", &[&watcher], || (resets() >= 1).then_some(()));
     let (r0, t0) = (resets(), Instant::now());
     // At least 12 s (four cool-downs), and on until two more resets came: on a loaded machine
@@ -339,8 +256,8 @@ fn resets_for_a_key_peer_that_never_returns_respect_the_cool_down() {
     let published = (r1 - r0) as f64;
     assert!(published <= allowed, "{published} resets in {window:?}, at most {allowed}");
     assert!(published >= 2.0, "repairs keep failing and resets keep coming: {published}");
-    let m = get_json(&diag, "/debug/p2p/keepalive/metrics");
-    let view = get_json(&diag, "/debug/p2p/keepalive");
+    let m = expect_json(diag, "/debug/p2p/keepalive/metrics");
+    let view = expect_json(diag, "/debug/p2p/keepalive");
     assert!(counter(&m, "repair_fail") > counter(&m, "reset_events_published"), "some resets were held back: {m}");
     assert!(view["resets_suppressed"].as_u64().unwrap() >= 1, "{view}");
     assert_eq!(counter(&m, "repair_success"), 0, "{m}");
@@ -362,9 +279,8 @@ fn resets_for_a_key_peer_that_never_returns_respect_the_cool_down() {
 fn invalid_config_exits_2_naming_the_key() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let file = dir.join("x.bin");
-    std::fs::write(&file, data(100_000)).unwrap();
-    let torrent = create_torrent(dir, &file);
+    let file = make_file(dir, "x.bin", 100_000, 10);
+    let torrent = torrent_of(dir, &file);
     for (text, key) in [
         ("no_such_key = 1\n", "no_such_key"),
         ("probe_timeout = \"soon\"\n", "probe_timeout"),
@@ -373,27 +289,15 @@ fn invalid_config_exits_2_naming_the_key() {
     ] {
         let bad = dir.join("bad.toml");
         std::fs::write(&bad, text).unwrap();
-        let out = Command::new(BIN)
-            .args(["download", &torrent, "-o", &s(&dir.join("d")), "--config", &s(&bad)])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{text}: {stderr}");
+        let args = args!["download", &torrent, "-o", dir.join("d"), "--config", &bad];
+        let (status, _, stderr) = run_env(&args, &[], Duration::from_secs(60));
+        assert_eq!(status.code(), Some(2), "{text}: {stderr}");
         assert!(stderr.contains(key), "{text}: {stderr}");
     }
 }
 
-async fn spawn_node(
-    keypair: libp2p::identity::Keypair,
-    mode: shoal::p2p::DhtMode,
-    bootstrap: &[libp2p::Multiaddr],
-) -> shoal::p2p::NodeHandle {
-    let mut config = shoal::p2p::NodeConfig::new(keypair, Duration::from_secs(5));
-    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-    config.bootstrap = bootstrap.to_vec();
-    config.dht_mode = mode;
-    shoal::p2p::NodeHandle::spawn(config).await.expect("node starts")
-}
+/// Bound of each Kademlia query of the in-process nodes.
+const QUERY: Duration = Duration::from_secs(5);
 
 /// `find_peer`, retried every 200 ms while the DHT learns of the peer (the bootstrap node
 /// must first have identified it), for at most 30 s: a generous bound on a loaded machine,
@@ -416,12 +320,12 @@ async fn a_restarted_peer_is_found_by_peer_id_and_dialled() {
     use libp2p::identity::Keypair;
     use shoal::p2p::DhtMode;
     tokio::time::timeout(Duration::from_secs(120), async {
-        let boot = spawn_node(Keypair::generate_ed25519(), DhtMode::Server, &[]).await;
+        let boot = spawn_node(Keypair::generate_ed25519(), DhtMode::Server, &[], QUERY).await;
         let boot_addrs = boot.listen_addrs().await.unwrap();
         let key = Keypair::generate_ed25519();
-        let a = spawn_node(key.clone(), DhtMode::Server, &boot_addrs).await;
+        let a = spawn_node(key.clone(), DhtMode::Server, &boot_addrs, QUERY).await;
         let id = a.peer_id();
-        let b = spawn_node(Keypair::generate_ed25519(), DhtMode::Client, &boot_addrs).await;
+        let b = spawn_node(Keypair::generate_ed25519(), DhtMode::Client, &boot_addrs, QUERY).await;
         // No "B cannot dial A yet" here: B's own bootstrap may already have met A through the
         // bootstrap node, and that is a race, not what this test is about.
         let found = find_soon(&b, id).await.expect("found");
@@ -435,7 +339,7 @@ async fn a_restarted_peer_is_found_by_peer_id_and_dialled() {
         }
         assert!(b.dial(id).await.is_err(), "down");
         assert!(b.find_peer(id).await.is_err(), "a dead peer is in no lookup's answer");
-        let a2 = spawn_node(key, DhtMode::Server, &boot_addrs).await;
+        let a2 = spawn_node(key, DhtMode::Server, &boot_addrs, QUERY).await;
         let new_addrs = a2.listen_addrs().await.unwrap();
         let again = find_soon(&b, id).await.expect("found again");
         assert_ne!(again, found);

@@ -9,11 +9,15 @@
 //! limits do not turn them away: the point is what 200 admitted peers cost.
 // `args!` builds a Vec because some call sites extend it; here each is passed once.
 #![allow(clippy::useless_vec)]
-mod procs;
+mod common;
 
-use procs::*;
+use common::http::get_json;
+use common::process::{serial, vm_kib, Proc};
+use common::torrent::{data_and_torrent, read_metainfo};
+use common::wire::{encode, handshake_bytes, peer_id};
+use shoal::metainfo::InfoHash;
+use shoal::wire::Message;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
@@ -29,31 +33,22 @@ async fn staller(
     seeder: SocketAddr,
     from: IpAddr,
     n: usize,
-    info_hash: [u8; 20],
+    info_hash: InfoHash,
     pieces: u32,
 ) -> tokio::net::TcpStream {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     sock.bind(SocketAddr::new(from, 0)).unwrap();
     let mut s = sock.connect(seeder).await.unwrap();
-    let mut hs = Vec::with_capacity(68);
-    hs.push(19u8);
-    hs.extend_from_slice(b"BitTorrent protocol");
-    hs.extend_from_slice(&[0u8; 8]);
-    hs.extend_from_slice(&info_hash);
     // A peer id of its own: the seeder refuses a second connection from a peer id it has.
-    hs.extend_from_slice(format!("-ST0001-{:012}", n).as_bytes());
+    let hs = handshake_bytes([0; 8], info_hash, peer_id(&format!("-ST0001-{n:012}")));
     s.write_all(&hs).await.unwrap();
-    s.write_all(&[0, 0, 0, 1, 2]).await.unwrap(); // interested
-    let mut reqs = Vec::with_capacity(REQUESTS as usize * 17);
-    for i in 0..REQUESTS {
-        let (piece, begin) = ((i / 64) % pieces, (i % 64) * 16384);
-        reqs.extend_from_slice(&13u32.to_be_bytes());
-        reqs.push(6);
-        for v in [piece, begin, 16384] {
-            reqs.extend_from_slice(&v.to_be_bytes());
-        }
-    }
+    s.write_all(&encode([Message::Interested])).await.unwrap();
+    let reqs = encode((0..REQUESTS).map(|i| Message::Request {
+        index: (i / 64) % pieces,
+        begin: (i % 64) * 16384,
+        length: 16384,
+    }));
     // Requests sent while still choked are dropped by the seeder; a staller keeps sending
     // them, as an attacker would, so some land once it is unchoked. The kernel's send buffer
     // takes what it takes: a write that would block is abandoned, the socket stays open.
@@ -62,12 +57,7 @@ async fn staller(
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    vm_kib(pid, "VmRSS").unwrap_or(0)
 }
 
 /// User + system CPU seconds of a process, from /proc/PID/stat.
@@ -80,19 +70,12 @@ fn cpu_secs(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-fn info_hash(torrent: &Path) -> [u8; 20] {
-    let meta = shoal::metainfo::Metainfo::from_bytes(&std::fs::read(torrent).unwrap()).unwrap();
-    meta.info_hash.0
-}
-
 #[test]
 fn two_hundred_stalling_peers_cost_bounded_memory_and_sigint_still_stops_the_seeder() {
     let _turn = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let data = make_file(&dir.join("seed"), "data.bin", 32 * MIB, 31);
-    let torrent = dir.join("data.torrent");
-    run_ok(&args!["create", &data, "-o", &torrent, "--piece-size", "1MiB"], Duration::from_secs(60));
+    let (data, torrent) = data_and_torrent(dir, 32 * MIB, 31, "1MiB");
     let config = dir.join("shoal.toml");
     std::fs::write(&config, "max_connections = 260\n").unwrap();
     let mut seeder = Proc::spawn(
@@ -120,7 +103,7 @@ fn two_hundred_stalling_peers_cost_bounded_memory_and_sigint_still_stops_the_see
     let base_rss = rss_kib(pid);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let hash = info_hash(&torrent);
+    let hash = read_metainfo(&torrent).info_hash;
     let stallers: Vec<_> = rt.block_on(async {
         let opens = (0..PEERS).map(|i| {
             let from = IpAddr::V4(Ipv4Addr::new(127, 0, 1, (i / 4 + 1) as u8));
@@ -154,12 +137,7 @@ fn two_hundred_stalling_peers_cost_bounded_memory_and_sigint_still_stops_the_see
     // The seeder still answers a newcomer: our handshake back, then its bitfield.
     let greeting = rt.block_on(async {
         let mut s = tokio::net::TcpStream::connect(bt).await.unwrap();
-        let mut hs = vec![19u8];
-        hs.extend_from_slice(b"BitTorrent protocol");
-        hs.extend_from_slice(&[0u8; 8]);
-        hs.extend_from_slice(&hash);
-        hs.extend_from_slice(b"-ST0001-newcomer0000");
-        s.write_all(&hs).await.unwrap();
+        s.write_all(&handshake_bytes([0; 8], hash, peer_id("-ST0001-newcomer0000"))).await.unwrap();
         let mut buf = vec![0u8; 68 + 5];
         tokio::time::timeout(Duration::from_secs(20), tokio::io::AsyncReadExt::read_exact(&mut s, &mut buf)).await
     });

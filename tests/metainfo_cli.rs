@@ -2,12 +2,13 @@
 //! tools (fixtures/) and against the tools themselves (transmission-show, python3-libtorrent).
 //!
 //! Tests that need an external tool fail when it is missing, unless `SHOAL_SKIP_INTEROP=1`.
+mod common;
+
+use common::clients::{require_libtorrent, require_transmission, skip_on_purpose, LT_PYTHON};
 use serde_json::Value as Json;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-const LT_PYTHON: &str = "/usr/bin/python3";
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
@@ -32,21 +33,20 @@ fn info_json(path: &Path) -> Json {
 }
 
 /// Whether interop checks run; panics when a needed tool is missing and skipping is not allowed.
-fn interop(tool: &str, probe: &[&str]) -> bool {
-    if std::env::var("SHOAL_SKIP_INTEROP").as_deref() == Ok("1") {
+fn interop(require: fn()) -> bool {
+    if skip_on_purpose() {
         return false;
     }
-    let ok = Command::new(tool).args(probe).output().is_ok_and(|o| o.status.success());
-    assert!(ok, "{tool} is missing (install it, or set SHOAL_SKIP_INTEROP=1)");
+    require();
     true
 }
 
 fn have_transmission() -> bool {
-    interop("transmission-show", &["--version"])
+    interop(require_transmission)
 }
 
 fn have_libtorrent() -> bool {
-    interop(LT_PYTHON, &["-c", "import libtorrent"])
+    interop(require_libtorrent)
 }
 
 /// What transmission-show reports: the info-hash and the file paths below the torrent root.

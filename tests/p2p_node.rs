@@ -1,6 +1,9 @@
 //! The libp2p node over loopback: DHT provider discovery, peer lookup by PeerId, streams in
 //! both directions (raw and through `P2pConnector`), and a persistent identity. Every test is
 //! bounded by a timeout.
+mod common;
+
+use common::session::spawn_node as spawn_with;
 use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
@@ -19,12 +22,7 @@ async fn bounded<T>(f: impl Future<Output = T>) -> T {
 }
 
 async fn spawn_node(keypair: Keypair, mode: DhtMode, bootstrap: &[Multiaddr]) -> NodeHandle {
-    let mut config = NodeConfig::new(keypair, shoal::config::Options::default().dht_query_timeout);
-    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-    config.bootstrap = bootstrap.to_vec();
-    config.dht_mode = mode;
-    config.query_timeout = Duration::from_secs(10);
-    NodeHandle::spawn(config).await.expect("node starts")
+    spawn_with(keypair, mode, bootstrap, Duration::from_secs(10)).await
 }
 
 /// A bootstrap server, a provider-capable server A and a client B, both bootstrapped from it.

@@ -2,10 +2,12 @@
 //! blocks has them dropped and counted, and is closed; a liar that corrupts one block of each
 //! piece it serves, in pieces an honest seeder also serves, is the only one banned. The
 //! honest seeder is never banned, and every download completes byte-identical.
-mod harness;
+mod common;
 
+use common::session::{addr, options, session, SlowConnector};
+use common::torrent::{assert_same_bytes, make_file, make_torrent};
+use common::wire::full_bitfield;
 use futures::{SinkExt, StreamExt};
-use harness::*;
 use shoal::manager::PeerAddr;
 use shoal::metainfo::Metainfo;
 use shoal::wire::{Handshake, HandshakeCodec, Message, MessageCodec, PeerId};
@@ -109,7 +111,7 @@ async fn unrequested_blocks_are_dropped_counted_and_cannot_frame_the_seeder() {
     let liar = liar(meta.clone(), src.clone(), Lie::Spray).await;
 
     let (leecher, h) = download_beside(liar, &honest, meta.clone(), dir.path().join("out")).await;
-    same_bytes(&src, &dir.path().join("out/data.bin"));
+    assert_same_bytes(&src, &dir.path().join("out/data.bin"));
     let st = h.stats().borrow().clone();
     assert_eq!(st.hash_failures, 0, "no junk block reached a piece");
     assert_eq!(st.banned, 0, "nobody is banned: the honest seeder was not framed");
@@ -132,7 +134,7 @@ async fn only_the_peer_whose_block_differed_is_banned() {
     let liar = liar(meta.clone(), src.clone(), Lie::CorruptOneBlock).await;
 
     let (leecher, h) = download_beside(liar, &honest, meta.clone(), dir.path().join("out")).await;
-    same_bytes(&src, &dir.path().join("out/data.bin"));
+    assert_same_bytes(&src, &dir.path().join("out/data.bin"));
     let st = h.stats().borrow().clone();
     assert!(st.hash_failures >= 1, "the liar's corrupt blocks failed pieces");
     assert_eq!(st.banned, 1, "exactly one peer is banned: the liar");

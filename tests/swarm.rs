@@ -1,9 +1,11 @@
 //! Loopback swarms through the library: many leechers, partial seeders, a seeder lost
 //! mid-download, a lying peer, and resume. Every byte travels over real sockets on
 //! 127.0.0.1 and every file is compared with its source.
-mod harness;
+mod common;
 
-use harness::*;
+use common::session::{addr, options, session, wait_for, SlowConnector};
+use common::torrent::{assert_same_bytes, make_file, make_torrent};
+use common::wire::full_bitfield;
 use shoal::torrent::{Phase, TorrentEvent};
 use std::time::Duration;
 
@@ -33,7 +35,7 @@ async fn one_seeder_three_leechers_byte_identical() {
     }
     for (i, (_, h)) in leechers.iter().enumerate() {
         tokio::time::timeout(Duration::from_secs(60), h.wait_complete()).await.expect("leecher timed out").unwrap();
-        same_bytes(&src, &dir.path().join(format!("l{i}")).join("data.bin"));
+        assert_same_bytes(&src, &dir.path().join(format!("l{i}")).join("data.bin"));
         let st = h.stats().borrow().clone();
         assert_eq!(st.pieces_have, meta.piece_count());
         assert_eq!(st.hash_failures, 0);
@@ -97,7 +99,7 @@ async fn partial_seeders_together_complete_one_leecher() {
     let h = leecher.add_torrent(meta.clone(), dir.path().join("out"));
     h.add_peers(seeders.iter().map(addr).collect()).await;
     tokio::time::timeout(Duration::from_secs(60), h.wait_complete()).await.expect("timed out").unwrap();
-    same_bytes(&src, &dir.path().join("out/data.bin"));
+    assert_same_bytes(&src, &dir.path().join("out/data.bin"));
     let st = h.stats().borrow().clone();
     assert!(st.peers_used >= 2, "pieces came from {} peers", st.peers_used);
     leecher.shutdown().await;
@@ -127,7 +129,7 @@ async fn seeder_lost_mid_download_the_other_finishes() {
     assert_eq!(mid.pool.connected, 2);
     a.shutdown().await;
     tokio::time::timeout(Duration::from_secs(60), h.wait_complete()).await.expect("timed out").unwrap();
-    same_bytes(&src, &dir.path().join("out/data.bin"));
+    assert_same_bytes(&src, &dir.path().join("out/data.bin"));
     leecher.shutdown().await;
     b.shutdown().await;
 }
@@ -159,7 +161,7 @@ async fn restart_fetches_only_the_missing_pieces() {
     let resumed = wait_for(&mut st, 30, "resume check", |s| s.phase != Phase::Checking).await;
     assert!(resumed.pieces_have >= had, "resume kept {} of the {had} verified pieces", resumed.pieces_have);
     tokio::time::timeout(Duration::from_secs(60), h2.wait_complete()).await.expect("timed out").unwrap();
-    same_bytes(&src, &dir.path().join("out/data.bin"));
+    assert_same_bytes(&src, &dir.path().join("out/data.bin"));
     let done = h2.stats().borrow().clone();
     let missing = (meta.piece_count() - resumed.pieces_have) as u64 * PIECE as u64;
     assert_eq!(done.pieces_received, meta.piece_count() - resumed.pieces_have, "only missing pieces are fetched");
@@ -220,7 +222,7 @@ async fn a_lying_peer_is_banned_and_the_honest_one_completes() {
     let h = leecher.add_torrent(meta.clone(), dir.path().join("out"));
     h.add_peers(vec![shoal::manager::PeerAddr::Tcp(liar), addr(&honest)]).await;
     tokio::time::timeout(Duration::from_secs(60), h.wait_complete()).await.expect("timed out").unwrap();
-    same_bytes(&src, &dir.path().join("out/data.bin"));
+    assert_same_bytes(&src, &dir.path().join("out/data.bin"));
     let st = h.stats().borrow().clone();
     // Every block of a failed piece came from the liar: smart ban names it at the first one.
     assert!(st.hash_failures >= 1, "the liar's pieces failed: {}", st.hash_failures);

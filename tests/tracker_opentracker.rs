@@ -1,12 +1,14 @@
 //! Interop: our tracker client against a real opentracker (Debian package `opentracker`) on
 //! 127.0.0.1, over HTTP and UDP, plus the announcer task end to end.
 //!
-//! Each test starts its own opentracker on a free port with a whitelist of the info-hashes it
-//! uses, and kills it by PID when done. A missing binary fails the test, unless
+//! Each test starts its own opentracker (`common::clients`) on a free port with a whitelist of
+//! the info-hashes it uses, and kills it by PID when done. A missing binary fails the test, unless
 //! `SHOAL_SKIP_INTEROP=1` says to skip on purpose.
+mod common;
+
+use common::clients::{skip_on_purpose, Opentracker};
+use common::ports::free_port;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use shoal::discovery::tracker::announcer::{self, AnnouncerConfig, AnnouncerLinks, TrackerStatus};
@@ -18,92 +20,15 @@ use tokio_util::sync::CancellationToken;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A running opentracker; killed by PID and its directory removed on drop.
-struct Opentracker {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Opentracker {
-    /// Starts opentracker serving `hashes`, or `None` when interop tests are skipped on purpose.
-    async fn start(hashes: &[InfoHash]) -> Option<Opentracker> {
-        if std::env::var("SHOAL_SKIP_INTEROP").as_deref() == Ok("1") {
-            eprintln!("skipped on purpose: SHOAL_SKIP_INTEROP=1");
-            return None;
-        }
-        let dir = tempfile::tempdir().expect("create tempdir");
-        // opentracker chroots into the directory and drops to `nobody`: both must be readable.
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let whitelist = dir.path().join("whitelist.txt");
-        let lines: String = hashes.iter().map(|h| format!("{}\n", hex(&h.0))).collect();
-        std::fs::write(&whitelist, lines).unwrap();
-        std::fs::set_permissions(&whitelist, std::fs::Permissions::from_mode(0o644)).unwrap();
-
-        let port = free_port();
-        let port_arg = port.to_string();
-        let child = Command::new("opentracker")
-            .args(["-i", "127.0.0.1", "-p", &port_arg, "-P", &port_arg, "-d"])
-            .arg(dir.path())
-            .args(["-w", "whitelist.txt"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run the opentracker binary ({e}): install it with \
-                     `apt-get install -y opentracker`, or set SHOAL_SKIP_INTEROP=1 to skip"
-                )
-            });
-        let tracker = Opentracker { child, port, _dir: dir };
-        tracker.wait_ready(hashes[0]).await;
-        Some(tracker)
+/// An opentracker on a free port serving `hashes`, with a directory for its log; `None` when
+/// interop tests are skipped on purpose. Killed by PID when dropped.
+fn start_tracker(hashes: &[InfoHash]) -> Option<(Opentracker, tempfile::TempDir)> {
+    if skip_on_purpose() {
+        return None;
     }
-
-    /// Waits until opentracker accepts announces for `hash`: it listens before its whitelist
-    /// thread has loaded the file, and refuses every hash until then. (A `stopped` announce is no
-    /// probe: it succeeds for any hash.) The probe peer (port 9) then stops, leaving no trace.
-    async fn wait_ready(&self, hash: InfoHash) {
-        let url = self.http();
-        let mut last = String::new();
-        for _ in 0..100 {
-            match announce(&url, &params(hash, b'?', 9, Some(Event::Started)), TIMEOUT).await {
-                Ok(_) => {
-                    let stop = params(hash, b'?', 9, Some(Event::Stopped));
-                    announce(&url, &stop, TIMEOUT).await.expect("probe peer stops");
-                    return;
-                }
-                Err(e) => last = e.to_string(),
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("opentracker on 127.0.0.1:{} not ready within 5 s: {last}", self.port);
-    }
-
-    fn http(&self) -> String {
-        format!("http://127.0.0.1:{}/announce", self.port)
-    }
-
-    fn udp(&self) -> String {
-        format!("udp://127.0.0.1:{}/announce", self.port)
-    }
-}
-
-impl Drop for Opentracker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    let logs = tempfile::tempdir().expect("create tempdir");
+    let hex: Vec<String> = hashes.iter().map(InfoHash::to_hex).collect();
+    Some((Opentracker::start(free_port(), &hex, logs.path()), logs))
 }
 
 fn peer_id(tag: u8) -> PeerId {
@@ -156,7 +81,7 @@ async fn two_peers_and_a_stop(url: &str, info_hash: InfoHash) {
 #[tokio::test]
 async fn http_announce_against_opentracker() {
     let hash = InfoHash([0x11; 20]);
-    let Some(tracker) = Opentracker::start(&[hash]).await else {
+    let Some((tracker, _logs)) = start_tracker(&[hash]) else {
         return;
     };
     two_peers_and_a_stop(&tracker.http(), hash).await;
@@ -165,7 +90,7 @@ async fn http_announce_against_opentracker() {
 #[tokio::test]
 async fn udp_announce_against_opentracker() {
     let hash = InfoHash([0x22; 20]);
-    let Some(tracker) = Opentracker::start(&[hash]).await else {
+    let Some((tracker, _logs)) = start_tracker(&[hash]) else {
         return;
     };
     two_peers_and_a_stop(&tracker.udp(), hash).await;
@@ -173,7 +98,7 @@ async fn udp_announce_against_opentracker() {
 
 #[tokio::test]
 async fn unlisted_info_hash_is_a_failure_naming_the_tracker() {
-    let Some(tracker) = Opentracker::start(&[InfoHash([0x33; 20])]).await else {
+    let Some((tracker, _logs)) = start_tracker(&[InfoHash([0x33; 20])]) else {
         return;
     };
     let url = tracker.http();
@@ -191,7 +116,7 @@ async fn unlisted_info_hash_is_a_failure_naming_the_tracker() {
 #[tokio::test]
 async fn announcer_delivers_peers_reports_status_and_stops() {
     let hash = InfoHash([0x55; 20]);
-    let Some(tracker) = Opentracker::start(&[hash]).await else {
+    let Some((tracker, _logs)) = start_tracker(&[hash]) else {
         return;
     };
     let url = tracker.http();

@@ -3,14 +3,14 @@
 //! correctly and then send nothing but keep-alives. Connections the target closes can be
 //! replaced (an attacker reconnects), at a bounded rate so the flood itself cannot spin.
 use super::{Dial, FakePeer, Recv};
+use crate::common::wire::handshake_bytes;
 use shoal::metainfo::InfoHash;
-use shoal::wire::{Handshake, HandshakeCodec, Message, PeerId};
+use shoal::wire::{Message, PeerId};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokio_util::codec::Encoder;
 
 #[derive(Debug, Clone, Copy)]
 pub enum FloodMode {
@@ -125,10 +125,8 @@ fn open(target: SocketAddr, dial: &Dial, mode: FloodMode, stats: &Mutex<FloodSta
         FloodMode::KeepAlive(h) => h,
         _ => super::random_info_hash(),
     };
-    let mut handshake = bytes::BytesMut::new();
-    let hs = Handshake { reserved: [0; 8], info_hash, peer_id: PeerId::generate() };
-    HandshakeCodec.encode(hs, &mut handshake).expect("encoding into memory");
-    let mut c = Conn { peer, handshake: handshake.to_vec(), sent: 0, last_send: Instant::now(), handshaken: false };
+    let handshake = handshake_bytes([0; 8], info_hash, PeerId::generate());
+    let mut c = Conn { peer, handshake, sent: 0, last_send: Instant::now(), handshaken: false };
     if let FloodMode::KeepAlive(_) = mode {
         let hs = std::mem::take(&mut c.handshake);
         c.peer.send_raw(&hs).ok()?;

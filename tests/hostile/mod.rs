@@ -10,13 +10,15 @@
 //! blocks out of range or nothing; [`flood`] holds many connections open at once; [`scene`]
 //! starts the real `shoal` processes the kit is aimed at.
 //!
-//! A test file uses it with `mod procs; mod hostile;` (`scene` drives processes through
-//! `crate::procs`). Every wait here has a deadline; nothing blocks a test for ever.
+//! A test file uses it with `mod common; mod hostile;`: processes, data, torrents and wire
+//! encoding come from `crate::common`. Every wait here has a deadline; nothing blocks a test
+//! for ever.
 #![allow(dead_code)]
 pub mod flood;
 pub mod scene;
 pub mod seeder;
 
+use crate::common::wire;
 use bytes::{BufMut, Bytes, BytesMut};
 use shoal::metainfo::InfoHash;
 use shoal::wire::{Handshake, HandshakeCodec, Message, MessageCodec, PeerId};
@@ -24,7 +26,7 @@ use socket2::{Domain, Socket, Type};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Decoder;
 
 /// A generous bound for "the other side reacts": not a timing assertion, a hang detector.
 pub const REACT: Duration = Duration::from_secs(20);
@@ -160,17 +162,11 @@ impl FakePeer {
     /// Encodes every message into one buffer and sends it (storms go out as fast as the
     /// socket takes them).
     pub fn send_all(&mut self, msgs: impl IntoIterator<Item = Message>) -> std::io::Result<()> {
-        let mut out = BytesMut::new();
-        for m in msgs {
-            MessageCodec::default().encode(m, &mut out).expect("encoding into memory");
-        }
-        self.send_raw(&out)
+        self.send_raw(&wire::encode(msgs))
     }
 
     pub fn send_handshake(&mut self, hs: Handshake) -> std::io::Result<()> {
-        let mut out = BytesMut::new();
-        HandshakeCodec.encode(hs, &mut out).expect("encoding into memory");
-        self.send_raw(&out)
+        self.send_raw(&wire::encode_handshake(hs))
     }
 
     /// The usual opening of a peer that dials: our handshake, then theirs (panics if it does
@@ -397,16 +393,6 @@ pub mod raw {
     pub fn prefix(len: u32) -> Vec<u8> {
         len.to_be_bytes().to_vec()
     }
-}
-
-/// A bitfield of `pieces` bits, all set, spare bits clear.
-pub fn full_bitfield(pieces: u32) -> Bytes {
-    let n = pieces as usize;
-    let mut bits = vec![0xffu8; n.div_ceil(8)];
-    if !n.is_multiple_of(8) {
-        *bits.last_mut().expect("at least one byte") = 0xffu8 << (8 - n % 8);
-    }
-    bits.into()
 }
 
 /// A random info-hash (no torrent has it).

@@ -1,10 +1,10 @@
 //! The real side of a hostile-peer test: generated data and its torrent, a `shoal seed`
 //! process to attack, honest `shoal download` processes that must still complete
 //! byte-identical, and the checks that the target survived (still running, no panic in its
-//! log, memory from /proc). Processes are `crate::procs::Proc`s: killed by PID on drop.
+//! log). Processes are `crate::common::process::Proc`s: killed by PID on drop.
 use super::seeder::Geometry;
-use crate::procs::{self, Proc};
-use shoal::metainfo::Metainfo;
+use crate::common::process::Proc;
+use crate::common::torrent::{assert_same_bytes, data_and_torrent, read_metainfo};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,18 +27,8 @@ impl Scene {
     /// takes it, e.g. "256KiB").
     pub fn new(size: usize, piece: &str, seed: u64) -> Scene {
         let dir = tempfile::tempdir().expect("tempdir");
-        let data = procs::make_file(&dir.path().join("seed"), "data.bin", size, seed);
-        let torrent = dir.path().join("data.torrent");
-        let args: Vec<OsString> = vec![
-            "create".into(),
-            data.clone().into(),
-            "-o".into(),
-            torrent.clone().into(),
-            "--piece-size".into(),
-            piece.into(),
-        ];
-        procs::run_ok(&args, Duration::from_secs(60));
-        let meta = Metainfo::from_bytes(&std::fs::read(&torrent).expect("read the torrent")).expect("a valid torrent");
+        let (data, torrent) = data_and_torrent(dir.path(), size, seed, piece);
+        let meta = read_metainfo(&torrent);
         let bytes = std::fs::read(&data).expect("read the data");
         Scene { geo: Geometry::of(&meta), dir, data, torrent, bytes }
     }
@@ -78,7 +68,7 @@ impl Scene {
     pub fn honest_download(&self, name: &str, peers: &[SocketAddr]) -> String {
         let mut p = self.download(name, peers);
         p.expect_success(HONEST);
-        procs::assert_same_bytes(&self.data, &self.path().join(name).join("data.bin"));
+        assert_same_bytes(&self.data, &self.path().join(name).join("data.bin"));
         assert_no_panic(&p);
         p.log_text()
     }
@@ -98,16 +88,4 @@ pub fn assert_alive(p: &mut Proc) {
         p.fail("exited under attack");
     }
     assert_no_panic(p);
-}
-
-/// A `/proc/PID/status` field in KiB (`VmRSS`, `VmPeak`...).
-pub fn vm_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
-    line[field.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()
-}
-
-/// Log lines containing every one of `words`.
-pub fn log_lines<'a>(log: &'a str, words: &[&str]) -> Vec<&'a str> {
-    log.lines().filter(|l| words.iter().all(|w| l.contains(w))).collect()
 }

@@ -4,7 +4,8 @@
 //! interested, and then serves according to its [`Serve`] script. Each connection runs in
 //! its own thread; everything it saw is kept in a [`SeederLog`] the test can read, including
 //! when the downloader closed each connection. Threads stop when the [`FakeSeeder`] drops.
-use super::{full_bitfield, Closed, FakeListener, FakePeer, Recv, REACT};
+use super::{Closed, FakeListener, FakePeer, Recv, REACT};
+use crate::common::wire::full_bitfield;
 use shoal::metainfo::{InfoHash, Metainfo};
 use shoal::wire::{Handshake, Message, PeerId};
 use std::sync::atomic::{AtomicBool, Ordering};

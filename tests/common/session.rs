@@ -1,19 +1,16 @@
-//! Shared set-up for loopback swarm tests: generated data, torrents, sessions on
-//! 127.0.0.1, a throttling connector (fault injection: a slow link), and waiting on stats.
-#![allow(dead_code)]
-#[path = "data.rs"]
-mod data;
+//! In-process swarms through the library: sessions on 127.0.0.1, waiting on a torrent's
+//! stats, a connector that slows chosen links (fault injection: a slow link, so a test can
+//! act mid-transfer), and libp2p nodes on loopback.
 use futures::future::BoxFuture;
 use shoal::config::Options;
 use shoal::manager::PeerAddr;
-use shoal::metainfo::create::{create_torrent, CreateOptions};
-use shoal::metainfo::Metainfo;
+use shoal::p2p::{DhtMode, NodeConfig, NodeHandle};
 use shoal::peer::BoxStream;
 use shoal::session::Session;
 use shoal::torrent::{Connector, TcpConnector, TorrentStats};
 use std::collections::HashSet;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -21,28 +18,11 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
-pub use data::make_file;
-
-/// A bitfield message body claiming every one of `n` pieces (spare bits zero).
-pub fn full_bitfield(n: u32) -> bytes::Bytes {
-    let n = n as usize;
-    let mut bits = vec![0xffu8; n.div_ceil(8)];
-    if !n.is_multiple_of(8) {
-        *bits.last_mut().expect("n > 0") = 0xffu8 << (8 - n % 8);
-    }
-    bits.into()
-}
-
-pub fn make_torrent(path: &Path, piece_length: u32) -> Arc<Metainfo> {
-    let opts = CreateOptions { piece_length: Some(piece_length), ..Default::default() };
-    let bytes = create_torrent(path, &opts).unwrap();
-    Arc::new(Metainfo::from_bytes(&bytes).unwrap())
-}
-
 pub fn options() -> Arc<Options> {
     Arc::new(Options::default())
 }
 
+/// A session with default options listening on 127.0.0.1.
 pub async fn session() -> Session {
     Session::start(options(), Some("127.0.0.1:0".parse().unwrap())).await.unwrap()
 }
@@ -67,10 +47,18 @@ pub async fn wait_for(
     }
 }
 
-pub fn same_bytes(a: &Path, b: &Path) {
-    let (x, y) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
-    assert_eq!(x.len(), y.len(), "{} and {} differ in length", a.display(), b.display());
-    assert!(x == y, "{} and {} differ", a.display(), b.display());
+/// A libp2p node listening on 127.0.0.1, bootstrapped from `bootstrap`.
+pub async fn spawn_node(
+    keypair: libp2p::identity::Keypair,
+    mode: DhtMode,
+    bootstrap: &[libp2p::Multiaddr],
+    query_timeout: Duration,
+) -> NodeHandle {
+    let mut config = NodeConfig::new(keypair, query_timeout);
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    config.bootstrap = bootstrap.to_vec();
+    config.dht_mode = mode;
+    NodeHandle::spawn(config).await.expect("node starts")
 }
 
 /// A connector that slows the download direction of links to chosen addresses to
@@ -148,5 +136,3 @@ impl AsyncWrite for Throttled {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
-
-use std::future::Future;
