@@ -2,7 +2,8 @@
 //! decoding small control messages, and encoding blocks (the bulk of seeding).
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use shoal::wire::{Message, MessageCodec, BLOCK_SIZE};
+use shoal::types::BLOCK_SIZE;
+use shoal::wire::{Message, MessageCodec};
 use std::hint::black_box;
 use tokio_util::codec::{Decoder, Encoder};
 

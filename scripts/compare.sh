@@ -28,7 +28,7 @@ PIECE=${PIECE:-1MiB}
 RUNS=${RUNS:-1}
 CLIENTS=${CLIENTS:-shoal aria2c libtorrent}
 LT_PYTHON=/usr/bin/python3
-LT_PEER=$repo/tests/support/lt_peer.py
+LT_PEER=$repo/tests/common/lt_peer.py
 TIMEOUT=${TIMEOUT:-600}
 
 die() { echo "compare.sh: $*" >&2; exit 1; }

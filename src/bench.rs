@@ -5,12 +5,12 @@
 //! timed apart from the transfer; the transfer clock starts when the leechers are added
 //! and stops for each leecher when its last piece is verified on disk.
 use crate::config::Options;
-use crate::manager::PeerAddr;
 use crate::metainfo::create::{create_torrent, CreateOptions};
 use crate::metainfo::Metainfo;
 use crate::p2p::{peer_addr, DhtMode, NodeConfig, NodeHandle};
 use crate::session::Session;
 use crate::torrent::Phase;
+use crate::types::PeerAddr;
 use serde::Serialize;
 use std::io::Write;
 use std::path::Path;

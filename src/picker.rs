@@ -16,7 +16,7 @@ use rand::Rng;
 use std::collections::HashMap;
 
 use crate::types::Geometry;
-pub use crate::types::{BlockRef, PeerKey};
+use crate::types::{BlockRef, PeerKey};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum BlockState {

@@ -1,8 +1,9 @@
 //! Our own disk failing while we serve: the torrent stops with a read error (its storage is
 //! gone), rather than blaming and dropping the peer that asked and carrying on.
-mod harness;
+mod common;
 
-use harness::*;
+use common::session::{addr, session};
+use common::torrent::{make_file, make_torrent};
 use shoal::peer::CloseReason;
 use shoal::torrent::{Phase, TorrentError, TorrentEvent};
 use std::time::Duration;

@@ -220,7 +220,7 @@ async fn a_lying_peer_is_banned_and_the_honest_one_completes() {
     // The honest link is slow, so the liar gets asked for plenty.
     leecher.set_connector(SlowConnector::new([honest.listen_addr().unwrap()], 1 << 20));
     let h = leecher.add_torrent(meta.clone(), dir.path().join("out"));
-    h.add_peers(vec![shoal::manager::PeerAddr::Tcp(liar), addr(&honest)]).await;
+    h.add_peers(vec![shoal::types::PeerAddr::Tcp(liar), addr(&honest)]).await;
     tokio::time::timeout(Duration::from_secs(60), h.wait_complete()).await.expect("timed out").unwrap();
     assert_same_bytes(&src, &dir.path().join("out/data.bin"));
     let st = h.stats().borrow().clone();

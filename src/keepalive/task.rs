@@ -14,10 +14,10 @@
 //! found, or the redial failed); a reconnect attempt is each redial of the repair chain.
 use super::monitor::{parse_key_peer, rank_contributors, Action, KeyPeerMonitor, MonitorConfig, MonitorView, Source};
 use crate::config::Options;
-use crate::manager::PeerAddr;
 use crate::metrics::metrics;
 use crate::p2p::NodeHandle;
 use crate::torrent::TorrentHandle;
+use crate::types::PeerAddr;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use std::sync::Arc;

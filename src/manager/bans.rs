@@ -5,12 +5,10 @@
 //! lists hold at most `max` entries; past that the oldest ban is forgotten. Forgetting an old
 //! ban is the lesser harm: unbounded lists would let the attacker grow our memory instead.
 //!
-//! IPs are compared by [`ip_key`]: an IPv6 host is its /64 (one customer's prefix, which a
+//! IPs are compared by [`ip_key`](crate::types::ip_key): an IPv6 host is its /64 (one customer's prefix, which a
 //! single host can spread over freely), an IPv4-mapped IPv6 address is its IPv4 address.
 use std::collections::{HashSet, VecDeque};
 use std::hash::Hash;
-
-pub use crate::types::ip_key;
 
 /// A set of at most `max` items that forgets the oldest first.
 #[derive(Debug)]

@@ -8,7 +8,7 @@
 //! `optimistic_interval` (30 s) one choked interested peer is unchoked on trial, newly
 //! connected peers three times as likely, so a newcomer can earn a slot. A peer whose socket
 //! stopped taking our blocks (stalled) gets no slot at all: it would hold one and use none.
-use crate::picker::PeerKey;
+use crate::types::PeerKey;
 use rand::Rng;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //!
 //! - [`pool`]: which peers are known, queued, being dialled and connected, with the bounds,
 //!   backoff and bans (O(log n) per operation);
-//! - [`bans`]: the bounded ban lists and what counts as one IP ([`ip_key`]);
+//! - [`bans`]: the bounded ban lists and what counts as one IP ([`ip_key`](crate::types::ip_key));
 //! - [`evict`]: which useless connected peer to let go when a slot is needed;
 //! - [`scoring`]: the rarity-weighted peer score that orders dialling, eviction and block
 //!   hand-out;
@@ -16,8 +16,7 @@ pub mod evict;
 pub mod pool;
 pub mod scoring;
 
-pub use bans::ip_key;
 pub use choker::{ChokeCandidate, Choker};
 pub use evict::{pick_victim, EvictFacts, EvictPolicy};
-pub use pool::{PeerAddr, Pool, PoolLimits, PoolStats, Refusal};
+pub use pool::{Pool, PoolLimits, PoolStats, Refusal};
 pub use scoring::{score, ScoreInputs, ScoreParts, ScoreScale};

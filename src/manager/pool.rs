@@ -25,8 +25,8 @@
 //! entries it moves. Per-state counts are kept as entries change state; pending and ready
 //! peers sit in rank-ordered indexes, waiting peers in a time-ordered one, so `maintain`
 //! touches only the peers whose wait is over.
-use super::bans::{ip_key, BoundedSet};
-pub use crate::types::PeerAddr;
+use super::bans::BoundedSet;
+use crate::types::{ip_key, PeerAddr};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};

@@ -3,9 +3,9 @@
 //! futures-io; it is adapted to tokio-io with `tokio_util::compat` so the peer connection code
 //! runs on it unchanged.
 use super::handle::NodeHandle;
-use crate::manager::PeerAddr;
 use crate::peer::BoxStream;
 use crate::torrent::{Connector, TcpConnector};
+use crate::types::PeerAddr;
 use futures::future::BoxFuture;
 use libp2p::PeerId;
 use std::io;

@@ -16,7 +16,8 @@ pub mod connection;
 pub mod handshake;
 mod outbox;
 
-use crate::picker::{BlockRef, PeerKey};
+use crate::types::BlockRef;
+use crate::types::PeerKey;
 use crate::wire::extension::ExtHandshake;
 use bitvec::prelude::*;
 use bytes::Bytes;

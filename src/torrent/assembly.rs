@@ -5,7 +5,7 @@
 //! complete and handed to storage. How many pieces may be in progress at once is the
 //! picker's bound (`Picker::set_max_partial`), set by the torrent from
 //! `max_assembly_bytes`, so these buffers never hold more than that.
-use crate::manager::PeerAddr;
+use crate::types::PeerAddr;
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 

@@ -1,8 +1,8 @@
 //! Opening connections to peers: the transport is behind [`Connector`], so the torrent
 //! dials TCP addresses and libp2p peers the same way.
-use crate::manager::PeerAddr;
 use crate::peer::handshake::{self, MessageStream};
 use crate::peer::{BoxStream, PeerError};
+use crate::types::PeerAddr;
 use crate::wire::Handshake;
 use futures::future::BoxFuture;
 use std::sync::Arc;

@@ -20,10 +20,11 @@ mod task;
 pub use dial::{Connector, TcpConnector};
 
 use crate::config::Options;
-use crate::manager::{PeerAddr, PoolStats, ScoreParts};
+use crate::manager::{PoolStats, ScoreParts};
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::metrics::{TorrentFigures, TorrentRow};
 use crate::peer::{BoxStream, CloseReason};
+use crate::types::PeerAddr;
 use crate::wire::{Handshake, HandshakeCodec, PeerId};
 use serde::Serialize;
 use std::path::PathBuf;

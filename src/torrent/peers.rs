@@ -1,8 +1,9 @@
 //! What the torrent task knows of each connected peer, and the arithmetic on it: rates,
 //! round-trip time, the request pipeline depth.
-use crate::manager::{PeerAddr, ScoreInputs, ScoreParts};
+use crate::manager::{ScoreInputs, ScoreParts};
 use crate::peer::{CloseReason, PeerCommand, PeerCounters};
-use crate::picker::BlockRef;
+use crate::types::BlockRef;
+use crate::types::PeerAddr;
 use crate::wire::PeerId;
 use bitvec::prelude::*;
 use std::collections::HashMap;
@@ -105,11 +106,12 @@ pub struct PeerSlot {
 /// Whether a peer that sent `violations` unrequested blocks and `accepted` bytes of good
 /// ones is closed: past the allowance, once its junk outnumbers its good blocks.
 fn sends_mostly_junk(violations: u32, accepted: u64) -> bool {
-    violations > MAX_UNREQUESTED && violations as u64 > accepted / crate::wire::BLOCK_SIZE as u64
+    violations > MAX_UNREQUESTED && violations as u64 > accepted / crate::types::BLOCK_SIZE as u64
 }
 
 impl PeerSlot {
-    /// See [`sends_mostly_junk`].
+    /// Whether its unrequested blocks passed the allowance and outnumber its good ones:
+    /// such a peer is closed.
     pub fn sends_mostly_junk(&self) -> bool {
         sends_mostly_junk(self.violations, self.accepted)
     }
@@ -192,7 +194,7 @@ impl PeerSlot {
 mod tests {
     #[test]
     fn junk_is_tolerated_until_it_passes_the_allowance_and_the_good_blocks() {
-        let block = crate::wire::BLOCK_SIZE as u64;
+        let block = crate::types::BLOCK_SIZE as u64;
         assert!(!sends_mostly_junk(MAX_UNREQUESTED, 0), "the allowance itself is fine");
         assert!(sends_mostly_junk(MAX_UNREQUESTED + 1, 0));
         assert!(!sends_mostly_junk(500, 500 * block), "as many good blocks as junk");

@@ -11,7 +11,7 @@
 //! A plain struct, no I/O: the torrent task feeds it digests computed off the async threads.
 //! Memory is bounded: at most [`MAX_PIECES`] failed pieces are remembered (the oldest is
 //! forgotten first) and at most [`MAX_RECORDS_PER_PIECE`] block records per piece.
-use crate::manager::PeerAddr;
+use crate::types::PeerAddr;
 use std::collections::{HashMap, VecDeque};
 
 /// A digest of one block's bytes (SHA-1: a liar cannot make a wrong block look right).

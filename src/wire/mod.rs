@@ -14,5 +14,3 @@ pub mod message;
 
 pub use handshake::{Handshake, HandshakeCodec, PeerId};
 pub use message::{Message, MessageCodec, WireError};
-
-pub use crate::types::BLOCK_SIZE;

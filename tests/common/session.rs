@@ -3,11 +3,11 @@
 //! act mid-transfer), and libp2p nodes on loopback.
 use futures::future::BoxFuture;
 use shoal::config::Options;
-use shoal::manager::PeerAddr;
 use shoal::p2p::{DhtMode, NodeConfig, NodeHandle};
 use shoal::peer::BoxStream;
 use shoal::session::Session;
 use shoal::torrent::{Connector, TcpConnector, TorrentStats};
+use shoal::types::PeerAddr;
 use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;

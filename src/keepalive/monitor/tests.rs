@@ -299,8 +299,9 @@ fn contributors_are_summed_over_torrents_ranked_and_bounded() {
 
 #[test]
 fn contributors_come_typed_from_the_torrent_stats() {
-    use crate::manager::{PeerAddr, ScoreParts};
+    use crate::manager::ScoreParts;
     use crate::torrent::{PeerStats, TorrentStats};
+    use crate::types::PeerAddr;
     let peer = |addr: PeerAddr, download_rate: f64| PeerStats {
         peer: addr,
         transport: if matches!(addr, PeerAddr::P2p(_)) { "libp2p" } else { "tcp" },

@@ -3,16 +3,16 @@
 use super::{DialResult, Torrent, COMMAND_QUEUE};
 use crate::manager::evict::{pick_victim, EvictFacts, EvictPolicy};
 use crate::manager::pool::Refusal;
-use crate::manager::PeerAddr;
 use crate::metrics::{metrics, Direction};
 use crate::peer::connection::{PeerContext, PeerLimits, OUR_REQQ};
 use crate::peer::handshake::MessageStream;
 use crate::peer::CloseReason;
 use crate::peer::{connection, handshake, BoxStream, PeerCounters};
-use crate::picker::PeerKey;
 use crate::torrent::peers::{PeerLink, PeerSlot};
 use crate::torrent::TorrentError;
 use crate::torrent::{dial, Inbound, TorrentEvent};
+use crate::types::PeerAddr;
+use crate::types::PeerKey;
 use crate::wire::extension::ExtHandshake;
 use crate::wire::handshake::reserved;
 use crate::wire::{Handshake, PeerId};

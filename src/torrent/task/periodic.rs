@@ -3,8 +3,8 @@ use super::Torrent;
 use crate::manager::{score, ChokeCandidate, ScoreScale};
 use crate::peer::CloseReason;
 use crate::peer::PeerCommand;
-use crate::picker::PeerKey;
 use crate::torrent::TorrentEvent;
+use crate::types::PeerKey;
 use tokio::time::Instant;
 
 impl Torrent {

@@ -1,16 +1,16 @@
 //! Complete pieces: handed to storage for the hash check and the write, and what follows
 //! the verdict (have messages, smart-ban bans, completion).
 use super::{Torrent, Verdict};
-use crate::manager::PeerAddr;
 use crate::metrics::metrics;
 use crate::peer::CloseReason;
 use crate::peer::PeerCommand;
-use crate::picker::PeerKey;
 use crate::storage::PieceVerdict;
 use crate::torrent::smart_ban::{block_digests, Digest};
 use crate::torrent::TorrentError;
 use crate::torrent::{Phase, TorrentEvent};
-use crate::wire::BLOCK_SIZE;
+use crate::types::PeerAddr;
+use crate::types::PeerKey;
+use crate::types::BLOCK_SIZE;
 
 impl Torrent {
     /// Hands a complete piece to storage: hashed from memory, written only if it matches.

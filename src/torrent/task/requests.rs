@@ -1,14 +1,15 @@
 //! What peers tell us (bitfields, haves, chokes, blocks) and what we ask of them: interest,
 //! the request pipeline, request timeouts and snubbing.
 use super::{Torrent, MAX_PIECES_IN_FLIGHT, REFILL_BATCH};
-use crate::manager::PeerAddr;
 use crate::metrics::metrics;
 use crate::peer::CloseReason;
 use crate::peer::{PeerCommand, PeerEvent, PeerEventKind};
-use crate::picker::{BlockRef, PeerKey};
 use crate::torrent::TorrentEvent;
+use crate::types::BlockRef;
+use crate::types::PeerAddr;
+use crate::types::PeerKey;
+use crate::types::BLOCK_SIZE;
 use crate::wire::extension::ExtHandshake;
-use crate::wire::BLOCK_SIZE;
 use bytes::Bytes;
 use std::time::Duration;
 use tokio::time::Instant;

@@ -1,8 +1,8 @@
 //! The statistics snapshot the torrent publishes for progress, diagnostics and metrics.
 use super::Torrent;
-use crate::manager::PeerAddr;
 use crate::torrent::peers::PeerSlot;
 use crate::torrent::{PeerStats, TorrentStats};
+use crate::types::PeerAddr;
 use tokio::sync::watch;
 
 impl Torrent {
