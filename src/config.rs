@@ -284,7 +284,7 @@ impl Options {
             });
         }
         for entry in &self.key_peers {
-            crate::keepalive::parse_key_peer(entry).map_err(|why| ConfigError::Invalid { key: "key_peers", why })?;
+            crate::types::parse_key_peer(entry).map_err(|why| ConfigError::Invalid { key: "key_peers", why })?;
         }
         if !matches!(self.dht_mode.as_str(), "auto" | "client" | "server") {
             return Err(ConfigError::Invalid {

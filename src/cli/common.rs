@@ -158,7 +158,7 @@ fn refuse_own_peer_id(own: &PeerId, bootstrap: &[Multiaddr], key_peers: &[String
         }
     }
     for entry in key_peers {
-        if keepalive::parse_key_peer(entry).is_ok_and(|(id, _)| id == *own) {
+        if crate::types::parse_key_peer(entry).is_ok_and(|(id, _)| id == *own) {
             return Err(bad_input(format!("key peer {entry}: that is this node's own PeerId {own}")));
         }
     }

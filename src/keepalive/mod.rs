@@ -15,7 +15,7 @@
 pub mod monitor;
 pub mod task;
 
-pub use monitor::{parse_key_peer, Action, KeyPeerMonitor, MonitorConfig, MonitorView, RepairState, Source};
+pub use monitor::{Action, KeyPeerMonitor, MonitorConfig, MonitorView, RepairState, Source};
 pub use task::{spawn, KeyPeerSeeds, SessionLink};
 
 use crate::diag::JsonSource;

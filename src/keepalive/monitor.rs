@@ -30,7 +30,6 @@
 //! `reset_cool_down` (the DHT scheduler enforces its own limits as well; this keeps a storm
 //! of failing key peers from even reaching it).
 use crate::config::Options;
-use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
@@ -449,19 +448,6 @@ pub fn rank_contributors(found: impl IntoIterator<Item = (PeerId, f64)>, max: us
     }
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
     ranked.into_iter().take(max).map(|(id, _)| id).collect()
-}
-
-/// A `key_peers` entry: a bare PeerId, or a multiaddr ending in `/p2p/<PeerId>` whose
-/// address is remembered for dialling.
-pub fn parse_key_peer(s: &str) -> Result<(PeerId, Option<Multiaddr>), String> {
-    if let Ok(id) = s.parse::<PeerId>() {
-        return Ok((id, None));
-    }
-    let addr: Multiaddr = s.parse().map_err(|e| format!("`{s}` is neither a PeerId nor a multiaddr ({e})"))?;
-    match addr.iter().last() {
-        Some(Protocol::P2p(id)) => Ok((id, Some(addr))),
-        _ => Err(format!("`{s}` does not end in /p2p/<PeerId>")),
-    }
 }
 
 #[cfg(test)]

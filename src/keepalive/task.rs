@@ -12,11 +12,12 @@
 //! Counting: a probe is one attempt and one success or failure; a repair is triggered when
 //! the monitor says so and ends as a success (the redial connected) or a failure (nothing
 //! found, or the redial failed); a reconnect attempt is each redial of the repair chain.
-use super::monitor::{parse_key_peer, rank_contributors, Action, KeyPeerMonitor, MonitorConfig, MonitorView, Source};
+use super::monitor::{rank_contributors, Action, KeyPeerMonitor, MonitorConfig, MonitorView, Source};
 use crate::config::Options;
 use crate::metrics::metrics;
 use crate::p2p::NodeHandle;
 use crate::torrent::TorrentHandle;
+use crate::types::parse_key_peer;
 use crate::types::PeerAddr;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};

@@ -1,5 +1,6 @@
 //! Peer addresses and keys.
-use libp2p::PeerId;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -58,9 +59,32 @@ impl fmt::Display for PeerAddr {
     }
 }
 
+/// A `key_peers` entry: a bare PeerId, or a multiaddr ending in `/p2p/<PeerId>` whose
+/// address is remembered for dialling.
+pub fn parse_key_peer(s: &str) -> Result<(PeerId, Option<Multiaddr>), String> {
+    if let Ok(id) = s.parse::<PeerId>() {
+        return Ok((id, None));
+    }
+    let addr: Multiaddr = s.parse().map_err(|e| format!("`{s}` is neither a PeerId nor a multiaddr ({e})"))?;
+    match addr.iter().last() {
+        Some(Protocol::P2p(id)) => Ok((id, Some(addr))),
+        _ => Err(format!("`{s}` does not end in /p2p/<PeerId>")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_peer_entries_parse() {
+        let id = PeerId::random();
+        assert_eq!(parse_key_peer(&id.to_base58()).unwrap(), (id, None));
+        let s = format!("/ip4/127.0.0.1/tcp/4001/p2p/{id}");
+        assert_eq!(parse_key_peer(&s).unwrap(), (id, Some(s.parse().unwrap())));
+        assert!(parse_key_peer("/ip4/127.0.0.1/tcp/4001").unwrap_err().contains("/p2p/"));
+        assert!(parse_key_peer("bogus").is_err());
+    }
 
     #[test]
     fn ipv6_hosts_are_their_64_prefix() {

@@ -279,16 +279,6 @@ fn view_shows_each_key_peer() {
 }
 
 #[test]
-fn key_peer_entries_parse() {
-    let id = PeerId::random();
-    assert_eq!(parse_key_peer(&id.to_base58()).unwrap(), (id, None));
-    let s = format!("/ip4/127.0.0.1/tcp/4001/p2p/{id}");
-    assert_eq!(parse_key_peer(&s).unwrap(), (id, Some(s.parse().unwrap())));
-    assert!(parse_key_peer("/ip4/127.0.0.1/tcp/4001").unwrap_err().contains("/p2p/"));
-    assert!(parse_key_peer("bogus").is_err());
-}
-
-#[test]
 fn contributors_are_summed_over_torrents_ranked_and_bounded() {
     let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
     let found = vec![(a, 10.0), (b, 25.0), (c, 1.0), (a, 20.0)];
