@@ -1,19 +1,19 @@
 //! What `download`, `seed` and `node` share: network flags, loading the configuration,
 //! resolving `--peer`, logging, and waiting for Ctrl-C.
 use crate::cli::bad_input;
-use crate::config::Options;
-use crate::diag::routing::routing_source;
-use crate::diag::{DiagState, JsonSource};
-use crate::keepalive::{self, KeyPeerSeeds, SessionLink};
-use crate::manager::PeerAddr;
-use crate::metrics::{metrics, TorrentSource, TorrentSourceGuard};
-use crate::p2p::identity::{self, IdentityLock};
-use crate::p2p::{default_identity_path, DhtMode, IdentityError, NodeConfig, NodeError, NodeHandle};
-use crate::session::Session;
 use clap::Args;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
+use shoal::config::Options;
+use shoal::diag::routing::routing_source;
+use shoal::diag::{DiagState, JsonSource};
+use shoal::keepalive::{self, KeyPeerSeeds, SessionLink};
+use shoal::manager::PeerAddr;
+use shoal::metrics::{metrics, TorrentSource, TorrentSourceGuard};
+use shoal::p2p::identity::{self, IdentityLock};
+use shoal::p2p::{default_identity_path, DhtMode, IdentityError, NodeConfig, NodeError, NodeHandle};
+use shoal::session::Session;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -241,7 +241,7 @@ impl NetArgs {
         if let Some(view) = keepalive {
             state = state.with_keepalive(view);
         }
-        let at = crate::diag::serve(addr, state, cancel).await.map_err(|e| bad_input(format!("--diag {addr}: {e}")))?;
+        let at = shoal::diag::serve(addr, state, cancel).await.map_err(|e| bad_input(format!("--diag {addr}: {e}")))?;
         announce_line(&format!("listening diag {at}"));
         Ok(Some(guard))
     }

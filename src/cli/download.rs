@@ -3,12 +3,12 @@
 use crate::cli::common::{announce_line, init_logging, interrupted, shutdown_promptly, NetArgs};
 use crate::cli::progress::{summary, Progress};
 use crate::cli::{bad_input, info};
-use crate::metainfo::{Magnet, Metainfo};
-use crate::p2p::DhtMode;
-use crate::session::Session;
-use crate::torrent::{Phase, TorrentEvent, TorrentHandle};
 use anyhow::Context;
 use clap::Args;
+use shoal::metainfo::{Magnet, Metainfo};
+use shoal::p2p::DhtMode;
+use shoal::session::Session;
+use shoal::torrent::{Phase, TorrentEvent, TorrentHandle};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;

@@ -1,8 +1,8 @@
 //! `shoal node`: a long-running DHT server node to bootstrap from; no torrent needed.
 use crate::cli::common::{effective_mode, init_logging, interrupted, shutdown_promptly, NetArgs};
-use crate::keepalive::SessionLink;
-use crate::p2p::DhtMode;
 use clap::Args;
+use shoal::keepalive::SessionLink;
+use shoal::p2p::DhtMode;
 
 #[derive(Args, Debug)]
 pub struct NodeArgs {

@@ -4,13 +4,13 @@
 use crate::cli::common::{announce_line, init_logging, interrupted, shutdown_promptly, NetArgs};
 use crate::cli::progress::Progress;
 use crate::cli::{bad_input, info};
-use crate::metainfo::create::{create_torrent, CreateOptions};
-use crate::metainfo::Metainfo;
-use crate::p2p::DhtMode;
-use crate::session::Session;
-use crate::torrent::Phase;
 use anyhow::Context;
 use clap::Args;
+use shoal::metainfo::create::{create_torrent, CreateOptions};
+use shoal::metainfo::Metainfo;
+use shoal::p2p::DhtMode;
+use shoal::session::Session;
+use shoal::torrent::Phase;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -4,14 +4,14 @@
 //! Set-up (generating the data, making the torrent, the seeders' start-up hash check) is
 //! timed apart from the transfer; the transfer clock starts when the leechers are added
 //! and stops for each leecher when its last piece is verified on disk.
-use crate::config::Options;
-use crate::manager::PeerAddr;
-use crate::metainfo::create::{create_torrent, CreateOptions};
-use crate::metainfo::Metainfo;
-use crate::p2p::{peer_addr, DhtMode, NodeConfig, NodeHandle};
-use crate::session::Session;
-use crate::torrent::Phase;
 use serde::Serialize;
+use shoal::config::Options;
+use shoal::manager::PeerAddr;
+use shoal::metainfo::create::{create_torrent, CreateOptions};
+use shoal::metainfo::Metainfo;
+use shoal::p2p::{peer_addr, DhtMode, NodeConfig, NodeHandle};
+use shoal::session::Session;
+use shoal::torrent::Phase;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -123,7 +123,7 @@ async fn start_session(
         node.add_address(*peer, addr.clone()).await.map_err(|e| e.to_string())?;
     }
     let own = node.listen_addrs().await.map_err(|e| e.to_string())?.into_iter().next().ok_or("node has no address")?;
-    book.push((node.peer_id(), crate::p2p::book::strip_p2p(&own)));
+    book.push((node.peer_id(), shoal::p2p::book::strip_p2p(&own)));
     let addr = peer_addr(&node.peer_id());
     s.attach_node(node);
     Ok((s, addr))
