@@ -13,11 +13,14 @@
 //!
 //! Modules in reading order: [`bencode`], [`metainfo`], [`wire`], [`storage`], [`picker`],
 //! [`manager`] (pool, scoring, choker), [`peer`], [`torrent`], [`session`], [`discovery`],
-//! [`p2p`] (libp2p node, Kademlia), [`keepalive`] (KeyPeerMonitor), [`config`], [`metrics`], [`diag`], [`bench`](mod@bench), [`cli`].
+//! [`p2p`] (libp2p node, Kademlia), [`keepalive`] (KeyPeerMonitor), [`config`], [`metrics`], [`diag`].
+//!
+//! [`session::Session::builder`] is the composition root: it starts a session's listener, libp2p
+//! node, key-peer monitor and diagnostics server, and tracks every task it spawns. The command
+//! line (`src/cli/`, with `shoal bench`) is the binary's, built with the default `cli` feature;
+//! the library needs none of clap, indicatif or anyhow.
 #![forbid(unsafe_code)]
-pub mod bench;
 pub mod bencode;
-pub mod cli;
 pub mod config;
 pub mod diag;
 pub mod discovery;

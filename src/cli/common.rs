@@ -1,24 +1,18 @@
 //! What `download`, `seed` and `node` share: network flags, loading the configuration,
 //! resolving `--peer`, logging, and waiting for Ctrl-C.
 use crate::cli::bad_input;
-use crate::config::Options;
-use crate::diag::routing::routing_source;
-use crate::diag::{DiagState, JsonSource};
-use crate::keepalive::{self, KeyPeerSeeds, SessionLink};
-use crate::metrics::{metrics, TorrentSourceGuard};
-use crate::p2p::identity::{self, IdentityLock};
-use crate::p2p::{default_identity_path, DhtMode, IdentityError, NodeConfig, NodeError, NodeHandle};
-use crate::session::Session;
-use crate::torrent::TorrentSource;
-use crate::types::PeerAddr;
 use clap::Args;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
+use shoal::config::Options;
+use shoal::p2p::identity::{self, IdentityLock};
+use shoal::p2p::{default_identity_path, DhtMode, IdentityError, NodeConfig, NodeError};
+use shoal::session::{Session, StartError};
+use shoal::types::PeerAddr;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Args, Debug, Clone)]
 pub struct NetArgs {
@@ -89,9 +83,9 @@ fn multiaddrs(flag: &str, values: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
 }
 
 impl NetArgs {
-    /// Starts the libp2p node unless `--no-kad`, and prints `listening kad ...` lines.
-    /// `preferred` is the command's DHT mode when the config leaves it at `auto`.
-    pub async fn start_node(&self, opts: &Options, preferred: DhtMode) -> anyhow::Result<Option<NodeHandle>> {
+    /// The libp2p node these flags ask for, or none with `--no-kad`. `preferred` is the
+    /// command's DHT mode when the config leaves it at `auto`.
+    pub fn node_config(&self, opts: &Options, preferred: DhtMode) -> anyhow::Result<Option<NodeConfig>> {
         if self.no_kad {
             return Ok(None);
         }
@@ -105,15 +99,53 @@ impl NetArgs {
         cfg.external = multiaddrs("--external-addr", &self.external_addrs)?;
         cfg.mdns = self.mdns;
         cfg.dht_mode = effective_mode(opts, preferred)?;
-        let node = NodeHandle::spawn(cfg).await.map_err(|e| match e {
-            NodeError::BootstrapAddr(_) | NodeError::Listen { .. } => bad_input(e.to_string()),
-            other => anyhow::Error::new(other),
-        })?;
+        Ok(Some(cfg))
+    }
+
+    /// Starts the session a command runs: the BitTorrent listener on `listen` (none: no
+    /// listener), the libp2p node unless `--no-kad`, the key-peer monitor on it, and
+    /// diagnostics with `--diag`. A bad address or key peer is the user's mistake.
+    pub async fn start_session(
+        &self,
+        options: &Arc<Options>,
+        listen: Option<SocketAddr>,
+        preferred: DhtMode,
+    ) -> anyhow::Result<Session> {
+        let mut builder = Session::builder(options.clone());
+        if let Some(addr) = listen {
+            builder = builder.listen(addr);
+        }
+        if let Some(cfg) = self.node_config(options, preferred)? {
+            builder = builder.node(cfg);
+        }
+        if let Some(addr) = self.diag {
+            builder = builder.diagnostics(addr);
+        }
+        builder.start().await.map_err(|e| match e {
+            StartError::Node(NodeError::BootstrapAddr(_) | NodeError::Listen { .. }) | StartError::KeyPeers(_) => {
+                bad_input(e.to_string())
+            }
+            StartError::Diagnostics(_) => bad_input(format!("--diag {}: {e}", self.diag.expect("asked for"))),
+            StartError::Listen(_) | StartError::Node(_) => anyhow::Error::new(e),
+        })
+    }
+}
+
+/// Prints the `listening ...` lines scripts wait for: `bt` (with `bt`, when the session
+/// listens), each address of the libp2p node, and the diagnostics.
+pub async fn announce_listening(session: &Session, bt: bool) -> anyhow::Result<()> {
+    if let Some(a) = session.listen_addr().filter(|_| bt) {
+        announce_line(&format!("listening bt {a}"));
+    }
+    if let Some(node) = session.node() {
         for a in node.listen_addrs().await? {
             announce_line(&format!("listening kad {a}"));
         }
-        Ok(Some(node))
     }
+    if let Some(a) = session.diag_addr() {
+        announce_line(&format!("listening diag {a}"));
+    }
+    Ok(())
 }
 
 /// The identity lock of this process, held until it exits.
@@ -158,7 +190,7 @@ fn refuse_own_peer_id(own: &PeerId, bootstrap: &[Multiaddr], key_peers: &[String
         }
     }
     for entry in key_peers {
-        if crate::types::parse_key_peer(entry).is_ok_and(|(id, _)| id == *own) {
+        if shoal::types::parse_key_peer(entry).is_ok_and(|(id, _)| id == *own) {
             return Err(bad_input(format!("key peer {entry}: that is this node's own PeerId {own}")));
         }
     }
@@ -171,81 +203,6 @@ pub fn effective_mode(opts: &Options, preferred: DhtMode) -> anyhow::Result<DhtM
         DhtMode::Auto => preferred,
         chosen => chosen,
     })
-}
-
-impl NetArgs {
-    /// Starts the key-peer monitor on `node` unless `enable_key_peer_monitor` is off; its
-    /// key peers are the config's `key_peers` and the `--bootstrap` nodes. Returns the source
-    /// of its `/debug/p2p/keepalive` view.
-    pub async fn start_key_peer_monitor(
-        &self,
-        opts: &Options,
-        node: &NodeHandle,
-        link: SessionLink,
-        cancel: CancellationToken,
-    ) -> anyhow::Result<Option<JsonSource>> {
-        if !opts.enable_key_peer_monitor {
-            tracing::info!("key-peer monitor disabled (enable_key_peer_monitor = false)");
-            return Ok(None);
-        }
-        let bootstrap = multiaddrs("--bootstrap", &self.bootstrap)?;
-        let seeds = KeyPeerSeeds::from_options(opts, &bootstrap)
-            .map_err(|e| bad_input(format!("config key `key_peers`: {e}")))?;
-        let view = keepalive::spawn(node.clone(), opts, seeds, link, cancel).await;
-        Ok(Some(keepalive::json_source(view)))
-    }
-
-    /// What a session-running command starts besides its torrents: the libp2p node (unless
-    /// `--no-kad`), the key-peer monitor on it, and diagnostics with `--diag`. Hold the
-    /// returned guard for the life of the command.
-    pub async fn start_services(
-        &self,
-        session: &mut Session,
-        opts: &Options,
-        preferred: DhtMode,
-    ) -> anyhow::Result<Option<TorrentSourceGuard>> {
-        if let Some(node) = self.start_node(opts, preferred).await? {
-            session.attach_node(node);
-        }
-        let mode = effective_mode(opts, preferred)?;
-        let keepalive = match session.node() {
-            Some(node) => {
-                self.start_key_peer_monitor(opts, node, session.keepalive_link(), session.cancel_token()).await?
-            }
-            None => None,
-        };
-        let node = session.node().cloned().map(|n| (n, mode));
-        self.start_diag(Some(session), node, keepalive, session.cancel_token()).await
-    }
-
-    /// Serves diagnostics when `--diag` is given: the session's torrents, its node's routing
-    /// view, the key-peer monitor's view, and the metrics. Prints `listening diag <addr>`. The returned guard keeps the
-    /// session's torrents in `/metrics`; hold it for the life of the command.
-    pub async fn start_diag(
-        &self,
-        session: Option<&Session>,
-        node: Option<(NodeHandle, DhtMode)>,
-        keepalive: Option<JsonSource>,
-        cancel: CancellationToken,
-    ) -> anyhow::Result<Option<TorrentSourceGuard>> {
-        let Some(addr) = self.diag else { return Ok(None) };
-        let torrents: TorrentSource = match session {
-            Some(s) => s.stats_source(),
-            None => Arc::new(Vec::new),
-        };
-        let guard = metrics().register_torrents(torrents.clone());
-        let mut state = DiagState::new(torrents);
-        if let Some((node, mode)) = node {
-            let lookups = session.map(|s| s.lookup_log()).unwrap_or_default();
-            state = state.with_routing(routing_source(node, mode, lookups, cancel.clone()));
-        }
-        if let Some(view) = keepalive {
-            state = state.with_keepalive(view);
-        }
-        let at = crate::diag::serve(addr, state, cancel).await.map_err(|e| bad_input(format!("--diag {addr}: {e}")))?;
-        announce_line(&format!("listening diag {at}"));
-        Ok(Some(guard))
-    }
 }
 
 /// Logs to stderr; `RUST_LOG` overrides the default (warnings, and shoal's own info lines

@@ -2,10 +2,10 @@
 //!
 //! Also home of [`parse_size`], the one size parser every command's flags share.
 use crate::cli::bad_input;
-use crate::metainfo::create::{check_piece_length, create_torrent, CreateError, CreateOptions};
-use crate::metainfo::Metainfo;
 use anyhow::Context;
 use clap::Args;
+use shoal::metainfo::create::{check_piece_length, create_torrent, CreateError, CreateOptions};
+use shoal::metainfo::Metainfo;
 use std::io::Write;
 use std::path::PathBuf;
 

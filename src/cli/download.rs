@@ -1,14 +1,13 @@
 //! `shoal download`: fetch a torrent into a directory; exit 0 only when every piece is
 //! verified on disk; with `--seed`, stay and seed until interrupted.
-use crate::cli::common::{announce_line, init_logging, interrupted, shutdown_promptly, NetArgs};
+use crate::cli::common::{announce_listening, init_logging, interrupted, shutdown_promptly, NetArgs};
 use crate::cli::progress::{summary, Progress};
 use crate::cli::{bad_input, info};
-use crate::metainfo::{Magnet, Metainfo};
-use crate::p2p::DhtMode;
-use crate::session::Session;
-use crate::torrent::{Phase, TorrentEvent, TorrentHandle};
 use anyhow::Context;
 use clap::Args;
+use shoal::metainfo::{Magnet, Metainfo};
+use shoal::p2p::DhtMode;
+use shoal::torrent::{Phase, TorrentEvent, TorrentHandle};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -82,11 +81,8 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
         .with_context(|| format!("{}: cannot create the output directory", args.output.display()))?;
 
     let listen = args.net.listen.unwrap_or_else(|| "0.0.0.0:0".parse().expect("valid address"));
-    let mut session = Session::start(options.clone(), Some(listen)).await?;
-    if let Some(a) = session.listen_addr() {
-        announce_line(&format!("listening bt {a}"));
-    }
-    let _diag = args.net.start_services(&mut session, &options, DhtMode::Auto).await?;
+    let session = args.net.start_session(&options, Some(listen), DhtMode::Auto).await?;
+    announce_listening(&session, true).await?;
     let meta = Arc::new(meta);
     let handle = session.add_torrent(meta.clone(), args.output.clone());
     log_verified_pieces(&handle);

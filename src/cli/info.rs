@@ -10,10 +10,10 @@
 //! sanitized by `metainfo`, and every string is escaped again on output (text: `\u{..}`,
 //! JSON: `\uXXXX`, lossless), since comments, trackers and web seeds are kept as written.
 use crate::cli::bad_input;
-use crate::metainfo::names::{escape, escape_json};
-use crate::metainfo::{Magnet, Metainfo};
 use clap::Args;
 use serde::Serialize;
+use shoal::metainfo::names::{escape, escape_json};
+use shoal::metainfo::{Magnet, Metainfo};
 use std::io::Write;
 
 #[derive(Args, Debug)]
@@ -82,7 +82,7 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
 pub fn load(path: &str) -> anyhow::Result<Metainfo> {
     use std::io::Read;
     let cannot = |e: std::io::Error| bad_input(format!("{path}: cannot read: {e}"));
-    let limit = crate::bencode::Limits::TORRENT.max_input;
+    let limit = shoal::bencode::Limits::TORRENT.max_input;
     // Read at most one byte past the limit: a huge file is refused without loading it.
     let mut bytes = Vec::new();
     std::fs::File::open(path).map_err(cannot)?.take(limit as u64 + 1).read_to_end(&mut bytes).map_err(cannot)?;

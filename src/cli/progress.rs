@@ -1,8 +1,8 @@
 //! Progress for people: an indicatif bar on a terminal, a plain line every few seconds when
 //! stderr is not a terminal, nothing with `--quiet`; and the summary at the end.
 use crate::cli::common::human_bytes;
-use crate::torrent::{Phase, TorrentStats};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use shoal::torrent::{Phase, TorrentStats};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;

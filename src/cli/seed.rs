@@ -1,16 +1,15 @@
 //! `shoal seed`: serve the data at PATH. With `--torrent FILE`, the data is checked against
 //! FILE (or FILE is made from PATH when it does not exist); prints the info-hash and a
 //! magnet URI, then serves until interrupted.
-use crate::cli::common::{announce_line, init_logging, interrupted, shutdown_promptly, NetArgs};
+use crate::cli::common::{announce_line, announce_listening, init_logging, interrupted, shutdown_promptly, NetArgs};
 use crate::cli::progress::Progress;
 use crate::cli::{bad_input, info};
-use crate::metainfo::create::{create_torrent, CreateOptions};
-use crate::metainfo::Metainfo;
-use crate::p2p::DhtMode;
-use crate::session::Session;
-use crate::torrent::Phase;
 use anyhow::Context;
 use clap::Args;
+use shoal::metainfo::create::{create_torrent, CreateOptions};
+use shoal::metainfo::Metainfo;
+use shoal::p2p::DhtMode;
+use shoal::torrent::Phase;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -58,8 +57,9 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
     let peers = args.net.peer_addrs().await?;
 
     let listen = args.net.listen.unwrap_or_else(|| "0.0.0.0:6881".parse().expect("valid address"));
-    let mut session = Session::start(options.clone(), Some(listen)).await?;
-    let _diag = args.net.start_services(&mut session, &options, DhtMode::Server).await?;
+    let session = args.net.start_session(&options, Some(listen), DhtMode::Server).await?;
+    // `listening bt` only once the data is checked: scripts take it as "the seeder is ready".
+    announce_listening(&session, false).await?;
     let meta = Arc::new(meta);
     let handle = session.add_torrent(meta.clone(), root);
     Progress::new(args.net.quiet, meta.total_length).follow(handle.stats(), |s| s.phase != Phase::Checking).await;

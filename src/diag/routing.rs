@@ -7,24 +7,31 @@ use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::JsonSource;
 
 /// How often the node is asked.
 const POLL: Duration = Duration::from_secs(2);
 
-/// Starts the poller and returns the source the diagnostics server reads.
+/// Starts the poller on `tasks` (it runs until `cancel`) and returns the source the
+/// diagnostics server reads.
 pub fn routing_source(
     node: NodeHandle,
     mode: DhtMode,
     lookups: Arc<LookupLog>,
+    tasks: &TaskTracker,
     cancel: CancellationToken,
 ) -> JsonSource {
     let latest = Arc::new(Mutex::new(json!({ "enabled": true, "peer_id": node.peer_id().to_base58() })));
     let out = latest.clone();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         loop {
-            let view = snapshot(&node, mode).await;
+            // A node call in flight is cut short too: the session waits for this task.
+            let view = tokio::select! {
+                _ = cancel.cancelled() => return,
+                view = snapshot(&node, mode) => view,
+            };
             *latest.lock().expect("routing view") = view;
             tokio::select! {
                 _ = cancel.cancelled() => return,

@@ -14,15 +14,22 @@ use std::io;
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// Binds `addr`, serves the diagnostics until `cancel` fires, and returns the bound address
-/// (so `127.0.0.1:0` picks a free port).
-pub async fn serve(addr: SocketAddr, state: DiagState, cancel: CancellationToken) -> io::Result<SocketAddr> {
+/// Binds `addr`, serves the diagnostics on `tasks` until `cancel` fires, and returns the bound
+/// address (so `127.0.0.1:0` picks a free port). After `cancel` the server stops accepting
+/// and its task ends once the requests in flight are answered.
+pub async fn serve_tracked(
+    addr: SocketAddr,
+    state: DiagState,
+    tasks: &TaskTracker,
+    cancel: CancellationToken,
+) -> io::Result<SocketAddr> {
     let listener =
         TcpListener::bind(addr).await.map_err(|e| io::Error::new(e.kind(), format!("diag listen on {addr}: {e}")))?;
     let bound = listener.local_addr()?;
     let app = router(state);
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let shutdown = cancel.cancelled_owned();
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
             tracing::warn!(error = %e, "diagnostics server stopped");
@@ -30,6 +37,13 @@ pub async fn serve(addr: SocketAddr, state: DiagState, cancel: CancellationToken
     });
     tracing::info!(addr = %bound, "diagnostics listening");
     Ok(bound)
+}
+
+/// [`serve_tracked`] for a caller that keeps no tracker of its own (tests, embedders): the
+/// server still stops when `cancel` fires, but nobody can wait for it to be gone.
+/// [`Session::builder`](crate::session::Session::builder) serves on the session's tracker.
+pub async fn serve(addr: SocketAddr, state: DiagState, cancel: CancellationToken) -> io::Result<SocketAddr> {
+    serve_tracked(addr, state, &TaskTracker::new(), cancel).await
 }
 
 /// The routes, for embedding in another server or testing without a socket.

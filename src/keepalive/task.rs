@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How often the contributors are read from the torrents' statistics.
 pub const CONTRIBUTOR_POLL: Duration = Duration::from_secs(2);
@@ -93,12 +94,14 @@ enum Done {
     Redial(PeerId, Vec<Multiaddr>, Result<(), String>),
 }
 
-/// Starts the monitor and returns the receiver of its latest view. Runs until `cancel`.
+/// Starts the monitor on `tasks` and returns the receiver of its latest view. Runs until
+/// `cancel`; its probes and repairs end with it.
 pub async fn spawn(
     node: NodeHandle,
     options: &Options,
     seeds: KeyPeerSeeds,
     link: SessionLink,
+    tasks: &TaskTracker,
     cancel: CancellationToken,
 ) -> watch::Receiver<MonitorView> {
     let cfg = MonitorConfig::from_options(options);
@@ -133,7 +136,7 @@ pub async fn spawn(
     let (view_tx, view_rx) = watch::channel(monitor.view(now));
     let task =
         MonitorTask { monitor, node, link, probe_timeout: options.probe_timeout, ops: JoinSet::new(), view: view_tx };
-    tokio::spawn(task.run(cancel));
+    tasks.spawn(task.run(cancel));
     view_rx
 }
 

@@ -10,11 +10,15 @@
 //! handshakes open cannot starve everyone else.
 //!
 //! Each torrent also gets a tracker announcer when its metainfo lists trackers.
+//!
+//! Parts: this file (the session, its accept loops, the handshake bound) and [`builder`], the
+//! composition root that starts a session with its node, key-peer monitor and diagnostics.
 use crate::config::Options;
 use crate::discovery::dht::{self, LookupLog, LookupRecord};
 use crate::discovery::tracker::announcer::{self, AnnouncerConfig, AnnouncerLinks};
 use crate::discovery::tracker::TransferTotals;
 use crate::metainfo::{InfoHash, Metainfo};
+use crate::metrics::TorrentSourceGuard;
 use crate::p2p::{into_box_stream, peer_addr, NodeHandle, P2pConnector};
 use crate::peer::budget::SendBudget;
 use crate::peer::{handshake, BoxStream};
@@ -32,6 +36,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+pub mod builder;
+
+pub use builder::{SessionBuilder, StartError};
 
 type Routes = Arc<Mutex<HashMap<InfoHash, TorrentHandle>>>;
 
@@ -51,10 +59,14 @@ pub struct Session {
     handshakes: Arc<HandshakeLimiter>,
     cancel: CancellationToken,
     tasks: TaskTracker,
+    /// The diagnostics server's address, and the registration keeping the torrents in
+    /// `/metrics` while the session lives (set by the builder).
+    diagnostics: Option<(SocketAddr, TorrentSourceGuard)>,
 }
 
 impl Session {
-    /// Starts a session listening for BitTorrent peers on `listen` (none: outbound only).
+    /// Starts a session listening for BitTorrent peers on `listen` (none: outbound only),
+    /// and nothing else; [`Session::builder`] also starts a node, monitor and diagnostics.
     pub async fn start(options: Arc<Options>, listen: Option<SocketAddr>) -> std::io::Result<Session> {
         let listener = match listen {
             Some(addr) => Some(
@@ -82,6 +94,7 @@ impl Session {
             handshakes,
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            diagnostics: None,
         };
         if let Some(listener) = listener {
             session.tasks.spawn(accept_loop(tcp_incoming(listener), session.acceptor()));
@@ -91,6 +104,11 @@ impl Session {
 
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.listen_addr
+    }
+
+    /// Where the diagnostics server listens, when the builder started one.
+    pub fn diag_addr(&self) -> Option<SocketAddr> {
+        self.diagnostics.as_ref().map(|(addr, _)| *addr)
     }
 
     pub fn options(&self) -> &Arc<Options> {
@@ -222,7 +240,8 @@ impl Session {
         });
     }
 
-    /// Stops every torrent and the listener, and waits for all their tasks.
+    /// Stops every torrent, the listener and whatever the builder started, and waits for all
+    /// their tasks; then stops the node.
     pub async fn shutdown(&self) {
         let handles: Vec<TorrentHandle> = self.torrents.lock().expect("routes lock").drain().map(|(_, h)| h).collect();
         for h in &handles {

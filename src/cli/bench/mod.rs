@@ -1,10 +1,12 @@
-//! `shoal bench`: runs the loopback swarm benchmark of [`crate::bench`] and prints MiB/s per
+//! `shoal bench`: runs the loopback swarm benchmark of [`engine`] and prints MiB/s per
 //! leecher and for the swarm (or JSON with `--json`).
-use crate::bench::{self, BenchConfig};
 use crate::cli::bad_input;
 use crate::cli::common::{human_bytes, init_logging};
 use crate::cli::create::parse_size;
 use clap::{Args, ValueEnum};
+use engine::{self as bench, BenchConfig};
+
+mod engine;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Transport {
@@ -40,7 +42,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.size == 0 {
         return Err(bad_input("--size must be more than 0"));
     }
-    let piece_size = crate::metainfo::create::check_piece_length(args.piece_size)
+    let piece_size = shoal::metainfo::create::check_piece_length(args.piece_size)
         .map_err(|e| bad_input(format!("--piece-size: {e}")))?;
     let transport = match args.transport {
         Transport::Tcp => bench::Transport::Tcp,

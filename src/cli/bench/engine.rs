@@ -4,16 +4,16 @@
 //! Set-up (generating the data, making the torrent, the seeders' start-up hash check) is
 //! timed apart from the transfer; the transfer clock starts when the leechers are added
 //! and stops for each leecher when its last piece is verified on disk.
-use crate::config::Options;
-use crate::metainfo::create::{create_torrent, CreateOptions};
-use crate::metainfo::Metainfo;
-use crate::p2p::{peer_addr, DhtMode, NodeConfig, NodeHandle};
-use crate::session::Session;
-use crate::torrent::Phase;
-use crate::types::PeerAddr;
 use serde::Serialize;
+use shoal::config::Options;
+use shoal::metainfo::create::{create_torrent, CreateOptions};
+use shoal::metainfo::Metainfo;
+use shoal::p2p::{peer_addr, DhtMode, NodeConfig};
+use shoal::session::Session;
+use shoal::torrent::{Phase, TorrentHandle};
+use shoal::types::PeerAddr;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -110,63 +110,105 @@ async fn start_session(
     book: &mut Vec<(libp2p::PeerId, libp2p::Multiaddr)>,
 ) -> Result<(Session, PeerAddr), String> {
     let loopback = "127.0.0.1:0".parse().expect("valid address");
-    let mut s = Session::start(options.clone(), Some(loopback)).await.map_err(|e| e.to_string())?;
-    if transport == Transport::Tcp {
+    let mut builder = Session::builder(options.clone()).listen(loopback);
+    if transport == Transport::Libp2p {
+        let mut cfg = NodeConfig::new(libp2p::identity::Keypair::generate_ed25519(), options.dht_query_timeout);
+        cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")];
+        cfg.dht_mode = DhtMode::Server;
+        builder = builder.node(cfg);
+    }
+    let s = builder.start().await.map_err(|e| e.to_string())?;
+    let Some(node) = s.node() else {
         let addr = PeerAddr::Tcp(s.listen_addr().expect("listening"));
         return Ok((s, addr));
-    }
-    let mut cfg = NodeConfig::new(libp2p::identity::Keypair::generate_ed25519(), options.dht_query_timeout);
-    cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")];
-    cfg.dht_mode = DhtMode::Server;
-    let node = NodeHandle::spawn(cfg).await.map_err(|e| e.to_string())?;
+    };
     for (peer, addr) in book.iter() {
         node.add_address(*peer, addr.clone()).await.map_err(|e| e.to_string())?;
     }
     let own = node.listen_addrs().await.map_err(|e| e.to_string())?.into_iter().next().ok_or("node has no address")?;
-    book.push((node.peer_id(), crate::p2p::book::strip_p2p(&own)));
+    book.push((node.peer_id(), shoal::p2p::book::strip_p2p(&own)));
     let addr = peer_addr(&node.peer_id());
-    s.attach_node(node);
     Ok((s, addr))
 }
 
-pub async fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
-    let setup_err = |e: &dyn std::fmt::Display| BenchError::Setup(e.to_string());
-    let setup = Instant::now();
-    let dir = tempfile::Builder::new().prefix("shoal-bench").tempdir().map_err(|e| setup_err(&e))?;
-    let seed_root = dir.path().join("seed");
-    std::fs::create_dir_all(&seed_root).map_err(|e| setup_err(&e))?;
+fn setup_err(e: impl std::fmt::Display) -> BenchError {
+    BenchError::Setup(e.to_string())
+}
+
+/// The generated data (under `dir/seed/`) and its torrent.
+async fn prepare_data(cfg: &BenchConfig, dir: &Path) -> Result<(PathBuf, Arc<Metainfo>), BenchError> {
+    let seed_root = dir.join("seed");
+    std::fs::create_dir_all(&seed_root).map_err(setup_err)?;
     let data = seed_root.join("shoal-bench.bin");
     let size = cfg.size;
     let data2 = data.clone();
-    tokio::task::spawn_blocking(move || generate(&data2, size))
-        .await
-        .map_err(|e| setup_err(&e))?
-        .map_err(|e| setup_err(&e))?;
+    tokio::task::spawn_blocking(move || generate(&data2, size)).await.map_err(setup_err)?.map_err(setup_err)?;
     let opts = CreateOptions { piece_length: Some(cfg.piece_size), ..Default::default() };
-    let data3 = data.clone();
-    let bytes = tokio::task::spawn_blocking(move || create_torrent(&data3, &opts))
+    let bytes = tokio::task::spawn_blocking(move || create_torrent(&data, &opts))
         .await
-        .map_err(|e| setup_err(&e))?
-        .map_err(|e| setup_err(&e))?;
-    let meta = Arc::new(Metainfo::from_bytes(&bytes).map_err(|e| setup_err(&e))?);
-    // Every session of the swarm is on 127.0.0.1: the per-IP bounds must admit them all.
+        .map_err(setup_err)?
+        .map_err(setup_err)?;
+    let meta = Arc::new(Metainfo::from_bytes(&bytes).map_err(setup_err)?);
+    Ok((seed_root, meta))
+}
+
+/// The defaults, but with per-IP bounds that admit every session of the swarm (all on
+/// 127.0.0.1), and no key-peer monitor: its probes would be traffic the bench does not measure.
+fn swarm_options(cfg: &BenchConfig) -> Arc<Options> {
     let peers = 2 * (cfg.seeders + cfg.leechers);
-    let options = Arc::new(Options {
+    Arc::new(Options {
         max_connections_per_ip: peers.max(Options::default().max_connections_per_ip),
         max_inbound_handshakes_per_ip: peers.max(Options::default().max_inbound_handshakes_per_ip),
+        enable_key_peer_monitor: false,
         ..Options::default()
-    });
+    })
+}
 
-    let mut sessions = Vec::new();
-    let mut addrs = Vec::new();
+/// The swarm's sessions, the addresses of those started so far, and (libp2p) their nodes.
+#[derive(Default)]
+struct Swarm {
+    sessions: Vec<Session>,
+    addrs: Vec<PeerAddr>,
+    /// libp2p: every node learns the others' addresses as they start, so PeerIds dial.
+    book: Vec<(libp2p::PeerId, libp2p::Multiaddr)>,
+}
+
+impl Swarm {
+    /// Starts a session with the torrent at `output`; a leecher is told every earlier address.
+    async fn add(
+        &mut self,
+        cfg: &BenchConfig,
+        options: &Arc<Options>,
+        meta: &Arc<Metainfo>,
+        output: PathBuf,
+        leecher: bool,
+    ) -> Result<TorrentHandle, BenchError> {
+        let (s, addr) = start_session(cfg.transport, options, &mut self.book).await.map_err(setup_err)?;
+        let h = s.add_torrent(meta.clone(), output);
+        if leecher {
+            h.add_peers(self.addrs.clone()).await;
+        }
+        self.addrs.push(addr);
+        self.sessions.push(s);
+        Ok(h)
+    }
+
+    async fn shutdown(&self) {
+        for s in &self.sessions {
+            s.shutdown().await;
+        }
+    }
+}
+
+pub async fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
+    let setup = Instant::now();
+    let dir = tempfile::Builder::new().prefix("shoal-bench").tempdir().map_err(setup_err)?;
+    let (seed_root, meta) = prepare_data(cfg, dir.path()).await?;
+    let options = swarm_options(cfg);
+    let mut swarm = Swarm::default();
     let mut seeders = Vec::new();
-    // libp2p: every node learns the others' addresses as they start, so PeerIds dial.
-    let mut book: Vec<(libp2p::PeerId, libp2p::Multiaddr)> = Vec::new();
     for _ in 0..cfg.seeders {
-        let (s, addr) = start_session(cfg.transport, &options, &mut book).await.map_err(|e| setup_err(&e))?;
-        addrs.push(addr);
-        seeders.push(s.add_torrent(meta.clone(), seed_root.clone()));
-        sessions.push(s);
+        seeders.push(swarm.add(cfg, &options, &meta, seed_root.clone(), false).await?);
     }
     for h in &seeders {
         h.wait_complete().await.map_err(|e| BenchError::Setup(format!("seeder: {e}")))?;
@@ -176,21 +218,14 @@ pub async fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
     let start = Instant::now();
     let mut leechers = Vec::new();
     for i in 0..cfg.leechers {
-        let (s, addr) = start_session(cfg.transport, &options, &mut book).await.map_err(|e| setup_err(&e))?;
-        let h = s.add_torrent(meta.clone(), dir.path().join(format!("leech{i}")));
-        h.add_peers(addrs.clone()).await;
-        addrs.push(addr);
-        leechers.push(h);
-        sessions.push(s);
+        leechers.push(swarm.add(cfg, &options, &meta, dir.path().join(format!("leech{i}")), true).await?);
     }
     let waits = leechers.iter().map(|h| async move { h.wait_complete().await.map(|_| start.elapsed()) });
     let done = tokio::time::timeout(cfg.timeout, futures::future::join_all(waits))
         .await
         .map_err(|_| BenchError::Timeout(cfg.timeout))?;
     let wall = start.elapsed();
-    for s in &sessions {
-        s.shutdown().await;
-    }
+    swarm.shutdown().await;
     let mib = cfg.size as f64 / (1024.0 * 1024.0);
     let mut per_leecher = Vec::new();
     for d in done {
