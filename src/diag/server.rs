@@ -41,7 +41,7 @@ pub async fn serve_tracked(
 
 /// [`serve_tracked`] for a caller that keeps no tracker of its own (tests, embedders): the
 /// server still stops when `cancel` fires, but nobody can wait for it to be gone.
-/// [`Session::builder`](crate::session::Session::builder) serves on the session's tracker.
+/// `Session::builder` serves on the session's tracker.
 pub async fn serve(addr: SocketAddr, state: DiagState, cancel: CancellationToken) -> io::Result<SocketAddr> {
     serve_tracked(addr, state, &TaskTracker::new(), cancel).await
 }
