@@ -6,12 +6,12 @@
 //!   requests, pieces, the tick, statistics);
 //! - [`peers`]: the per-peer record (rates, pipeline depth);
 //! - [`dial`]: the [`Connector`] that opens streams to peers, and the dial + handshake;
-//! - `assembly`: blocks gathered into piece buffers, with who sent each;
+//! - [`assembly`]: blocks gathered into piece buffers, with who sent each;
 //! - `smart_ban`: which sender of a failed piece lied.
 //!
 //! Outside code holds a [`TorrentHandle`]: it adds peer addresses, hands over inbound
 //! connections, watches [`TorrentStats`], and stops the torrent.
-mod assembly;
+pub mod assembly;
 pub mod dial;
 pub mod peers;
 mod smart_ban;
