@@ -72,6 +72,9 @@ struct Inner {
     layout: Layout,
     files: FileTable,
     cache: PieceCache,
+    /// Held while a verified piece is written: pieces are hashed in parallel, but one writer
+    /// at a time, so blocking threads do not spin on the file's inode lock against each other.
+    writer: std::sync::Mutex<()>,
 }
 
 /// Runs `f` on the blocking pool; a panic there resumes here.
@@ -91,7 +94,7 @@ impl Storage {
         let layout = Layout::new(&meta);
         let files = FileTable::new(&meta, &root);
         let cache = PieceCache::new(CACHE_PIECES, CACHE_BYTES);
-        Storage { inner: Arc::new(Inner { meta, layout, files, cache }) }
+        Storage { inner: Arc::new(Inner { meta, layout, files, cache, writer: std::sync::Mutex::new(()) }) }
     }
 
     /// The torrent's piece/file geometry.
@@ -134,6 +137,7 @@ impl Storage {
                 return Ok(PieceVerdict::HashFailed);
             }
             let t1 = std::time::Instant::now();
+            let _writer = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
             pieces::write(&inner.layout, &inner.files, index, &data)?;
             metrics().observe_disk_write(t1.elapsed());
             inner.cache.invalidate(index);
