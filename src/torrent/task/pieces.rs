@@ -24,20 +24,23 @@ impl Torrent {
         self.tasks.spawn(async move {
             let result = storage.write_piece(piece, done.data.clone()).await;
             let need = suspect || matches!(result, Ok(PieceVerdict::HashFailed));
-            let digests = match need {
+            let (digests, buffer) = match need {
                 true => {
                     let data = done.data;
-                    tokio::task::spawn_blocking(move || block_digests(&data, BLOCK_SIZE as usize)).await.ok()
+                    (tokio::task::spawn_blocking(move || block_digests(&data, BLOCK_SIZE as usize)).await.ok(), None)
                 }
-                false => None,
+                false => (None, Some(done.data)),
             };
-            let _ = tx.send(Verdict { piece, senders: done.senders, digests, result }).await;
+            let _ = tx.send(Verdict { piece, senders: done.senders, digests, result, buffer }).await;
         });
     }
 
     /// Returns true when the phase changed.
     pub(super) async fn on_verdict(&mut self, v: Verdict) -> bool {
         self.verifying -= 1;
+        if let Some(buffer) = v.buffer {
+            self.assembly.recycle(buffer);
+        }
         match v.result {
             Ok(PieceVerdict::Written) => {
                 self.picker.piece_verified(v.piece);
