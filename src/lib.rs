@@ -11,9 +11,10 @@
 //!                                                  (hash + write on the blocking pool)
 //! ```
 //!
-//! Modules in reading order: [`bencode`], [`metainfo`], [`wire`], [`storage`], [`picker`],
-//! [`manager`] (pool, scoring, choker), [`peer`], [`torrent`], [`session`], [`discovery`],
-//! [`p2p`] (libp2p node, Kademlia), [`keepalive`] (KeyPeerMonitor), [`config`], [`metrics`], [`diag`].
+//! Modules in reading order: [`types`] (the shared vocabulary), [`bencode`], [`metainfo`],
+//! [`wire`], [`storage`], [`picker`], [`manager`] (pool, scoring, choker), [`peer`], [`torrent`],
+//! [`session`], [`discovery`], [`p2p`] (libp2p node, Kademlia), [`keepalive`] (KeyPeerMonitor),
+//! [`config`], [`metrics`], [`diag`].
 //!
 //! [`session::Session::builder`] is the composition root: it starts a session's listener, libp2p
 //! node, key-peer monitor and diagnostics server, and tracks every task it spawns. The command
