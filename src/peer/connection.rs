@@ -345,7 +345,7 @@ impl Task {
         permit: OwnedSemaphorePermit,
     ) -> Result<(), PeerError> {
         self.reading -= b.length as usize;
-        let data = data.map_err(|e| PeerError::Storage(std::sync::Arc::new(e)))?;
+        let data = data.map_err(PeerError::Storage)?;
         if self.am_choking {
             return Ok(());
         }

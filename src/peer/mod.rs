@@ -99,7 +99,7 @@ pub enum PeerError {
     Protocol(String),
     /// Reading a block we serve failed: our disk's fault, not the peer's.
     #[error("storage: {0}")]
-    Storage(std::sync::Arc<crate::storage::StorageError>),
+    Storage(crate::storage::StorageError),
 }
 
 /// Why a peer connection ended: for the logs, the events and the torrent, which fails when
@@ -154,7 +154,7 @@ impl CloseReason {
             Err(PeerError::Timeout(what)) => CloseReason::TimedOut(what),
             Err(PeerError::Io(e)) => CloseReason::Io(e.kind()),
             // The runtime dropping a read on its way down is shutdown, not a failing disk.
-            Err(PeerError::Storage(e)) if matches!(**e, crate::storage::StorageError::Cancelled) => CloseReason::ByUs,
+            Err(PeerError::Storage(crate::storage::StorageError::Cancelled)) => CloseReason::ByUs,
             Err(PeerError::Storage(e)) => CloseReason::Storage(e.to_string()),
             Err(e @ (PeerError::Wire(_) | PeerError::WrongInfoHash | PeerError::SelfConnection)) => {
                 CloseReason::Protocol(e.to_string())

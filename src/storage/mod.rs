@@ -136,8 +136,9 @@ impl Storage {
             if !matches {
                 return Ok(PieceVerdict::HashFailed);
             }
-            let t1 = std::time::Instant::now();
             let _writer = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+            // Timed once the lock is held: the histogram is the write's cost, not the queue.
+            let t1 = std::time::Instant::now();
             pieces::write(&inner.layout, &inner.files, index, &data)?;
             metrics().observe_disk_write(t1.elapsed());
             inner.cache.invalidate(index);
