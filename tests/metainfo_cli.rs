@@ -98,13 +98,16 @@ print(json.dumps({"hash": str(ti.info_hashes().v1), "files": files}))
     (v["hash"].as_str().expect("hash").to_string(), files)
 }
 
-/// shoal's file list as (path below the root, length, padding).
+/// shoal's file list as (path below the root, length, padding), checking that each file's
+/// `index` (what `download --only` takes) is its position in libtorrent's order.
 fn shoal_files(info: &Json) -> Vec<(String, u64, bool)> {
     info["files"]
         .as_array()
         .expect("files")
         .iter()
-        .map(|f| {
+        .enumerate()
+        .map(|(i, f)| {
+            assert_eq!(f["index"].as_u64(), Some(i as u64), "file index");
             (
                 f["path"].as_str().expect("path").to_string(),
                 f["length"].as_u64().expect("length"),

@@ -5,9 +5,12 @@ use crate::cli::progress::{summary, Progress};
 use crate::cli::{bad_input, info};
 use anyhow::Context;
 use clap::Args;
+use shoal::metainfo::magnet::parse_select_only;
+use shoal::metainfo::select::select_files;
 use shoal::metainfo::{Magnet, Metainfo};
 use shoal::p2p::DhtMode;
 use shoal::torrent::{Phase, TorrentEvent, TorrentHandle};
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,6 +26,11 @@ pub struct DownloadArgs {
     /// The .torrent for a magnet link (metadata from peers is not fetched yet).
     #[arg(long, value_name = "FILE")]
     pub torrent: Option<String>,
+    /// Download only these files (BEP 53): indices as `shoal info` lists them, e.g. `0,2-3`.
+    /// Other files are not created; their share of pieces shared with selected files is
+    /// kept in `DIR/.<info-hash>.parts`. Overrides a magnet's `so=`.
+    #[arg(long, value_name = "LIST")]
+    pub only: Option<String>,
     /// Keep seeding after the download completes, until interrupted.
     #[arg(long)]
     pub seed: bool,
@@ -30,10 +38,31 @@ pub struct DownloadArgs {
     pub net: NetArgs,
 }
 
-/// Reads the metainfo named on the command line; a magnet needs its .torrent for now.
-fn load_input(args: &DownloadArgs) -> anyhow::Result<(Metainfo, Vec<String>)> {
+/// The files to download: `--only`, else the magnet's `so=`, else all (`None`).
+fn selection(
+    args: &DownloadArgs,
+    meta: &Metainfo,
+    magnet_so: &[RangeInclusive<u32>],
+) -> anyhow::Result<Option<Vec<bool>>> {
+    let (what, ranges) = match &args.only {
+        Some(list) => {
+            let bad = |_| {
+                bad_input(format!("--only: bad file list {list:?} (indices as `shoal info` lists them, e.g. 0,2-3)"))
+            };
+            ("--only", parse_select_only(list).map_err(bad)?)
+        }
+        None if !magnet_so.is_empty() => ("the magnet's so=", magnet_so.to_vec()),
+        None => return Ok(None),
+    };
+    let selected = select_files(meta, &ranges).map_err(|e| bad_input(format!("{what}: {e}")))?;
+    Ok(Some(selected))
+}
+
+/// Reads the metainfo named on the command line (a magnet needs its .torrent for now): the
+/// metainfo, the magnet's peers and its `so=` selection.
+fn load_input(args: &DownloadArgs) -> anyhow::Result<(Metainfo, Vec<String>, Vec<RangeInclusive<u32>>)> {
     if !args.input.to_ascii_lowercase().starts_with("magnet:") {
-        return Ok((info::load(&args.input)?, Vec::new()));
+        return Ok((info::load(&args.input)?, Vec::new(), Vec::new()));
     }
     let magnet = Magnet::parse(&args.input).map_err(|e| bad_input(e.to_string()))?;
     let Some(file) = &args.torrent else {
@@ -49,7 +78,7 @@ fn load_input(args: &DownloadArgs) -> anyhow::Result<(Metainfo, Vec<String>)> {
             meta.info_hash, magnet.info_hash
         )));
     }
-    Ok((meta, magnet.peers.clone()))
+    Ok((meta, magnet.peers.clone(), magnet.select_only.clone()))
 }
 
 /// With debug logging on, one `piece verified` line per piece written (tests that kill a
@@ -73,7 +102,9 @@ fn log_verified_pieces(handle: &TorrentHandle) {
 pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
     init_logging(args.net.quiet);
     let options = args.net.options()?;
-    let (meta, magnet_peers) = load_input(&args)?;
+    let (meta, magnet_peers, magnet_so) = load_input(&args)?;
+    let selection = selection(&args, &meta, &magnet_so)?;
+    let wanted = shoal::torrent::wanted_bytes(&meta, selection.as_deref());
     let mut net = args.net.clone();
     net.peers.extend(magnet_peers);
     let peers = net.peer_addrs().await?;
@@ -84,12 +115,12 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
     let session = args.net.start_session(&options, Some(listen), DhtMode::Auto).await?;
     announce_listening(&session, true).await?;
     let meta = Arc::new(meta);
-    let handle = session.add_torrent(meta.clone(), args.output.clone());
+    let handle = session.add_torrent_selected(meta.clone(), args.output.clone(), selection);
     log_verified_pieces(&handle);
     handle.add_peers(peers).await;
 
     let started = Instant::now();
-    let progress = Progress::new(args.net.quiet, meta.total_length);
+    let progress = Progress::new(args.net.quiet, wanted);
     let follow = tokio::spawn(progress.follow(handle.stats(), |s| matches!(s.phase, Phase::Seeding | Phase::Failed)));
     let outcome = tokio::select! {
         r = handle.wait_complete() => r.map_err(|e| e.to_string()),

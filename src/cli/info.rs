@@ -2,7 +2,8 @@
 //!
 //! The JSON keys are a contract for scripts and tests: `kind` (`torrent`|`magnet`), `name`,
 //! `info_hash`, `total_size`, `piece_length`, `piece_count`, `multi_file`,
-//! `files: [{path, length, offset, padding}]` (path joined with `/` below the torrent root),
+//! `files: [{index, path, length, offset, padding}]` (path joined with `/` below the torrent
+//! root; `index` is what `download --only` takes),
 //! `trackers` (tiers), `private`, `comment`, `created_by`, `creation_date`, `url_list`,
 //! `magnet`; for a magnet also `peers` and `select_only`. Fields unknown for a magnet are null.
 //!
@@ -50,6 +51,8 @@ struct InfoJson {
 
 #[derive(Serialize)]
 struct FileJson {
+    /// The index `--only` and a magnet's `so=` use (padding files are counted).
+    index: usize,
     path: String,
     length: u64,
     offset: u64,
@@ -96,7 +99,14 @@ fn from_torrent(m: &Metainfo) -> InfoJson {
     let files = m
         .files
         .iter()
-        .map(|f| FileJson { path: f.path.join("/"), length: f.length, offset: f.offset, padding: f.padding })
+        .enumerate()
+        .map(|(index, f)| FileJson {
+            index,
+            path: f.path.join("/"),
+            length: f.length,
+            offset: f.offset,
+            padding: f.padding,
+        })
         .collect();
     InfoJson {
         kind: "torrent",
@@ -167,9 +177,9 @@ fn print_text(out: &mut impl Write, r: &InfoJson) -> std::io::Result<()> {
     }
     let padding = r.files.iter().filter(|f| f.padding).count();
     if !r.files.is_empty() {
-        writeln!(out, "files:")?;
+        writeln!(out, "files (index for --only):")?;
         for f in r.files.iter().filter(|f| !f.padding) {
-            writeln!(out, "  {} ({} bytes)", escape(&f.path), f.length)?;
+            writeln!(out, "  {:>3}  {} ({} bytes)", f.index, escape(&f.path), f.length)?;
         }
         if padding > 0 {
             writeln!(out, "  ({padding} padding files hidden)")?;

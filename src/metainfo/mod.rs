@@ -3,8 +3,8 @@
 //! This module owns the step from untrusted `.torrent` bytes to a [`Metainfo`] that the rest
 //! of shoal may trust: every length, count and path is checked here once ("parse, don't
 //! validate"), so storage can join paths below an output directory without re-checking.
-//! It does no I/O; [`create`] (making torrents from files) and [`magnet`] (magnet URIs) are
-//! its submodules, path rules live in [`validate`].
+//! It does no I/O; [`create`] (making torrents from files), [`magnet`] (magnet URIs) and
+//! [`select`] (BEP 53 file selection) are its submodules, path rules live in [`validate`].
 //!
 //! Supported: single- and multi-file v1, hybrid v1+v2 torrents read as v1 (v2 keys ignored),
 //! BEP 12 tiers, BEP 27 private, BEP 19 `url-list`, BEP 47 padding files (and the legacy
@@ -23,6 +23,7 @@ pub mod create;
 mod info_hash;
 pub mod magnet;
 pub mod names;
+pub mod select;
 pub mod validate;
 
 pub use info_hash::{InfoHash, InfoHashError};

@@ -186,6 +186,17 @@ impl Session {
 
     /// Starts a torrent whose data lives at `output/<name>`.
     pub fn add_torrent(&self, meta: Arc<Metainfo>, output: PathBuf) -> TorrentHandle {
+        self.add_torrent_selected(meta, output, None)
+    }
+
+    /// Like [`Session::add_torrent`], downloading only the files flagged in `selection` (one
+    /// flag per file, from [`crate::metainfo::select::select_files`]).
+    pub fn add_torrent_selected(
+        &self,
+        meta: Arc<Metainfo>,
+        output: PathBuf,
+        selection: Option<Vec<bool>>,
+    ) -> TorrentHandle {
         let params = TorrentParams {
             meta: meta.clone(),
             output,
@@ -194,6 +205,7 @@ impl Session {
             listen_port: self.listen_addr.map(|a| a.port()),
             connector: self.connector.clone(),
             send_budget: self.send_budget.clone(),
+            selection,
         };
         let handle = TorrentHandle::spawn(params, &self.cancel);
         self.torrents.lock().expect("routes lock").insert(meta.info_hash, handle.clone());

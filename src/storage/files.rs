@@ -7,6 +7,7 @@
 //! Every method here does blocking I/O and must only be called from the blocking pool or a
 //! dedicated thread. The table's `std::sync::Mutex` is held only to look up or open a handle,
 //! never during a read or write (handles are `Arc<File>` and positional I/O needs no seek).
+use super::parts::PartFile;
 use super::StorageError;
 use crate::metainfo::Metainfo;
 use std::collections::HashMap;
@@ -43,6 +44,8 @@ struct Handle {
 pub struct FileTable {
     paths: Vec<PathBuf>,
     open: Mutex<HashMap<usize, Handle>>,
+    /// With a file selection: where unselected files' bytes go instead.
+    parts: Option<PartFile>,
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> StorageError {
@@ -56,7 +59,23 @@ fn write_error(path: &Path, source: std::io::Error) -> StorageError {
 impl FileTable {
     pub fn new(meta: &Metainfo, root: &Path) -> FileTable {
         let paths = (0..meta.files.len()).map(|i| file_path(meta, root, i)).collect();
-        FileTable { paths, open: Mutex::new(HashMap::new()) }
+        FileTable { paths, open: Mutex::new(HashMap::new()), parts: None }
+    }
+
+    /// Sends the I/O of the files `parts` covers (the unselected ones) to the part file.
+    pub fn with_parts(mut self, parts: PartFile) -> FileTable {
+        self.parts = Some(parts);
+        self
+    }
+
+    /// The part file, when it holds `file`'s bytes.
+    fn part_of(&self, file: usize) -> Option<&PartFile> {
+        self.parts.as_ref().filter(|p| p.covers(file))
+    }
+
+    /// Whether `file` is selected (every file is without a selection): only those are created.
+    pub fn is_selected(&self, file: usize) -> bool {
+        self.part_of(file).is_none()
     }
 
     pub fn path(&self, file: usize) -> &Path {
@@ -65,6 +84,9 @@ impl FileTable {
 
     /// Writes all of `data` at `offset` of `file`, creating the file and its directories.
     pub fn write(&self, file: usize, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        if let Some(parts) = self.part_of(file) {
+            return parts.write(file, offset, data);
+        }
         let handle = self.handle(file, true)?.expect("writable open creates the file");
         handle.write_all_at(data, offset).map_err(|e| write_error(self.path(file), e))
     }
@@ -72,6 +94,9 @@ impl FileTable {
     /// Fills `buf` from `offset` of `file`. `Ok(false)` when the file is missing or too short
     /// to hold the whole range: that is "no data", not an error.
     pub fn read(&self, file: usize, offset: u64, buf: &mut [u8]) -> Result<bool, StorageError> {
+        if let Some(parts) = self.part_of(file) {
+            return parts.read(file, offset, buf);
+        }
         let Some(handle) = self.handle(file, false)? else {
             return Ok(false);
         };
@@ -83,7 +108,12 @@ impl FileTable {
     }
 
     /// Current on-disk length of `file`, `None` when it does not exist. Does not open it.
+    /// For a file the part file covers: unbounded when the part file exists (its reads tell
+    /// which pieces it holds), `None` when not.
     pub fn disk_length(&self, file: usize) -> Result<Option<u64>, StorageError> {
+        if let Some(parts) = self.part_of(file) {
+            return Ok(parts.exists().then_some(u64::MAX));
+        }
         match std::fs::metadata(self.path(file)) {
             Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),

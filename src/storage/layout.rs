@@ -12,6 +12,8 @@
 use super::StorageError;
 use crate::metainfo::Metainfo;
 use crate::types::Geometry;
+use bitvec::order::Msb0;
+use bitvec::vec::BitVec;
 
 /// One contiguous run of bytes inside a single file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +76,41 @@ impl Layout {
 
     pub fn is_padding(&self, file: usize) -> bool {
         self.files[file].padding
+    }
+
+    /// Offset of file `file`'s first byte in the torrent's stream.
+    pub fn file_offset(&self, file: usize) -> u64 {
+        self.files[file].offset
+    }
+
+    /// For a file selection (one flag per file): the pieces to download (those holding data
+    /// of a selected file) and, of those, the pieces that also hold data of an unselected one
+    /// (their bytes there go to the part file), in piece order.
+    pub fn selected_pieces(&self, selected: &[bool]) -> (BitVec<u8, Msb0>, Vec<u32>) {
+        let mut wanted = BitVec::repeat(false, self.piece_count() as usize);
+        let mut straddling = Vec::new();
+        for piece in 0..self.piece_count() {
+            let segments = self.piece_segments(piece).expect("piece in range");
+            let data = segments.iter().filter(|s| !s.padding);
+            let (mut chosen, mut other) = (false, false);
+            for s in data {
+                if selected[s.file] {
+                    chosen = true;
+                } else {
+                    other = true;
+                }
+            }
+            wanted.set(piece as usize, chosen);
+            if chosen && other {
+                straddling.push(piece);
+            }
+        }
+        (wanted, straddling)
+    }
+
+    /// Bytes of the pieces flagged in `pieces`.
+    pub fn bytes_of(&self, pieces: &BitVec<u8, Msb0>) -> u64 {
+        pieces.iter_ones().map(|i| u64::from(self.geometry.piece_size(i as u32).unwrap_or(0))).sum()
     }
 
     /// Size of piece `index`: `piece_length`, except a short last piece.
@@ -259,5 +296,23 @@ pub(crate) mod tests {
         let l = Layout::new(&meta(16, &[("z", 0, false)]));
         assert_eq!(l.piece_count(), 0);
         assert!(matches!(l.piece_size(0), Err(StorageError::BadPiece(0))));
+    }
+
+    #[test]
+    fn selected_pieces_want_selected_data_and_mark_shared_pieces() {
+        // Pieces of 16: a = 0..20, pad = 20..32, b = 32..40, c = 40..70 (pieces 0..=4).
+        let l = Layout::new(&meta(16, &[("a", 20, false), ("pad", 12, true), ("b", 8, false), ("c", 30, false)]));
+        let bits = |w: &BitVec<u8, Msb0>| w.iter().map(|b| *b as u8).collect::<Vec<_>>();
+        // Only a: pieces 0 and 1 (piece 1 is a's tail and padding, so nothing is shared).
+        let (w, s) = l.selected_pieces(&[true, false, false, false]);
+        assert_eq!((bits(&w), s), (vec![1, 1, 0, 0, 0], vec![]));
+        // Only b: piece 2 holds b and the start of c.
+        let (w, s) = l.selected_pieces(&[false, false, true, false]);
+        assert_eq!((bits(&w), s), (vec![0, 0, 1, 0, 0], vec![2]));
+        // Only c: pieces 2..=4, piece 2 shared with b.
+        let (w, s) = l.selected_pieces(&[false, false, false, true]);
+        assert_eq!((bits(&w), s), (vec![0, 0, 1, 1, 1], vec![2]));
+        let (w, s) = l.selected_pieces(&[true; 4]);
+        assert_eq!((bits(&w), s), (vec![1; 5], vec![]));
     }
 }

@@ -8,6 +8,7 @@
 //! Parts, in reading order:
 //! - [`layout`]: piece/block ranges → file segments, validation (pure arithmetic).
 //! - `files`: on-disk paths and the lazily opened file table.
+//! - `parts`: the part file holding unselected files' share of shared pieces (BEP 53).
 //! - `pieces`: whole-piece read/write over segments, the hash check.
 //! - `cache`: recently read pieces, so block requests rarely touch the disk.
 //! - `check`: the multi-threaded resume scan.
@@ -15,6 +16,7 @@ mod cache;
 mod check;
 mod files;
 pub mod layout;
+mod parts;
 mod pieces;
 
 use crate::metainfo::Metainfo;
@@ -25,6 +27,7 @@ use bytes::Bytes;
 use cache::PieceCache;
 use files::FileTable;
 use layout::Layout;
+use parts::PartFile;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -91,8 +94,20 @@ async fn blocking<T: Send + 'static>(
 impl Storage {
     /// Opens the data of `meta` below the output directory `root` (files made lazily).
     pub fn new(meta: Arc<Metainfo>, root: PathBuf) -> Storage {
+        Storage::with_selection(meta, root, None)
+    }
+
+    /// Like [`Storage::new`], downloading only the files flagged in `selected` (one flag per
+    /// file, from [`crate::metainfo::select::select_files`]): the others are never created,
+    /// and their share of pieces they have in common with selected files goes to the part
+    /// file `root/.<info-hash>.parts`.
+    pub fn with_selection(meta: Arc<Metainfo>, root: PathBuf, selected: Option<Vec<bool>>) -> Storage {
         let layout = Layout::new(&meta);
-        let files = FileTable::new(&meta, &root);
+        let mut files = FileTable::new(&meta, &root);
+        if let Some(selected) = selected.filter(|s| s.iter().any(|f| !f)) {
+            let path = root.join(PartFile::file_name(&meta.info_hash.to_hex()));
+            files = files.with_parts(PartFile::new(&layout, selected, path));
+        }
         let cache = PieceCache::new(CACHE_PIECES, CACHE_BYTES);
         Storage { inner: Arc::new(Inner { meta, layout, files, cache, writer: std::sync::Mutex::new(()) }) }
     }
@@ -168,7 +183,7 @@ impl Storage {
         Ok(piece.slice(begin as usize..(begin + length) as usize))
     }
 
-    /// Creates every (non-padding) file at its full length (e.g. 0-byte files) and, when
+    /// Creates every selected (non-padding) file at its full length (e.g. 0-byte files) and, when
     /// `sync`, waits until the data is on the disk. Call once the download is complete: files
     /// are extended sparsely, never truncated. Without `sync` the OS writes back in its own
     /// time, as other clients leave it; the start-up check re-verifies whatever a crash lost.
@@ -176,7 +191,7 @@ impl Storage {
         let inner = self.inner.clone();
         blocking(move || {
             for file in 0..inner.layout.file_count() {
-                if !inner.layout.is_padding(file) {
+                if !inner.layout.is_padding(file) && inner.files.is_selected(file) {
                     inner.files.ensure_length(file, inner.layout.file_length(file), sync)?;
                 }
             }

@@ -223,6 +223,8 @@ pub struct TorrentParams {
     pub connector: Arc<dyn Connector>,
     /// Block bytes waiting to be sent, bounded across the session.
     pub send_budget: crate::peer::budget::SendBudget,
+    /// BEP 53: one flag per file, only the flagged files are downloaded; `None` for all.
+    pub selection: Option<Vec<bool>>,
 }
 
 /// The cloneable face of a running torrent.
@@ -239,6 +241,17 @@ pub struct TorrentHandle {
     tasks: TaskTracker,
 }
 
+/// Bytes to download: the whole torrent, or the pieces holding data of selected files.
+pub fn wanted_bytes(meta: &Metainfo, selection: Option<&[bool]>) -> u64 {
+    match selection {
+        None => meta.total_length,
+        Some(selected) => {
+            let layout = crate::storage::layout::Layout::new(meta);
+            layout.bytes_of(&layout.selected_pieces(selected).0)
+        }
+    }
+}
+
 impl TorrentHandle {
     /// Starts the torrent: checks existing data, then downloads and/or seeds.
     pub fn spawn(params: TorrentParams, parent: &CancellationToken) -> TorrentHandle {
@@ -246,11 +259,12 @@ impl TorrentHandle {
         let (inbound_tx, inbound_rx) = mpsc::channel(16);
         let info_hash = params.meta.info_hash;
         let meta = params.meta.clone();
+        let wanted = wanted_bytes(&meta, params.selection.as_deref());
         let initial = TorrentStats {
             info_hash: info_hash.to_hex(),
             name: meta.name.clone(),
-            bytes_total: meta.total_length,
-            bytes_left: meta.total_length,
+            bytes_total: wanted,
+            bytes_left: wanted,
             pieces_total: meta.piece_count(),
             ..Default::default()
         };

@@ -183,6 +183,13 @@ pub fn shoal_download(torrent: &Path, out: &Path, peers: &[String], logs: &Path)
     shoal_beside("shoal-download", crate::args!["download", torrent, "-o", out], peers, logs)
 }
 
+/// `shoal download TORRENT -o OUT EXTRA...` on 127.0.0.1 with `peers`; running, not yet waited for.
+pub fn shoal_download_with(torrent: &Path, out: &Path, extra: &[&str], peers: &[String], logs: &Path) -> Proc {
+    let mut args = crate::args!["download", torrent, "-o", out];
+    args.extend(extra.iter().map(std::ffi::OsString::from));
+    shoal_beside("shoal-download", args, peers, logs)
+}
+
 /// The libtorrent peer script beside this module.
 pub fn lt_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/lt_peer.py")

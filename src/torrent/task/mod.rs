@@ -128,7 +128,7 @@ struct Torrent {
 
 pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: CancellationToken, tasks: TaskTracker) {
     let meta = params.meta.clone();
-    let storage = Storage::new(meta.clone(), params.output.join(""));
+    let storage = Storage::with_selection(meta.clone(), params.output.join(""), params.selection.clone());
     let stats_tx = ch.stats.clone();
     let progress: Arc<dyn Fn(u32) + Send + Sync> = Arc::new(move |n| stats_tx.send_modify(|s| s.pieces_checked = n));
     let have = tokio::select! {
@@ -209,11 +209,17 @@ impl Torrent {
         };
         let mut picker = Picker::new(meta.geometry(), have);
         picker.set_max_partial(Assembly::max_pieces(o.max_assembly_bytes, meta.piece_length));
+        let mut bytes_total = meta.total_length;
+        if let Some(selected) = &params.selection {
+            let (wanted, _) = storage.layout().selected_pieces(selected);
+            bytes_total = storage.layout().bytes_of(&wanted);
+            picker.set_wanted(wanted);
+        }
         let stats = TorrentStats {
             info_hash: meta.info_hash.to_hex(),
             name: meta.name.clone(),
             pieces_total: meta.piece_count(),
-            bytes_total: meta.total_length,
+            bytes_total,
             pieces_checked: meta.piece_count(),
             ..Default::default()
         };
