@@ -169,7 +169,7 @@ impl Default for Options {
             write_stall_timeout: Duration::from_secs(120),
             peer_send_buffer: 1024 * 1024,
             max_send_buffer: 32 * 1024 * 1024,
-            max_assembly_bytes: 32 * 1024 * 1024,
+            max_assembly_bytes: 16 * 1024 * 1024,
             unchoke_slots: 4,
             unchoke_interval: Duration::from_secs(10),
             optimistic_unchoke_interval: Duration::from_secs(30),
