@@ -30,6 +30,8 @@ enum BlockState {
 struct Partial {
     blocks: Vec<BlockState>,
     received: u32,
+    /// Blocks in state `Missing`: pieces with none left are skipped without a scan.
+    missing: u32,
 }
 
 /// Pieces picked at random before rarest first takes over.
@@ -150,6 +152,7 @@ impl Picker {
                     peers.retain(|k| *k != key);
                     if peers.is_empty() {
                         *b = BlockState::Missing;
+                        p.missing += 1;
                     }
                 }
             }
@@ -164,7 +167,9 @@ impl Picker {
         {
             peers.retain(|k| *k != key);
             if peers.is_empty() {
-                self.partial.get_mut(&block.piece).unwrap().blocks[(block.begin / bs) as usize] = BlockState::Missing;
+                let p = self.partial.get_mut(&block.piece).expect("piece is partial");
+                p.blocks[(block.begin / bs) as usize] = BlockState::Missing;
+                p.missing += 1;
             }
         }
     }
@@ -179,8 +184,9 @@ impl Picker {
         self.pick_from_partial(key, theirs, max, &mut out);
         while out.len() < max && self.partial.len() < self.max_partial {
             let Some(piece) = self.choose_new_piece(theirs, rng) else { break };
-            let blocks = vec![BlockState::Missing; self.block_count(piece) as usize];
-            self.partial.insert(piece, Partial { blocks, received: 0 });
+            let count = self.block_count(piece);
+            let blocks = vec![BlockState::Missing; count as usize];
+            self.partial.insert(piece, Partial { blocks, received: 0, missing: count });
             self.pick_from_piece(key, piece, max, &mut out);
         }
         if out.len() < max {
@@ -194,7 +200,7 @@ impl Picker {
         let mut pieces: Vec<(u32, u32)> = self
             .partial
             .iter()
-            .filter(|(i, p)| theirs.get(**i as usize).is_some_and(|b| *b) && p.blocks.contains(&BlockState::Missing))
+            .filter(|(i, p)| p.missing > 0 && theirs.get(**i as usize).is_some_and(|b| *b))
             .map(|(i, p)| (*i, p.received))
             .collect();
         pieces.sort_by_key(|(i, received)| (std::cmp::Reverse(*received), *i));
@@ -212,9 +218,14 @@ impl Picker {
             if out.len() >= max {
                 return;
             }
-            let state = &mut self.partial.get_mut(&piece).expect("piece is partial").blocks[b as usize];
+            let p = self.partial.get_mut(&piece).expect("piece is partial");
+            if p.missing == 0 {
+                return;
+            }
+            let state = &mut p.blocks[b as usize];
             if *state == BlockState::Missing {
                 *state = BlockState::Requested(vec![key]);
+                p.missing -= 1;
                 out.push(self.block_ref(piece, b));
             }
         }
@@ -464,5 +475,27 @@ mod tests {
         assert!(p.block_received(1, BlockRef { length: 5, ..b }).is_none());
         assert!(p.block_received(1, BlockRef { piece: 99, ..b }).is_none());
         assert!(p.block_received(1, b).is_some());
+    }
+
+    #[test]
+    fn the_missing_count_follows_every_block_given_back() {
+        let mut p = Picker::new(Geometry::new(4 * BS, 4 * BS as u64), bitvec![u8, Msb0; 0; 1]);
+        let all = all(1);
+        let mut rng = StdRng::seed_from_u64(1);
+        let consistent = |p: &Picker| {
+            p.partial
+                .values()
+                .all(|x| x.missing as usize == x.blocks.iter().filter(|b| **b == BlockState::Missing).count())
+        };
+        let a = p.pick(1, &all, 3, &mut rng);
+        assert_eq!(a.len(), 3);
+        assert!(consistent(&p));
+        p.release(1, a[0]);
+        assert!(consistent(&p));
+        p.release_all(1);
+        assert!(consistent(&p));
+        // Everything given back is picked again, by another peer, and nothing more.
+        assert_eq!(p.pick(2, &all, 10, &mut rng).len(), 4);
+        assert!(consistent(&p));
     }
 }
