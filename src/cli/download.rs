@@ -1,16 +1,20 @@
 //! `shoal download`: fetch a torrent into a directory; exit 0 only when every piece is
-//! verified on disk; with `--seed`, stay and seed until interrupted.
+//! verified on disk; with `--seed`, stay and seed until interrupted. A magnet without its
+//! `.torrent` first has its metadata fetched from peers (BEP 9), saved as a `.torrent`.
 use crate::cli::common::{announce_listening, init_logging, interrupted, shutdown_promptly, NetArgs};
-use crate::cli::progress::{summary, Progress};
+use crate::cli::progress::{follow_metadata, summary, Progress};
 use crate::cli::{bad_input, info};
 use anyhow::Context;
 use clap::Args;
+use shoal::metadata::{torrent_file, FetchStatus};
 use shoal::metainfo::{Magnet, Metainfo};
 use shoal::p2p::DhtMode;
+use shoal::session::Session;
 use shoal::torrent::{Phase, TorrentEvent, TorrentHandle};
+use shoal::types::PeerAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
 pub struct DownloadArgs {
@@ -20,9 +24,18 @@ pub struct DownloadArgs {
     /// `DIR/<name>/`.
     #[arg(short = 'o', long = "output", value_name = "DIR")]
     pub output: PathBuf,
-    /// The .torrent for a magnet link (metadata from peers is not fetched yet).
+    /// The .torrent for a magnet link; without it the metadata is fetched from the magnet's
+    /// peers (`x.pe`, `--peer`, trackers, the DHT).
     #[arg(long, value_name = "FILE")]
     pub torrent: Option<String>,
+    /// Where to save the .torrent of a magnet whose metadata was fetched from peers
+    /// [default: DIR/<name>.torrent, next to the data].
+    #[arg(long = "save-torrent", value_name = "FILE")]
+    pub save_torrent: Option<PathBuf>,
+    /// How long to look for a magnet's metadata before giving up (exit 1): seconds, or a
+    /// duration such as `90s` or `10m`.
+    #[arg(long = "metadata-timeout", value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub metadata_timeout: Duration,
     /// Keep seeding after the download completes, until interrupted.
     #[arg(long)]
     pub seed: bool,
@@ -30,17 +43,34 @@ pub struct DownloadArgs {
     pub net: NetArgs,
 }
 
-/// Reads the metainfo named on the command line; a magnet needs its .torrent for now.
-fn load_input(args: &DownloadArgs) -> anyhow::Result<(Metainfo, Vec<String>)> {
+/// Seconds (`300`) or a humantime duration (`5m`); at least one second.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = match s.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(s).map_err(|e| e.to_string())?,
+    };
+    if d < Duration::from_secs(1) {
+        return Err("must be at least one second".into());
+    }
+    Ok(d)
+}
+
+/// What the command line names: a torrent ready to run, or a magnet whose metadata is
+/// still to be fetched.
+enum Input {
+    Ready(Metainfo),
+    Fetch(Magnet),
+}
+
+/// Reads the metainfo named on the command line, with the magnet's `x.pe` peers.
+fn load_input(args: &DownloadArgs) -> anyhow::Result<(Input, Vec<String>)> {
     if !args.input.to_ascii_lowercase().starts_with("magnet:") {
-        return Ok((info::load(&args.input)?, Vec::new()));
+        return Ok((Input::Ready(info::load(&args.input)?), Vec::new()));
     }
     let magnet = Magnet::parse(&args.input).map_err(|e| bad_input(e.to_string()))?;
     let Some(file) = &args.torrent else {
-        return Err(bad_input(format!(
-            "magnet {}: fetching metadata from peers is not supported yet; pass its .torrent with --torrent FILE",
-            magnet.info_hash
-        )));
+        let peers = magnet.peers.clone();
+        return Ok((Input::Fetch(magnet), peers));
     };
     let meta = info::load(file)?;
     if meta.info_hash != magnet.info_hash {
@@ -49,7 +79,34 @@ fn load_input(args: &DownloadArgs) -> anyhow::Result<(Metainfo, Vec<String>)> {
             meta.info_hash, magnet.info_hash
         )));
     }
-    Ok((meta, magnet.peers.clone()))
+    Ok((Input::Ready(meta), magnet.peers.clone()))
+}
+
+/// Fetches a magnet's metadata (the "fetching metadata" phase), saves its `.torrent` and
+/// returns it. Not found within `--metadata-timeout`: exit 1, naming the magnet.
+async fn fetch_metadata(
+    args: &DownloadArgs,
+    session: &Session,
+    magnet: &Magnet,
+    peers: Vec<PeerAddr>,
+) -> anyhow::Result<Metainfo> {
+    let (status_tx, status) = tokio::sync::watch::channel(FetchStatus::default());
+    let follow = tokio::spawn(follow_metadata(args.net.quiet, magnet.info_hash.to_hex(), status));
+    let fetched = tokio::select! {
+        r = session.fetch_metadata(magnet, peers, args.metadata_timeout, status_tx) => r.map_err(|e| e.to_string()),
+        _ = interrupted() => Err("interrupted".to_string()),
+    };
+    // The fetch's status sender is gone (finished or dropped): the follower clears its line.
+    let _ = follow.await;
+    let info = fetched.map_err(|why| anyhow::anyhow!("magnet {}: {why}", magnet.info_hash))?;
+    let bytes = torrent_file(&info, &magnet.trackers);
+    let meta = Metainfo::from_bytes(&bytes).map_err(|e| {
+        bad_input(format!("magnet {}: the metadata its peers sent is not a valid torrent: {e}", magnet.info_hash))
+    })?;
+    let path = args.save_torrent.clone().unwrap_or_else(|| args.output.join(format!("{}.torrent", meta.name)));
+    std::fs::write(&path, &bytes).with_context(|| format!("{}: cannot save the .torrent", path.display()))?;
+    tracing::info!(path = %path.display(), name = %meta.name, "metadata fetched; .torrent saved");
+    Ok(meta)
 }
 
 /// With debug logging on, one `piece verified` line per piece written (tests that kill a
@@ -73,7 +130,7 @@ fn log_verified_pieces(handle: &TorrentHandle) {
 pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
     init_logging(args.net.quiet);
     let options = args.net.options()?;
-    let (meta, magnet_peers) = load_input(&args)?;
+    let (input, magnet_peers) = load_input(&args)?;
     let mut net = args.net.clone();
     net.peers.extend(magnet_peers);
     let peers = net.peer_addrs().await?;
@@ -83,6 +140,16 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
     let listen = args.net.listen.unwrap_or_else(|| "0.0.0.0:0".parse().expect("valid address"));
     let session = args.net.start_session(&options, Some(listen), DhtMode::Auto).await?;
     announce_listening(&session, true).await?;
+    let meta = match input {
+        Input::Ready(meta) => meta,
+        Input::Fetch(magnet) => match fetch_metadata(&args, &session, &magnet, peers.clone()).await {
+            Ok(meta) => meta,
+            Err(e) => {
+                shutdown_promptly(session.shutdown()).await;
+                return Err(e);
+            }
+        },
+    };
     let meta = Arc::new(meta);
     let handle = session.add_torrent(meta.clone(), args.output.clone());
     log_verified_pieces(&handle);
