@@ -90,7 +90,7 @@ async fn fetch_metadata(
     magnet: &Magnet,
     peers: Vec<PeerAddr>,
 ) -> anyhow::Result<Metainfo> {
-    let (status_tx, status) = tokio::sync::watch::channel(FetchStatus::default());
+    let (status_tx, status) = tokio::sync::watch::channel(FetchStatus { known: peers.len(), ..Default::default() });
     let follow = tokio::spawn(follow_metadata(args.net.quiet, magnet.info_hash.to_hex(), status));
     let fetched = tokio::select! {
         r = session.fetch_metadata(magnet, peers, args.metadata_timeout, status_tx) => r.map_err(|e| e.to_string()),

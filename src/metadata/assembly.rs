@@ -127,7 +127,7 @@ mod tests {
     fn wrong_bytes_fail_the_hash() {
         let d = dict(100);
         let mut a = Assembly::new(100);
-        fill(&mut a, &vec![0u8; 100], 100);
+        fill(&mut a, &[0u8; 100], 100);
         assert_eq!(a.finish(InfoHash::of_info(&d)), Err(AssemblyError::WrongHash));
     }
 

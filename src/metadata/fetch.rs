@@ -77,8 +77,12 @@ pub async fn fetch(
             let Some(addr) = cands.take(std::time::Instant::now()) else { break };
             tasks.spawn(ask(cfg.clone(), exchange.clone(), addr));
         }
-        let now_status =
-            FetchStatus { known: cands.known(), asking: tasks.len(), banned: cands.banned(), pieces: *progress.borrow() };
+        let now_status = FetchStatus {
+            known: cands.known(),
+            asking: tasks.len(),
+            banned: cands.banned(),
+            pieces: *progress.borrow(),
+        };
         status.send_if_modified(|s| std::mem::replace(s, now_status.clone()) != now_status);
         if tasks.is_empty() && !more_open && cands.all_banned() {
             return Err(if cands.known() == 0 {

@@ -48,8 +48,11 @@ impl Session {
             self.magnet_trackers(magnet, more_tx.clone(), cancel.clone());
         }
         if let Some(node) = self.node.clone() {
-            self.tasks.spawn(dht_providers(node, magnet.info_hash, more_tx, cancel));
+            self.tasks.spawn(dht_providers(node, magnet.info_hash, more_tx.clone(), cancel));
         }
+        // With no tracker and no DHT the channel closes now, so the fetch knows when nobody
+        // is left to ask instead of waiting out its deadline.
+        drop(more_tx);
         metadata::fetch(cfg, peers, more_rx, status).await
     }
 
@@ -93,7 +96,12 @@ impl Session {
 }
 
 /// Looks the torrent up in the shoal DHT until cancelled, passing its providers on.
-async fn dht_providers(node: NodeHandle, info_hash: InfoHash, more: mpsc::Sender<Vec<PeerAddr>>, cancel: CancellationToken) {
+async fn dht_providers(
+    node: NodeHandle,
+    info_hash: InfoHash,
+    more: mpsc::Sender<Vec<PeerAddr>>,
+    cancel: CancellationToken,
+) {
     let key = torrent_key(&info_hash);
     let mut wait = DHT_RETRY;
     loop {

@@ -25,10 +25,18 @@ mod msg_type {
 /// One `ut_metadata` message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetadataMsg {
-    Request { piece: u32 },
+    Request {
+        piece: u32,
+    },
     /// `data` is exactly the piece's length within `total_size` (checked on decode).
-    Data { piece: u32, total_size: u64, data: Bytes },
-    Reject { piece: u32 },
+    Data {
+        piece: u32,
+        total_size: u64,
+        data: Bytes,
+    },
+    Reject {
+        piece: u32,
+    },
 }
 
 /// Why a `ut_metadata` message was refused.
@@ -115,7 +123,8 @@ impl MetadataMsg {
 }
 
 fn decode_data(raw_piece: i64, raw_total: i64, data: Bytes) -> Result<MetadataMsg, MetadataWireError> {
-    let total_size = u64::try_from(raw_total).ok().filter(|t| size_ok(*t)).ok_or(MetadataWireError::TotalSize(raw_total))?;
+    let total_size =
+        u64::try_from(raw_total).ok().filter(|t| size_ok(*t)).ok_or(MetadataWireError::TotalSize(raw_total))?;
     let out_of_range = MetadataWireError::PieceOutOfRange { piece: raw_piece, total_size };
     let piece = u32::try_from(raw_piece).map_err(|_| out_of_range.clone())?;
     let range = piece_range(total_size, piece).ok_or(out_of_range)?;
