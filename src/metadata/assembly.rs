@@ -116,9 +116,14 @@ mod tests {
         let size = 9 * METADATA_PIECE + 5;
         let d = dict(size);
         let mut a = Assembly::new(size as u64);
-        assert_eq!(a.requests(), vec![0, 1, 2, 3]);
+        let first = a.requests();
+        assert_eq!(first, vec![0, 1, 2, 3]);
         assert!(a.requests().is_empty(), "the window is full");
         assert_eq!(a.progress(), (0, 10));
+        for p in first {
+            a.on_data(p, size as u64, &d[piece_range(size as u64, p).unwrap()]).unwrap();
+        }
+        assert_eq!(a.progress(), (4, 10));
         fill(&mut a, &d, size as u64);
         assert_eq!(a.finish(InfoHash::of_info(&d)).unwrap(), d);
     }
