@@ -58,7 +58,7 @@ pub async fn fetch(
     status: watch::Sender<FetchStatus>,
 ) -> Result<Bytes, MetadataError> {
     let deadline = Instant::now() + cfg.deadline;
-    let (progress_tx, progress) = watch::channel((0, 0));
+    let (progress_tx, mut progress) = watch::channel((0, 0));
     let exchange = Arc::new(Exchange {
         info_hash: cfg.info_hash,
         idle: cfg.idle,
@@ -81,7 +81,7 @@ pub async fn fetch(
             known: cands.known(),
             asking: tasks.len(),
             banned: cands.banned(),
-            pieces: *progress.borrow(),
+            pieces: *progress.borrow_and_update(),
         };
         status.send_if_modified(|s| std::mem::replace(s, now_status.clone()) != now_status);
         if tasks.is_empty() && !more_open && cands.all_banned() {
@@ -112,16 +112,10 @@ pub async fn fetch(
                 }
             },
             _ = tokio::time::sleep_until(wake.unwrap_or(deadline)), if wake.is_some() => {}
-            // Progress of a running exchange: only the status line changes.
-            _ = progress_changed(&progress) => {}
+            // Progress of a running exchange: only the status changes. The sender lives in
+            // `exchange`, as long as this loop, so this never ends in an error.
+            _ = progress.changed() => {}
         }
-    }
-}
-
-async fn progress_changed(rx: &watch::Receiver<(u32, u32)>) {
-    let mut rx = rx.clone();
-    if rx.changed().await.is_err() {
-        std::future::pending::<()>().await;
     }
 }
 
