@@ -2,7 +2,8 @@
 //! liars.
 //!
 //! - shoal fetches the metadata of a magnet from a python3-libtorrent seeder and from an
-//!   aria2c seeder (both serve `ut_metadata`), saves the `.torrent` (next to the data, or where
+//!   aria2c seeder (both serve `ut_metadata`), given by `x.pe` or found through the magnet's
+//!   tracker (a real opentracker), saves the `.torrent` (next to the data, or where
 //!   `--save-torrent` says) and downloads byte-identical;
 //! - python3-libtorrent fetches a magnet's metadata from `shoal seed` and downloads it;
 //! - a fake peer serving wrong metadata beside an honest seeder is banned from metadata and
@@ -17,7 +18,7 @@
 mod common;
 mod hostile;
 
-use common::clients::{aria2, lt_peer, shoal_seeder, skip_on_purpose, TRANSFER};
+use common::clients::{aria2, lt_peer, shoal_seeder, skip_on_purpose, Opentracker, TRANSFER};
 use common::ports::free_port;
 use common::process::{Proc, STARTUP};
 use common::torrent::{assert_same_bytes, create_torrent, make_file, read_metainfo};
@@ -49,6 +50,11 @@ struct Fixture {
 
 impl Fixture {
     fn new(seed: u64) -> Fixture {
+        Fixture::announcing(seed, None)
+    }
+
+    /// The torrent (which only the seeders see) announces to a tracker on `tracker_port`.
+    fn announcing(seed: u64, tracker_port: Option<u16>) -> Fixture {
         let dir = tempfile::tempdir().expect("create tempdir");
         let [seed_dir, out, logs] = ["seed", "out", "logs"].map(|d| dir.path().join(d));
         for d in [&seed_dir, &out, &logs] {
@@ -56,7 +62,8 @@ impl Fixture {
         }
         let data = make_file(&seed_dir, NAME, SIZE, seed);
         let torrent = dir.path().join("payload.torrent");
-        create_torrent(&data, &torrent, PIECE, None);
+        let url = tracker_port.map(Opentracker::url);
+        create_torrent(&data, &torrent, PIECE, url.as_deref());
         let meta = read_metainfo(&torrent);
         Fixture { dir, seed_dir, data, torrent, meta, out, logs }
     }
@@ -127,6 +134,30 @@ fn shoal_downloads_a_magnet_from_aria2_and_saves_the_torrent_where_asked() {
     f.check();
     assert_saved_torrent(&saved, f.meta.info_hash);
     assert!(!f.out.join(format!("{NAME}.torrent")).exists(), "--save-torrent chose another place");
+}
+
+/// The magnet names no peer, only its tracker (`tr`): shoal announces to it while fetching
+/// the metadata, gets the libtorrent seeder from it, and the saved `.torrent` keeps the tracker.
+#[test]
+fn shoal_downloads_a_magnet_whose_only_source_is_its_tracker() {
+    if skip_on_purpose() {
+        return;
+    }
+    let _turn = common::process::serial();
+    let tport = free_port();
+    let f = Fixture::announcing(18, Some(tport));
+    let hash = f.meta.info_hash.to_hex();
+    let tracker = Opentracker::start(tport, &[&hash], &f.logs);
+    let (_seeder, _) = lt_peer("seed", &f.torrent, &f.seed_dir, &[], &f.logs);
+    tracker.wait_for_seeder(&hash);
+    let url = tracker.http();
+    let magnet = format!("{}&tr={}", f.magnet(&[]), url.replace(':', "%3A").replace('/', "%2F"));
+    let mut leecher = download_magnet(&f, &magnet, &[]);
+    leecher.expect_success(TRANSFER);
+    f.check();
+    let saved = f.out.join(format!("{NAME}.torrent"));
+    assert_saved_torrent(&saved, f.meta.info_hash);
+    assert_eq!(read_metainfo(&saved).trackers, vec![vec![url]], "the magnet's tracker is kept");
 }
 
 // ---- a real client fetches metadata from shoal ----
