@@ -2,7 +2,7 @@
 //! `.torrent`.
 //!
 //! Given the info-hash and peer addresses (the magnet's `x.pe`, `--peer`, later batches from
-//! its trackers), [`fetch`] dials peers a few at a time with the usual BEP 3 handshake
+//! its trackers), [`fetch`](fetch()) dials peers a few at a time with the usual BEP 3 handshake
 //! (extension bit set), reads each one's BEP 10 handshake (`m.ut_metadata`,
 //! `metadata_size`), asks for the dict in 16 KiB pieces and keeps the first copy whose SHA-1
 //! is the info-hash. [`torrent_file`] then wraps the dict in a `.torrent`, and the download

@@ -206,4 +206,23 @@ mod tests {
         let trailing = Bytes::from_static(b"d8:msg_typei2e5:piecei0eexyz");
         assert_eq!(MetadataMsg::decode(&trailing), Err(MetadataWireError::Trailing(3)));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn prop_decode_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = MetadataMsg::decode(&Bytes::from(bytes));
+        }
+
+        #[test]
+        fn prop_decode_never_panics_on_dict_like_input(
+            kind in 0i64..4, piece in -2i64..1100, total in -2i64..(MAX_METADATA_SIZE as i64 + 2), tail in 0usize..40_000,
+        ) {
+            let head = format!("d8:msg_typei{kind}e5:piecei{piece}e10:total_sizei{total}ee");
+            let mut raw = head.into_bytes();
+            raw.resize(raw.len() + tail, 9);
+            if let Ok(Some(MetadataMsg::Data { piece, total_size, data })) = MetadataMsg::decode(&Bytes::from(raw)) {
+                proptest::prop_assert_eq!(Some(data.len()), piece_range(total_size, piece).map(|r| r.len()));
+            }
+        }
+    }
 }
