@@ -236,6 +236,19 @@ fn metadata_nobody_serves_times_out() {
     assert!(silent.log().accepted >= 1, "the peer was never asked");
 }
 
+/// A magnet with nothing to ask (no `x.pe`, `--peer`, tracker, and the DHT off) is the
+/// user's mistake: exit 2 at once, naming the magnet.
+#[test]
+fn a_magnet_with_no_source_of_peers_is_bad_input() {
+    let f = Fixture::new(19);
+    let mut leecher = download_magnet(&f, &f.magnet(&[]), &[]);
+    let status = leecher.wait_exit(REACT);
+    let log = leecher.log_text();
+    assert_eq!(status.code(), Some(2), "{log}");
+    let want = format!("shoal: magnet {}: no peers to ask for the metadata", f.meta.info_hash);
+    assert_eq!(common::logs::count_lines(&log, &want), 1, "{log}");
+}
+
 // ---- shoal serving metadata, seen on the wire ----
 
 /// Sends one `ut_metadata` request and returns the answer.

@@ -6,7 +6,7 @@ use crate::cli::progress::{follow_metadata, summary, Progress};
 use crate::cli::{bad_input, info};
 use anyhow::Context;
 use clap::Args;
-use shoal::metadata::{torrent_file, FetchStatus};
+use shoal::metadata::{torrent_file, FetchStatus, MetadataError};
 use shoal::metainfo::{Magnet, Metainfo};
 use shoal::p2p::DhtMode;
 use shoal::session::Session;
@@ -93,12 +93,17 @@ async fn fetch_metadata(
     let (status_tx, status) = tokio::sync::watch::channel(FetchStatus { known: peers.len(), ..Default::default() });
     let follow = tokio::spawn(follow_metadata(args.net.quiet, magnet.info_hash.to_hex(), status));
     let fetched = tokio::select! {
-        r = session.fetch_metadata(magnet, peers, args.metadata_timeout, status_tx) => r.map_err(|e| e.to_string()),
-        _ = interrupted() => Err("interrupted".to_string()),
+        r = session.fetch_metadata(magnet, peers, args.metadata_timeout, status_tx) => r.map_err(Some),
+        _ = interrupted() => Err(None),
     };
     // The fetch's status sender is gone (finished or dropped): the follower clears its line.
     let _ = follow.await;
-    let info = fetched.map_err(|why| anyhow::anyhow!("magnet {}: {why}", magnet.info_hash))?;
+    let info = fetched.map_err(|e| match e {
+        // Nothing on the command line to ask (no x.pe, --peer, tr, and no DHT): the user's to fix.
+        Some(e @ MetadataError::NoPeers) => bad_input(format!("magnet {}: {e}", magnet.info_hash)),
+        Some(e) => anyhow::anyhow!("magnet {}: {e}", magnet.info_hash),
+        None => anyhow::anyhow!("magnet {}: interrupted", magnet.info_hash),
+    })?;
     let bytes = torrent_file(&info, &magnet.trackers);
     let meta = Metainfo::from_bytes(&bytes).map_err(|e| {
         bad_input(format!("magnet {}: the metadata its peers sent is not a valid torrent: {e}", magnet.info_hash))
