@@ -13,7 +13,8 @@
 //!
 //! Modules in reading order: [`types`] (the shared vocabulary), [`bencode`], [`metainfo`],
 //! [`wire`], [`storage`], [`picker`], [`manager`] (pool, scoring, choker), [`peer`], [`torrent`],
-//! [`session`], [`discovery`], [`p2p`] (libp2p node, Kademlia), [`keepalive`] (KeyPeerMonitor),
+//! [`metadata`] (BEP 9: the info dict of a magnet, fetched from peers), [`session`], [`discovery`],
+//! [`p2p`] (libp2p node, Kademlia), [`keepalive`] (KeyPeerMonitor),
 //! [`config`], [`metrics`], [`diag`].
 //!
 //! [`session::Session::builder`] is the composition root: it starts a session's listener, libp2p
@@ -27,6 +28,7 @@ pub mod diag;
 pub mod discovery;
 pub mod keepalive;
 pub mod manager;
+pub mod metadata;
 pub mod metainfo;
 pub mod metrics;
 pub mod p2p;

@@ -1,7 +1,8 @@
 //! BEP 53 file selection: `shoal download --only` fetches the chosen files of a multi-file
 //! torrent from a python3-libtorrent seeder, byte-identical, never creates the others, keeps
 //! the unselected share of pieces shared with chosen files in the part file, and finds all of
-//! it again on a restart with no peer at all. Mistakes in the list exit 2 naming them.
+//! it again on a restart with no peer at all. A magnet's `so=` does the same once its metadata
+//! is fetched from the seeder. Mistakes in the list exit 2 naming them.
 //!
 //! The torrent: `album/` with a (300 KiB + 7), b (500 KiB + 3) and c (200 KiB) in 256 KiB
 //! pieces, so pieces 1 and 3 are shared (a|b and b|c) and piece 2 is b's alone.
@@ -10,6 +11,7 @@ mod common;
 use common::clients::{lt_peer, shoal_download_with, skip_on_purpose, TRANSFER};
 use common::process::run_env;
 use common::torrent::{assert_same_bytes, create_torrent, make_file};
+use std::path::Path;
 use std::time::Duration;
 
 const KIB: usize = 1024;
@@ -46,6 +48,31 @@ fn only_the_chosen_files_are_downloaded_and_the_rest_never_created() {
     assert!(status.success(), "restart did not complete from disk: {err}");
     assert!(err.contains("3 of 4 pieces on disk match"), "resume check found less than the chosen pieces:\n{err}");
     assert!(!out.join("album/b").exists());
+}
+
+#[test]
+fn a_magnets_so_selects_files_once_its_metadata_is_fetched() {
+    if skip_on_purpose() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let [seed, out, logs] = ["seed", "out", "logs"].map(|d| dir.path().join(d));
+    let album = seed.join("album");
+    let _a = make_file(&album, "a", 300 * KIB + 7, 21);
+    let b = make_file(&album, "b", 500 * KIB + 3, 22);
+    let _c = make_file(&album, "c", 200 * KIB, 23);
+    let torrent = dir.path().join("album.torrent");
+    let hash = create_torrent(&album, &torrent, "256KiB", None);
+    std::fs::create_dir_all(&logs).unwrap();
+
+    let (_seeder, port) = lt_peer("seed", &torrent, &seed, &[], &logs);
+    let magnet = format!("magnet:?xt=urn:btih:{hash}&x.pe=127.0.0.1:{port}&so=1");
+    let mut leecher = shoal_download_with(Path::new(&magnet), &out, &[], &[], &logs);
+    leecher.expect_success(TRANSFER);
+    assert_same_bytes(&b, &out.join("album/b"));
+    for other in ["a", "c"] {
+        assert!(!out.join("album").join(other).exists(), "{other} was created though so=1 leaves it out");
+    }
 }
 
 #[test]

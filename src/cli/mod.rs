@@ -28,7 +28,7 @@ pub enum Command {
     Create(create::CreateArgs),
     /// Show what a .torrent file or magnet link describes.
     Info(info::InfoArgs),
-    /// Download a torrent (a .torrent file or a magnet link with its .torrent).
+    /// Download a torrent (a .torrent file or a magnet link).
     Download(download::DownloadArgs),
     /// Seed a file or directory.
     Seed(seed::SeedArgs),

@@ -1,7 +1,9 @@
 //! Progress for people: an indicatif bar on a terminal, a plain line every few seconds when
-//! stderr is not a terminal, nothing with `--quiet`; and the summary at the end.
+//! stderr is not a terminal, nothing with `--quiet`; and the summary at the end. A magnet's
+//! "fetching metadata" phase comes first, as a spinner or lines of its own.
 use crate::cli::common::human_bytes;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use shoal::metadata::FetchStatus;
 use shoal::torrent::{Phase, TorrentStats};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -100,6 +102,44 @@ impl Progress {
             }
         }
         self.finish();
+    }
+}
+
+/// The "fetching metadata" phase of a magnet, until the fetch drops its status sender.
+pub async fn follow_metadata(quiet: bool, info_hash: String, mut status: watch::Receiver<FetchStatus>) {
+    if quiet {
+        return;
+    }
+    let line = |s: &FetchStatus| {
+        let (got, all) = s.pieces;
+        format!(
+            "fetching metadata for {info_hash}: {} peers known, {} asked now, {} banned, {got}/{all} pieces",
+            s.known, s.asking, s.banned
+        )
+    };
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(250));
+        bar
+    });
+    let mut last: Option<Instant> = None;
+    loop {
+        let s = status.borrow_and_update().clone();
+        match &bar {
+            Some(bar) => bar.set_message(line(&s)),
+            None if last.is_none_or(|t| t.elapsed() >= LINE_EVERY) => {
+                last = Some(Instant::now());
+                eprintln!("{}", line(&s));
+            }
+            None => {}
+        }
+        tokio::select! {
+            r = status.changed() => if r.is_err() { break },
+            _ = tokio::time::sleep(LINE_EVERY) => {}
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
 }
 

@@ -20,11 +20,13 @@
 //! connection. Requests are served only while the peer is unchoked and only for pieces we
 //! have; blocks are read through `Storage` (blocking pool).
 use super::budget::SendBudget;
+use super::metadata::MetadataServer;
 use super::outbox::Outbox;
 use super::{CloseReason, PeerCommand, PeerCounters, PeerError, PeerEvent, PeerEventKind};
 use crate::storage::{Storage, StorageError};
 use crate::types::{BlockRef, Geometry, PeerKey};
-use crate::wire::extension::ExtHandshake;
+use crate::wire::extension::{ExtHandshake, UT_METADATA_ID};
+use crate::wire::metadata::MetadataMsg;
 use crate::wire::{Message, MessageCodec};
 use bitvec::prelude::*;
 use bytes::Bytes;
@@ -68,6 +70,8 @@ pub struct PeerContext {
     pub commands: mpsc::Receiver<PeerCommand>,
     /// Send our BEP 10 handshake (the peer set the extension bit).
     pub extensions: Option<ExtHandshake>,
+    /// The raw info dict, served to peers that ask over `ut_metadata` (BEP 9); shared.
+    pub metadata: Bytes,
     pub limits: PeerLimits,
     /// The torrent's token for this peer: cancelled to close it, whatever the socket does.
     pub cancel: CancellationToken,
@@ -109,6 +113,7 @@ struct Task {
     granted: Option<OwnedSemaphorePermit>,
     last_received: Instant,
     ext_handshakes: u32,
+    metadata: MetadataServer,
 }
 
 /// Runs the connection until it closes; always reports `Closed` last.
@@ -124,6 +129,7 @@ where
     framed.set_backpressure_boundary(WRITE_BATCH);
     let (mut sink, mut reader) = framed.split();
     let now = Instant::now();
+    let metadata = MetadataServer::new(ctx.metadata.clone());
     let mut task = Task {
         out: Outbox::new(ctx.counters.clone(), ctx.limits.max_queued, now),
         ctx,
@@ -135,6 +141,7 @@ where
         granted: None,
         last_received: now,
         ext_handshakes: 0,
+        metadata,
     };
     // The reader and the writer are polled from this one task: yamux (libp2p) streams keep
     // one waker slot for both directions, and halves polled from two tasks lose wake-ups
@@ -273,10 +280,14 @@ impl Task {
                     return Err(PeerError::Protocol(format!("more than {MAX_EXT_HANDSHAKES} extension handshakes")));
                 }
                 match ExtHandshake::decode(&payload) {
-                    Some(ext) => PeerEventKind::Extensions(ext),
+                    Some(ext) => {
+                        self.metadata.set_their_id(ext.m.get("ut_metadata").copied());
+                        PeerEventKind::Extensions(ext)
+                    }
                     None => return Ok(()),
                 }
             }
+            Message::Extended { id: UT_METADATA_ID, payload } => return self.on_metadata(&payload),
             Message::Extended { .. } => return Ok(()),
         };
         self.report(kind).await
@@ -297,6 +308,16 @@ impl Task {
         }
         bits.truncate(n);
         Ok(bits)
+    }
+
+    /// BEP 9: a request is answered from the info dict or rejected (see `peer::metadata` for
+    /// the bounds); a malformed message is a protocol violation.
+    fn on_metadata(&mut self, payload: &Bytes) -> Result<(), PeerError> {
+        let msg = MetadataMsg::decode(payload).map_err(|e| PeerError::Protocol(e.to_string()))?;
+        if let Some(reply) = msg.and_then(|m| self.metadata.answer(m, self.out.control_bytes())) {
+            self.out.push(reply)?;
+        }
+        Ok(())
     }
 
     fn on_request(&mut self, b: BlockRef) -> Result<(), PeerError> {

@@ -8,12 +8,14 @@
 //!   [`PeerCommand`]s (requests, choke, have...) and serves the peer's requests from storage.
 //!   The torrent closes it by cancelling the peer's token, which works whatever the socket does;
 //! - `outbox`: the peer's outgoing queue and the cancel-safe step that writes it;
+//! - [`metadata`]: answers BEP 9 `ut_metadata` requests from the raw info dict, bounded;
 //! - [`budget`]: the session-wide bound on block bytes waiting to be sent.
 //!
 //! The task is generic over `AsyncRead + AsyncWrite`: TCP and libp2p streams run the same code.
 pub mod budget;
 pub mod connection;
 pub mod handshake;
+pub mod metadata;
 mod outbox;
 
 use crate::types::BlockRef;

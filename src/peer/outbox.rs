@@ -30,6 +30,8 @@ pub struct Outbox {
     queue: VecDeque<Outgoing>,
     /// Queued messages that are not blocks.
     control: usize,
+    /// Their bytes on the wire (ut_metadata answers are 16 KiB each).
+    control_bytes: usize,
     max_queued: usize,
     block_bytes: usize,
     /// The sink holds bytes not yet flushed to the socket.
@@ -44,6 +46,7 @@ impl Outbox {
         Outbox {
             queue: VecDeque::new(),
             control: 0,
+            control_bytes: 0,
             max_queued,
             block_bytes: 0,
             dirty: false,
@@ -59,6 +62,7 @@ impl Outbox {
             return Err(PeerError::Protocol(format!("{} messages queued: the peer is not reading", self.control)));
         }
         self.control += 1;
+        self.control_bytes += msg.wire_len();
         self.queue.push_back(Outgoing { msg, _permit: None });
         Ok(())
     }
@@ -78,6 +82,11 @@ impl Outbox {
 
     pub fn block_bytes(&self) -> usize {
         self.block_bytes
+    }
+
+    /// Bytes of queued messages that are not blocks.
+    pub fn control_bytes(&self) -> usize {
+        self.control_bytes
     }
 
     pub fn wants_write(&self) -> bool {
@@ -137,7 +146,10 @@ impl Outbox {
                     self.block_bytes -= data.len();
                     self.counters.uploaded.fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
-                _ => self.control -= 1,
+                msg => {
+                    self.control -= 1;
+                    self.control_bytes -= msg.wire_len();
+                }
             }
             sink.start_send_unpin(out.msg)?;
             self.dirty = true;

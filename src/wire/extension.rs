@@ -7,6 +7,9 @@ use crate::bencode::{self, Value};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 
+/// The id we ask peers to send BEP 9 `ut_metadata` messages under (our `m` dict).
+pub const UT_METADATA_ID: u8 = 1;
+
 /// The extension handshake, both ours and theirs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExtHandshake {

@@ -6,6 +6,9 @@ Run it with Debian's /usr/bin/python3 (python3-libtorrent is installed for that 
     lt_peer.py seed  TORRENT SAVE_DIR [--peer HOST:PORT]...
     lt_peer.py leech TORRENT SAVE_DIR [--peer HOST:PORT]... [--timeout SECONDS]
 
+TORRENT may be a magnet URI instead of a file (leech): libtorrent then fetches the metadata
+from its peers (BEP 9) before downloading.
+
 It listens on 127.0.0.1 only (a free port unless --port is given), TCP only, with DHT, LSD,
 UPnP and NAT-PMP off, and prints on stdout, flushed:
 
@@ -52,8 +55,12 @@ def session(port, seeding):
 
 
 def add(ses, torrent, save, seed_mode):
-    params = lt.add_torrent_params()
-    params.ti = lt.torrent_info(torrent)
+    if torrent.startswith("magnet:"):
+        # Only the info-hash (and any x.pe/tr): the metadata comes from peers (BEP 9).
+        params = lt.parse_magnet_uri(torrent)
+    else:
+        params = lt.add_torrent_params()
+        params.ti = lt.torrent_info(torrent)
     params.save_path = save
     # Not queued: an auto-managed torrent starts paused until the session's next queue tick,
     # and until then the session turns every incoming connection away.

@@ -7,7 +7,8 @@
 //! with a small receive buffer set before connecting, so that it stops taking data early.
 //! [`FakeListener`] accepts connections for it; [`seeder::FakeSeeder`] is a listening fake
 //! seeder a `shoal download` dials, answering requests with wrong data, unrequested blocks,
-//! blocks out of range or nothing; [`flood`] holds many connections open at once; [`scene`]
+//! blocks out of range or nothing; [`metadata::FakeMetadataPeer`] lies about BEP 9 metadata;
+//! [`flood`] holds many connections open at once; [`scene`]
 //! starts the real `shoal` processes the kit is aimed at.
 //!
 //! A test file uses it with `mod common; mod hostile;`: processes, data, torrents and wire
@@ -15,6 +16,7 @@
 //! for ever.
 #![allow(dead_code)]
 pub mod flood;
+pub mod metadata;
 pub mod scene;
 pub mod seeder;
 

@@ -13,7 +13,7 @@ use crate::torrent::TorrentError;
 use crate::torrent::{dial, Inbound, TorrentEvent};
 use crate::types::PeerAddr;
 use crate::types::PeerKey;
-use crate::wire::extension::ExtHandshake;
+use crate::wire::extension::{ExtHandshake, UT_METADATA_ID};
 use crate::wire::handshake::reserved;
 use crate::wire::{Handshake, PeerId};
 use std::sync::Arc;
@@ -119,7 +119,8 @@ impl Torrent {
             client: Some(format!("shoal {}", env!("CARGO_PKG_VERSION"))),
             port: self.listen_port,
             reqq: Some(OUR_REQQ as u32),
-            ..Default::default()
+            metadata_size: Some(self.meta.info_bytes.len() as u64),
+            m: [("ut_metadata".to_string(), UT_METADATA_ID)].into(),
         });
         let ctx = PeerContext {
             key,
@@ -130,6 +131,7 @@ impl Torrent {
             events: self.events_tx.clone(),
             commands: cmd_rx,
             extensions,
+            metadata: self.meta.info_bytes.clone(),
             limits: PeerLimits {
                 keepalive_interval: self.opts.keepalive_interval,
                 idle_timeout: self.opts.idle_timeout,
