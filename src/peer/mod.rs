@@ -8,6 +8,7 @@
 //!   [`PeerCommand`]s (requests, choke, have...) and serves the peer's requests from storage.
 //!   The torrent closes it by cancelling the peer's token, which works whatever the socket does;
 //! - `outbox`: the peer's outgoing queue and the cancel-safe step that writes it;
+//! - [`serve_queue`]: the requests a peer made of us, as descriptors, bounded;
 //! - [`budget`]: the session-wide bound on block bytes waiting to be sent.
 //!
 //! The task is generic over `AsyncRead + AsyncWrite`: TCP and libp2p streams run the same code.
@@ -15,6 +16,7 @@ pub mod budget;
 pub mod connection;
 pub mod handshake;
 mod outbox;
+pub mod serve_queue;
 
 use crate::types::BlockRef;
 use crate::types::PeerKey;
@@ -46,6 +48,10 @@ pub enum PeerEventKind {
     Interested,
     NotInterested,
     Block(BlockRef, Bytes),
+    /// BEP 6: the peer will not serve this request of ours.
+    Rejected(BlockRef),
+    /// BEP 6: the peer lets us request this piece while it chokes us.
+    AllowedFast(u32),
     /// The connection is gone, and why.
     Closed(CloseReason),
 }

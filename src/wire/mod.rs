@@ -4,11 +4,13 @@
 //! - [`handshake`]: the fixed 68-byte handshake and its codec.
 //! - [`message`]: the length-prefixed messages and their codec.
 //! - [`extension`]: the BEP 10 extension handshake carried inside `Message::Extended`.
+//! - [`fast`]: the BEP 6 fast extension's allowed-fast set and bounds.
 //!
 //! A connection starts framed with [`HandshakeCodec`]; after the handshake the same
 //! `Framed` is switched to [`MessageCodec`] with `Framed::map_codec`, which keeps any bytes
 //! the peer already sent behind its handshake.
 pub mod extension;
+pub mod fast;
 pub mod handshake;
 pub mod message;
 

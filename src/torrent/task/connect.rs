@@ -121,6 +121,8 @@ impl Torrent {
             reqq: Some(OUR_REQQ as u32),
             ..Default::default()
         });
+        let fast = hs.has(reserved::FAST);
+        let allowed_fast = if fast { self.allowed_fast_for(&addr) } else { Vec::new() };
         let ctx = PeerContext {
             key,
             geometry: self.meta.geometry(),
@@ -130,6 +132,8 @@ impl Torrent {
             events: self.events_tx.clone(),
             commands: cmd_rx,
             extensions,
+            fast,
+            allowed_fast,
             limits: PeerLimits {
                 keepalive_interval: self.opts.keepalive_interval,
                 idle_timeout: self.opts.idle_timeout,
@@ -143,7 +147,7 @@ impl Torrent {
         tracing::debug!(peer = %addr, id = ?hs.peer_id, "connected");
         metrics().inc_peer_connections(if inbound { Direction::Inbound } else { Direction::Outbound });
         self.emit(TorrentEvent::PeerConnected { addr, inbound });
-        let slot = PeerSlot::new(
+        let mut slot = PeerSlot::new(
             addr,
             hs.peer_id,
             inbound,
@@ -151,6 +155,7 @@ impl Torrent {
             self.meta.piece_count() as usize,
             Instant::now(),
         );
+        slot.fast = fast;
         self.peers.insert(key, slot);
         self.tasks.spawn(connection::run(framed, ctx));
     }
