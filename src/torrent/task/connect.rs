@@ -144,7 +144,7 @@ impl Torrent {
             },
             cancel: cancel.clone(),
         };
-        tracing::debug!(peer = %addr, id = ?hs.peer_id, "connected");
+        tracing::debug!(peer = %addr, id = ?hs.peer_id, fast, "connected");
         metrics().inc_peer_connections(if inbound { Direction::Inbound } else { Direction::Outbound });
         self.emit(TorrentEvent::PeerConnected { addr, inbound });
         let mut slot = PeerSlot::new(
