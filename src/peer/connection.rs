@@ -327,7 +327,9 @@ impl Task {
         self.check_block("request", b)?;
         // Requests while choked (outside the allowed-fast set), for pieces we lack, or past
         // the queue's bound are refused: silently, as BEP 3 peers expect, or with a reject.
-        if self.may_serve(b.piece) && self.ctx.have[b.piece as usize] && self.serve_queue.push(b) != Queued::Full {
+        // A repeat of a queued request is served once; with fast the repeat gets its own
+        // answer, a reject, since every request is answered exactly once.
+        if self.may_serve(b.piece) && self.ctx.have[b.piece as usize] && self.serve_queue.push(b) == Queued::Added {
             return Ok(());
         }
         self.reject(b)
