@@ -222,6 +222,59 @@ fn shoal_downloads_allowed_fast_pieces_from_a_seeder_that_never_unchokes() {
     assert!(leecher.log_text().contains("fast=true"), "the connected line does not say fast=true");
 }
 
+/// A fake fast seeder that unchokes, and at the first request chokes, serves every request
+/// it has (a fast choke does not void them), unchokes again and serves the rest. Returns the
+/// most times any one block was asked for, once the downloader hangs up.
+fn fast_seeder_that_chokes_mid_transfer(s: &Scene, listener: FakeListener) -> u32 {
+    let mut p = listener.accept(REACT).expect("the downloader dials");
+    p.expect_handshake(REACT);
+    let hs = Handshake { reserved: fast_reserved(), info_hash: s.geo.info_hash, peer_id: PeerId::generate() };
+    p.send_handshake(hs).unwrap();
+    p.send(Message::HaveAll).unwrap();
+    let mut asked: HashMap<(u32, u32), u32> = HashMap::new();
+    let mut choked_once = false;
+    loop {
+        let m = match p.recv(HONEST) {
+            Recv::Msg(m) => m,
+            Recv::Closed(_) => return asked.values().copied().max().unwrap_or(0),
+            other => panic!("fake fast seeder: {other:?}"),
+        };
+        let mut out = Vec::new();
+        match m {
+            Message::Interested => out.push(Message::Unchoke),
+            Message::Request { index, begin, length } => {
+                *asked.entry((index, begin)).or_default() += 1;
+                if !choked_once {
+                    choked_once = true;
+                    out.push(Message::Choke);
+                }
+                out.push(Message::Piece { index, begin, data: s.block(index, begin, length).to_vec().into() });
+            }
+            _ => {}
+        }
+        // Unchoked again once the requests read so far are answered.
+        if choked_once && out.first() == Some(&Message::Choke) {
+            out.push(Message::Unchoke);
+        }
+        if p.send_all(out).is_err() {
+            return asked.values().copied().max().unwrap_or(0);
+        }
+    }
+}
+
+#[test]
+fn a_fast_choke_keeps_our_requests_so_no_block_is_asked_twice() {
+    // Before, a choke gave every request back: the blocks that came after it were dropped as
+    // unrequested and asked for again after the unchoke.
+    let s = Scene::new(4 * PIECE as usize - 3000, "256KiB", 67);
+    let listener = FakeListener::bind();
+    let mut leecher = s.download("leecher", &[listener.addr]);
+    let most = fast_seeder_that_chokes_mid_transfer(&s, listener);
+    leecher.expect_success(HONEST);
+    assert_same_bytes(&s.data, &s.path().join("leecher").join("data.bin"));
+    assert_eq!(most, 1, "a block was asked for {most} times");
+}
+
 // ---- python3-libtorrent, which supports the fast extension ----
 
 fn lt_fixture(seed: u64) -> (tempfile::TempDir, Scene, std::path::PathBuf) {
