@@ -26,6 +26,10 @@ const BLOCK: u32 = 16 * 1024;
 /// Generous: a hang detector, not a timing assertion.
 const WAIT: Duration = Duration::from_secs(30);
 
+async fn next(peer: &mut Framed<tokio::io::DuplexStream, MessageCodec>) -> Message {
+    tokio::time::timeout(WAIT, peer.next()).await.expect("a message within the wait").unwrap().unwrap()
+}
+
 #[tokio::test]
 async fn choking_a_fast_peer_rejects_its_queued_requests_but_serves_allowed_fast() {
     let dir = tempfile::tempdir().unwrap();
@@ -59,12 +63,10 @@ async fn choking_a_fast_peer_rejects_its_queued_requests_but_serves_allowed_fast
     };
     tokio::spawn(connection::run(Framed::new(ours, MessageCodec::default()), ctx));
     let mut peer = Framed::new(theirs, MessageCodec::default());
-    let mut next = async || tokio::time::timeout(WAIT, peer.next()).await.expect("a message").unwrap().unwrap();
-    assert_eq!(next().await, Message::HaveAll);
-    assert_eq!(next().await, Message::AllowedFast { index: allowed });
+    assert_eq!(next(&mut peer).await, Message::HaveAll);
+    assert_eq!(next(&mut peer).await, Message::AllowedFast { index: allowed });
     commands.send(PeerCommand::Unchoke).await.unwrap();
-    assert_eq!(next().await, Message::Unchoke);
-    drop(next);
+    assert_eq!(next(&mut peer).await, Message::Unchoke);
 
     // Every block of the four pieces, then the choke, with nothing read meanwhile.
     let asked: Vec<(u32, u32)> = (0..4).flat_map(|p| (0..PIECE / BLOCK).map(move |b| (p, b * BLOCK))).collect();
@@ -77,8 +79,7 @@ async fn choking_a_fast_peer_rejects_its_queued_requests_but_serves_allowed_fast
     let mut answers: HashMap<(u32, u32), Vec<&str>> = HashMap::new();
     let mut choked = false;
     while answers.len() < asked.len() {
-        let m = tokio::time::timeout(WAIT, peer.next()).await.expect("answers keep coming").unwrap().unwrap();
-        match m {
+        match next(&mut peer).await {
             Message::Choke => choked = true,
             Message::Piece { index, begin, data } => {
                 assert!(!choked || index == allowed, "block {index}:{begin} sent after the choke");
