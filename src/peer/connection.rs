@@ -136,8 +136,8 @@ where
     let (mut sink, mut reader) = framed.split();
     let now = Instant::now();
     let mut task = Task {
-        // Room for a reject per queued request on top of the other messages.
-        out: Outbox::new(ctx.counters.clone(), ctx.limits.max_queued + MAX_SERVE_QUEUE, now),
+        // With fast, room for a reject per queued request on top of the other messages.
+        out: Outbox::new(ctx.counters.clone(), ctx.limits.max_queued + usize::from(ctx.fast) * MAX_SERVE_QUEUE, now),
         ctx,
         am_choking: true,
         serve_queue: ServeQueue::default(),

@@ -40,8 +40,11 @@ impl Task {
             let _ = self.out.push(msg);
         }
         if self.ctx.fast {
+            // Only pieces we can serve: a request for one we lack would only be rejected.
             for index in self.ctx.allowed_fast.clone() {
-                let _ = self.out.push(Message::AllowedFast { index });
+                if self.ctx.have.get(index as usize).is_some_and(|b| *b) {
+                    let _ = self.out.push(Message::AllowedFast { index });
+                }
             }
         }
     }
