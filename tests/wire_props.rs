@@ -39,6 +39,12 @@ fn message() -> impl Strategy<Value = Message> {
             .prop_map(|(index, begin, length)| { Message::Cancel { index, begin, length } }),
         any::<u16>().prop_map(Message::Port),
         (any::<u8>(), payload()).prop_map(|(id, payload)| Message::Extended { id, payload }),
+        any::<u32>().prop_map(|index| Message::Suggest { index }),
+        Just(Message::HaveAll),
+        Just(Message::HaveNone),
+        (any::<u32>(), any::<u32>(), any::<u32>())
+            .prop_map(|(index, begin, length)| { Message::Reject { index, begin, length } }),
+        any::<u32>().prop_map(|index| Message::AllowedFast { index }),
     ]
 }
 

@@ -92,7 +92,7 @@ fn wanted_files(
 /// user's mistake, named.
 fn selection(meta: &Metainfo, wanted: Option<(String, Vec<RangeInclusive<u32>>)>) -> anyhow::Result<Option<Vec<bool>>> {
     let Some((what, ranges)) = wanted else { return Ok(None) };
-    let selected = select_files(meta, &ranges).map_err(|e| bad_input(format!("{what}: {e}")))?;
+    let selected = select_files(&meta.files, &ranges).map_err(|e| bad_input(format!("{what}: {e}")))?;
     Ok(Some(selected))
 }
 

@@ -165,6 +165,7 @@ mod tests {
             peer_choking: true,
             peer_interested: false,
             snubbed: false,
+            fast: false,
             download_rate: 1.0,
             upload_rate: 2.0,
             downloaded: 10,

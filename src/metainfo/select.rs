@@ -5,7 +5,7 @@
 //! `shoal info` numbers them. A selection is checked against the torrent once, here: an index
 //! past the last file, or a selection holding no data (only padding or empty files), is an
 //! error naming it, so the engine below only ever sees one flag per file.
-use super::Metainfo;
+use super::FileEntry;
 use std::ops::RangeInclusive;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -16,15 +16,15 @@ pub enum SelectError {
     Empty,
 }
 
-/// One flag per file of `meta`: true for the files the ranges name.
-pub fn select_files(meta: &Metainfo, ranges: &[RangeInclusive<u32>]) -> Result<Vec<bool>, SelectError> {
-    let count = meta.files.len();
+/// One flag per file (a torrent's `files`, in order): true for the files the ranges name.
+pub fn select_files(files: &[FileEntry], ranges: &[RangeInclusive<u32>]) -> Result<Vec<bool>, SelectError> {
+    let count = files.len();
     if let Some(r) = ranges.iter().find(|r| *r.end() as usize >= count) {
         let index = if (*r.start() as usize) < count { count as u32 } else { *r.start() };
         return Err(SelectError::NoSuchFile { index, count });
     }
     let selected: Vec<bool> = (0..count as u32).map(|i| ranges.iter().any(|r| r.contains(&i))).collect();
-    let has_data = meta.files.iter().zip(&selected).any(|(f, s)| *s && !f.padding && f.length > 0);
+    let has_data = files.iter().zip(&selected).any(|(f, s)| *s && !f.padding && f.length > 0);
     if has_data {
         Ok(selected)
     } else {
@@ -35,18 +35,28 @@ pub fn select_files(meta: &Metainfo, ranges: &[RangeInclusive<u32>]) -> Result<V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::layout::tests::meta;
+
+    /// Files of the given `(name, length, padding)`, in order.
+    fn files(list: &[(&str, u64, bool)]) -> Vec<FileEntry> {
+        let mut offset = 0;
+        list.iter()
+            .map(|&(name, length, padding)| {
+                offset += length;
+                FileEntry { path: vec![name.into()], length, offset: offset - length, padding }
+            })
+            .collect()
+    }
 
     #[test]
     fn ranges_become_one_flag_per_file() {
-        let m = meta(16, &[("a", 10, false), ("pad", 6, true), ("b", 0, false), ("c", 5, false)]);
+        let m = files(&[("a", 10, false), ("pad", 6, true), ("b", 0, false), ("c", 5, false)]);
         assert_eq!(select_files(&m, &[0..=0, 3..=3]), Ok(vec![true, false, false, true]));
         assert_eq!(select_files(&m, &[0..=3]), Ok(vec![true; 4]));
     }
 
     #[test]
     fn an_index_past_the_end_is_named() {
-        let m = meta(16, &[("a", 10, false), ("b", 5, false)]);
+        let m = files(&[("a", 10, false), ("b", 5, false)]);
         assert_eq!(select_files(&m, &[0..=0, 7..=9]), Err(SelectError::NoSuchFile { index: 7, count: 2 }));
         assert_eq!(select_files(&m, &[1..=4]), Err(SelectError::NoSuchFile { index: 2, count: 2 }));
         // A range far past the end is refused without walking it.
@@ -55,7 +65,7 @@ mod tests {
 
     #[test]
     fn a_selection_without_data_is_refused() {
-        let m = meta(16, &[("a", 10, false), ("pad", 6, true), ("empty", 0, false)]);
+        let m = files(&[("a", 10, false), ("pad", 6, true), ("empty", 0, false)]);
         assert_eq!(select_files(&m, &[1..=2]), Err(SelectError::Empty));
     }
 }

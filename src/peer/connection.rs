@@ -17,11 +17,15 @@
 //!
 //! Every message is checked against the torrent's geometry before it is believed: a bad
 //! bitfield, an out-of-range `have` or `request`, or an oversized block closes the
-//! connection. Requests are served only while the peer is unchoked and only for pieces we
-//! have; blocks are read through `Storage` (blocking pool).
+//! connection. Requests are served only while the peer is unchoked (or, with the fast
+//! extension, for its allowed-fast pieces) and only for pieces we have; blocks are read
+//! through `Storage` (blocking pool). Requests wait as descriptors in the [`ServeQueue`]
+//! (thousands per peer) and their data is read only as the byte bounds above allow. With
+//! the fast extension (`fast`) every request we drop is answered with a reject.
 use super::budget::SendBudget;
 use super::metadata::MetadataServer;
 use super::outbox::Outbox;
+use super::serve_queue::{Queued, ServeQueue, MAX_SERVE_QUEUE};
 use super::{CloseReason, PeerCommand, PeerCounters, PeerError, PeerEvent, PeerEventKind};
 use crate::storage::{Storage, StorageError};
 use crate::types::{BlockRef, Geometry, PeerKey};
@@ -33,7 +37,6 @@ use bytes::Bytes;
 use futures::stream::FuturesOrdered;
 use futures::stream::{SplitSink, SplitStream};
 use futures::StreamExt;
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,9 +46,12 @@ use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
+mod fast;
+
 /// Largest block we serve; libtorrent and others refuse more than 16 KiB, we allow 128 KiB.
 pub const MAX_SERVED_BLOCK: u32 = 128 * 1024;
-/// Requests from one peer we queue before dropping more (advertised as our `reqq`).
+/// The request queue we advertise as our `reqq` (BEP 10). We queue more than this (up to
+/// `MAX_SERVE_QUEUE`): peers without BEP 10, such as ctorrent, never see the figure.
 pub const OUR_REQQ: usize = 500;
 /// Block reads in flight per peer.
 const READS_IN_FLIGHT: usize = 8;
@@ -72,6 +78,10 @@ pub struct PeerContext {
     pub extensions: Option<ExtHandshake>,
     /// The raw info dict, served to peers that ask over `ut_metadata` (BEP 9); shared.
     pub metadata: Bytes,
+    /// Both handshakes set the BEP 6 fast bit.
+    pub fast: bool,
+    /// The allowed-fast set we grant this peer (BEP 6; empty without fast).
+    pub allowed_fast: Vec<u32>,
     pub limits: PeerLimits,
     /// The torrent's token for this peer: cancelled to close it, whatever the socket does.
     pub cancel: CancellationToken,
@@ -103,7 +113,8 @@ struct Task {
     ctx: PeerContext,
     out: Outbox,
     am_choking: bool,
-    serve_queue: VecDeque<BlockRef>,
+    serve_queue: ServeQueue,
+    fast_in: fast::FastState,
     reads: FuturesOrdered<BlockRead>,
     /// Block bytes being read for this peer (in `reads`).
     reading: usize,
@@ -131,10 +142,12 @@ where
     let now = Instant::now();
     let metadata = MetadataServer::new(ctx.metadata.clone());
     let mut task = Task {
-        out: Outbox::new(ctx.counters.clone(), ctx.limits.max_queued, now),
+        // With fast, room for a reject per queued request on top of the other messages.
+        out: Outbox::new(ctx.counters.clone(), ctx.limits.max_queued + usize::from(ctx.fast) * MAX_SERVE_QUEUE, now),
         ctx,
         am_choking: true,
-        serve_queue: VecDeque::new(),
+        serve_queue: ServeQueue::default(),
+        fast_in: fast::FastState::default(),
         reads: FuturesOrdered::new(),
         reading: 0,
         waiting_budget: None,
@@ -212,10 +225,7 @@ impl Task {
         if let Some(ext) = self.ctx.extensions.take() {
             let _ = self.out.push(Message::Extended { id: 0, payload: ext.encode() });
         }
-        if self.ctx.have.any() {
-            let bits = Bytes::copy_from_slice(self.ctx.have.as_raw_slice());
-            let _ = self.out.push(Message::Bitfield(bits));
-        }
+        self.send_piece_state();
     }
 
     /// Hands an event to the torrent. Waiting here is the torrent's backpressure on a fast
@@ -249,6 +259,10 @@ impl Task {
         self.last_received = Instant::now();
         tracing::trace!(key = self.ctx.key, ?msg, "received");
         let kind = match msg {
+            m if m.is_fast() => match self.on_fast_message(m)? {
+                Some(kind) => kind,
+                None => return Ok(()),
+            },
             Message::KeepAlive | Message::Port(_) => return Ok(()),
             Message::Choke => PeerEventKind::Choked,
             Message::Unchoke => PeerEventKind::Unchoked,
@@ -256,15 +270,23 @@ impl Task {
             Message::NotInterested => PeerEventKind::NotInterested,
             Message::Have { index } => {
                 self.check_piece(index)?;
+                self.saw_piece_state();
                 PeerEventKind::Have(index)
             }
-            Message::Bitfield(raw) => PeerEventKind::Bitfield(self.parse_bitfield(&raw)?),
+            Message::Bitfield(raw) => {
+                self.saw_piece_state();
+                PeerEventKind::Bitfield(self.parse_bitfield(&raw)?)
+            }
             Message::Request { index, begin, length } => {
                 return self.on_request(BlockRef { piece: index, begin, length })
             }
             Message::Cancel { index, begin, length } => {
+                // BEP 6: a cancelled request still gets its one answer; the block is gone
+                // from the queue, so that answer is a reject.
                 let b = BlockRef { piece: index, begin, length };
-                self.serve_queue.retain(|q| *q != b);
+                if self.serve_queue.cancel(&b) {
+                    self.reject(b)?;
+                }
                 return Ok(());
             }
             Message::Piece { index, begin, data } => {
@@ -273,7 +295,7 @@ impl Task {
                 self.ctx.counters.downloaded.fetch_add(b.length as u64, Ordering::Relaxed);
                 PeerEventKind::Block(b, data)
             }
-            // Extended message 0 is the BEP 10 handshake; others are not handled yet.
+            // Extended message 0 is the BEP 10 handshake; the others by the id we gave them.
             Message::Extended { id: 0, payload } => {
                 self.ext_handshakes += 1;
                 if self.ext_handshakes > MAX_EXT_HANDSHAKES {
@@ -289,6 +311,8 @@ impl Task {
             }
             Message::Extended { id: UT_METADATA_ID, payload } => return self.on_metadata(&payload),
             Message::Extended { .. } => return Ok(()),
+            // Fast messages were taken by the first arm.
+            _ => return Ok(()),
         };
         self.report(kind).await
     }
@@ -322,18 +346,20 @@ impl Task {
 
     fn on_request(&mut self, b: BlockRef) -> Result<(), PeerError> {
         self.check_block("request", b)?;
-        // Requests while choked, for pieces we lack, or past our advertised queue are
-        // dropped silently, as BEP 3 peers expect.
-        if !self.am_choking && self.ctx.have[b.piece as usize] && self.serve_queue.len() < OUR_REQQ {
-            self.serve_queue.push_back(b);
+        // Requests while choked (outside the allowed-fast set), for pieces we lack, or past
+        // the queue's bound are refused: silently, as BEP 3 peers expect, or with a reject.
+        // A repeat of a queued request is served once; with fast the repeat gets its own
+        // answer, a reject, since every request is answered exactly once.
+        if self.may_serve(b.piece) && self.ctx.have[b.piece as usize] && self.serve_queue.push(b) == Queued::Added {
+            return Ok(());
         }
-        Ok(())
+        self.reject(b)
     }
 
     /// Starts block reads while this peer's send buffer and the session's budget have room.
     fn start_reads(&mut self) {
         while self.reads.len() < READS_IN_FLIGHT && self.waiting_budget.is_none() {
-            let Some(&b) = self.serve_queue.front() else { return };
+            let Some(b) = self.serve_queue.front() else { return };
             if self.reading + self.out.block_bytes() + b.length as usize > self.ctx.limits.send_buffer {
                 return;
             }
@@ -348,7 +374,7 @@ impl Task {
                     }
                 },
             };
-            self.serve_queue.pop_front();
+            self.serve_queue.pop();
             self.reading += b.length as usize;
             let storage = self.ctx.storage.clone();
             self.reads.push_back(Box::pin(async move {
@@ -367,8 +393,8 @@ impl Task {
     ) -> Result<(), PeerError> {
         self.reading -= b.length as usize;
         let data = data.map_err(PeerError::Storage)?;
-        if self.am_choking {
-            return Ok(());
+        if !self.may_serve(b.piece) {
+            return self.reject(b);
         }
         self.out.push_block(Message::Piece { index: b.piece, begin: b.begin, data }, permit);
         Ok(())
@@ -388,11 +414,8 @@ impl Task {
             PeerCommand::Choke => {
                 if !self.am_choking {
                     self.am_choking = true;
-                    self.serve_queue.clear();
-                    // A choked peer that stopped reading must not keep its share of the
-                    // session's send budget from the peers we serve next.
-                    self.out.drop_blocks();
                     self.out.push(Message::Choke)?;
+                    self.give_up_requests()?;
                 }
             }
             PeerCommand::Unchoke => {

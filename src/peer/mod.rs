@@ -9,6 +9,7 @@
 //!   The torrent closes it by cancelling the peer's token, which works whatever the socket does;
 //! - `outbox`: the peer's outgoing queue and the cancel-safe step that writes it;
 //! - [`metadata`]: answers BEP 9 `ut_metadata` requests from the raw info dict, bounded;
+//! - [`serve_queue`]: the requests a peer made of us, as descriptors, bounded;
 //! - [`budget`]: the session-wide bound on block bytes waiting to be sent.
 //!
 //! The task is generic over `AsyncRead + AsyncWrite`: TCP and libp2p streams run the same code.
@@ -17,6 +18,7 @@ pub mod connection;
 pub mod handshake;
 pub mod metadata;
 mod outbox;
+pub mod serve_queue;
 
 use crate::types::BlockRef;
 use crate::types::PeerKey;
@@ -48,6 +50,10 @@ pub enum PeerEventKind {
     Interested,
     NotInterested,
     Block(BlockRef, Bytes),
+    /// BEP 6: the peer will not serve this request of ours.
+    Rejected(BlockRef),
+    /// BEP 6: the peer lets us request this piece while it chokes us.
+    AllowedFast(u32),
     /// The connection is gone, and why.
     Closed(CloseReason),
 }

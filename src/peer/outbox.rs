@@ -10,6 +10,7 @@
 //! and each queued block holds its share of the session's send budget until the sink takes
 //! it. `stalled_since` is set while output is pending and the socket takes none of it.
 use super::{PeerCounters, PeerError};
+use crate::types::BlockRef;
 use crate::wire::{Message, MessageCodec};
 use futures::{Sink, SinkExt};
 use std::collections::VecDeque;
@@ -73,11 +74,21 @@ impl Outbox {
         self.queue.push_back(Outgoing { msg, _permit: Some(permit) });
     }
 
-    /// Drops the blocks not yet handed to the sink (we choked the peer: BEP 3 lets its
-    /// requests go unanswered), giving their share of the send budget back.
-    pub fn drop_blocks(&mut self) {
-        self.queue.retain(|o| !matches!(o.msg, Message::Piece { .. }));
-        self.block_bytes = 0;
+    /// Drops the blocks not yet handed to the sink, except those of pieces `keep` names (we
+    /// choked the peer: BEP 3 lets its requests go unanswered, BEP 6 wants a reject for each,
+    /// and allowed-fast pieces are still served), giving their share of the send budget
+    /// back. Returns the dropped blocks.
+    pub fn drop_blocks(&mut self, keep: impl Fn(u32) -> bool) -> Vec<BlockRef> {
+        let mut dropped = Vec::new();
+        self.queue.retain(|o| match &o.msg {
+            Message::Piece { index, begin, data } if !keep(*index) => {
+                dropped.push(BlockRef { piece: *index, begin: *begin, length: data.len() as u32 });
+                false
+            }
+            _ => true,
+        });
+        self.block_bytes -= dropped.iter().map(|b| b.length as usize).sum::<usize>();
+        dropped
     }
 
     pub fn block_bytes(&self) -> usize {

@@ -121,6 +121,8 @@ pub struct PeerStats {
     pub peer_choking: bool,
     pub peer_interested: bool,
     pub snubbed: bool,
+    /// Both sides negotiated the BEP 6 fast extension.
+    pub fast: bool,
     pub download_rate: f64,
     pub upload_rate: f64,
     pub downloaded: u64,

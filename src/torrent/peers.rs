@@ -91,6 +91,10 @@ pub struct PeerSlot {
     pub outstanding: HashMap<BlockRef, Instant>,
     /// Its `reqq`, if it told us.
     pub reqq: Option<usize>,
+    /// Both sides negotiated the BEP 6 fast extension.
+    pub fast: bool,
+    /// Pieces it lets us request while it chokes us (BEP 6), bounded.
+    pub allowed_fast: Vec<u32>,
     pub rate_down: Rate,
     pub rate_up: Rate,
     /// Smoothed block round-trip time.
@@ -144,6 +148,8 @@ impl PeerSlot {
             peer_interested: false,
             outstanding: HashMap::new(),
             reqq: None,
+            fast: false,
+            allowed_fast: Vec::new(),
             rate_down: Rate::default(),
             rate_up: Rate::default(),
             rtt: None,

@@ -65,10 +65,11 @@ pub struct Handshake {
 }
 
 impl Handshake {
-    /// Our handshake: the extension protocol bit set.
+    /// Our handshake: the extension protocol (BEP 10) and fast extension (BEP 6) bits set.
     pub fn new(info_hash: InfoHash, peer_id: PeerId) -> Handshake {
         let mut reserved = [0u8; 8];
         reserved[reserved::EXTENSION.0] |= reserved::EXTENSION.1;
+        reserved[reserved::FAST.0] |= reserved::FAST.1;
         Handshake { reserved, info_hash, peer_id }
     }
 
@@ -133,7 +134,7 @@ mod tests {
     #[test]
     fn round_trip_keeps_reserved_bits() {
         let mut hs = Handshake::new(InfoHash([7; 20]), PeerId([9; 20]));
-        hs.reserved[7] |= 0x01;
+        hs.reserved[7] = 0x01;
         let mut buf = BytesMut::new();
         HandshakeCodec.encode(hs, &mut buf).unwrap();
         assert_eq!(buf.len(), HANDSHAKE_LEN);
@@ -142,6 +143,13 @@ mod tests {
         assert_eq!(got, hs);
         assert!(got.has(reserved::EXTENSION) && got.has(reserved::DHT) && !got.has(reserved::FAST));
         assert_eq!(&buf[..], b"\0\0\0\0");
+    }
+
+    #[test]
+    fn ours_offers_bep_10_and_bep_6() {
+        let hs = Handshake::new(InfoHash([7; 20]), PeerId([9; 20]));
+        assert_eq!(hs.reserved, [0, 0, 0, 0, 0, 0x10, 0, 0x04]);
+        assert!(hs.has(reserved::EXTENSION) && hs.has(reserved::FAST) && !hs.has(reserved::DHT));
     }
 
     #[test]

@@ -59,6 +59,24 @@ pub enum Message {
         id: u8,
         payload: Bytes,
     },
+    /// BEP 6: "you may want this piece" (a hint; may be ignored).
+    Suggest {
+        index: u32,
+    },
+    /// BEP 6: in place of a bitfield, "I have every piece".
+    HaveAll,
+    /// BEP 6: in place of a bitfield, "I have no piece".
+    HaveNone,
+    /// BEP 6: "I will not serve this request".
+    Reject {
+        index: u32,
+        begin: u32,
+        length: u32,
+    },
+    /// BEP 6: "you may request this piece even while I choke you".
+    AllowedFast {
+        index: u32,
+    },
 }
 
 mod id {
@@ -72,18 +90,37 @@ mod id {
     pub const PIECE: u8 = 7;
     pub const CANCEL: u8 = 8;
     pub const PORT: u8 = 9;
+    pub const SUGGEST: u8 = 0x0d;
+    pub const HAVE_ALL: u8 = 0x0e;
+    pub const HAVE_NONE: u8 = 0x0f;
+    pub const REJECT: u8 = 0x10;
+    pub const ALLOWED_FAST: u8 = 0x11;
     pub const EXTENDED: u8 = 20;
 }
 
 impl Message {
+    /// Whether this is one of the BEP 6 messages, which only a peer that negotiated the fast
+    /// extension may send.
+    pub fn is_fast(&self) -> bool {
+        matches!(
+            self,
+            Message::Suggest { .. }
+                | Message::HaveAll
+                | Message::HaveNone
+                | Message::Reject { .. }
+                | Message::AllowedFast { .. }
+        )
+    }
+
     /// Bytes this message takes on the wire, prefix included.
     pub fn wire_len(&self) -> usize {
         4 + match self {
             Message::KeepAlive => 0,
             Message::Choke | Message::Unchoke | Message::Interested | Message::NotInterested => 1,
-            Message::Have { .. } => 5,
+            Message::HaveAll | Message::HaveNone => 1,
+            Message::Have { .. } | Message::Suggest { .. } | Message::AllowedFast { .. } => 5,
             Message::Bitfield(b) => 1 + b.len(),
-            Message::Request { .. } | Message::Cancel { .. } => 13,
+            Message::Request { .. } | Message::Cancel { .. } | Message::Reject { .. } => 13,
             Message::Piece { data, .. } => 9 + data.len(),
             Message::Port(_) => 3,
             Message::Extended { payload, .. } => 2 + payload.len(),
@@ -155,6 +192,27 @@ fn parse_body(mut body: Bytes) -> Result<Option<Message>, WireError> {
         id::PORT => {
             expect(id, len, 3, "3")?;
             Message::Port(body.get_u16())
+        }
+        id::HAVE_ALL | id::HAVE_NONE => {
+            expect(id, len, 1, "1")?;
+            if id == id::HAVE_ALL {
+                Message::HaveAll
+            } else {
+                Message::HaveNone
+            }
+        }
+        id::SUGGEST | id::ALLOWED_FAST => {
+            expect(id, len, 5, "5")?;
+            let index = body.get_u32();
+            if id == id::SUGGEST {
+                Message::Suggest { index }
+            } else {
+                Message::AllowedFast { index }
+            }
+        }
+        id::REJECT => {
+            expect(id, len, 13, "13")?;
+            Message::Reject { index: body.get_u32(), begin: body.get_u32(), length: body.get_u32() }
         }
         id::EXTENDED => {
             if len < 2 {
@@ -248,6 +306,17 @@ impl Encoder<Message> for MessageCodec {
                 dst.put_u8(ext);
                 dst.put_slice(&payload);
             }
+            Message::HaveAll => dst.put_u8(id::HAVE_ALL),
+            Message::HaveNone => dst.put_u8(id::HAVE_NONE),
+            Message::Suggest { index } => {
+                dst.put_u8(id::SUGGEST);
+                dst.put_u32(index);
+            }
+            Message::AllowedFast { index } => {
+                dst.put_u8(id::ALLOWED_FAST);
+                dst.put_u32(index);
+            }
+            Message::Reject { index, begin, length } => put_block_ref(dst, id::REJECT, index, begin, length),
         }
         Ok(())
     }
@@ -271,6 +340,11 @@ mod tests {
             Message::Cancel { index: 1, begin: 16384, length: 16384 },
             Message::Port(6881),
             Message::Extended { id: 0, payload: Bytes::from_static(b"d1:md6:ut_pexi1eee") },
+            Message::Suggest { index: 7 },
+            Message::HaveAll,
+            Message::HaveNone,
+            Message::Reject { index: 1, begin: 16384, length: 16384 },
+            Message::AllowedFast { index: 9 },
         ]
     }
 
@@ -294,6 +368,34 @@ mod tests {
         let mut buf = BytesMut::new();
         MessageCodec::default().encode(Message::Request { index: 1, begin: 2, length: 3 }, &mut buf).unwrap();
         assert_eq!(&buf[..], &[0, 0, 0, 13, 6, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3]);
+    }
+
+    #[test]
+    fn fast_messages_have_their_bep_6_bytes() {
+        let bytes = |m: Message| {
+            let mut buf = BytesMut::new();
+            MessageCodec::default().encode(m, &mut buf).unwrap();
+            buf.to_vec()
+        };
+        assert_eq!(bytes(Message::HaveAll), [0, 0, 0, 1, 0x0e]);
+        assert_eq!(bytes(Message::HaveNone), [0, 0, 0, 1, 0x0f]);
+        assert_eq!(bytes(Message::Suggest { index: 258 }), [0, 0, 0, 5, 0x0d, 0, 0, 1, 2]);
+        assert_eq!(bytes(Message::AllowedFast { index: 3 }), [0, 0, 0, 5, 0x11, 0, 0, 0, 3]);
+        assert_eq!(
+            bytes(Message::Reject { index: 1, begin: 2, length: 3 }),
+            [0, 0, 0, 13, 0x10, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3]
+        );
+        assert!(Message::HaveAll.is_fast() && !Message::Have { index: 0 }.is_fast());
+    }
+
+    #[test]
+    fn fast_messages_of_the_wrong_length_are_errors() {
+        for frame in
+            [&[0, 0, 0, 2, 0x0e, 0][..], &[0, 0, 0, 4, 0x11, 0, 0, 0], &[0, 0, 0, 9, 0x10, 0, 0, 0, 1, 0, 0, 0, 2]]
+        {
+            let mut buf = BytesMut::from(frame);
+            assert!(matches!(MessageCodec::default().decode(&mut buf), Err(WireError::BadLength { .. })), "{frame:?}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The BitTorrent programs people run, as child processes on 127.0.0.1 beside `shoal`:
 //! [`Opentracker`] (Debian's, with a whitelist, readiness probed by announcing),
-//! python3-libtorrent through `lt_peer.py` ([`lt_peer`]), [`aria2`], and `shoal` seeding or
-//! downloading next to them ([`shoal_seeder`], [`shoal_download`]).
+//! python3-libtorrent through `lt_peer.py` ([`lt_peer`]), [`aria2`], [`ctorrent`], and `shoal`
+//! seeding or downloading next to them ([`shoal_seeder`], [`shoal_download`]).
 //!
 //! A missing program fails the test with the command that installs it, unless
 //! `SHOAL_SKIP_INTEROP=1` says to skip on purpose ([`skip_on_purpose`]).
@@ -50,6 +50,10 @@ pub fn require_libtorrent() {
 
 pub fn require_aria2() {
     require("aria2c", &["--version"], "apt-get install -y aria2");
+}
+
+pub fn require_ctorrent() {
+    require("sh", &["-c", "command -v ctorrent"], "apt-get install -y ctorrent");
 }
 
 pub fn require_transmission() {
@@ -241,4 +245,19 @@ pub fn aria2(seed: bool, torrent: &Path, dir: &Path, port: u16, logs: &Path) -> 
     let mut proc = Proc::start(if seed { "aria2c-seed" } else { "aria2c-leech" }, cmd, logs);
     proc.wait_line_containing("listening on TCP port", STARTUP);
     proc
+}
+
+/// ctorrent 3.3 (Enhanced CTorrent dnh3.3.2) downloading TORRENT into the file `out`, bound to
+/// 127.0.0.2:`port` and exiting once complete (`-e 0`). It finds peers only through the
+/// torrent's tracker, and drops tracker peers whose address is its own: binding it to
+/// 127.0.0.2 lets it take a seeder that announced from 127.0.0.1.
+pub fn ctorrent(torrent: &Path, out: &Path, port: u16, logs: &Path) -> Proc {
+    require_ctorrent();
+    let mut cmd = Command::new("ctorrent");
+    cmd.args(["-e", "0", "-M", "20", "-i", "127.0.0.2", "-p", &port.to_string(), "-s"])
+        .arg(out)
+        .arg("-b")
+        .arg(out.with_extension("bf"))
+        .arg(torrent);
+    Proc::start("ctorrent", cmd, logs)
 }

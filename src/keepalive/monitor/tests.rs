@@ -303,6 +303,7 @@ fn contributors_come_typed_from_the_torrent_stats() {
         peer_choking: false,
         peer_interested: false,
         snubbed: false,
+        fast: false,
         download_rate,
         upload_rate: 0.0,
         downloaded: 0,

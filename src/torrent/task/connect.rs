@@ -122,6 +122,8 @@ impl Torrent {
             metadata_size: Some(self.meta.info_bytes.len() as u64),
             m: [("ut_metadata".to_string(), UT_METADATA_ID)].into(),
         });
+        let fast = hs.has(reserved::FAST);
+        let allowed_fast = if fast { self.allowed_fast_for(&addr) } else { Vec::new() };
         let ctx = PeerContext {
             key,
             geometry: self.meta.geometry(),
@@ -132,6 +134,8 @@ impl Torrent {
             commands: cmd_rx,
             extensions,
             metadata: self.meta.info_bytes.clone(),
+            fast,
+            allowed_fast,
             limits: PeerLimits {
                 keepalive_interval: self.opts.keepalive_interval,
                 idle_timeout: self.opts.idle_timeout,
@@ -142,10 +146,10 @@ impl Torrent {
             },
             cancel: cancel.clone(),
         };
-        tracing::debug!(peer = %addr, id = ?hs.peer_id, "connected");
+        tracing::debug!(peer = %addr, id = ?hs.peer_id, fast, "connected");
         metrics().inc_peer_connections(if inbound { Direction::Inbound } else { Direction::Outbound });
         self.emit(TorrentEvent::PeerConnected { addr, inbound });
-        let slot = PeerSlot::new(
+        let mut slot = PeerSlot::new(
             addr,
             hs.peer_id,
             inbound,
@@ -153,6 +157,7 @@ impl Torrent {
             self.meta.piece_count() as usize,
             Instant::now(),
         );
+        slot.fast = fast;
         self.peers.insert(key, slot);
         self.tasks.spawn(connection::run(framed, ctx));
     }

@@ -3,10 +3,12 @@
 //! one slow peer cannot stall the rest. They live by concern:
 //! - `connect`: the pool, dials, inbound handshakes, peer tasks started and forgotten;
 //! - `requests`: peer messages, interest, the request pipeline and its timeouts;
+//! - `fast`: the BEP 6 fast extension (allowed-fast sets, rejects, requests while choked);
 //! - `pieces`: verification, have messages, smart-ban bans, completion;
 //! - `periodic`: the tick (rates, scores, choker, pool upkeep);
 //! - `stats`: the published snapshot.
 mod connect;
+mod fast;
 mod periodic;
 mod pieces;
 mod requests;

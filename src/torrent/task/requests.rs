@@ -43,13 +43,7 @@ impl Torrent {
                     self.update_interest(key);
                 }
             }
-            PeerEventKind::Choked => {
-                let p = self.peer_mut(key);
-                p.peer_choking = true;
-                // Without the fast extension a choke discards every pending request.
-                p.outstanding.clear();
-                self.picker.release_all(key);
-            }
+            PeerEventKind::Choked => self.on_choked(key),
             PeerEventKind::Unchoked => {
                 self.peer_mut(key).peer_choking = false;
                 self.fill_requests(key);
@@ -63,6 +57,8 @@ impl Torrent {
             }
             PeerEventKind::NotInterested => self.peer_mut(key).peer_interested = false,
             PeerEventKind::Block(b, data) => self.on_block(key, b, data),
+            PeerEventKind::Rejected(b) => self.on_rejected(key, b),
+            PeerEventKind::AllowedFast(piece) => self.on_allowed_fast(key, piece),
             PeerEventKind::Closed(reason) => self.on_closed(key, reason),
         }
     }
@@ -101,10 +97,16 @@ impl Torrent {
             return;
         }
         let (target, cap) = (self.opts.target_request_queue, self.opts.max_requests_per_peer);
+        // A peer that chokes us may still be asked for its allowed-fast pieces (BEP 6).
+        let offer = match self.peers.get(&key) {
+            Some(p) if p.am_interested && p.peer_choking => self.choked_offer(key),
+            _ => None,
+        };
         let Some(p) = self.peers.get(&key) else { return };
-        if !p.am_interested || p.peer_choking {
+        if !p.am_interested || (p.peer_choking && offer.is_none()) {
             return;
         }
+        let theirs = offer.as_deref().unwrap_or(&p.bitfield);
         let depth = p.depth(target, cap, BLOCK_SIZE);
         let need = depth.saturating_sub(p.outstanding.len());
         // Top up in batches: one command (and one wake-up of the peer task) per several
@@ -113,7 +115,7 @@ impl Torrent {
         if need == 0 || (need < batch && !p.outstanding.is_empty()) {
             return;
         }
-        let blocks = self.picker.pick(key, &p.bitfield, need, &mut self.rng);
+        let blocks = self.picker.pick(key, theirs, need, &mut self.rng);
         if blocks.is_empty() {
             return;
         }

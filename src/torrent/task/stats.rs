@@ -38,6 +38,7 @@ fn peer_stats(p: &PeerSlot) -> PeerStats {
         peer_choking: p.peer_choking,
         peer_interested: p.peer_interested,
         snubbed: p.snubbed,
+        fast: p.fast,
         download_rate: p.rate_down.get(),
         upload_rate: p.rate_up.get(),
         downloaded: p.counters.downloaded(),
