@@ -7,6 +7,9 @@ use crate::bencode::{self, Value};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 
+/// The id we receive BEP 11 `ut_pex` messages under (our `m` dict; public torrents only).
+pub const UT_PEX_ID: u8 = 2;
+
 /// The extension handshake, both ours and theirs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExtHandshake {

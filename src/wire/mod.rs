@@ -4,6 +4,7 @@
 //! - [`handshake`]: the fixed 68-byte handshake and its codec.
 //! - [`message`]: the length-prefixed messages and their codec.
 //! - [`extension`]: the BEP 10 extension handshake carried inside `Message::Extended`.
+//! - [`pex`]: the BEP 11 peer exchange message (`ut_pex`).
 //!
 //! A connection starts framed with [`HandshakeCodec`]; after the handshake the same
 //! `Framed` is switched to [`MessageCodec`] with `Framed::map_codec`, which keeps any bytes
@@ -11,6 +12,7 @@
 pub mod extension;
 pub mod handshake;
 pub mod message;
+pub mod pex;
 
 pub use handshake::{Handshake, HandshakeCodec, PeerId};
 pub use message::{Message, MessageCodec, WireError};
