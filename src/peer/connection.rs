@@ -24,7 +24,8 @@ use super::outbox::Outbox;
 use super::{CloseReason, PeerCommand, PeerCounters, PeerError, PeerEvent, PeerEventKind};
 use crate::storage::{Storage, StorageError};
 use crate::types::{BlockRef, Geometry, PeerKey};
-use crate::wire::extension::ExtHandshake;
+use crate::wire::extension::{ExtHandshake, UT_PEX_ID};
+use crate::wire::pex::PexMessage;
 use crate::wire::{Message, MessageCodec};
 use bitvec::prelude::*;
 use bytes::Bytes;
@@ -277,6 +278,14 @@ impl Task {
                     None => return Ok(()),
                 }
             }
+            // Malformed PEX is ignored, not fatal: it costs us nothing past its decoding.
+            Message::Extended { id: UT_PEX_ID, payload } => match PexMessage::decode(&payload) {
+                Ok(pex) => PeerEventKind::Pex(pex),
+                Err(e) => {
+                    tracing::debug!(key = self.ctx.key, error = %e, "ignored a PEX message");
+                    return Ok(());
+                }
+            },
             Message::Extended { .. } => return Ok(()),
         };
         self.report(kind).await
@@ -388,6 +397,7 @@ impl Task {
                     self.out.push(Message::Have { index: i })?;
                 }
             }
+            PeerCommand::Extended { id, payload } => self.out.push(Message::Extended { id, payload })?,
         }
         Ok(())
     }

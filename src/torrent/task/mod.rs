@@ -8,6 +8,7 @@
 //! - `stats`: the published snapshot.
 mod connect;
 mod periodic;
+mod pex;
 mod pieces;
 mod requests;
 mod stats;
@@ -28,6 +29,7 @@ use crate::picker::Picker;
 use crate::storage::{PieceVerdict, Storage, StorageError};
 use crate::types::PeerAddr;
 use crate::types::PeerKey;
+use crate::types::PeerSource;
 use crate::types::BLOCK_SIZE;
 use crate::wire::{Handshake, PeerId};
 use bitvec::prelude::*;
@@ -57,7 +59,7 @@ const EVENT_QUEUE: usize = 4096;
 /// before the peer task has taken it, and a command that does not fit is lost (`try_send`).
 const COMMAND_QUEUE: usize = 1024;
 pub(super) struct Channels {
-    pub addrs: mpsc::Receiver<Vec<PeerAddr>>,
+    pub addrs: mpsc::Receiver<(PeerSource, Vec<PeerAddr>)>,
     pub inbound: mpsc::Receiver<Inbound>,
     pub stats: watch::Sender<TorrentStats>,
     pub need_peers: watch::Sender<u64>,
@@ -124,6 +126,7 @@ struct Torrent {
     need_peers: watch::Sender<u64>,
     wanted_peers: bool,
     events: broadcast::Sender<TorrentEvent>,
+    pex: super::pex::Pex,
 }
 
 pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: CancellationToken, tasks: TaskTracker) {
@@ -162,7 +165,7 @@ pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: Cancell
         tokio::select! {
             _ = cancel.cancelled() => break,
             Some(ev) = events_rx.recv() => t.on_peer_event(ev),
-            Some(addrs) = ch.addrs.recv() => t.on_addrs(addrs),
+            Some((source, addrs)) = ch.addrs.recv() => t.on_addrs_from(source, addrs),
             Some(inb) = ch.inbound.recv() => t.on_inbound(inb),
             Some(d) = dial_rx.recv() => t.on_dialed(d),
             Some(v) = verdict_rx.recv() => {
@@ -247,6 +250,7 @@ impl Torrent {
             need_peers,
             wanted_peers: false,
             events,
+            pex: super::pex::Pex::new(!meta.private, o.pex_interval),
             meta,
         }
     }
