@@ -373,6 +373,13 @@ impl Pool {
         }
     }
 
+    /// The address is our own (a dial reached ourselves): never dialled again. Unlike a
+    /// ban, its IP stays welcome (other peers share it, on loopback or behind a NAT).
+    pub fn refuse_own(&mut self, addr: &PeerAddr) {
+        self.ban_addr(addr);
+        self.rebalance();
+    }
+
     /// Whether this address is banned (for dialling and accepting it).
     pub fn is_banned(&self, addr: &PeerAddr) -> bool {
         self.entries.get(addr).is_some_and(|e| e.state == State::Banned)

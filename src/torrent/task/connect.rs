@@ -68,6 +68,8 @@ impl Torrent {
                 tracing::debug!(peer = %d.addr, error = %e, inbound = d.inbound, "connection failed");
                 if d.inbound {
                     self.pool.disconnected(&d.addr, now);
+                } else if matches!(e, PeerError::SelfConnection) {
+                    self.pool.refuse_own(&d.addr);
                 } else if closed_during_handshake(&e) {
                     self.pool.connect_closed(&d.addr, now);
                 } else {
@@ -146,7 +148,7 @@ impl Torrent {
             cancel: cancel.clone(),
         };
         let source = self.pool.source(&addr).unwrap_or(PeerSource::Inbound).as_str();
-        tracing::debug!(peer = %addr, id = ?hs.peer_id, source, "connected");
+        tracing::debug!(peer = %addr, id = ?hs.peer_id, %source, "connected");
         metrics().inc_peer_connections(if inbound { Direction::Inbound } else { Direction::Outbound });
         self.emit(TorrentEvent::PeerConnected { addr, inbound });
         let slot = PeerSlot::new(

@@ -42,6 +42,7 @@ impl Torrent {
         }
         let (now, seeding) = (Instant::now().into_std(), self.seeding());
         let mut new = 0;
+        let offered: Vec<SocketAddr> = msg.added.iter().take(take).map(|p| p.addr).collect();
         for peer in msg.added.into_iter().take(take).filter(|p| !(seeding && p.is_seed())) {
             let addr = PeerAddr::Tcp(peer.addr);
             if self.pool.add_from(addr, PeerSource::Pex, now) {
@@ -51,7 +52,7 @@ impl Torrent {
                 }
             }
         }
-        tracing::debug!(peer = %self.peers[&key].addr, offered = take, new, "peers learned via PEX");
+        tracing::debug!(peer = %self.peers[&key].addr, offered = take, new, addrs = ?offered, "peers learned via PEX");
         if new > 0 {
             self.dial_more();
         }
