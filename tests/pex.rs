@@ -125,8 +125,7 @@ fn libtorrent_learns_of_a_shoal_seeder_through_shoal_pex() {
     let f = Fixture::new();
     let mut second = shoal_seed_with_diag(&f.copy("b", false).join(NAME), &f.torrent, &[], &f.logs, "shoal-seed-b");
     let (second_bt, second_diag) = (second.bt_addr(), second.diag_addr());
-    let mut first =
-        shoal_seed_with_diag(&f.data, &f.torrent, &[second_bt.to_string()], &f.logs, "shoal-seed-a");
+    let mut first = shoal_seed_with_diag(&f.data, &f.torrent, &[second_bt.to_string()], &f.logs, "shoal-seed-a");
     let first_bt = first.bt_addr();
     let extra = ["--download-limit", "1000", "--timeout", "600"];
     let out = f.dir.path().join("lt-out");

@@ -74,10 +74,7 @@ async fn a_private_torrent_is_never_provided_and_never_offers_pex() {
         assert!(start.elapsed() < DEADLINE, "the public torrent was not provided within {DEADLINE:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(
-        !provided_by(&boot, &private, node.peer_id()).await,
-        "the private torrent was provided to the DHT"
-    );
+    assert!(!provided_by(&boot, &private, node.peer_id()).await, "the private torrent was provided to the DHT");
     assert!(
         session.recent_lookups().iter().all(|l| l.info_hash != private.info_hash.to_hex()),
         "the private torrent was looked up in the DHT"
@@ -85,11 +82,10 @@ async fn a_private_torrent_is_never_provided_and_never_offers_pex() {
 
     let listen = session.listen_addr().unwrap();
     let (pm, qm) = (private.clone(), public.clone());
-    let (ext_private, ext_public) = tokio::task::spawn_blocking(move || {
-        (extension_handshake(listen, &pm), extension_handshake(listen, &qm))
-    })
-    .await
-    .unwrap();
+    let (ext_private, ext_public) =
+        tokio::task::spawn_blocking(move || (extension_handshake(listen, &pm), extension_handshake(listen, &qm)))
+            .await
+            .unwrap();
     assert_eq!(ext_public.m.get("ut_pex"), Some(&UT_PEX_ID), "the public torrent offers PEX: {ext_public:?}");
     assert_eq!(ext_private.m.get("ut_pex"), None, "the private torrent offered PEX: {ext_private:?}");
 

@@ -54,7 +54,7 @@ impl FakeTracker {
     }
 
     /// The announces whose query carries `peer_id` (raw, as it was encoded).
-    fn from_peer(&self, peer_id: &str) -> Vec<String> {
+    fn announces_of(&self, peer_id: &str) -> Vec<String> {
         self.queries.lock().unwrap().iter().filter(|q| param(q, "peer_id") == Some(peer_id)).cloned().collect()
     }
 
@@ -73,7 +73,11 @@ impl FakeTracker {
     fn wait(&self, what: &str, pred: impl Fn(&FakeTracker) -> bool) {
         let start = Instant::now();
         while !pred(self) {
-            assert!(start.elapsed() < DEADLINE, "{what}: not within {DEADLINE:?}; got {:?}", self.queries.lock().unwrap());
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{what}: not within {DEADLINE:?}; got {:?}",
+                self.queries.lock().unwrap()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -107,9 +111,10 @@ fn a_seeder_announces_left_zero_first_and_never_completed() {
     let mut seeder = Proc::spawn("shoal-seed", dir.path(), &seed_args, &[]);
     let seeder_addr = seeder.bt_addr();
     // Three announces: the buggy seeder's second one was `completed`.
-    tracker.wait("three announces from the seeder", |t| t.peer_ids().first().is_some_and(|id| t.from_peer(id).len() >= 3));
+    tracker
+        .wait("three announces from the seeder", |t| t.peer_ids().first().is_some_and(|id| t.announces_of(id).len() >= 3));
     let seeder_id = tracker.peer_ids()[0].clone();
-    let announces = tracker.from_peer(&seeder_id);
+    let announces = tracker.announces_of(&seeder_id);
     assert_eq!(param(&announces[0], "event"), Some("started"), "first announce: {}", announces[0]);
     for a in &announces {
         assert_eq!(param(a, "left"), Some("0"), "a seeder announced bytes left: {a}");
@@ -121,15 +126,15 @@ fn a_seeder_announces_left_zero_first_and_never_completed() {
     dl_args.extend(net);
     let mut leecher = Proc::spawn("shoal-download", dir.path(), &dl_args, &[]);
     let is_completed = |a: &String| param(a, "event") == Some("completed");
-    tracker.wait("the leecher's completed", |t| t.peer_ids().iter().any(|id| t.from_peer(id).iter().any(is_completed)));
+    tracker.wait("the leecher's completed", |t| t.peer_ids().iter().any(|id| t.announces_of(id).iter().any(is_completed)));
     let leecher_id = tracker.peer_ids().into_iter().find(|id| *id != seeder_id).expect("the leecher announced");
-    let announces = tracker.from_peer(&leecher_id);
+    let announces = tracker.announces_of(&leecher_id);
     assert_eq!(param(&announces[0], "event"), Some("started"));
     assert_ne!(param(&announces[0], "left"), Some("0"), "the leecher had bytes to fetch: {}", announces[0]);
     let completed: Vec<&String> = announces.iter().filter(|a| is_completed(a)).collect();
     assert_eq!(completed.len(), 1, "one completed from the real download: {announces:?}");
     assert_eq!(param(completed[0], "left"), Some("0"));
-    assert!(tracker.from_peer(&seeder_id).iter().all(|a| !is_completed(a)), "the seeder announced completed");
+    assert!(tracker.announces_of(&seeder_id).iter().all(|a| !is_completed(a)), "the seeder announced completed");
     let start = Instant::now();
     while std::fs::read(out.join("payload.bin")).ok() != std::fs::read(&data).ok() {
         assert!(start.elapsed() < DEADLINE, "the download is not byte-identical within {DEADLINE:?}");
