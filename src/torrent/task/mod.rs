@@ -5,6 +5,7 @@
 //! - `requests`: peer messages, interest, the request pipeline and its timeouts;
 //! - `pieces`: verification, have messages, smart-ban bans, completion;
 //! - `periodic`: the tick (rates, scores, choker, pool upkeep);
+//! - `pex`: BEP 11 peer exchange (peers learned as source `pex`, messages sent on the tick);
 //! - `stats`: the published snapshot.
 mod connect;
 mod periodic;
