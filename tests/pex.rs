@@ -73,11 +73,17 @@ fn shoal_learns_of_libtorrent_seeders_through_libtorrent_pex() {
     }
     let _turn = common::process::serial();
     let f = Fixture::new();
-    let (_s2, p2) = lt_peer("seed", &f.torrent, &f.copy("s2", false), &[], &f.logs);
-    let (_s3, p3) = lt_peer("seed", &f.torrent, &f.copy("s3", false), &[], &f.logs);
+    let (s2, p2) = lt_peer("seed", &f.torrent, &f.copy("s2", false), &[], &f.logs);
+    let (s3, p3) = lt_peer("seed", &f.torrent, &f.copy("s3", false), &[], &f.logs);
     let seeders = [format!("127.0.0.1:{p2}"), format!("127.0.0.1:{p3}")];
     let hub_extra = ["--download-limit", "1000", "--timeout", "600"];
     let (_hub, hub) = lt_peer_with("leech", &f.torrent, &f.copy("hub", true), &seeders, &hub_extra, &f.logs);
+    // Let the hub reach both seeders first. libtorrent names them in a PEX message within a
+    // minute or so of our connection (the deadline allows two of its one-minute intervals).
+    let start = Instant::now();
+    while ![&s2, &s3].iter().all(|s| s.log_text().contains("incoming connection")) && start.elapsed() < STARTUP {
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // `--seed` keeps the leecher connected to the hub after it completes, so a second PEX
     // message (a minute after the first) still reaches it.

@@ -111,8 +111,9 @@ fn a_seeder_announces_left_zero_first_and_never_completed() {
     let mut seeder = Proc::spawn("shoal-seed", dir.path(), &seed_args, &[]);
     let seeder_addr = seeder.bt_addr();
     // Three announces: the buggy seeder's second one was `completed`.
-    tracker
-        .wait("three announces from the seeder", |t| t.peer_ids().first().is_some_and(|id| t.announces_of(id).len() >= 3));
+    tracker.wait("three announces from the seeder", |t| {
+        t.peer_ids().first().is_some_and(|id| t.announces_of(id).len() >= 3)
+    });
     let seeder_id = tracker.peer_ids()[0].clone();
     let announces = tracker.announces_of(&seeder_id);
     assert_eq!(param(&announces[0], "event"), Some("started"), "first announce: {}", announces[0]);
@@ -126,7 +127,8 @@ fn a_seeder_announces_left_zero_first_and_never_completed() {
     dl_args.extend(net);
     let mut leecher = Proc::spawn("shoal-download", dir.path(), &dl_args, &[]);
     let is_completed = |a: &String| param(a, "event") == Some("completed");
-    tracker.wait("the leecher's completed", |t| t.peer_ids().iter().any(|id| t.announces_of(id).iter().any(is_completed)));
+    tracker
+        .wait("the leecher's completed", |t| t.peer_ids().iter().any(|id| t.announces_of(id).iter().any(is_completed)));
     let leecher_id = tracker.peer_ids().into_iter().find(|id| *id != seeder_id).expect("the leecher announced");
     let announces = tracker.announces_of(&leecher_id);
     assert_eq!(param(&announces[0], "event"), Some("started"));
