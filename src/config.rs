@@ -112,6 +112,12 @@ pub struct Options {
     #[serde(with = "humantime_serde")]
     pub tracker_min_interval: Duration,
 
+    // --- peer exchange (BEP 11) ---
+    /// Shortest wait between two PEX messages to one peer (libtorrent disconnects a peer that
+    /// sends more than about one a minute; shorten only in tests).
+    #[serde(with = "humantime_serde")]
+    pub pex_interval: Duration,
+
     // --- DHT and discovery scheduler ---
     /// `auto`, `client` or `server`; `auto` lets each command choose (server for `node` and
     /// `seed`, libp2p's automatic choice for `download`).
@@ -177,6 +183,7 @@ impl Default for Options {
             numwant: 50,
             tracker_timeout: Duration::from_secs(15),
             tracker_min_interval: Duration::from_secs(30),
+            pex_interval: Duration::from_secs(60),
             dht_mode: "auto".into(),
             dht_query_timeout: Duration::from_secs(30),
             discovery_max_interval_cap: Duration::from_secs(120),
@@ -257,6 +264,7 @@ impl Options {
         nonzero("peer_send_buffer", self.peer_send_buffer)?;
         nonzero("max_send_buffer", self.max_send_buffer)?;
         nonzero("max_assembly_bytes", self.max_assembly_bytes)?;
+        nonzero("pex_interval", self.pex_interval)?;
         self.validate_hostile_bounds()?;
         for (key, d) in [
             ("connect_timeout", self.connect_timeout),

@@ -159,6 +159,7 @@ mod tests {
             addr: "127.0.0.1:1".into(),
             transport,
             direction,
+            source: "tracker",
             client: None,
             am_choking: true,
             am_interested: false,

@@ -7,6 +7,7 @@ use crate::config::Options;
 use crate::metrics::metrics;
 use crate::p2p::{peer_addr, torrent_key, NodeHandle};
 use crate::torrent::{Phase, TorrentHandle};
+use crate::types::PeerSource;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::broadcast;
@@ -140,7 +141,7 @@ async fn lookup(node: &NodeHandle, handle: &TorrentHandle, key: &[u8], log: &Loo
             record.providers = providers.len();
             tracing::info!(info_hash = %handle.info_hash, providers = providers.len(), millis, "DHT lookup");
             let addrs = providers.iter().filter(|(_, addrs)| !addrs.is_empty()).map(|(p, _)| peer_addr(p)).collect();
-            handle.add_peers(addrs).await;
+            handle.add_peers_from(PeerSource::Dht, addrs).await;
         }
         Err(e) => {
             tracing::debug!(info_hash = %handle.info_hash, error = %e, "DHT lookup failed");

@@ -18,7 +18,7 @@ use crate::metrics::metrics;
 use crate::p2p::NodeHandle;
 use crate::torrent::TorrentHandle;
 use crate::types::parse_key_peer;
-use crate::types::PeerAddr;
+use crate::types::{PeerAddr, PeerSource};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use std::sync::Arc;
@@ -295,8 +295,9 @@ impl MonitorTask {
                 if self.monitor.source(&peer) == Some(Source::Bootstrap) {
                     return;
                 }
-                for handle in self.link.torrents() {
-                    handle.add_peers(vec![PeerAddr::P2p(peer)]).await;
+                // A private torrent (BEP 27) takes peers from its trackers only.
+                for handle in self.link.torrents().into_iter().filter(|h| !h.meta.private) {
+                    handle.add_peers_from(PeerSource::KeyPeer, vec![PeerAddr::P2p(peer)]).await;
                 }
             }
             Action::PublishReset(peer) => {

@@ -18,5 +18,5 @@ pub mod scoring;
 
 pub use choker::{ChokeCandidate, Choker};
 pub use evict::{pick_victim, EvictFacts, EvictPolicy};
-pub use pool::{Pool, PoolLimits, PoolStats, Refusal};
+pub use pool::{quick_retry_wait, Pool, PoolLimits, PoolStats, Refusal};
 pub use scoring::{score, ScoreInputs, ScoreParts, ScoreScale};

@@ -15,6 +15,13 @@
 //! after `max_connect_failures` the peer is forgotten. A pending peer whose IP is at its
 //! connection bound waits `reconnect_delay` too, without a failure.
 //!
+//! Quick retries ([`quick_retry_wait`]: 1 s, doubling up to `reconnect_delay`): a peer the
+//! user named ([`PeerSource::Explicit`]) is redialled on that ladder after every failure or
+//! disconnect and is never forgotten (nor trimmed: it ranks above every other peer); a peer
+//! that closed the connection during the handshake ([`Pool::connect_closed`]: a client that
+//! has only just added the torrent refuses it for a moment) climbs the same ladder before its
+//! failures start to count.
+//!
 //! Bans: a banned address is never dialled nor accepted again in this session, and the
 //! IP of a banned TCP peer is refused for inbound connections from any port (an inbound
 //! peer's source port names nothing; a listening address names one client, so NAT
@@ -26,12 +33,14 @@
 //! peers sit in rank-ordered indexes, waiting peers in a time-ordered one, so `maintain`
 //! touches only the peers whose wait is over.
 use super::bans::BoundedSet;
-use crate::types::{ip_key, PeerAddr};
+use crate::types::{ip_key, PeerAddr, PeerSource};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 mod index;
+#[cfg(test)]
+mod retry_tests;
 #[cfg(test)]
 mod tests;
 
@@ -42,6 +51,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// Pending peers `next_dial` may set aside (their IP is at its bound) in one call, so one
 /// call stays cheap even when thousands of queued addresses share an IP.
 const MAX_SKIPS_PER_DIAL: usize = 64;
+
+/// The first quick retry waits this long.
+pub const QUICK_RETRY: Duration = Duration::from_secs(1);
+
+/// The wait before quick retry number `n` (1-based): 1 s, 2 s, 4 s... never above `cap`.
+pub fn quick_retry_wait(n: u32, cap: Duration) -> Duration {
+    let factor = 2u32.saturating_pow(n.saturating_sub(1).min(31));
+    QUICK_RETRY.checked_mul(factor).unwrap_or(cap).min(cap)
+}
 
 /// `now + wait`, the wait capped at [`MAX_BACKOFF`] (a configured delay can never overflow
 /// `Instant`).
@@ -120,9 +138,15 @@ impl Pool {
         }
     }
 
-    /// A peer address from discovery. Returns true when it was new and is kept. (`_now` is
-    /// unused since readiness no longer depends on it; kept so callers need not change.)
-    pub fn add(&mut self, addr: PeerAddr, _now: Instant) -> bool {
+    /// A peer address from a tracker. Returns true when it was new and is kept.
+    pub fn add(&mut self, addr: PeerAddr, now: Instant) -> bool {
+        self.add_from(addr, PeerSource::Tracker, now)
+    }
+
+    /// A peer address heard of from `source`. Returns true when it was new and is kept.
+    /// An address heard of again keeps its first source, unless the user names it now.
+    /// (`_now` is unused since readiness no longer depends on it.)
+    pub fn add_from(&mut self, addr: PeerAddr, source: PeerSource, _now: Instant) -> bool {
         if !addr.is_dialable() {
             return false;
         }
@@ -131,15 +155,21 @@ impl Pool {
                 return false;
             }
             e.dialable = true;
+            let named = source == PeerSource::Explicit && e.source != source;
+            let waiting = matches!(e.state, State::Waiting(_));
+            if named {
+                // Its rank changes: re-linked through `update`.
+                self.update(&addr, |e| e.source = source);
+            }
             // Heard of again (a new announce, a repaired key peer): its backoff wait ends,
             // its failure count stays.
-            if let State::Waiting(_) = e.state {
+            if waiting {
                 self.set_state(&addr, State::Ready);
-                self.rebalance();
             }
+            self.rebalance();
             return false;
         }
-        self.insert(&addr, State::Ready, true);
+        self.insert(&addr, State::Ready, true, source);
         self.trim_known();
         self.rebalance();
         self.entries.contains_key(&addr)
@@ -162,12 +192,17 @@ impl Pool {
                 .entries
                 .get(&old)
                 .is_some_and(|o| matches!(o.state, State::Waiting(_) | State::Ready | State::Pending));
-            if unused {
+            if unused && self.source(&old) != Some(PeerSource::Explicit) {
                 self.forget(&old);
                 self.rebalance();
             }
         }
-        self.add(listen, now)
+        self.add_from(listen, PeerSource::Listen, now)
+    }
+
+    /// Where the pool first heard of `addr`, if it knows it.
+    pub fn source(&self, addr: &PeerAddr) -> Option<PeerSource> {
+        self.entries.get(addr).map(|e| e.source)
     }
 
     /// Updates the score that orders dialling and eviction.
@@ -218,10 +253,24 @@ impl Pool {
 
     /// A dial or handshake failed.
     pub fn connect_failed(&mut self, addr: &PeerAddr, now: Instant) {
+        self.dial_failed(addr, now, false);
+    }
+
+    /// The peer closed the connection during the handshake: quick retries first.
+    pub fn connect_closed(&mut self, addr: &PeerAddr, now: Instant) {
+        self.dial_failed(addr, now, true);
+    }
+
+    fn dial_failed(&mut self, addr: &PeerAddr, now: Instant, closed: bool) {
         let limits = self.limits;
         let Some(e) = self.entries.get(addr) else { return };
         if e.state != State::Connecting {
             // The address got connected another way meanwhile (an inbound libp2p stream).
+            return;
+        }
+        let quick = quick_retry_wait(e.retries + 1, limits.reconnect_delay);
+        if e.source == PeerSource::Explicit || (closed && quick < limits.reconnect_delay) {
+            self.wait_quick(addr, now);
             return;
         }
         let failures = e.failures + 1;
@@ -258,7 +307,7 @@ impl Pool {
             _ => {}
         }
         if state.is_none() {
-            self.insert(addr, State::Connected, false);
+            self.insert(addr, State::Connected, false, PeerSource::Inbound);
         } else {
             self.set_state(addr, State::Connected);
             self.rebalance();
@@ -285,6 +334,9 @@ impl Pool {
         }
         if !e.dialable {
             self.forget(addr);
+        } else if e.source == PeerSource::Explicit {
+            self.wait_quick(addr, now);
+            return;
         } else {
             self.set_state(addr, State::Waiting(after(now, self.limits.reconnect_delay)));
             self.trim_known();
@@ -309,7 +361,7 @@ impl Pool {
 
     fn ban_addr(&mut self, addr: &PeerAddr) {
         if !self.entries.contains_key(addr) {
-            self.insert(addr, State::Banned, false);
+            self.insert(addr, State::Banned, false, PeerSource::Inbound);
         } else {
             self.update(addr, |e| {
                 e.state = State::Banned;
@@ -319,6 +371,13 @@ impl Pool {
         for old in self.banned.insert(*addr) {
             self.entries.remove(&old);
         }
+    }
+
+    /// The address is our own (a dial reached ourselves): never dialled again. Unlike a
+    /// ban, its IP stays welcome (other peers share it, on loopback or behind a NAT).
+    pub fn refuse_own(&mut self, addr: &PeerAddr) {
+        self.ban_addr(addr);
+        self.rebalance();
     }
 
     /// Whether this address is banned (for dialling and accepting it).
@@ -344,6 +403,17 @@ impl Pool {
         !self.index.pending.is_empty() && self.index.connecting + self.index.connected >= self.limits.max_connections
     }
 
+    /// Waits out the next quick retry, counted, without a failure.
+    fn wait_quick(&mut self, addr: &PeerAddr, now: Instant) {
+        let cap = self.limits.reconnect_delay;
+        self.update(addr, |e| {
+            e.retries += 1;
+            e.state = State::Waiting(after(now, quick_retry_wait(e.retries, cap)));
+        });
+        self.trim_known();
+        self.rebalance();
+    }
+
     // ---- index upkeep: every state change goes through link/unlink ----
 
     fn ip_full(&self, addr: &PeerAddr) -> bool {
@@ -358,10 +428,10 @@ impl Pool {
         self.index.link(addr, e);
     }
 
-    fn insert(&mut self, addr: &PeerAddr, state: State, dialable: bool) {
+    fn insert(&mut self, addr: &PeerAddr, state: State, dialable: bool, source: PeerSource) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let e = Entry { state, failures: 0, score: 0.0, dialable, seq, learned: None };
+        let e = Entry { state, failures: 0, score: 0.0, dialable, seq, learned: None, source, retries: 0 };
         self.index.link(addr, &e);
         self.entries.insert(*addr, e);
     }

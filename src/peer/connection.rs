@@ -29,8 +29,9 @@ use super::serve_queue::{Queued, ServeQueue, MAX_SERVE_QUEUE};
 use super::{CloseReason, PeerCommand, PeerCounters, PeerError, PeerEvent, PeerEventKind};
 use crate::storage::{Storage, StorageError};
 use crate::types::{BlockRef, Geometry, PeerKey};
-use crate::wire::extension::{ExtHandshake, UT_METADATA_ID};
+use crate::wire::extension::{ExtHandshake, UT_METADATA_ID, UT_PEX_ID};
 use crate::wire::metadata::MetadataMsg;
+use crate::wire::pex::PexMessage;
 use crate::wire::{Message, MessageCodec};
 use bitvec::prelude::*;
 use bytes::Bytes;
@@ -310,6 +311,14 @@ impl Task {
                 }
             }
             Message::Extended { id: UT_METADATA_ID, payload } => return self.on_metadata(&payload),
+            // Malformed PEX is ignored, not fatal: it costs us nothing past its decoding.
+            Message::Extended { id: UT_PEX_ID, payload } => match PexMessage::decode(&payload) {
+                Ok(pex) => PeerEventKind::Pex(pex),
+                Err(e) => {
+                    tracing::debug!(key = self.ctx.key, error = %e, "ignored a PEX message");
+                    return Ok(());
+                }
+            },
             Message::Extended { .. } => return Ok(()),
             // Fast messages were taken by the first arm.
             _ => return Ok(()),
@@ -432,6 +441,7 @@ impl Task {
                     self.out.push(Message::Have { index: i })?;
                 }
             }
+            PeerCommand::Extended { id, payload } => self.out.push(Message::Extended { id, payload })?,
         }
         Ok(())
     }

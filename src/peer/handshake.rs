@@ -55,7 +55,14 @@ pub async fn answer_inbound<S: AsyncRead + AsyncWrite + Unpin>(
     ours: Handshake,
     timeout: Duration,
 ) -> Result<MessageStream<S>, PeerError> {
-    check(theirs, ours.info_hash, ours.peer_id)?;
+    if let Err(e) = check(theirs, ours.info_hash, ours.peer_id) {
+        // Our own dial came back to us (an address of ours a tracker or PEX handed out):
+        // answering lets the dialling side see its own peer id and stop dialling it.
+        if matches!(e, PeerError::SelfConnection) {
+            let _ = tokio::time::timeout(timeout, framed.send(ours)).await;
+        }
+        return Err(e);
+    }
     tokio::time::timeout(timeout, framed.send(ours)).await.map_err(|_| PeerError::Timeout("handshake"))??;
     Ok(framed.map_codec(|_| MessageCodec::default()))
 }
@@ -113,6 +120,18 @@ mod tests {
             let _ = f.next().await;
         });
         assert!(matches!(outbound(a, Handshake::new(ih, id), T).await, Err(PeerError::SelfConnection)));
+    }
+
+    #[tokio::test]
+    async fn a_dial_to_ourselves_is_seen_as_such_on_both_ends() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let ours = Handshake::new(InfoHash([1; 20]), PeerId::generate());
+        let inbound = tokio::spawn(async move {
+            let (framed, theirs) = read_inbound(b, T).await.unwrap();
+            answer_inbound(framed, &theirs, ours, T).await.map(|_| ())
+        });
+        assert!(matches!(outbound(a, ours, T).await, Err(PeerError::SelfConnection)), "the dialling end");
+        assert!(matches!(inbound.await.unwrap(), Err(PeerError::SelfConnection)), "the answering end");
     }
 
     #[tokio::test(start_paused = true)]

@@ -37,6 +37,11 @@ pub enum PeerCommand {
     Interested(bool),
     /// We verified a piece: tell the peer.
     Have(u32),
+    /// A BEP 10 extension message, under the id the peer chose for it in its handshake.
+    Extended {
+        id: u8,
+        payload: Bytes,
+    },
 }
 
 /// What a peer task reports.
@@ -54,6 +59,8 @@ pub enum PeerEventKind {
     Rejected(BlockRef),
     /// BEP 6: the peer lets us request this piece while it chokes us.
     AllowedFast(u32),
+    /// A BEP 11 peer exchange message (already bounded by its decoder).
+    Pex(crate::wire::pex::PexMessage),
     /// The connection is gone, and why.
     Closed(CloseReason),
 }

@@ -22,10 +22,11 @@ use crate::metrics::TorrentSourceGuard;
 use crate::p2p::{into_box_stream, peer_addr, NodeHandle, P2pConnector};
 use crate::peer::budget::SendBudget;
 use crate::peer::{handshake, BoxStream};
+use crate::torrent::Phase;
 use crate::torrent::TorrentSource;
 use crate::torrent::{Connector, Inbound, TcpConnector, TorrentHandle, TorrentParams};
 use crate::types::ip_key;
-use crate::types::PeerAddr;
+use crate::types::{PeerAddr, PeerSource};
 use crate::wire::PeerId;
 use futures::{Stream, StreamExt};
 use std::collections::HashMap;
@@ -213,7 +214,11 @@ impl Session {
         if !meta.trackers.is_empty() {
             self.start_trackers(&handle);
         }
-        if let Some(node) = &self.node {
+        // BEP 27: a private torrent is neither provided nor looked up in the DHT.
+        if meta.private {
+            tracing::info!(info_hash = %meta.info_hash, "private torrent: peers from its trackers only (no DHT, no PEX)");
+        }
+        if let Some(node) = self.node.as_ref().filter(|_| !meta.private) {
             let cfg = dht::schedule_config(&self.options);
             let task = dht::run(
                 node.clone(),
@@ -230,6 +235,10 @@ impl Session {
     }
 
     /// Keeps the torrent announced to its trackers and feeds what they return to its pool.
+    /// The first announce waits for the check of the data on disk: before it `left` is not
+    /// known, and a seeder announcing the whole size is counted as a leecher by the tracker
+    /// (and then as a false `completed`). So a seeder's first announce says `left=0`, and
+    /// `completed` follows only a download that really happened.
     fn start_trackers(&self, handle: &TorrentHandle) {
         let cfg = AnnouncerConfig {
             peer_id: self.peer_id,
@@ -239,17 +248,23 @@ impl Session {
             timeout: self.options.tracker_timeout,
             min_interval: self.options.tracker_min_interval,
         };
-        let (totals_tx, totals_rx) = watch::channel(TransferTotals::default());
-        let (peers_tx, peers_rx) = mpsc::channel(16);
-        let (nudge_tx, nudge_rx) = mpsc::channel(1);
-        let cancel = handle.cancel_token();
-        let links = AnnouncerLinks { need_peers: Some(nudge_rx), status: None };
-        let tiers = handle.meta.trackers.clone();
-        // The announcer must see the torrent's totals before its first announce.
-        self.tasks.spawn(bridge_tracker(handle.clone(), totals_tx, peers_rx, nudge_tx, cancel.clone()));
-        let announcer = announcer::spawn(tiers, cfg, totals_rx, peers_tx, links, cancel);
+        let (handle, tasks) = (handle.clone(), self.tasks.clone());
         self.tasks.spawn(async move {
-            let _ = announcer.await;
+            let cancel = handle.cancel_token();
+            let mut stats = handle.stats();
+            let checked = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = stats.wait_for(|s| s.phase != Phase::Checking) => r.map(|s| s.clone()),
+            };
+            let Some(s) = checked.ok().filter(|s| s.phase != Phase::Failed) else { return };
+            let totals = TransferTotals { uploaded: s.uploaded, downloaded: s.downloaded, left: s.bytes_left };
+            let (totals_tx, totals_rx) = watch::channel(totals);
+            let (peers_tx, peers_rx) = mpsc::channel(16);
+            let (nudge_tx, nudge_rx) = mpsc::channel(1);
+            let links = AnnouncerLinks { need_peers: Some(nudge_rx), status: None };
+            let tiers = handle.meta.trackers.clone();
+            tasks.spawn(bridge_tracker(handle.clone(), totals_tx, peers_rx, nudge_tx, cancel.clone()));
+            let _ = announcer::spawn(tiers, cfg, totals_rx, peers_tx, links, cancel).await;
         });
     }
 
@@ -299,7 +314,7 @@ async fn bridge_tracker(
             }
             p = peers.recv() => match p {
                 None => return,
-                Some(p) => handle.add_peers(p.into_iter().map(PeerAddr::Tcp).collect()).await,
+                Some(p) => handle.add_peers_from(PeerSource::Tracker, p.into_iter().map(PeerAddr::Tcp).collect()).await,
             },
         }
     }

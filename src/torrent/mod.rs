@@ -7,6 +7,7 @@
 //! - [`peers`]: the per-peer record (rates, pipeline depth);
 //! - [`dial`]: the [`Connector`] that opens streams to peers, and the dial + handshake;
 //! - [`assembly`]: blocks gathered into piece buffers, with who sent each;
+//! - [`pex`]: BEP 11 peer exchange bookkeeping (who was told what, what each may teach us);
 //! - `smart_ban`: which sender of a failed piece lied.
 //!
 //! Outside code holds a [`TorrentHandle`]: it adds peer addresses, hands over inbound
@@ -14,6 +15,7 @@
 pub mod assembly;
 pub mod dial;
 pub mod peers;
+pub mod pex;
 mod smart_ban;
 mod task;
 
@@ -24,7 +26,7 @@ use crate::manager::{PoolStats, ScoreParts};
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::metrics::{TorrentFigures, TorrentRow};
 use crate::peer::{BoxStream, CloseReason};
-use crate::types::PeerAddr;
+use crate::types::{PeerAddr, PeerSource};
 use crate::wire::{Handshake, HandshakeCodec, PeerId};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -115,6 +117,8 @@ pub struct PeerStats {
     pub addr: String,
     pub transport: &'static str,
     pub direction: &'static str,
+    /// Where the pool heard of it (`explicit`, `tracker`, `dht`, `pex`, `inbound`...).
+    pub source: &'static str,
     pub client: Option<String>,
     pub am_choking: bool,
     pub am_interested: bool,
@@ -234,7 +238,7 @@ pub struct TorrentParams {
 pub struct TorrentHandle {
     pub info_hash: InfoHash,
     pub meta: Arc<Metainfo>,
-    addrs: mpsc::Sender<Vec<PeerAddr>>,
+    addrs: mpsc::Sender<(PeerSource, Vec<PeerAddr>)>,
     inbound: mpsc::Sender<Inbound>,
     stats: watch::Receiver<TorrentStats>,
     need_peers: watch::Receiver<u64>,
@@ -297,9 +301,15 @@ impl TorrentHandle {
         }
     }
 
-    /// Hands over peer addresses from any source (tracker, DHT, `--peer`).
+    /// Hands over peer addresses the user named (`--peer`, a magnet's `x.pe`): dialled
+    /// first, retried quickly, never forgotten while the torrent runs.
     pub async fn add_peers(&self, addrs: Vec<PeerAddr>) {
-        let _ = self.addrs.send(addrs).await;
+        self.add_peers_from(PeerSource::Explicit, addrs).await;
+    }
+
+    /// Hands over peer addresses found by discovery (`source`: tracker, DHT...).
+    pub async fn add_peers_from(&self, source: PeerSource, addrs: Vec<PeerAddr>) {
+        let _ = self.addrs.send((source, addrs)).await;
     }
 
     /// Hands over an inbound connection whose handshake named this torrent. Waits while the

@@ -10,5 +10,5 @@
 pub mod peer;
 pub mod piece;
 
-pub use peer::{ip_key, parse_key_peer, PeerAddr, PeerKey};
+pub use peer::{ip_key, parse_key_peer, PeerAddr, PeerKey, PeerSource};
 pub use piece::{BlockRef, Geometry, PieceIndex, BLOCK_SIZE};

@@ -59,6 +59,39 @@ impl fmt::Display for PeerAddr {
     }
 }
 
+/// Where the pool first heard of a peer, for diagnostics and for how hard it is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerSource {
+    /// Named by the user (`--peer`, a magnet's `x.pe`): retried quickly, never forgotten.
+    #[default]
+    Explicit,
+    Tracker,
+    Dht,
+    /// Told by a connected peer (BEP 11).
+    Pex,
+    /// It connected to us.
+    Inbound,
+    /// The listen port an inbound peer told us (BEP 10 `p`).
+    Listen,
+    /// A configured key peer reached again by the keep-alive layer.
+    KeyPeer,
+}
+
+impl PeerSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerSource::Explicit => "explicit",
+            PeerSource::Tracker => "tracker",
+            PeerSource::Dht => "dht",
+            PeerSource::Pex => "pex",
+            PeerSource::Inbound => "inbound",
+            PeerSource::Listen => "listen",
+            PeerSource::KeyPeer => "key_peer",
+        }
+    }
+}
+
 /// A `key_peers` entry: a bare PeerId, or a multiaddr ending in `/p2p/<PeerId>` whose
 /// address is remembered for dialling.
 pub fn parse_key_peer(s: &str) -> Result<(PeerId, Option<Multiaddr>), String> {

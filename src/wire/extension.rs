@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 /// The id we ask peers to send BEP 9 `ut_metadata` messages under (our `m` dict).
 pub const UT_METADATA_ID: u8 = 1;
+/// The id we receive BEP 11 `ut_pex` messages under (our `m` dict; public torrents only).
+pub const UT_PEX_ID: u8 = 2;
 
 /// The extension handshake, both ours and theirs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

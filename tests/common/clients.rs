@@ -202,6 +202,18 @@ pub fn lt_script() -> PathBuf {
 /// `lt_peer.py MODE TORRENT SAVE` (see the script); returns once it listens, with its port.
 /// A seeder is also waited for until it serves.
 pub fn lt_peer(mode: &str, torrent: &Path, save: &Path, peers: &[String], logs: &Path) -> (Proc, u16) {
+    lt_peer_with(mode, torrent, save, peers, &[], logs)
+}
+
+/// [`lt_peer`] with more flags for the script (`--download-limit`, a longer `--timeout`...).
+pub fn lt_peer_with(
+    mode: &str,
+    torrent: &Path,
+    save: &Path,
+    peers: &[String],
+    extra: &[&str],
+    logs: &Path,
+) -> (Proc, u16) {
     require_libtorrent();
     let mut cmd = Command::new(LT_PYTHON);
     cmd.arg(lt_script()).arg(mode).arg(torrent).arg(save);
@@ -209,6 +221,7 @@ pub fn lt_peer(mode: &str, torrent: &Path, save: &Path, peers: &[String], logs: 
     for p in peers {
         cmd.args(["--peer", p]);
     }
+    cmd.args(extra);
     let mut proc = Proc::start(&format!("libtorrent-{mode}"), cmd, logs);
     let rest = proc.wait_line("listening ", STARTUP);
     let port = rest.parse().unwrap_or_else(|_| proc.fail(&format!("lt_peer.py printed a bad line: {rest:?}")));

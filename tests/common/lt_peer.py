@@ -17,7 +17,8 @@ UPnP and NAT-PMP off, and prints on stdout, flushed:
     done <seconds>       (leech) once every piece is downloaded and verified; then it exits 0
 
 A leecher that has not finished within --timeout seconds prints `timeout <progress>` and exits 1.
-A seeder serves until it is killed. A seeder trusts the data on disk (libtorrent's seed mode,
+A seeder serves until it is killed. `--download-limit BYTES` caps the torrent's download rate
+(a leecher that stays a leecher, keeping its connections to seeders). A seeder trusts the data on disk (libtorrent's seed mode,
 each piece hashed when first served) unless --verify asks for a full check before seeding.
 Lines `connect HOST:PORT` on stdin make it dial that peer (for leechers that cannot be told
 where a peer is, such as aria2c without a tracker).
@@ -114,6 +115,7 @@ def main():
     ap.add_argument("--peer", action="append", default=[])
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--verify", action="store_true", help="seed: check every piece before seeding")
+    ap.add_argument("--download-limit", type=int, default=0, help="bytes per second, 0: none")
     args = ap.parse_args()
     seeding = args.mode == "seed"
 
@@ -122,6 +124,8 @@ def main():
         say("not listening")
         return 1
     handle = add(ses, args.torrent, args.save, seeding and not args.verify)
+    if args.download_limit > 0:
+        handle.set_download_limit(args.download_limit)
     say("listening %d" % ses.listen_port())
     connect(handle, args.peer)
     threading.Thread(target=follow_stdin, args=(handle,), daemon=True).start()

@@ -4,6 +4,9 @@
 //! transfer totals from a `watch`, hands peer addresses to the torrent over a bounded `mpsc`, and
 //! publishes per-tracker status on an optional `watch`. It never connects to peers.
 //!
+//! The session starts it once the torrent's data is checked, with the checked totals, so a
+//! seeder's first announce already says `left=0` and it never sends `completed`.
+//!
 //! Schedule (BEP 3, BEP 12):
 //! - `started` first; an event stays pending until some tracker accepts it.
 //! - Each round tries the trackers tier by tier (skipping those backing off) until one answers;

@@ -297,6 +297,7 @@ fn contributors_come_typed_from_the_torrent_stats() {
         transport: if matches!(addr, PeerAddr::P2p(_)) { "libp2p" } else { "tcp" },
         addr: addr.to_string(),
         direction: "outbound",
+        source: "tracker",
         client: None,
         am_choking: true,
         am_interested: true,

@@ -1,7 +1,7 @@
 //! The pool's entries and the indexes over them, kept in step by [`Index::link`] and
 //! [`Index::unlink`]: every state or rank change of an entry is an unlink, the change, and
 //! a link, so counts and ordered sets always equal a recount of the entries.
-use super::PeerAddr;
+use super::{PeerAddr, PeerSource};
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -40,10 +40,11 @@ impl Ord for Score {
     }
 }
 
-/// The value of a peer to dial or keep: higher is better. `seq` is unique per entry, so a
-/// rank names one entry.
+/// The value of a peer to dial or keep: higher is better. Peers the user named come first
+/// (so they are dialled first and never trimmed from the known set). `seq` is unique per
+/// entry, so a rank names one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct Rank(Score, Reverse<u32>, Reverse<u64>);
+pub(super) struct Rank(bool, Score, Reverse<u32>, Reverse<u64>);
 
 #[derive(Debug, Clone)]
 pub(super) struct Entry {
@@ -57,11 +58,15 @@ pub(super) struct Entry {
     pub(super) seq: u64,
     /// For an inbound connection: the listen address it told us (one per connection).
     pub(super) learned: Option<PeerAddr>,
+    /// Where we first heard of it (`Explicit` wins over any other).
+    pub(super) source: PeerSource,
+    /// Quick retries made (see `quick_retry_wait`); never reset, so they run out.
+    pub(super) retries: u32,
 }
 
 impl Entry {
     pub(super) fn rank(&self) -> Rank {
-        Rank(Score(self.score), Reverse(self.failures), Reverse(self.seq))
+        Rank(self.source == PeerSource::Explicit, Score(self.score), Reverse(self.failures), Reverse(self.seq))
     }
 }
 

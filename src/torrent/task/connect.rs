@@ -7,12 +7,14 @@ use crate::metrics::{metrics, Direction};
 use crate::peer::connection::{PeerContext, PeerLimits, OUR_REQQ};
 use crate::peer::handshake::MessageStream;
 use crate::peer::CloseReason;
+use crate::peer::PeerError;
 use crate::peer::{connection, handshake, BoxStream, PeerCounters};
 use crate::torrent::peers::{PeerLink, PeerSlot};
 use crate::torrent::TorrentError;
 use crate::torrent::{dial, Inbound, TorrentEvent};
 use crate::types::PeerAddr;
 use crate::types::PeerKey;
+use crate::types::PeerSource;
 use crate::wire::extension::{ExtHandshake, UT_METADATA_ID};
 use crate::wire::handshake::reserved;
 use crate::wire::{Handshake, PeerId};
@@ -23,13 +25,13 @@ use tokio::time::Instant;
 impl Torrent {
     /// At most `max_addrs_per_message` of one batch are looked at: a tracker answering
     /// 20,000 peers costs no more than one answering 200.
-    pub(super) fn on_addrs(&mut self, addrs: Vec<PeerAddr>) {
+    pub(super) fn on_addrs_from(&mut self, source: PeerSource, addrs: Vec<PeerAddr>) {
         let now = Instant::now().into_std();
         if addrs.len() > self.opts.max_addrs_per_message {
             tracing::debug!(count = addrs.len(), kept = self.opts.max_addrs_per_message, "peer batch truncated");
         }
         for a in addrs.into_iter().take(self.opts.max_addrs_per_message) {
-            self.pool.add(a, now);
+            self.pool.add_from(a, source, now);
         }
         self.dial_more();
     }
@@ -66,6 +68,10 @@ impl Torrent {
                 tracing::debug!(peer = %d.addr, error = %e, inbound = d.inbound, "connection failed");
                 if d.inbound {
                     self.pool.disconnected(&d.addr, now);
+                } else if matches!(e, PeerError::SelfConnection) {
+                    self.pool.refuse_own(&d.addr);
+                } else if closed_during_handshake(&e) {
+                    self.pool.connect_closed(&d.addr, now);
                 } else {
                     self.pool.connect_failed(&d.addr, now);
                 }
@@ -124,6 +130,7 @@ impl Torrent {
         });
         let fast = hs.has(reserved::FAST);
         let allowed_fast = if fast { self.allowed_fast_for(&addr) } else { Vec::new() };
+        let extensions = extensions.map(|e| self.with_pex(e));
         let ctx = PeerContext {
             key,
             geometry: self.meta.geometry(),
@@ -146,7 +153,8 @@ impl Torrent {
             },
             cancel: cancel.clone(),
         };
-        tracing::debug!(peer = %addr, id = ?hs.peer_id, fast, "connected");
+        let source = self.pool.source(&addr).unwrap_or(PeerSource::Inbound).as_str();
+        tracing::debug!(peer = %addr, id = ?hs.peer_id, fast, %source, "connected");
         metrics().inc_peer_connections(if inbound { Direction::Inbound } else { Direction::Outbound });
         self.emit(TorrentEvent::PeerConnected { addr, inbound });
         let mut slot = PeerSlot::new(
@@ -189,6 +197,7 @@ impl Torrent {
     /// the pool. A `Closed` event that arrives later for it is ignored.
     pub(super) fn forget_peer(&mut self, key: PeerKey, reason: CloseReason) {
         let Some(p) = self.peers.remove(&key) else { return };
+        self.pex.remove(key);
         tracing::debug!(peer = %p.addr, %reason, "disconnected");
         self.emit(TorrentEvent::PeerDisconnected { addr: p.addr, reason });
         self.gone_downloaded += p.counters.downloaded();
@@ -228,5 +237,16 @@ impl Torrent {
         self.close(victim, CloseReason::Evicted);
         self.forget_peer(victim, CloseReason::Evicted);
         true
+    }
+}
+
+/// The peer took the connection and closed it before its handshake was through: a client
+/// that has only just added the torrent does this for a moment (Transmission 3.00).
+fn closed_during_handshake(e: &PeerError) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    match e {
+        PeerError::Eof => true,
+        PeerError::Io(io) => matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof),
+        _ => false,
     }
 }

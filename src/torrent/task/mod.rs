@@ -6,10 +6,12 @@
 //! - `fast`: the BEP 6 fast extension (allowed-fast sets, rejects, requests while choked);
 //! - `pieces`: verification, have messages, smart-ban bans, completion;
 //! - `periodic`: the tick (rates, scores, choker, pool upkeep);
+//! - `pex`: BEP 11 peer exchange (peers learned as source `pex`, messages sent on the tick);
 //! - `stats`: the published snapshot.
 mod connect;
 mod fast;
 mod periodic;
+mod pex;
 mod pieces;
 mod requests;
 mod stats;
@@ -30,6 +32,7 @@ use crate::picker::Picker;
 use crate::storage::{PieceVerdict, Storage, StorageError};
 use crate::types::PeerAddr;
 use crate::types::PeerKey;
+use crate::types::PeerSource;
 use crate::types::BLOCK_SIZE;
 use crate::wire::{Handshake, PeerId};
 use bitvec::prelude::*;
@@ -59,7 +62,7 @@ const EVENT_QUEUE: usize = 4096;
 /// before the peer task has taken it, and a command that does not fit is lost (`try_send`).
 const COMMAND_QUEUE: usize = 1024;
 pub(super) struct Channels {
-    pub addrs: mpsc::Receiver<Vec<PeerAddr>>,
+    pub addrs: mpsc::Receiver<(PeerSource, Vec<PeerAddr>)>,
     pub inbound: mpsc::Receiver<Inbound>,
     pub stats: watch::Sender<TorrentStats>,
     pub need_peers: watch::Sender<u64>,
@@ -126,6 +129,7 @@ struct Torrent {
     need_peers: watch::Sender<u64>,
     wanted_peers: bool,
     events: broadcast::Sender<TorrentEvent>,
+    pex: super::pex::Pex,
 }
 
 pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: CancellationToken, tasks: TaskTracker) {
@@ -164,7 +168,7 @@ pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: Cancell
         tokio::select! {
             _ = cancel.cancelled() => break,
             Some(ev) = events_rx.recv() => t.on_peer_event(ev),
-            Some(addrs) = ch.addrs.recv() => t.on_addrs(addrs),
+            Some((source, addrs)) = ch.addrs.recv() => t.on_addrs_from(source, addrs),
             Some(inb) = ch.inbound.recv() => t.on_inbound(inb),
             Some(d) = dial_rx.recv() => t.on_dialed(d),
             Some(v) = verdict_rx.recv() => {
@@ -255,6 +259,7 @@ impl Torrent {
             need_peers,
             wanted_peers: false,
             events,
+            pex: super::pex::Pex::new(!meta.private, o.pex_interval),
             meta,
         }
     }

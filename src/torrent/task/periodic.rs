@@ -24,6 +24,7 @@ impl Torrent {
             self.evict_useless(now);
         }
         self.dial_more();
+        self.send_pex();
         // Signalled on the edge, when the pool runs dry, not on every tick while it is dry.
         let needs = self.pool.needs_more_peers() && !self.seeding();
         if needs && !self.wanted_peers {

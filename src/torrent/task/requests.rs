@@ -59,11 +59,13 @@ impl Torrent {
             PeerEventKind::Block(b, data) => self.on_block(key, b, data),
             PeerEventKind::Rejected(b) => self.on_rejected(key, b),
             PeerEventKind::AllowedFast(piece) => self.on_allowed_fast(key, piece),
+            PeerEventKind::Pex(msg) => self.on_pex(key, msg),
             PeerEventKind::Closed(reason) => self.on_closed(key, reason),
         }
     }
 
     pub(super) fn on_extensions(&mut self, key: PeerKey, ext: ExtHandshake) {
+        self.pex_on_extensions(key, &ext);
         let p = self.peer_mut(key);
         p.reqq = ext.reqq.map(|q| q as usize);
         p.client = ext.client.clone();

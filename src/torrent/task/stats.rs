@@ -2,11 +2,13 @@
 use super::Torrent;
 use crate::torrent::peers::PeerSlot;
 use crate::torrent::{PeerStats, TorrentStats};
-use crate::types::PeerAddr;
+use crate::types::{PeerAddr, PeerSource};
 use tokio::sync::watch;
 
 impl Torrent {
     pub(super) fn publish(&mut self, tx: &watch::Sender<TorrentStats>) {
+        let pool = &self.pool;
+        let source = |a: &PeerAddr| pool.source(a).unwrap_or(PeerSource::Inbound).as_str();
         let s = &mut self.stats;
         s.pieces_have = self.picker.have().count_ones() as u32;
         s.bytes_left = self.picker.bytes_left();
@@ -18,12 +20,12 @@ impl Torrent {
         s.assembly_bytes = self.assembly.bytes();
         s.banned = s.pool.banned;
         s.peers_used = self.used.len();
-        s.peers = self.peers.values().map(peer_stats).collect();
+        s.peers = self.peers.values().map(|p| peer_stats(p, source(&p.addr))).collect();
         tx.send_replace(s.clone());
     }
 }
 
-fn peer_stats(p: &PeerSlot) -> PeerStats {
+fn peer_stats(p: &PeerSlot, source: &'static str) -> PeerStats {
     PeerStats {
         peer: p.addr,
         addr: p.addr.to_string(),
@@ -32,6 +34,7 @@ fn peer_stats(p: &PeerSlot) -> PeerStats {
             PeerAddr::P2p(_) => "libp2p",
         },
         direction: if p.inbound { "inbound" } else { "outbound" },
+        source,
         client: p.client.clone(),
         am_choking: p.am_choking,
         am_interested: p.am_interested,
