@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub mod builder;
+mod manage;
 
 pub use builder::{SessionBuilder, StartError};
 

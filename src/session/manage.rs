@@ -1,0 +1,22 @@
+//! Taking a torrent out of a running session (the daemon's pause and remove).
+//!
+//! Adding is [`Session::add_torrent`]; a torrent taken out here can be added again later with
+//! a fresh task (it re-checks its data on disk, as any start does).
+use super::Session;
+use crate::metainfo::InfoHash;
+
+impl Session {
+    /// Stops the torrent named by `info_hash` and unroutes it: inbound connections for it are
+    /// dropped from now on, and its tracker and DHT tasks end with its cancel token. Waits for
+    /// its tasks to end. False when the session has no such torrent.
+    pub async fn remove_torrent(&self, info_hash: &InfoHash) -> bool {
+        let handle = self.torrents.lock().expect("routes lock").remove(info_hash);
+        match handle {
+            Some(h) => {
+                h.shutdown().await;
+                true
+            }
+            None => false,
+        }
+    }
+}
