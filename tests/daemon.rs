@@ -255,3 +255,44 @@ fn bad_requests_get_json_errors_and_bodies_are_bounded() {
     assert_eq!(daemon.states().len(), 0, "nothing was added");
     daemon.stop();
 }
+
+#[test]
+fn config_patches_are_validated_versioned_rolled_back_and_kept() {
+    let _turn = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let daemon = Daemon::start(dir, "daemon-1");
+    let start = daemon.call("GET", "/api/config", None);
+    assert_eq!(start.status, 200, "{}", start.json);
+    assert_eq!(start.json["version"], 1);
+    assert_eq!(start.json["options"]["max_connections"], 50);
+
+    let json = "application/json";
+    let a = daemon.call("PATCH", "/api/config", Some((json, br#"{"max_connections": 80, "request_timeout": "45s"}"#)));
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_eq!((a.json["version"].as_u64(), a.json["options"]["request_timeout"].as_str()), (Some(2), Some("45s")));
+    for (bad, key) in [
+        (&br#"{"max_connections": 0}"#[..], "max_connections"),
+        (br#"{"unchoke_slots": "four"}"#, "unchoke_slots"),
+        (br#"{"speed_limit": 5}"#, "speed_limit"),
+    ] {
+        let a = daemon.call("PATCH", "/api/config", Some((json, bad)));
+        assert_eq!(a.status, 400, "{}", a.json);
+        let msg = a.json["error"].as_str().unwrap();
+        assert!(msg.contains(&format!("`{key}`")), "{msg:?} names {key}");
+    }
+    let a = daemon.call("POST", "/api/config/rollback", Some((json, br#"{"version": 1}"#)));
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_eq!((a.json["version"].as_u64(), a.json["options"]["max_connections"].as_u64()), (Some(3), Some(50)));
+    assert_eq!(daemon.call("POST", "/api/config/rollback", Some((json, br#"{"version": 9}"#))).status, 400);
+    let versions = daemon.call("GET", "/api/config/versions", None).json;
+    let notes: Vec<&str> = versions.as_array().unwrap().iter().map(|v| v["note"].as_str().unwrap()).collect();
+    assert_eq!(notes, ["start", "patch: max_connections, request_timeout", "rollback to 1"]);
+    daemon.stop();
+
+    let daemon = Daemon::start(dir, "daemon-2");
+    let kept = daemon.call("GET", "/api/config/versions", None).json;
+    assert_eq!(kept, versions, "the history survives a restart");
+    assert_eq!(daemon.call("GET", "/api/config", None).json["version"], 3);
+    daemon.stop();
+}

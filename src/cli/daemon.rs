@@ -1,7 +1,7 @@
 //! `shoal daemon`: one long-running session holding many torrents, managed over the HTTP API
 //! of [`shoal::daemon`]. Prints `listening bt/kad/diag/api` lines once ready; stops on Ctrl-C
 //! or SIGTERM, leaving the state directory as it is so the next start resumes it.
-use crate::cli::common::{announce_line, announce_listening, init_logging, interrupted, shutdown_promptly, NetArgs};
+use crate::cli::common::{announce_line, announce_listening, init_logging, shutdown_promptly, NetArgs};
 use crate::cli::bad_input;
 use clap::Args;
 use shoal::daemon::{api, state, Daemon};
@@ -51,9 +51,11 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     if !addr.ip().is_loopback() {
         tracing::warn!(%addr, "the API listens beyond loopback over plain HTTP; the token is its only guard");
     }
+    // Registered before `listening api`: a script may send SIGTERM as soon as it reads it.
+    let stop = stop_signals()?;
     announce_listening(&session, true).await?;
     announce_line(&format!("listening api {addr}"));
-    interrupted().await;
+    stop.await;
     cancel.cancel();
     shutdown_promptly(async {
         daemon.shutdown().await;
@@ -61,4 +63,25 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     })
     .await;
     Ok(())
+}
+
+/// SIGINT or SIGTERM, its handlers installed now (not at the first poll, as
+/// `tokio::signal::ctrl_c` does), so no signal arriving after this call kills the process
+/// before the state is left in order.
+#[cfg(unix)]
+fn stop_signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+#[cfg(not(unix))]
+fn stop_signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(crate::cli::common::interrupted())
 }

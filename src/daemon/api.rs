@@ -13,6 +13,8 @@
 //! | `POST /api/torrents` | add: a `.torrent` body (`?output=DIR&paused=true&peer=IP:PORT`) or JSON `{"source_path": PATH}`; 201 `{"id": ...}`, 409 when already added |
 //! | `POST /api/torrents/{id}/pause`, `.../resume` | stop the torrent's task / start it again |
 //! | `DELETE /api/torrents/{id}` | stop and forget it (`?delete_data=true`: remove its data too) |
+//! | `GET /api/config`, `PATCH /api/config` | the current options; change some keys (a new version) |
+//! | `GET /api/config/versions`, `POST /api/config/rollback` | the history; `{"version": V}` made current again |
 use super::{AddOptions, Daemon, DaemonError, TorrentView};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
@@ -22,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Map, Value};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -96,6 +98,9 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/api/torrents", get(list).post(add))
         .route("/api/torrents/{id}", get(one).delete(remove))
         .route("/api/torrents/{id}/{action}", post(action))
+        .route("/api/config", get(config).patch(patch_config))
+        .route("/api/config/versions", get(config_versions))
+        .route("/api/config/rollback", post(rollback_config))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(daemon.clone(), authorize))
         .with_state(daemon)
@@ -152,12 +157,43 @@ async fn remove(State(d): State<Arc<Daemon>>, Path(id): Path<String>, uri: Uri) 
     Ok(StatusCode::NO_CONTENT)
 }
 
+async fn config(State(d): State<Arc<Daemon>>) -> Json<Value> {
+    Json(d.config())
+}
+
+async fn config_versions(State(d): State<Arc<Daemon>>) -> Json<Value> {
+    Json(d.config_versions())
+}
+
+async fn patch_config(State(d): State<Arc<Daemon>>, req: Request) -> Result<Json<Value>, ApiError> {
+    let patch: Map<String, Value> = json_body(req).await?;
+    Ok(Json(d.patch_config(&patch)?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rollback {
+    version: u32,
+}
+
+async fn rollback_config(State(d): State<Arc<Daemon>>, req: Request) -> Result<Json<Value>, ApiError> {
+    let r: Rollback = json_body(req).await?;
+    Ok(Json(d.rollback_config(r.version)?))
+}
+
+/// A bounded JSON body parsed as `T`; 400 naming the problem.
+async fn json_body<T: serde::de::DeserializeOwned>(req: Request) -> Result<T, ApiError> {
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(body, &parts.headers, MAX_JSON_BODY).await?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad(format!("bad JSON body: {e}")))
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not found")
 }
 
 /// `POST /api/torrents`: a `.torrent` body or a JSON request, told apart by content type.
-async fn add(State(d): State<Arc<Daemon>>, req: Request) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+async fn add(State(d): State<Arc<Daemon>>, req: Request) -> Result<(StatusCode, Json<Value>), ApiError> {
     let (parts, body) = req.into_parts();
     let kind = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = kind.split(';').next().unwrap_or("").trim().to_ascii_lowercase();

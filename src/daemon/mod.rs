@@ -4,6 +4,7 @@
 //! - this file: [`Daemon`], the registry of torrents (running or paused) over one
 //!   [`Session`], and what each API call does to it;
 //! - [`state`]: the state directory (API token, torrent list, a copy of each `.torrent`);
+//! - [`config`]: the configuration history (patch, versions, rollback) and what applies when;
 //! - [`view`]: the JSON a client sees of one torrent;
 //! - [`api`]: the axum router, bearer-token check, bounded bodies and JSON errors.
 //!
@@ -15,6 +16,7 @@
 //! One `tokio::sync::Mutex` serialises the registry: calls are rare, and holding it across a
 //! torrent's shutdown keeps a pause and a resume of the same torrent from interleaving.
 pub mod api;
+pub mod config;
 pub mod state;
 pub mod view;
 
@@ -74,6 +76,8 @@ pub struct Daemon {
     state: StateDir,
     token: String,
     torrents: Mutex<BTreeMap<String, Entry>>,
+    /// Held only to read or swap, never across an await.
+    config: std::sync::Mutex<config::History>,
 }
 
 impl Daemon {
@@ -83,6 +87,8 @@ impl Daemon {
     pub async fn open(session: Arc<Session>, dir: &Path) -> Result<Arc<Daemon>, StateError> {
         let state = StateDir::open(dir)?;
         let token = state.token()?;
+        let history = config::load(dir, session.options())?;
+        session.set_torrent_options(Arc::new(history.current_options().expect("checked when loaded")));
         let mut torrents = BTreeMap::new();
         for record in state.records()? {
             match load_recorded(&state, &record) {
@@ -97,7 +103,8 @@ impl Daemon {
             }
         }
         tracing::info!(torrents = torrents.len(), dir = %dir.display(), "daemon state loaded");
-        Ok(Arc::new(Daemon { session, state, token, torrents: Mutex::new(torrents) }))
+        let config = std::sync::Mutex::new(history);
+        Ok(Arc::new(Daemon { session, state, token, torrents: Mutex::new(torrents), config }))
     }
 
     /// The bearer token every API request must carry.

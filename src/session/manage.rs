@@ -1,9 +1,12 @@
-//! Taking a torrent out of a running session (the daemon's pause and remove).
+//! Taking a torrent out of a running session (the daemon's pause and remove), and the
+//! options torrents added from now on run with (the daemon's config).
 //!
 //! Adding is [`Session::add_torrent`]; a torrent taken out here can be added again later with
 //! a fresh task (it re-checks its data on disk, as any start does).
 use super::Session;
+use crate::config::Options;
 use crate::metainfo::InfoHash;
+use std::sync::Arc;
 
 impl Session {
     /// Stops the torrent named by `info_hash` and unroutes it: inbound connections for it are
@@ -18,5 +21,19 @@ impl Session {
             }
             None => false,
         }
+    }
+}
+
+impl Session {
+    /// The options a torrent added now runs with.
+    pub fn torrent_options(&self) -> Arc<Options> {
+        self.torrent_options.lock().expect("torrent options lock").clone()
+    }
+
+    /// Sets the options of torrents added from now on; running torrents keep theirs.
+    /// Session-wide settings (listener, inbound handshake bounds, send budget, node, tracker
+    /// announces) stay as the session started.
+    pub fn set_torrent_options(&self, options: Arc<Options>) {
+        *self.torrent_options.lock().expect("torrent options lock") = options;
     }
 }

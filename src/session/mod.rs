@@ -52,6 +52,8 @@ pub struct Session {
     lookups: Arc<LookupLog>,
     started: std::time::Instant,
     options: Arc<Options>,
+    /// Options for torrents added from now on (the daemon's config); `options` until set.
+    torrent_options: Arc<Mutex<Arc<Options>>>,
     listen_addr: Option<SocketAddr>,
     torrents: Routes,
     connector: Arc<dyn Connector>,
@@ -87,6 +89,7 @@ impl Session {
             resets: broadcast::channel(16).0,
             lookups: Arc::default(),
             started: std::time::Instant::now(),
+            torrent_options: Arc::new(Mutex::new(options.clone())),
             options,
             listen_addr,
             torrents: Arc::default(),
@@ -201,7 +204,7 @@ impl Session {
         let params = TorrentParams {
             meta: meta.clone(),
             output,
-            options: self.options.clone(),
+            options: self.torrent_options(),
             peer_id: self.peer_id,
             listen_port: self.listen_addr.map(|a| a.port()),
             connector: self.connector.clone(),
