@@ -288,11 +288,23 @@ fn config_patches_are_validated_versioned_rolled_back_and_kept() {
     let versions = daemon.call("GET", "/api/config/versions", None).json;
     let notes: Vec<&str> = versions.as_array().unwrap().iter().map(|v| v["note"].as_str().unwrap()).collect();
     assert_eq!(notes, ["start", "patch: max_connections, request_timeout", "rollback to 1"]);
+
+    // The same through `shoal config`.
+    let (code, out, err) = daemon.client(dir, &["config", "set", "unchoke_slots=6", "request_timeout=1m 5s"]);
+    assert_eq!((code, out.trim()), (0, "config version 4"), "{err}");
+    let (code, out, err) = daemon.client(dir, &["config", "get", "request_timeout"]);
+    assert_eq!((code, out.trim()), (0, "\"1m 5s\""), "{err}");
+    let (code, _, err) = daemon.client(dir, &["config", "set", "unchoke_slots=0"]);
+    assert_eq!(code, 2, "an invalid value is the user's mistake: {err}");
+    assert!(err.contains("`unchoke_slots`"), "{err}");
+    let (code, out, err) = daemon.client(dir, &["config", "history"]);
+    assert_eq!((code, out.lines().count()), (0, 4), "{out}{err}");
+    let versions = daemon.call("GET", "/api/config/versions", None).json;
     daemon.stop();
 
     let daemon = Daemon::start(dir, "daemon-2");
     let kept = daemon.call("GET", "/api/config/versions", None).json;
     assert_eq!(kept, versions, "the history survives a restart");
-    assert_eq!(daemon.call("GET", "/api/config", None).json["version"], 3);
+    assert_eq!(daemon.call("GET", "/api/config", None).json["version"], 4);
     daemon.stop();
 }

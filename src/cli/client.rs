@@ -1,4 +1,5 @@
-//! The daemon's command-line clients: `shoal add`, `list`, `pause`, `resume`, `remove`.
+//! The daemon's command-line clients: `shoal add`, `list`, `pause`, `resume`, `remove`,
+//! `config get|set|history|rollback`.
 //!
 //! Each reads the token from `<state-dir>/api-token` and calls the API at `--api`. Exit
 //! codes: 2 for the caller's mistake (a malformed id, an unreadable .torrent, a request the
@@ -170,5 +171,77 @@ pub async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
     }
     client.call(Method::DELETE, url, None).await?;
     println!("removed {id}");
+    Ok(())
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ConfigAction {
+    /// Print the current configuration (or one key of it) and its version.
+    Get {
+        key: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Change keys: `KEY=VALUE`..., VALUE as JSON when it parses so (`80`, `true`), else a
+    /// string (`45s`). Applies to torrents added or resumed from now on.
+    Set {
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        pairs: Vec<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List the configuration's versions.
+    History {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Make version V current again (as a new version).
+    Rollback {
+        version: u32,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+pub async fn config(action: ConfigAction) -> anyhow::Result<()> {
+    match action {
+        ConfigAction::Get { key, api } => {
+            let client = Client::new(&api)?;
+            let answer = client.call(Method::GET, client.url("/api/config"), None).await?;
+            match key {
+                None => println!("{}", serde_json::to_string_pretty(&answer)?),
+                Some(k) => match answer["options"].get(&k) {
+                    Some(v) => println!("{v}"),
+                    None => return Err(bad_input(format!("no config key `{k}`"))),
+                },
+            }
+        }
+        ConfigAction::Set { pairs, api } => {
+            let mut patch = serde_json::Map::new();
+            for pair in &pairs {
+                let (k, v) = pair.split_once('=').ok_or_else(|| bad_input(format!("{pair:?}: write KEY=VALUE")))?;
+                let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
+                patch.insert(k.trim().to_string(), value);
+            }
+            let client = Client::new(&api)?;
+            let body = serde_json::to_vec(&patch)?;
+            let answer = client.call(Method::PATCH, client.url("/api/config"), Some(("application/json", body))).await?;
+            println!("config version {}", answer["version"]);
+        }
+        ConfigAction::History { api } => {
+            let client = Client::new(&api)?;
+            let answer = client.call(Method::GET, client.url("/api/config/versions"), None).await?;
+            for v in answer.as_array().into_iter().flatten() {
+                println!("{}  {}  {}", v["version"], v["at"], v["note"].as_str().unwrap_or(""));
+            }
+        }
+        ConfigAction::Rollback { version, api } => {
+            let client = Client::new(&api)?;
+            let body = serde_json::to_vec(&serde_json::json!({ "version": version }))?;
+            let url = client.url("/api/config/rollback");
+            let answer = client.call(Method::POST, url, Some(("application/json", body))).await?;
+            println!("config version {} (= version {version})", answer["version"]);
+        }
+    }
     Ok(())
 }

@@ -50,6 +50,9 @@ pub enum Command {
     Resume(client::IdArgs),
     /// Remove one of the daemon's torrents (`--delete-data` removes its files too).
     Remove(client::RemoveArgs),
+    /// Read or change the daemon's configuration: get, set, history, rollback.
+    #[command(subcommand)]
+    Config(client::ConfigAction),
 }
 
 /// A failure caused by the user's input: exit code 2.
@@ -83,6 +86,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pause(args) => block_on(client::act("pause", args)),
         Command::Resume(args) => block_on(client::act("resume", args)),
         Command::Remove(args) => block_on(client::remove(args)),
+        Command::Config(action) => block_on(client::config(action)),
     }
 }
 
