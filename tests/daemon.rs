@@ -109,7 +109,12 @@ impl Daemon {
     fn states(&self) -> Vec<(String, String)> {
         let a = self.call("GET", "/api/torrents", None);
         assert_eq!(a.status, 200, "list: {}", a.json);
-        a.json.as_array().expect("a list").iter().map(|t| (t["id"].as_str().unwrap().into(), t["state"].as_str().unwrap().into())).collect()
+        a.json
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|t| (t["id"].as_str().unwrap().into(), t["state"].as_str().unwrap().into()))
+            .collect()
     }
 
     /// SIGTERM, then a clean exit.
@@ -169,7 +174,8 @@ fn the_daemon_manages_torrents_over_its_api_and_restarts_into_them() {
     assert!(dir.join("state/torrents").join(format!("{id_b}.torrent")).exists(), "its torrent is kept");
 
     // The clients: add paused, pause, list.
-    let (code, stdout, err) = daemon.client(dir, &["add", torrent_c.to_str().unwrap(), "-o", out.to_str().unwrap(), "--paused"]);
+    let (code, stdout, err) =
+        daemon.client(dir, &["add", torrent_c.to_str().unwrap(), "-o", out.to_str().unwrap(), "--paused"]);
     assert_eq!((code, stdout.trim()), (0, format!("added {id_c}").as_str()), "{err}");
     let (code, _, err) = daemon.client(dir, &["pause", &id_b]);
     assert_eq!(code, 0, "{err}");
@@ -219,6 +225,9 @@ fn the_daemon_manages_torrents_over_its_api_and_restarts_into_them() {
     assert!(err.contains("no daemon answering"), "{err}");
 }
 
+/// Method, path, body (content type, bytes), the status wanted, words the error must hold.
+type Case<'a> = (&'a str, String, Option<(&'a str, &'a [u8])>, u16, &'a str);
+
 #[test]
 fn bad_requests_get_json_errors_and_bodies_are_bounded() {
     let _turn = serial();
@@ -226,12 +235,18 @@ fn bad_requests_get_json_errors_and_bodies_are_bounded() {
     let dir = tmp.path();
     let daemon = Daemon::start(dir, "daemon");
     let out = dir.join("out");
-    let cases: Vec<(&str, String, Option<(&str, &[u8])>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("POST", "/api/torrents".into(), Some(("application/json", b"{")), 400, "bad JSON body"),
         ("POST", "/api/torrents".into(), Some(("application/json", br#"{"sauce": 1}"#)), 400, "unknown field"),
         ("POST", "/api/torrents".into(), Some(("application/json", br#"{"source_path": "rel/x"}"#)), 400, "absolute"),
         ("POST", "/api/torrents".into(), Some(("application/json", br#"{"magnet": "magnet:?xt=x"}"#)), 501, "BEP 9"),
-        ("POST", format!("/api/torrents?output={}", out.display()), Some(("application/x-bittorrent", b"d4:junk")), 400, "bad torrent"),
+        (
+            "POST",
+            format!("/api/torrents?output={}", out.display()),
+            Some(("application/x-bittorrent", b"d4:junk")),
+            400,
+            "bad torrent",
+        ),
         ("POST", "/api/torrents".into(), Some(("application/x-bittorrent", b"d4:infoe")), 400, "output"),
         ("POST", "/api/torrents".into(), Some(("text/plain", b"hi")), 415, "content type"),
         ("GET", "/api/torrents/xyz".into(), None, 400, "torrent id"),
@@ -246,10 +261,24 @@ fn bad_requests_get_json_errors_and_bodies_are_bounded() {
         assert!(msg.contains(words), "{method} {path}: {msg:?} should say {words:?}");
     }
     // Announced bodies past the bounds are refused before they are read.
-    let big = request(daemon.api, "POST", "/api/torrents?output=/tmp", Some(&daemon.token), Some(("application/x-bittorrent", b"")), Some(20 << 20));
+    let big = request(
+        daemon.api,
+        "POST",
+        "/api/torrents?output=/tmp",
+        Some(&daemon.token),
+        Some(("application/x-bittorrent", b"")),
+        Some(20 << 20),
+    );
     assert_eq!(big.status, 413, "{}", big.json);
     assert!(big.json["error"].as_str().is_some_and(|m| m.contains("body over")), "{}", big.json);
-    let json = request(daemon.api, "POST", "/api/torrents", Some(&daemon.token), Some(("application/json", b"")), Some(10 << 20));
+    let json = request(
+        daemon.api,
+        "POST",
+        "/api/torrents",
+        Some(&daemon.token),
+        Some(("application/json", b"")),
+        Some(10 << 20),
+    );
     assert_eq!(json.status, 413, "{}", json.json);
     assert!(daemon.proc.log_text().find("panicked").is_none(), "no handler panicked");
     assert_eq!(daemon.states().len(), 0, "nothing was added");

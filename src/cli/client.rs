@@ -84,7 +84,9 @@ impl Client {
         let dir = state_dir(args.state_dir.as_ref())?;
         let path = token_path(&dir);
         let token = std::fs::read_to_string(&path)
-            .with_context(|| format!("{}: no token (has `shoal daemon --state-dir {}` run?)", path.display(), dir.display()))?
+            .with_context(|| {
+                format!("{}: no token (has `shoal daemon --state-dir {}` run?)", path.display(), dir.display())
+            })?
             .trim()
             .to_string();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
@@ -103,7 +105,8 @@ impl Client {
         })?;
         let status = resp.status();
         let text = resp.text().await.context("reading the daemon's answer")?;
-        let value: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::Null) };
+        let value: Value =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::Null) };
         if status.is_success() {
             return Ok(value);
         }
@@ -120,7 +123,8 @@ impl Client {
 pub async fn add(args: AddArgs) -> anyhow::Result<()> {
     let bytes =
         std::fs::read(&args.file).map_err(|e| bad_input(format!("{}: cannot read: {e}", args.file.display())))?;
-    let output = std::path::absolute(&args.output).map_err(|e| bad_input(format!("-o {}: {e}", args.output.display())))?;
+    let output =
+        std::path::absolute(&args.output).map_err(|e| bad_input(format!("-o {}: {e}", args.output.display())))?;
     let client = Client::new(&args.api)?;
     let mut url = client.url("/api/torrents");
     {
@@ -225,7 +229,8 @@ pub async fn config(action: ConfigAction) -> anyhow::Result<()> {
             }
             let client = Client::new(&api)?;
             let body = serde_json::to_vec(&patch)?;
-            let answer = client.call(Method::PATCH, client.url("/api/config"), Some(("application/json", body))).await?;
+            let answer =
+                client.call(Method::PATCH, client.url("/api/config"), Some(("application/json", body))).await?;
             println!("config version {}", answer["version"]);
         }
         ConfigAction::History { api } => {

@@ -1,8 +1,8 @@
 //! `shoal daemon`: one long-running session holding many torrents, managed over the HTTP API
 //! of [`shoal::daemon`]. Prints `listening bt/kad/diag/api` lines once ready; stops on Ctrl-C
 //! or SIGTERM, leaving the state directory as it is so the next start resumes it.
-use crate::cli::common::{announce_line, announce_listening, init_logging, shutdown_promptly, NetArgs};
 use crate::cli::bad_input;
+use crate::cli::common::{announce_line, announce_listening, init_logging, shutdown_promptly, NetArgs};
 use clap::Args;
 use shoal::daemon::{api, state, Daemon};
 use shoal::p2p::DhtMode;
