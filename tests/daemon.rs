@@ -201,6 +201,11 @@ fn the_daemon_manages_torrents_over_its_api_and_restarts_into_them() {
     let (code, _, err) = daemon.client(dir, &["resume", &id_b]);
     assert_eq!(code, 0, "{err}");
     daemon.wait_state(&id_b, "seeding");
+    let rechecked = daemon.call("POST", &format!("/api/torrents/{id_a}/recheck"), None);
+    assert_eq!((rechecked.status, rechecked.json["state"].as_str()), (200, Some("checking")), "{}", rechecked.json);
+    let a = daemon.wait_state(&id_a, "seeding");
+    let size = std::fs::metadata(&data_a).unwrap().len();
+    assert_eq!(a["files"], serde_json::json!([{ "path": "data.bin", "length": size }]));
 
     // Remove with its data: only DIR/<name> goes.
     let (code, stdout, err) = daemon.client(dir, &["remove", &id_a, "--delete-data"]);

@@ -12,6 +12,7 @@
 //! | `GET /api/torrents/{id}` | one torrent |
 //! | `POST /api/torrents` | add: a `.torrent` body (`?output=DIR&paused=true&peer=IP:PORT`) or JSON `{"source_path": PATH}`; 201 `{"id": ...}`, 409 when already added |
 //! | `POST /api/torrents/{id}/pause`, `.../resume` | stop the torrent's task / start it again |
+//! | `POST /api/torrents/{id}/restart`, `.../recheck` | stop it and start it again, re-checking its data |
 //! | `DELETE /api/torrents/{id}` | stop and forget it (`?delete_data=true`: remove its data too) |
 //! | `GET /api/config`, `PATCH /api/config` | the current options; change some keys (a new version) |
 //! | `GET /api/config/versions`, `POST /api/config/rollback` | the history; `{"version": V}` made current again |
@@ -141,7 +142,10 @@ async fn action(
     match action.as_str() {
         "pause" => Ok(Json(d.pause(&id).await?)),
         "resume" => Ok(Json(d.resume(&id).await?)),
-        _ => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no action `{action}` (pause, resume)"))),
+        "restart" | "recheck" => Ok(Json(d.restart(&id).await?)),
+        _ => {
+            Err(ApiError::new(StatusCode::NOT_FOUND, format!("no action `{action}` (pause, resume, restart, recheck)")))
+        }
     }
 }
 

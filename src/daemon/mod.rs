@@ -208,6 +208,22 @@ impl Daemon {
         Ok(view)
     }
 
+    /// Stops the torrent if it runs and starts it again, which re-checks its data on disk
+    /// (`restart` and `recheck` are the same until there is fast-resume data to skip).
+    pub async fn restart(&self, id: &str) -> Result<TorrentView, DaemonError> {
+        let key = parse_id(id)?;
+        let mut torrents = self.torrents.lock().await;
+        let entry = torrents.get_mut(&key).ok_or_else(|| DaemonError::NotFound(key.clone()))?;
+        if let Some(handle) = entry.handle.take() {
+            self.session.remove_torrent(&handle.info_hash).await;
+        }
+        start(&self.session, entry).await;
+        entry.record.paused = false;
+        let view = entry.view();
+        self.save(&torrents)?;
+        Ok(view)
+    }
+
     /// Stops and forgets the torrent; with `delete_data`, also removes `output/<name>` (and
     /// its part file), never anything else.
     pub async fn remove(&self, id: &str, delete_data: bool) -> Result<(), DaemonError> {

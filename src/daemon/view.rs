@@ -27,6 +27,16 @@ pub struct TorrentView {
     pub peers: usize,
     pub output: PathBuf,
     pub error: Option<String>,
+    /// The torrent's files (padding files left out), paths below `output`.
+    pub files: Vec<FileView>,
+}
+
+/// One file of a torrent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileView {
+    /// Below the output directory, `/`-separated.
+    pub path: String,
+    pub length: u64,
 }
 
 impl TorrentView {
@@ -53,6 +63,7 @@ impl TorrentView {
             peers: if paused { 0 } else { stats.map_or(0, |s| s.peers.len()) },
             output: record.output.clone(),
             error: stats.and_then(|s| s.error.as_ref()).map(|e| e.to_string()),
+            files: files(meta),
         }
     }
 }
@@ -62,4 +73,16 @@ fn progress(s: &TorrentStats) -> f64 {
         return 1.0;
     }
     (s.bytes_total - s.bytes_left.min(s.bytes_total)) as f64 / s.bytes_total as f64
+}
+
+fn files(meta: &Metainfo) -> Vec<FileView> {
+    let under = |f: &crate::metainfo::FileEntry| {
+        let inner = f.path.join("/");
+        if meta.multi_file {
+            format!("{}/{inner}", meta.name)
+        } else {
+            inner
+        }
+    };
+    meta.files.iter().filter(|f| !f.padding).map(|f| FileView { path: under(f), length: f.length }).collect()
 }
