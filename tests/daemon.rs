@@ -61,6 +61,26 @@ fn request(
     Answer { status, json: serde_json::from_slice(&raw[at + 4..]).unwrap_or(Value::Null) }
 }
 
+/// Opens `GET /api/events` and reads until the first whole event (bounded by [`IO`]).
+fn first_event(addr: SocketAddr, token: &str) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, IO).unwrap();
+    s.set_read_timeout(Some(IO)).unwrap();
+    write!(s, "GET /api/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).unwrap_or_else(|e| panic!("events: {e}; so far {:?}", String::from_utf8_lossy(&got)));
+        assert!(n > 0, "events ended: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if let Some(at) = text.find("event: ") {
+            if let Some(end) = text[at..].find("\n\n") {
+                return text[at..at + end].to_string();
+            }
+        }
+    }
+}
+
 /// The daemon under test, with its API address and token.
 struct Daemon {
     proc: Proc,
@@ -285,6 +305,12 @@ fn bad_requests_get_json_errors_and_bodies_are_bounded() {
         Some(10 << 20),
     );
     assert_eq!(json.status, 413, "{}", json.json);
+    // The page needs no token; the events do, and carry the torrent list.
+    let page = request(daemon.api, "GET", "/", None, None, None);
+    assert_eq!(page.status, 200);
+    assert_eq!(request(daemon.api, "GET", "/api/events", None, None, None).status, 401);
+    let first = first_event(daemon.api, &daemon.token);
+    assert!(first.contains("event: torrents\ndata: []"), "{first:?}");
     assert!(daemon.proc.log_text().find("panicked").is_none(), "no handler panicked");
     assert_eq!(daemon.states().len(), 0, "nothing was added");
     daemon.stop();

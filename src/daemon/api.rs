@@ -16,6 +16,8 @@
 //! | `DELETE /api/torrents/{id}` | stop and forget it (`?delete_data=true`: remove its data too) |
 //! | `GET /api/config`, `PATCH /api/config` | the current options; change some keys (a new version) |
 //! | `GET /api/config/versions`, `POST /api/config/rollback` | the history; `{"version": V}` made current again |
+//! | `GET /api/events` | server-sent events: `torrents`, the whole list, every second |
+//! | `GET /` (no token) | the web page, token from `/#token=T` |
 use super::{AddOptions, Daemon, DaemonError, TorrentView};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
@@ -102,13 +104,18 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/api/config", get(config).patch(patch_config))
         .route("/api/config/versions", get(config_versions))
         .route("/api/config/rollback", post(rollback_config))
+        .route("/api/events", get(super::events::events))
+        .route("/", get(super::events::page))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(daemon.clone(), authorize))
         .with_state(daemon)
 }
 
-/// 401 unless the request carries the daemon's bearer token.
+/// 401 unless the request carries the daemon's bearer token (the page `/` needs none).
 async fn authorize(State(daemon): State<Arc<Daemon>>, req: Request, next: Next) -> Response {
+    if req.uri().path() == "/" {
+        return next.run(req).await;
+    }
     let given = req
         .headers()
         .get(header::AUTHORIZATION)

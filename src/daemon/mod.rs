@@ -6,7 +6,8 @@
 //! - [`state`]: the state directory (API token, torrent list, a copy of each `.torrent`);
 //! - [`config`]: the configuration history (patch, versions, rollback) and what applies when;
 //! - [`view`]: the JSON a client sees of one torrent;
-//! - [`api`]: the axum router, bearer-token check, bounded bodies and JSON errors.
+//! - [`api`]: the axum router, bearer-token check, bounded bodies and JSON errors;
+//! - `events`: server-sent events of the torrent list, and the web page (`page.html`).
 //!
 //! Every change is recorded in the state directory before the call answers, so a restarted
 //! daemon comes back with the same torrents in the same states (a paused one stays paused).
@@ -17,6 +18,7 @@
 //! torrent's shutdown keeps a pause and a resume of the same torrent from interleaving.
 pub mod api;
 pub mod config;
+mod events;
 pub mod state;
 pub mod view;
 
