@@ -368,3 +368,54 @@ fn config_patches_are_validated_versioned_rolled_back_and_kept() {
     assert_eq!(daemon.call("GET", "/api/config", None).json["version"], 4);
     daemon.stop();
 }
+
+#[test]
+fn a_torrent_whose_storage_fails_is_faulted_and_retried_while_the_others_run() {
+    let _turn = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (data, torrent) = data_and_torrent(&dir.join("f"), 1024 * 1024 + 3, 21, "64KiB");
+    let (_seeder, port) = common::clients::shoal_seeder(&data, &torrent, &[], dir);
+    let source = make_file(&dir.join("src"), "other.bin", 300 * 1024, 22);
+    let out = dir.join("out");
+    // A directory where the torrent's file must go: every open of it fails.
+    std::fs::create_dir_all(out.join("data.bin").join("in-the-way")).unwrap();
+
+    let daemon = Daemon::start(dir, "daemon");
+    let body = serde_json::to_vec(&serde_json::json!({ "source_path": source })).unwrap();
+    let other = daemon.call("POST", "/api/torrents", Some(("application/json", &body)));
+    let other = other.json["id"].as_str().unwrap_or_else(|| panic!("{}", other.json)).to_string();
+    daemon.wait_state(&other, "seeding");
+    let bytes = std::fs::read(&torrent).unwrap();
+    let path = format!("/api/torrents?output={}&peer=127.0.0.1:{port}", out.display());
+    let added = daemon.call("POST", &path, Some(("application/x-bittorrent", &bytes)));
+    let id = added.json["id"].as_str().unwrap_or_else(|| panic!("{}", added.json)).to_string();
+    let faulted = daemon.wait_state(&id, "faulted");
+    assert!(faulted["error"].as_str().is_some_and(|e| !e.is_empty()), "{faulted}");
+    // The supervisor looks once a second: wait for its record.
+    let deadline = Instant::now() + DEADLINE;
+    let fault = loop {
+        let faults = daemon.call("GET", "/api/faults", None).json;
+        if let Some(f) = faults.as_array().unwrap().iter().find(|f| f["id"] == id.as_str()) {
+            break f.clone();
+        }
+        if Instant::now() > deadline {
+            daemon.proc.fail(&format!("no fault listed for {id}: {faults}"));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(fault["kind"], "storage", "{fault}");
+    assert!(fault["recovery"].as_str().unwrap().starts_with("restart in"), "{fault}");
+    assert!(fault["message"].as_str().unwrap().contains("data.bin"), "the message names the file: {fault}");
+    assert_eq!(
+        daemon.call("GET", &format!("/api/torrents/{other}"), None).json["state"],
+        "seeding",
+        "the other runs on"
+    );
+
+    // Fixed behind its back: the next retry (backoff 2 s, doubling) finishes it.
+    std::fs::remove_dir_all(out.join("data.bin")).unwrap();
+    daemon.wait_state(&id, "seeding");
+    assert_same_bytes(&data, &out.join("data.bin"));
+    daemon.stop();
+}

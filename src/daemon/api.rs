@@ -16,6 +16,7 @@
 //! | `DELETE /api/torrents/{id}` | stop and forget it (`?delete_data=true`: remove its data too) |
 //! | `GET /api/config`, `PATCH /api/config` | the current options; change some keys (a new version) |
 //! | `GET /api/config/versions`, `POST /api/config/rollback` | the history; `{"version": V}` made current again |
+//! | `GET /api/faults` | faults per torrent: time, kind, message, recovery taken |
 //! | `GET /api/events` | server-sent events: `torrents`, the whole list, every second |
 //! | `GET /` (no token) | the web page, token from `/#token=T` |
 use super::{AddOptions, Daemon, DaemonError, TorrentView};
@@ -105,6 +106,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/api/config/versions", get(config_versions))
         .route("/api/config/rollback", post(rollback_config))
         .route("/api/events", get(super::events::events))
+        .route("/api/faults", get(faults))
         .route("/", get(super::events::page))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(daemon.clone(), authorize))
@@ -197,6 +199,10 @@ async fn json_body<T: serde::de::DeserializeOwned>(req: Request) -> Result<T, Ap
     let (parts, body) = req.into_parts();
     let bytes = read_body(body, &parts.headers, MAX_JSON_BODY).await?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad(format!("bad JSON body: {e}")))
+}
+
+async fn faults(State(d): State<Arc<Daemon>>) -> Json<Vec<super::faults::Fault>> {
+    Json(d.faults())
 }
 
 async fn not_found() -> ApiError {

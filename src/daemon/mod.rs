@@ -7,6 +7,7 @@
 //! - [`config`]: the configuration history (patch, versions, rollback) and what applies when;
 //! - [`view`]: the JSON a client sees of one torrent;
 //! - [`api`]: the axum router, bearer-token check, bounded bodies and JSON errors;
+//! - [`faults`]: a torrent whose storage fails is `faulted`, logged, and retried with backoff;
 //! - `events`: server-sent events of the torrent list, and the web page (`page.html`).
 //!
 //! Every change is recorded in the state directory before the call answers, so a restarted
@@ -19,13 +20,14 @@
 pub mod api;
 pub mod config;
 mod events;
+pub mod faults;
 pub mod state;
 pub mod view;
 
 use crate::metainfo::create::{create_torrent, CreateOptions};
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::session::Session;
-use crate::torrent::{TorrentHandle, TorrentStats};
+use crate::torrent::{Phase, TorrentHandle, TorrentStats};
 use crate::types::PeerAddr;
 use state::{Record, StateDir, StateError};
 use std::collections::BTreeMap;
@@ -71,6 +73,7 @@ struct Entry {
     handle: Option<TorrentHandle>,
     /// The statistics when it was last paused (none after a restart into paused).
     last: Option<TorrentStats>,
+    retry: faults::RetryPolicy,
 }
 
 pub struct Daemon {
@@ -80,6 +83,7 @@ pub struct Daemon {
     torrents: Mutex<BTreeMap<String, Entry>>,
     /// Held only to read or swap, never across an await.
     config: std::sync::Mutex<config::History>,
+    faults: std::sync::Mutex<faults::FaultLog>,
 }
 
 impl Daemon {
@@ -95,7 +99,7 @@ impl Daemon {
         for record in state.records()? {
             match load_recorded(&state, &record) {
                 Ok(meta) => {
-                    let mut entry = Entry { meta, record, handle: None, last: None };
+                    let mut entry = Entry { meta, record, handle: None, last: None, retry: Default::default() };
                     if !entry.record.paused {
                         start(&session, &mut entry).await;
                     }
@@ -106,7 +110,11 @@ impl Daemon {
         }
         tracing::info!(torrents = torrents.len(), dir = %dir.display(), "daemon state loaded");
         let config = std::sync::Mutex::new(history);
-        Ok(Arc::new(Daemon { session, state, token, torrents: Mutex::new(torrents), config }))
+        let cancel = session.cancel_token();
+        let faults = Default::default();
+        let daemon = Arc::new(Daemon { session, state, token, torrents: Mutex::new(torrents), config, faults });
+        tokio::spawn(Daemon::supervise(Arc::downgrade(&daemon), cancel));
+        Ok(daemon)
     }
 
     /// The bearer token every API request must carry.
@@ -161,7 +169,7 @@ impl Daemon {
         }
         self.state.save_torrent(&meta.info_hash, bytes)?;
         let record = Record { id: id.clone(), output: opts.output, paused: opts.paused, peers: opts.peers };
-        let mut entry = Entry { meta, record, handle: None, last: None };
+        let mut entry = Entry { meta, record, handle: None, last: None, retry: Default::default() };
         if !opts.paused {
             start(&self.session, &mut entry).await;
         }
@@ -191,16 +199,25 @@ impl Daemon {
             self.session.remove_torrent(&handle.info_hash).await;
         }
         entry.record.paused = true;
+        entry.retry.retry_at = None;
         let view = entry.view();
         self.save(&torrents)?;
         Ok(view)
     }
 
-    /// Starts a paused torrent again (its data is re-checked); resuming a running one is fine.
+    /// Starts a paused torrent again (its data is re-checked), or a faulted one at once;
+    /// resuming a running one is fine.
     pub async fn resume(&self, id: &str) -> Result<TorrentView, DaemonError> {
         let key = parse_id(id)?;
         let mut torrents = self.torrents.lock().await;
         let entry = torrents.get_mut(&key).ok_or_else(|| DaemonError::NotFound(key.clone()))?;
+        let faulted = entry.handle.as_ref().is_some_and(|h| h.stats().borrow().phase == Phase::Failed);
+        if faulted {
+            // Resuming a faulted torrent retries it now rather than at its backoff.
+            if let Some(h) = entry.handle.take() {
+                self.session.remove_torrent(&h.info_hash).await;
+            }
+        }
         if entry.handle.is_none() {
             start(&self.session, entry).await;
         }
@@ -266,6 +283,7 @@ impl Entry {
 
 /// Starts the entry's task in the session and hands it its recorded peers.
 async fn start(session: &Session, entry: &mut Entry) {
+    entry.retry.retry_at = None;
     let handle = session.add_torrent(entry.meta.clone(), entry.record.output.clone());
     handle.add_peers(entry.record.peers.iter().copied().map(PeerAddr::Tcp).collect()).await;
     entry.handle = Some(handle);

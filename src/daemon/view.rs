@@ -13,7 +13,8 @@ pub struct TorrentView {
     /// The info-hash in hex.
     pub id: String,
     pub name: String,
-    /// `paused`, `checking`, `downloading`, `seeding` or `failed`.
+    /// `paused`, `checking`, `downloading`, `seeding` or `faulted` (its storage failed; see
+    /// `/api/faults`, retried with backoff).
     pub state: String,
     /// Verified fraction of the wanted bytes, 0 to 1.
     pub progress: Option<f64>,
@@ -45,7 +46,7 @@ impl TorrentView {
             (true, _) => "paused",
             (false, Some(Phase::Downloading)) => "downloading",
             (false, Some(Phase::Seeding)) => "seeding",
-            (false, Some(Phase::Failed)) => "failed",
+            (false, Some(Phase::Failed)) => "faulted",
             (false, Some(Phase::Checking) | None) => "checking",
         };
         let live = |f: fn(&TorrentStats) -> f64| stats.filter(|_| !paused).map_or(0.0, f);
