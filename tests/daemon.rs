@@ -407,6 +407,13 @@ fn a_torrent_whose_storage_fails_is_faulted_and_retried_while_the_others_run() {
     assert_eq!(fault["kind"], "storage", "{fault}");
     assert!(fault["recovery"].as_str().unwrap().starts_with("restart in"), "{fault}");
     assert!(fault["message"].as_str().unwrap().contains("data.bin"), "the message names the file: {fault}");
+    let alerts = daemon.call("GET", "/api/alerts", None).json;
+    let alert = alerts.as_array().unwrap().iter().find(|a| a["torrent"] == id.as_str() && a["kind"] == "disk_error");
+    let alert = alert.unwrap_or_else(|| panic!("a disk_error alert is raised with the fault: {alerts}")).clone();
+    assert_eq!(alert["resolved"], false);
+    let resolved = daemon.call("POST", &format!("/api/alerts/{}/resolve", alert["id"]), None);
+    assert_eq!((resolved.status, &resolved.json["resolved"]), (200, &Value::Bool(true)), "{}", resolved.json);
+    assert_eq!(daemon.call("POST", "/api/alerts/999999/resolve", None).status, 404);
     assert_eq!(
         daemon.call("GET", &format!("/api/torrents/{other}"), None).json["state"],
         "seeding",

@@ -17,6 +17,7 @@
 //! | `GET /api/config`, `PATCH /api/config` | the current options; change some keys (a new version) |
 //! | `GET /api/config/versions`, `POST /api/config/rollback` | the history; `{"version": V}` made current again |
 //! | `GET /api/faults` | faults per torrent: time, kind, message, recovery taken |
+//! | `GET /api/alerts`, `POST /api/alerts/{id}/resolve` | raised alerts (stalled, no_peers, hash_failures, disk_error); mark one resolved |
 //! | `GET /api/events` | server-sent events: `torrents`, the whole list, every second |
 //! | `GET /` (no token) | the web page, token from `/#token=T` |
 use super::{AddOptions, Daemon, DaemonError, TorrentView};
@@ -61,7 +62,7 @@ impl From<DaemonError> for ApiError {
     fn from(e: DaemonError) -> ApiError {
         let status = match &e {
             DaemonError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            DaemonError::NotFound(_) => StatusCode::NOT_FOUND,
+            DaemonError::NotFound(_) | DaemonError::NoAlert(_) => StatusCode::NOT_FOUND,
             DaemonError::Exists(_) => StatusCode::CONFLICT,
             DaemonError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             DaemonError::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -107,6 +108,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/api/config/rollback", post(rollback_config))
         .route("/api/events", get(super::events::events))
         .route("/api/faults", get(faults))
+        .route("/api/alerts", get(alerts))
+        .route("/api/alerts/{id}/resolve", post(resolve_alert))
         .route("/", get(super::events::page))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(daemon.clone(), authorize))
@@ -203,6 +206,15 @@ async fn json_body<T: serde::de::DeserializeOwned>(req: Request) -> Result<T, Ap
 
 async fn faults(State(d): State<Arc<Daemon>>) -> Json<Vec<super::faults::Fault>> {
     Json(d.faults())
+}
+
+async fn alerts(State(d): State<Arc<Daemon>>) -> Json<Vec<super::alerts::Alert>> {
+    Json(d.alerts())
+}
+
+async fn resolve_alert(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id: u64 = id.parse().map_err(|_| ApiError::bad(format!("alert id {id:?}: not a number")))?;
+    Ok(Json(json!(d.resolve_alert(id)?)))
 }
 
 async fn not_found() -> ApiError {

@@ -2,10 +2,11 @@
 //! as `faulted`, recorded in a bounded log (`GET /api/faults`), and started again after a
 //! backoff (2 s, doubling, at most 5 min) until it runs; every other torrent keeps running.
 //!
-//! [`RetryPolicy`] decides when, given `now`; [`Daemon::supervise`] is the task that looks at
-//! every torrent once a second and acts. A torrent that reaches `seeding` has its fault
+//! [`RetryPolicy`] decides when, given `now`; the supervisor task here looks at every torrent
+//! once a second, retries what is due and runs the alert rules of [`super::alerts`]. A torrent that reaches `seeding` has its fault
 //! count reset. Pausing a faulted torrent stops its retries; resuming starts it at once.
-use super::{start, Daemon, Entry};
+use super::alerts::{self, Alert, Observation};
+use super::{start, Daemon, DaemonError, Entry};
 use crate::torrent::Phase;
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -106,6 +107,7 @@ impl Daemon {
         let mut torrents = self.torrents.lock().await;
         for entry in torrents.values_mut() {
             let Some(stats) = entry.handle.as_ref().map(|h| h.stats().borrow().clone()) else { continue };
+            self.check_alerts(entry, &stats, now);
             match stats.phase {
                 Phase::Seeding => entry.retry.faults = 0,
                 Phase::Failed if !entry.retry.waiting() => {
@@ -133,6 +135,33 @@ impl Daemon {
         }
         tracing::info!(id = %entry.record.id, "restarting a faulted torrent");
         start(&self.session, entry).await;
+    }
+
+    /// Runs the alert rules on one torrent's latest statistics.
+    fn check_alerts(&self, entry: &mut Entry, stats: &crate::torrent::TorrentStats, now: Instant) {
+        let o = Observation {
+            downloading: stats.phase == Phase::Downloading,
+            failed: stats.phase == Phase::Failed,
+            bytes_left: stats.bytes_left,
+            peers: stats.peers.len(),
+            hash_failures: stats.hash_failures,
+        };
+        for kind in entry.watch.observe(now, &o) {
+            let msg = alerts::message(kind, &o, stats.error.as_ref().map(|e| e.to_string()));
+            tracing::warn!(id = %entry.record.id, ?kind, %msg, "alert");
+            let mut log = self.alerts.lock().expect("alerts lock");
+            log.raise(unix_now(), &entry.record.id, &entry.meta.name, kind, msg);
+        }
+    }
+
+    /// Every raised alert, oldest first.
+    pub fn alerts(&self) -> Vec<Alert> {
+        self.alerts.lock().expect("alerts lock").list()
+    }
+
+    /// Marks alert `id` resolved.
+    pub fn resolve_alert(&self, id: u64) -> Result<Alert, DaemonError> {
+        self.alerts.lock().expect("alerts lock").resolve(id).ok_or(DaemonError::NoAlert(id))
     }
 
     /// Every recorded fault, oldest first.

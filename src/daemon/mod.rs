@@ -7,6 +7,7 @@
 //! - [`config`]: the configuration history (patch, versions, rollback) and what applies when;
 //! - [`view`]: the JSON a client sees of one torrent;
 //! - [`api`]: the axum router, bearer-token check, bounded bodies and JSON errors;
+//! - [`alerts`]: rules (stalled, no peers, hash failures, disk error) and raised alerts;
 //! - [`faults`]: a torrent whose storage fails is `faulted`, logged, and retried with backoff;
 //! - `events`: server-sent events of the torrent list, and the web page (`page.html`).
 //!
@@ -17,6 +18,7 @@
 //!
 //! One `tokio::sync::Mutex` serialises the registry: calls are rare, and holding it across a
 //! torrent's shutdown keeps a pause and a resume of the same torrent from interleaving.
+pub mod alerts;
 pub mod api;
 pub mod config;
 mod events;
@@ -46,6 +48,9 @@ pub enum DaemonError {
     /// No torrent with this id (404).
     #[error("no torrent {0}")]
     NotFound(String),
+    /// No alert with this id (404).
+    #[error("no alert {0}")]
+    NoAlert(u64),
     /// The torrent is already added (409).
     #[error("torrent {0} is already added")]
     Exists(String),
@@ -74,6 +79,8 @@ struct Entry {
     /// The statistics when it was last paused (none after a restart into paused).
     last: Option<TorrentStats>,
     retry: faults::RetryPolicy,
+    /// Alert rule state since the task last started.
+    watch: alerts::Watch,
 }
 
 pub struct Daemon {
@@ -84,6 +91,7 @@ pub struct Daemon {
     /// Held only to read or swap, never across an await.
     config: std::sync::Mutex<config::History>,
     faults: std::sync::Mutex<faults::FaultLog>,
+    alerts: std::sync::Mutex<alerts::AlertLog>,
 }
 
 impl Daemon {
@@ -99,7 +107,14 @@ impl Daemon {
         for record in state.records()? {
             match load_recorded(&state, &record) {
                 Ok(meta) => {
-                    let mut entry = Entry { meta, record, handle: None, last: None, retry: Default::default() };
+                    let mut entry = Entry {
+                        meta,
+                        record,
+                        handle: None,
+                        last: None,
+                        retry: Default::default(),
+                        watch: alerts::Watch::new(std::time::Instant::now()),
+                    };
                     if !entry.record.paused {
                         start(&session, &mut entry).await;
                     }
@@ -111,8 +126,9 @@ impl Daemon {
         tracing::info!(torrents = torrents.len(), dir = %dir.display(), "daemon state loaded");
         let config = std::sync::Mutex::new(history);
         let cancel = session.cancel_token();
-        let faults = Default::default();
-        let daemon = Arc::new(Daemon { session, state, token, torrents: Mutex::new(torrents), config, faults });
+        let (faults, alerts) = Default::default();
+        let torrents = Mutex::new(torrents);
+        let daemon = Arc::new(Daemon { session, state, token, torrents, config, faults, alerts });
         tokio::spawn(Daemon::supervise(Arc::downgrade(&daemon), cancel));
         Ok(daemon)
     }
@@ -169,7 +185,14 @@ impl Daemon {
         }
         self.state.save_torrent(&meta.info_hash, bytes)?;
         let record = Record { id: id.clone(), output: opts.output, paused: opts.paused, peers: opts.peers };
-        let mut entry = Entry { meta, record, handle: None, last: None, retry: Default::default() };
+        let mut entry = Entry {
+            meta,
+            record,
+            handle: None,
+            last: None,
+            retry: Default::default(),
+            watch: alerts::Watch::new(std::time::Instant::now()),
+        };
         if !opts.paused {
             start(&self.session, &mut entry).await;
         }
@@ -284,6 +307,7 @@ impl Entry {
 /// Starts the entry's task in the session and hands it its recorded peers.
 async fn start(session: &Session, entry: &mut Entry) {
     entry.retry.retry_at = None;
+    entry.watch = alerts::Watch::new(std::time::Instant::now());
     let handle = session.add_torrent(entry.meta.clone(), entry.record.output.clone());
     handle.add_peers(entry.record.peers.iter().copied().map(PeerAddr::Tcp).collect()).await;
     entry.handle = Some(handle);
