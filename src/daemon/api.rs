@@ -11,7 +11,7 @@
 //! | `GET /api/torrents` | every torrent ([`TorrentView`]) |
 //! | `GET /api/torrents/{id}` | one torrent |
 //! | `POST /api/torrents` | add: a `.torrent` body (`?output=DIR&paused=true&peer=IP:PORT`) or JSON `{"source_path": PATH}`; 201 `{"id": ...}`, 409 when already added |
-//! | `POST /api/torrents/{id}/pause`, `.../resume` | stop the torrent's task / start it again |
+//! | `POST /api/torrents/{id}/pause`, `.../resume` (`disable`, `enable` alike) | stop the torrent's task / start it again |
 //! | `POST /api/torrents/{id}/restart`, `.../recheck` | stop it and start it again, re-checking its data |
 //! | `DELETE /api/torrents/{id}` | stop and forget it (`?delete_data=true`: remove its data too) |
 //! | `GET /api/config`, `PATCH /api/config` | the current options; change some keys (a new version) |
@@ -152,12 +152,15 @@ async fn action(
     Path((id, action)): Path<(String, String)>,
 ) -> Result<Json<TorrentView>, ApiError> {
     match action.as_str() {
-        "pause" => Ok(Json(d.pause(&id).await?)),
-        "resume" => Ok(Json(d.resume(&id).await?)),
+        // `disable`/`enable` (the fault-isolation words) are pause and resume: a disabled
+        // torrent is not retried, an enabled one starts at once.
+        "pause" | "disable" => Ok(Json(d.pause(&id).await?)),
+        "resume" | "enable" => Ok(Json(d.resume(&id).await?)),
         "restart" | "recheck" => Ok(Json(d.restart(&id).await?)),
-        _ => {
-            Err(ApiError::new(StatusCode::NOT_FOUND, format!("no action `{action}` (pause, resume, restart, recheck)")))
-        }
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no action `{action}` (pause, resume, restart, recheck, disable, enable)"),
+        )),
     }
 }
 
