@@ -4,7 +4,7 @@
 //! here), a TOML file (`--config FILE`), then command-line flags. [`Options::validate`] checks
 //! the whole result once at start; a bad value is a [`ConfigError`] naming the key, which the
 //! CLI turns into exit code 2. Durations are written as `60s`, `2m`, `500ms`.
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
 
@@ -16,8 +16,8 @@ pub enum ConfigError {
     Invalid { key: &'static str, why: String },
 }
 
-/// Every setting of shoal. Field names are the TOML keys.
-#[derive(Debug, Clone, Deserialize)]
+/// Every setting of shoal. Field names are the TOML keys (and the daemon's config JSON keys).
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Options {
     // --- PeerManager pool ---
@@ -203,8 +203,13 @@ impl Default for Options {
 }
 
 mod humantime_serde {
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
+
+    /// Written as it is read back: `1m 30s`, `500ms`.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;

@@ -15,7 +15,7 @@
 //! [`wire`], [`storage`], [`picker`], [`manager`] (pool, scoring, choker), [`peer`], [`torrent`],
 //! [`metadata`] (BEP 9: the info dict of a magnet, fetched from peers), [`session`], [`discovery`],
 //! [`p2p`] (libp2p node, Kademlia), [`keepalive`] (KeyPeerMonitor),
-//! [`config`], [`metrics`], [`diag`].
+//! [`config`], [`metrics`], [`diag`], [`daemon`] (many torrents managed over an HTTP API).
 //!
 //! [`session::Session::builder`] is the composition root: it starts a session's listener, libp2p
 //! node, key-peer monitor and diagnostics server, and tracks every task it spawns. The command
@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 pub mod bencode;
 pub mod config;
+pub mod daemon;
 pub mod diag;
 pub mod discovery;
 pub mod keepalive;

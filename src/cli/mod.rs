@@ -7,8 +7,10 @@ use clap::{Parser, Subcommand};
 use std::fmt;
 
 pub mod bench;
+pub mod client;
 pub mod common;
 pub mod create;
+pub mod daemon;
 pub mod download;
 pub mod info;
 pub mod node;
@@ -36,6 +38,21 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Run a DHT node for others to bootstrap from.
     Node(node::NodeArgs),
+    /// Run many torrents in one process, managed over an HTTP API.
+    Daemon(daemon::DaemonArgs),
+    /// Add a .torrent to a running daemon.
+    Add(client::AddArgs),
+    /// List the daemon's torrents.
+    List(client::ListArgs),
+    /// Pause one of the daemon's torrents.
+    Pause(client::IdArgs),
+    /// Resume one of the daemon's torrents.
+    Resume(client::IdArgs),
+    /// Remove one of the daemon's torrents (`--delete-data` removes its files too).
+    Remove(client::RemoveArgs),
+    /// Read or change the daemon's configuration: get, set, history, rollback.
+    #[command(subcommand)]
+    Config(client::ConfigAction),
 }
 
 /// A failure caused by the user's input: exit code 2.
@@ -63,6 +80,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Seed(args) => block_on(seed::run(args)),
         Command::Bench(args) => block_on(bench::run(args)),
         Command::Node(args) => block_on(node::run(args)),
+        Command::Daemon(args) => block_on(daemon::run(args)),
+        Command::Add(args) => block_on(client::add(args)),
+        Command::List(args) => block_on(client::list(args)),
+        Command::Pause(args) => block_on(client::act("pause", args)),
+        Command::Resume(args) => block_on(client::act("resume", args)),
+        Command::Remove(args) => block_on(client::remove(args)),
+        Command::Config(action) => block_on(client::config(action)),
     }
 }
 

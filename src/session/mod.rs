@@ -4,15 +4,17 @@
 //! same generic `accept_loop`, reads each incoming handshake (bounded by
 //! `handshake_timeout`) and hands the connection to the torrent named by its info-hash;
 //! unknown info-hashes are dropped. Handshakes in flight are bounded by one
-//! [`HandshakeLimiter`] shared by both loops: `max_inbound_handshakes` in all and
+//! [`limiter::HandshakeLimiter`] shared by both loops: `max_inbound_handshakes` in all and
 //! `max_inbound_handshakes_per_ip` per IP (IPv6: per /64) or per libp2p peer. A connection
 //! past either bound is closed before its handshake is read, so one host holding slow
 //! handshakes open cannot starve everyone else.
 //!
 //! Each torrent also gets a tracker announcer when its metainfo lists trackers.
 //!
-//! Parts: this file (the session, its accept loops, the handshake bound) and [`builder`], the
-//! composition root that starts a session with its node, key-peer monitor and diagnostics.
+//! Parts: this file (the session, its accept loops, routing), [`limiter`] (the handshake
+//! bound), `magnet.rs` (a magnet's metadata fetched with the session's sources), `manage.rs`
+//! (removing torrents; the options new torrents get) and [`builder`], the composition root
+//! that starts a session with its node, key-peer monitor and diagnostics.
 use crate::config::Options;
 use crate::discovery::dht::{self, LookupLog, LookupRecord};
 use crate::discovery::tracker::announcer::{self, AnnouncerConfig, AnnouncerLinks};
@@ -25,12 +27,12 @@ use crate::peer::{handshake, BoxStream};
 use crate::torrent::Phase;
 use crate::torrent::TorrentSource;
 use crate::torrent::{Connector, Inbound, TcpConnector, TorrentHandle, TorrentParams};
-use crate::types::ip_key;
 use crate::types::{PeerAddr, PeerSource};
 use crate::wire::PeerId;
 use futures::{Stream, StreamExt};
+use limiter::HandshakeLimiter;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
@@ -39,7 +41,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub mod builder;
+pub mod limiter;
 mod magnet;
+mod manage;
 
 pub use builder::{SessionBuilder, StartError};
 
@@ -53,6 +57,8 @@ pub struct Session {
     lookups: Arc<LookupLog>,
     started: std::time::Instant,
     options: Arc<Options>,
+    /// Options for torrents added from now on (the daemon's config); `options` until set.
+    torrent_options: Arc<Mutex<Arc<Options>>>,
     listen_addr: Option<SocketAddr>,
     torrents: Routes,
     connector: Arc<dyn Connector>,
@@ -88,6 +94,7 @@ impl Session {
             resets: broadcast::channel(16).0,
             lookups: Arc::default(),
             started: std::time::Instant::now(),
+            torrent_options: Arc::new(Mutex::new(options.clone())),
             options,
             listen_addr,
             torrents: Arc::default(),
@@ -202,7 +209,7 @@ impl Session {
         let params = TorrentParams {
             meta: meta.clone(),
             output,
-            options: self.options.clone(),
+            options: self.torrent_options(),
             peer_id: self.peer_id,
             listen_port: self.listen_addr.map(|a| a.port()),
             connector: self.connector.clone(),
@@ -374,88 +381,6 @@ async fn accept_loop(mut incoming: impl Stream<Item = (BoxStream, PeerAddr)> + U
     }
 }
 
-/// Who a handshake in flight counts against.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Source {
-    Ip(IpAddr),
-    P2p(libp2p::PeerId),
-}
-
-impl Source {
-    fn of(addr: &PeerAddr) -> Source {
-        match addr {
-            PeerAddr::Tcp(a) => Source::Ip(ip_key(a.ip())),
-            PeerAddr::P2p(id) => Source::P2p(*id),
-        }
-    }
-}
-
-/// Why an inbound connection found no handshake slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum HandshakeBusy {
-    #[error("max_inbound_handshakes in flight")]
-    Total,
-    #[error("max_inbound_handshakes_per_ip in flight from this source")]
-    Source,
-}
-
-/// Inbound handshakes in flight, in all and per source. A permit is held while the
-/// handshake is read and routed, and given back when dropped.
-#[derive(Debug)]
-pub struct HandshakeLimiter {
-    max_total: usize,
-    max_per_source: usize,
-    /// Total in flight, and per source (sources with none are removed).
-    state: Mutex<(usize, HashMap<Source, usize>)>,
-}
-
-impl HandshakeLimiter {
-    pub fn new(max_total: usize, max_per_source: usize) -> HandshakeLimiter {
-        HandshakeLimiter { max_total, max_per_source, state: Mutex::default() }
-    }
-
-    pub fn try_acquire(self: &Arc<Self>, addr: &PeerAddr) -> Result<HandshakePermit, HandshakeBusy> {
-        let source = Source::of(addr);
-        let mut guard = self.state.lock().expect("handshake limiter lock");
-        let (total, per_source) = &mut *guard;
-        if *total >= self.max_total {
-            return Err(HandshakeBusy::Total);
-        }
-        let n = per_source.entry(source.clone()).or_default();
-        if *n >= self.max_per_source {
-            return Err(HandshakeBusy::Source);
-        }
-        *n += 1;
-        *total += 1;
-        Ok(HandshakePermit { limiter: self.clone(), source })
-    }
-
-    /// Handshakes in flight now.
-    pub fn in_flight(&self) -> usize {
-        self.state.lock().expect("handshake limiter lock").0
-    }
-}
-
-/// One inbound handshake slot; freed on drop.
-pub struct HandshakePermit {
-    limiter: Arc<HandshakeLimiter>,
-    source: Source,
-}
-
-impl Drop for HandshakePermit {
-    fn drop(&mut self) {
-        let mut guard = self.limiter.state.lock().unwrap_or_else(|p| p.into_inner());
-        let (total, per_source) = &mut *guard;
-        *total -= 1;
-        if let Some(n) = per_source.get_mut(&self.source) {
-            *n -= 1;
-            if *n == 0 {
-                per_source.remove(&self.source);
-            }
-        }
-    }
-}
-
 /// Reads a handshake and gives the connection to its torrent.
 pub async fn route(stream: BoxStream, addr: PeerAddr, torrents: Routes, timeout: std::time::Duration) {
     let (framed, hs) = match handshake::read_inbound(stream, timeout).await {
@@ -469,31 +394,5 @@ pub async fn route(stream: BoxStream, addr: PeerAddr, torrents: Routes, timeout:
     match handle {
         Some(h) => h.accept(Inbound { framed, handshake: hs, addr }).await,
         None => tracing::debug!(peer = %addr, info_hash = %hs.info_hash, "inbound for an unknown torrent"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tcp(ip: [u8; 4], port: u16) -> PeerAddr {
-        PeerAddr::Tcp(SocketAddr::from((ip, port)))
-    }
-
-    #[test]
-    fn handshakes_are_bounded_per_source_and_in_all() {
-        let l = Arc::new(HandshakeLimiter::new(5, 2));
-        let a1 = l.try_acquire(&tcp([10, 0, 0, 1], 1)).unwrap();
-        let _a2 = l.try_acquire(&tcp([10, 0, 0, 1], 2)).unwrap();
-        assert_eq!(l.try_acquire(&tcp([10, 0, 0, 1], 3)).err(), Some(HandshakeBusy::Source), "any port counts");
-        let _b = l.try_acquire(&tcp([10, 0, 0, 2], 1)).unwrap();
-        let p2p = PeerAddr::P2p(libp2p::PeerId::random());
-        let _c1 = l.try_acquire(&p2p).unwrap();
-        let _c2 = l.try_acquire(&p2p).unwrap();
-        assert_eq!(l.try_acquire(&p2p).err(), Some(HandshakeBusy::Total), "TCP and libp2p share one bound");
-        drop(a1);
-        assert_eq!(l.in_flight(), 4);
-        let _a3 = l.try_acquire(&tcp([10, 0, 0, 1], 4)).unwrap();
-        assert_eq!(l.in_flight(), 5);
     }
 }

@@ -1,0 +1,428 @@
+//! `shoal daemon` (issue 12, its core): the HTTP API and the client commands against a real
+//! daemon process on 127.0.0.1.
+//!
+//! One daemon, fed by a libtorrent seeder: a `.torrent` added over the API completes
+//! byte-identical, a `source_path` seeds, a third torrent is added paused by `shoal add`, one
+//! is paused by `shoal pause`; after SIGTERM and a restart the same torrents are back in the
+//! same states; `shoal remove --delete-data` removes the data. Unauthorised, malformed and
+//! oversized requests get 401/400/413 with a JSON error; the clients exit 1 when no daemon
+//! answers or the torrent does not exist, 2 for a malformed id.
+mod common;
+
+use common::clients::lt_peer;
+use common::process::{run_env, serial, Proc, STARTUP};
+use common::torrent::{assert_same_bytes, create_torrent, data_and_torrent, make_file};
+use serde_json::Value;
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Bound on a transfer or a state change seen through the API.
+const DEADLINE: Duration = Duration::from_secs(180);
+const IO: Duration = Duration::from_secs(30);
+
+/// A whole HTTP answer: status and body as JSON (`Null` when empty or not JSON).
+struct Answer {
+    status: u16,
+    json: Value,
+}
+
+/// One HTTP/1.1 request with `Connection: close`. `body` is `(content type, bytes)`;
+/// `declared` overrides `Content-Length` (to announce a body that is never sent).
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, &[u8])>,
+    declared: Option<usize>,
+) -> Answer {
+    let mut s = TcpStream::connect_timeout(&addr, IO).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(IO)).unwrap();
+    s.set_write_timeout(Some(IO)).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let (kind, bytes) = body.unwrap_or(("application/json", b""));
+    head.push_str(&format!("Content-Type: {kind}\r\nContent-Length: {}\r\n\r\n", declared.unwrap_or(bytes.len())));
+    s.write_all(head.as_bytes()).unwrap();
+    if declared.is_none() {
+        s.write_all(bytes).unwrap();
+    }
+    let mut raw = Vec::new();
+    // The server may close as soon as it answered; what was read by then is the answer.
+    let _ = s.read_to_end(&mut raw);
+    let at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("{method} {path}: no HTTP answer"));
+    let head = String::from_utf8_lossy(&raw[..at]).into_owned();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status code");
+    Answer { status, json: serde_json::from_slice(&raw[at + 4..]).unwrap_or(Value::Null) }
+}
+
+/// Opens `GET /api/events` and reads until the first whole event (bounded by [`IO`]).
+fn first_event(addr: SocketAddr, token: &str) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, IO).unwrap();
+    s.set_read_timeout(Some(IO)).unwrap();
+    write!(s, "GET /api/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).unwrap_or_else(|e| panic!("events: {e}; so far {:?}", String::from_utf8_lossy(&got)));
+        assert!(n > 0, "events ended: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if let Some(at) = text.find("event: ") {
+            if let Some(end) = text[at..].find("\n\n") {
+                return text[at..at + end].to_string();
+            }
+        }
+    }
+}
+
+/// The daemon under test, with its API address and token.
+struct Daemon {
+    proc: Proc,
+    api: SocketAddr,
+    token: String,
+}
+
+impl Daemon {
+    fn start(dir: &Path, name: &str) -> Daemon {
+        let args: Vec<OsString> = args![
+            "daemon",
+            "--api",
+            "127.0.0.1:0",
+            "--state-dir",
+            dir.join("state"),
+            "--listen",
+            "127.0.0.1:0",
+            "--no-kad"
+        ];
+        let mut proc = Proc::spawn(name, dir, &args, &[]);
+        let api = proc.wait_line("listening api ", STARTUP);
+        let api = api.parse().unwrap_or_else(|e| proc.fail(&format!("bad api address {api}: {e}")));
+        let token = std::fs::read_to_string(dir.join("state/api-token")).expect("api-token written before ready");
+        Daemon { proc, api, token: token.trim().to_string() }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<(&str, &[u8])>) -> Answer {
+        request(self.api, method, path, Some(&self.token), body, None)
+    }
+
+    /// Polls `GET /api/torrents/{id}` until its state is `want`; fails past [`DEADLINE`].
+    fn wait_state(&self, id: &str, want: &str) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let a = self.call("GET", &format!("/api/torrents/{id}"), None);
+            if a.status == 200 && a.json["state"] == want {
+                return a.json;
+            }
+            if Instant::now() > deadline {
+                self.proc.fail(&format!("torrent {id} not {want} within {DEADLINE:?}; last: {} {}", a.status, a.json));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn states(&self) -> Vec<(String, String)> {
+        let a = self.call("GET", "/api/torrents", None);
+        assert_eq!(a.status, 200, "list: {}", a.json);
+        a.json
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|t| (t["id"].as_str().unwrap().into(), t["state"].as_str().unwrap().into()))
+            .collect()
+    }
+
+    /// SIGTERM, then a clean exit.
+    fn stop(mut self) {
+        let pid = self.proc.pid() as i32;
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM to the daemon");
+        let status = self.proc.wait_exit(Duration::from_secs(30));
+        assert!(status.success(), "daemon exited with {status}");
+    }
+
+    /// `shoal ARGS --api A --state-dir S`, to its end: (exit code, stdout, stderr).
+    fn client(&self, dir: &Path, args: &[&str]) -> (i32, String, String) {
+        let mut all: Vec<OsString> = args.iter().map(OsString::from).collect();
+        all.extend(args!["--api", self.api.to_string(), "--state-dir", dir.join("state")]);
+        let (status, out, err) = run_env(&all, &[], Duration::from_secs(60));
+        (status.code().unwrap_or(-1), out, err)
+    }
+}
+
+#[test]
+fn the_daemon_manages_torrents_over_its_api_and_restarts_into_them() {
+    let _turn = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (data_a, torrent_a) = data_and_torrent(&dir.join("a"), 3 * 1024 * 1024 + 77, 11, "64KiB");
+    let (_lt, lt_port) = lt_peer("seed", &torrent_a, data_a.parent().unwrap(), &[], dir);
+    let source_b = make_file(&dir.join("src"), "b.bin", 1024 * 1024 + 5, 12);
+    let data_c = make_file(&dir.join("c"), "c.bin", 200 * 1024, 13);
+    let torrent_c = dir.join("c.torrent");
+    let id_c = create_torrent(&data_c, &torrent_c, "16KiB", None);
+    let out = dir.join("out");
+
+    let daemon = Daemon::start(dir, "daemon-1");
+    let no_token = request(daemon.api, "GET", "/api/torrents", None, None, None);
+    assert_eq!(no_token.status, 401);
+    assert!(no_token.json["error"].is_string(), "401 carries a JSON error: {}", no_token.json);
+    let wrong = request(daemon.api, "GET", "/api/torrents", Some(&"0".repeat(64)), None, None);
+    assert_eq!(wrong.status, 401, "a wrong token is refused");
+
+    // A .torrent fed by libtorrent completes byte-identical; adding it twice is a conflict.
+    let bytes = std::fs::read(&torrent_a).unwrap();
+    let path = format!("/api/torrents?output={}&peer=127.0.0.1:{lt_port}", out.display());
+    let added = daemon.call("POST", &path, Some(("application/x-bittorrent", &bytes)));
+    assert_eq!(added.status, 201, "{}", added.json);
+    let id_a = added.json["id"].as_str().unwrap().to_string();
+    assert_eq!(daemon.call("POST", &path, Some(("application/x-bittorrent", &bytes))).status, 409);
+    let done = daemon.wait_state(&id_a, "seeding");
+    assert_eq!(done["progress"], 1.0);
+    assert_same_bytes(&data_a, &out.join("data.bin"));
+
+    // Existing data seeds, like `shoal seed PATH`.
+    let body = serde_json::to_vec(&serde_json::json!({ "source_path": source_b })).unwrap();
+    let added = daemon.call("POST", "/api/torrents", Some(("application/json", &body)));
+    assert_eq!(added.status, 201, "{}", added.json);
+    let id_b = added.json["id"].as_str().unwrap().to_string();
+    daemon.wait_state(&id_b, "seeding");
+    assert!(dir.join("state/torrents").join(format!("{id_b}.torrent")).exists(), "its torrent is kept");
+
+    // The clients: add paused, pause, list.
+    let (code, stdout, err) =
+        daemon.client(dir, &["add", torrent_c.to_str().unwrap(), "-o", out.to_str().unwrap(), "--paused"]);
+    assert_eq!((code, stdout.trim()), (0, format!("added {id_c}").as_str()), "{err}");
+    let (code, _, err) = daemon.client(dir, &["pause", &id_b]);
+    assert_eq!(code, 0, "{err}");
+    let (code, listed, err) = daemon.client(dir, &["list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
+    let mut before = daemon.states();
+    before.sort();
+    daemon.stop();
+
+    // Restarted: the same torrents, paused ones still paused, the complete one seeding again.
+    let daemon = Daemon::start(dir, "daemon-2");
+    let mut after = daemon.states();
+    after.sort();
+    assert_eq!(after.len(), 3, "{after:?}");
+    for (id, state) in &after {
+        if *id == id_b || *id == id_c {
+            assert_eq!(state, "paused", "{id} after restart: {after:?} (before {before:?})");
+        }
+    }
+    daemon.wait_state(&id_a, "seeding");
+    let (code, _, err) = daemon.client(dir, &["resume", &id_b]);
+    assert_eq!(code, 0, "{err}");
+    daemon.wait_state(&id_b, "seeding");
+    let rechecked = daemon.call("POST", &format!("/api/torrents/{id_a}/recheck"), None);
+    assert_eq!((rechecked.status, rechecked.json["state"].as_str()), (200, Some("checking")), "{}", rechecked.json);
+    let a = daemon.wait_state(&id_a, "seeding");
+    let size = std::fs::metadata(&data_a).unwrap().len();
+    assert_eq!(a["files"], serde_json::json!([{ "path": "data.bin", "length": size }]));
+
+    // Remove with its data: only DIR/<name> goes.
+    let (code, stdout, err) = daemon.client(dir, &["remove", &id_a, "--delete-data"]);
+    assert_eq!((code, stdout.trim()), (0, format!("removed {id_a}").as_str()), "{err}");
+    assert!(!out.join("data.bin").exists(), "the data is deleted");
+    assert!(out.exists() && source_b.exists(), "nothing else is");
+    assert_eq!(daemon.call("GET", &format!("/api/torrents/{id_a}"), None).status, 404);
+    assert_eq!(daemon.states().len(), 2);
+
+    // The clients' mistakes and failures.
+    let (code, _, err) = daemon.client(dir, &["pause", "not-an-id"]);
+    assert_eq!(code, 2, "a malformed id is the user's mistake: {err}");
+    let (code, _, err) = daemon.client(dir, &["resume", &"ab".repeat(20)]);
+    assert_eq!(code, 1, "no such torrent: {err}");
+    assert!(err.contains("no torrent"), "{err}");
+    daemon.stop();
+    let gone = common::ports::free_port();
+    let all = args!["list", "--api", format!("127.0.0.1:{gone}"), "--state-dir", dir.join("state")];
+    let (status, _, err) = run_env(&all, &[], Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "no daemon: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("no daemon answering"), "{err}");
+}
+
+/// Method, path, body (content type, bytes), the status wanted, words the error must hold.
+type Case<'a> = (&'a str, String, Option<(&'a str, &'a [u8])>, u16, &'a str);
+
+#[test]
+fn bad_requests_get_json_errors_and_bodies_are_bounded() {
+    let _turn = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let daemon = Daemon::start(dir, "daemon");
+    let out = dir.join("out");
+    let cases: Vec<Case> = vec![
+        ("POST", "/api/torrents".into(), Some(("application/json", b"{")), 400, "bad JSON body"),
+        ("POST", "/api/torrents".into(), Some(("application/json", br#"{"sauce": 1}"#)), 400, "unknown field"),
+        ("POST", "/api/torrents".into(), Some(("application/json", br#"{"source_path": "rel/x"}"#)), 400, "absolute"),
+        ("POST", "/api/torrents".into(), Some(("application/json", br#"{"magnet": "magnet:?xt=x"}"#)), 501, "BEP 9"),
+        (
+            "POST",
+            format!("/api/torrents?output={}", out.display()),
+            Some(("application/x-bittorrent", b"d4:junk")),
+            400,
+            "bad torrent",
+        ),
+        ("POST", "/api/torrents".into(), Some(("application/x-bittorrent", b"d4:infoe")), 400, "output"),
+        ("POST", "/api/torrents".into(), Some(("text/plain", b"hi")), 415, "content type"),
+        ("GET", "/api/torrents/xyz".into(), None, 400, "torrent id"),
+        ("POST", format!("/api/torrents/{}/pause", "cd".repeat(20)), None, 404, "no torrent"),
+        ("DELETE", format!("/api/torrents/{}?shred=1", "cd".repeat(20)), None, 400, "unknown query parameter"),
+        ("GET", "/api/nothing".into(), None, 404, "not found"),
+    ];
+    for (method, path, body, status, words) in cases {
+        let a = daemon.call(method, &path, body);
+        assert_eq!(a.status, status, "{method} {path}: {}", a.json);
+        let msg = a.json["error"].as_str().unwrap_or_else(|| panic!("{method} {path}: no JSON error: {}", a.json));
+        assert!(msg.contains(words), "{method} {path}: {msg:?} should say {words:?}");
+    }
+    // Announced bodies past the bounds are refused before they are read.
+    let big = request(
+        daemon.api,
+        "POST",
+        "/api/torrents?output=/tmp",
+        Some(&daemon.token),
+        Some(("application/x-bittorrent", b"")),
+        Some(20 << 20),
+    );
+    assert_eq!(big.status, 413, "{}", big.json);
+    assert!(big.json["error"].as_str().is_some_and(|m| m.contains("body over")), "{}", big.json);
+    let json = request(
+        daemon.api,
+        "POST",
+        "/api/torrents",
+        Some(&daemon.token),
+        Some(("application/json", b"")),
+        Some(10 << 20),
+    );
+    assert_eq!(json.status, 413, "{}", json.json);
+    // The page needs no token; the events do, and carry the torrent list.
+    let page = request(daemon.api, "GET", "/", None, None, None);
+    assert_eq!(page.status, 200);
+    assert_eq!(request(daemon.api, "GET", "/api/events", None, None, None).status, 401);
+    let first = first_event(daemon.api, &daemon.token);
+    assert!(first.contains("event: torrents\ndata: []"), "{first:?}");
+    assert!(daemon.proc.log_text().find("panicked").is_none(), "no handler panicked");
+    assert_eq!(daemon.states().len(), 0, "nothing was added");
+    daemon.stop();
+}
+
+#[test]
+fn config_patches_are_validated_versioned_rolled_back_and_kept() {
+    let _turn = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let daemon = Daemon::start(dir, "daemon-1");
+    let start = daemon.call("GET", "/api/config", None);
+    assert_eq!(start.status, 200, "{}", start.json);
+    assert_eq!(start.json["version"], 1);
+    assert_eq!(start.json["options"]["max_connections"], 50);
+
+    let json = "application/json";
+    let a = daemon.call("PATCH", "/api/config", Some((json, br#"{"max_connections": 80, "request_timeout": "45s"}"#)));
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_eq!((a.json["version"].as_u64(), a.json["options"]["request_timeout"].as_str()), (Some(2), Some("45s")));
+    for (bad, key) in [
+        (&br#"{"max_connections": 0}"#[..], "max_connections"),
+        (br#"{"unchoke_slots": "four"}"#, "unchoke_slots"),
+        (br#"{"speed_limit": 5}"#, "speed_limit"),
+    ] {
+        let a = daemon.call("PATCH", "/api/config", Some((json, bad)));
+        assert_eq!(a.status, 400, "{}", a.json);
+        let msg = a.json["error"].as_str().unwrap();
+        assert!(msg.contains(&format!("`{key}`")), "{msg:?} names {key}");
+    }
+    let a = daemon.call("POST", "/api/config/rollback", Some((json, br#"{"version": 1}"#)));
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_eq!((a.json["version"].as_u64(), a.json["options"]["max_connections"].as_u64()), (Some(3), Some(50)));
+    assert_eq!(daemon.call("POST", "/api/config/rollback", Some((json, br#"{"version": 9}"#))).status, 400);
+    let versions = daemon.call("GET", "/api/config/versions", None).json;
+    let notes: Vec<&str> = versions.as_array().unwrap().iter().map(|v| v["note"].as_str().unwrap()).collect();
+    assert_eq!(notes, ["start", "patch: max_connections, request_timeout", "rollback to 1"]);
+
+    // The same through `shoal config`.
+    let (code, out, err) = daemon.client(dir, &["config", "set", "unchoke_slots=6", "request_timeout=1m 5s"]);
+    assert_eq!((code, out.trim()), (0, "config version 4"), "{err}");
+    let (code, out, err) = daemon.client(dir, &["config", "get", "request_timeout"]);
+    assert_eq!((code, out.trim()), (0, "\"1m 5s\""), "{err}");
+    let (code, _, err) = daemon.client(dir, &["config", "set", "unchoke_slots=0"]);
+    assert_eq!(code, 2, "an invalid value is the user's mistake: {err}");
+    assert!(err.contains("`unchoke_slots`"), "{err}");
+    let (code, out, err) = daemon.client(dir, &["config", "history"]);
+    assert_eq!((code, out.lines().count()), (0, 4), "{out}{err}");
+    let versions = daemon.call("GET", "/api/config/versions", None).json;
+    daemon.stop();
+
+    let daemon = Daemon::start(dir, "daemon-2");
+    let kept = daemon.call("GET", "/api/config/versions", None).json;
+    assert_eq!(kept, versions, "the history survives a restart");
+    assert_eq!(daemon.call("GET", "/api/config", None).json["version"], 4);
+    daemon.stop();
+}
+
+#[test]
+fn a_torrent_whose_storage_fails_is_faulted_and_retried_while_the_others_run() {
+    let _turn = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (data, torrent) = data_and_torrent(&dir.join("f"), 1024 * 1024 + 3, 21, "64KiB");
+    let (_seeder, port) = common::clients::shoal_seeder(&data, &torrent, &[], dir);
+    let source = make_file(&dir.join("src"), "other.bin", 300 * 1024, 22);
+    let out = dir.join("out");
+    // A directory where the torrent's file must go: every open of it fails.
+    std::fs::create_dir_all(out.join("data.bin").join("in-the-way")).unwrap();
+
+    let daemon = Daemon::start(dir, "daemon");
+    let body = serde_json::to_vec(&serde_json::json!({ "source_path": source })).unwrap();
+    let other = daemon.call("POST", "/api/torrents", Some(("application/json", &body)));
+    let other = other.json["id"].as_str().unwrap_or_else(|| panic!("{}", other.json)).to_string();
+    daemon.wait_state(&other, "seeding");
+    let bytes = std::fs::read(&torrent).unwrap();
+    let path = format!("/api/torrents?output={}&peer=127.0.0.1:{port}", out.display());
+    let added = daemon.call("POST", &path, Some(("application/x-bittorrent", &bytes)));
+    let id = added.json["id"].as_str().unwrap_or_else(|| panic!("{}", added.json)).to_string();
+    let faulted = daemon.wait_state(&id, "faulted");
+    assert!(faulted["error"].as_str().is_some_and(|e| !e.is_empty()), "{faulted}");
+    // The supervisor looks once a second: wait for its record.
+    let deadline = Instant::now() + DEADLINE;
+    let fault = loop {
+        let faults = daemon.call("GET", "/api/faults", None).json;
+        if let Some(f) = faults.as_array().unwrap().iter().find(|f| f["id"] == id.as_str()) {
+            break f.clone();
+        }
+        if Instant::now() > deadline {
+            daemon.proc.fail(&format!("no fault listed for {id}: {faults}"));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(fault["kind"], "storage", "{fault}");
+    assert!(fault["recovery"].as_str().unwrap().starts_with("restart in"), "{fault}");
+    assert!(fault["message"].as_str().unwrap().contains("data.bin"), "the message names the file: {fault}");
+    let alerts = daemon.call("GET", "/api/alerts", None).json;
+    let alert = alerts.as_array().unwrap().iter().find(|a| a["torrent"] == id.as_str() && a["kind"] == "disk_error");
+    let alert = alert.unwrap_or_else(|| panic!("a disk_error alert is raised with the fault: {alerts}")).clone();
+    assert_eq!(alert["resolved"], false);
+    let resolved = daemon.call("POST", &format!("/api/alerts/{}/resolve", alert["id"]), None);
+    assert_eq!((resolved.status, &resolved.json["resolved"]), (200, &Value::Bool(true)), "{}", resolved.json);
+    assert_eq!(daemon.call("POST", "/api/alerts/999999/resolve", None).status, 404);
+    assert_eq!(
+        daemon.call("GET", &format!("/api/torrents/{other}"), None).json["state"],
+        "seeding",
+        "the other runs on"
+    );
+
+    // Fixed behind its back: the next retry (backoff 2 s, doubling) finishes it.
+    std::fs::remove_dir_all(out.join("data.bin")).unwrap();
+    daemon.wait_state(&id, "seeding");
+    assert_same_bytes(&data, &out.join("data.bin"));
+    daemon.stop();
+}
