@@ -145,7 +145,13 @@ fn libtorrent_learns_of_a_shoal_seeder_through_shoal_pex() {
             .as_array()
             .map(|a| a.iter().filter_map(|p| p["client"].as_str().map(str::to_string)).collect())
             .unwrap_or_default();
-        if clients.iter().any(|c| c.contains("libtorrent")) {
+        let lt = peers["peers"]
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["client"].as_str().is_some_and(|c| c.contains("libtorrent"))).cloned());
+        if let Some(lt) = lt {
+            // libtorrent offers both extensions shoal speaks, and BEP 6.
+            assert_eq!(lt["extensions"], serde_json::json!(["ut_metadata", "ut_pex"]), "{lt}");
+            assert_eq!(lt["fast"], true, "{lt}");
             break;
         }
         if start.elapsed() > PEX_WAIT + STARTUP {

@@ -167,6 +167,7 @@ mod tests {
             peer_interested: false,
             snubbed: false,
             fast: false,
+            extensions: Vec::new(),
             download_rate: 1.0,
             upload_rate: 2.0,
             downloaded: 10,

@@ -127,6 +127,8 @@ pub struct PeerStats {
     pub snubbed: bool,
     /// Both sides negotiated the BEP 6 fast extension.
     pub fast: bool,
+    /// BEP 10 extensions of ours the peer offered (`ut_metadata`, `ut_pex`).
+    pub extensions: Vec<&'static str>,
     pub download_rate: f64,
     pub upload_rate: f64,
     pub downloaded: u64,

@@ -93,6 +93,8 @@ pub struct PeerSlot {
     pub reqq: Option<usize>,
     /// Both sides negotiated the BEP 6 fast extension.
     pub fast: bool,
+    /// The extensions of ours the peer offered in its extension handshake (`SPOKEN` names).
+    pub extensions: Vec<&'static str>,
     /// Pieces it lets us request while it chokes us (BEP 6), bounded.
     pub allowed_fast: Vec<u32>,
     pub rate_down: Rate,
@@ -149,6 +151,7 @@ impl PeerSlot {
             outstanding: HashMap::new(),
             reqq: None,
             fast: false,
+            extensions: Vec::new(),
             allowed_fast: Vec::new(),
             rate_down: Rate::default(),
             rate_up: Rate::default(),

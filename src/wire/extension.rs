@@ -12,6 +12,9 @@ pub const UT_METADATA_ID: u8 = 1;
 /// The id we receive BEP 11 `ut_pex` messages under (our `m` dict; public torrents only).
 pub const UT_PEX_ID: u8 = 2;
 
+/// The BEP 10 extensions shoal speaks, by the names peers offer them under.
+pub const SPOKEN: [&str; 2] = ["ut_metadata", "ut_pex"];
+
 /// The extension handshake, both ours and theirs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExtHandshake {

@@ -305,6 +305,7 @@ fn contributors_come_typed_from_the_torrent_stats() {
         peer_interested: false,
         snubbed: false,
         fast: false,
+        extensions: Vec::new(),
         download_rate,
         upload_rate: 0.0,
         downloaded: 0,

@@ -9,7 +9,7 @@ use crate::types::BlockRef;
 use crate::types::PeerAddr;
 use crate::types::PeerKey;
 use crate::types::BLOCK_SIZE;
-use crate::wire::extension::ExtHandshake;
+use crate::wire::extension::{ExtHandshake, SPOKEN};
 use bytes::Bytes;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -69,6 +69,7 @@ impl Torrent {
         let p = self.peer_mut(key);
         p.reqq = ext.reqq.map(|q| q as usize);
         p.client = ext.client.clone();
+        p.extensions = SPOKEN.into_iter().filter(|n| ext.m.get(*n).is_some_and(|id| *id != 0)).collect();
         // An inbound peer tells us where it listens: that address can be redialled later.
         // The pool keeps one such address per connection, so a peer repeating its handshake
         // with new ports cannot fill it.

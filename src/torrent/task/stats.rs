@@ -42,6 +42,7 @@ fn peer_stats(p: &PeerSlot, source: &'static str) -> PeerStats {
         peer_interested: p.peer_interested,
         snubbed: p.snubbed,
         fast: p.fast,
+        extensions: p.extensions.clone(),
         download_rate: p.rate_down.get(),
         upload_rate: p.rate_up.get(),
         downloaded: p.counters.downloaded(),
