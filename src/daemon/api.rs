@@ -249,6 +249,14 @@ async fn add(State(d): State<Arc<Daemon>>, req: Request) -> Result<(StatusCode, 
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
 }
 
+/// `only`: a list of file indices, or the same in BEP 53 text (`"0,2-3"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Only {
+    List(Vec<u32>),
+    Text(String),
+}
+
 /// The JSON form of an add.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -261,20 +269,24 @@ struct AddJson {
     #[serde(default)]
     peers: Vec<SocketAddr>,
     /// File indices to download (a magnet's `so=` otherwise).
-    only: Option<Vec<u32>>,
+    only: Option<Only>,
     metadata_timeout_secs: Option<u64>,
 }
 
 async fn add_json(d: &Daemon, bytes: &[u8]) -> Result<String, ApiError> {
     let req: AddJson = serde_json::from_slice(bytes).map_err(|e| ApiError::bad(format!("bad JSON body: {e}")))?;
     match (req.source_path, req.magnet) {
+        (Some(_), None) if req.only.is_some() => {
+            Err(ApiError::bad("`only` needs a magnet (a seeded path has every file)"))
+        }
         (Some(path), None) => Ok(d.add_source(path, req.paused, req.peers).await?),
         (None, Some(uri)) => {
             let output =
                 req.output.ok_or_else(|| ApiError::bad("a magnet needs `output` (the absolute output directory)"))?;
             let only = match req.only {
-                Some(list) if list.is_empty() => return Err(ApiError::bad("only: names no file")),
-                Some(list) => Some(list.iter().map(u32::to_string).collect::<Vec<_>>().join(",")),
+                Some(Only::List(list)) if list.is_empty() => return Err(ApiError::bad("only: names no file")),
+                Some(Only::List(list)) => Some(list.iter().map(u32::to_string).collect::<Vec<_>>().join(",")),
+                Some(Only::Text(text)) => Some(text),
                 None => None,
             };
             let opts = AddOptions { output, paused: req.paused, peers: req.peers, only };

@@ -11,6 +11,7 @@ use super::state::Record;
 use super::view::TorrentView;
 use super::{make_output, selection, start, AddOptions, Daemon, DaemonError, Entry};
 use crate::metadata::{torrent_file, FetchStatus};
+use crate::metainfo::magnet::parse_select_only;
 use crate::metainfo::{Magnet, Metainfo};
 use crate::types::PeerAddr;
 use std::net::SocketAddr;
@@ -88,6 +89,10 @@ impl Daemon {
         if let Some(t) = timeout_secs.filter(|t| !METADATA_TIMEOUT_SECS.contains(t)) {
             let (lo, hi) = (METADATA_TIMEOUT_SECS.start(), METADATA_TIMEOUT_SECS.end());
             return Err(DaemonError::BadRequest(format!("metadata_timeout_secs {t}: must be {lo} to {hi}")));
+        }
+        if let Some(list) = &opts.only {
+            parse_select_only(list)
+                .map_err(|_| DaemonError::BadRequest(format!("only: bad file list {list:?} (indices, e.g. 0,2-3)")))?;
         }
         make_output(&opts.output)?;
         for pe in &magnet.peers {
