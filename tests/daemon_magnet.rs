@@ -4,7 +4,8 @@
 //! its metadata and fetches it once resumed after a restart; `only` (JSON, `?only=` and
 //! `shoal add --only`) downloads the chosen files of a multi-file torrent and an index past
 //! the last file is named; a magnet whose metadata nobody serves is `faulted` with the error
-//! and a fault record, and fetched again (a new fault) by a restarted daemon.
+//! and a fault record, and fetched again (a new fault) by a restarted daemon; pausing or
+//! removing a magnet being fetched closes the fetch's connections.
 mod common;
 
 use common::clients::{lt_peer, skip_on_purpose};
@@ -51,9 +52,14 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path, name: &str) -> Daemon {
+        Daemon::start_with(dir, name, &[])
+    }
+
+    fn start_with(dir: &Path, name: &str, extra: &[OsString]) -> Daemon {
         let state = dir.join("state");
-        let args: Vec<OsString> =
+        let mut args: Vec<OsString> =
             args!["daemon", "--api", "127.0.0.1:0", "--state-dir", state, "--listen", "127.0.0.1:0", "--no-kad"];
+        args.extend(extra.iter().cloned());
         let mut proc = Proc::spawn(name, dir, &args, &[]);
         let api = proc.wait_line("listening api ", STARTUP);
         let api = api.parse().unwrap_or_else(|e| proc.fail(&format!("bad api address {api}: {e}")));
@@ -272,5 +278,66 @@ fn a_magnet_nobody_serves_is_faulted_and_fetched_again_after_a_restart() {
     let daemon = Daemon::start(dir, "daemon-2");
     daemon.wait_metadata_fault(&hash);
     daemon.wait_state(&hash, "faulted");
+    daemon.stop();
+}
+
+/// Every connection accepted on a listener the test holds, passed on as it comes.
+fn accepting() -> (u16, std::sync::mpsc::Receiver<TcpStream>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            if tx.send(conn).is_err() {
+                return;
+            }
+        }
+    });
+    (port, rx)
+}
+
+/// Reads until the daemon closes `conn`; fails when it is still open after [`DEADLINE`].
+fn assert_closed(mut conn: TcpStream, why: &str) {
+    conn.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("{why}: the connection is still open after {DEADLINE:?} ({e})"),
+        }
+    }
+}
+
+/// The peer accepts and never answers; the daemon's handshake timeout (600 s) and the
+/// fetch's deadline (an hour) are both past [`DEADLINE`], so a closed connection within it is
+/// the pause or the removal cancelling the fetch.
+#[test]
+fn pausing_or_removing_a_magnet_being_fetched_cancels_the_fetch() {
+    let _turn = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = dir.join("daemon.toml");
+    std::fs::write(&config, "handshake_timeout = \"600s\"\n").unwrap();
+    let (port, conns) = accepting();
+    let hash = "ef".repeat(20);
+    let daemon = Daemon::start_with(dir, "daemon-1", &args!["--config", &config]);
+    let body = json!({ "magnet": magnet(&hash, &[port]), "output": dir.join("out"), "metadata_timeout_secs": 3600 });
+    let (status, added) = daemon.add_json(body);
+    assert_eq!(status, 201, "{added}");
+    let first = conns.recv_timeout(DEADLINE).expect("the daemon dials the magnet's x.pe");
+    daemon.wait_state(&hash, "fetching_metadata");
+
+    let (status, paused) = daemon.call("POST", &format!("/api/torrents/{hash}/pause"), None);
+    assert_eq!((status, paused["state"].as_str()), (200, Some("paused")), "{paused}");
+    assert_closed(first, "pause");
+
+    let (status, resumed) = daemon.call("POST", &format!("/api/torrents/{hash}/resume"), None);
+    assert_eq!((status, resumed["state"].as_str()), (200, Some("fetching_metadata")), "{resumed}");
+    let second = conns.recv_timeout(DEADLINE).expect("a resume fetches again");
+    assert_eq!(daemon.call("DELETE", &format!("/api/torrents/{hash}"), None).0, 204);
+    assert_closed(second, "remove");
+    assert_eq!(daemon.call("GET", &format!("/api/torrents/{hash}"), None).0, 404);
     daemon.stop();
 }
