@@ -322,7 +322,8 @@ fn pausing_or_removing_a_magnet_being_fetched_cancels_the_fetch() {
     std::fs::write(&config, "handshake_timeout = \"600s\"\n").unwrap();
     let (port, conns) = accepting();
     let hash = "ef".repeat(20);
-    let daemon = Daemon::start_with(dir, "daemon-1", &args!["--config", &config]);
+    let extra: Vec<OsString> = args!["--config", &config];
+    let daemon = Daemon::start_with(dir, "daemon-1", &extra);
     let body = json!({ "magnet": magnet(&hash, &[port]), "output": dir.join("out"), "metadata_timeout_secs": 3600 });
     let (status, added) = daemon.add_json(body);
     assert_eq!(status, 201, "{added}");
