@@ -6,6 +6,8 @@
 //! - [`state`]: the state directory (API token, torrent list, a copy of each `.torrent`);
 //! - [`config`]: the configuration history (patch, versions, rollback) and what applies when;
 //! - [`view`]: the JSON a client sees of one torrent;
+//! - `magnet`: a magnet's metadata fetched in the background (`fetching_metadata`), then
+//!   kept and started like an added `.torrent`; `only` selects files (BEP 53);
 //! - [`api`]: the axum router, bearer-token check, bounded bodies and JSON errors;
 //! - [`alerts`]: rules (stalled, no peers, hash failures, disk error) and raised alerts;
 //! - [`faults`]: a torrent whose storage fails is `faulted`, logged, and retried with backoff;
