@@ -264,7 +264,14 @@ fn bad_requests_get_json_errors_and_bodies_are_bounded() {
         ("POST", "/api/torrents".into(), Some(("application/json", b"{")), 400, "bad JSON body"),
         ("POST", "/api/torrents".into(), Some(("application/json", br#"{"sauce": 1}"#)), 400, "unknown field"),
         ("POST", "/api/torrents".into(), Some(("application/json", br#"{"source_path": "rel/x"}"#)), 400, "absolute"),
-        ("POST", "/api/torrents".into(), Some(("application/json", br#"{"magnet": "magnet:?xt=x"}"#)), 501, "BEP 9"),
+        ("POST", "/api/torrents".into(), Some(("application/json", br#"{"magnet": "magnet:?xt=x"}"#)), 400, "output"),
+        (
+            "POST",
+            "/api/torrents".into(),
+            Some(("application/json", br#"{"magnet": "magnet:?xt=x", "output": "/tmp/shoal-unused"}"#)),
+            400,
+            "magnet",
+        ),
         (
             "POST",
             format!("/api/torrents?output={}", out.display()),

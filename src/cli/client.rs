@@ -29,8 +29,9 @@ pub struct ApiArgs {
 
 #[derive(Args, Debug)]
 pub struct AddArgs {
-    /// The .torrent file.
-    pub file: PathBuf,
+    /// The .torrent file, or a magnet URI (its metadata is then fetched by the daemon).
+    #[arg(value_name = "FILE|MAGNET")]
+    pub file: String,
     /// Output directory: the data lands at `DIR/<name>`.
     #[arg(short = 'o', long = "output", value_name = "DIR")]
     pub output: PathBuf,
@@ -40,6 +41,10 @@ pub struct AddArgs {
     /// A peer to connect to (repeatable), remembered with the torrent.
     #[arg(long = "peer", value_name = "IP:PORT")]
     pub peers: Vec<SocketAddr>,
+    /// Download only these files (indices as `shoal info` lists them, e.g. 0,2-3); a
+    /// magnet's `so=` otherwise.
+    #[arg(long, value_name = "LIST")]
+    pub only: Option<String>,
     #[command(flatten)]
     pub api: ApiArgs,
 }
@@ -121,10 +126,17 @@ impl Client {
 }
 
 pub async fn add(args: AddArgs) -> anyhow::Result<()> {
-    let bytes =
-        std::fs::read(&args.file).map_err(|e| bad_input(format!("{}: cannot read: {e}", args.file.display())))?;
     let output =
         std::path::absolute(&args.output).map_err(|e| bad_input(format!("-o {}: {e}", args.output.display())))?;
+    if let Some(list) = &args.only {
+        shoal::metainfo::magnet::parse_select_only(list).map_err(|_| {
+            bad_input(format!("--only: bad file list {list:?} (indices as `shoal info` lists them, e.g. 0,2-3)"))
+        })?;
+    }
+    if args.file.to_ascii_lowercase().starts_with("magnet:") {
+        return add_magnet(&args, &output).await;
+    }
+    let bytes = std::fs::read(&args.file).map_err(|e| bad_input(format!("{}: cannot read: {e}", args.file)))?;
     let client = Client::new(&args.api)?;
     let mut url = client.url("/api/torrents");
     {
@@ -136,9 +148,27 @@ pub async fn add(args: AddArgs) -> anyhow::Result<()> {
         for p in &args.peers {
             q.append_pair("peer", &p.to_string());
         }
+        if let Some(list) = &args.only {
+            q.append_pair("only", list);
+        }
     }
     let answer = client.call(Method::POST, url, Some(("application/x-bittorrent", bytes))).await?;
     println!("added {}", answer.get("id").and_then(Value::as_str).unwrap_or("?"));
+    Ok(())
+}
+
+/// `shoal add MAGNET`: the daemon answers at once and fetches the metadata in the background.
+async fn add_magnet(args: &AddArgs, output: &std::path::Path) -> anyhow::Result<()> {
+    shoal::metainfo::Magnet::parse(&args.file).map_err(|e| bad_input(e.to_string()))?;
+    let client = Client::new(&args.api)?;
+    let mut body =
+        serde_json::json!({ "magnet": args.file, "output": output, "paused": args.paused, "peers": args.peers });
+    if let Some(list) = &args.only {
+        body["only"] = Value::String(list.clone());
+    }
+    let bytes = serde_json::to_vec(&body).expect("JSON serializes");
+    let answer = client.call(Method::POST, client.url("/api/torrents"), Some(("application/json", bytes))).await?;
+    println!("added {} (fetching its metadata)", answer.get("id").and_then(Value::as_str).unwrap_or("?"));
     Ok(())
 }
 

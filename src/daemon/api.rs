@@ -249,30 +249,49 @@ async fn add(State(d): State<Arc<Daemon>>, req: Request) -> Result<(StatusCode, 
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
 }
 
+/// `only`: a list of file indices, or the same in BEP 53 text (`"0,2-3"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Only {
+    List(Vec<u32>),
+    Text(String),
+}
+
 /// The JSON form of an add.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AddJson {
     source_path: Option<PathBuf>,
     magnet: Option<String>,
-    #[allow(dead_code)]
     output: Option<PathBuf>,
     #[serde(default)]
     paused: bool,
     #[serde(default)]
     peers: Vec<SocketAddr>,
+    /// File indices to download (a magnet's `so=` otherwise).
+    only: Option<Only>,
+    metadata_timeout_secs: Option<u64>,
 }
 
 async fn add_json(d: &Daemon, bytes: &[u8]) -> Result<String, ApiError> {
     let req: AddJson = serde_json::from_slice(bytes).map_err(|e| ApiError::bad(format!("bad JSON body: {e}")))?;
     match (req.source_path, req.magnet) {
+        (Some(_), None) if req.only.is_some() => {
+            Err(ApiError::bad("`only` needs a magnet (a seeded path has every file)"))
+        }
         (Some(path), None) => Ok(d.add_source(path, req.paused, req.peers).await?),
-        (None, Some(_)) => Err(DaemonError::NotImplemented(
-            "magnet links need the metadata fetched from peers (BEP 9), which this daemon does not do yet; \
-             POST the .torrent instead"
-                .into(),
-        )
-        .into()),
+        (None, Some(uri)) => {
+            let output =
+                req.output.ok_or_else(|| ApiError::bad("a magnet needs `output` (the absolute output directory)"))?;
+            let only = match req.only {
+                Some(Only::List(list)) if list.is_empty() => return Err(ApiError::bad("only: names no file")),
+                Some(Only::List(list)) => Some(list.iter().map(u32::to_string).collect::<Vec<_>>().join(",")),
+                Some(Only::Text(text)) => Some(text),
+                None => None,
+            };
+            let opts = AddOptions { output, paused: req.paused, peers: req.peers, only };
+            Ok(d.add_magnet(&uri, opts, req.metadata_timeout_secs).await?)
+        }
         (Some(_), Some(_)) => Err(ApiError::bad("give one of `source_path` and `magnet`, not both")),
         (None, None) => Err(ApiError::bad("JSON body needs `source_path` (or POST a .torrent body)")),
     }
@@ -280,13 +299,14 @@ async fn add_json(d: &Daemon, bytes: &[u8]) -> Result<String, ApiError> {
 
 /// `?output=DIR&paused=true&peer=IP:PORT...` of a `.torrent` add.
 fn torrent_query(uri: &Uri) -> Result<AddOptions, ApiError> {
-    let mut opts = AddOptions { output: PathBuf::new(), paused: false, peers: Vec::new() };
+    let mut opts = AddOptions { output: PathBuf::new(), paused: false, peers: Vec::new(), only: None };
     for (k, v) in query(uri) {
         match k.as_str() {
             "output" => opts.output = PathBuf::from(v),
             "paused" => opts.paused = flag(&k, &v)?,
             "peer" => opts.peers.push(v.parse().map_err(|e| ApiError::bad(format!("peer {v:?}: {e}")))?),
-            _ => return Err(ApiError::bad(format!("unknown query parameter `{k}` (output, paused, peer)"))),
+            "only" => opts.only = Some(v),
+            _ => return Err(ApiError::bad(format!("unknown query parameter `{k}` (output, paused, peer, only)"))),
         }
     }
     if opts.output.as_os_str().is_empty() {

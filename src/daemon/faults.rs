@@ -85,7 +85,7 @@ impl RetryPolicy {
     }
 }
 
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -117,7 +117,7 @@ impl Daemon {
                     self.faults.lock().expect("faults lock").push(Fault {
                         at: unix_now(),
                         id: entry.record.id.clone(),
-                        name: entry.meta.name.clone(),
+                        name: entry.name(),
                         kind: "storage",
                         message,
                         recovery: format!("restart in {}s", delay.as_secs()),
@@ -150,7 +150,7 @@ impl Daemon {
             let msg = alerts::message(kind, &o, stats.error.as_ref().map(|e| e.to_string()));
             tracing::warn!(id = %entry.record.id, ?kind, %msg, "alert");
             let mut log = self.alerts.lock().expect("alerts lock");
-            log.raise(unix_now(), &entry.record.id, &entry.meta.name, kind, msg);
+            log.raise(unix_now(), &entry.record.id, &entry.name(), kind, msg);
         }
     }
 

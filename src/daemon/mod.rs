@@ -6,6 +6,8 @@
 //! - [`state`]: the state directory (API token, torrent list, a copy of each `.torrent`);
 //! - [`config`]: the configuration history (patch, versions, rollback) and what applies when;
 //! - [`view`]: the JSON a client sees of one torrent;
+//! - `magnet`: a magnet's metadata fetched in the background (`fetching_metadata`), then
+//!   kept and started like an added `.torrent`; `only` selects files (BEP 53);
 //! - [`api`]: the axum router, bearer-token check, bounded bodies and JSON errors;
 //! - [`alerts`]: rules (stalled, no peers, hash failures, disk error) and raised alerts;
 //! - [`faults`]: a torrent whose storage fails is `faulted`, logged, and retried with backoff;
@@ -23,10 +25,13 @@ pub mod api;
 pub mod config;
 mod events;
 pub mod faults;
+mod magnet;
 pub mod state;
 pub mod view;
 
 use crate::metainfo::create::{create_torrent, CreateOptions};
+use crate::metainfo::magnet::parse_select_only;
+use crate::metainfo::select::select_files;
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::session::Session;
 use crate::torrent::{Phase, TorrentHandle, TorrentStats};
@@ -69,11 +74,18 @@ pub struct AddOptions {
     pub output: PathBuf,
     pub paused: bool,
     pub peers: Vec<SocketAddr>,
+    /// The files to download (BEP 53 syntax, `0,2-3`); none for all.
+    pub only: Option<String>,
 }
 
 /// One torrent of the daemon: its record, and its task while it runs.
 struct Entry {
-    meta: Arc<Metainfo>,
+    /// None while a magnet's metadata is still to come.
+    meta: Option<Arc<Metainfo>>,
+    /// The metadata fetch running for a magnet.
+    fetch: Option<magnet::Fetching>,
+    /// Why the last metadata fetch (or its file selection) failed.
+    fetch_error: Option<String>,
     record: Record,
     handle: Option<TorrentHandle>,
     /// The statistics when it was last paused (none after a restart into paused).
@@ -88,6 +100,10 @@ pub struct Daemon {
     state: StateDir,
     token: String,
     torrents: Mutex<BTreeMap<String, Entry>>,
+    /// This daemon, for the metadata fetches it spawns.
+    me: std::sync::Weak<Daemon>,
+    /// Tells a fetch's end from a newer fetch of the same torrent.
+    fetch_gen: std::sync::atomic::AtomicU64,
     /// Held only to read or swap, never across an await.
     config: std::sync::Mutex<config::History>,
     faults: std::sync::Mutex<faults::FaultLog>,
@@ -105,30 +121,38 @@ impl Daemon {
         session.set_torrent_options(Arc::new(history.current_options().expect("checked when loaded")));
         let mut torrents = BTreeMap::new();
         for record in state.records()? {
-            match load_recorded(&state, &record) {
-                Ok(meta) => {
-                    let mut entry = Entry {
-                        meta,
-                        record,
-                        handle: None,
-                        last: None,
-                        retry: Default::default(),
-                        watch: alerts::Watch::new(std::time::Instant::now()),
-                    };
-                    if !entry.record.paused {
-                        start(&session, &mut entry).await;
-                    }
-                    torrents.insert(entry.record.id.clone(), entry);
+            let meta = match load_recorded(&state, &record) {
+                Ok(meta) => Some(meta),
+                Err(_) if record.magnet.is_some() && !state.torrent_path_of(&record.id).exists() => None,
+                Err(e) => {
+                    tracing::error!(id = %record.id, error = %e, "recorded torrent left out");
+                    continue;
                 }
-                Err(e) => tracing::error!(id = %record.id, error = %e, "recorded torrent left out"),
+            };
+            let mut entry = Entry::new(meta, record);
+            if !entry.record.paused && entry.meta.is_some() {
+                start(&session, &mut entry).await;
             }
+            torrents.insert(entry.record.id.clone(), entry);
         }
         tracing::info!(torrents = torrents.len(), dir = %dir.display(), "daemon state loaded");
         let config = std::sync::Mutex::new(history);
         let cancel = session.cancel_token();
         let (faults, alerts) = Default::default();
         let torrents = Mutex::new(torrents);
-        let daemon = Arc::new(Daemon { session, state, token, torrents, config, faults, alerts });
+        let fetch_gen = Default::default();
+        let daemon = Arc::new_cyclic(|me| Daemon {
+            session,
+            state,
+            token,
+            torrents,
+            me: me.clone(),
+            fetch_gen,
+            config,
+            faults,
+            alerts,
+        });
+        daemon.start_pending_fetches().await;
         tokio::spawn(Daemon::supervise(Arc::downgrade(&daemon), cancel));
         Ok(daemon)
     }
@@ -168,31 +192,27 @@ impl Daemon {
         if meta.name != base {
             return Err(bad(&format!("its torrent would name the data `{}`; rename it", meta.name)));
         }
-        self.add(Arc::new(meta), &made, AddOptions { output: root, paused, peers }).await
+        self.add(Arc::new(meta), &made, AddOptions { output: root, paused, peers, only: None }).await
     }
 
     async fn add(&self, meta: Arc<Metainfo>, bytes: &[u8], opts: AddOptions) -> Result<String, DaemonError> {
-        let output = &opts.output;
-        if !output.is_absolute() {
-            return Err(DaemonError::BadRequest(format!("output {}: must be an absolute path", output.display())));
-        }
-        std::fs::create_dir_all(output)
-            .map_err(|e| DaemonError::BadRequest(format!("output {}: {e}", output.display())))?;
+        make_output(&opts.output)?;
+        selection(&meta, opts.only.as_deref()).map_err(DaemonError::BadRequest)?;
         let id = meta.info_hash.to_hex();
         let mut torrents = self.torrents.lock().await;
         if torrents.contains_key(&id) {
             return Err(DaemonError::Exists(id));
         }
         self.state.save_torrent(&meta.info_hash, bytes)?;
-        let record = Record { id: id.clone(), output: opts.output, paused: opts.paused, peers: opts.peers };
-        let mut entry = Entry {
-            meta,
-            record,
-            handle: None,
-            last: None,
-            retry: Default::default(),
-            watch: alerts::Watch::new(std::time::Instant::now()),
+        let record = Record {
+            id: id.clone(),
+            output: opts.output,
+            paused: opts.paused,
+            peers: opts.peers,
+            only: opts.only,
+            ..Default::default()
         };
+        let mut entry = Entry::new(Some(meta), record);
         if !opts.paused {
             start(&self.session, &mut entry).await;
         }
@@ -221,6 +241,7 @@ impl Daemon {
             entry.last = Some(handle.stats().borrow().clone());
             self.session.remove_torrent(&handle.info_hash).await;
         }
+        entry.stop_fetch();
         entry.record.paused = true;
         entry.retry.retry_at = None;
         let view = entry.view();
@@ -241,7 +262,11 @@ impl Daemon {
                 self.session.remove_torrent(&h.info_hash).await;
             }
         }
-        if entry.handle.is_none() {
+        if entry.meta.is_none() {
+            if entry.fetch.is_none() {
+                self.start_fetch(entry);
+            }
+        } else if entry.handle.is_none() {
             start(&self.session, entry).await;
         }
         entry.record.paused = false;
@@ -259,7 +284,12 @@ impl Daemon {
         if let Some(handle) = entry.handle.take() {
             self.session.remove_torrent(&handle.info_hash).await;
         }
-        start(&self.session, entry).await;
+        entry.stop_fetch();
+        if entry.meta.is_some() {
+            start(&self.session, entry).await;
+        } else {
+            self.start_fetch(entry);
+        }
         entry.record.paused = false;
         let view = entry.view();
         self.save(&torrents)?;
@@ -271,15 +301,17 @@ impl Daemon {
     pub async fn remove(&self, id: &str, delete_data: bool) -> Result<(), DaemonError> {
         let key = parse_id(id)?;
         let mut torrents = self.torrents.lock().await;
-        let entry = torrents.remove(&key).ok_or_else(|| DaemonError::NotFound(key.clone()))?;
-        if entry.handle.is_some() {
-            self.session.remove_torrent(&entry.meta.info_hash).await;
+        let mut entry = torrents.remove(&key).ok_or_else(|| DaemonError::NotFound(key.clone()))?;
+        if let Some(handle) = entry.handle.take() {
+            self.session.remove_torrent(&handle.info_hash).await;
         }
+        entry.stop_fetch();
         self.save(&torrents)?;
         drop(torrents);
-        self.state.delete_torrent(&entry.meta.info_hash)?;
-        if delete_data {
-            delete_data_of(&entry.meta, &entry.record.output)?;
+        let id = InfoHash::from_hex(&key).expect("checked by parse_id");
+        self.state.delete_torrent(&id)?;
+        if let (true, Some(meta)) = (delete_data, &entry.meta) {
+            delete_data_of(meta, &entry.record.output)?;
         }
         tracing::info!(id = %key, delete_data, "torrent removed");
         Ok(())
@@ -298,17 +330,58 @@ impl Daemon {
 }
 
 impl Entry {
-    fn view(&self) -> TorrentView {
-        let live = self.handle.as_ref().map(|h| h.stats().borrow().clone());
-        TorrentView::new(&self.meta, &self.record, live.as_ref().or(self.last.as_ref()), self.handle.is_none())
+    fn new(meta: Option<Arc<Metainfo>>, record: Record) -> Entry {
+        Entry {
+            meta,
+            fetch: None,
+            fetch_error: None,
+            record,
+            handle: None,
+            last: None,
+            retry: Default::default(),
+            watch: alerts::Watch::new(std::time::Instant::now()),
+        }
     }
+
+    fn view(&self) -> TorrentView {
+        let Some(meta) = &self.meta else { return self.fetch_view() };
+        let live = self.handle.as_ref().map(|h| h.stats().borrow().clone());
+        TorrentView::new(meta, &self.record, live.as_ref().or(self.last.as_ref()), self.handle.is_none())
+    }
+
+    /// The torrent's name, or while its metadata is to come the magnet's `dn` (or its id).
+    fn name(&self) -> String {
+        match &self.meta {
+            Some(meta) => meta.name.clone(),
+            None => magnet::display_name(&self.record),
+        }
+    }
+}
+
+/// Makes the output directory, which must be absolute.
+fn make_output(output: &Path) -> Result<(), DaemonError> {
+    if !output.is_absolute() {
+        return Err(DaemonError::BadRequest(format!("output {}: must be an absolute path", output.display())));
+    }
+    std::fs::create_dir_all(output).map_err(|e| DaemonError::BadRequest(format!("output {}: {e}", output.display())))
+}
+
+/// One flag per file of `meta` for the files `only` names (BEP 53 syntax); none for all.
+/// An index past the last file is named.
+fn selection(meta: &Metainfo, only: Option<&str>) -> Result<Option<Vec<bool>>, String> {
+    let Some(list) = only else { return Ok(None) };
+    let ranges = parse_select_only(list).map_err(|_| format!("only: bad file list {list:?} (indices, e.g. 0,2-3)"))?;
+    select_files(&meta.files, &ranges).map(Some).map_err(|e| format!("only: {e}"))
 }
 
 /// Starts the entry's task in the session and hands it its recorded peers.
 async fn start(session: &Session, entry: &mut Entry) {
     entry.retry.retry_at = None;
     entry.watch = alerts::Watch::new(std::time::Instant::now());
-    let handle = session.add_torrent(entry.meta.clone(), entry.record.output.clone());
+    let Some(meta) = entry.meta.clone() else { return };
+    // Checked when the torrent was added (or its metadata arrived); the metainfo never changes.
+    let selected = selection(&meta, entry.record.only.as_deref()).unwrap_or(None);
+    let handle = session.add_torrent_selected(meta, entry.record.output.clone(), selected);
     handle.add_peers(entry.record.peers.iter().copied().map(PeerAddr::Tcp).collect()).await;
     entry.handle = Some(handle);
 }

@@ -31,7 +31,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
 }
 
 /// One torrent as the daemon remembers it across restarts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// The info-hash in hex: also the name of its `.torrent` under `torrents/`.
     pub id: String,
@@ -41,6 +41,16 @@ pub struct Record {
     /// Peers named when it was added, dialled again whenever it starts.
     #[serde(default)]
     pub peers: Vec<SocketAddr>,
+    /// The magnet it was added by: while its `.torrent` is not kept yet, a start fetches the
+    /// metadata again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub magnet: Option<String>,
+    /// The files to download (BEP 53 syntax, `0,2-3`); none for all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only: Option<String>,
+    /// How long a metadata fetch may take, in seconds; none for the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_timeout_secs: Option<u64>,
 }
 
 /// `$XDG_DATA_HOME/shoal/daemon`, or `~/.local/share/shoal/daemon`.
@@ -135,6 +145,11 @@ impl StateDir {
         write_atomic(&self.torrent_path(id), bytes)
     }
 
+    /// Where the `.torrent` of the torrent with hex id `id` is kept.
+    pub fn torrent_path_of(&self, id: &str) -> PathBuf {
+        self.dir.join("torrents").join(format!("{id}.torrent"))
+    }
+
     pub fn read_torrent(&self, id: &InfoHash) -> Result<Vec<u8>, StateError> {
         let path = self.torrent_path(id);
         std::fs::read(&path).map_err(io(&path))
@@ -183,7 +198,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(dir.path()).unwrap();
         assert!(state.records().unwrap().is_empty());
-        let r = Record { id: "ab".repeat(20), output: "/tmp/x".into(), paused: true, peers: vec![] };
+        let r =
+            Record { id: "ab".repeat(20), output: "/tmp/x".into(), paused: true, peers: vec![], ..Default::default() };
         state.save_records(std::slice::from_ref(&r)).unwrap();
         assert_eq!(state.records().unwrap(), vec![r]);
         std::fs::write(dir.path().join("torrents.json"), b"[{").unwrap();

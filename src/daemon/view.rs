@@ -13,8 +13,9 @@ pub struct TorrentView {
     /// The info-hash in hex.
     pub id: String,
     pub name: String,
-    /// `paused`, `checking`, `downloading`, `seeding` or `faulted` (its storage failed; see
-    /// `/api/faults`, retried with backoff).
+    /// `paused`, `fetching_metadata` (a magnet), `checking`, `downloading`, `seeding` or
+    /// `faulted` (its storage failed, retried with backoff; or a magnet's metadata could not be
+    /// had; see `/api/faults`).
     pub state: String,
     /// Verified fraction of the wanted bytes, 0 to 1.
     pub progress: Option<f64>,
@@ -30,6 +31,9 @@ pub struct TorrentView {
     pub error: Option<String>,
     /// The torrent's files (padding files left out), paths below `output`.
     pub files: Vec<FileView>,
+    /// While a magnet's metadata is fetched: its pieces received and in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_pieces: Option<(u32, u32)>,
 }
 
 /// One file of a torrent.
@@ -65,6 +69,7 @@ impl TorrentView {
             output: record.output.clone(),
             error: stats.and_then(|s| s.error.as_ref()).map(|e| e.to_string()),
             files: files(meta),
+            metadata_pieces: None,
         }
     }
 }
