@@ -10,56 +10,13 @@
 mod common;
 
 use common::clients::lt_peer;
-use common::process::{run_env, serial, Proc, STARTUP};
+use common::daemon::{request, Daemon, DEADLINE, IO};
+use common::process::{run_env, serial};
 use common::torrent::{assert_same_bytes, create_torrent, data_and_torrent, make_file};
 use serde_json::Value;
-use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// Bound on a transfer or a state change seen through the API.
-const DEADLINE: Duration = Duration::from_secs(180);
-const IO: Duration = Duration::from_secs(30);
-
-/// A whole HTTP answer: status and body as JSON (`Null` when empty or not JSON).
-struct Answer {
-    status: u16,
-    json: Value,
-}
-
-/// One HTTP/1.1 request with `Connection: close`. `body` is `(content type, bytes)`;
-/// `declared` overrides `Content-Length` (to announce a body that is never sent).
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<(&str, &[u8])>,
-    declared: Option<usize>,
-) -> Answer {
-    let mut s = TcpStream::connect_timeout(&addr, IO).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(IO)).unwrap();
-    s.set_write_timeout(Some(IO)).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    let (kind, bytes) = body.unwrap_or(("application/json", b""));
-    head.push_str(&format!("Content-Type: {kind}\r\nContent-Length: {}\r\n\r\n", declared.unwrap_or(bytes.len())));
-    s.write_all(head.as_bytes()).unwrap();
-    if declared.is_none() {
-        s.write_all(bytes).unwrap();
-    }
-    let mut raw = Vec::new();
-    // The server may close as soon as it answered; what was read by then is the answer.
-    let _ = s.read_to_end(&mut raw);
-    let at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("{method} {path}: no HTTP answer"));
-    let head = String::from_utf8_lossy(&raw[..at]).into_owned();
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status code");
-    Answer { status, json: serde_json::from_slice(&raw[at + 4..]).unwrap_or(Value::Null) }
-}
 
 /// Opens `GET /api/events` and reads until the first whole event (bounded by [`IO`]).
 fn first_event(addr: SocketAddr, token: &str) -> String {
@@ -78,79 +35,6 @@ fn first_event(addr: SocketAddr, token: &str) -> String {
                 return text[at..at + end].to_string();
             }
         }
-    }
-}
-
-/// The daemon under test, with its API address and token.
-struct Daemon {
-    proc: Proc,
-    api: SocketAddr,
-    token: String,
-}
-
-impl Daemon {
-    fn start(dir: &Path, name: &str) -> Daemon {
-        let args: Vec<OsString> = args![
-            "daemon",
-            "--api",
-            "127.0.0.1:0",
-            "--state-dir",
-            dir.join("state"),
-            "--listen",
-            "127.0.0.1:0",
-            "--no-kad"
-        ];
-        let mut proc = Proc::spawn(name, dir, &args, &[]);
-        let api = proc.wait_line("listening api ", STARTUP);
-        let api = api.parse().unwrap_or_else(|e| proc.fail(&format!("bad api address {api}: {e}")));
-        let token = std::fs::read_to_string(dir.join("state/api-token")).expect("api-token written before ready");
-        Daemon { proc, api, token: token.trim().to_string() }
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<(&str, &[u8])>) -> Answer {
-        request(self.api, method, path, Some(&self.token), body, None)
-    }
-
-    /// Polls `GET /api/torrents/{id}` until its state is `want`; fails past [`DEADLINE`].
-    fn wait_state(&self, id: &str, want: &str) -> Value {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let a = self.call("GET", &format!("/api/torrents/{id}"), None);
-            if a.status == 200 && a.json["state"] == want {
-                return a.json;
-            }
-            if Instant::now() > deadline {
-                self.proc.fail(&format!("torrent {id} not {want} within {DEADLINE:?}; last: {} {}", a.status, a.json));
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-
-    fn states(&self) -> Vec<(String, String)> {
-        let a = self.call("GET", "/api/torrents", None);
-        assert_eq!(a.status, 200, "list: {}", a.json);
-        a.json
-            .as_array()
-            .expect("a list")
-            .iter()
-            .map(|t| (t["id"].as_str().unwrap().into(), t["state"].as_str().unwrap().into()))
-            .collect()
-    }
-
-    /// SIGTERM, then a clean exit.
-    fn stop(mut self) {
-        let pid = self.proc.pid() as i32;
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM to the daemon");
-        let status = self.proc.wait_exit(Duration::from_secs(30));
-        assert!(status.success(), "daemon exited with {status}");
-    }
-
-    /// `shoal ARGS --api A --state-dir S`, to its end: (exit code, stdout, stderr).
-    fn client(&self, dir: &Path, args: &[&str]) -> (i32, String, String) {
-        let mut all: Vec<OsString> = args.iter().map(OsString::from).collect();
-        all.extend(args!["--api", self.api.to_string(), "--state-dir", dir.join("state")]);
-        let (status, out, err) = run_env(&all, &[], Duration::from_secs(60));
-        (status.code().unwrap_or(-1), out, err)
     }
 }
 

@@ -11,10 +11,32 @@ mod common;
 use common::clients::{lt_peer, shoal_download_with, skip_on_purpose, TRANSFER};
 use common::process::run_env;
 use common::torrent::{assert_same_bytes, create_torrent, make_file};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const KIB: usize = 1024;
+
+/// The album's three files (data from `seed`, `seed + 1`, `seed + 2`), its torrent and its
+/// info-hash, with `seed/`, `out/` and `logs/` below `dir`.
+struct Album {
+    files: [PathBuf; 3],
+    torrent: PathBuf,
+    hash: String,
+    seed: PathBuf,
+    out: PathBuf,
+    logs: PathBuf,
+}
+
+fn album(dir: &Path, seed: u64) -> Album {
+    let [seed_dir, out, logs] = ["seed", "out", "logs"].map(|d| dir.join(d));
+    let root = seed_dir.join("album");
+    let sizes = [300 * KIB + 7, 500 * KIB + 3, 200 * KIB];
+    let files = [0, 1, 2].map(|i| make_file(&root, ["a", "b", "c"][i], sizes[i], seed + i as u64));
+    let torrent = dir.join("album.torrent");
+    let hash = create_torrent(&root, &torrent, "256KiB", None);
+    std::fs::create_dir_all(&logs).unwrap();
+    Album { files, torrent, hash, seed: seed_dir, out, logs }
+}
 
 #[test]
 fn only_the_chosen_files_are_downloaded_and_the_rest_never_created() {
@@ -22,14 +44,7 @@ fn only_the_chosen_files_are_downloaded_and_the_rest_never_created() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let [seed, out, logs] = ["seed", "out", "logs"].map(|d| dir.path().join(d));
-    let album = seed.join("album");
-    let a = make_file(&album, "a", 300 * KIB + 7, 11);
-    let _b = make_file(&album, "b", 500 * KIB + 3, 12);
-    let c = make_file(&album, "c", 200 * KIB, 13);
-    let torrent = dir.path().join("album.torrent");
-    let hash = create_torrent(&album, &torrent, "256KiB", None);
-    std::fs::create_dir_all(&logs).unwrap();
+    let Album { files: [a, _b, c], torrent, hash, seed, out, logs } = album(dir.path(), 11);
 
     let (_seeder, port) = lt_peer("seed", &torrent, &seed, &[], &logs);
     let mut leecher = shoal_download_with(&torrent, &out, &["--only", "0,2"], &[format!("127.0.0.1:{port}")], &logs);
@@ -56,14 +71,7 @@ fn a_magnets_so_selects_files_once_its_metadata_is_fetched() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let [seed, out, logs] = ["seed", "out", "logs"].map(|d| dir.path().join(d));
-    let album = seed.join("album");
-    let _a = make_file(&album, "a", 300 * KIB + 7, 21);
-    let b = make_file(&album, "b", 500 * KIB + 3, 22);
-    let _c = make_file(&album, "c", 200 * KIB, 23);
-    let torrent = dir.path().join("album.torrent");
-    let hash = create_torrent(&album, &torrent, "256KiB", None);
-    std::fs::create_dir_all(&logs).unwrap();
+    let Album { files: [_a, b, _c], torrent, hash, seed, out, logs } = album(dir.path(), 21);
 
     let (_seeder, port) = lt_peer("seed", &torrent, &seed, &[], &logs);
     let magnet = format!("magnet:?xt=urn:btih:{hash}&x.pe=127.0.0.1:{port}&so=1");

@@ -9,6 +9,7 @@
 //! - [`logs`]: reading what a `shoal` process logged;
 //! - [`clients`]: the real clients (opentracker, python3-libtorrent, aria2c) and `shoal`
 //!   beside them;
+//! - [`daemon`]: a `shoal daemon` process and requests to its HTTP API;
 //! - [`session`]: in-process sessions and libp2p nodes on 127.0.0.1, and a throttled link;
 //! - [`wire`]: BitTorrent bytes for fake peers (handshakes, messages, bitfields).
 //!
@@ -19,6 +20,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod daemon;
 pub mod http;
 pub mod logs;
 pub mod ports;
