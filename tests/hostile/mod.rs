@@ -27,6 +27,8 @@ use shoal::wire::{Handshake, HandshakeCodec, Message, MessageCodec, PeerId};
 use socket2::{Domain, Socket, Type};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::codec::Decoder;
 
@@ -375,6 +377,18 @@ impl FakeListener {
             }
         }
         None
+    }
+
+    /// Serves each connection on a thread of its own with `serve`, until `stop` is set.
+    pub fn serve_each(self, stop: Arc<AtomicBool>, serve: impl Fn(FakePeer) + Clone + Send + 'static) {
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(peer) = self.accept(Duration::from_millis(200)) {
+                    let serve = serve.clone();
+                    std::thread::spawn(move || serve(peer));
+                }
+            }
+        });
     }
 }
 

@@ -77,14 +77,9 @@ impl FakeSeeder {
         let log = Arc::new(Mutex::new(SeederLog::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (l, s) = (log.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                if let Some(peer) = listener.accept(Duration::from_millis(200)) {
-                    l.lock().unwrap().accepted += 1;
-                    let (l, s) = (l.clone(), s.clone());
-                    std::thread::spawn(move || serve_one(peer, geo, serve, &l, &s));
-                }
-            }
+        listener.serve_each(stop.clone(), move |peer| {
+            l.lock().unwrap().accepted += 1;
+            serve_one(peer, geo, serve, &l, &s)
         });
         FakeSeeder { addr, log, stop }
     }

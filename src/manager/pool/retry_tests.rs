@@ -1,23 +1,11 @@
 //! Unit tests of quick retries: the backoff ladder, peers the user named (never forgotten,
 //! first in line) and peers that closed during the handshake.
+use super::tests::addr;
 use super::*;
-use std::net::SocketAddr;
 
+/// The shared test limits with a small known set.
 fn limits() -> PoolLimits {
-    PoolLimits {
-        max_connections: 3,
-        max_connecting: 2,
-        max_pending: 4,
-        reconnect_delay: Duration::from_secs(60),
-        max_connect_failures: 3,
-        max_known: 3,
-        max_banned: 4,
-        max_per_ip: 100,
-    }
-}
-
-fn addr(n: u16) -> PeerAddr {
-    PeerAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], n)))
+    PoolLimits { max_known: 3, ..super::tests::limits() }
 }
 
 const S: fn(u64) -> Duration = Duration::from_secs;

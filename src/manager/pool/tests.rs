@@ -70,7 +70,7 @@ impl Pool {
     }
 }
 
-fn limits() -> PoolLimits {
+pub(super) fn limits() -> PoolLimits {
     PoolLimits {
         max_connections: 3,
         max_connecting: 2,
@@ -83,7 +83,7 @@ fn limits() -> PoolLimits {
     }
 }
 
-fn addr(n: u16) -> PeerAddr {
+pub(super) fn addr(n: u16) -> PeerAddr {
     PeerAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], n)))
 }
 
