@@ -11,7 +11,7 @@ use shoal::metainfo::magnet::parse_select_only;
 use shoal::metainfo::select::select_files;
 use shoal::metainfo::{Magnet, Metainfo};
 use shoal::p2p::DhtMode;
-use shoal::session::Session;
+use shoal::session::{Session, TorrentSetup};
 use shoal::torrent::{Phase, TorrentEvent, TorrentHandle};
 use shoal::types::PeerAddr;
 use std::ops::RangeInclusive;
@@ -200,7 +200,8 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
     };
     let wanted_bytes = shoal::torrent::wanted_bytes(&meta, selection.as_deref());
     let meta = Arc::new(meta);
-    let handle = session.add_torrent_selected(meta.clone(), args.output.clone(), selection);
+    let setup = TorrentSetup { selection, resume: None };
+    let handle = session.add_torrent_with(meta.clone(), args.output.clone(), setup);
     log_verified_pieces(&handle);
     handle.add_peers(peers).await;
 

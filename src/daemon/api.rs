@@ -12,7 +12,7 @@
 //! | `GET /api/torrents/{id}` | one torrent |
 //! | `POST /api/torrents` | add: a `.torrent` body (`?output=DIR&paused=true&peer=IP:PORT`) or JSON `{"source_path": PATH}`; 201 `{"id": ...}`, 409 when already added |
 //! | `POST /api/torrents/{id}/pause`, `.../resume` (`disable`, `enable` alike) | stop the torrent's task / start it again |
-//! | `POST /api/torrents/{id}/restart`, `.../recheck` | stop it and start it again, re-checking its data |
+//! | `POST /api/torrents/{id}/restart`, `.../recheck` | stop it and start it again from its resume record; `recheck` hashes all its data |
 //! | `DELETE /api/torrents/{id}` | stop and forget it (`?delete_data=true`: remove its data too) |
 //! | `GET /api/config`, `PATCH /api/config` | the current options; change some keys (a new version) |
 //! | `GET /api/config/versions`, `POST /api/config/rollback` | the history; `{"version": V}` made current again |
@@ -156,7 +156,8 @@ async fn action(
         // torrent is not retried, an enabled one starts at once.
         "pause" | "disable" => Ok(Json(d.pause(&id).await?)),
         "resume" | "enable" => Ok(Json(d.resume(&id).await?)),
-        "restart" | "recheck" => Ok(Json(d.restart(&id).await?)),
+        "restart" => Ok(Json(d.restart(&id, false).await?)),
+        "recheck" => Ok(Json(d.restart(&id, true).await?)),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no action `{action}` (pause, resume, restart, recheck, disable, enable)"),

@@ -134,7 +134,7 @@ impl Daemon {
             self.session.remove_torrent(&handle.info_hash).await;
         }
         tracing::info!(id = %entry.record.id, "restarting a faulted torrent");
-        start(&self.session, entry).await;
+        start(&self.session, &self.state, entry).await;
     }
 
     /// Runs the alert rules on one torrent's latest statistics.

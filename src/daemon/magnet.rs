@@ -179,7 +179,7 @@ impl Daemon {
         match result.and_then(|bytes| self.keep_metadata(entry, &bytes)) {
             Ok(()) => {
                 tracing::info!(%id, name = %entry.name(), "metadata fetched; .torrent kept");
-                start(&self.session, entry).await;
+                start(&self.session, &self.state, entry).await;
             }
             Err(message) => {
                 tracing::warn!(%id, %message, "magnet faulted");

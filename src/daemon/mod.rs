@@ -33,7 +33,7 @@ use crate::metainfo::create::{create_torrent, CreateOptions};
 use crate::metainfo::magnet::parse_select_only;
 use crate::metainfo::select::select_files;
 use crate::metainfo::{InfoHash, Metainfo};
-use crate::session::Session;
+use crate::session::{Session, TorrentSetup};
 use crate::torrent::{Phase, TorrentHandle, TorrentStats};
 use crate::types::PeerAddr;
 use state::{Record, StateDir, StateError};
@@ -131,7 +131,7 @@ impl Daemon {
             };
             let mut entry = Entry::new(meta, record);
             if !entry.record.paused && entry.meta.is_some() {
-                start(&session, &mut entry).await;
+                start(&session, &state, &mut entry).await;
             }
             torrents.insert(entry.record.id.clone(), entry);
         }
@@ -214,7 +214,7 @@ impl Daemon {
         };
         let mut entry = Entry::new(Some(meta), record);
         if !opts.paused {
-            start(&self.session, &mut entry).await;
+            start(&self.session, &self.state, &mut entry).await;
         }
         torrents.insert(id.clone(), entry);
         self.save(&torrents)?;
@@ -267,7 +267,7 @@ impl Daemon {
                 self.start_fetch(entry);
             }
         } else if entry.handle.is_none() {
-            start(&self.session, entry).await;
+            start(&self.session, &self.state, entry).await;
         }
         entry.record.paused = false;
         let view = entry.view();
@@ -275,18 +275,22 @@ impl Daemon {
         Ok(view)
     }
 
-    /// Stops the torrent if it runs and starts it again, which re-checks its data on disk
-    /// (`restart` and `recheck` are the same until there is fast-resume data to skip).
-    pub async fn restart(&self, id: &str) -> Result<TorrentView, DaemonError> {
+    /// Stops the torrent if it runs and starts it again from its fast-resume record; with
+    /// `recheck`, the record is dropped first, so every piece on disk is hashed again.
+    pub async fn restart(&self, id: &str, recheck: bool) -> Result<TorrentView, DaemonError> {
         let key = parse_id(id)?;
         let mut torrents = self.torrents.lock().await;
         let entry = torrents.get_mut(&key).ok_or_else(|| DaemonError::NotFound(key.clone()))?;
         if let Some(handle) = entry.handle.take() {
+            // Waits for the torrent's tasks, its last resume record among them.
             self.session.remove_torrent(&handle.info_hash).await;
         }
         entry.stop_fetch();
+        if recheck {
+            self.state.delete_resume(&key)?;
+        }
         if entry.meta.is_some() {
-            start(&self.session, entry).await;
+            start(&self.session, &self.state, entry).await;
         } else {
             self.start_fetch(entry);
         }
@@ -310,6 +314,7 @@ impl Daemon {
         drop(torrents);
         let id = InfoHash::from_hex(&key).expect("checked by parse_id");
         self.state.delete_torrent(&id)?;
+        self.state.delete_resume(&key)?;
         if let (true, Some(meta)) = (delete_data, &entry.meta) {
             delete_data_of(meta, &entry.record.output)?;
         }
@@ -374,14 +379,16 @@ fn selection(meta: &Metainfo, only: Option<&str>) -> Result<Option<Vec<bool>>, S
     select_files(&meta.files, &ranges).map(Some).map_err(|e| format!("only: {e}"))
 }
 
-/// Starts the entry's task in the session and hands it its recorded peers.
-async fn start(session: &Session, entry: &mut Entry) {
+/// Starts the entry's task in the session, from its fast-resume record, and hands it its
+/// recorded peers.
+async fn start(session: &Session, state: &StateDir, entry: &mut Entry) {
     entry.retry.retry_at = None;
     entry.watch = alerts::Watch::new(std::time::Instant::now());
     let Some(meta) = entry.meta.clone() else { return };
     // Checked when the torrent was added (or its metadata arrived); the metainfo never changes.
     let selected = selection(&meta, entry.record.only.as_deref()).unwrap_or(None);
-    let handle = session.add_torrent_selected(meta, entry.record.output.clone(), selected);
+    let setup = TorrentSetup { selection: selected, resume: Some(state.resume_path(&entry.record.id)) };
+    let handle = session.add_torrent_with(meta, entry.record.output.clone(), setup);
     handle.add_peers(entry.record.peers.iter().copied().map(PeerAddr::Tcp).collect()).await;
     entry.handle = Some(handle);
 }

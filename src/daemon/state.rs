@@ -6,7 +6,9 @@
 //!   whole on every change through a temp file and a rename, so a crash leaves the old list or
 //!   the new one, never half of one;
 //! - `torrents/<info-hash>.torrent`: the metainfo as it was added (or made from a seeded path),
-//!   read back on restart.
+//!   read back on restart;
+//! - `resume/<info-hash>.json`: the torrent's fast-resume record (pieces had and the files'
+//!   stamps, [`crate::storage::resume`]), kept current by the torrent itself.
 //!
 //! Nothing here knows about sessions or HTTP; [`super::Daemon`] decides what to record.
 use crate::metainfo::InfoHash;
@@ -78,8 +80,10 @@ pub struct StateDir {
 impl StateDir {
     /// Creates `dir` (and `dir/torrents`) when missing.
     pub fn open(dir: &Path) -> Result<StateDir, StateError> {
-        let torrents = dir.join("torrents");
-        std::fs::create_dir_all(&torrents).map_err(io(&torrents))?;
+        for sub in ["torrents", "resume"] {
+            let path = dir.join(sub);
+            std::fs::create_dir_all(&path).map_err(io(&path))?;
+        }
         Ok(StateDir { dir: dir.to_path_buf() })
     }
 
@@ -157,11 +161,25 @@ impl StateDir {
 
     /// Forgets the metainfo of a removed torrent (already gone is fine).
     pub fn delete_torrent(&self, id: &InfoHash) -> Result<(), StateError> {
-        let path = self.torrent_path(id);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
-            _ => Ok(()),
-        }
+        remove_if_there(&self.torrent_path(id))
+    }
+
+    /// Where the fast-resume record of the torrent with hex id `id` is kept.
+    pub fn resume_path(&self, id: &str) -> PathBuf {
+        self.dir.join("resume").join(format!("{id}.json"))
+    }
+
+    /// Forgets the fast-resume record of `id`, so its next start hashes its data (already
+    /// gone is fine).
+    pub fn delete_resume(&self, id: &str) -> Result<(), StateError> {
+        remove_if_there(&self.resume_path(id))
+    }
+}
+
+fn remove_if_there(path: &Path) -> Result<(), StateError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
+        _ => Ok(()),
     }
 }
 

@@ -72,6 +72,17 @@ pub struct Session {
     diagnostics: Option<(SocketAddr, TorrentSourceGuard)>,
 }
 
+/// How a torrent added with [`Session::add_torrent_with`] starts.
+#[derive(Debug, Clone, Default)]
+pub struct TorrentSetup {
+    /// BEP 53: one flag per file (from [`crate::metainfo::select::select_files`]), only the
+    /// flagged files are downloaded; `None` for all.
+    pub selection: Option<Vec<bool>>,
+    /// The fast-resume record to start from and keep current; `None` hashes whatever is on
+    /// disk at every start.
+    pub resume: Option<PathBuf>,
+}
+
 impl Session {
     /// Starts a session listening for BitTorrent peers on `listen` (none: outbound only),
     /// and nothing else; [`Session::builder`] also starts a node, monitor and diagnostics.
@@ -195,17 +206,11 @@ impl Session {
 
     /// Starts a torrent whose data lives at `output/<name>`.
     pub fn add_torrent(&self, meta: Arc<Metainfo>, output: PathBuf) -> TorrentHandle {
-        self.add_torrent_selected(meta, output, None)
+        self.add_torrent_with(meta, output, TorrentSetup::default())
     }
 
-    /// Like [`Session::add_torrent`], downloading only the files flagged in `selection` (one
-    /// flag per file, from [`crate::metainfo::select::select_files`]).
-    pub fn add_torrent_selected(
-        &self,
-        meta: Arc<Metainfo>,
-        output: PathBuf,
-        selection: Option<Vec<bool>>,
-    ) -> TorrentHandle {
+    /// Like [`Session::add_torrent`], with a file selection or a fast-resume record.
+    pub fn add_torrent_with(&self, meta: Arc<Metainfo>, output: PathBuf, setup: TorrentSetup) -> TorrentHandle {
         let params = TorrentParams {
             meta: meta.clone(),
             output,
@@ -214,7 +219,8 @@ impl Session {
             listen_port: self.listen_addr.map(|a| a.port()),
             connector: self.connector.clone(),
             send_budget: self.send_budget.clone(),
-            selection,
+            selection: setup.selection,
+            resume: setup.resume,
         };
         let handle = TorrentHandle::spawn(params, &self.cancel);
         self.torrents.lock().expect("routes lock").insert(meta.info_hash, handle.clone());

@@ -11,12 +11,14 @@ use bitvec::order::Msb0;
 use bitvec::vec::BitVec;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Bitfield of the pieces whose data on disk matches `hashes`; `on_piece` gets the running
-/// count of pieces checked (from any of the worker threads).
+/// Bitfield of the pieces whose data on disk matches `hashes`, among those flagged in `only`
+/// (all when `None`; the others are not read and count as not had); `on_piece` gets the
+/// running count of pieces checked or skipped (from any of the worker threads).
 pub fn check_pieces(
     layout: &Layout,
     files: &FileTable,
     hashes: &[[u8; 20]],
+    only: Option<&BitVec<u8, Msb0>>,
     on_piece: &(dyn Fn(u32) + Send + Sync),
 ) -> Result<BitVec<u8, Msb0>, StorageError> {
     let count = layout.piece_count();
@@ -34,6 +36,10 @@ pub fn check_pieces(
         let mut buf = vec![0u8; layout.piece_length() as usize];
         let mut had = Vec::new();
         for index in from..to {
+            if only.is_some_and(|o| !o[index as usize]) {
+                on_piece(checked.fetch_add(1, Ordering::Relaxed) + 1);
+                continue;
+            }
             let size = layout.piece_size(index)? as usize;
             let present = layout
                 .piece_segments(index)?

@@ -7,7 +7,9 @@
 //! Every method here does blocking I/O and must only be called from the blocking pool or a
 //! dedicated thread. The table's `std::sync::Mutex` is held only to look up or open a handle,
 //! never during a read or write (handles are `Arc<File>` and positional I/O needs no seek).
+use super::layout::Layout;
 use super::parts::PartFile;
+use super::resume::FileStamp;
 use super::StorageError;
 use crate::metainfo::Metainfo;
 use std::collections::HashMap;
@@ -119,6 +121,22 @@ impl FileTable {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_error(self.path(file), e)),
         }
+    }
+
+    /// What `file` looks like on disk now (the part file's stamp for a file it holds), for the
+    /// resume record; `None` when it does not exist.
+    pub fn stamp(&self, file: usize) -> std::io::Result<Option<FileStamp>> {
+        match self.part_of(file) {
+            Some(parts) => FileStamp::of(parts.path()),
+            None => FileStamp::of(self.path(file)),
+        }
+    }
+
+    /// The stamps of every file (`None` for padding), in the resume record's order.
+    pub fn stamps(&self, layout: &Layout) -> Result<Vec<Option<FileStamp>>, StorageError> {
+        (0..layout.file_count())
+            .map(|f| if layout.is_padding(f) { Ok(None) } else { self.stamp(f).map_err(|e| io_error(self.path(f), e)) })
+            .collect()
     }
 
     /// Makes `file` exist with at least `length` bytes (extending sparsely, never truncating),

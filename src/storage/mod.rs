@@ -12,12 +12,14 @@
 //! - `pieces`: whole-piece read/write over segments, the hash check.
 //! - `cache`: recently read pieces, so block requests rarely touch the disk.
 //! - `check`: the multi-threaded resume scan.
+//! - [`resume`]: the fast-resume record, which spares the scan the pieces of unchanged files.
 mod cache;
 mod check;
 mod files;
 pub mod layout;
 mod parts;
 mod pieces;
+pub mod resume;
 
 use crate::metainfo::Metainfo;
 use crate::metrics::metrics;
@@ -28,6 +30,7 @@ use cache::PieceCache;
 use files::FileTable;
 use layout::Layout;
 use parts::PartFile;
+use resume::ResumeData;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -118,19 +121,52 @@ impl Storage {
     }
 
     /// Hashes whatever data already exists (resume); pieces whose files are missing or too
-    /// short are not read and count as not had. Creates nothing. `on_piece` is called (from
-    /// worker threads) with the count of pieces checked so far.
+    /// short are not read and count as not had. Creates nothing. With a fast-resume record at
+    /// `record` that fits the torrent, only the pieces touching files changed since it are
+    /// read ([`resume`]). `on_piece` is called (from worker threads) with the count of pieces
+    /// checked so far.
     pub async fn check_existing(
         &self,
+        record: Option<PathBuf>,
         on_piece: Arc<dyn Fn(u32) + Send + Sync>,
     ) -> Result<BitVec<u8, Msb0>, StorageError> {
         let inner = self.inner.clone();
-        let have =
-            blocking(move || check::check_pieces(&inner.layout, &inner.files, &inner.meta.pieces, &*on_piece)).await?;
-        tracing::info!("resume check: {} of {} pieces on disk match their hashes", have.count_ones(), have.len());
+        let (have, hashed) = blocking(move || {
+            let (layout, files) = (&inner.layout, &inner.files);
+            let hex = inner.meta.info_hash.to_hex();
+            let settled = match record.as_deref().and_then(|p| ResumeData::load(p, &hex, layout)) {
+                Some(r) => Some(r.settle(layout, &files.stamps(layout)?)?),
+                None => None,
+            };
+            let only = settled.as_ref().map(|(_, to_hash)| to_hash);
+            let mut have = check::check_pieces(layout, files, &inner.meta.pieces, only, &*on_piece)?;
+            let hashed = only.map_or(layout.piece_count() as usize, |o| o.count_ones());
+            if let Some((had, _)) = &settled {
+                have |= had.as_bitslice();
+            }
+            Ok((have, hashed))
+        })
+        .await?;
+        tracing::info!(
+            "resume check: {} of {} pieces on disk, {hashed} of them hashed",
+            have.count_ones(),
+            have.len()
+        );
         // The exact set, for tests that compare it with the bytes on disk after a crash.
         tracing::debug!(have = %hex(have.as_raw_slice()), "resume check bitfield");
         Ok(have)
+    }
+
+    /// Records `have` (pieces verified and written) with the files as they are now at
+    /// `record`, atomically. Call only after every piece in `have` was written.
+    pub async fn save_resume(&self, record: PathBuf, have: BitVec<u8, Msb0>) -> Result<(), StorageError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let stamps = inner.files.stamps(&inner.layout)?;
+            let data = ResumeData::new(&inner.meta.info_hash.to_hex(), &have, stamps);
+            data.save(&record).map_err(|source| StorageError::Io { path: record.clone(), source })
+        })
+        .await
     }
 
     /// Verifies a complete piece from memory and, when it matches, writes it. `data` must be

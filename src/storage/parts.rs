@@ -77,6 +77,10 @@ impl PartFile {
         }
     }
 
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     /// Whether the part file exists (the resume check reads nothing of covered files when not).
     pub fn exists(&self) -> bool {
         self.path.exists()

@@ -86,7 +86,7 @@ async fn check(s: &Storage) -> (Vec<usize>, u32) {
     let seen = Arc::new(AtomicU32::new(0));
     let seen2 = seen.clone();
     let have = s
-        .check_existing(Arc::new(move |n| {
+        .check_existing(None, Arc::new(move |n| {
             seen2.fetch_max(n, Ordering::SeqCst);
         }))
         .await
@@ -244,4 +244,87 @@ async fn single_file_torrent_lives_at_root_slash_name() {
     s.finalize(true).await.unwrap();
     assert_eq!(std::fs::read(f.dir.path().join("t")).unwrap(), f.data);
     assert_eq!(tree(f.dir.path()), ["t"]);
+}
+
+/// Checks with the fast-resume record at `record`.
+async fn check_from(s: &Storage, record: &Path) -> Vec<usize> {
+    let have = s.check_existing(Some(record.to_path_buf()), Arc::new(|_| {})).await.unwrap();
+    have.iter_ones().collect()
+}
+
+fn bits(count: usize, ones: &[usize]) -> BitVec<u8, Msb0> {
+    let mut b = BitVec::repeat(false, count);
+    for &i in ones {
+        b.set(i, true);
+    }
+    b
+}
+
+/// Flips one byte of `path` and puts its modification time back, so its stamp is unchanged:
+/// only a check that reads the file can tell.
+fn corrupt_keeping_stamp(path: &Path, at: u64) {
+    let mtime = std::fs::metadata(path).unwrap().modified().unwrap();
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut byte = [0u8];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut byte, at).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[!byte[0]], at).unwrap();
+    file.set_modified(mtime).unwrap();
+}
+
+#[tokio::test]
+async fn a_resume_record_of_unchanged_files_is_trusted_without_reading() {
+    let f = multi();
+    let s = f.storage();
+    for index in [0, 2, 4] {
+        s.write_piece(index, f.piece(index)).await.unwrap();
+    }
+    let record = f.dir.path().join("resume.json");
+    s.save_resume(record.clone(), bits(5, &[0, 2, 4])).await.unwrap();
+    // Byte 10 of dir/b is in piece 2: a hash would lose it, the record keeps it.
+    corrupt_keeping_stamp(&f.file_on_disk(&["dir", "b"]), 10);
+    assert_eq!(check_from(&f.storage(), &record).await, [0, 2, 4], "nothing was read");
+    assert_eq!(check(&f.storage()).await.0, [0, 4], "without the record the corruption shows");
+}
+
+#[tokio::test]
+async fn a_file_changed_since_the_record_has_its_pieces_hashed_again() {
+    let f = multi();
+    let s = f.storage();
+    for index in [0, 2] {
+        s.write_piece(index, f.piece(index)).await.unwrap();
+    }
+    let record = f.dir.path().join("resume.json");
+    s.save_resume(record.clone(), bits(5, &[0, 2])).await.unwrap();
+    // Pieces 3 and 4 written after the record (as by a daemon killed before its next one):
+    // dir/b and c change, so pieces 2-4 are hashed and found; a is unchanged, piece 0 trusted.
+    for index in [3, 4] {
+        s.write_piece(index, f.piece(index)).await.unwrap();
+    }
+    // Timestamps are coarse: the test moves them itself so "changed" does not hang on a tick.
+    let (b, c) = (f.file_on_disk(&["dir", "b"]), f.file_on_disk(&["c"]));
+    let set_mtime = |path: &Path, secs: u64| {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        std::fs::OpenOptions::new().write(true).open(path).unwrap().set_modified(at).unwrap();
+    };
+    set_mtime(&b, 1_000_000_000);
+    set_mtime(&c, 1_000_000_000);
+    corrupt_keeping_stamp(&f.file_on_disk(&["a"]), 3);
+    assert_eq!(check_from(&f.storage(), &record).await, [0, 2, 3, 4]);
+    // A changed file whose recorded piece went bad loses it.
+    corrupt_keeping_stamp(&b, 40);
+    set_mtime(&b, 1_000_000_005);
+    assert_eq!(check_from(&f.storage(), &record).await, [0, 2, 4]);
+}
+
+#[tokio::test]
+async fn a_record_that_does_not_fit_is_ignored_and_everything_hashed() {
+    let f = multi();
+    let s = f.storage();
+    s.write_piece(1, f.piece(1)).await.unwrap();
+    let record = f.dir.path().join("resume.json");
+    for text in [&b"{not json"[..], br#"{"info_hash":"00","have":"f8","files":[null,null,null,null,null]}"#] {
+        std::fs::write(&record, text).unwrap();
+        assert_eq!(check_from(&f.storage(), &record).await, [1]);
+    }
+    assert_eq!(check_from(&f.storage(), &f.dir.path().join("missing.json")).await, [1]);
 }

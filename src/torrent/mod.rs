@@ -233,6 +233,9 @@ pub struct TorrentParams {
     pub send_budget: crate::peer::budget::SendBudget,
     /// BEP 53: one flag per file, only the flagged files are downloaded; `None` for all.
     pub selection: Option<Vec<bool>>,
+    /// The fast-resume record to start from and keep current ([`crate::storage::resume`]);
+    /// `None` hashes whatever is on disk at every start.
+    pub resume: Option<PathBuf>,
 }
 
 /// The cloneable face of a running torrent.

@@ -7,13 +7,15 @@
 //! - `pieces`: verification, have messages, smart-ban bans, completion;
 //! - `periodic`: the tick (rates, scores, choker, pool upkeep);
 //! - `pex`: BEP 11 peer exchange (peers learned as source `pex`, messages sent on the tick);
-//! - `stats`: the published snapshot.
+//! - `stats`: the published snapshot;
+//! - `resume`: the fast-resume record kept current by a writer task.
 mod connect;
 mod fast;
 mod periodic;
 mod pex;
 mod pieces;
 mod requests;
+mod resume;
 mod stats;
 
 use super::assembly::Assembly;
@@ -139,7 +141,7 @@ pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: Cancell
     let progress: Arc<dyn Fn(u32) + Send + Sync> = Arc::new(move |n| stats_tx.send_modify(|s| s.pieces_checked = n));
     let have = tokio::select! {
         _ = cancel.cancelled() => return,
-        r = storage.check_existing(progress) => r,
+        r = storage.check_existing(params.resume.clone(), progress) => r,
     };
     let have = match have {
         Ok(h) => h,
@@ -155,12 +157,15 @@ pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: Cancell
     let (dial_tx, mut dial_rx) = mpsc::channel(64);
     let (verdict_tx, mut verdict_rx) = mpsc::channel(MAX_PIECES_IN_FLIGHT * 2);
     let links = Links { events_tx, dial_tx, verdict_tx, need_peers: ch.need_peers.clone(), events: ch.events.clone() };
+    let record = params.resume.clone();
     let mut t = Torrent::new(params, storage, have, links, cancel.clone(), tasks);
     if t.picker.is_complete() {
         t.complete().await;
     } else {
         t.stats.phase = Phase::Downloading;
     }
+    let recorder =
+        record.map(|path| resume::Recorder::spawn(t.storage.clone(), path, t.picker.have(), &t.tasks, cancel.clone()));
     t.publish(&ch.stats);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -174,6 +179,9 @@ pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: Cancell
             Some(v) = verdict_rx.recv() => {
                 if t.on_verdict(v).await {
                     t.publish(&ch.stats);
+                }
+                if let Some(r) = &recorder {
+                    r.note(t.picker.have());
                 }
             }
             _ = tick.tick() => {
