@@ -93,6 +93,12 @@ pub struct Options {
     /// at least two pieces are always allowed.
     pub max_assembly_bytes: usize,
 
+    // --- rate limits ---
+    /// Bytes per second received from all peers of all torrents; 0 is no limit.
+    pub download_rate_limit: u64,
+    /// Bytes per second of blocks sent to all peers of all torrents; 0 is no limit.
+    pub upload_rate_limit: u64,
+
     // --- choker ---
     /// Regular upload slots (tit-for-tat).
     pub unchoke_slots: usize,
@@ -176,6 +182,8 @@ impl Default for Options {
             peer_send_buffer: 1024 * 1024,
             max_send_buffer: 32 * 1024 * 1024,
             max_assembly_bytes: 16 * 1024 * 1024,
+            download_rate_limit: 0,
+            upload_rate_limit: 0,
             unchoke_slots: 4,
             unchoke_interval: Duration::from_secs(10),
             optimistic_unchoke_interval: Duration::from_secs(30),

@@ -59,6 +59,7 @@ async fn choking_a_fast_peer_rejects_its_queued_requests_but_serves_allowed_fast
             send_buffer: 64 * 1024,
             max_queued: 64,
             budget: SendBudget::new(1 << 20),
+            rates: Default::default(),
         },
         cancel: CancellationToken::new(),
     };

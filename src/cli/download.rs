@@ -200,7 +200,7 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
     };
     let wanted_bytes = shoal::torrent::wanted_bytes(&meta, selection.as_deref());
     let meta = Arc::new(meta);
-    let setup = TorrentSetup { selection, resume: None };
+    let setup = TorrentSetup { selection, ..Default::default() };
     let handle = session.add_torrent_with(meta.clone(), args.output.clone(), setup);
     log_verified_pieces(&handle);
     handle.add_peers(peers).await;

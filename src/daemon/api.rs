@@ -13,6 +13,7 @@
 //! | `POST /api/torrents` | add: a `.torrent` body (`?output=DIR&paused=true&peer=IP:PORT`) or JSON `{"source_path": PATH}`; 201 `{"id": ...}`, 409 when already added |
 //! | `POST /api/torrents/{id}/pause`, `.../resume` (`disable`, `enable` alike) | stop the torrent's task / start it again |
 //! | `POST /api/torrents/{id}/restart`, `.../recheck` | stop it and start it again from its resume record; `recheck` hashes all its data |
+//! | `PATCH /api/torrents/{id}` | its own rate limits: `{"download_limit": N, "upload_limit": N}` in bytes/s, 0 for none |
 //! | `DELETE /api/torrents/{id}` | stop and forget it (`?delete_data=true`: remove its data too) |
 //! | `GET /api/config`, `PATCH /api/config` | the current options; change some keys (a new version) |
 //! | `GET /api/config/versions`, `POST /api/config/rollback` | the history; `{"version": V}` made current again |
@@ -101,7 +102,7 @@ pub async fn serve(
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
         .route("/api/torrents", get(list).post(add))
-        .route("/api/torrents/{id}", get(one).delete(remove))
+        .route("/api/torrents/{id}", get(one).delete(remove).patch(patch_torrent))
         .route("/api/torrents/{id}/{action}", post(action))
         .route("/api/config", get(config).patch(patch_config))
         .route("/api/config/versions", get(config_versions))
@@ -163,6 +164,15 @@ async fn action(
             format!("no action `{action}` (pause, resume, restart, recheck, disable, enable)"),
         )),
     }
+}
+
+async fn patch_torrent(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Json<TorrentView>, ApiError> {
+    let patch: super::limits::TorrentPatch = json_body(req).await?;
+    Ok(Json(d.patch_torrent(&id, patch).await?))
 }
 
 async fn remove(State(d): State<Arc<Daemon>>, Path(id): Path<String>, uri: Uri) -> Result<StatusCode, ApiError> {

@@ -65,6 +65,8 @@ impl Entry {
             error: self.fetch_error.clone(),
             files: Vec::new(),
             metadata_pieces: pieces,
+            download_limit: self.record.download_limit,
+            upload_limit: self.record.upload_limit,
         }
     }
 }
@@ -119,6 +121,7 @@ impl Daemon {
             magnet: Some(uri.to_string()),
             only: opts.only,
             metadata_timeout_secs: timeout_secs,
+            ..Default::default()
         };
         let mut entry = Entry::new(None, record);
         if !entry.record.paused {

@@ -24,6 +24,7 @@ pub mod alerts;
 pub mod api;
 pub mod config;
 mod events;
+pub mod limits;
 pub mod faults;
 mod magnet;
 pub mod state;
@@ -387,7 +388,12 @@ async fn start(session: &Session, state: &StateDir, entry: &mut Entry) {
     let Some(meta) = entry.meta.clone() else { return };
     // Checked when the torrent was added (or its metadata arrived); the metainfo never changes.
     let selected = selection(&meta, entry.record.only.as_deref()).unwrap_or(None);
-    let setup = TorrentSetup { selection: selected, resume: Some(state.resume_path(&entry.record.id)) };
+    let setup = TorrentSetup {
+        selection: selected,
+        resume: Some(state.resume_path(&entry.record.id)),
+        download_limit: entry.record.download_limit,
+        upload_limit: entry.record.upload_limit,
+    };
     let handle = session.add_torrent_with(meta, entry.record.output.clone(), setup);
     handle.add_peers(entry.record.peers.iter().copied().map(PeerAddr::Tcp).collect()).await;
     entry.handle = Some(handle);

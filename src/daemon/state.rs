@@ -53,6 +53,15 @@ pub struct Record {
     /// How long a metadata fetch may take, in seconds; none for the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata_timeout_secs: Option<u64>,
+    /// This torrent's own rate limits in bytes per second (0: none; the global ones apply too).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub download_limit: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub upload_limit: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `$XDG_DATA_HOME/shoal/daemon`, or `~/.local/share/shoal/daemon`.

@@ -34,6 +34,11 @@ pub struct TorrentView {
     /// While a magnet's metadata is fetched: its pieces received and in all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata_pieces: Option<(u32, u32)>,
+    /// Its own rate limits in bytes per second (0: none; the global ones apply as well).
+    #[serde(default)]
+    pub download_limit: u64,
+    #[serde(default)]
+    pub upload_limit: u64,
 }
 
 /// One file of a torrent.
@@ -70,6 +75,8 @@ impl TorrentView {
             error: stats.and_then(|s| s.error.as_ref()).map(|e| e.to_string()),
             files: files(meta),
             metadata_pieces: None,
+            download_limit: record.download_limit,
+            upload_limit: record.upload_limit,
         }
     }
 }

@@ -101,6 +101,8 @@ pub struct PeerLimits {
     pub max_queued: usize,
     /// Shared by every peer of the session.
     pub budget: SendBudget,
+    /// The session's and the torrent's rate limits.
+    pub rates: super::rate::PeerRates,
 }
 
 /// A block read from storage, with the share of the send budget it holds.
@@ -294,6 +296,11 @@ impl Task {
                 let b = BlockRef { piece: index, begin, length: data.len() as u32 };
                 self.check_block("block", b)?;
                 self.ctx.counters.downloaded.fetch_add(b.length as u64, Ordering::Relaxed);
+                // The next message waits for the bytes this one took: a limited peer backs up.
+                tokio::select! {
+                    _ = self.ctx.cancel.cancelled() => return Ok(()),
+                    () = self.ctx.limits.rates.download(b.length) => {}
+                }
                 PeerEventKind::Block(b, data)
             }
             // Extended message 0 is the BEP 10 handshake; the others by the id we gave them.
@@ -386,7 +393,9 @@ impl Task {
             self.serve_queue.pop();
             self.reading += b.length as usize;
             let storage = self.ctx.storage.clone();
+            let rates = self.ctx.limits.rates.clone();
             self.reads.push_back(Box::pin(async move {
+                rates.upload(b.length).await;
                 let data = storage.read_block(b.piece, b.begin, b.length).await;
                 // A copy, so the queued block does not keep its whole cached piece alive.
                 (b, data.map(|d| Bytes::copy_from_slice(&d)), permit)

@@ -10,7 +10,8 @@
 //! - `outbox`: the peer's outgoing queue and the cancel-safe step that writes it;
 //! - [`metadata`]: answers BEP 9 `ut_metadata` requests from the raw info dict, bounded;
 //! - [`serve_queue`]: the requests a peer made of us, as descriptors, bounded;
-//! - [`budget`]: the session-wide bound on block bytes waiting to be sent.
+//! - [`budget`]: the session-wide bound on block bytes waiting to be sent;
+//! - [`rate`]: upload and download rate limits, per session and per torrent.
 //!
 //! The task is generic over `AsyncRead + AsyncWrite`: TCP and libp2p streams run the same code.
 pub mod budget;
@@ -18,6 +19,7 @@ pub mod connection;
 pub mod handshake;
 pub mod metadata;
 mod outbox;
+pub mod rate;
 pub mod serve_queue;
 
 use crate::types::BlockRef;

@@ -30,10 +30,18 @@ impl Session {
         self.torrent_options.lock().expect("torrent options lock").clone()
     }
 
-    /// Sets the options of torrents added from now on; running torrents keep theirs.
-    /// Session-wide settings (listener, inbound handshake bounds, send budget, node, tracker
-    /// announces) stay as the session started.
+    /// Sets the options of torrents added from now on; running torrents keep theirs, but for
+    /// the session-wide rate limits, which apply to every peer at once. Other session-wide
+    /// settings (listener, inbound handshake bounds, send budget, node, tracker announces)
+    /// stay as the session started.
     pub fn set_torrent_options(&self, options: Arc<Options>) {
+        self.rates.download.set(options.download_rate_limit);
+        self.rates.upload.set(options.upload_rate_limit);
         *self.torrent_options.lock().expect("torrent options lock") = options;
+    }
+
+    /// The session-wide rate limits.
+    pub fn rates(&self) -> &crate::peer::rate::Rates {
+        &self.rates
     }
 }

@@ -23,6 +23,7 @@ use crate::metainfo::{InfoHash, Metainfo};
 use crate::metrics::TorrentSourceGuard;
 use crate::p2p::{into_box_stream, peer_addr, NodeHandle, P2pConnector};
 use crate::peer::budget::SendBudget;
+use crate::peer::rate::{PeerRates, Rates};
 use crate::peer::{handshake, BoxStream};
 use crate::torrent::Phase;
 use crate::torrent::TorrentSource;
@@ -64,6 +65,8 @@ pub struct Session {
     connector: Arc<dyn Connector>,
     /// Block bytes read for peers and not yet sent, across every torrent.
     send_budget: SendBudget,
+    /// Session-wide rate limits, from the options and changed with them.
+    rates: Arc<Rates>,
     handshakes: Arc<HandshakeLimiter>,
     cancel: CancellationToken,
     tasks: TaskTracker,
@@ -81,6 +84,9 @@ pub struct TorrentSetup {
     /// The fast-resume record to start from and keep current; `None` hashes whatever is on
     /// disk at every start.
     pub resume: Option<PathBuf>,
+    /// This torrent's own limits in bytes per second (0: none; the session's apply as well).
+    pub download_limit: u64,
+    pub upload_limit: u64,
 }
 
 impl Session {
@@ -99,6 +105,7 @@ impl Session {
         let handshakes =
             Arc::new(HandshakeLimiter::new(options.max_inbound_handshakes, options.max_inbound_handshakes_per_ip));
         let options_budget = options.max_send_buffer;
+        let rates = Arc::new(Rates::new(options.download_rate_limit, options.upload_rate_limit));
         let session = Session {
             peer_id: PeerId::generate(),
             node: None,
@@ -111,6 +118,7 @@ impl Session {
             torrents: Arc::default(),
             connector: Arc::new(TcpConnector),
             send_budget: SendBudget::new(options_budget),
+            rates,
             handshakes,
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -221,6 +229,7 @@ impl Session {
             send_budget: self.send_budget.clone(),
             selection: setup.selection,
             resume: setup.resume,
+            rates: PeerRates { session: self.rates.clone(), torrent: Arc::new(Rates::new(setup.download_limit, setup.upload_limit)) },
         };
         let handle = TorrentHandle::spawn(params, &self.cancel);
         self.torrents.lock().expect("routes lock").insert(meta.info_hash, handle.clone());

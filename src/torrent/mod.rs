@@ -236,6 +236,8 @@ pub struct TorrentParams {
     /// The fast-resume record to start from and keep current ([`crate::storage::resume`]);
     /// `None` hashes whatever is on disk at every start.
     pub resume: Option<PathBuf>,
+    /// The session's rate limits and this torrent's own (see [`TorrentHandle::rates`]).
+    pub rates: crate::peer::rate::PeerRates,
 }
 
 /// The cloneable face of a running torrent.
@@ -250,6 +252,7 @@ pub struct TorrentHandle {
     events: broadcast::Sender<TorrentEvent>,
     cancel: CancellationToken,
     tasks: TaskTracker,
+    rates: Arc<crate::peer::rate::Rates>,
 }
 
 /// Bytes to download: the whole torrent, or the pieces holding data of selected files.
@@ -270,6 +273,7 @@ impl TorrentHandle {
         let (inbound_tx, inbound_rx) = mpsc::channel(16);
         let info_hash = params.meta.info_hash;
         let meta = params.meta.clone();
+        let rates = params.rates.torrent.clone();
         let wanted = wanted_bytes(&meta, params.selection.as_deref());
         let initial = TorrentStats {
             info_hash: info_hash.to_hex(),
@@ -303,7 +307,14 @@ impl TorrentHandle {
             events,
             cancel,
             tasks,
+            rates,
         }
+    }
+
+    /// This torrent's own upload and download limits, settable while it runs (the session's
+    /// apply as well).
+    pub fn rates(&self) -> &crate::peer::rate::Rates {
+        &self.rates
     }
 
     /// Hands over peer addresses the user named (`--peer`, a magnet's `x.pe`): dialled

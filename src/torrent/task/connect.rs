@@ -150,6 +150,7 @@ impl Torrent {
                 send_buffer: self.opts.peer_send_buffer,
                 max_queued: self.opts.max_requests_per_peer + COMMAND_QUEUE,
                 budget: self.send_budget.clone(),
+                rates: self.rates.clone(),
             },
             cancel: cancel.clone(),
         };

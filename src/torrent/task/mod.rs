@@ -28,6 +28,7 @@ use crate::manager::choker::Choker;
 use crate::manager::{Pool, PoolLimits};
 use crate::metainfo::Metainfo;
 use crate::peer::budget::SendBudget;
+use crate::peer::rate::PeerRates;
 use crate::peer::handshake::MessageStream;
 use crate::peer::{BoxStream, PeerError, PeerEvent};
 use crate::picker::Picker;
@@ -122,6 +123,7 @@ struct Torrent {
     gone_uploaded: u64,
     rng: StdRng,
     send_budget: SendBudget,
+    rates: PeerRates,
     events_tx: mpsc::Sender<PeerEvent>,
     dial_tx: mpsc::Sender<DialResult>,
     verdict_tx: mpsc::Sender<Verdict>,
@@ -258,6 +260,7 @@ impl Torrent {
             gone_uploaded: 0,
             rng: StdRng::from_entropy(),
             send_budget: params.send_budget.clone(),
+            rates: params.rates.clone(),
             events_tx,
             dial_tx,
             verdict_tx,

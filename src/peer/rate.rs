@@ -1,0 +1,146 @@
+//! Upload and download rate limits, in bytes per second: a token bucket per direction for the
+//! session and one per torrent, each settable while peers run (0 is unlimited).
+//!
+//! governor's GCRA counts the bytes. A peer task takes a block's bytes from the upload buckets
+//! before it reads the block from storage, and from the download buckets after a block
+//! arrived and before it reads the next message: a limited peer's socket backs up and TCP
+//! slows the sender, with nothing buffered on our side. A task waiting for bytes looks at the
+//! limit again every [`RECHECK`], so a new limit (or none) applies to waits already under way.
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Longest sleep before a waiting task looks at the limit again.
+const RECHECK: Duration = Duration::from_millis(200);
+/// Least burst: the largest block a peer may send or ask for passes in one take.
+const MIN_BURST: u32 = super::connection::MAX_SERVED_BLOCK;
+
+/// One direction's limit.
+#[derive(Default)]
+pub struct RateLimit {
+    bucket: RwLock<Option<Arc<DefaultDirectRateLimiter>>>,
+    bytes_per_sec: AtomicU64,
+}
+
+impl RateLimit {
+    pub fn new(bytes_per_sec: u64) -> RateLimit {
+        let limit = RateLimit::default();
+        limit.set(bytes_per_sec);
+        limit
+    }
+
+    /// The limit in bytes per second; 0 when there is none.
+    pub fn get(&self) -> u64 {
+        self.bytes_per_sec.load(Ordering::Relaxed)
+    }
+
+    /// Sets the limit (0: none). Unchanged limits keep their bucket and what it has counted.
+    pub fn set(&self, bytes_per_sec: u64) {
+        if self.bytes_per_sec.swap(bytes_per_sec, Ordering::Relaxed) == bytes_per_sec && bytes_per_sec != 0 {
+            return;
+        }
+        *self.bucket.write().unwrap_or_else(|e| e.into_inner()) = bucket(bytes_per_sec);
+    }
+
+    /// Waits until `n` bytes may pass. Cancel-safe: nothing is taken until it returns.
+    pub async fn take(&self, n: u32) {
+        let Some(n) = NonZeroU32::new(n.min(MIN_BURST)) else { return };
+        loop {
+            let Some(bucket) = self.bucket.read().unwrap_or_else(|e| e.into_inner()).clone() else { return };
+            match bucket.check_n(n) {
+                Ok(Err(not_until)) => {
+                    let wait = not_until.wait_time_from(DefaultClock::default().now());
+                    tokio::time::sleep(wait.min(RECHECK)).await;
+                }
+                // Passed, or more than the bucket ever holds (not with MIN_BURST): let it go.
+                Ok(Ok(())) | Err(_) => return,
+            }
+        }
+    }
+}
+
+/// A bucket for `bytes_per_sec` (above 4 GiB/s there is no limit to keep).
+fn bucket(bytes_per_sec: u64) -> Option<Arc<DefaultDirectRateLimiter>> {
+    let rate = NonZeroU32::new(u32::try_from(bytes_per_sec).ok()?)?;
+    // A quarter second of the rate, so short bursts pass while the average holds.
+    let burst = NonZeroU32::new((rate.get() / 4).max(MIN_BURST)).expect("MIN_BURST is not 0");
+    Some(Arc::new(RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))))
+}
+
+/// The two directions of one scope (the session, or one torrent).
+#[derive(Default)]
+pub struct Rates {
+    pub download: RateLimit,
+    pub upload: RateLimit,
+}
+
+impl Rates {
+    pub fn new(download: u64, upload: u64) -> Rates {
+        Rates { download: RateLimit::new(download), upload: RateLimit::new(upload) }
+    }
+}
+
+/// What a peer task is held to: its session's limits and its torrent's.
+#[derive(Clone, Default)]
+pub struct PeerRates {
+    pub session: Arc<Rates>,
+    pub torrent: Arc<Rates>,
+}
+
+impl PeerRates {
+    /// Waits until `n` received bytes fit both download limits.
+    pub async fn download(&self, n: u32) {
+        self.session.download.take(n).await;
+        self.torrent.download.take(n).await;
+    }
+
+    /// Waits until `n` bytes to send fit both upload limits.
+    pub async fn upload(&self, n: u32) {
+        self.session.upload.take(n).await;
+        self.torrent.upload.take(n).await;
+    }
+}
+
+impl std::fmt::Debug for PeerRates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = |s: &Rates| (s.download.get(), s.upload.get());
+        f.debug_struct("PeerRates").field("session", &r(&self.session)).field("torrent", &r(&self.torrent)).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[tokio::test]
+    async fn a_limit_holds_the_average_and_zero_is_none() {
+        let limit = RateLimit::new(0);
+        assert!(limit.bucket.read().unwrap().is_none(), "0 is no limit: nothing to wait on");
+        // 1 MiB/s with a 256 KiB burst: 768 KiB takes at least half a second.
+        limit.set(1 << 20);
+        let t0 = Instant::now();
+        for _ in 0..48 {
+            limit.take(16 * 1024).await;
+        }
+        assert!(t0.elapsed() >= Duration::from_millis(450), "{:?}", t0.elapsed());
+        assert_eq!(limit.get(), 1 << 20);
+    }
+
+    #[tokio::test]
+    async fn lifting_a_limit_frees_a_task_already_waiting() {
+        let limit = Arc::new(RateLimit::new(1024));
+        // The first take empties the burst; the second would wait minutes at 1 KiB/s.
+        limit.take(MIN_BURST).await;
+        let waiting = tokio::spawn({
+            let limit = limit.clone();
+            async move { limit.take(MIN_BURST).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        limit.set(0);
+        tokio::time::timeout(Duration::from_secs(60), waiting).await.expect("freed by the new limit").unwrap();
+    }
+}
