@@ -239,6 +239,13 @@ fn config_patches_are_validated_versioned_rolled_back_and_kept() {
     let versions = daemon.call("GET", "/api/config/versions", None).json;
     let notes: Vec<&str> = versions.as_array().unwrap().iter().map(|v| v["note"].as_str().unwrap()).collect();
     assert_eq!(notes, ["start", "patch: max_connections, request_timeout", "rollback to 1"]);
+    let diff = daemon.call("GET", "/api/config/diff?from=1&to=2", None);
+    assert_eq!(diff.status, 200, "{}", diff.json);
+    let changed = &diff.json["changed"];
+    assert_eq!(changed["max_connections"], serde_json::json!({ "from": 50, "to": 80 }), "{changed}");
+    assert_eq!(changed.as_object().unwrap().len(), 2, "only the two patched keys: {changed}");
+    assert_eq!(daemon.call("GET", "/api/config/diff?from=1&to=3", None).json["changed"], serde_json::json!({}));
+    assert_eq!(daemon.call("GET", "/api/config/diff?from=1", None).status, 400);
 
     // The same through `shoal config`.
     let (code, out, err) = daemon.client(dir, &["config", "set", "unchoke_slots=6", "request_timeout=1m 5s"]);

@@ -17,6 +17,7 @@
 //! | `DELETE /api/torrents/{id}` | stop and forget it (`?delete_data=true`: remove its data too) |
 //! | `GET /api/config`, `PATCH /api/config` | the current options; change some keys (a new version) |
 //! | `GET /api/config/versions`, `POST /api/config/rollback` | the history; `{"version": V}` made current again |
+//! | `GET /api/config/diff?from=V&to=W` | the keys that differ between two versions, with both values |
 //! | `GET /api/faults` | faults per torrent: time, kind, message, recovery taken |
 //! | `GET /api/alerts`, `POST /api/alerts/{id}/resolve` | raised alerts (stalled, no_peers, hash_failures, disk_error); mark one resolved |
 //! | `GET /api/events` | server-sent events: `torrents`, the whole list, every second |
@@ -106,6 +107,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/api/torrents/{id}/{action}", post(action))
         .route("/api/config", get(config).patch(patch_config))
         .route("/api/config/versions", get(config_versions))
+        .route("/api/config/diff", get(config_diff))
         .route("/api/config/rollback", post(rollback_config))
         .route("/api/events", get(super::events::events))
         .route("/api/faults", get(faults))
@@ -193,6 +195,21 @@ async fn config(State(d): State<Arc<Daemon>>) -> Json<Value> {
 
 async fn config_versions(State(d): State<Arc<Daemon>>) -> Json<Value> {
     Json(d.config_versions())
+}
+
+/// `?from=V&to=W`, both required.
+async fn config_diff(State(d): State<Arc<Daemon>>, uri: Uri) -> Result<Json<Value>, ApiError> {
+    let (mut from, mut to) = (None, None);
+    for (k, v) in query(&uri) {
+        let n = v.parse::<u32>().map_err(|_| ApiError::bad(format!("{k}: not a version number: {v:?}")))?;
+        match k.as_str() {
+            "from" => from = Some(n),
+            "to" => to = Some(n),
+            _ => return Err(ApiError::bad(format!("unknown query key `{k}` (from, to)"))),
+        }
+    }
+    let (Some(from), Some(to)) = (from, to) else { return Err(ApiError::bad("diff needs ?from=V&to=W")) };
+    Ok(Json(d.config_diff(from, to)?))
 }
 
 async fn patch_config(State(d): State<Arc<Daemon>>, req: Request) -> Result<Json<Value>, ApiError> {

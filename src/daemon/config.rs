@@ -50,10 +50,7 @@ pub struct History {
 impl History {
     /// Version 1: the options the daemon started with.
     pub fn start(options: &Options, now: u64) -> History {
-        let options = match serde_json::to_value(options) {
-            Ok(Value::Object(map)) => map,
-            _ => unreachable!("Options serializes to an object"),
-        };
+        let options = to_map(options);
         History { versions: vec![Version { version: 1, at: now, note: "start".into(), options }] }
     }
 
@@ -68,8 +65,10 @@ impl History {
     /// A new version with the keys of `patch` changed, if the result is valid.
     pub fn patch(&mut self, patch: &Map<String, Value>, now: u64) -> Result<Options, ConfigChangeError> {
         let mut merged = self.current().options.clone();
+        let known = to_map(&Options::default());
         for (key, value) in patch {
-            if !merged.contains_key(key) {
+            // A key added in a later release is known though older versions lack it.
+            if !known.contains_key(key) {
                 return Err(ConfigChangeError::Key { key: key.clone(), why: "no such key".into() });
             }
             let mut one = self.current().options.clone();
@@ -95,6 +94,19 @@ impl History {
         Ok(options)
     }
 
+    /// The keys whose values differ from version `from` to version `to`, each with both values
+    /// (`null` where a version lacks the key).
+    pub fn diff(&self, from: u32, to: u32) -> Result<Map<String, Value>, ConfigChangeError> {
+        let find = |v: u32| self.versions.iter().find(|x| x.version == v).ok_or(ConfigChangeError::NoVersion(v));
+        let (a, b) = (&find(from)?.options, &find(to)?.options);
+        let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        let changed = keys.into_iter().filter_map(|k| {
+            let (x, y) = (a.get(k).unwrap_or(&Value::Null), b.get(k).unwrap_or(&Value::Null));
+            (x != y).then(|| (k.clone(), serde_json::json!({ "from": x, "to": y })))
+        });
+        Ok(changed.collect())
+    }
+
     /// The current options, parsed and validated (after loading a history from disk).
     pub fn current_options(&self) -> Result<Options, ConfigChangeError> {
         parse(&self.current().options)
@@ -106,6 +118,13 @@ impl History {
         if self.versions.len() > MAX_VERSIONS {
             self.versions.remove(0);
         }
+    }
+}
+
+fn to_map(options: &Options) -> Map<String, Value> {
+    match serde_json::to_value(options) {
+        Ok(Value::Object(map)) => map,
+        _ => unreachable!("Options serializes to an object"),
     }
 }
 
@@ -166,6 +185,12 @@ impl Daemon {
         let list: Vec<Value> =
             history.versions().iter().map(|v| json!({ "version": v.version, "at": v.at, "note": v.note })).collect();
         Value::Array(list)
+    }
+
+    /// `{"from": V, "to": W, "changed": {KEY: {"from": a, "to": b}}}`; 400 for a version not kept.
+    pub fn config_diff(&self, from: u32, to: u32) -> Result<Value, DaemonError> {
+        let changed = self.config.lock().expect("config lock").diff(from, to)?;
+        Ok(json!({ "from": from, "to": to, "changed": changed }))
     }
 
     /// Applies a patch as a new version (recorded before it is applied).
@@ -230,6 +255,31 @@ mod tests {
         assert_eq!(h.current().version, 3);
         assert_eq!(h.current().options, h.versions()[0].options);
         assert!(matches!(h.rollback(7, 13), Err(ConfigChangeError::NoVersion(7))));
+    }
+
+    #[test]
+    fn a_diff_names_each_changed_key_with_both_values() {
+        let mut h = History::start(&Options::default(), 10);
+        h.patch(&patch(r#"{"unchoke_slots": 9, "download_rate_limit": 1000}"#), 11).unwrap();
+        h.patch(&patch(r#"{"unchoke_slots": 5}"#), 12).unwrap();
+        let d = h.diff(1, 3).unwrap();
+        let default_slots = Options::default().unchoke_slots;
+        assert_eq!(
+            Value::Object(d),
+            json!({
+                "download_rate_limit": { "from": 0, "to": 1000 },
+                "unchoke_slots": { "from": default_slots, "to": 5 },
+            })
+        );
+        assert!(h.diff(2, 2).unwrap().is_empty());
+        assert!(matches!(h.diff(1, 9), Err(ConfigChangeError::NoVersion(9))));
+    }
+
+    #[test]
+    fn a_key_older_versions_lack_can_still_be_patched() {
+        let mut h = History::start(&Options::default(), 10);
+        h.versions[0].options.remove("upload_rate_limit");
+        assert_eq!(h.patch(&patch(r#"{"upload_rate_limit": 7}"#), 11).unwrap().upload_rate_limit, 7);
     }
 
     #[test]

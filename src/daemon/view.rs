@@ -58,7 +58,8 @@ impl TorrentView {
             (false, Some(Phase::Failed)) => "faulted",
             (false, Some(Phase::Checking) | None) => "checking",
         };
-        let live = |f: fn(&TorrentStats) -> f64| stats.filter(|_| !paused).map_or(0.0, f);
+        // Never `-0.0`: a rate is positive or zero.
+        let live = |f: fn(&TorrentStats) -> f64| stats.filter(|_| !paused).map_or(0.0, f).max(0.0) + 0.0;
         TorrentView {
             id: record.id.clone(),
             name: meta.name.clone(),
@@ -66,8 +67,8 @@ impl TorrentView {
             progress: stats.map(progress),
             bytes_total: stats.map_or(meta.total_length, |s| s.bytes_total),
             bytes_left: stats.map(|s| s.bytes_left),
-            download_rate: live(|s| s.download_rate.max(0.0)),
-            upload_rate: live(|s| s.upload_rate.max(0.0)),
+            download_rate: live(|s| s.download_rate),
+            upload_rate: live(|s| s.upload_rate),
             downloaded: stats.map(|s| s.downloaded),
             uploaded: stats.map(|s| s.uploaded),
             peers: if paused { 0 } else { stats.map_or(0, |s| s.peers.len()) },

@@ -229,7 +229,10 @@ impl Session {
             send_budget: self.send_budget.clone(),
             selection: setup.selection,
             resume: setup.resume,
-            rates: PeerRates { session: self.rates.clone(), torrent: Arc::new(Rates::new(setup.download_limit, setup.upload_limit)) },
+            rates: PeerRates {
+                session: self.rates.clone(),
+                torrent: Arc::new(Rates::new(setup.download_limit, setup.upload_limit)),
+            },
         };
         let handle = TorrentHandle::spawn(params, &self.cancel);
         self.torrents.lock().expect("routes lock").insert(meta.info_hash, handle.clone());

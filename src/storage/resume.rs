@@ -48,6 +48,9 @@ impl FileStamp {
     }
 }
 
+/// One flag per piece.
+type Pieces = BitVec<u8, Msb0>;
+
 /// One torrent's record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResumeData {
@@ -109,7 +112,7 @@ impl ResumeData {
         &self,
         layout: &Layout,
         now: &[Option<FileStamp>],
-    ) -> Result<(BitVec<u8, Msb0>, BitVec<u8, Msb0>), StorageError> {
+    ) -> Result<(Pieces, Pieces), StorageError> {
         let count = layout.piece_count() as usize;
         let mut recorded = BitVec::<u8, Msb0>::from_vec(unhex(&self.have).unwrap_or_default());
         recorded.resize(count, false);
@@ -145,7 +148,7 @@ fn read_bounded(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect()

@@ -86,9 +86,12 @@ async fn check(s: &Storage) -> (Vec<usize>, u32) {
     let seen = Arc::new(AtomicU32::new(0));
     let seen2 = seen.clone();
     let have = s
-        .check_existing(None, Arc::new(move |n| {
-            seen2.fetch_max(n, Ordering::SeqCst);
-        }))
+        .check_existing(
+            None,
+            Arc::new(move |n| {
+                seen2.fetch_max(n, Ordering::SeqCst);
+            }),
+        )
         .await
         .unwrap();
     (have.iter_ones().collect(), seen.load(Ordering::SeqCst))
