@@ -1,7 +1,7 @@
 //! `shoal daemon`'s fast resume and rate limits (issue 12), on real daemon processes.
 //!
-//! - A restarted daemon takes its seeding torrent back without reading its data: the bytes the
-//!   process read (`rchar` in `/proc/PID/io`) stay far below the data's size, while a
+//! - A restarted daemon takes its seeding torrent back without reading its data (and a config
+//!   patch reaches it while it runs): the bytes the process read (`rchar` in `/proc/PID/io`) stay far below the data's size, while a
 //!   `recheck` reads all of it. A file changed behind the daemon's back is hashed again and
 //!   its changed piece is lost.
 //! - A download held to a global rate limit (a config patch) moves no faster than the limit;
@@ -86,6 +86,14 @@ fn a_restart_reads_none_of_the_data_and_a_file_changed_behind_its_back_is_hashed
     assert_eq!((had, hashed), (total, 0), "every piece from the record, none hashed");
     let resumed = rchar(daemon.proc.pid());
     assert!(resumed < size / 4, "a resumed start read {resumed} bytes of a {size}-byte torrent");
+    // A config change reaches the running torrent.
+    let patch = daemon.call("PATCH", "/api/config", Some(("application/json", br#"{"unchoke_slots": 2}"#)));
+    assert_eq!(patch.status, 200, "{}", patch.json);
+    let deadline = Instant::now() + common::daemon::DEADLINE;
+    while !daemon.proc.log_text().contains("options changed while running") {
+        assert!(Instant::now() < deadline, "the running torrent never took the new options");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // `recheck` drops the record: every byte is read again.
     let rechecked = daemon.call("POST", &format!("/api/torrents/{id}/recheck"), None);
     assert_eq!(rechecked.status, 200, "{}", rechecked.json);

@@ -61,6 +61,11 @@ impl Choker {
         Choker { slots, interval, optimistic_interval, last_round: None, last_optimistic: None, optimistic: None }
     }
 
+    /// New slots and intervals, from the next round on (a running torrent's config change).
+    pub fn configure(&mut self, slots: usize, interval: Duration, optimistic_interval: Duration) {
+        (self.slots, self.interval, self.optimistic_interval) = (slots, interval, optimistic_interval);
+    }
+
     /// Whether a round is due at `now`.
     pub fn due(&self, now: Instant) -> bool {
         self.last_round.is_none_or(|t| now.duration_since(t) >= self.interval)

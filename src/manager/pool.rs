@@ -117,6 +117,17 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// New limits from now on (a running torrent's config change). Peers over a lowered
+    /// bound stay until they leave; the ban lists keep the size they started with.
+    pub fn set_limits(&mut self, limits: PoolLimits) {
+        self.limits = PoolLimits { max_banned: self.limits.max_banned, ..limits };
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> PoolLimits {
+        self.limits
+    }
+
     pub fn new(limits: PoolLimits) -> Pool {
         Pool {
             limits,

@@ -1,5 +1,5 @@
 //! Taking a torrent out of a running session (the daemon's pause and remove), and the
-//! options torrents added from now on run with (the daemon's config).
+//! options torrents run with, changed while they run (the daemon's config).
 //!
 //! Adding is [`Session::add_torrent`]; a torrent taken out here can be added again later with
 //! a fresh task (it re-checks its data on disk, as any start does).
@@ -30,14 +30,17 @@ impl Session {
         self.torrent_options.lock().expect("torrent options lock").clone()
     }
 
-    /// Sets the options of torrents added from now on; running torrents keep theirs, but for
-    /// the session-wide rate limits, which apply to every peer at once. Other session-wide
-    /// settings (listener, inbound handshake bounds, send budget, node, tracker announces)
-    /// stay as the session started.
+    /// Sets the options of torrents added from now on and of the running ones (see
+    /// [`crate::torrent::TorrentHandle::set_options`]), and the session-wide rate limits,
+    /// which apply to every peer at once. Other session-wide settings (listener, inbound
+    /// handshake bounds, send budget, node, tracker announces) stay as the session started.
     pub fn set_torrent_options(&self, options: Arc<Options>) {
         self.rates.download.set(options.download_rate_limit);
         self.rates.upload.set(options.upload_rate_limit);
-        *self.torrent_options.lock().expect("torrent options lock") = options;
+        *self.torrent_options.lock().expect("torrent options lock") = options.clone();
+        for handle in self.torrents() {
+            handle.set_options(options.clone());
+        }
     }
 
     /// The session-wide rate limits.

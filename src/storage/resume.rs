@@ -108,11 +108,7 @@ impl ResumeData {
     /// Splits the pieces given the files' stamps now: `(had, to_hash)`. `had` holds the
     /// recorded pieces whose files are all unchanged; `to_hash` every piece touching a changed
     /// file.
-    pub fn settle(
-        &self,
-        layout: &Layout,
-        now: &[Option<FileStamp>],
-    ) -> Result<(Pieces, Pieces), StorageError> {
+    pub fn settle(&self, layout: &Layout, now: &[Option<FileStamp>]) -> Result<(Pieces, Pieces), StorageError> {
         let count = layout.piece_count() as usize;
         let mut recorded = BitVec::<u8, Msb0>::from_vec(unhex(&self.have).unwrap_or_default());
         recorded.resize(count, false);

@@ -253,6 +253,7 @@ pub struct TorrentHandle {
     cancel: CancellationToken,
     tasks: TaskTracker,
     rates: Arc<crate::peer::rate::Rates>,
+    options: Arc<watch::Sender<Arc<crate::config::Options>>>,
 }
 
 /// Bytes to download: the whole torrent, or the pieces holding data of selected files.
@@ -285,6 +286,7 @@ impl TorrentHandle {
         };
         let (stats_tx, stats_rx) = watch::channel(initial);
         let (need_tx, need_rx) = watch::channel(0u64);
+        let (options_tx, options_rx) = watch::channel(params.options.clone());
         let cancel = parent.child_token();
         let tasks = TaskTracker::new();
         let events = broadcast::channel(EVENT_BACKLOG).0;
@@ -294,6 +296,7 @@ impl TorrentHandle {
             stats: stats_tx,
             need_peers: need_tx,
             events: events.clone(),
+            options: options_rx,
         };
         tasks.spawn(task::run(params, channels, cancel.clone(), tasks.clone()));
         tasks.close();
@@ -308,7 +311,14 @@ impl TorrentHandle {
             cancel,
             tasks,
             rates,
+            options: Arc::new(options_tx),
         }
+    }
+
+    /// Hands the running torrent new options: pool limits and choker slots apply at once,
+    /// per-peer bounds to peers that connect from then on.
+    pub fn set_options(&self, options: Arc<crate::config::Options>) {
+        self.options.send_replace(options);
     }
 
     /// This torrent's own upload and download limits, settable while it runs (the session's

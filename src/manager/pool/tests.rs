@@ -456,3 +456,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn limits_changed_while_running_apply_to_the_next_decision() {
+    let mut p = Pool::new(limits());
+    for n in 0..3 {
+        p.accept_inbound(&addr(200 + n)).unwrap();
+    }
+    assert_eq!(p.accept_inbound(&addr(210)), Err(Refusal::Full));
+    p.set_limits(PoolLimits { max_connections: 4, max_banned: 99, ..limits() });
+    assert_eq!(p.accept_inbound(&addr(210)), Ok(()), "a raised bound makes room at once");
+    p.set_limits(PoolLimits { max_connections: 2, ..limits() });
+    assert_eq!(p.accept_inbound(&addr(211)), Err(Refusal::Full), "a lowered one turns newcomers away");
+    assert_eq!(p.stats().connected, 4, "peers over a lowered bound stay until they leave");
+    assert_eq!(p.limits().max_banned, limits().max_banned, "the ban lists keep their size");
+    p.check_invariants();
+}

@@ -70,6 +70,8 @@ pub(super) struct Channels {
     pub stats: watch::Sender<TorrentStats>,
     pub need_peers: watch::Sender<u64>,
     pub events: broadcast::Sender<TorrentEvent>,
+    /// New options while running ([`super::TorrentHandle::set_options`]).
+    pub options: watch::Receiver<Arc<Options>>,
 }
 
 /// A finished dial (`inbound` false) or an answered inbound handshake (`inbound` true).
@@ -136,6 +138,19 @@ struct Torrent {
     pex: super::pex::Pex,
 }
 
+fn pool_limits(o: &Options) -> PoolLimits {
+    PoolLimits {
+        max_connections: o.max_connections,
+        max_connecting: o.max_connecting,
+        max_pending: o.max_pending,
+        reconnect_delay: o.reconnect_delay,
+        max_connect_failures: o.max_connect_failures,
+        max_known: o.max_known_peers,
+        max_banned: o.max_banned_peers,
+        max_per_ip: o.max_connections_per_ip,
+    }
+}
+
 pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: CancellationToken, tasks: TaskTracker) {
     let meta = params.meta.clone();
     let storage = Storage::with_selection(meta.clone(), params.output.join(""), params.selection.clone());
@@ -178,6 +193,10 @@ pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: Cancell
             Some((source, addrs)) = ch.addrs.recv() => t.on_addrs_from(source, addrs),
             Some(inb) = ch.inbound.recv() => t.on_inbound(inb),
             Some(d) = dial_rx.recv() => t.on_dialed(d),
+            Ok(()) = ch.options.changed() => {
+                let options = ch.options.borrow_and_update().clone();
+                t.apply_options(options);
+            }
             Some(v) = verdict_rx.recv() => {
                 if t.on_verdict(v).await {
                     t.publish(&ch.stats);
@@ -213,16 +232,7 @@ impl Torrent {
         let Links { events_tx, dial_tx, verdict_tx, need_peers, events } = links;
         let meta = params.meta;
         let o = &params.options;
-        let limits = PoolLimits {
-            max_connections: o.max_connections,
-            max_connecting: o.max_connecting,
-            max_pending: o.max_pending,
-            reconnect_delay: o.reconnect_delay,
-            max_connect_failures: o.max_connect_failures,
-            max_known: o.max_known_peers,
-            max_banned: o.max_banned_peers,
-            max_per_ip: o.max_connections_per_ip,
-        };
+        let limits = pool_limits(o);
         let mut picker = Picker::new(meta.geometry(), have);
         picker.set_max_partial(Assembly::max_pieces(o.max_assembly_bytes, meta.piece_length));
         let mut bytes_total = meta.total_length;
@@ -273,6 +283,15 @@ impl Torrent {
             pex: super::pex::Pex::new(!meta.private, o.pex_interval),
             meta,
         }
+    }
+
+    /// Takes new options while running: the pool's limits, the choker's slots and intervals
+    /// now; per-peer bounds and timeouts for peers that connect from now on.
+    fn apply_options(&mut self, options: Arc<Options>) {
+        self.pool.set_limits(pool_limits(&options));
+        self.choker.configure(options.unchoke_slots, options.unchoke_interval, options.optimistic_unchoke_interval);
+        tracing::info!(name = %self.meta.name, "options changed while running");
+        self.opts = options;
     }
 
     /// Tells listeners, if any; nobody listening is fine.
