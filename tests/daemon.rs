@@ -11,7 +11,7 @@ mod common;
 
 use common::clients::lt_peer;
 use common::daemon::{request, Daemon, DEADLINE, IO};
-use common::process::{run_env, serial};
+use common::process::{run_env, serial, Proc};
 use common::torrent::{assert_same_bytes, create_torrent, data_and_torrent, make_file};
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -132,6 +132,72 @@ fn the_daemon_manages_torrents_over_its_api_and_restarts_into_them() {
     assert_eq!(status.code(), Some(1), "no daemon: {err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(err.contains("no daemon answering"), "{err}");
+}
+
+/// A key peer gone for good (a `shoal node` killed by PID) raises one `key_peer_lost` alert
+/// once the daemon's monitor has failed to probe and to repair it; the alert can be resolved.
+#[test]
+fn a_key_peer_lost_for_good_raises_an_alert() {
+    let _turn = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = dir.join("shoal.toml");
+    let text = "key_peer_probe_interval = \"1s\"\nper_peer_min_probe_interval = \"1s\"\nprobe_timeout = \"1s\"\n\
+                probe_fail_threshold = 1\ndht_query_timeout = \"5s\"\n";
+    std::fs::write(&config, text).unwrap();
+    let node_args = |name: &str| {
+        args![
+            "node",
+            "--kad-listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--identity",
+            dir.join(format!("{name}.key")),
+            "--config",
+            &config
+        ]
+    };
+    let mut node = Proc::spawn("node", dir, &node_args("node"), &[]);
+    let node_addr = node.kad_addr();
+    let mut gone_args = node_args("gone");
+    gone_args.extend(args!["--bootstrap", &node_addr]);
+    let mut gone = Proc::spawn("gone", dir, &gone_args, &[]);
+    let gone_addr = gone.kad_addr();
+    let gone_id = gone_addr.rsplit('/').next().unwrap().to_string();
+    gone.kill();
+
+    let extra = args![
+        "--config",
+        &config,
+        "--kad-listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--identity",
+        dir.join("daemon.key"),
+        "--bootstrap",
+        &node_addr,
+        "--key-peer",
+        &gone_addr
+    ];
+    let daemon = Daemon::start_kad(dir, "daemon", &extra);
+    let deadline = Instant::now() + DEADLINE;
+    let alert = loop {
+        let alerts = daemon.call("GET", "/api/alerts", None).json;
+        let found = alerts.as_array().into_iter().flatten().find(|a| a["kind"] == "key_peer_lost").cloned();
+        if let Some(a) = found {
+            break a;
+        }
+        if Instant::now() > deadline {
+            daemon.proc.fail(&format!("no key_peer_lost alert within {DEADLINE:?}: {alerts}"));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!((alert["name"].as_str(), alert["torrent"].as_str()), (Some(gone_id.as_str()), Some("")), "{alert}");
+    let resolved = daemon.call("POST", &format!("/api/alerts/{}/resolve", alert["id"]), None);
+    assert_eq!((resolved.status, &resolved.json["resolved"]), (200, &Value::Bool(true)), "{}", resolved.json);
+    let all = daemon.call("GET", "/api/alerts", None).json;
+    let lost = all.as_array().unwrap().iter().filter(|a| a["kind"] == "key_peer_lost").count();
+    assert_eq!(lost, 1, "raised once while the peer stays gone: {all}");
+    daemon.stop();
+    node.kill();
 }
 
 /// Method, path, body (content type, bytes), the status wanted, words the error must hold.

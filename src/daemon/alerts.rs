@@ -5,10 +5,13 @@
 //! - `stalled`: downloading with peers connected, no byte verified for [`STALL`];
 //! - `no_peers`: downloading with no peer connected for [`NO_PEERS`];
 //! - `hash_failures`: [`HASH_FAILURES`] more pieces failed their hash since the last alert;
-//! - `disk_error`: the torrent's storage failed (it is `faulted`, see `faults`).
+//! - `disk_error`: the torrent's storage failed (it is `faulted`, see `faults`);
+//! - `key_peer_lost`: a key peer of the keepalive layer is not connected and its repair
+//!   through the DHT failed (a session alert: its `torrent` is empty, its `name` the peer).
 //!
 //! A condition raises one alert when it becomes true; it can raise again only after it has
 //! been false. Resolving an alert only marks it so. [`Watch`] is plain: it takes `now`.
+use crate::keepalive::{MonitorView, RepairState};
 use serde::Serialize;
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -26,6 +29,7 @@ pub enum AlertKind {
     NoPeers,
     HashFailures,
     DiskError,
+    KeyPeerLost,
 }
 
 /// What the rules look at, read off a torrent's statistics.
@@ -83,6 +87,31 @@ impl Watch {
     }
 }
 
+/// Which key peers are lost: raised once when a peer's repair failed while it is not
+/// connected, and again only after it was connected in between.
+#[derive(Debug, Default)]
+pub struct KeyPeerWatch {
+    lost: BTreeSet<String>,
+}
+
+impl KeyPeerWatch {
+    /// The peers newly lost in this view, with the alert's sentence.
+    pub fn observe(&mut self, view: &MonitorView) -> Vec<(String, String)> {
+        let mut raised = Vec::new();
+        for p in &view.key_peers {
+            if p.connected {
+                self.lost.remove(&p.peer_id);
+            } else if p.state == RepairState::Failed && self.lost.insert(p.peer_id.clone()) {
+                let why = format!("{} probes failed in a row and its DHT repair failed", p.consecutive_failures);
+                raised.push((p.peer_id.clone(), format!("key peer {} lost: {why}", p.peer_id)));
+            }
+        }
+        // Peers no longer in the set are forgotten, so the set stays as small as the view.
+        self.lost.retain(|id| view.key_peers.iter().any(|p| &p.peer_id == id));
+        raised
+    }
+}
+
 /// One raised alert.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alert {
@@ -133,6 +162,7 @@ pub fn message(kind: AlertKind, o: &Observation, error: Option<String>) -> Strin
         AlertKind::NoPeers => format!("no peer connected for {}s", NO_PEERS.as_secs()),
         AlertKind::HashFailures => format!("{} pieces failed their hash check", o.hash_failures),
         AlertKind::DiskError => error.unwrap_or_else(|| "storage failed".into()),
+        AlertKind::KeyPeerLost => error.unwrap_or_else(|| "a key peer is lost".into()),
     }
 }
 
@@ -172,6 +202,40 @@ mod tests {
         let failed = Observation { failed: true, ..Default::default() };
         assert_eq!(w.observe(t0 + NO_PEERS, &failed), vec![AlertKind::DiskError]);
         assert!(w.observe(t0 + NO_PEERS, &failed).is_empty());
+    }
+
+    #[test]
+    fn a_key_peer_is_lost_once_its_repair_failed_until_it_is_back() {
+        use crate::keepalive::monitor::KeyPeerView;
+        let peer = |state, connected| KeyPeerView {
+            peer_id: "12D3KooWPeer".into(),
+            source: crate::keepalive::Source::Configured,
+            connected,
+            consecutive_failures: 3,
+            last_probe_secs_ago: Some(1.0),
+            state,
+        };
+        let view = |p: KeyPeerView| MonitorView {
+            enabled: true,
+            probe_interval_secs: 1.0,
+            min_probe_interval_secs: 1.0,
+            fail_threshold: 3,
+            max_concurrent: 5,
+            max_size: 128,
+            in_flight: 0,
+            resets_published: 0,
+            resets_suppressed: 0,
+            key_peers: vec![p],
+        };
+        let mut w = KeyPeerWatch::default();
+        assert!(w.observe(&view(peer(RepairState::Repairing, false))).is_empty(), "not lost while repairing");
+        let raised = w.observe(&view(peer(RepairState::Failed, false)));
+        assert_eq!(raised.len(), 1);
+        assert!(raised[0].1.contains("key peer 12D3KooWPeer lost"), "{}", raised[0].1);
+        assert!(w.observe(&view(peer(RepairState::Probing, false))).is_empty(), "a re-probe does not clear it");
+        assert!(w.observe(&view(peer(RepairState::Failed, false))).is_empty(), "raised once");
+        assert!(w.observe(&view(peer(RepairState::Idle, true))).is_empty());
+        assert_eq!(w.observe(&view(peer(RepairState::Failed, false))).len(), 1, "lost again after it was back");
     }
 
     #[test]

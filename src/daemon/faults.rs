@@ -93,6 +93,8 @@ impl Daemon {
     /// Looks at every torrent once a second until the daemon is dropped or its session stops.
     pub(super) async fn supervise(daemon: Weak<Daemon>, cancel: tokio_util::sync::CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // Owned by this loop alone: which key peers have been reported lost.
+        let mut key_peers = alerts::KeyPeerWatch::default();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -100,6 +102,7 @@ impl Daemon {
             }
             let Some(d) = daemon.upgrade() else { return };
             d.supervise_once(Instant::now()).await;
+            d.check_key_peers(&mut key_peers);
         }
     }
 
@@ -135,6 +138,16 @@ impl Daemon {
         }
         tracing::info!(id = %entry.record.id, "restarting a faulted torrent");
         start(&self.session, &self.state, entry).await;
+    }
+
+    /// Raises `key_peer_lost` for each key peer newly lost (no monitor: nothing to watch).
+    fn check_key_peers(&self, watch: &mut alerts::KeyPeerWatch) {
+        let Some(view) = self.session.key_peers() else { return };
+        for (peer, msg) in watch.observe(&view) {
+            tracing::warn!(%peer, %msg, "alert");
+            let mut log = self.alerts.lock().expect("alerts lock");
+            log.raise(unix_now(), "", &peer, alerts::AlertKind::KeyPeerLost, msg);
+        }
     }
 
     /// Runs the alert rules on one torrent's latest statistics.

@@ -122,7 +122,7 @@ impl SessionBuilder {
 /// peers are the configured `key_peers` and the node's `bootstrap` peers. Returns the source
 /// of its `/debug/p2p/keepalive` view.
 async fn start_key_peer_monitor(
-    session: &Session,
+    session: &mut Session,
     node: &NodeHandle,
     bootstrap: &[libp2p::Multiaddr],
 ) -> Result<Option<JsonSource>, StartError> {
@@ -134,6 +134,7 @@ async fn start_key_peer_monitor(
     let seeds = KeyPeerSeeds::from_options(options, bootstrap).map_err(StartError::KeyPeers)?;
     let link = session.keepalive_link();
     let view = keepalive::spawn(node.clone(), options, seeds, link, &session.tasks, session.cancel_token()).await;
+    session.key_peers = Some(view.clone());
     Ok(Some(keepalive::json_source(view)))
 }
 

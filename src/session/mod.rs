@@ -73,6 +73,8 @@ pub struct Session {
     /// The diagnostics server's address, and the registration keeping the torrents in
     /// `/metrics` while the session lives (set by the builder).
     diagnostics: Option<(SocketAddr, TorrentSourceGuard)>,
+    /// The key-peer monitor's published view, when it runs (set by the builder).
+    key_peers: Option<watch::Receiver<crate::keepalive::MonitorView>>,
 }
 
 /// How a torrent added with [`Session::add_torrent_with`] starts.
@@ -122,6 +124,7 @@ impl Session {
             handshakes,
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            key_peers: None,
             diagnostics: None,
         };
         if let Some(listener) = listener {
@@ -175,6 +178,11 @@ impl Session {
     }
 
     /// What the key-peer monitor needs: the torrents and the reset channel.
+    /// The key-peer monitor's view now; `None` when no monitor runs (no node, or disabled).
+    pub fn key_peers(&self) -> Option<crate::keepalive::MonitorView> {
+        self.key_peers.as_ref().map(|v| v.borrow().clone())
+    }
+
     pub fn keepalive_link(&self) -> crate::keepalive::SessionLink {
         let routes = self.torrents.clone();
         let torrents = Arc::new(move || routes.lock().expect("routes lock").values().cloned().collect());

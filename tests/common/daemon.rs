@@ -64,9 +64,16 @@ impl Daemon {
     }
 
     pub fn start_with(dir: &Path, name: &str, extra: &[OsString]) -> Daemon {
+        let mut args = crate::args!["--no-kad"];
+        args.extend(extra.iter().cloned());
+        Daemon::start_kad(dir, name, &args)
+    }
+
+    /// Like [`Daemon::start_with`], with the libp2p node on unless `extra` says `--no-kad`.
+    pub fn start_kad(dir: &Path, name: &str, extra: &[OsString]) -> Daemon {
         let state = dir.join("state");
         let mut args: Vec<OsString> =
-            crate::args!["daemon", "--api", "127.0.0.1:0", "--state-dir", state, "--listen", "127.0.0.1:0", "--no-kad"];
+            crate::args!["daemon", "--api", "127.0.0.1:0", "--state-dir", state, "--listen", "127.0.0.1:0"];
         args.extend(extra.iter().cloned());
         let mut proc = Proc::spawn(name, dir, &args, &[]);
         let api = proc.wait_line("listening api ", STARTUP);
