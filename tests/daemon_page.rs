@@ -1,0 +1,131 @@
+//! `shoal daemon`'s web page (`GET /`) in headless Chromium (Debian's, through chromedriver),
+//! against a daemon fed by `shoal seed` processes on 127.0.0.1:
+//! - opened as `/?token=T`, it lists a torrent added over the API by name, with its progress
+//!   reaching 100 % (its progress element holding the API's progress);
+//! - a magnet pasted into its form (with the `x.pe` of a second seeder) is added: the API lists
+//!   it, it completes byte-identical, and the page lists it under its real name;
+//! - its pause button pauses a torrent (the API says `paused`, the row shows it and offers
+//!   resume), and resume resumes it;
+//! - opened without a token, it says how to open it, lists nothing and calls no API.
+mod common;
+
+use common::clients::{shoal_seeder, skip_on_purpose};
+use common::daemon::Daemon;
+use common::process::{serial, Proc};
+use common::torrent::{assert_same_bytes, create_torrent, make_file};
+use common::webdriver::Browser;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `size` bytes in `dir/seed/NAME`, its torrent and a `shoal seed` of it: (data, torrent, hash,
+/// seeder, its port).
+fn seeded(dir: &Path, name: &str, size: usize, seed: u64) -> (PathBuf, PathBuf, String, Proc, u16) {
+    let data = make_file(&dir.join("seed"), name, size, seed);
+    let torrent = dir.join(format!("{name}.torrent"));
+    let hash = create_torrent(&data, &torrent, "64KiB", None);
+    let (proc, port) = shoal_seeder(&data, &torrent, &[], dir);
+    (data, torrent, hash, proc, port)
+}
+
+/// One torrent's row as the page shows it.
+#[derive(Debug)]
+struct Row {
+    name: String,
+    state: String,
+    /// The progress cell's text (`42.0%`, `-` when unknown).
+    percent: String,
+    /// The progress cell's `data-progress`: the API's `progress`, empty when unknown.
+    progress: String,
+}
+
+/// The row of torrent `id`, if the page shows it (`None` too while it is being redrawn).
+fn row(b: &Browser, id: &str) -> Option<Row> {
+    let cell = |field: &str| b.find(&format!("tr[data-id='{id}'] td[data-field='{field}']"));
+    let progress = cell("progress")?;
+    Some(Row {
+        name: b.text(&cell("name")?)?,
+        state: b.text(&cell("state")?)?,
+        percent: b.text(&progress)?,
+        progress: b.attribute(&progress, "data-progress")?.unwrap_or_default(),
+    })
+}
+
+/// Waits until the page's row of `id` satisfies `pred`.
+fn wait_row(b: &Browser, id: &str, what: &str, pred: impl Fn(&Row) -> bool) -> Row {
+    b.wait_until(&format!("torrent {id} {what}"), |b| row(b, id).filter(|r| pred(r)))
+}
+
+/// Clicks the row's button for `action` (`pause`, `resume`) once the page offers it.
+fn click_action(b: &Browser, id: &str, action: &str) {
+    let css = format!("tr[data-id='{id}'] button[data-action='{action}']");
+    b.wait_until(&format!("a {action} button for {id}"), |b| b.find(&css).and_then(|e| b.click(&e)));
+}
+
+#[test]
+fn the_page_lists_adds_pauses_and_resumes_torrents() {
+    if skip_on_purpose() {
+        return;
+    }
+    let _turn = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (data_a, torrent_a, id_a, _seed_a, port_a) = seeded(&dir.join("a"), "album.bin", 3 * 1024 * 1024 + 17, 41);
+    let (data_m, _, id_m, _seed_m, port_m) = seeded(&dir.join("m"), "magnet.bin", 1024 * 1024 + 3, 42);
+    let out = dir.join("out");
+    let daemon = Daemon::start(dir, "daemon");
+    let path = format!("/api/torrents?output={}&peer=127.0.0.1:{port_a}", out.display());
+    let added = daemon.call("POST", &path, Some(("application/x-bittorrent", &std::fs::read(&torrent_a).unwrap())));
+    assert_eq!(added.status, 201, "{}", added.json);
+
+    let browser = Browser::start(dir);
+    browser.navigate(&format!("http://{}/?token={}", daemon.api, daemon.token));
+    let listed = wait_row(&browser, &id_a, "listed", |r| r.name == "album.bin");
+    eprintln!("first seen: {listed:?}");
+    let done = wait_row(&browser, &id_a, "at 100 % and seeding", |r| r.percent == "100.0%" && r.state == "seeding");
+    let api = daemon.wait_state(&id_a, "seeding");
+    assert_eq!(done.progress.parse::<f64>().ok(), api["progress"].as_f64(), "page {done:?}, API {api}");
+    assert_same_bytes(&data_a, &out.join("album.bin"));
+
+    add_magnet_through_the_form(&browser, &format!("magnet:?xt=urn:btih:{id_m}&x.pe=127.0.0.1:{port_m}"), &out);
+    daemon.wait_for(&id_m, "listed", |_| true);
+    daemon.wait_state(&id_m, "seeding");
+    assert_same_bytes(&data_m, &out.join("magnet.bin"));
+    wait_row(&browser, &id_m, "listed complete", |r| r.name == "magnet.bin" && r.percent == "100.0%");
+    let cleared = browser.find("#magnet").and_then(|e| browser.property(&e, "value"));
+    assert_eq!(cleared, Some(serde_json::json!("")), "the form is cleared once the magnet is added");
+
+    click_action(&browser, &id_a, "pause");
+    daemon.wait_state(&id_a, "paused");
+    wait_row(&browser, &id_a, "paused", |r| r.state == "paused");
+    click_action(&browser, &id_a, "resume");
+    daemon.wait_state(&id_a, "seeding");
+    wait_row(&browser, &id_a, "seeding again", |r| r.state == "seeding");
+    assert_eq!(browser.find_all("tr[data-id]").len(), 2, "{}", browser.page_text());
+
+    without_a_token(&browser, &daemon);
+    drop(browser);
+    daemon.stop();
+}
+
+/// Types the magnet and the output directory into the page's form and submits it.
+fn add_magnet_through_the_form(b: &Browser, magnet: &str, out: &Path) {
+    let field = |css: &str| b.find(css).unwrap_or_else(|| panic!("no {css} on the page:\n{}", b.page_text()));
+    b.send_keys(&field("#magnet"), magnet).expect("type the magnet");
+    b.send_keys(&field("#magnet-output"), out.to_str().unwrap()).expect("type the output dir");
+    b.click(&field("#add-magnet-submit")).expect("submit the magnet");
+}
+
+/// The page opened without a token says how to open it and never calls the API. Without a
+/// token it starts no request at all, so nothing can appear later; the 3 s (three event
+/// periods) only give a regression that does call the chance to show its 401 or its rows.
+fn without_a_token(b: &Browser, daemon: &Daemon) {
+    b.navigate(&format!("http://{}/", daemon.api));
+    let hint = b.wait_until("the token hint", |b| b.text_of("#error").filter(|t| t.contains("token=")));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(b.text_of("#error"), Some(hint), "{}", b.page_text());
+    assert!(b.find_all("tr[data-id]").is_empty(), "torrents listed without a token:\n{}", b.page_text());
+    let calls = b.script("return performance.getEntriesByType('resource').map((e) => e.name)");
+    let api: Vec<_> =
+        calls.as_array().into_iter().flatten().filter(|u| u.as_str().is_some_and(|u| u.contains("/api/"))).collect();
+    assert!(api.is_empty(), "API calls without a token: {api:?}");
+}
