@@ -1,7 +1,8 @@
 //! `shoal daemon`'s web page (`GET /`) in headless Chromium (Debian's, through chromedriver),
 //! against a daemon fed by `shoal seed` processes on 127.0.0.1:
-//! - opened as `/?token=T`, it lists a torrent added over the API by name, with its progress
-//!   reaching 100 % (its progress element holding the API's progress);
+//! - opened as `/?token=T`, it lists a torrent added over the API by name with its progress:
+//!   exactly the share a seeder holding half the pieces could give (the API's progress), then
+//!   100 % and `seeding` once a full seeder joins;
 //! - a magnet pasted into its form (with the `x.pe` of a second seeder) is added: the API lists
 //!   it, it completes byte-identical, and the page lists it under its real name;
 //! - its pause button pauses a torrent (the API says `paused`, the row shows it and offers
@@ -12,10 +13,17 @@ mod common;
 use common::clients::{shoal_seeder, skip_on_purpose};
 use common::daemon::Daemon;
 use common::process::{serial, Proc};
-use common::torrent::{assert_same_bytes, create_torrent, make_file};
+use common::torrent::{assert_same_bytes, copy_into, create_torrent, make_file};
 use common::webdriver::Browser;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The first torrent: 49 pieces of 64 KiB (the last of 17 bytes), of which the first seeder
+/// holds the first 24.
+const PIECE: usize = 64 * 1024;
+const SIZE: usize = 48 * PIECE + 17;
+const HALF: usize = 24;
 
 /// `size` bytes in `dir/seed/NAME`, its torrent and a `shoal seed` of it: (data, torrent, hash,
 /// seeder, its port).
@@ -69,22 +77,12 @@ fn the_page_lists_adds_pauses_and_resumes_torrents() {
     let _turn = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (data_a, torrent_a, id_a, _seed_a, port_a) = seeded(&dir.join("a"), "album.bin", 3 * 1024 * 1024 + 17, 41);
     let (data_m, _, id_m, _seed_m, port_m) = seeded(&dir.join("m"), "magnet.bin", 1024 * 1024 + 3, 42);
     let out = dir.join("out");
-    let daemon = Daemon::start(dir, "daemon");
-    let path = format!("/api/torrents?output={}&peer=127.0.0.1:{port_a}", out.display());
-    let added = daemon.call("POST", &path, Some(("application/x-bittorrent", &std::fs::read(&torrent_a).unwrap())));
-    assert_eq!(added.status, 201, "{}", added.json);
-
+    let mut daemon = Daemon::start(dir, "daemon");
     let browser = Browser::start(dir);
     browser.navigate(&format!("http://{}/?token={}", daemon.api, daemon.token));
-    let listed = wait_row(&browser, &id_a, "listed", |r| r.name == "album.bin");
-    eprintln!("first seen: {listed:?}");
-    let done = wait_row(&browser, &id_a, "at 100 % and seeding", |r| r.percent == "100.0%" && r.state == "seeding");
-    let api = daemon.wait_state(&id_a, "seeding");
-    assert_eq!(done.progress.parse::<f64>().ok(), api["progress"].as_f64(), "page {done:?}, API {api}");
-    assert_same_bytes(&data_a, &out.join("album.bin"));
+    let id_a = progress_shows_on_the_page(&browser, &mut daemon, dir, &out);
 
     add_magnet_through_the_form(&browser, &format!("magnet:?xt=urn:btih:{id_m}&x.pe=127.0.0.1:{port_m}"), &out);
     daemon.wait_for(&id_m, "listed", |_| true);
@@ -105,6 +103,42 @@ fn the_page_lists_adds_pauses_and_resumes_torrents() {
     without_a_token(&browser, &daemon);
     drop(browser);
     daemon.stop();
+}
+
+/// A torrent added over the API is first served by a seeder holding only its first [`HALF`]
+/// pieces: the page lists it by name and shows exactly that share, the API's progress (the
+/// daemon can get no more). Then a full seeder dials the daemon: the page shows 100 % and
+/// `seeding`. Returns the torrent's id.
+fn progress_shows_on_the_page(b: &Browser, daemon: &mut Daemon, dir: &Path, out: &Path) -> String {
+    let data = make_file(&dir.join("a/seed"), "album.bin", SIZE, 41);
+    let torrent = dir.join("album.torrent");
+    let id = create_torrent(&data, &torrent, "64KiB", None);
+    let partial = copy_into(&data, &dir.join("partial"));
+    let mut file = std::fs::OpenOptions::new().write(true).open(&partial).unwrap();
+    file.seek(SeekFrom::Start((HALF * PIECE) as u64)).unwrap();
+    file.write_all(&vec![0; SIZE - HALF * PIECE]).unwrap();
+    let (_half, port) = shoal_seeder(&partial, &torrent, &[], &dir.join("partial"));
+    let path = format!("/api/torrents?output={}&peer=127.0.0.1:{port}", out.display());
+    let added = daemon.call("POST", &path, Some(("application/x-bittorrent", &std::fs::read(&torrent).unwrap())));
+    assert_eq!(added.status, 201, "{}", added.json);
+
+    let share = (HALF * PIECE) as f64 / SIZE as f64;
+    let what = format!("listed at {share}");
+    let half = wait_row(b, &id, &what, |r| r.name == "album.bin" && r.progress.parse() == Ok(share));
+    assert_eq!(
+        (half.percent.as_str(), half.state.as_str()),
+        (format!("{:.1}%", share * 100.0).as_str(), "downloading")
+    );
+    let api = daemon.call("GET", &format!("/api/torrents/{id}"), None).json;
+    assert_eq!(api["progress"].as_f64(), Some(share), "the API says {api}");
+
+    let bt = daemon.proc.bt_addr().to_string();
+    let (_full, _) = shoal_seeder(&data, &torrent, &[bt], &dir.join("a"));
+    let done = wait_row(b, &id, "at 100 % and seeding", |r| r.percent == "100.0%" && r.state == "seeding");
+    let api = daemon.wait_state(&id, "seeding");
+    assert_eq!(done.progress.parse::<f64>().ok(), api["progress"].as_f64(), "page {done:?}, API {api}");
+    assert_same_bytes(&data, &out.join("album.bin"));
+    id
 }
 
 /// Types the magnet and the output directory into the page's form and submits it.
