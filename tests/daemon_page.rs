@@ -7,6 +7,8 @@
 //!   it, it completes byte-identical, and the page lists it under its real name;
 //! - its pause button pauses a torrent (the API says `paused`, the row shows it and offers
 //!   resume), and resume resumes it;
+//! - a `.torrent` chosen in its file form is added and listed, and its remove button (once
+//!   confirmed) removes it;
 //! - opened without a token, it says how to open it, lists nothing and calls no API.
 mod common;
 
@@ -98,6 +100,7 @@ fn the_page_lists_adds_pauses_and_resumes_torrents() {
     click_action(&browser, &id_a, "resume");
     daemon.wait_state(&id_a, "seeding");
     wait_row(&browser, &id_a, "seeding again", |r| r.state == "seeding");
+    add_a_file_then_remove_it(&browser, &daemon, dir, &out);
     assert_eq!(browser.find_all("tr[data-id]").len(), 2, "{}", browser.page_text());
 
     without_a_token(&browser, &daemon);
@@ -141,12 +144,35 @@ fn progress_shows_on_the_page(b: &Browser, daemon: &mut Daemon, dir: &Path, out:
     id
 }
 
+/// The element `css` names; fails, showing the page, when there is none.
+fn element(b: &Browser, css: &str) -> String {
+    b.find(css).unwrap_or_else(|| panic!("no {css} on the page:\n{}", b.page_text()))
+}
+
 /// Types the magnet and the output directory into the page's form and submits it.
 fn add_magnet_through_the_form(b: &Browser, magnet: &str, out: &Path) {
-    let field = |css: &str| b.find(css).unwrap_or_else(|| panic!("no {css} on the page:\n{}", b.page_text()));
-    b.send_keys(&field("#magnet"), magnet).expect("type the magnet");
-    b.send_keys(&field("#magnet-output"), out.to_str().unwrap()).expect("type the output dir");
-    b.click(&field("#add-magnet-submit")).expect("submit the magnet");
+    b.send_keys(&element(b, "#magnet"), magnet).expect("type the magnet");
+    b.send_keys(&element(b, "#magnet-output"), out.to_str().unwrap()).expect("type the output dir");
+    b.click(&element(b, "#add-magnet-submit")).expect("submit the magnet");
+}
+
+/// A `.torrent` chosen in the page's file form is added and listed (nobody serves it: the
+/// listing is the point); its remove button, once the confirmation is accepted, removes it
+/// from the daemon and from the page.
+fn add_a_file_then_remove_it(b: &Browser, daemon: &Daemon, dir: &Path, out: &Path) {
+    let data = make_file(&dir.join("f"), "file.bin", 100 * 1024, 43);
+    let torrent = dir.join("file.torrent");
+    let id = create_torrent(&data, &torrent, "16KiB", None);
+    b.send_keys(&element(b, "#file"), torrent.to_str().unwrap()).expect("choose the .torrent");
+    b.send_keys(&element(b, "#file-output"), out.to_str().unwrap()).expect("type the output dir");
+    b.click(&element(b, "#add-file-submit")).expect("submit the .torrent");
+    daemon.wait_for(&id, "listed", |_| true);
+    wait_row(b, &id, "listed", |r| r.name == "file.bin");
+
+    click_action(b, &id, "remove");
+    b.wait_until("the removal's confirmation", |b| b.accept_alert());
+    b.wait_until("the removed torrent gone", |b| b.find(&format!("tr[data-id='{id}']")).is_none().then_some(()));
+    assert_eq!(daemon.call("GET", &format!("/api/torrents/{id}"), None).status, 404, "the daemon still has it");
 }
 
 /// The page opened without a token says how to open it and never calls the API. Without a

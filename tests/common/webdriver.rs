@@ -1,7 +1,7 @@
 //! Headless Chromium for page tests, driven through the W3C WebDriver HTTP protocol: Debian's
 //! `chromedriver` as a child process on 127.0.0.1 and a tiny client of small JSON requests
-//! (new session, navigate, find by CSS, click, send keys, text, attribute, property, script,
-//! delete session) over the plain HTTP of [`super::daemon::request_within`].
+//! (new session, navigate, find by CSS, click, send keys, text, attribute, property, accept a
+//! dialog, script, delete session) over the plain HTTP of [`super::daemon::request_within`].
 //!
 //! Chromium runs with what phones home switched off and every host name resolving to nothing,
 //! so its traffic stays on 127.0.0.1. Dropping a [`Browser`] ends the session (chromedriver
@@ -155,6 +155,15 @@ impl Browser {
     /// The text of the first element matching `css`, if there is one.
     pub fn text_of(&self, css: &str) -> Option<String> {
         self.find(css).and_then(|e| self.text(&e))
+    }
+
+    /// Accepts the open `confirm()`/`alert()`; `None` while there is none.
+    pub fn accept_alert(&self) -> Option<()> {
+        let a = self.cmd("POST", "/alert/accept", Some(json!({})));
+        match a.json["value"]["error"].as_str() {
+            Some("no such alert") => None,
+            _ => self.value("accept alert", a).map(|_| ()),
+        }
     }
 
     /// Runs `script` (a function body) in the page and returns what it returns.
