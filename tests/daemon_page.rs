@@ -27,14 +27,14 @@ const PIECE: usize = 64 * 1024;
 const SIZE: usize = 48 * PIECE + 17;
 const HALF: usize = 24;
 
-/// `size` bytes in `dir/seed/NAME`, its torrent and a `shoal seed` of it: (data, torrent, hash,
-/// seeder, its port).
-fn seeded(dir: &Path, name: &str, size: usize, seed: u64) -> (PathBuf, PathBuf, String, Proc, u16) {
+/// `size` bytes in `dir/seed/NAME`, its torrent and a `shoal seed` of it: (data, hash, seeder,
+/// its port).
+fn seeded(dir: &Path, name: &str, size: usize, seed: u64) -> (PathBuf, String, Proc, u16) {
     let data = make_file(&dir.join("seed"), name, size, seed);
     let torrent = dir.join(format!("{name}.torrent"));
     let hash = create_torrent(&data, &torrent, "64KiB", None);
     let (proc, port) = shoal_seeder(&data, &torrent, &[], dir);
-    (data, torrent, hash, proc, port)
+    (data, hash, proc, port)
 }
 
 /// One torrent's row as the page shows it.
@@ -65,7 +65,7 @@ fn wait_row(b: &Browser, id: &str, what: &str, pred: impl Fn(&Row) -> bool) -> R
     b.wait_until(&format!("torrent {id} {what}"), |b| row(b, id).filter(|r| pred(r)))
 }
 
-/// Clicks the row's button for `action` (`pause`, `resume`) once the page offers it.
+/// Clicks the row's button for `action` (`pause`, `resume`, `remove`) once the page offers it.
 fn click_action(b: &Browser, id: &str, action: &str) {
     let css = format!("tr[data-id='{id}'] button[data-action='{action}']");
     b.wait_until(&format!("a {action} button for {id}"), |b| b.find(&css).and_then(|e| b.click(&e)));
@@ -79,7 +79,7 @@ fn the_page_lists_adds_pauses_and_resumes_torrents() {
     let _turn = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (data_m, _, id_m, _seed_m, port_m) = seeded(&dir.join("m"), "magnet.bin", 1024 * 1024 + 3, 42);
+    let (data_m, id_m, _seed_m, port_m) = seeded(&dir.join("m"), "magnet.bin", 1024 * 1024 + 3, 42);
     let out = dir.join("out");
     let mut daemon = Daemon::start(dir, "daemon");
     let browser = Browser::start(dir);
