@@ -29,9 +29,23 @@ pub fn request(
     body: Option<(&str, &[u8])>,
     declared: Option<usize>,
 ) -> Answer {
-    let mut s = TcpStream::connect_timeout(&addr, IO).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(IO)).unwrap();
-    s.set_write_timeout(Some(IO)).unwrap();
+    request_within(addr, method, path, token, body, declared, IO)
+}
+
+/// [`request`] with `io` in place of [`IO`] as the bound on each read and write (a WebDriver
+/// request that starts a browser answers only once the browser runs).
+pub fn request_within(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, &[u8])>,
+    declared: Option<usize>,
+    io: Duration,
+) -> Answer {
+    let mut s = TcpStream::connect_timeout(&addr, io).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(io)).unwrap();
+    s.set_write_timeout(Some(io)).unwrap();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(t) = token {
         head.push_str(&format!("Authorization: Bearer {t}\r\n"));
@@ -42,13 +56,32 @@ pub fn request(
     if declared.is_none() {
         s.write_all(bytes).unwrap();
     }
-    let mut raw = Vec::new();
-    // The server may close as soon as it answered; what was read by then is the answer.
-    let _ = s.read_to_end(&mut raw);
+    let raw = read_answer(&mut s);
     let at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("{method} {path}: no HTTP answer"));
     let head = String::from_utf8_lossy(&raw[..at]).into_owned();
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status code");
     Answer { status, json: serde_json::from_slice(&raw[at + 4..]).unwrap_or(Value::Null) }
+}
+
+/// Reads an answer: up to its `Content-Length` (a server may keep the connection open in spite
+/// of `Connection: close`, as chromedriver does), or to the end of the stream without one.
+/// The server may close as soon as it answered; what was read by then is the answer.
+fn read_answer(s: &mut TcpStream) -> Vec<u8> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return raw,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+        if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..at]).to_ascii_lowercase();
+            let length = head.lines().find_map(|l| l.strip_prefix("content-length:")?.trim().parse::<usize>().ok());
+            if length.is_some_and(|len| raw.len() >= at + 4 + len) {
+                return raw;
+            }
+        }
+    }
 }
 
 /// A `shoal daemon` under test, with its API address and token.

@@ -10,6 +10,7 @@
 //! - [`clients`]: the real clients (opentracker, python3-libtorrent, aria2c) and `shoal`
 //!   beside them;
 //! - [`daemon`]: a `shoal daemon` process and requests to its HTTP API;
+//! - [`webdriver`]: headless Chromium through chromedriver, for the daemon's web page;
 //! - [`session`]: in-process sessions and libp2p nodes on 127.0.0.1, and a throttled link;
 //! - [`wire`]: BitTorrent bytes for fake peers (handshakes, messages, bitfields).
 //!
@@ -27,4 +28,5 @@ pub mod ports;
 pub mod process;
 pub mod session;
 pub mod torrent;
+pub mod webdriver;
 pub mod wire;
