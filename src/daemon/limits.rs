@@ -28,7 +28,7 @@ impl Daemon {
         }
         tracing::info!(id = %key, download = record.download_limit, upload = record.upload_limit, "torrent limits set");
         let view = entry.view();
-        self.save(&torrents)?;
+        self.save(&torrents).await?;
         Ok(view)
     }
 }

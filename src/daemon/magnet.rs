@@ -96,7 +96,7 @@ impl Daemon {
             parse_select_only(list)
                 .map_err(|_| DaemonError::BadRequest(format!("only: bad file list {list:?} (indices, e.g. 0,2-3)")))?;
         }
-        make_output(&opts.output)?;
+        make_output(&opts.output).await?;
         for pe in &magnet.peers {
             match pe.parse::<SocketAddr>() {
                 Ok(addr) if !opts.peers.contains(&addr) => opts.peers.push(addr),
@@ -128,7 +128,7 @@ impl Daemon {
             self.start_fetch(&mut entry);
         }
         torrents.insert(id.clone(), entry);
-        self.save(&torrents)?;
+        self.save(&torrents).await?;
         tracing::info!(%id, paused = opts.paused, "magnet added");
         Ok(id)
     }

@@ -37,7 +37,7 @@ use crate::metainfo::{InfoHash, Metainfo};
 use crate::session::{Session, TorrentSetup};
 use crate::torrent::{Phase, TorrentHandle, TorrentStats};
 use crate::types::PeerAddr;
-use state::{Record, StateDir, StateError};
+use state::{blocking, Record, StateDir, StateError};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
@@ -197,14 +197,15 @@ impl Daemon {
     }
 
     async fn add(&self, meta: Arc<Metainfo>, bytes: &[u8], opts: AddOptions) -> Result<String, DaemonError> {
-        make_output(&opts.output)?;
+        make_output(&opts.output).await?;
         selection(&meta, opts.only.as_deref()).map_err(DaemonError::BadRequest)?;
         let id = meta.info_hash.to_hex();
         let mut torrents = self.torrents.lock().await;
         if torrents.contains_key(&id) {
             return Err(DaemonError::Exists(id));
         }
-        self.state.save_torrent(&meta.info_hash, bytes)?;
+        let (state, hash, kept) = (self.state.clone(), meta.info_hash, bytes.to_vec());
+        blocking(move || state.save_torrent(&hash, &kept)).await?;
         let record = Record {
             id: id.clone(),
             output: opts.output,
@@ -218,7 +219,7 @@ impl Daemon {
             start(&self.session, &self.state, &mut entry).await;
         }
         torrents.insert(id.clone(), entry);
-        self.save(&torrents)?;
+        self.save(&torrents).await?;
         tracing::info!(%id, paused = opts.paused, "torrent added");
         Ok(id)
     }
@@ -246,7 +247,7 @@ impl Daemon {
         entry.record.paused = true;
         entry.retry.retry_at = None;
         let view = entry.view();
-        self.save(&torrents)?;
+        self.save(&torrents).await?;
         Ok(view)
     }
 
@@ -272,7 +273,7 @@ impl Daemon {
         }
         entry.record.paused = false;
         let view = entry.view();
-        self.save(&torrents)?;
+        self.save(&torrents).await?;
         Ok(view)
     }
 
@@ -297,7 +298,7 @@ impl Daemon {
         }
         entry.record.paused = false;
         let view = entry.view();
-        self.save(&torrents)?;
+        self.save(&torrents).await?;
         Ok(view)
     }
 
@@ -311,14 +312,17 @@ impl Daemon {
             self.session.remove_torrent(&handle.info_hash).await;
         }
         entry.stop_fetch();
-        self.save(&torrents)?;
+        self.save(&torrents).await?;
         drop(torrents);
         let id = InfoHash::from_hex(&key).expect("checked by parse_id");
-        self.state.delete_torrent(&id)?;
-        self.state.delete_resume(&key)?;
-        if let (true, Some(meta)) = (delete_data, &entry.meta) {
-            delete_data_of(meta, &entry.record.output)?;
-        }
+        let (state, forget) = (self.state.clone(), key.clone());
+        let data = entry.meta.clone().filter(|_| delete_data).map(|meta| (meta, entry.record.output.clone()));
+        blocking(move || {
+            state.delete_torrent(&id)?;
+            state.delete_resume(&forget)?;
+            data.map_or(Ok(()), |(meta, output)| delete_data_of(&meta, &output))
+        })
+        .await?;
         tracing::info!(id = %key, delete_data, "torrent removed");
         Ok(())
     }
@@ -329,9 +333,11 @@ impl Daemon {
         self.session.shutdown().await;
     }
 
-    fn save(&self, torrents: &BTreeMap<String, Entry>) -> Result<(), StateError> {
+    /// Writes the torrent list (on the blocking pool: it syncs the file).
+    async fn save(&self, torrents: &BTreeMap<String, Entry>) -> Result<(), StateError> {
         let records: Vec<Record> = torrents.values().map(|e| e.record.clone()).collect();
-        self.state.save_records(&records)
+        let state = self.state.clone();
+        blocking(move || state.save_records(&records)).await
     }
 }
 
@@ -365,11 +371,13 @@ impl Entry {
 }
 
 /// Makes the output directory, which must be absolute.
-fn make_output(output: &Path) -> Result<(), DaemonError> {
+async fn make_output(output: &Path) -> Result<(), DaemonError> {
     if !output.is_absolute() {
         return Err(DaemonError::BadRequest(format!("output {}: must be an absolute path", output.display())));
     }
-    std::fs::create_dir_all(output).map_err(|e| DaemonError::BadRequest(format!("output {}: {e}", output.display())))
+    tokio::fs::create_dir_all(output)
+        .await
+        .map_err(|e| DaemonError::BadRequest(format!("output {}: {e}", output.display())))
 }
 
 /// One flag per file of `meta` for the files `only` names (BEP 53 syntax); none for all.
@@ -434,6 +442,6 @@ fn delete_data_of(meta: &Metainfo, output: &Path) -> Result<(), StateError> {
         }
         _ => {}
     }
-    let _ = std::fs::remove_file(output.join(format!(".{}.parts", meta.info_hash.to_hex())));
+    let _ = std::fs::remove_file(output.join(crate::storage::part_file_name(&meta.info_hash)));
     Ok(())
 }

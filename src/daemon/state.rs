@@ -192,6 +192,17 @@ fn remove_if_there(path: &Path) -> Result<(), StateError> {
     }
 }
 
+/// Runs state-dir work on the blocking pool (it writes and syncs files), off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StateError> + Send + 'static,
+) -> Result<T, StateError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(StateError::Io { path: PathBuf::new(), source: std::io::Error::other("runtime shutting down") }),
+    }
+}
+
 /// Writes `bytes` to a temp file beside `path`, syncs it, and renames it over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

@@ -94,6 +94,11 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// The name of a torrent's part file in its output directory (see [`Storage::with_selection`]).
+pub fn part_file_name(info_hash: &crate::metainfo::InfoHash) -> String {
+    PartFile::file_name(&info_hash.to_hex())
+}
+
 impl Storage {
     /// Opens the data of `meta` below the output directory `root` (files made lazily).
     pub fn new(meta: Arc<Metainfo>, root: PathBuf) -> Storage {
