@@ -1,9 +1,12 @@
 //! `Options`: the single source of every setting, its default and its validation.
 //!
-//! Settings come from three layers, later ones winning: the defaults written here (and only
-//! here), a TOML file (`--config FILE`), then command-line flags. [`Options::validate`] checks
+//! Settings come from four layers, later ones winning: the defaults written here (and only
+//! here), a TOML file (`--config FILE`), `SHOAL_<KEY>` environment variables (`env`), then
+//! command-line flags. [`Options::validate`] checks
 //! the whole result once at start; a bad value is a [`ConfigError`] naming the key, which the
 //! CLI turns into exit code 2. Durations are written as `60s`, `2m`, `500ms`.
+mod env;
+
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! The key-peer monitor across separate `shoal` processes on loopback: a key peer restarted on
 //! a new port is repaired through the DHT; a key peer that never returns makes the monitor
-//! publish resets no faster than the cool-down; an invalid config exits 2 naming the key.
+//! publish resets no faster than the cool-down; an invalid config (file or `SHOAL_<KEY>`
+//! variable) exits 2 naming the key.
 //!
 //! Every child is killed by PID when its guard drops; every wait is bounded.
 mod common;
@@ -293,6 +294,17 @@ fn invalid_config_exits_2_naming_the_key() {
         let (status, _, stderr) = run_env(&args, &[], Duration::from_secs(60));
         assert_eq!(status.code(), Some(2), "{text}: {stderr}");
         assert!(stderr.contains(key), "{text}: {stderr}");
+    }
+    // The environment layer: a bad value names its variable, a valid one is checked as any.
+    for (var, value, named) in [
+        ("SHOAL_PROBE_TIMEOUT", "soon", "SHOAL_PROBE_TIMEOUT"),
+        ("SHOAL_PROBE_FAIL_THRESHOLD", "0", "probe_fail_threshold"),
+    ] {
+        let args = args!["download", &torrent, "-o", dir.join("d")];
+        let (status, _, stderr) = run_env(&args, &[(var, value)], Duration::from_secs(60));
+        assert_eq!(status.code(), Some(2), "{var}={value}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(named), "{var}={value}: {stderr}");
     }
 }
 

@@ -62,6 +62,7 @@ impl NetArgs {
             Some(path) => Options::from_toml_file(path).map_err(|e| bad_input(e.to_string()))?,
             None => Options::default(),
         };
+        opts = opts.with_env(std::env::vars()).map_err(|e| bad_input(e.to_string()))?;
         opts.key_peers.extend(self.key_peers.iter().cloned());
         opts.validate().map_err(|e| bad_input(e.to_string()))?;
         Ok(Arc::new(opts))
