@@ -32,10 +32,10 @@ fn resume_check(daemon: &Daemon, n: usize) -> (u32, u32, u32) {
         let log = daemon.proc.log_text();
         let lines: Vec<&str> = log.lines().filter(|l| l.contains("resume check: ")).collect();
         if lines.len() >= n {
-            // "resume check: H of T pieces on disk, K of them hashed"
+            // "resume check: H of T pieces on disk match their hashes; K hashed, the rest ..."
             let words: Vec<&str> = lines[n - 1].split("resume check: ").nth(1).unwrap().split(' ').collect();
-            let num = |i: usize| words[i].trim_end_matches(',').parse().unwrap_or_else(|_| panic!("{}", lines[n - 1]));
-            return (num(0), num(2), num(6));
+            let num = |i: usize| words[i].parse().unwrap_or_else(|_| panic!("{}", lines[n - 1]));
+            return (num(0), num(2), num(9));
         }
         if Instant::now() > deadline {
             daemon.proc.fail(&format!("fewer than {n} resume check lines"));

@@ -152,7 +152,11 @@ impl Storage {
             Ok((have, hashed))
         })
         .await?;
-        tracing::info!("resume check: {} of {} pieces on disk, {hashed} of them hashed", have.count_ones(), have.len());
+        tracing::info!(
+            "resume check: {} of {} pieces on disk match their hashes; {hashed} hashed, the rest from the resume record",
+            have.count_ones(),
+            have.len()
+        );
         // The exact set, for tests that compare it with the bytes on disk after a crash.
         tracing::debug!(have = %hex(have.as_raw_slice()), "resume check bitfield");
         Ok(have)
