@@ -90,6 +90,16 @@ impl Picker {
         &self.have
     }
 
+    /// How many connected peers have each piece.
+    pub fn availability(&self) -> &[u32] {
+        &self.availability
+    }
+
+    /// Whether some block of `piece` was picked and the piece is not verified yet.
+    pub fn is_started(&self, piece: u32) -> bool {
+        self.partial.contains_key(&piece)
+    }
+
     pub fn has_piece(&self, piece: u32) -> bool {
         self.have.get(piece as usize).is_some_and(|b| *b)
     }
@@ -355,145 +365,4 @@ impl Picker {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::rngs::StdRng;
-    use rand::SeedableRng;
-
-    const BS: u32 = 16384;
-
-    fn picker(pieces: usize, piece_len: u32) -> Picker {
-        let total = pieces as u64 * piece_len as u64 - 1000; // short last piece
-        Picker::new(Geometry::new(piece_len, total).with_block_size(BS), bitvec![u8, Msb0; 0; pieces])
-    }
-
-    fn all(n: usize) -> BitVec<u8, Msb0> {
-        bitvec![u8, Msb0; 1; n]
-    }
-
-    #[test]
-    fn short_last_piece_and_blocks() {
-        let mut p = picker(2, 4 * BS);
-        let mut rng = StdRng::seed_from_u64(1);
-        let got = p.pick(1, &all(2), 100, &mut rng);
-        assert_eq!(got.len(), 8);
-        let last = got.iter().filter(|b| b.piece == 1).max_by_key(|b| b.begin).unwrap();
-        assert_eq!(last.length, BS - 1000);
-        assert_eq!(got.iter().map(|b| b.length as u64).sum::<u64>(), 8 * BS as u64 - 1000);
-    }
-
-    #[test]
-    fn only_pieces_the_peer_has() {
-        let mut p = picker(8, BS);
-        let mut theirs = bitvec![u8, Msb0; 0; 8];
-        theirs.set(3, true);
-        let got = p.pick(1, &theirs, 10, &mut StdRng::seed_from_u64(2));
-        assert_eq!(got, vec![BlockRef { piece: 3, begin: 0, length: BS }]);
-    }
-
-    #[test]
-    fn rarest_first_after_the_random_start() {
-        let mut p = picker(10, BS);
-        for i in 0..RANDOM_FIRST_PIECES {
-            p.piece_verified(i as u32);
-        }
-        // Pieces 4..10 held by 3 peers, piece 7 by only one.
-        for _ in 0..3 {
-            let mut bits = all(10);
-            bits.set(7, false);
-            p.peer_bitfield(&bits);
-        }
-        let mut one = bitvec![u8, Msb0; 0; 10];
-        one.set(7, true);
-        one.set(5, true);
-        p.peer_bitfield(&one);
-        let got = p.pick(9, &all(10), 1, &mut StdRng::seed_from_u64(3));
-        assert_eq!(got[0].piece, 7);
-    }
-
-    #[test]
-    fn partial_pieces_are_finished_first() {
-        let mut p = picker(10, 4 * BS);
-        let mut rng = StdRng::seed_from_u64(4);
-        let first = p.pick(1, &all(10), 2, &mut rng);
-        assert_eq!(first[0].piece, first[1].piece);
-        p.release_all(1);
-        let next = p.pick(2, &all(10), 4, &mut rng);
-        assert!(next.iter().all(|b| b.piece == first[0].piece), "{next:?}");
-    }
-
-    #[test]
-    fn endgame_duplicates_and_cancels() {
-        let mut p = picker(1, 2 * BS);
-        let mut rng = StdRng::seed_from_u64(5);
-        let a = p.pick(1, &all(1), 10, &mut rng);
-        assert_eq!(a.len(), 2);
-        let b = p.pick(2, &all(1), 10, &mut rng);
-        assert_eq!(b.len(), 2, "endgame hands the same blocks to a second peer");
-        assert!(p.pick(3, &all(1), 10, &mut rng).is_empty(), "at most two holders per block");
-        let r = p.block_received(2, a[0]).unwrap();
-        assert_eq!(r.cancel, vec![1]);
-        assert!(!r.piece_complete);
-        assert!(p.block_received(1, a[0]).is_none(), "duplicate is dropped");
-        let r = p.block_received(1, a[1]).unwrap();
-        assert!(r.piece_complete);
-        p.piece_verified(0);
-        assert!(p.is_complete());
-    }
-
-    #[test]
-    fn failed_piece_is_requested_again() {
-        let mut p = picker(1, BS);
-        let mut rng = StdRng::seed_from_u64(6);
-        let a = p.pick(1, &all(1), 10, &mut rng);
-        assert!(p.block_received(1, a[0]).unwrap().piece_complete);
-        assert!(p.pick(2, &all(1), 10, &mut rng).is_empty());
-        p.piece_failed(0);
-        assert_eq!(p.pick(2, &all(1), 10, &mut rng), a);
-    }
-
-    #[test]
-    fn released_requests_go_to_others() {
-        let mut p = picker(1, 2 * BS);
-        let mut rng = StdRng::seed_from_u64(7);
-        let a = p.pick(1, &all(1), 1, &mut rng);
-        p.release(1, a[0]);
-        assert_eq!(p.pick(2, &all(1), 1, &mut rng), a);
-        p.peer_bitfield(&all(1));
-        p.peer_gone(2, &all(1));
-        assert_eq!(p.availability[0], 0);
-        assert_eq!(p.pick(3, &all(1), 1, &mut rng), a);
-    }
-
-    #[test]
-    fn bogus_blocks_are_refused() {
-        let mut p = picker(2, 2 * BS);
-        let mut rng = StdRng::seed_from_u64(8);
-        let a = p.pick(1, &all(2), 1, &mut rng);
-        let b = a[0];
-        assert!(p.block_received(1, BlockRef { begin: b.begin + 1, ..b }).is_none());
-        assert!(p.block_received(1, BlockRef { length: 5, ..b }).is_none());
-        assert!(p.block_received(1, BlockRef { piece: 99, ..b }).is_none());
-        assert!(p.block_received(1, b).is_some());
-    }
-
-    #[test]
-    fn the_missing_count_follows_every_block_given_back() {
-        let mut p = Picker::new(Geometry::new(4 * BS, 4 * BS as u64), bitvec![u8, Msb0; 0; 1]);
-        let mut rng = StdRng::seed_from_u64(1);
-        let consistent = |p: &Picker| {
-            p.partial
-                .values()
-                .all(|x| x.missing as usize == x.blocks.iter().filter(|b| **b == BlockState::Missing).count())
-        };
-        let a = p.pick(1, &all(1), 3, &mut rng);
-        assert_eq!(a.len(), 3);
-        p.release(1, a[0]);
-        assert!(consistent(&p));
-        p.release_all(1);
-        assert!(consistent(&p));
-        // Everything given back is picked again, by another peer, and nothing more.
-        assert_eq!(p.pick(2, &all(1), 10, &mut rng).len(), 4);
-        assert!(consistent(&p));
-    }
-}
+mod tests;

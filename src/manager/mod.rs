@@ -6,6 +6,7 @@
 //! - [`evict`]: which useless connected peer to let go when a slot is needed;
 //! - [`scoring`]: the rarity-weighted peer score that orders dialling, eviction and block
 //!   hand-out;
+//! - [`scarce`]: scarce pieces offered to the best-scored peer that has them;
 //! - [`choker`]: tit-for-tat upload slots with an optimistic unchoke.
 //!
 //! None of them does I/O or reads the clock: `now` is an argument, so each is unit-tested
@@ -14,6 +15,7 @@ pub mod bans;
 pub mod choker;
 pub mod evict;
 pub mod pool;
+pub mod scarce;
 pub mod scoring;
 
 pub use choker::{ChokeCandidate, Choker};

@@ -1,6 +1,7 @@
 //! What peers tell us (bitfields, haves, chokes, blocks) and what we ask of them: interest,
 //! the request pipeline, request timeouts and snubbing.
 use super::{Torrent, MAX_PIECES_IN_FLIGHT, REFILL_BATCH};
+use crate::manager::scarce::{self, Rival};
 use crate::metrics::metrics;
 use crate::peer::CloseReason;
 use crate::peer::{PeerCommand, PeerEvent, PeerEventKind};
@@ -110,14 +111,20 @@ impl Torrent {
             return;
         }
         let theirs = offer.as_deref().unwrap_or(&p.bitfield);
-        let depth = p.depth(target, cap, BLOCK_SIZE);
-        let need = depth.saturating_sub(p.outstanding.len());
-        // Top up in batches: one command (and one wake-up of the peer task) per several
-        // blocks instead of one per block, while the pipe stays mostly full.
-        let batch = REFILL_BATCH.min(depth / 4).max(1);
-        if need == 0 || (need < batch && !p.outstanding.is_empty()) {
-            return;
-        }
+        let Some(need) = wants_requests(p, target, cap) else { return };
+        // Peers that could take requests now, for the scarce pieces (design §5).
+        let rivals: Vec<Rival> = self
+            .peers
+            .iter()
+            .filter(|(k, q)| **k != key && q.score.total > p.score.total && !q.peer_choking && q.am_interested)
+            .filter(|(_, q)| wants_requests(q, target, cap).is_some())
+            .map(|(_, q)| Rival { score: q.score.total, has: &q.bitfield })
+            .collect();
+        let scarce_left = {
+            let picker = &self.picker;
+            scarce::offer(theirs, p.score.total, picker.availability(), |i| picker.is_started(i), &rivals)
+        };
+        let theirs = scarce_left.as_deref().unwrap_or(theirs);
         let blocks = self.picker.pick(key, theirs, need, &mut self.rng);
         if blocks.is_empty() {
             return;
@@ -201,4 +208,14 @@ impl Torrent {
             self.picker.release(k, b);
         }
     }
+}
+
+/// How many blocks the peer's pipeline takes now, if it should be topped up: in batches, one
+/// command (and one wake-up of the peer task) per several blocks while the pipe stays mostly
+/// full.
+fn wants_requests(p: &super::super::peers::PeerSlot, target: std::time::Duration, cap: usize) -> Option<usize> {
+    let depth = p.depth(target, cap, BLOCK_SIZE);
+    let need = depth.saturating_sub(p.outstanding.len());
+    let batch = REFILL_BATCH.min(depth / 4).max(1);
+    (need > 0 && (need >= batch || p.outstanding.is_empty())).then_some(need)
 }

@@ -1,0 +1,76 @@
+//! Scarce pieces go to the best-scored peer that has them (design §5). A piece few connected
+//! peers have (at most [`SCARCE_HOLDERS`]) is not offered to a peer asking for work while a
+//! better-scored peer that has it could take it now (it unchokes us and its request pipeline
+//! has room): the scarce piece goes to the better source, not to whichever peer asked first.
+//! Pieces already started are always offered, so a piece in progress is never held up. Pure:
+//! the torrent passes what it knows.
+use bitvec::prelude::*;
+
+/// A piece held by at most this many connected peers is scarce.
+pub const SCARCE_HOLDERS: u32 = 2;
+
+/// Another connected peer that unchokes us and could take requests now.
+pub struct Rival<'a> {
+    pub score: f64,
+    pub has: &'a BitSlice<u8, Msb0>,
+}
+
+/// The pieces of `theirs` to offer the asking peer (scored `score`): `None` when that is all
+/// of them, else a copy without the scarce, unstarted pieces a better-scored rival also has.
+pub fn offer(
+    theirs: &BitSlice<u8, Msb0>,
+    score: f64,
+    availability: &[u32],
+    started: impl Fn(u32) -> bool,
+    rivals: &[Rival<'_>],
+) -> Option<BitVec<u8, Msb0>> {
+    let better: Vec<&Rival> = rivals.iter().filter(|r| r.score > score).collect();
+    if better.is_empty() {
+        return None;
+    }
+    let mut out: Option<BitVec<u8, Msb0>> = None;
+    for piece in theirs.iter_ones() {
+        let scarce = availability.get(piece).is_some_and(|&a| a <= SCARCE_HOLDERS);
+        if scarce && !started(piece as u32) && better.iter().any(|r| r.has.get(piece).is_some_and(|b| *b)) {
+            out.get_or_insert_with(|| theirs.to_bitvec()).set(piece, false);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bits(s: &str) -> BitVec<u8, Msb0> {
+        s.chars().map(|c| c == '1').collect()
+    }
+
+    #[test]
+    fn the_score_decides_who_is_offered_a_scarce_piece() {
+        // Pieces 0-3: 0 and 1 scarce (2 holders), 2 common (5), 3 held by one peer.
+        let availability = [2, 2, 5, 1];
+        let (a_has, b_has) = (bits("1111"), bits("1010"));
+        // A asks while B, scored higher, could take piece 0: A is offered the rest.
+        let b = [Rival { score: 0.6, has: &b_has }];
+        let offered = offer(&a_has, 0.2, &availability, |_| false, &b).expect("piece 0 is left to B");
+        assert_eq!(offered, bits("0111"), "1 (B lacks it), 2 (common) and 3 stay on offer");
+        // The same peers with the scores the other way round: A is offered everything, and B,
+        // asking, is not offered piece 0.
+        let b = [Rival { score: 0.1, has: &b_has }];
+        assert_eq!(offer(&a_has, 0.2, &availability, |_| false, &b), None);
+        let a = [Rival { score: 0.2, has: &a_has }];
+        assert_eq!(offer(&b_has, 0.1, &availability, |_| false, &a), Some(bits("0010")));
+        assert_eq!(
+            offer(&a_has, 0.2, &availability, |p| p == 0, &[Rival { score: 0.6, has: &b_has }]),
+            None,
+            "a started piece stays on offer"
+        );
+        let common = [10, 10, 10, 10];
+        assert_eq!(
+            offer(&a_has, 0.2, &common, |_| false, &[Rival { score: 0.6, has: &b_has }]),
+            None,
+            "nothing is scarce"
+        );
+    }
+}
