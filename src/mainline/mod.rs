@@ -11,7 +11,7 @@
 //! Parts: this file (config, start, queries), [`nodes`] (the routing table saved between
 //! runs).
 use crate::metainfo::InfoHash;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use mainline::async_dht::AsyncDht;
 use mainline::Id;
 use std::collections::HashSet;
@@ -114,38 +114,33 @@ impl MainlineHandle {
         self.local
     }
 
-    /// Peers of `info_hash`: a `get_peers` lookup, ended after `max` distinct addresses or
-    /// at `deadline`, whichever comes first. Each batch (one node's answer, deduplicated)
-    /// goes to `found` as it arrives; a `false` from `found` ends the lookup. Returns how
-    /// many addresses were passed on.
-    pub async fn get_peers(
+    /// Peers of `info_hash`: a `get_peers` lookup as a stream of batches (one node's
+    /// answer each, deduplicated), ending after `max` distinct addresses or at `deadline`,
+    /// whichever comes first.
+    pub fn get_peers(
         &self,
         info_hash: &InfoHash,
         max: usize,
         deadline: Duration,
-        mut found: impl FnMut(Vec<SocketAddr>) -> bool,
-    ) -> usize {
-        let mut stream = self.dht.get_peers(Id::from(info_hash.as_bytes()));
-        let mut seen: HashSet<SocketAddrV4> = HashSet::new();
-        let end = tokio::time::sleep(deadline);
-        tokio::pin!(end);
-        while seen.len() < max {
-            let batch = tokio::select! {
-                _ = &mut end => break,
-                b = stream.next() => match b { Some(b) => b, None => break },
-            };
-            let room = max - seen.len();
-            let fresh: Vec<SocketAddr> = batch
-                .into_iter()
-                .filter(|a| a.port() != 0 && !a.ip().is_unspecified() && seen.insert(*a))
-                .take(room)
-                .map(SocketAddr::V4)
-                .collect();
-            if !fresh.is_empty() && !found(fresh) {
-                break;
+    ) -> impl Stream<Item = Vec<SocketAddr>> + Send + 'static {
+        let answers = self.dht.get_peers(Id::from(info_hash.as_bytes()));
+        let end = tokio::time::Instant::now() + deadline;
+        futures::stream::unfold((answers, HashSet::new()), move |(mut answers, mut seen)| async move {
+            while seen.len() < max {
+                let batch = tokio::time::timeout_at(end, answers.next()).await.ok()??;
+                let room = max - seen.len();
+                let fresh: Vec<SocketAddr> = batch
+                    .into_iter()
+                    .filter(|a| a.port() != 0 && !a.ip().is_unspecified() && seen.insert(*a))
+                    .take(room)
+                    .map(SocketAddr::V4)
+                    .collect();
+                if !fresh.is_empty() {
+                    return Some((fresh, (answers, seen)));
+                }
             }
-        }
-        seen.len().min(max)
+            None
+        })
     }
 
     /// Announces that we serve `info_hash` on TCP `port` to the nodes closest to it.
@@ -230,11 +225,8 @@ mod tests {
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         while got.is_empty() {
             assert!(std::time::Instant::now() < deadline, "the announced peer was never found");
-            b.get_peers(&hash, 1, Duration::from_secs(30), |batch| {
-                got.extend(batch);
-                true
-            })
-            .await;
+            let batches: Vec<_> = b.get_peers(&hash, 1, Duration::from_secs(30)).collect().await;
+            got.extend(batches.into_iter().flatten());
         }
         assert_eq!(
             got,
