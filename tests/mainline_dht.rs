@@ -1,0 +1,138 @@
+//! Issue 13, BEP 5: a bare magnet (`xt=` only: no tracker, no `x.pe`) completes through the
+//! mainline DHT, both ways, on a local DHT network.
+//!
+//! The network is two python3-libtorrent DHT nodes on 127.0.0.1 (`lt_peer.py dht`), the second
+//! bootstrapped from the first. (The `mainline` crate's own test network cannot serve here: its
+//! nodes read only 4-byte transaction ids and libtorrent sends 2-byte ones, so they never answer
+//! libtorrent.) Every client is bootstrapped from these nodes only (`--dht-bootstrap` for shoal,
+//! the same flag for `lt_peer.py`, which then turns libtorrent's DHT on with no public node),
+//! so nothing leaves loopback.
+//!
+//! - a python3-libtorrent seeder announces the torrent into the network; `shoal download
+//!   'magnet:?xt=urn:btih:<hash>' --no-kad --dht-bootstrap ...` finds it by `get_peers`,
+//!   fetches the metadata from it, downloads byte-identical, and the seeder was a peer whose
+//!   source is `dht`;
+//! - `shoal seed --dht-bootstrap ...` announces the torrent; a python3-libtorrent leecher given
+//!   only the bare magnet finds shoal through the network and completes.
+//!
+//! The data is 4 MiB in 16 KiB pieces. Every wait has a deadline of minutes: DHT lookups and
+//! announcements take a few seconds each on a loaded machine, and nothing here races a clock.
+mod common;
+
+use common::clients::{lt_dht_node, lt_peer_with, skip_on_purpose};
+use common::logs::connected_from;
+use common::process::{Proc, STARTUP};
+use common::torrent::{assert_same_bytes, create_torrent, make_file, read_metainfo};
+use shoal::metainfo::Metainfo;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+use tempfile::TempDir;
+
+const NAME: &str = "payload.bin";
+const SIZE: usize = 4 * 1024 * 1024 + 777;
+const PIECE: &str = "16KiB";
+/// Longest wait for a transfer through the DHT: lookups, metadata and data.
+const DEADLINE: Duration = Duration::from_secs(300);
+
+/// The local DHT network and one test's files: data in `seed/`, its torrent, an empty
+/// `out/`, `logs/` for the children's stderr.
+struct Fixture {
+    /// The DHT nodes, killed when the test ends.
+    _nodes: [Proc; 2],
+    /// `127.0.0.1:PORT` of each node.
+    bootstrap: Vec<String>,
+    _dir: TempDir,
+    seed_dir: PathBuf,
+    data: PathBuf,
+    torrent: PathBuf,
+    meta: Metainfo,
+    out: PathBuf,
+    logs: PathBuf,
+}
+
+impl Fixture {
+    fn new(seed: u64) -> Fixture {
+        let dir = tempfile::tempdir().expect("create tempdir");
+        let [seed_dir, out, logs] = ["seed", "out", "logs"].map(|d| dir.path().join(d));
+        for d in [&seed_dir, &out, &logs] {
+            std::fs::create_dir(d).unwrap();
+        }
+        let (first, first_port) = lt_dht_node("dht-node-1", &[], &logs);
+        let (second, second_port) = lt_dht_node("dht-node-2", &[format!("127.0.0.1:{first_port}")], &logs);
+        let bootstrap = vec![format!("127.0.0.1:{first_port}"), format!("127.0.0.1:{second_port}")];
+        let data = make_file(&seed_dir, NAME, SIZE, seed);
+        let torrent = dir.path().join("payload.torrent");
+        create_torrent(&data, &torrent, PIECE, None);
+        let meta = read_metainfo(&torrent);
+        Fixture { _nodes: [first, second], bootstrap, _dir: dir, seed_dir, data, torrent, meta, out, logs }
+    }
+
+    /// The bare magnet: the info-hash and nothing else.
+    fn magnet(&self) -> String {
+        format!("magnet:?xt=urn:btih:{}", self.meta.info_hash)
+    }
+
+    /// `--dht-bootstrap NODE` for every node of the network.
+    fn bootstrap_args(&self) -> Vec<String> {
+        self.bootstrap.iter().flat_map(|b| ["--dht-bootstrap".to_string(), b.clone()]).collect()
+    }
+
+    /// shoal's flags: loopback only, no Kademlia, the mainline DHT on the local network.
+    fn shoal_args(&self, mut args: Vec<OsString>) -> Vec<OsString> {
+        args.extend(args!["--listen", "127.0.0.1:0", "--no-kad", "--dht-listen", "127.0.0.1:0"]);
+        args.extend(self.bootstrap_args().into_iter().map(OsString::from));
+        args
+    }
+}
+
+/// The `listening dht` line names a loopback address.
+fn assert_dht_on_loopback(p: &mut Proc) {
+    let addr = p.wait_line("listening dht ", STARTUP);
+    assert!(addr.starts_with("127.0.0.1:"), "the mainline node listens on {addr}");
+}
+
+#[test]
+fn shoal_downloads_a_bare_magnet_found_in_the_mainline_dht() {
+    if skip_on_purpose() {
+        return;
+    }
+    let _turn = common::process::serial();
+    let f = Fixture::new(31);
+    let mut lt_args = f.bootstrap_args();
+    lt_args.extend(["--timeout".into(), DEADLINE.as_secs().to_string()]);
+    let lt_args: Vec<&str> = lt_args.iter().map(String::as_str).collect();
+    let (_seeder, _port) = lt_peer_with("seed", &f.torrent, &f.seed_dir, &[], &lt_args, &f.logs);
+
+    let args = f.shoal_args(args!["download", f.magnet(), "-o", &f.out, "--metadata-timeout", "5m"]);
+    let mut leecher = Proc::spawn("shoal-magnet", &f.logs, &args, &[("RUST_LOG", "shoal=debug")]);
+    assert_dht_on_loopback(&mut leecher);
+    leecher.expect_success(DEADLINE);
+    assert_same_bytes(&f.data, &f.out.join(NAME));
+    let log = leecher.log_text();
+    assert!(!connected_from(&log, "dht").is_empty(), "no peer connected with source dht:\n{log}");
+    assert!(log.contains("mainline get_peers lookup"), "no mainline lookup logged:\n{log}");
+}
+
+#[test]
+fn libtorrent_finds_shoal_seed_in_the_mainline_dht() {
+    if skip_on_purpose() {
+        return;
+    }
+    let _turn = common::process::serial();
+    let f = Fixture::new(32);
+    let args = f.shoal_args(args!["seed", &f.data, "--torrent", &f.torrent]);
+    let mut seeder = Proc::spawn("shoal-seed", &f.logs, &args, &[("RUST_LOG", "shoal=debug")]);
+    seeder.bt_addr();
+    assert_dht_on_loopback(&mut seeder);
+
+    let mut lt_args = f.bootstrap_args();
+    lt_args.extend(["--timeout".into(), DEADLINE.as_secs().to_string()]);
+    let lt_args: Vec<&str> = lt_args.iter().map(String::as_str).collect();
+    let magnet = PathBuf::from(f.magnet());
+    let (mut leecher, _) = lt_peer_with("leech", &magnet, &f.out, &[], &lt_args, &f.logs);
+    leecher.wait_line("done", DEADLINE);
+    assert_same_bytes(&f.data, &f.out.join(NAME));
+    let log = seeder.log_text();
+    assert!(log.contains("announced in the mainline DHT"), "shoal never announced:\n{log}");
+}
