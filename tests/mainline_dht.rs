@@ -13,7 +13,9 @@
 //!   fetches the metadata from it, downloads byte-identical, and the seeder was a peer whose
 //!   source is `dht`;
 //! - `shoal seed --dht-bootstrap ...` announces the torrent; a python3-libtorrent leecher given
-//!   only the bare magnet finds shoal through the network and completes.
+//!   only the bare magnet finds shoal through the network and completes;
+//! - a bad `--dht-listen`, `--dht-bootstrap`, `--no-dht` with `--dht-bootstrap`, or a bad
+//!   `mainline_bootstrap` in the config exits 2 with one line naming it (before any network).
 //!
 //! The data is 4 MiB in 16 KiB pieces. Every wait has a deadline of minutes: DHT lookups and
 //! announcements take a few seconds each on a loaded machine, and nothing here races a clock.
@@ -140,5 +142,30 @@ fn libtorrent_finds_shoal_seed_in_the_mainline_dht() {
             seeder.fail("no `announced in the mainline DHT` line");
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn bad_mainline_values_exit_2_naming_the_flag_or_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_data, torrent) = common::torrent::data_and_torrent(dir.path(), 64 * 1024, 33, "16KiB");
+    let config = dir.path().join("shoal.toml");
+    let out = dir.path().join("out");
+    let base = args!["download", &torrent, "-o", &out, "--listen", "127.0.0.1:0", "--no-kad"];
+    let cases: [(&[&str], &str); 5] = [
+        (&["--dht-listen", "nowhere"], "--dht-listen nowhere"),
+        (&["--dht-listen", "[::1]:7000"], "--dht-listen [::1]:7000"),
+        (&["--dht-bootstrap", "router.example"], "--dht-bootstrap router.example"),
+        (&["--no-dht", "--dht-bootstrap", "127.0.0.1:9"], "--no-dht"),
+        (&["--config", config.to_str().unwrap()], "mainline_bootstrap"),
+    ];
+    std::fs::write(&config, "mainline_bootstrap = [\"no-port.example\"]\n").unwrap();
+    for (extra, named) in cases {
+        let mut args = base.clone();
+        args.extend(extra.iter().map(OsString::from));
+        let (status, _, err) = common::process::run_env(&args, &[], STARTUP);
+        assert_eq!(status.code(), Some(2), "{extra:?}: {status}\n{err}");
+        let line = err.lines().find(|l| l.starts_with("shoal: ")).unwrap_or_else(|| panic!("{extra:?}: {err}"));
+        assert!(line.contains(named), "{extra:?}: the error does not name {named}: {line}");
     }
 }
