@@ -15,7 +15,9 @@
 //! - `shoal seed --dht-bootstrap ...` announces the torrent; a python3-libtorrent leecher given
 //!   only the bare magnet finds shoal through the network and completes;
 //! - a bad `--dht-listen`, `--dht-bootstrap`, `--no-dht` with `--dht-bootstrap`, or a bad
-//!   `mainline_bootstrap` in the config exits 2 with one line naming it (before any network).
+//!   `mainline_bootstrap` in the config exits 2 with one line naming it (before any network);
+//! - with the mainline DHT on, shoal's handshake sets the DHT bit and a peer that sets it too
+//!   gets a `port` message naming the DHT node's port (BEP 5); with `--no-dht`, neither.
 //!
 //! The data is 4 MiB in 16 KiB pieces. Every wait has a deadline of minutes: DHT lookups and
 //! announcements take a few seconds each on a loaded machine, and nothing here races a clock.
@@ -168,4 +170,61 @@ fn bad_mainline_values_exit_2_naming_the_flag_or_key() {
         let line = err.lines().find(|l| l.starts_with("shoal: ")).unwrap_or_else(|| panic!("{extra:?}: {err}"));
         assert!(line.contains(named), "{extra:?}: the error does not name {named}: {line}");
     }
+}
+
+/// Connects to a `shoal seed` run with `dht` flags as a peer setting the DHT bit and saying
+/// it is interested; returns shoal's reserved bytes, its `listening dht` port, and the port of
+/// any `port` message before the `unchoke` that answers the interest. shoal queues its whole
+/// greeting (piece state, then `port`) before it reads anything from the peer, so a `port`
+/// it sends always comes before that `unchoke`: no wait on a silence.
+fn greeting(dht: &[&str]) -> ([u8; 8], Option<u16>, Option<u16>) {
+    use shoal::wire::Message;
+    use std::io::{Read, Write};
+    use tokio_util::codec::Decoder;
+    let dir = tempfile::tempdir().unwrap();
+    let (data, torrent) = common::torrent::data_and_torrent(dir.path(), 64 * 1024, 34, "16KiB");
+    let mut args = args!["seed", &data, "--torrent", &torrent, "--listen", "127.0.0.1:0", "--no-kad"];
+    args.extend(dht.iter().map(OsString::from));
+    let mut seeder = Proc::spawn("shoal-seed", dir.path(), &args, &[]);
+    let bt = seeder.bt_addr();
+    let dht_port = (!dht.contains(&"--no-dht")).then(|| {
+        let a = seeder.wait_line("listening dht ", STARTUP);
+        a.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or_else(|| seeder.fail(&format!("bad {a}")))
+    });
+    let meta = read_metainfo(&torrent);
+    let mut s = std::net::TcpStream::connect(bt).unwrap();
+    s.set_read_timeout(Some(STARTUP)).unwrap();
+    let id = common::wire::peer_id("-ST0001-000000000013");
+    s.write_all(&common::wire::handshake_bytes([0, 0, 0, 0, 0, 0, 0, 0x01], meta.info_hash, id)).unwrap();
+    s.write_all(&common::wire::encode([Message::Interested])).unwrap();
+    let mut theirs = [0u8; 68];
+    s.read_exact(&mut theirs).unwrap();
+    let reserved: [u8; 8] = theirs[20..28].try_into().unwrap();
+    let (mut buf, mut codec, mut port) = (bytes::BytesMut::new(), shoal::wire::MessageCodec::default(), None);
+    loop {
+        match codec.decode(&mut buf).unwrap() {
+            Some(Message::Port(p)) => port = Some(p),
+            Some(Message::Unchoke) => return (reserved, dht_port, port),
+            Some(_) => {}
+            None => {
+                let mut chunk = [0u8; 4096];
+                let n = s.read(&mut chunk).unwrap_or_else(|e| seeder.fail(&format!("no unchoke: {e}")));
+                if n == 0 {
+                    seeder.fail("closed before an unchoke");
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_handshake_sets_the_dht_bit_and_sends_port_only_with_the_mainline_dht() {
+    // A bootstrap node nobody answers on loopback: no network is needed here.
+    let (reserved, dht_port, port) = greeting(&["--dht-listen", "127.0.0.1:0", "--dht-bootstrap", "127.0.0.1:9"]);
+    assert_eq!(reserved[7] & 0x01, 0x01, "no DHT bit in {reserved:?}");
+    assert!(dht_port.is_some() && port == dht_port, "port message {port:?}, dht node on {dht_port:?}");
+    let (reserved, _, port) = greeting(&["--no-dht"]);
+    assert_eq!(reserved[7] & 0x01, 0, "a DHT bit without a DHT: {reserved:?}");
+    assert_eq!(port, None);
 }

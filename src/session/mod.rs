@@ -228,6 +228,7 @@ impl Session {
             options: self.torrent_options(),
             peer_id: self.peer_id,
             listen_port: self.listen_addr.map(|a| a.port()),
+            dht_port: self.mainline.as_ref().filter(|_| !meta.private).map(|d| d.local_addr().port()),
             connector: self.connector.clone(),
             send_budget: self.send_budget.clone(),
             selection,
