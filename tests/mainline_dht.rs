@@ -13,7 +13,8 @@
 //!   fetches the metadata from it, downloads byte-identical, and the seeder was a peer whose
 //!   source is `dht`;
 //! - `shoal seed --dht-bootstrap ...` announces the torrent; a python3-libtorrent leecher given
-//!   only the bare magnet finds shoal through the network and completes;
+//!   only the bare magnet finds shoal through the network and completes; stopped, shoal saves
+//!   its routing table (`mainline-nodes`, beside its identity file) for the next start;
 //! - a bad `--dht-listen`, `--dht-bootstrap`, `--no-dht` with `--dht-bootstrap`, or a bad
 //!   `mainline_bootstrap` in the config exits 2 with one line naming it (before any network);
 //! - with the mainline DHT on, shoal's handshake sets the DHT bit and a peer that sets it too
@@ -82,9 +83,11 @@ impl Fixture {
         self.bootstrap.iter().flat_map(|b| ["--dht-bootstrap".to_string(), b.clone()]).collect()
     }
 
-    /// shoal's flags: loopback only, no Kademlia, the mainline DHT on the local network.
+    /// shoal's flags: loopback only, no Kademlia, the mainline DHT on the local network, its
+    /// saved routing table (`mainline-nodes`, beside the identity file) in the test's directory.
     fn shoal_args(&self, mut args: Vec<OsString>) -> Vec<OsString> {
         args.extend(args!["--listen", "127.0.0.1:0", "--no-kad", "--dht-listen", "127.0.0.1:0"]);
+        args.extend(args!["--identity", self.logs.join("id")]);
         args.extend(self.bootstrap_args().into_iter().map(OsString::from));
         args
     }
@@ -145,6 +148,15 @@ fn libtorrent_finds_shoal_seed_in_the_mainline_dht() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // Stopped as a user would, the seeder saves its routing table, marked with its bootstrap list.
+    assert_eq!(unsafe { libc::kill(seeder.pid() as i32, libc::SIGTERM) }, 0, "SIGTERM to shoal seed");
+    let status = seeder.wait_exit(STARTUP);
+    assert!(status.success(), "shoal seed exited with {status}");
+    let saved = std::fs::read_to_string(f.logs.join("mainline-nodes")).unwrap_or_else(|e| seeder.fail(&e.to_string()));
+    let mut lines = saved.lines();
+    assert_eq!(lines.next(), Some(format!("# bootstrap: {}", f.bootstrap.join(",")).as_str()), "{saved}");
+    assert!(lines.any(|l| f.bootstrap.iter().any(|b| b == l)), "no DHT node of the network saved:\n{saved}");
 }
 
 #[test]
@@ -184,6 +196,7 @@ fn greeting(dht: &[&str]) -> ([u8; 8], Option<u16>, Option<u16>) {
     let dir = tempfile::tempdir().unwrap();
     let (data, torrent) = common::torrent::data_and_torrent(dir.path(), 64 * 1024, 34, "16KiB");
     let mut args = args!["seed", &data, "--torrent", &torrent, "--listen", "127.0.0.1:0", "--no-kad"];
+    args.extend(args!["--identity", dir.path().join("id")]);
     args.extend(dht.iter().map(OsString::from));
     let mut seeder = Proc::spawn("shoal-seed", dir.path(), &args, &[]);
     let bt = seeder.bt_addr();

@@ -175,8 +175,9 @@ pub async fn announce_listening(session: &Session, bt: bool) -> anyhow::Result<(
 impl NetArgs {
     /// The mainline DHT node these flags and `options` ask for: none with `--no-dht`, or when
     /// `mainline_dht = false` and no `--dht-*` flag asks for it. `--dht-bootstrap` replaces
-    /// the bootstrap list; the routing table is kept between runs only on the public network
-    /// (the default list), so a test network's nodes never leak into a real run.
+    /// the bootstrap list. The routing table is kept between runs in `mainline-nodes` beside
+    /// the identity file (the daemon: in its state directory), marked with the bootstrap list
+    /// it was learned from.
     pub fn mainline_config(&self, opts: &Options) -> anyhow::Result<Option<MainlineConfig>> {
         let asked = !self.dht_bootstrap.is_empty() || self.dht_listen.is_some();
         if self.no_dht && asked {
@@ -194,12 +195,11 @@ impl NetArgs {
         };
         let bootstrap =
             if self.dht_bootstrap.is_empty() { opts.mainline_bootstrap.clone() } else { self.dht_bootstrap.clone() };
-        let public = bootstrap == MainlineConfig::public().bootstrap;
         let nodes_file = self.mainline_nodes.clone().or_else(|| {
             let identity = self.identity.clone().or_else(|| default_identity_path().ok())?;
             Some(identity.parent()?.join("mainline-nodes"))
         });
-        Ok(Some(MainlineConfig { bootstrap, listen, nodes_file: nodes_file.filter(|_| public) }))
+        Ok(Some(MainlineConfig { bootstrap, listen, nodes_file }))
     }
 }
 

@@ -38,7 +38,7 @@ pub struct MainlineConfig {
     /// The UDP address to bind; `None`: every interface, port 6881 if free, else any.
     pub listen: Option<SocketAddrV4>,
     /// Where the routing table is saved at shutdown and read back at start (more bootstrap
-    /// nodes); `None`: not kept.
+    /// nodes, when it was learned from the same `bootstrap` list); `None`: not kept.
     pub nodes_file: Option<PathBuf>,
 }
 
@@ -80,6 +80,8 @@ pub struct MainlineHandle {
     dht: AsyncDht,
     local: SocketAddrV4,
     nodes_file: Option<PathBuf>,
+    /// The configured bootstrap list, which names the saved table.
+    bootstrap: Vec<String>,
 }
 
 impl MainlineHandle {
@@ -89,7 +91,7 @@ impl MainlineHandle {
     pub async fn start(config: MainlineConfig) -> Result<MainlineHandle, MainlineError> {
         let mut bootstrap = resolve(&config.bootstrap).await?;
         if let Some(path) = &config.nodes_file {
-            bootstrap.extend(nodes::load(path));
+            bootstrap.extend(nodes::load(path, &config.bootstrap));
         }
         let listen = config.listen;
         let built = tokio::task::spawn_blocking(move || {
@@ -106,7 +108,7 @@ impl MainlineHandle {
         let dht = built.map_err(|source| MainlineError::Listen { addr, source })?.as_async();
         let local = dht.info().await.local_addr();
         tracing::info!(%local, "mainline DHT node started");
-        Ok(MainlineHandle { dht, local, nodes_file: config.nodes_file })
+        Ok(MainlineHandle { dht, local, nodes_file: config.nodes_file, bootstrap: config.bootstrap })
     }
 
     /// The bound UDP address.
@@ -173,8 +175,8 @@ impl MainlineHandle {
     pub async fn save(&self) {
         if let Some(path) = &self.nodes_file {
             let list = self.routing_nodes().await;
-            let path = path.clone();
-            let _ = tokio::task::spawn_blocking(move || nodes::save(&path, &list)).await;
+            let (path, bootstrap) = (path.clone(), self.bootstrap.clone());
+            let _ = tokio::task::spawn_blocking(move || nodes::save(&path, &bootstrap, &list)).await;
         }
     }
 }

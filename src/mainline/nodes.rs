@@ -2,6 +2,10 @@
 //! (atomically: a temporary file renamed over the old one) and read back at start as extra
 //! bootstrap nodes, so a restart does not depend on the public routers alone.
 //!
+//! The first line names the bootstrap list the nodes were learned from
+//! (`# bootstrap: a,b,c`); a file learned from another list is not used, so the nodes of a
+//! test network never leak into a run on the public one (and the other way round).
+//!
 //! The file is ours but read defensively: at most [`MAX_FILE_BYTES`] are read and at most
 //! [`MAX_NODES`] entries taken; lines that are not an IPv4 `IP:PORT` are skipped.
 use std::io::Read;
@@ -13,8 +17,14 @@ pub const MAX_NODES: usize = 256;
 /// Most bytes read from the file.
 pub const MAX_FILE_BYTES: u64 = 64 * 1024;
 
-/// The saved nodes at `path`; none when the file is missing or unreadable.
-pub fn load(path: &Path) -> Vec<SocketAddrV4> {
+/// The first line of a file learned from `bootstrap`.
+fn header(bootstrap: &[String]) -> String {
+    format!("# bootstrap: {}", bootstrap.join(","))
+}
+
+/// The nodes saved at `path` from the same `bootstrap` list; none when the file is missing,
+/// unreadable or from another list.
+pub fn load(path: &Path, bootstrap: &[String]) -> Vec<SocketAddrV4> {
     let mut text = String::new();
     let read = std::fs::File::open(path).and_then(|f| f.take(MAX_FILE_BYTES).read_to_string(&mut text));
     if let Err(e) = read {
@@ -23,7 +33,13 @@ pub fn load(path: &Path) -> Vec<SocketAddrV4> {
         }
         return Vec::new();
     }
-    parse(&text)
+    match text.split_once('\n') {
+        Some((first, rest)) if first == header(bootstrap) => parse(rest),
+        _ => {
+            tracing::debug!(path = %path.display(), "saved mainline DHT nodes are from another bootstrap list");
+            Vec::new()
+        }
+    }
 }
 
 /// The valid `IP:PORT` lines of `text`, at most [`MAX_NODES`].
@@ -35,9 +51,11 @@ pub fn parse(text: &str) -> Vec<SocketAddrV4> {
         .collect()
 }
 
-/// Writes `nodes` (at most [`MAX_NODES`]) to `path`; a failure is logged, not fatal.
-pub fn save(path: &Path, nodes: &[String]) {
-    let body: String = nodes.iter().take(MAX_NODES).map(|n| format!("{n}\n")).collect();
+/// Writes `nodes` (at most [`MAX_NODES`]) learned from `bootstrap` to `path`; a failure is
+/// logged, not fatal.
+pub fn save(path: &Path, bootstrap: &[String], nodes: &[String]) {
+    let mut body = header(bootstrap) + "\n";
+    body.extend(nodes.iter().take(MAX_NODES).map(|n| format!("{n}\n")));
     let tmp = path.with_extension("tmp");
     let written = path
         .parent()
@@ -60,10 +78,12 @@ mod tests {
     fn saved_nodes_read_back_and_junk_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/mainline-nodes");
-        save(&path, &["1.2.3.4:6881".into(), "5.6.7.8:1".into()]);
-        assert_eq!(load(&path), vec!["1.2.3.4:6881".parse().unwrap(), "5.6.7.8:1".parse().unwrap()]);
+        let boot = vec!["router.example:6881".to_string()];
+        save(&path, &boot, &["1.2.3.4:6881".into(), "5.6.7.8:1".into()]);
+        assert_eq!(load(&path, &boot), vec!["1.2.3.4:6881".parse().unwrap(), "5.6.7.8:1".parse().unwrap()]);
+        assert!(load(&path, &["127.0.0.1:9".to_string()]).is_empty(), "learned from another list");
         assert_eq!(parse("junk\n0.0.0.0:1\n1.2.3.4:0\n[::1]:5\n9.9.9.9:9\n"), vec!["9.9.9.9:9".parse().unwrap()]);
-        assert!(load(&dir.path().join("missing")).is_empty());
+        assert!(load(&dir.path().join("missing"), &boot).is_empty());
     }
 
     #[test]

@@ -311,9 +311,13 @@ impl Session {
     }
 
     /// Stops every torrent, the listener and whatever the builder started, and waits for all
-    /// their tasks; then stops the node and saves the mainline routing table (the mainline
-    /// node's thread ends when the session is dropped).
+    /// their tasks; then stops the node. The mainline routing table is saved first (the
+    /// mainline node's thread ends when the session is dropped).
     pub async fn shutdown(&self) {
+        // First: the CLI gives shutdown a short grace period, and the table is what it is.
+        if let Some(dht) = &self.mainline {
+            dht.save().await;
+        }
         let handles: Vec<TorrentHandle> = self.torrents.lock().expect("routes lock").drain().map(|(_, h)| h).collect();
         for h in &handles {
             h.shutdown().await;
@@ -323,9 +327,6 @@ impl Session {
         self.tasks.wait().await;
         if let Some(node) = &self.node {
             node.shutdown().await;
-        }
-        if let Some(dht) = &self.mainline {
-            dht.save().await;
         }
     }
 }
