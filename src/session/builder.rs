@@ -237,6 +237,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_routing_view_shows_the_mainline_node() {
+        let net = tokio::task::spawn_blocking(|| mainline::Testnet::builder(2).build().unwrap()).await.unwrap();
+        let config = MainlineConfig {
+            bootstrap: net.bootstrap.clone(),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            nodes_file: None,
+        };
+        let options = Arc::new(Options::default());
+        let session = Session::builder(options).mainline(config).diagnostics(loopback()).start().await.unwrap();
+        let local = session.mainline().expect("mainline attached").local_addr();
+        let diag = session.diag_addr().expect("diagnostics started");
+        // The node learns the network's two nodes as it bootstraps; the view follows.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let routing = loop {
+            let routing = get(diag, "/debug/p2p/routing").await;
+            if routing["mainline"]["routing_table_size"].as_u64() >= Some(1) {
+                break routing;
+            }
+            assert!(std::time::Instant::now() < deadline, "no mainline table in {routing}");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
+        assert_eq!(routing["enabled"], false, "no Kademlia node: {routing}");
+        assert_eq!(routing["mainline"]["listen"], local.to_string(), "{routing}");
+        session.shutdown().await;
+    }
+
+    #[tokio::test]
     async fn a_diagnostics_address_in_use_is_named() {
         let taken = std::net::TcpListener::bind(loopback()).unwrap();
         let addr = taken.local_addr().unwrap();
