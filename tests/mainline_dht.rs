@@ -18,7 +18,8 @@
 //! - a bad `--dht-listen`, `--dht-bootstrap`, `--no-dht` with `--dht-bootstrap`, or a bad
 //!   `mainline_bootstrap` in the config exits 2 with one line naming it (before any network);
 //! - with the mainline DHT on, shoal's handshake sets the DHT bit and a peer that sets it too
-//!   gets a `port` message naming the DHT node's port (BEP 5); with `--no-dht`, neither.
+//!   gets a `port` message naming the DHT node's port (BEP 5); with `--no-dht`, or for a
+//!   private torrent (BEP 27), neither.
 //!
 //! The data is 4 MiB in 16 KiB pieces. Every wait has a deadline of minutes: DHT lookups and
 //! announcements take a few seconds each on a loaded machine, and nothing here races a clock.
@@ -189,12 +190,18 @@ fn bad_mainline_values_exit_2_naming_the_flag_or_key() {
 /// any `port` message before the `unchoke` that answers the interest. shoal queues its whole
 /// greeting (piece state, then `port`) before it reads anything from the peer, so a `port`
 /// it sends always comes before that `unchoke`: no wait on a silence.
-fn greeting(dht: &[&str]) -> ([u8; 8], Option<u16>, Option<u16>) {
+fn greeting(dht: &[&str], private: bool) -> ([u8; 8], Option<u16>, Option<u16>) {
     use shoal::wire::Message;
     use std::io::{Read, Write};
     use tokio_util::codec::Decoder;
     let dir = tempfile::tempdir().unwrap();
-    let (data, torrent) = common::torrent::data_and_torrent(dir.path(), 64 * 1024, 34, "16KiB");
+    let data = make_file(&dir.path().join("seed"), "data.bin", 64 * 1024, 34);
+    let torrent = dir.path().join("data.torrent");
+    let mut create = args!["create", &data, "-o", &torrent, "--piece-size", "16KiB"];
+    if private {
+        create.push("--private".into());
+    }
+    common::process::run_ok(&create, STARTUP);
     let mut args = args!["seed", &data, "--torrent", &torrent, "--listen", "127.0.0.1:0", "--no-kad"];
     args.extend(args!["--identity", dir.path().join("id")]);
     args.extend(dht.iter().map(OsString::from));
@@ -234,10 +241,15 @@ fn greeting(dht: &[&str]) -> ([u8; 8], Option<u16>, Option<u16>) {
 #[test]
 fn the_handshake_sets_the_dht_bit_and_sends_port_only_with_the_mainline_dht() {
     // A bootstrap node nobody answers on loopback: no network is needed here.
-    let (reserved, dht_port, port) = greeting(&["--dht-listen", "127.0.0.1:0", "--dht-bootstrap", "127.0.0.1:9"]);
+    let dht = ["--dht-listen", "127.0.0.1:0", "--dht-bootstrap", "127.0.0.1:9"];
+    let (reserved, dht_port, port) = greeting(&dht, false);
     assert_eq!(reserved[7] & 0x01, 0x01, "no DHT bit in {reserved:?}");
     assert!(dht_port.is_some() && port == dht_port, "port message {port:?}, dht node on {dht_port:?}");
-    let (reserved, _, port) = greeting(&["--no-dht"]);
+    let (reserved, _, port) = greeting(&["--no-dht"], false);
     assert_eq!(reserved[7] & 0x01, 0, "a DHT bit without a DHT: {reserved:?}");
     assert_eq!(port, None);
+    // BEP 27: a private torrent never uses the DHT, so it does not offer it either.
+    let (reserved, _, port) = greeting(&dht, true);
+    assert_eq!(reserved[7] & 0x01, 0, "a DHT bit for a private torrent: {reserved:?}");
+    assert_eq!(port, None, "a port message for a private torrent");
 }
