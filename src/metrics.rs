@@ -458,6 +458,16 @@ mod tests {
     }
 
     #[test]
+    fn dht_lookup_times_are_labelled_by_dht() {
+        metrics().observe_mainline_lookup(Duration::from_millis(30));
+        let text = metrics().encode();
+        for dht in ["kad", "mainline"] {
+            let series = format!("shoal_dht_lookup_seconds_count{{dht=\"{dht}\"}}");
+            assert!(text.contains(&series), "no {series} in\n{text}");
+        }
+    }
+
+    #[test]
     fn keepalive_snapshot_has_exactly_the_nine_fields() {
         let c = KeepaliveCounters::default();
         c.inc_probe_fail();
