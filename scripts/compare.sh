@@ -92,7 +92,7 @@ leech() {
     shoal)
         timeout "$TIMEOUT" /usr/bin/time -f '%e %U %S' -o "$timing" \
             "$SHOAL_BIN" download "$work/payload.torrent" -o "$dir" \
-            --peer "127.0.0.1:$port" --listen 127.0.0.1:0 --no-kad --quiet >"$log" 2>&1
+            --peer "127.0.0.1:$port" --listen 127.0.0.1:0 --no-kad --no-dht --quiet >"$log" 2>&1
         ;;
     aria2c)
         # aria2c takes no peer address: it listens, and the seeder is told to dial it.

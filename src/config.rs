@@ -143,6 +143,15 @@ pub struct Options {
     #[serde(with = "humantime_serde")]
     pub discovery_reset_cool_down: Duration,
 
+    // --- mainline DHT (BEP 5) ---
+    /// Look up and announce public torrents in the mainline DHT, the one every BitTorrent
+    /// client uses (`download`, `seed`, `daemon`; `--no-dht` turns it off).
+    pub mainline_dht: bool,
+    /// Its bootstrap nodes, `HOST:PORT` (`--dht-bootstrap` replaces them).
+    pub mainline_bootstrap: Vec<String>,
+    /// Its UDP address, `IP:PORT` (IPv4); empty: every interface, port 6881 if free, else any.
+    pub mainline_listen: String,
+
     // --- keepalive layer (KeyPeerMonitor) ---
     pub enable_key_peer_monitor: bool,
     #[serde(with = "humantime_serde")]
@@ -201,6 +210,9 @@ impl Default for Options {
             dht_steady_interval_cap: Duration::from_secs(120),
             discovery_reset_min_interval: Duration::from_secs(30),
             discovery_reset_cool_down: Duration::from_secs(10),
+            mainline_dht: true,
+            mainline_bootstrap: crate::mainline::DEFAULT_BOOTSTRAP.iter().map(|s| s.to_string()).collect(),
+            mainline_listen: String::new(),
             enable_key_peer_monitor: true,
             key_peer_probe_interval: Duration::from_secs(60),
             per_peer_min_probe_interval: Duration::from_secs(30),
@@ -316,6 +328,7 @@ impl Options {
                 why: format!("`{}` is not one of auto, client, server", self.dht_mode),
             });
         }
+        self.validate_mainline()?;
         if self.max_connecting > self.max_connections {
             return Err(ConfigError::Invalid { key: "max_connecting", why: "must not exceed max_connections".into() });
         }
@@ -335,6 +348,28 @@ impl Options {
         nonzero("max_inbound_handshakes_per_ip", self.max_inbound_handshakes_per_ip)?;
         if self.max_known_peers < self.max_pending {
             return Err(ConfigError::Invalid { key: "max_known_peers", why: "must be at least max_pending".into() });
+        }
+        Ok(())
+    }
+}
+
+impl Options {
+    /// `mainline_listen`, when set: an IPv4 `IP:PORT` (the mainline crate speaks IPv4 only).
+    pub fn mainline_listen_addr(&self) -> Result<Option<std::net::SocketAddrV4>, ConfigError> {
+        if self.mainline_listen.is_empty() {
+            return Ok(None);
+        }
+        self.mainline_listen.parse().map(Some).map_err(|_| ConfigError::Invalid {
+            key: "mainline_listen",
+            why: format!("`{}` is not an IPv4 IP:PORT", self.mainline_listen),
+        })
+    }
+
+    fn validate_mainline(&self) -> Result<(), ConfigError> {
+        self.mainline_listen_addr()?;
+        for entry in &self.mainline_bootstrap {
+            crate::mainline::check_host_port(entry)
+                .map_err(|why| ConfigError::Invalid { key: "mainline_bootstrap", why })?;
         }
         Ok(())
     }
@@ -367,6 +402,22 @@ mod tests {
         assert!(e.contains("no_such_key"), "{e}");
         let o = Options::from_toml_str("probe_fail_threshold = 0").unwrap();
         assert!(o.validate().unwrap_err().to_string().contains("probe_fail_threshold"));
+    }
+
+    #[test]
+    fn mainline_keys_are_checked() {
+        let o = Options::default();
+        assert!(o.mainline_dht && o.mainline_bootstrap.len() == 4 && o.mainline_listen_addr().unwrap().is_none());
+        let o = Options::from_toml_str("mainline_listen = \"127.0.0.1:7000\"\nmainline_dht = false").unwrap();
+        assert_eq!(o.mainline_listen_addr().unwrap(), Some("127.0.0.1:7000".parse().unwrap()));
+        for (toml, key) in [
+            ("mainline_listen = \"[::1]:7000\"", "mainline_listen"),
+            ("mainline_listen = \"nowhere\"", "mainline_listen"),
+            ("mainline_bootstrap = [\"router.bittorrent.com\"]", "mainline_bootstrap"),
+        ] {
+            let e = Options::from_toml_str(toml).unwrap().validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! Modules in reading order: [`types`] (the shared vocabulary), [`bencode`], [`metainfo`],
 //! [`wire`], [`storage`], [`picker`], [`manager`] (pool, scoring, choker), [`peer`], [`torrent`],
 //! [`metadata`] (BEP 9: the info dict of a magnet, fetched from peers), [`session`], [`discovery`],
-//! [`p2p`] (libp2p node, Kademlia), [`keepalive`] (KeyPeerMonitor),
+//! [`p2p`] (libp2p node, Kademlia), [`mainline`] (the BitTorrent DHT, BEP 5), [`keepalive`] (KeyPeerMonitor),
 //! [`config`], [`metrics`], [`diag`], [`daemon`] (many torrents managed over an HTTP API).
 //!
 //! [`session::Session::builder`] is the composition root: it starts a session's listener, libp2p
@@ -28,6 +28,7 @@ pub mod daemon;
 pub mod diag;
 pub mod discovery;
 pub mod keepalive;
+pub mod mainline;
 pub mod manager;
 pub mod metadata;
 pub mod metainfo;

@@ -77,6 +77,11 @@ impl Direction {
 }
 
 type DirectionLabel = [(&'static str, &'static str); 1];
+type DhtLabel = [(&'static str, &'static str); 1];
+
+fn dht_lookup_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 14)) // 10 ms .. 82 s
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -84,7 +89,8 @@ pub struct Metrics {
     piece_download: Histogram,
     piece_hash: Histogram,
     disk_write: Histogram,
-    dht_lookup: Histogram,
+    /// DHT lookup times by DHT: `kad` (shoal's Kademlia) or `mainline` (BEP 5).
+    dht_lookup: Family<DhtLabel, Histogram, fn() -> Histogram>,
     pieces_verified: Counter,
     hash_failures: Counter,
     peer_connections: Family<DirectionLabel, Counter>,
@@ -109,7 +115,10 @@ impl Metrics {
         let piece_download = Histogram::new(exponential_buckets(0.01, 2.0, 16)); // 10 ms .. 5.5 min
         let piece_hash = Histogram::new(exponential_buckets(0.0001, 2.0, 16)); // 100 µs .. 3.3 s
         let disk_write = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
-        let dht_lookup = Histogram::new(exponential_buckets(0.01, 2.0, 14)); // 10 ms .. 82 s
+        let dht_lookup = Family::<DhtLabel, Histogram, fn() -> Histogram>::new_with_constructor(dht_lookup_histogram);
+        for dht in ["kad", "mainline"] {
+            let _ = dht_lookup.get_or_create(&[("dht", dht)]);
+        }
         let s = Unit::Seconds;
         registry.register_with_unit(
             "block_rtt",
@@ -125,7 +134,12 @@ impl Metrics {
         );
         registry.register_with_unit("piece_hash", "Time to SHA-1 one piece", s.clone(), piece_hash.clone());
         registry.register_with_unit("disk_write", "Time to write one piece to disk", s.clone(), disk_write.clone());
-        registry.register_with_unit("dht_lookup", "Time of one DHT lookup", s, dht_lookup.clone());
+        registry.register_with_unit(
+            "dht_lookup",
+            "Time of one DHT lookup, by DHT (kad, mainline)",
+            s,
+            dht_lookup.clone(),
+        );
 
         let pieces_verified = Counter::default();
         let hash_failures = Counter::default();
@@ -185,8 +199,14 @@ impl Metrics {
         self.disk_write.observe(d.as_secs_f64());
     }
 
+    /// A lookup in shoal's Kademlia DHT.
     pub fn observe_dht_lookup(&self, d: Duration) {
-        self.dht_lookup.observe(d.as_secs_f64());
+        self.dht_lookup.get_or_create(&[("dht", "kad")]).observe(d.as_secs_f64());
+    }
+
+    /// A `get_peers` lookup in the mainline DHT.
+    pub fn observe_mainline_lookup(&self, d: Duration) {
+        self.dht_lookup.get_or_create(&[("dht", "mainline")]).observe(d.as_secs_f64());
     }
 
     pub fn inc_pieces_verified(&self) {
@@ -435,6 +455,16 @@ mod tests {
         let om = "# HELP x_bytes Things.\n# TYPE x_bytes counter\n# UNIT x_bytes bytes\nx_bytes_total 2\n# HELP g A gauge.\n# TYPE g gauge\ng 1\n# EOF\n";
         let text = openmetrics_to_text(om);
         assert_eq!(text, "# HELP x_bytes_total Things.\n# TYPE x_bytes_total counter\nx_bytes_total 2\n# HELP g A gauge.\n# TYPE g gauge\ng 1\n");
+    }
+
+    #[test]
+    fn dht_lookup_times_are_labelled_by_dht() {
+        metrics().observe_mainline_lookup(Duration::from_millis(30));
+        let text = metrics().encode();
+        for dht in ["kad", "mainline"] {
+            let series = format!("shoal_dht_lookup_seconds_count{{dht=\"{dht}\"}}");
+            assert!(text.contains(&series), "no {series} in\n{text}");
+        }
     }
 
     #[test]

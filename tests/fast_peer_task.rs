@@ -52,6 +52,7 @@ async fn choking_a_fast_peer_rejects_its_queued_requests_but_serves_allowed_fast
         metadata: meta.info_bytes.clone(),
         fast: true,
         allowed_fast: vec![allowed],
+        dht_port: None,
         limits: PeerLimits {
             keepalive_interval: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(300),

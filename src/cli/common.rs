@@ -6,6 +6,7 @@ use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use shoal::config::Options;
+use shoal::mainline::{check_host_port, MainlineConfig, MainlineError};
 use shoal::p2p::identity::{self, IdentityLock};
 use shoal::p2p::{default_identity_path, DhtMode, IdentityError, NodeConfig, NodeError};
 use shoal::session::{Session, StartError};
@@ -31,6 +32,19 @@ pub struct NetArgs {
     /// Turn the DHT off.
     #[arg(long = "no-kad")]
     pub no_kad: bool,
+    /// Turn the mainline DHT (BEP 5, the one other BitTorrent clients use) off.
+    #[arg(long = "no-dht")]
+    pub no_dht: bool,
+    /// A mainline DHT node to bootstrap from (repeatable); replaces the usual public ones.
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+    pub dht_bootstrap: Vec<String>,
+    /// UDP address of the mainline DHT node (IPv4) [default: 0.0.0.0, port 6881 if free].
+    #[arg(long = "dht-listen", value_name = "IP:PORT")]
+    pub dht_listen: Option<String>,
+    /// Where the mainline routing table is kept between runs (set by the daemon: its state
+    /// directory); default: beside the identity file.
+    #[arg(skip)]
+    pub mainline_nodes: Option<PathBuf>,
     /// The node's key file (created on first use); default in the user's data directory.
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
@@ -119,6 +133,10 @@ impl NetArgs {
         if let Some(cfg) = self.node_config(options, preferred)? {
             builder = builder.node(cfg);
         }
+        // Without a BitTorrent listener (`node`) there is nothing to announce or download.
+        if let Some(cfg) = self.mainline_config(options)?.filter(|_| listen.is_some()) {
+            builder = builder.mainline(cfg);
+        }
         if let Some(addr) = self.diag {
             builder = builder.diagnostics(addr);
         }
@@ -127,7 +145,10 @@ impl NetArgs {
                 bad_input(e.to_string())
             }
             StartError::Diagnostics(_) => bad_input(format!("--diag {}: {e}", self.diag.expect("asked for"))),
-            StartError::Listen(_) | StartError::Node(_) => anyhow::Error::new(e),
+            StartError::Mainline(MainlineError::Listen { .. } | MainlineError::Bootstrap(_)) => {
+                bad_input(e.to_string())
+            }
+            StartError::Listen(_) | StartError::Node(_) | StartError::Mainline(_) => anyhow::Error::new(e),
         })
     }
 }
@@ -143,10 +164,44 @@ pub async fn announce_listening(session: &Session, bt: bool) -> anyhow::Result<(
             announce_line(&format!("listening kad {a}"));
         }
     }
+    if let Some(dht) = session.mainline() {
+        announce_line(&format!("listening dht {}", dht.local_addr()));
+    }
     if let Some(a) = session.diag_addr() {
         announce_line(&format!("listening diag {a}"));
     }
     Ok(())
+}
+
+impl NetArgs {
+    /// The mainline DHT node these flags and `options` ask for: none with `--no-dht`, or when
+    /// `mainline_dht = false` and no `--dht-*` flag asks for it. `--dht-bootstrap` replaces
+    /// the bootstrap list. The routing table is kept between runs in `mainline-nodes` beside
+    /// the identity file (the daemon: in its state directory), marked with the bootstrap list
+    /// it was learned from.
+    pub fn mainline_config(&self, opts: &Options) -> anyhow::Result<Option<MainlineConfig>> {
+        let asked = !self.dht_bootstrap.is_empty() || self.dht_listen.is_some();
+        if self.no_dht && asked {
+            return Err(bad_input("--no-dht: cannot be given with --dht-bootstrap or --dht-listen"));
+        }
+        if self.no_dht || !(opts.mainline_dht || asked) {
+            return Ok(None);
+        }
+        for b in &self.dht_bootstrap {
+            check_host_port(b).map_err(|why| bad_input(format!("--dht-bootstrap {b}: {why}")))?;
+        }
+        let listen = match &self.dht_listen {
+            Some(s) => Some(s.parse().map_err(|_| bad_input(format!("--dht-listen {s}: not an IPv4 IP:PORT")))?),
+            None => opts.mainline_listen_addr().map_err(|e| bad_input(e.to_string()))?,
+        };
+        let bootstrap =
+            if self.dht_bootstrap.is_empty() { opts.mainline_bootstrap.clone() } else { self.dht_bootstrap.clone() };
+        let nodes_file = self.mainline_nodes.clone().or_else(|| {
+            let identity = self.identity.clone().or_else(|| default_identity_path().ok())?;
+            Some(identity.parent()?.join("mainline-nodes"))
+        });
+        Ok(Some(MainlineConfig { bootstrap, listen, nodes_file }))
+    }
 }
 
 /// The identity lock of this process, held until it exits.

@@ -42,7 +42,9 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         return Err(bad_input("--peer: the daemon takes peers per torrent (`peer=` when adding one)"));
     }
     let listen = args.net.listen.unwrap_or_else(|| "0.0.0.0:6881".parse().expect("valid address"));
-    let session = Arc::new(args.net.start_session(&options, Some(listen), DhtMode::Server).await?);
+    let mut net = args.net.clone();
+    net.mainline_nodes = Some(dir.join("mainline-nodes"));
+    let session = Arc::new(net.start_session(&options, Some(listen), DhtMode::Server).await?);
     let daemon = Daemon::open(session.clone(), &dir).await?;
     let cancel = CancellationToken::new();
     let (addr, server) = api::serve(args.api, daemon.clone(), cancel.clone())

@@ -1,7 +1,9 @@
 //! The `/debug/p2p/routing` view: DHT mode, routing table, connected peers and the last
-//! lookups. The node is asked every few seconds by a small task; the HTTP handler only reads
-//! the latest answer, so a slow node never blocks a request.
+//! lookups of the Kademlia node at the top level, and the mainline DHT node's address, id
+//! and table size under `mainline`. Each node is asked every few seconds by a small task;
+//! the HTTP handler only reads the latest answer, so a slow node never blocks a request.
 use crate::discovery::dht::LookupLog;
+use crate::mainline::MainlineHandle;
 use crate::p2p::{DhtMode, NodeHandle};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
@@ -59,4 +61,35 @@ async fn snapshot(node: &NodeHandle, mode: DhtMode) -> Value {
         "connected_peers": connected,
         "listen_addrs": listen,
     })
+}
+
+/// Starts a poller of the mainline node on `tasks` (until `cancel`) and returns its view.
+pub fn mainline_source(dht: MainlineHandle, tasks: &TaskTracker, cancel: CancellationToken) -> JsonSource {
+    let latest = Arc::new(Mutex::new(json!({ "enabled": true, "listen": dht.local_addr().to_string() })));
+    let out = latest.clone();
+    tasks.spawn(async move {
+        loop {
+            let view = tokio::select! {
+                _ = cancel.cancelled() => return,
+                view = dht.view() => view,
+            };
+            *latest.lock().expect("mainline view") = view;
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    });
+    Arc::new(move || out.lock().expect("mainline view").clone())
+}
+
+/// The routing view with the mainline node's under `mainline` (`{"enabled": false}` when
+/// none runs); `None` when neither DHT runs.
+pub fn with_mainline(kad: Option<JsonSource>, mainline: Option<JsonSource>) -> Option<JsonSource> {
+    let Some(mainline) = mainline else { return kad };
+    Some(Arc::new(move || {
+        let mut v = kad.as_ref().map_or_else(|| json!({ "enabled": false }), |k| k());
+        v["mainline"] = mainline();
+        v
+    }))
 }

@@ -22,6 +22,8 @@ pub struct LookupRecord {
     pub error: Option<String>,
     /// Seconds since the session started.
     pub at_secs: f64,
+    /// Which DHT: `kad` or `mainline`.
+    pub dht: &'static str,
 }
 
 /// Bounded log of recent lookups, shared with the diagnostics endpoint.
@@ -115,7 +117,7 @@ pub async fn run(
     }
 }
 
-fn on_reset(schedule: &mut Schedule, why: &str) {
+pub(super) fn on_reset(schedule: &mut Schedule, why: &str) {
     if let ResetOutcome::Accepted(at) = schedule.reset(Instant::now()) {
         tracing::debug!(
             reason = why,
@@ -134,6 +136,7 @@ async fn lookup(node: &NodeHandle, handle: &TorrentHandle, key: &[u8], log: &Loo
         info_hash: handle.info_hash.to_hex(),
         millis,
         at_secs: started.elapsed().as_secs_f64(),
+        dht: "kad",
         ..Default::default()
     };
     match r {
@@ -141,7 +144,7 @@ async fn lookup(node: &NodeHandle, handle: &TorrentHandle, key: &[u8], log: &Loo
             record.providers = providers.len();
             tracing::info!(info_hash = %handle.info_hash, providers = providers.len(), millis, "DHT lookup");
             let addrs = providers.iter().filter(|(_, addrs)| !addrs.is_empty()).map(|(p, _)| peer_addr(p)).collect();
-            handle.add_peers_from(PeerSource::Dht, addrs).await;
+            handle.add_peers_from(PeerSource::Kad, addrs).await;
         }
         Err(e) => {
             tracing::debug!(info_hash = %handle.info_hash, error = %e, "DHT lookup failed");

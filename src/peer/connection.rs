@@ -83,6 +83,9 @@ pub struct PeerContext {
     pub fast: bool,
     /// The allowed-fast set we grant this peer (BEP 6; empty without fast).
     pub allowed_fast: Vec<u32>,
+    /// Our mainline DHT port, sent in a BEP 5 `port` message after the piece state (both
+    /// handshakes set the DHT bit).
+    pub dht_port: Option<u16>,
     pub limits: PeerLimits,
     /// The torrent's token for this peer: cancelled to close it, whatever the socket does.
     pub cancel: CancellationToken,
@@ -229,6 +232,9 @@ impl Task {
             let _ = self.out.push(Message::Extended { id: 0, payload: ext.encode() });
         }
         self.send_piece_state();
+        if let Some(port) = self.ctx.dht_port {
+            let _ = self.out.push(Message::Port(port));
+        }
     }
 
     /// Hands an event to the torrent. Waiting here is the torrent's backpressure on a fast

@@ -13,17 +13,20 @@
 //!    accepted over `/shoal/bt/1.0.0` streams and torrents use the DHT;
 //! 3. with a node and `enable_key_peer_monitor`, the key-peer monitor over the configured
 //!    `key_peers` and the node's bootstrap peers;
-//! 4. with [`SessionBuilder::diagnostics`], the HTTP server over the session's torrents (which
-//!    are also put in `/metrics` for the life of the session), the node's routing view and
+//! 4. the mainline DHT node ([`SessionBuilder::mainline`]), so public torrents are also looked
+//!    up and announced in the DHT other BitTorrent clients use;
+//! 5. with [`SessionBuilder::diagnostics`], the HTTP server over the session's torrents (which
+//!    are also put in `/metrics` for the life of the session), both DHTs' routing views and
 //!    the monitor's view.
 //!
 //! When a step fails, what was started is shut down before the error is returned.
 use super::Session;
 use crate::config::Options;
-use crate::diag::routing::routing_source;
+use crate::diag::routing::{mainline_source, routing_source, with_mainline};
 use crate::diag::server::serve_tracked;
 use crate::diag::{DiagState, JsonSource};
 use crate::keepalive::{self, KeyPeerSeeds};
+use crate::mainline::{MainlineConfig, MainlineError, MainlineHandle};
 use crate::metrics::metrics;
 use crate::p2p::{NodeConfig, NodeError, NodeHandle};
 use std::net::SocketAddr;
@@ -44,6 +47,9 @@ pub enum StartError {
     /// The diagnostics server could not bind (the message names the address).
     #[error(transparent)]
     Diagnostics(std::io::Error),
+    /// The mainline DHT node could not start: its address, or a bootstrap entry.
+    #[error(transparent)]
+    Mainline(#[from] MainlineError),
 }
 
 /// What to start with a session; see the module documentation. Made by [`Session::builder`].
@@ -53,13 +59,14 @@ pub struct SessionBuilder {
     options: Arc<Options>,
     listen: Option<SocketAddr>,
     node: Option<NodeConfig>,
+    mainline: Option<MainlineConfig>,
     diagnostics: Option<SocketAddr>,
 }
 
 impl Session {
     /// A session with `options`, starting nothing besides it until told to.
     pub fn builder(options: Arc<Options>) -> SessionBuilder {
-        SessionBuilder { options, listen: None, node: None, diagnostics: None }
+        SessionBuilder { options, listen: None, node: None, mainline: None, diagnostics: None }
     }
 }
 
@@ -74,6 +81,12 @@ impl SessionBuilder {
     /// the key-peer monitor).
     pub fn node(mut self, config: NodeConfig) -> SessionBuilder {
         self.node = Some(config);
+        self
+    }
+
+    /// Starts a mainline DHT (BEP 5) node with `config`.
+    pub fn mainline(mut self, config: MainlineConfig) -> SessionBuilder {
+        self.mainline = Some(config);
         self
     }
 
@@ -108,11 +121,16 @@ impl SessionBuilder {
             keepalive = start_key_peer_monitor(session, &node, &bootstrap).await?;
             node_and_mode = Some((node, mode));
         }
+        if let Some(config) = self.mainline {
+            session.attach_mainline(MainlineHandle::start(config).await?);
+        }
         if let Some(addr) = self.diagnostics {
             let routing = node_and_mode.map(|(node, mode)| {
                 routing_source(node, mode, session.lookup_log(), &session.tasks, session.cancel_token())
             });
-            start_diagnostics(session, addr, routing, keepalive).await?;
+            let mainline =
+                session.mainline().map(|dht| mainline_source(dht.clone(), &session.tasks, session.cancel_token()));
+            start_diagnostics(session, addr, with_mainline(routing, mainline), keepalive).await?;
         }
         Ok(())
     }
@@ -216,6 +234,33 @@ mod tests {
         let diag = session.diag_addr().expect("diagnostics started");
         assert_eq!(get(diag, "/debug/p2p/routing").await["enabled"], false);
         assert_eq!(get(diag, "/debug/p2p/keepalive").await["enabled"], false);
+        session.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn the_routing_view_shows_the_mainline_node() {
+        let net = tokio::task::spawn_blocking(|| mainline::Testnet::builder(2).build().unwrap()).await.unwrap();
+        let config = MainlineConfig {
+            bootstrap: net.bootstrap.clone(),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            nodes_file: None,
+        };
+        let options = Arc::new(Options::default());
+        let session = Session::builder(options).mainline(config).diagnostics(loopback()).start().await.unwrap();
+        let local = session.mainline().expect("mainline attached").local_addr();
+        let diag = session.diag_addr().expect("diagnostics started");
+        // The node learns the network's two nodes as it bootstraps; the view follows.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let routing = loop {
+            let routing = get(diag, "/debug/p2p/routing").await;
+            if routing["mainline"]["routing_table_size"].as_u64() >= Some(1) {
+                break routing;
+            }
+            assert!(std::time::Instant::now() < deadline, "no mainline table in {routing}");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
+        assert_eq!(routing["enabled"], false, "no Kademlia node: {routing}");
+        assert_eq!(routing["mainline"]["listen"], local.to_string(), "{routing}");
         session.shutdown().await;
     }
 

@@ -1,16 +1,18 @@
 //! A magnet's info dict fetched through this session: its dialler (TCP, or libp2p when a
 //! node runs), its peer id, and while the fetch runs two more sources of peers: the magnet's
-//! trackers (announced to, `stopped` at the end) and, when a node runs, the shoal DHT's
-//! providers of the torrent.
+//! trackers (announced to, `stopped` at the end), when a node runs, the shoal DHT's
+//! providers of the torrent, and when a mainline node runs, its `get_peers` answers.
 use super::Session;
 use crate::discovery::tracker::announcer::{self, AnnouncerConfig, AnnouncerLinks};
 use crate::discovery::tracker::TransferTotals;
+use crate::mainline::MainlineHandle;
 use crate::metadata::{self, FetchConfig, FetchStatus, MetadataError};
 use crate::metainfo::{InfoHash, Magnet};
 use crate::p2p::{peer_addr, torrent_key, NodeHandle};
 use crate::types::PeerAddr;
 use crate::wire::metadata::METADATA_PIECE;
 use bytes::Bytes;
+use futures::StreamExt;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -48,7 +50,11 @@ impl Session {
             self.magnet_trackers(magnet, more_tx.clone(), cancel.clone());
         }
         if let Some(node) = self.node.clone() {
-            self.tasks.spawn(dht_providers(node, magnet.info_hash, more_tx.clone(), cancel));
+            self.tasks.spawn(dht_providers(node, magnet.info_hash, more_tx.clone(), cancel.clone()));
+        }
+        if let Some(dht) = self.mainline.clone() {
+            let bounds = (self.options.max_addrs_per_message, self.options.dht_query_timeout);
+            self.tasks.spawn(mainline_peers(dht, magnet.info_hash, bounds, more_tx.clone(), cancel));
         }
         // With no tracker and no DHT the channel closes now, so the fetch knows when nobody
         // is left to ask instead of waiting out its deadline.
@@ -120,6 +126,38 @@ async fn dht_providers(
             }
             Err(e) => tracing::debug!(%info_hash, error = %e, "DHT lookup for metadata failed"),
         }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(DHT_RETRY_MAX);
+    }
+}
+
+/// Looks the torrent up in the mainline DHT until cancelled (at most `max` addresses a
+/// lookup, each lookup at most `timeout`), passing its peers on.
+async fn mainline_peers(
+    dht: MainlineHandle,
+    info_hash: InfoHash,
+    (max, timeout): (usize, Duration),
+    more: mpsc::Sender<Vec<PeerAddr>>,
+    cancel: CancellationToken,
+) {
+    let mut wait = DHT_RETRY;
+    loop {
+        let mut batches = Box::pin(dht.get_peers(&info_hash, max, timeout));
+        let mut found = 0;
+        loop {
+            let batch = tokio::select! {
+                _ = cancel.cancelled() => return,
+                b = batches.next() => match b { Some(b) => b, None => break },
+            };
+            found += batch.len();
+            if more.send(batch.into_iter().map(PeerAddr::Tcp).collect()).await.is_err() {
+                return;
+            }
+        }
+        tracing::info!(%info_hash, peers = found, "mainline get_peers lookup for metadata");
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}

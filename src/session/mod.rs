@@ -17,8 +17,10 @@
 //! that starts a session with its node, key-peer monitor and diagnostics.
 use crate::config::Options;
 use crate::discovery::dht::{self, LookupLog, LookupRecord};
+use crate::discovery::mainline::MainlineDiscovery;
 use crate::discovery::tracker::announcer::{self, AnnouncerConfig, AnnouncerLinks};
 use crate::discovery::tracker::TransferTotals;
+use crate::mainline::MainlineHandle;
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::metrics::TorrentSourceGuard;
 use crate::p2p::{into_box_stream, peer_addr, NodeHandle, P2pConnector};
@@ -53,6 +55,8 @@ type Routes = Arc<Mutex<HashMap<InfoHash, TorrentHandle>>>;
 pub struct Session {
     pub peer_id: PeerId,
     node: Option<NodeHandle>,
+    /// The mainline DHT (BEP 5) node, when started (`SessionBuilder::mainline`).
+    mainline: Option<MainlineHandle>,
     /// Discovery-interval reset events (from the keepalive layer) for every torrent's DHT task.
     resets: broadcast::Sender<()>,
     lookups: Arc<LookupLog>,
@@ -111,6 +115,7 @@ impl Session {
         let session = Session {
             peer_id: PeerId::generate(),
             node: None,
+            mainline: None,
             resets: broadcast::channel(16).0,
             lookups: Arc::default(),
             started: std::time::Instant::now(),
@@ -170,6 +175,17 @@ impl Session {
 
     pub fn node(&self) -> Option<&NodeHandle> {
         self.node.as_ref()
+    }
+
+    /// Adds a mainline DHT node: torrents added from now on (but private ones) look up and
+    /// announce in it, and magnets fetch their metadata from the peers it finds.
+    pub fn attach_mainline(&mut self, dht: MainlineHandle) {
+        self.mainline = Some(dht);
+    }
+
+    /// The mainline DHT node, when one runs.
+    pub fn mainline(&self) -> Option<&MainlineHandle> {
+        self.mainline.as_ref()
     }
 
     /// Publishes a discovery-interval reset to every torrent's DHT task.
@@ -233,6 +249,7 @@ impl Session {
             options: self.torrent_options(),
             peer_id: self.peer_id,
             listen_port: self.listen_addr.map(|a| a.port()),
+            dht_port: self.mainline.as_ref().filter(|_| !meta.private).map(|d| d.local_addr().port()),
             connector: self.connector.clone(),
             send_budget: self.send_budget.clone(),
             selection: setup.selection,
@@ -264,7 +281,25 @@ impl Session {
             );
             self.tasks.spawn(task);
         }
+        if let Some(dht) = self.mainline.as_ref().filter(|_| !meta.private) {
+            self.start_mainline(dht, &handle);
+        }
         handle
+    }
+
+    /// Looks the torrent up and announces it in the mainline DHT until it stops.
+    fn start_mainline(&self, dht: &MainlineHandle, handle: &TorrentHandle) {
+        let task = MainlineDiscovery {
+            dht: dht.clone(),
+            handle: handle.clone(),
+            port: self.listen_addr.map(|a| a.port()),
+            schedule: dht::schedule_config(&self.options),
+            max_addrs: self.options.max_addrs_per_message,
+            lookup_timeout: self.options.dht_query_timeout,
+            log: self.lookups.clone(),
+            started: self.started,
+        };
+        self.tasks.spawn(task.run(self.resets.subscribe(), handle.cancel_token()));
     }
 
     /// Keeps the torrent announced to its trackers and feeds what they return to its pool.
@@ -302,8 +337,13 @@ impl Session {
     }
 
     /// Stops every torrent, the listener and whatever the builder started, and waits for all
-    /// their tasks; then stops the node.
+    /// their tasks; then stops the node. The mainline routing table is saved first (the
+    /// mainline node's thread ends when the session is dropped).
     pub async fn shutdown(&self) {
+        // First: the CLI gives shutdown a short grace period, and the table is what it is.
+        if let Some(dht) = &self.mainline {
+            dht.save().await;
+        }
         let handles: Vec<TorrentHandle> = self.torrents.lock().expect("routes lock").drain().map(|(_, h)| h).collect();
         for h in &handles {
             h.shutdown().await;

@@ -67,7 +67,10 @@ pub enum PeerSource {
     #[default]
     Explicit,
     Tracker,
+    /// The mainline DHT (BEP 5).
     Dht,
+    /// shoal's own Kademlia DHT (libp2p).
+    Kad,
     /// Told by a connected peer (BEP 11).
     Pex,
     /// It connected to us.
@@ -84,6 +87,7 @@ impl PeerSource {
             PeerSource::Explicit => "explicit",
             PeerSource::Tracker => "tracker",
             PeerSource::Dht => "dht",
+            PeerSource::Kad => "kad",
             PeerSource::Pex => "pex",
             PeerSource::Inbound => "inbound",
             PeerSource::Listen => "listen",

@@ -73,6 +73,13 @@ impl Handshake {
         Handshake { reserved, info_hash, peer_id }
     }
 
+    /// With the BEP 5 DHT bit set: we run a mainline DHT node and send `port` to peers that
+    /// set it too.
+    pub fn with_dht(mut self) -> Handshake {
+        self.reserved[reserved::DHT.0] |= reserved::DHT.1;
+        self
+    }
+
     pub fn has(&self, bit: (usize, u8)) -> bool {
         self.reserved[bit.0] & bit.1 != 0
     }

@@ -231,6 +231,22 @@ pub fn lt_peer_with(
     (proc, port)
 }
 
+/// `lt_peer.py dht`: a libtorrent DHT node on 127.0.0.1 bootstrapped from `bootstrap` only
+/// (none: the first node of a network), its log `logs/NAME.log`; returns once it listens,
+/// with its (UDP) port.
+pub fn lt_dht_node(name: &str, bootstrap: &[String], logs: &Path) -> (Proc, u16) {
+    require_libtorrent();
+    let mut cmd = Command::new(LT_PYTHON);
+    cmd.arg(lt_script()).arg("dht");
+    for b in bootstrap {
+        cmd.args(["--dht-bootstrap", b]);
+    }
+    let mut proc = Proc::start(name, cmd, logs);
+    let rest = proc.wait_line("listening ", STARTUP);
+    let port = rest.parse().unwrap_or_else(|_| proc.fail(&format!("lt_peer.py printed a bad line: {rest:?}")));
+    (proc, port)
+}
+
 /// aria2c on 127.0.0.1:`port` for TORRENT with data in DIR: seeding the data as it is
 /// (`seed`), or downloading and exiting once complete. Returns once it listens.
 pub fn aria2(seed: bool, torrent: &Path, dir: &Path, port: u16, logs: &Path) -> Proc {

@@ -32,6 +32,15 @@ pub fn connected_peers(log: &str) -> Vec<String> {
         .collect()
 }
 
+/// The peers of every `connected` debug line whose `source` field is `source`, in order.
+pub fn connected_from(log: &str, source: &str) -> Vec<String> {
+    log.lines()
+        .map(strip_ansi)
+        .filter(|l| l.contains(" DEBUG connected ") && field(l, "source") == Some(source))
+        .filter_map(|l| field(&l, "peer").map(str::to_string))
+        .collect()
+}
+
 /// When each log line containing `needle` was written (seconds since midnight UTC, as in
 /// [`Lookup::at`]), in order.
 pub fn event_times(log: &str, needle: &str) -> Vec<f64> {

@@ -3,8 +3,9 @@
 
 Run it with Debian's /usr/bin/python3 (python3-libtorrent is installed for that interpreter).
 
-    lt_peer.py seed  TORRENT SAVE_DIR [--peer HOST:PORT]...
-    lt_peer.py leech TORRENT SAVE_DIR [--peer HOST:PORT]... [--timeout SECONDS]
+    lt_peer.py seed  TORRENT SAVE_DIR [--peer HOST:PORT]... [--dht-bootstrap HOST:PORT]...
+    lt_peer.py leech TORRENT SAVE_DIR [--peer HOST:PORT]... [--timeout SECONDS] [--dht-bootstrap HOST:PORT]...
+    lt_peer.py dht [--dht-bootstrap HOST:PORT]...
 
 TORRENT may be a magnet URI instead of a file (leech): libtorrent then fetches the metadata
 from its peers (BEP 9) before downloading.
@@ -20,6 +21,11 @@ A leecher that has not finished within --timeout seconds prints `timeout <progre
 A seeder serves until it is killed. `--download-limit BYTES` caps the torrent's download rate
 (a leecher that stays a leecher, keeping its connections to seeders). A seeder trusts the data on disk (libtorrent's seed mode,
 each piece hashed when first served) unless --verify asks for a full check before seeding.
+With --dht-bootstrap the mainline DHT is on, bootstrapped from those nodes only (never the
+public ones), with loopback nodes allowed in its routing table and searches, and the torrent is
+announced (and, leeching, looked up) in it every few seconds.
+`dht` runs a DHT node and nothing else (a local DHT network for tests): it prints `listening
+<port>` (its UDP port is the same) and serves until killed.
 Lines `connect HOST:PORT` on stdin make it dial that peer (for leechers that cannot be told
 where a peer is, such as aria2c without a tracker).
 """
@@ -36,7 +42,23 @@ def say(line):
     sys.stdout.flush()
 
 
-def session(port, seeding):
+def dht_settings(bootstrap):
+    """DHT off, or on with only `bootstrap` nodes and loopback addresses allowed."""
+    if not bootstrap:
+        return {"enable_dht": False}
+    return {
+        "enable_dht": True,
+        "dht_bootstrap_nodes": ",".join(bootstrap),
+        # One node per IP / per /24 and "dark internet" filters would drop every 127.0.0.1 node.
+        "dht_restrict_routing_ips": False,
+        "dht_restrict_search_ips": False,
+        "dht_ignore_dark_internet": False,
+        "dht_prefer_verified_node_ids": False,
+        "dht_enforce_node_id": False,
+    }
+
+
+def session(port, seeding, dht_bootstrap=()):
     pack = lt.high_performance_seed() if seeding else lt.default_settings()
     pack.update({
         "listen_interfaces": "127.0.0.1:%d" % port,
@@ -45,13 +67,15 @@ def session(port, seeding):
         "enable_outgoing_utp": False,
         "enable_incoming_utp": False,
         "allow_multiple_connections_per_ip": True,
-        "enable_dht": False,
         "enable_lsd": False,
         "enable_upnp": False,
         "enable_natpmp": False,
         "announce_to_all_trackers": True,
         "alert_mask": lt.alert_category.error | lt.alert_category.status | lt.alert_category.peer | lt.alert_category.connect,
     })
+    pack.update(dht_settings(dht_bootstrap))
+    if dht_bootstrap:
+        pack["alert_mask"] |= lt.alert_category.dht
     return lt.session(pack)
 
 
@@ -106,20 +130,47 @@ def wait_listening(ses, timeout=20.0):
     return False
 
 
+def dht_node(port, bootstrap):
+    """A DHT node without torrents, answering until killed."""
+    pack = lt.default_settings()
+    pack.update({
+        "listen_interfaces": "127.0.0.1:%d" % port,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "alert_mask": lt.alert_category.error | lt.alert_category.status | lt.alert_category.dht,
+    })
+    pack.update(dht_settings(bootstrap or ["127.0.0.1:1"]))
+    if not bootstrap:
+        # The first node of a network has nobody to ask.
+        pack["dht_bootstrap_nodes"] = ""
+    ses = lt.session(pack)
+    if not wait_listening(ses):
+        say("not listening")
+        return 1
+    say("listening %d" % ses.listen_port())
+    while True:
+        ses.wait_for_alert(1000)
+        log_alerts(ses)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["seed", "leech"])
-    ap.add_argument("torrent")
-    ap.add_argument("save")
+    ap.add_argument("mode", choices=["seed", "leech", "dht"])
+    ap.add_argument("torrent", nargs="?")
+    ap.add_argument("save", nargs="?")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--peer", action="append", default=[])
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--verify", action="store_true", help="seed: check every piece before seeding")
     ap.add_argument("--download-limit", type=int, default=0, help="bytes per second, 0: none")
+    ap.add_argument("--dht-bootstrap", action="append", default=[], help="HOST:PORT of a DHT node")
     args = ap.parse_args()
     seeding = args.mode == "seed"
 
-    ses = session(args.port, seeding)
+    if args.mode == "dht":
+        return dht_node(args.port, args.dht_bootstrap)
+    ses = session(args.port, seeding, args.dht_bootstrap)
     if not wait_listening(ses):
         say("not listening")
         return 1
@@ -132,7 +183,12 @@ def main():
 
     started = time.monotonic()
     announced_seeding = False
+    next_dht_announce = started
     while True:
+        if args.dht_bootstrap and time.monotonic() >= next_dht_announce:
+            # libtorrent's own first announce waits for its timer (minutes); a test cannot.
+            handle.force_dht_announce()
+            next_dht_announce = time.monotonic() + 5.0
         status = handle.status()
         if seeding and not announced_seeding and status.is_seeding:
             say("seeding")

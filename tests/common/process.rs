@@ -3,6 +3,10 @@
 //! by PID when dropped (a failed assertion never leaves a process behind). Also `shoal` run to
 //! its end ([`run_ok`], [`run_env`]), the flags every networked test process gets
 //! ([`net_args`]), memory from `/proc`, and the lock that makes process swarms take turns.
+//!
+//! Every `shoal download`, `seed` and `daemon` started here gets `--no-dht` unless its
+//! arguments name a mainline DHT themselves ([`offline_dht`]): the mainline DHT is on by
+//! default with public bootstrap nodes, and no test may ever contact one.
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -47,7 +51,7 @@ impl Proc {
     /// `dir/NAME.log`.
     pub fn spawn<A: AsRef<OsStr>>(name: &str, dir: &Path, args: &[A], env: &[(&str, &str)]) -> Proc {
         let mut cmd = Command::new(BIN);
-        cmd.args(args).env("RUST_LOG", "shoal=info").env("NO_COLOR", "1");
+        cmd.args(offline_dht(args)).env("RUST_LOG", "shoal=info").env("NO_COLOR", "1");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -239,6 +243,19 @@ pub fn net_args(dir: &Path, name: &str) -> Vec<OsString> {
     a
 }
 
+/// `args` with `--no-dht` added when they run a command that starts the mainline DHT
+/// (`download`, `seed`, `daemon`) and name no mainline network of their own
+/// (`--dht-bootstrap`, `--dht-listen`, `--no-dht`): no test contacts a public bootstrap node.
+pub fn offline_dht<A: AsRef<OsStr>>(args: &[A]) -> Vec<OsString> {
+    let mut out: Vec<OsString> = args.iter().map(|a| a.as_ref().to_os_string()).collect();
+    let command = out.first().and_then(|a| a.to_str()).unwrap_or("");
+    let own_dht = out.iter().any(|a| matches!(a.to_str(), Some("--dht-bootstrap" | "--dht-listen" | "--no-dht")));
+    if matches!(command, "download" | "seed" | "daemon") && !own_dht {
+        out.push("--no-dht".into());
+    }
+    out
+}
+
 /// Runs `shoal ARGS` to completion (bounded) and returns stdout; panics on failure.
 pub fn run_ok(args: &[OsString], timeout: Duration) -> String {
     let (status, out, err) = run_env(args, &[], timeout);
@@ -252,7 +269,7 @@ pub fn run_env(args: &[OsString], env: &[(&str, &str)], timeout: Duration) -> (E
     let dir = tempfile::tempdir().expect("temp dir");
     let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
     let mut cmd = Command::new(BIN);
-    cmd.args(args).stdin(Stdio::null()).env("RUST_LOG", "shoal=info").env("NO_COLOR", "1");
+    cmd.args(offline_dht(args)).stdin(Stdio::null()).env("RUST_LOG", "shoal=info").env("NO_COLOR", "1");
     cmd.stdout(File::create(&out).unwrap()).stderr(File::create(&err).unwrap());
     for (k, v) in env {
         cmd.env(k, v);

@@ -39,7 +39,7 @@ impl Torrent {
     pub(super) fn dial_more(&mut self) {
         let now = Instant::now().into_std();
         while let Some(addr) = self.pool.next_dial(now) {
-            let ours = Handshake::new(self.meta.info_hash, self.peer_id);
+            let ours = self.our_handshake();
             let (connector, tx, o) = (self.connector.clone(), self.dial_tx.clone(), self.opts.clone());
             let cancel = self.cancel.clone();
             self.tasks.spawn(async move {
@@ -98,7 +98,7 @@ impl Torrent {
                 return;
             }
         }
-        let ours = Handshake::new(self.meta.info_hash, self.peer_id);
+        let ours = self.our_handshake();
         let timeout = self.opts.handshake_timeout;
         let tx = self.dial_tx.clone();
         // Answering is I/O: done in its own task, then handed back like a finished dial.
@@ -107,6 +107,16 @@ impl Torrent {
                 handshake::answer_inbound(inb.framed, &inb.handshake, ours, timeout).await.map(|f| (f, inb.handshake));
             let _ = tx.send(DialResult { addr: inb.addr, inbound: true, result: r }).await;
         });
+    }
+
+    /// Our handshake, with the DHT bit when a mainline node runs for this torrent.
+    fn our_handshake(&self) -> Handshake {
+        let hs = Handshake::new(self.meta.info_hash, self.peer_id);
+        if self.dht_port.is_some() {
+            hs.with_dht()
+        } else {
+            hs
+        }
     }
 
     pub(super) fn start_peer(
@@ -143,6 +153,7 @@ impl Torrent {
             metadata: self.meta.info_bytes.clone(),
             fast,
             allowed_fast,
+            dht_port: self.dht_port.filter(|_| hs.has(reserved::DHT)),
             limits: PeerLimits {
                 keepalive_interval: self.opts.keepalive_interval,
                 idle_timeout: self.opts.idle_timeout,
