@@ -5,7 +5,7 @@
 //! before it reads the block from storage, and from the download buckets after a block
 //! arrived and before it reads the next message: a limited peer's socket backs up and TCP
 //! slows the sender, with nothing buffered on our side. A task waiting for bytes looks at the
-//! limit again every [`RECHECK`], so a new limit (or none) applies to waits already under way.
+//! limit again every 200 ms (`RECHECK`), so a new limit (or none) applies to waits already under way.
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
