@@ -19,7 +19,9 @@
 //!   `mainline_bootstrap` in the config exits 2 with one line naming it (before any network);
 //! - with the mainline DHT on, shoal's handshake sets the DHT bit and a peer that sets it too
 //!   gets a `port` message naming the DHT node's port (BEP 5); with `--no-dht`, or for a
-//!   private torrent (BEP 27), neither.
+//!   private torrent (BEP 27), neither;
+//! - a shoal whose only bootstrap node is dead joins the network through the node a
+//!   libtorrent seeder names in its `port` message, and then announces itself.
 //!
 //! The data is 4 MiB in 16 KiB pieces. Every wait has a deadline of minutes: DHT lookups and
 //! announcements take a few seconds each on a loaded machine, and nothing here races a clock.
@@ -158,6 +160,53 @@ fn libtorrent_finds_shoal_seed_in_the_mainline_dht() {
     let mut lines = saved.lines();
     assert_eq!(lines.next(), Some(format!("# bootstrap: {}", f.bootstrap.join(",")).as_str()), "{saved}");
     assert!(lines.any(|l| f.bootstrap.iter().any(|b| b == l)), "no DHT node of the network saved:\n{saved}");
+}
+
+#[test]
+fn shoal_joins_the_dht_through_a_peers_port_message() {
+    if skip_on_purpose() {
+        return;
+    }
+    let _turn = common::process::serial();
+    let f = Fixture::new(35);
+    // A libtorrent seeder in the network: its handshake sets the DHT bit and its `port`
+    // message names its node.
+    let mut lt_args = f.bootstrap_args();
+    lt_args.extend(["--timeout".into(), DEADLINE.as_secs().to_string()]);
+    let lt_args: Vec<&str> = lt_args.iter().map(String::as_str).collect();
+    let (_lt_seeder, lt_port) = lt_peer_with("seed", &f.torrent, &f.seed_dir, &[], &lt_args, &f.logs);
+
+    // shoal's only bootstrap node never answers (nothing runs on port 9 of loopback); it
+    // keeps seeding after the download, and retries its announce every few seconds instead of
+    // backing off to minutes.
+    let mut args = args!["download", &f.torrent, "-o", &f.out, "--seed", "--listen", "127.0.0.1:0", "--no-kad"];
+    args.extend(args!["--peer", format!("127.0.0.1:{lt_port}")]);
+    args.extend(args!["--dht-listen", "127.0.0.1:0", "--dht-bootstrap", "127.0.0.1:9"]);
+    args.extend(args!["--identity", f.logs.join("id")]);
+    let env = [("RUST_LOG", "shoal=debug"), ("SHOAL_DISCOVERY_MAX_INTERVAL_CAP", "4s")];
+    let mut shoal = Proc::spawn("shoal-download", &f.logs, &args, &env);
+    assert_dht_on_loopback(&mut shoal);
+
+    let offered = format!("node=127.0.0.1:{lt_port}");
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let log = loop {
+        let log = shoal.log_text();
+        if log.contains("announced in the mainline DHT") && log.contains("download complete") {
+            break log;
+        }
+        if std::time::Instant::now() > deadline {
+            shoal.fail("never announced in the mainline DHT, or never complete");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let line_of = |needle: &str| log.find(needle).unwrap_or_else(|| panic!("no `{needle}` line:\n{log}"));
+    let offer = line_of("mainline DHT node offered by a peer");
+    assert!(log[offer..].lines().next().unwrap().contains(&offered), "not the seeder's node:\n{log}");
+    // Nothing could be announced before the node restarted with the seeder's node: the
+    // bootstrap node is dead.
+    assert!(offer < line_of("restarted with the nodes its peers named"));
+    assert!(line_of("restarted with the nodes its peers named") < line_of("announced in the mainline DHT"));
+    assert_same_bytes(&f.data, &f.out.join(NAME));
 }
 
 #[test]

@@ -130,6 +130,8 @@ struct Task {
     granted: Option<OwnedSemaphorePermit>,
     last_received: Instant,
     ext_handshakes: u32,
+    /// A BEP 5 `port` message was passed on (later ones are dropped).
+    dht_port_seen: bool,
     metadata: MetadataServer,
 }
 
@@ -160,6 +162,7 @@ where
         granted: None,
         last_received: now,
         ext_handshakes: 0,
+        dht_port_seen: false,
         metadata,
     };
     // The reader and the writer are polled from this one task: yamux (libp2p) streams keep
@@ -272,6 +275,10 @@ impl Task {
                 Some(kind) => kind,
                 None => return Ok(()),
             },
+            Message::Port(port) if !self.dht_port_seen => {
+                self.dht_port_seen = true;
+                PeerEventKind::DhtPort(port)
+            }
             Message::KeepAlive | Message::Port(_) => return Ok(()),
             Message::Choke => PeerEventKind::Choked,
             Message::Unchoke => PeerEventKind::Unchoked,

@@ -61,6 +61,8 @@ pub enum PeerEventKind {
     Rejected(BlockRef),
     /// BEP 6: the peer lets us request this piece while it chokes us.
     AllowedFast(u32),
+    /// The UDP port of the peer's mainline DHT node (BEP 5 `port`; the first per connection).
+    DhtPort(u16),
     /// A BEP 11 peer exchange message (already bounded by its decoder).
     Pex(crate::wire::pex::PexMessage),
     /// The connection is gone, and why.

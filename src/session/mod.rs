@@ -249,7 +249,7 @@ impl Session {
             options: self.torrent_options(),
             peer_id: self.peer_id,
             listen_port: self.listen_addr.map(|a| a.port()),
-            dht_port: self.mainline.as_ref().filter(|_| !meta.private).map(|d| d.local_addr().port()),
+            mainline: self.mainline.clone().filter(|_| !meta.private),
             connector: self.connector.clone(),
             send_budget: self.send_budget.clone(),
             selection: setup.selection,

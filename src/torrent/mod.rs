@@ -228,9 +228,10 @@ pub struct TorrentParams {
     pub peer_id: PeerId,
     /// Our BitTorrent listen port, told to peers in the extension handshake.
     pub listen_port: Option<u16>,
-    /// Our mainline DHT node's UDP port: the handshake's DHT bit is set and peers that set it
-    /// get a BEP 5 `port` message. `None`: no DHT (and always for a private torrent).
-    pub dht_port: Option<u16>,
+    /// Our mainline DHT node: the handshake's DHT bit is set, peers that set it get a BEP 5
+    /// `port` message, and the nodes they name in theirs are offered to it. `None`: no DHT
+    /// (and always for a private torrent).
+    pub mainline: Option<crate::mainline::MainlineHandle>,
     pub connector: Arc<dyn Connector>,
     /// Block bytes waiting to be sent, bounded across the session.
     pub send_budget: crate::peer::budget::SendBudget,

@@ -18,6 +18,7 @@ use crate::types::PeerSource;
 use crate::wire::extension::{ExtHandshake, UT_METADATA_ID};
 use crate::wire::handshake::reserved;
 use crate::wire::{Handshake, PeerId};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -109,10 +110,19 @@ impl Torrent {
         });
     }
 
+    /// A peer named its mainline DHT node's port (BEP 5): the node at its IP and that port is
+    /// offered to ours.
+    pub(super) fn on_dht_port(&mut self, key: PeerKey, port: u16) {
+        let (Some(dht), Some(PeerAddr::Tcp(addr))) = (&self.mainline, self.peers.get(&key).map(|p| p.addr)) else {
+            return;
+        };
+        dht.offer_node(SocketAddr::new(addr.ip(), port));
+    }
+
     /// Our handshake, with the DHT bit when a mainline node runs for this torrent.
     fn our_handshake(&self) -> Handshake {
         let hs = Handshake::new(self.meta.info_hash, self.peer_id);
-        if self.dht_port.is_some() {
+        if self.mainline.is_some() {
             hs.with_dht()
         } else {
             hs
@@ -153,7 +163,7 @@ impl Torrent {
             metadata: self.meta.info_bytes.clone(),
             fast,
             allowed_fast,
-            dht_port: self.dht_port.filter(|_| hs.has(reserved::DHT)),
+            dht_port: self.mainline.as_ref().filter(|_| hs.has(reserved::DHT)).map(|m| m.local_addr().port()),
             limits: PeerLimits {
                 keepalive_interval: self.opts.keepalive_interval,
                 idle_timeout: self.opts.idle_timeout,

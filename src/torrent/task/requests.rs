@@ -61,6 +61,7 @@ impl Torrent {
             PeerEventKind::Rejected(b) => self.on_rejected(key, b),
             PeerEventKind::AllowedFast(piece) => self.on_allowed_fast(key, piece),
             PeerEventKind::Pex(msg) => self.on_pex(key, msg),
+            PeerEventKind::DhtPort(port) => self.on_dht_port(key, port),
             PeerEventKind::Closed(reason) => self.on_closed(key, reason),
         }
     }
