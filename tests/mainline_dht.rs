@@ -20,6 +20,8 @@
 //! - with the mainline DHT on, shoal's handshake sets the DHT bit and a peer that sets it too
 //!   gets a `port` message naming the DHT node's port (BEP 5); with `--no-dht`, or for a
 //!   private torrent (BEP 27), neither;
+//! - BEP 42: in a network namespace with public-looking addresses (198.18.0.0/15), the node's
+//!   id becomes the one BEP 42 derives from the address the DHT reports;
 //! - a shoal whose only bootstrap node is dead joins the network through the node a
 //!   libtorrent seeder names in its `port` message, and then announces itself.
 //!
@@ -207,6 +209,61 @@ fn shoal_joins_the_dht_through_a_peers_port_message() {
     assert!(offer < line_of("restarted with the nodes its peers named"));
     assert!(line_of("restarted with the nodes its peers named") < line_of("announced in the mainline DHT"));
     assert_same_bytes(&f.data, &f.out.join(NAME));
+}
+
+/// BEP 42: once the DHT tells the node its public address, its id is derived from it. On
+/// loopback (and private ranges) any id is valid, so this runs in a network namespace with
+/// 198.18.0.0/15 addresses, which count as public: two libtorrent nodes on 198.18.0.2 and .3,
+/// shoal on 198.18.0.1. A random id fits an address with odds of 1 in 2^21.
+#[test]
+fn the_node_id_follows_bep_42_for_the_public_address() {
+    use common::netns::NetNs;
+    if skip_on_purpose() || common::netns::skip_on_purpose() {
+        return;
+    }
+    let _turn = common::process::serial();
+    let ns = NetNs::new("bep42", &["198.18.0.1", "198.18.0.2", "198.18.0.3"]);
+    let logs = tempfile::tempdir().unwrap();
+    let lt_node = |name: &str, ip: &str, bootstrap: Option<String>| {
+        let mut cmd = ns.command(common::clients::LT_PYTHON);
+        cmd.arg(common::clients::lt_script()).args(["dht", "--ip", ip]);
+        cmd.args(bootstrap.iter().flat_map(|b| ["--dht-bootstrap", b.as_str()]));
+        let mut p = Proc::start(name, cmd, logs.path());
+        let port = p.wait_line("listening ", STARTUP);
+        (p, format!("{ip}:{port}"))
+    };
+    let (_first, first) = lt_node("dht-node-1", "198.18.0.2", None);
+    let (_second, second) = lt_node("dht-node-2", "198.18.0.3", Some(first.clone()));
+
+    let data = make_file(logs.path(), "data.bin", 64 * 1024, 36);
+    let torrent = logs.path().join("data.torrent");
+    create_torrent(&data, &torrent, PIECE, None);
+    let mut cmd = ns.command(common::process::BIN);
+    cmd.args(args!["seed", &data, "--torrent", &torrent, "--listen", "198.18.0.1:0", "--no-kad"]);
+    cmd.args(args!["--dht-listen", "198.18.0.1:0", "--dht-bootstrap", &first, "--dht-bootstrap", &second]);
+    cmd.args(args!["--identity", logs.path().join("id"), "--diag", "198.18.0.1:0"]);
+    cmd.env("RUST_LOG", "shoal=info").env("NO_COLOR", "1");
+    let mut shoal = Proc::start("shoal-seed", cmd, logs.path());
+    let diag = shoal.diag_addr();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let view = loop {
+        let view = ns.run(move || common::http::get_json(diag, "/debug/p2p/routing"));
+        let mainline = view.map(|v| v["mainline"].clone()).unwrap_or_default();
+        if mainline["public_address"].is_string() {
+            break mainline;
+        }
+        if std::time::Instant::now() > deadline {
+            shoal.fail(&format!("the node never learned its public address: {mainline}"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(view["public_address"], view["listen"], "{view}");
+    let id: mainline::Id = view["node_id"].as_str().unwrap().parse().unwrap();
+    assert!(id.is_valid_for_ip("198.18.0.1".parse().unwrap()), "id {id} is not BEP 42's for 198.18.0.1: {view}");
+    // The address is not one BEP 42 exempts: the same id with its first bit flipped fails.
+    let mut flipped = *id.as_bytes();
+    flipped[0] ^= 0x80;
+    assert!(!mainline::Id::from_bytes(flipped).unwrap().is_valid_for_ip("198.18.0.1".parse().unwrap()));
 }
 
 #[test]

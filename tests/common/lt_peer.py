@@ -5,12 +5,13 @@ Run it with Debian's /usr/bin/python3 (python3-libtorrent is installed for that 
 
     lt_peer.py seed  TORRENT SAVE_DIR [--peer HOST:PORT]... [--dht-bootstrap HOST:PORT]...
     lt_peer.py leech TORRENT SAVE_DIR [--peer HOST:PORT]... [--timeout SECONDS] [--dht-bootstrap HOST:PORT]...
-    lt_peer.py dht [--dht-bootstrap HOST:PORT]...
+    lt_peer.py dht [--ip IP] [--dht-bootstrap HOST:PORT]...
 
 TORRENT may be a magnet URI instead of a file (leech): libtorrent then fetches the metadata
 from its peers (BEP 9) before downloading.
 
-It listens on 127.0.0.1 only (a free port unless --port is given), TCP only, with DHT, LSD,
+It listens on 127.0.0.1 only (or --ip, such as an address of a test's network namespace; a
+free port unless --port is given), TCP only, with DHT, LSD,
 UPnP and NAT-PMP off, and prints on stdout, flushed:
 
     listening <port>     once the torrent is added and the session accepts peers
@@ -58,10 +59,10 @@ def dht_settings(bootstrap):
     }
 
 
-def session(port, seeding, dht_bootstrap=()):
+def session(ip, port, seeding, dht_bootstrap=()):
     pack = lt.high_performance_seed() if seeding else lt.default_settings()
     pack.update({
-        "listen_interfaces": "127.0.0.1:%d" % port,
+        "listen_interfaces": "%s:%d" % (ip, port),
         "enable_outgoing_tcp": True,
         "enable_incoming_tcp": True,
         "enable_outgoing_utp": False,
@@ -130,11 +131,11 @@ def wait_listening(ses, timeout=20.0):
     return False
 
 
-def dht_node(port, bootstrap):
+def dht_node(ip, port, bootstrap):
     """A DHT node without torrents, answering until killed."""
     pack = lt.default_settings()
     pack.update({
-        "listen_interfaces": "127.0.0.1:%d" % port,
+        "listen_interfaces": "%s:%d" % (ip, port),
         "enable_lsd": False,
         "enable_upnp": False,
         "enable_natpmp": False,
@@ -159,6 +160,7 @@ def main():
     ap.add_argument("mode", choices=["seed", "leech", "dht"])
     ap.add_argument("torrent", nargs="?")
     ap.add_argument("save", nargs="?")
+    ap.add_argument("--ip", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--peer", action="append", default=[])
     ap.add_argument("--timeout", type=float, default=600.0)
@@ -169,8 +171,8 @@ def main():
     seeding = args.mode == "seed"
 
     if args.mode == "dht":
-        return dht_node(args.port, args.dht_bootstrap)
-    ses = session(args.port, seeding, args.dht_bootstrap)
+        return dht_node(args.ip, args.port, args.dht_bootstrap)
+    ses = session(args.ip, args.port, seeding, args.dht_bootstrap)
     if not wait_listening(ses):
         say("not listening")
         return 1

@@ -11,6 +11,7 @@
 //!   beside them;
 //! - [`daemon`]: a `shoal daemon` process and requests to its HTTP API;
 //! - [`webdriver`]: headless Chromium through chromedriver, for the daemon's web page;
+//! - [`netns`]: network namespaces a test makes (root), with 198.18.0.0/15 addresses;
 //! - [`session`]: in-process sessions and libp2p nodes on 127.0.0.1, and a throttled link;
 //! - [`wire`]: BitTorrent bytes for fake peers (handshakes, messages, bitfields).
 //!
@@ -24,6 +25,7 @@ pub mod clients;
 pub mod daemon;
 pub mod http;
 pub mod logs;
+pub mod netns;
 pub mod ports;
 pub mod process;
 pub mod session;
