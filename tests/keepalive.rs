@@ -276,6 +276,25 @@ fn resets_for_a_key_peer_that_never_returns_respect_the_cool_down() {
 }
 
 /// An invalid config file exits 2 with a message naming the key at fault.
+/// With `--no-kad` there is no libp2p node, so no key peer can be watched: the monitor says
+/// so once in the log and its diagnostics view says it is off and why.
+#[test]
+fn without_kademlia_the_monitor_says_once_it_is_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = make_file(dir.path(), "data.bin", PIECE, 44);
+    let torrent = torrent_of(dir.path(), &data);
+    let args =
+        ["seed", &s(&data), "--torrent", &torrent, "--listen", "127.0.0.1:0", "--no-kad", "--diag", "127.0.0.1:0"];
+    let mut seeder = start("shoal-seed", dir.path(), &args);
+    let diag = seeder.diag_addr();
+    let view = expect_json(diag, "/debug/p2p/keepalive");
+    assert_eq!(view["enabled"], false, "{view}");
+    assert!(view["reason"].as_str().is_some_and(|r| r.contains("--no-kad")), "{view}");
+    // The line is written before the session accepts peers, so before `listening diag`.
+    let log = seeder.log_text();
+    assert_eq!(log.matches("key-peer monitor idle").count(), 1, "{log}");
+}
+
 #[test]
 fn invalid_config_exits_2_naming_the_key() {
     let tmp = tempfile::tempdir().unwrap();

@@ -120,6 +120,14 @@ impl SessionBuilder {
             session.attach_node(node.clone());
             keepalive = start_key_peer_monitor(session, &node, &bootstrap).await?;
             node_and_mode = Some((node, mode));
+        } else if session.options().enable_key_peer_monitor {
+            // Key peers are libp2p peers: without a node there is nothing to watch. Said once.
+            tracing::info!(
+                key_peers = session.options().key_peers.len(),
+                "key-peer monitor idle: no libp2p node to watch key peers from (--no-kad)"
+            );
+            let idle = serde_json::json!({"enabled": false, "reason": "no libp2p node (--no-kad)"});
+            keepalive = Some(std::sync::Arc::new(move || idle.clone()) as JsonSource);
         }
         if let Some(config) = self.mainline {
             session.attach_mainline(MainlineHandle::start(config).await?);

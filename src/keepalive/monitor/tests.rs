@@ -313,6 +313,8 @@ fn contributors_come_typed_from_the_torrent_stats() {
         outstanding_requests: 0,
         rtt_ms: None,
         pieces: 0,
+        is_seed: false,
+        added_time: 0,
         score: ScoreParts::default(),
     };
     let (feeding, idle) = (PeerId::random(), PeerId::random());
