@@ -7,9 +7,10 @@
 //!   dials them or they dial it first (libtorrent's PEX tells them of it) is a race this test
 //!   does not judge; `pex_swarm.rs` shows shoal dialling a peer only PEX named.
 //! - shoal tells: a libtorrent leecher (capped at 1 KB/s, so it keeps wanting peers) is told
-//!   of one shoal seeder, which is connected to a second shoal seeder. The second seeder's
-//!   `/debug/p2p/peers` comes to list the libtorrent client: only the first seeder's PEX
-//!   could have named it.
+//!   of one shoal seeder, which is connected to a shoal leecher (half the data, capped at
+//!   8 KB/s: it stays a leecher, since two seeds close their connection). The shoal leecher's
+//!   `/debug/p2p/peers` comes to list the libtorrent client: only the seeder's PEX could have
+//!   named it.
 //!
 //! Every wait has a deadline well past PEX's first message (sent at the first tick after the
 //! extension handshake) plus one full minute, the interval between two messages, in case the
@@ -123,13 +124,16 @@ fn shoal_seed_with_diag(data: &Path, torrent: &Path, peers: &[String], logs: &Pa
 }
 
 #[test]
-fn libtorrent_learns_of_a_shoal_seeder_through_shoal_pex() {
+fn libtorrent_learns_of_a_shoal_peer_through_shoal_pex() {
     if skip_on_purpose() {
         return;
     }
     let _turn = common::process::serial();
     let f = Fixture::new();
-    let mut second = shoal_seed_with_diag(&f.copy("b", false).join(NAME), &f.torrent, &[], &f.logs, "shoal-seed-b");
+    let mut args = crate::args!["download", &f.torrent, "-o", f.copy("b", true), "--listen", "127.0.0.1:0"];
+    args.extend(crate::args!["--no-kad", "--quiet", "--diag", "127.0.0.1:0"]);
+    let env = [("RUST_LOG", "shoal=debug"), ("SHOAL_DOWNLOAD_RATE_LIMIT", "8192")];
+    let mut second = Proc::spawn("shoal-leech-b", &f.logs, &args, &env);
     let (second_bt, second_diag) = (second.bt_addr(), second.diag_addr());
     let mut first = shoal_seed_with_diag(&f.data, &f.torrent, &[second_bt.to_string()], &f.logs, "shoal-seed-a");
     let first_bt = first.bt_addr();

@@ -175,6 +175,8 @@ mod tests {
             outstanding_requests: 0,
             rtt_ms: None,
             pieces: 3,
+            is_seed: false,
+            added_time: 0,
             score: ScoreParts::default(),
         }
     }

@@ -391,6 +391,17 @@ impl Pool {
         self.rebalance();
     }
 
+    /// Forgets `addr` (a user removed the peer): not dialled until a source names it anew.
+    /// A banned address stays banned. False when it was not known.
+    pub fn remove(&mut self, addr: &PeerAddr) -> bool {
+        let known = self.entries.contains_key(addr) && !self.is_banned(addr);
+        if known {
+            self.forget(addr);
+            self.rebalance();
+        }
+        known
+    }
+
     /// Whether this address is banned (for dialling and accepting it).
     pub fn is_banned(&self, addr: &PeerAddr) -> bool {
         self.entries.get(addr).is_some_and(|e| e.state == State::Banned)

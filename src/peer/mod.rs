@@ -141,6 +141,8 @@ pub enum CloseReason {
     Banned,
     /// Mostly blocks nobody asked it for.
     Junk,
+    /// Both sides have every piece: neither has anything for the other.
+    BothSeeds,
     /// Its command queue was full: it fell too far behind.
     Lagging,
     /// Reading a block to serve it failed (our storage); the torrent fails with it.
@@ -158,6 +160,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::Evicted => f.write_str("evicted to make room"),
             CloseReason::Banned => f.write_str("banned: sent data that failed the hash check"),
             CloseReason::Junk => f.write_str("sent mostly unrequested blocks"),
+            CloseReason::BothSeeds => f.write_str("both seeds"),
             CloseReason::Lagging => f.write_str("command queue full"),
             CloseReason::Storage(e) => write!(f, "storage: {e}"),
         }

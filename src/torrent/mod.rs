@@ -31,7 +31,7 @@ use crate::wire::{Handshake, HandshakeCodec, PeerId};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -60,6 +60,12 @@ pub enum TorrentEvent {
     PieceVerified(u32),
     /// The pool ran dry: nothing to dial and room for more connections.
     NeedPeers,
+}
+
+/// What a [`TorrentHandle`] asks of its running torrent, with where the answer goes.
+pub(crate) enum Control {
+    RemovePeer(PeerAddr, oneshot::Sender<bool>),
+    PeersWithPiece(u32, oneshot::Sender<Vec<PeerAddr>>),
 }
 
 /// Events kept for a slow listener before it starts missing them.
@@ -136,6 +142,10 @@ pub struct PeerStats {
     pub outstanding_requests: usize,
     pub rtt_ms: Option<f64>,
     pub pieces: usize,
+    /// It has every piece (its bitfield, have-all or haves say so).
+    pub is_seed: bool,
+    /// When the connection was made, in seconds since the Unix epoch.
+    pub added_time: u64,
     pub score: ScoreParts,
 }
 
@@ -251,6 +261,7 @@ pub struct TorrentHandle {
     pub meta: Arc<Metainfo>,
     addrs: mpsc::Sender<(PeerSource, Vec<PeerAddr>)>,
     inbound: mpsc::Sender<Inbound>,
+    control: mpsc::Sender<Control>,
     stats: watch::Receiver<TorrentStats>,
     need_peers: watch::Receiver<u64>,
     events: broadcast::Sender<TorrentEvent>,
@@ -276,6 +287,7 @@ impl TorrentHandle {
     pub fn spawn(params: TorrentParams, parent: &CancellationToken) -> TorrentHandle {
         let (addrs_tx, addrs_rx) = mpsc::channel(64);
         let (inbound_tx, inbound_rx) = mpsc::channel(16);
+        let (control_tx, control_rx) = mpsc::channel(16);
         let info_hash = params.meta.info_hash;
         let meta = params.meta.clone();
         let rates = params.rates.torrent.clone();
@@ -297,6 +309,7 @@ impl TorrentHandle {
         let channels = task::Channels {
             addrs: addrs_rx,
             inbound: inbound_rx,
+            control: control_rx,
             stats: stats_tx,
             need_peers: need_tx,
             events: events.clone(),
@@ -309,6 +322,7 @@ impl TorrentHandle {
             meta,
             addrs: addrs_tx,
             inbound: inbound_tx,
+            control: control_tx,
             stats: stats_rx,
             need_peers: need_rx,
             events,
@@ -340,6 +354,28 @@ impl TorrentHandle {
     /// Hands over peer addresses found by discovery (`source`: tracker, DHT...).
     pub async fn add_peers_from(&self, source: PeerSource, addrs: Vec<PeerAddr>) {
         let _ = self.addrs.send((source, addrs)).await;
+    }
+
+    /// Adds one peer to dial, as `--peer` does.
+    pub async fn add_peer(&self, addr: PeerAddr) {
+        self.add_peers(vec![addr]).await;
+    }
+
+    /// Closes the connection to `addr`, if there is one, and forgets the address: it is not
+    /// dialled again until a source names it anew. False when the torrent neither knew it
+    /// nor was connected to it (or has stopped).
+    pub async fn remove_peer(&self, addr: PeerAddr) -> bool {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.control.send(Control::RemovePeer(addr, tx)).await;
+        rx.await.unwrap_or(false)
+    }
+
+    /// The connected peers that have `piece`, by their bitfields and `have`s (empty once the
+    /// torrent stopped).
+    pub async fn peers_with_piece(&self, piece: u32) -> Vec<PeerAddr> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.control.send(Control::PeersWithPiece(piece, tx)).await;
+        rx.await.unwrap_or_default()
     }
 
     /// Hands over an inbound connection whose handshake named this torrent. Waits while the

@@ -102,6 +102,8 @@ pub struct PeerSlot {
     /// Smoothed block round-trip time.
     pub rtt: Option<Duration>,
     pub connected_at: Instant,
+    /// `connected_at` on the wall clock, for people and the API.
+    pub added: std::time::SystemTime,
     pub last_block_at: Instant,
     pub snubbed: bool,
     pub unchoked_since: Option<Instant>,
@@ -116,6 +118,11 @@ fn sends_mostly_junk(violations: u32, accepted: u64) -> bool {
 }
 
 impl PeerSlot {
+    /// It has every piece.
+    pub fn is_seed(&self) -> bool {
+        !self.bitfield.is_empty() && self.bitfield.all()
+    }
+
     /// Whether its unrequested blocks passed the allowance and outnumber its good ones:
     /// such a peer is closed.
     pub fn sends_mostly_junk(&self) -> bool {
@@ -157,6 +164,7 @@ impl PeerSlot {
             rate_up: Rate::default(),
             rtt: None,
             connected_at: now,
+            added: std::time::SystemTime::now(),
             last_block_at: now,
             snubbed: false,
             unchoked_since: None,

@@ -10,6 +10,7 @@
 //! - `stats`: the published snapshot;
 //! - `resume`: the fast-resume record kept current by a writer task.
 mod connect;
+mod control;
 mod fast;
 mod periodic;
 mod pex;
@@ -67,6 +68,7 @@ const COMMAND_QUEUE: usize = 1024;
 pub(super) struct Channels {
     pub addrs: mpsc::Receiver<(PeerSource, Vec<PeerAddr>)>,
     pub inbound: mpsc::Receiver<Inbound>,
+    pub control: mpsc::Receiver<super::Control>,
     pub stats: watch::Sender<TorrentStats>,
     pub need_peers: watch::Sender<u64>,
     pub events: broadcast::Sender<TorrentEvent>,
@@ -193,6 +195,7 @@ pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: Cancell
             Some(ev) = events_rx.recv() => t.on_peer_event(ev),
             Some((source, addrs)) = ch.addrs.recv() => t.on_addrs_from(source, addrs),
             Some(inb) = ch.inbound.recv() => t.on_inbound(inb),
+            Some(c) = ch.control.recv() => t.on_control(c),
             Some(d) = dial_rx.recv() => t.on_dialed(d),
             Ok(()) = ch.options.changed() => {
                 let options = ch.options.borrow_and_update().clone();

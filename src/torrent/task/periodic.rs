@@ -19,6 +19,7 @@ impl Torrent {
         if self.choker.due(now.into_std()) || holder_stalled {
             self.rechoke(now);
         }
+        self.close_seed_to_seed();
         self.pool.maintain(now.into_std());
         if self.pool.needs_slot() {
             self.evict_useless(now);

@@ -50,6 +50,8 @@ fn peer_stats(p: &PeerSlot, source: &'static str) -> PeerStats {
         outstanding_requests: p.outstanding.len(),
         rtt_ms: p.rtt.map(|r| r.as_secs_f64() * 1000.0),
         pieces: p.bitfield.count_ones(),
+        is_seed: p.is_seed(),
+        added_time: p.added.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         score: p.score,
     }
 }
