@@ -275,7 +275,29 @@ fn resets_for_a_key_peer_that_never_returns_respect_the_cool_down() {
     drop((watcher, node));
 }
 
-/// An invalid config file exits 2 with a message naming the key at fault.
+/// The node's own troubles bring discovery forward too: its only bootstrap node is gone, so
+/// the Kademlia bootstrap (a closest-peers lookup) finds nobody and the node's address-book
+/// entry expires when its address fails. With the cool-down at zero, each is a reset, logged
+/// with its cause.
+#[test]
+fn failed_lookups_and_expired_addresses_publish_resets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = write_config(dir, "shoal.toml", 1, "discovery_reset_cool_down = \"0s\"\n");
+    let (mut gone, gone_addr) = start_dht_node(dir, "gone", &config, &[]);
+    gone.kill();
+    let gone_id = gone_addr.rsplit('/').next().unwrap().to_string();
+    let (watcher, _) = start_dht_node(dir, "watcher", &config, &["--bootstrap", &gone_addr]);
+    let causes = [
+        "reset event published: a closest-peers lookup found nobody".to_string(),
+        format!("reset event published: the address-book entry of {gone_id} expired"),
+    ];
+    eventually(60, "resets for both troubles", &[&watcher], || {
+        let log = watcher.log_text();
+        causes.iter().all(|c| log.contains(c.as_str())).then_some(())
+    });
+}
+
 /// With `--no-kad` there is no libp2p node, so no key peer can be watched: the monitor says
 /// so once in the log and its diagnostics view says it is off and why.
 #[test]
@@ -295,6 +317,7 @@ fn without_kademlia_the_monitor_says_once_it_is_idle() {
     assert_eq!(log.matches("key-peer monitor idle").count(), 1, "{log}");
 }
 
+/// An invalid config file exits 2 with a message naming the key at fault.
 #[test]
 fn invalid_config_exits_2_naming_the_key() {
     let tmp = tempfile::tempdir().unwrap();

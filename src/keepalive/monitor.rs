@@ -391,13 +391,29 @@ impl KeyPeerMonitor {
 
     fn repair_failed(&mut self, peer: PeerId, now: Instant) -> Action {
         self.set_state(&peer, RepairState::Failed);
+        if self.reset_allowed(now) {
+            Action::PublishReset(peer)
+        } else {
+            Action::ResetSuppressed(peer)
+        }
+    }
+
+    /// The node saw a sign that discovery should look again (a closest-peers lookup found
+    /// nobody, an address-book entry expired): true when a reset may be published now, false
+    /// inside the cool-down of the last one, whatever its cause.
+    pub fn discovery_trouble(&mut self, now: Instant) -> bool {
+        self.reset_allowed(now)
+    }
+
+    /// Counts a reset as published, or as suppressed inside the cool-down.
+    fn reset_allowed(&mut self, now: Instant) -> bool {
         if self.last_reset.is_some_and(|t| now.saturating_duration_since(t) < self.cfg.reset_cool_down) {
             self.resets_suppressed += 1;
-            return Action::ResetSuppressed(peer);
+            return false;
         }
         self.last_reset = Some(now);
         self.resets_published += 1;
-        Action::PublishReset(peer)
+        true
     }
 
     fn set_state(&mut self, peer: &PeerId, state: RepairState) {

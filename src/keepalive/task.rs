@@ -15,7 +15,7 @@
 use super::monitor::{rank_contributors, Action, KeyPeerMonitor, MonitorConfig, MonitorView, Source};
 use crate::config::Options;
 use crate::metrics::metrics;
-use crate::p2p::NodeHandle;
+use crate::p2p::{NodeHandle, Trouble};
 use crate::torrent::TorrentHandle;
 use crate::types::parse_key_peer;
 use crate::types::{PeerAddr, PeerSource};
@@ -159,11 +159,18 @@ impl MonitorTask {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut contributors = tokio::time::interval(CONTRIBUTOR_POLL);
         contributors.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut troubles = self.node.troubles();
+        let mut troubles_open = true;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tick.tick() => self.on_tick().await,
                 _ = contributors.tick() => self.on_contributors(),
+                t = troubles.recv(), if troubles_open => match t {
+                    Ok(t) => self.on_trouble(t),
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.on_trouble(Trouble::LookupFailed),
+                    Err(broadcast::error::RecvError::Closed) => troubles_open = false,
+                },
                 Some(done) = self.ops.join_next(), if !self.ops.is_empty() => match done {
                     Ok(done) => self.on_done(done).await,
                     Err(e) => tracing::warn!(error = %e, "key-peer operation panicked"),
@@ -216,6 +223,22 @@ impl MonitorTask {
             };
             Done::Probe(peer, result)
         });
+    }
+
+    /// A sign from the node that discovery should look again: a reset, unless one went out
+    /// less than the cool-down ago (from any source).
+    fn on_trouble(&mut self, trouble: Trouble) {
+        let cause = match trouble {
+            Trouble::LookupFailed => "a closest-peers lookup found nobody".to_string(),
+            Trouble::AddressExpired(peer) => format!("the address-book entry of {peer} expired"),
+        };
+        if self.monitor.discovery_trouble(Instant::now()) {
+            metrics().keepalive.inc_reset_events_published();
+            self.link.reset();
+            tracing::info!("reset event published: {cause}, discovery brought forward");
+        } else {
+            tracing::debug!("{cause}; reset not published (cool-down)");
+        }
     }
 
     fn on_contributors(&mut self) {

@@ -23,12 +23,17 @@ use std::task::{Context, Poll};
 pub const MAX_PEERS: usize = 2048;
 /// Addresses remembered per peer; the oldest is dropped first.
 pub const MAX_ADDRS_PER_PEER: usize = 8;
+/// Expired entries kept until the event loop takes them (more are dropped: one is enough
+/// to say discovery should look again).
+const MAX_EXPIRED: usize = 64;
 
 #[derive(Debug, Default)]
 pub struct AddressBook {
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
     /// Update order, oldest first. Invariant: holds exactly the keys of `addrs`.
     order: VecDeque<PeerId>,
+    /// Peers whose last address failed and went, since the event loop last looked.
+    expired: Vec<PeerId>,
 }
 
 impl AddressBook {
@@ -57,7 +62,15 @@ impl AddressBook {
         if list.is_empty() {
             self.addrs.remove(peer);
             self.order.retain(|p| p != peer);
+            if self.expired.len() < MAX_EXPIRED {
+                self.expired.push(*peer);
+            }
         }
+    }
+
+    /// The peers whose entry expired (every address failed) since the last call.
+    pub fn take_expired(&mut self) -> Vec<PeerId> {
+        std::mem::take(&mut self.expired)
     }
 
     pub fn len(&self) -> usize {

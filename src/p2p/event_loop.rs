@@ -8,7 +8,7 @@
 //! the address book are wired as they are, is in [`super::swarm`].
 use super::book::{dialable, strip_p2p};
 use super::handle::Command;
-use super::node::{NodeConfig, NodeError, Provider, KAD_PROTOCOL};
+use super::node::{NodeConfig, NodeError, Provider, Trouble, KAD_PROTOCOL};
 use super::pending::{Lookups, ProvidersLookup, Reply, Waiters};
 use super::swarm::{Behaviour, BehaviourEvent, Listeners};
 use futures::StreamExt;
@@ -19,7 +19,7 @@ use libp2p::swarm::{DialError, SwarmEvent};
 use libp2p::{identify, mdns, ping, Multiaddr, PeerId, Swarm};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// Callers waiting on one peer's ping, and on one peer's dial.
@@ -43,10 +43,16 @@ pub(super) struct EventLoop {
     dials: Waiters<PeerId, Result<(), NodeError>>,
     /// The latest round trip of each connected peer, what a ping on a live connection answers.
     last_rtt: HashMap<PeerId, Duration>,
+    troubles: broadcast::Sender<Trouble>,
 }
 
 impl EventLoop {
-    pub(super) fn new(swarm: Swarm<Behaviour>, commands: mpsc::Receiver<Command>, config: &NodeConfig) -> EventLoop {
+    pub(super) fn new(
+        swarm: Swarm<Behaviour>,
+        commands: mpsc::Receiver<Command>,
+        troubles: broadcast::Sender<Trouble>,
+        config: &NodeConfig,
+    ) -> EventLoop {
         EventLoop {
             swarm,
             commands,
@@ -59,6 +65,7 @@ impl EventLoop {
             pings: Waiters::new(MAX_WAITERS_PER_PEER),
             dials: Waiters::new(MAX_WAITERS_PER_PEER),
             last_rtt: HashMap::new(),
+            troubles,
         }
     }
 
@@ -118,7 +125,12 @@ impl EventLoop {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                event = self.swarm.select_next_some() => {
+                    self.on_swarm_event(event);
+                    for peer in self.swarm.behaviour_mut().book.take_expired() {
+                        self.trouble(Trouble::AddressExpired(peer));
+                    }
+                }
                 command = self.commands.recv() => match command {
                     None | Some(Command::Shutdown) => break,
                     Some(command) => self.on_command(command),
@@ -293,6 +305,9 @@ impl EventLoop {
         if result.is_ok() && !last {
             return;
         }
+        if result.is_err() {
+            self.trouble(Trouble::LookupFailed);
+        }
         if let Some(reply) = self.bootstrap.remove(&id) {
             let _ = reply.send(result.map_err(|e| NodeError::Query(e.to_string())));
         }
@@ -358,7 +373,15 @@ impl EventLoop {
         }
         // Not in the DHT (a client-mode peer never is): what we learned by other means.
         let known = self.swarm.behaviour().book.get(&target);
+        if peers.is_empty() {
+            self.trouble(Trouble::LookupFailed);
+        }
         let _ = reply.send(if known.is_empty() { Err(NodeError::PeerNotFound(target)) } else { Ok(known) });
+    }
+
+    fn trouble(&self, trouble: Trouble) {
+        tracing::debug!(?trouble, "discovery trouble");
+        let _ = self.troubles.send(trouble);
     }
 
     fn on_ping_command(&mut self, peer: PeerId, reply: Reply<Duration>) {

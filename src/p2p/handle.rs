@@ -4,7 +4,7 @@
 //! [`NodeConfig::query_timeout`]; a handle whose node has stopped fails with
 //! [`NodeError::Stopped`].
 use super::event_loop::EventLoop;
-use super::node::{NodeConfig, NodeError, Provider, BT_PROTOCOL};
+use super::node::{NodeConfig, NodeError, Provider, Trouble, BT_PROTOCOL};
 use super::pending::Reply;
 use super::swarm;
 use libp2p::{Multiaddr, PeerId};
@@ -17,6 +17,8 @@ use tokio_util::task::TaskTracker;
 
 /// Commands queued for the event loop before callers wait.
 const COMMAND_QUEUE: usize = 64;
+/// Troubles kept for a listener that is behind.
+const TROUBLE_BACKLOG: usize = 16;
 
 /// What a handle asks of the event loop.
 pub(super) enum Command {
@@ -40,6 +42,7 @@ pub(super) enum Command {
 pub struct NodeHandle {
     peer_id: PeerId,
     commands: mpsc::Sender<Command>,
+    troubles: tokio::sync::broadcast::Sender<Trouble>,
     control: libp2p_stream::Control,
     incoming: Arc<Mutex<Option<IncomingStreams>>>,
     timeout: Duration,
@@ -68,13 +71,15 @@ impl NodeHandle {
         let mut control = swarm.behaviour().stream.new_control();
         let incoming = control.accept(BT_PROTOCOL).map_err(|e| NodeError::Transport(e.to_string()))?;
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let mut event_loop = EventLoop::new(swarm, rx, &config);
+        let troubles = tokio::sync::broadcast::channel(TROUBLE_BACKLOG).0;
+        let mut event_loop = EventLoop::new(swarm, rx, troubles.clone(), &config);
         event_loop.await_listeners(listeners).await?;
         event_loop.dial_bootstrap(&config.bootstrap)?;
         tracker.spawn(event_loop.run(cancel));
         Ok(NodeHandle {
             peer_id,
             commands: tx,
+            troubles,
             control,
             incoming: Arc::new(Mutex::new(Some(incoming))),
             timeout: config.query_timeout,
@@ -83,6 +88,12 @@ impl NodeHandle {
 
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// Signs that discovery should look again ([`Trouble`]), from now on. A listener that
+    /// falls behind misses some; one is as good as many.
+    pub fn troubles(&self) -> tokio::sync::broadcast::Receiver<Trouble> {
+        self.troubles.subscribe()
     }
 
     /// Current listen addresses, each ending in `/p2p/<our PeerId>` (what others pass to

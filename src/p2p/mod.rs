@@ -28,4 +28,6 @@ mod swarm;
 pub use connector::{into_box_stream, peer_addr, P2pConnector};
 pub use identity::{default_identity_path, load_or_create, IdentityError};
 pub use key::torrent_key;
-pub use node::{DhtMode, IncomingStreams, NodeConfig, NodeError, NodeHandle, Provider, BT_PROTOCOL, KAD_PROTOCOL};
+pub use node::{
+    DhtMode, IncomingStreams, NodeConfig, NodeError, NodeHandle, Provider, Trouble, BT_PROTOCOL, KAD_PROTOCOL,
+};

@@ -112,3 +112,13 @@ pub enum NodeError {
 /// A provider and the addresses it is known to listen on (possibly none, when dialling it
 /// failed; `find_peer` may still resolve it).
 pub type Provider = (PeerId, Vec<Multiaddr>);
+
+/// A sign that discovery should look again, published by the node
+/// ([`super::NodeHandle::troubles`]); the key-peer monitor turns it into a discovery reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trouble {
+    /// A closest-peers lookup (a PeerId looked up, or the bootstrap walk) found nobody.
+    LookupFailed,
+    /// Every address the address book had for this peer failed to dial: its entry expired.
+    AddressExpired(PeerId),
+}

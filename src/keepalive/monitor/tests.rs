@@ -252,6 +252,23 @@ fn resets_are_published_no_faster_than_the_cool_down_under_a_storm() {
 }
 
 #[test]
+fn node_troubles_and_failed_repairs_share_one_cool_down() {
+    let t0 = Instant::now();
+    let (mut m, ids) = with_peers(cfg(), 1, t0);
+    assert!(m.discovery_trouble(t0), "the first trouble resets");
+    assert!(!m.discovery_trouble(t0 + s(9)), "inside the cool-down");
+    // A repair failing inside the same cool-down is held back too.
+    let mut now = t0;
+    let p = fail_until_repair(&mut m, ids[0], &mut now);
+    assert!(p >= 1);
+    let action = m.repair_result(ids[0], None, t0 + s(9));
+    assert_eq!(action, Action::ResetSuppressed(ids[0]));
+    assert!(m.discovery_trouble(t0 + s(10)), "the cool-down is over");
+    let v = m.view(t0 + s(10));
+    assert_eq!((v.resets_published, v.resets_suppressed), (2, 2));
+}
+
+#[test]
 fn late_or_unknown_results_are_ignored() {
     let t0 = Instant::now();
     let (mut m, ids) = with_peers(cfg(), 1, t0);
