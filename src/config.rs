@@ -165,6 +165,8 @@ pub struct Options {
     pub key_peer_set_max_size: usize,
     /// PeerIds or multiaddrs that must stay connected.
     pub key_peers: Vec<String>,
+    /// The Kademlia routing table's peers join the key-peer set too (while there is room).
+    pub key_peers_from_routing_table: bool,
 }
 
 impl Default for Options {
@@ -221,6 +223,7 @@ impl Default for Options {
             probe_max_concurrent: 5,
             key_peer_set_max_size: 128,
             key_peers: Vec::new(),
+            key_peers_from_routing_table: false,
         }
     }
 }

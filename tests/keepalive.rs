@@ -298,6 +298,27 @@ fn failed_lookups_and_expired_addresses_publish_resets() {
     });
 }
 
+/// With `key_peers_from_routing_table`, a peer the watcher only learned through the DHT (it
+/// is in its Kademlia routing table) becomes a key peer with source `routing_table`.
+#[test]
+fn routing_table_peers_become_key_peers_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = write_config(dir, "shoal.toml", 3, "key_peers_from_routing_table = true\n");
+    let (_hub, hub_addr) = start_dht_node(dir, "hub", &config, &[]);
+    let (_other, other_addr) = start_dht_node(dir, "other", &config, &["--bootstrap", &hub_addr]);
+    let other_id = other_addr.rsplit('/').next().unwrap().to_string();
+    let extra = ["--bootstrap", hub_addr.as_str(), "--diag", "127.0.0.1:0"];
+    let (mut watcher, _) = start_dht_node(dir, "watcher", &config, &extra);
+    let diag = watcher.diag_addr();
+    let source = eventually(60, "the other node as a routing-table key peer", &[&watcher], || {
+        let view = expect_json(diag, "/debug/p2p/keepalive");
+        let peers = view["key_peers"].as_array()?.clone();
+        peers.into_iter().find(|p| p["peer_id"] == other_id.as_str()).map(|p| p["source"].clone())
+    });
+    assert_eq!(source, "routing_table");
+}
+
 /// With `--no-kad` there is no libp2p node, so no key peer can be watched: the monitor says
 /// so once in the log and its diagnostics view says it is off and why.
 #[test]

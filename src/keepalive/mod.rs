@@ -1,10 +1,13 @@
 //! The keepalive layer: the KeyPeerMonitor keeps the peers that matter connected.
 //!
-//! Key peers are the bootstrap nodes, the configured `key_peers` and the libp2p peers feeding
-//! a download. Each is probed every `key_peer_probe_interval` (ping when connected, dial when
-//! not); after `probe_fail_threshold` failures in a row it is looked up by PeerId in the DHT
-//! and redialled with the fresh addresses, and when that fails a discovery-interval reset is
-//! published to the torrents' DHT tasks (rate-limited by the cool-down).
+//! Key peers are the bootstrap nodes, the configured `key_peers`, the libp2p peers feeding
+//! a download and, with `key_peers_from_routing_table`, the Kademlia routing table's peers
+//! (bounded by `key_peer_set_max_size`). Each is probed every `key_peer_probe_interval`
+//! (ping when connected, dial when not); after `probe_fail_threshold` failures in a row it is
+//! looked up by PeerId in the DHT and redialled with the fresh addresses, and when that fails
+//! a discovery-interval reset is published to the torrents' DHT tasks (rate-limited by the
+//! cool-down). The node's own troubles (a closest-peers lookup that found nobody, an
+//! address-book entry that expired) publish resets under the same cool-down.
 //!
 //! Parts, in reading order:
 //! - [`monitor`]: the pure state machine (key-peer set, probe and repair states, rate limits);

@@ -72,6 +72,15 @@ pub enum Source {
     Bootstrap,
     /// Currently (or recently) among the peers feeding a download.
     Contributor,
+    /// In the Kademlia routing table (with `key_peers_from_routing_table`).
+    RoutingTable,
+}
+
+impl Source {
+    /// Contributors and routing-table peers come and go; configured and bootstrap peers stay.
+    fn is_dynamic(self) -> bool {
+        matches!(self, Source::Contributor | Source::RoutingTable)
+    }
 }
 
 /// Where a key peer is in its probe and repair cycle.
@@ -197,7 +206,7 @@ impl KeyPeerMonitor {
     /// full of fixed peers already.
     pub fn add_fixed(&mut self, peer: PeerId, source: Source) -> bool {
         if let Some(p) = self.peers.get_mut(&peer) {
-            if p.source == Source::Contributor {
+            if p.source.is_dynamic() {
                 p.source = source;
             }
             return true;
@@ -209,10 +218,11 @@ impl KeyPeerMonitor {
         true
     }
 
-    /// The libp2p peers feeding a download right now, best first. Each is kept (or added
-    /// while there is room, evicting the stalest contributor when the set is full);
-    /// contributors silent for [`CONTRIBUTOR_TTL_ROUNDS`] intervals and disconnected leave.
-    pub fn set_contributors(&mut self, ranked: &[PeerId], now: Instant) {
+    /// The peers of a dynamic `source` (the libp2p peers feeding a download, or those of the
+    /// routing table) right now, best first. Each is kept (or added while there is room,
+    /// evicting the stalest dynamic peer when the set is full); those not seen for
+    /// [`CONTRIBUTOR_TTL_ROUNDS`] intervals and disconnected leave.
+    pub fn set_dynamic(&mut self, source: Source, ranked: &[PeerId], now: Instant) {
         for peer in ranked {
             if let Some(p) = self.peers.get_mut(peer) {
                 p.last_contributed = Some(now);
@@ -222,14 +232,14 @@ impl KeyPeerMonitor {
             if self.len() >= self.cfg.max_size && !self.evict_contributor(Some(now)) {
                 break;
             }
-            let mut p = KeyPeer::new(Source::Contributor);
+            let mut p = KeyPeer::new(source);
             p.last_contributed = Some(now);
             self.peers.insert(*peer, p);
         }
         let ttl = self.cfg.probe_interval * CONTRIBUTOR_TTL_ROUNDS;
         self.peers.retain(|_, p| {
             let stale = p.last_contributed.is_some_and(|t| now.saturating_duration_since(t) >= ttl);
-            let leaves = p.source == Source::Contributor && stale && !p.connected && !p.state.in_flight();
+            let leaves = p.source == source && stale && !p.connected && !p.state.in_flight();
             !leaves
         });
         let peers = &self.peers;
@@ -242,7 +252,7 @@ impl KeyPeerMonitor {
         let victim = self
             .peers
             .iter()
-            .filter(|(_, p)| p.source == Source::Contributor && !p.state.in_flight())
+            .filter(|(_, p)| p.source.is_dynamic() && !p.state.in_flight())
             .filter(|(_, p)| seen_before.is_none_or(|t| p.last_contributed.is_some_and(|c| c < t)))
             .min_by_key(|(_, p)| p.last_contributed)
             .map(|(id, _)| *id);
@@ -452,7 +462,7 @@ impl KeyPeerMonitor {
     }
 }
 
-/// The contributors to hand [`KeyPeerMonitor::set_contributors`]: each libp2p peer's download
+/// The contributors to hand [`KeyPeerMonitor::set_dynamic`]: each libp2p peer's download
 /// rates summed over every torrent it feeds, best first, at most `max`.
 pub fn rank_contributors(found: impl IntoIterator<Item = (PeerId, f64)>, max: usize) -> Vec<PeerId> {
     let mut ranked: Vec<(PeerId, f64)> = Vec::new();

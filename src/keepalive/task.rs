@@ -134,8 +134,15 @@ pub async fn spawn(
         "key-peer monitor started"
     );
     let (view_tx, view_rx) = watch::channel(monitor.view(now));
-    let task =
-        MonitorTask { monitor, node, link, probe_timeout: options.probe_timeout, ops: JoinSet::new(), view: view_tx };
+    let task = MonitorTask {
+        monitor,
+        node,
+        link,
+        probe_timeout: options.probe_timeout,
+        from_routing_table: options.key_peers_from_routing_table,
+        ops: JoinSet::new(),
+        view: view_tx,
+    };
     tasks.spawn(task.run(cancel));
     view_rx
 }
@@ -145,6 +152,9 @@ struct MonitorTask {
     node: NodeHandle,
     link: SessionLink,
     probe_timeout: Duration,
+    /// `key_peers_from_routing_table`: the routing table's peers are read with the
+    /// contributors.
+    from_routing_table: bool,
     ops: JoinSet<Done>,
     view: watch::Sender<MonitorView>,
 }
@@ -165,7 +175,7 @@ impl MonitorTask {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tick.tick() => self.on_tick().await,
-                _ = contributors.tick() => self.on_contributors(),
+                _ = contributors.tick() => self.on_contributors().await,
                 t = troubles.recv(), if troubles_open => match t {
                     Ok(t) => self.on_trouble(t),
                     Err(broadcast::error::RecvError::Lagged(_)) => self.on_trouble(Trouble::LookupFailed),
@@ -241,13 +251,20 @@ impl MonitorTask {
         }
     }
 
-    fn on_contributors(&mut self) {
+    /// Reads the peers feeding the downloads and, when asked, the routing table's peers.
+    async fn on_contributors(&mut self) {
         let mut found = Vec::new();
         for handle in self.link.torrents() {
             found.extend(handle.stats().borrow().libp2p_contributors());
         }
         let ids = rank_contributors(found, MAX_CONTRIBUTORS);
-        self.monitor.set_contributors(&ids, Instant::now());
+        self.monitor.set_dynamic(Source::Contributor, &ids, Instant::now());
+        if self.from_routing_table {
+            match self.node.routing_table_peers().await {
+                Ok(peers) => self.monitor.set_dynamic(Source::RoutingTable, &peers, Instant::now()),
+                Err(e) => tracing::debug!(error = %e, "cannot read the routing table"),
+            }
+        }
     }
 
     async fn on_done(&mut self, done: Done) {

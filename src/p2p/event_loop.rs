@@ -165,6 +165,12 @@ impl EventLoop {
                 let size = self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum();
                 let _ = reply.send(size);
             }
+            Command::RoutingTablePeers(reply) => {
+                let kad = &mut self.swarm.behaviour_mut().kad;
+                let _ = reply.send(
+                    kad.kbuckets().flat_map(|b| b.iter().map(|e| *e.node.key.preimage()).collect::<Vec<_>>()).collect(),
+                );
+            }
             Command::Bootstrap(reply) => self.on_bootstrap_command(reply),
             Command::Shutdown => {}
         }

@@ -32,6 +32,7 @@ pub(super) enum Command {
     Dial { peer: PeerId, reply: Reply<()> },
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     RoutingTableSize(oneshot::Sender<usize>),
+    RoutingTablePeers(oneshot::Sender<Vec<PeerId>>),
     Bootstrap(Reply<()>),
     Shutdown,
 }
@@ -154,6 +155,12 @@ impl NodeHandle {
     /// Peers in the Kademlia routing table.
     pub async fn routing_table_size(&self) -> Result<usize, NodeError> {
         self.ask("routing_table_size", Command::RoutingTableSize).await
+    }
+
+    /// The peers in the Kademlia routing table (Kademlia keeps only those that answer),
+    /// closest buckets first.
+    pub async fn routing_table_peers(&self) -> Result<Vec<PeerId>, NodeError> {
+        self.ask("routing_table_peers", Command::RoutingTablePeers).await
     }
 
     /// Runs a Kademlia bootstrap (self-lookup and bucket refresh) to completion.

@@ -182,13 +182,13 @@ fn the_set_is_bounded_and_fixed_peers_are_never_evicted() {
     let c = MonitorConfig { max_size: 4, ..cfg() };
     let (mut m, fixed) = with_peers(c, 2, t0);
     let contributors: Vec<PeerId> = (0..5).map(|_| PeerId::random()).collect();
-    m.set_contributors(&contributors, t0);
+    m.set_dynamic(Source::Contributor, &contributors, t0);
     assert_eq!(m.len(), 4);
     assert!(fixed.iter().all(|p| m.contains(p)));
     assert!(m.contains(&contributors[0]) && m.contains(&contributors[1]));
     // New better contributors later take the place of the stalest ones.
     let later = [contributors[1], contributors[4]];
-    m.set_contributors(&later, t0 + s(5));
+    m.set_dynamic(Source::Contributor, &later, t0 + s(5));
     assert_eq!(m.len(), 4);
     assert!(m.contains(&contributors[4]) && m.contains(&contributors[1]) && !m.contains(&contributors[0]));
     // Fixed peers evict contributors, never each other.
@@ -196,7 +196,7 @@ fn the_set_is_bounded_and_fixed_peers_are_never_evicted() {
     assert!(m.add_fixed(PeerId::random(), Source::Bootstrap));
     assert_eq!(m.len(), 4);
     assert!(!m.add_fixed(PeerId::random(), Source::Configured), "full of fixed peers");
-    m.set_contributors(&[PeerId::random()], t0 + s(6));
+    m.set_dynamic(Source::Contributor, &[PeerId::random()], t0 + s(6));
     assert_eq!(m.len(), 4);
     assert!(fixed.iter().all(|p| m.contains(p)));
 }
@@ -207,15 +207,15 @@ fn a_contributor_under_repair_is_not_evicted_and_stale_ones_leave() {
     let c = MonitorConfig { max_size: 2, ..cfg() };
     let mut m = KeyPeerMonitor::new(c, t0);
     let a = PeerId::random();
-    m.set_contributors(&[a], t0);
+    m.set_dynamic(Source::Contributor, &[a], t0);
     let mut now = t0;
     fail_until_repair(&mut m, a, &mut now);
-    m.set_contributors(&[PeerId::random(), PeerId::random()], now);
+    m.set_dynamic(Source::Contributor, &[PeerId::random(), PeerId::random()], now);
     assert!(m.contains(&a), "in flight");
     assert_eq!(m.len(), 2);
     m.repair_result(a, None, now);
     let ttl = c.probe_interval * CONTRIBUTOR_TTL_ROUNDS;
-    m.set_contributors(&[], now + ttl + s(1));
+    m.set_dynamic(Source::Contributor, &[], now + ttl + s(1));
     assert!(m.is_empty(), "silent and disconnected contributors leave");
 }
 
@@ -266,6 +266,25 @@ fn node_troubles_and_failed_repairs_share_one_cool_down() {
     assert!(m.discovery_trouble(t0 + s(10)), "the cool-down is over");
     let v = m.view(t0 + s(10));
     assert_eq!((v.resets_published, v.resets_suppressed), (2, 2));
+}
+
+#[test]
+fn routing_table_peers_fill_the_room_left_and_leave_when_gone() {
+    let t0 = Instant::now();
+    let c = MonitorConfig { max_size: 4, ..cfg() };
+    let (mut m, fixed) = with_peers(c, 2, t0);
+    let table: Vec<PeerId> = (0..5).map(|_| PeerId::random()).collect();
+    m.set_dynamic(Source::RoutingTable, &table, t0);
+    assert_eq!(m.len(), 4, "bounded by key_peer_set_max_size");
+    assert!(fixed.iter().all(|f| m.source(f) == Some(Source::Configured)), "fixed peers stay");
+    assert_eq!((m.source(&table[0]), m.source(&table[1])), (Some(Source::RoutingTable), Some(Source::RoutingTable)));
+    // A contributor refresh does not judge routing-table peers.
+    let later = t0 + c.probe_interval * CONTRIBUTOR_TTL_ROUNDS + s(1);
+    m.set_dynamic(Source::Contributor, &[], later);
+    assert_eq!(m.len(), 4);
+    // Gone from the table (and never connected), they leave.
+    m.set_dynamic(Source::RoutingTable, &[], later);
+    assert_eq!(m.len(), 2);
 }
 
 #[test]
