@@ -6,6 +6,7 @@
 //! the whole result once at start; a bad value is a [`ConfigError`] naming the key, which the
 //! CLI turns into exit code 2. Durations are written as `60s`, `2m`, `500ms`.
 mod env;
+mod network;
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -24,8 +25,13 @@ pub enum ConfigError {
 #[serde(default, deny_unknown_fields)]
 pub struct Options {
     // --- PeerManager pool ---
-    /// Most peer connections per torrent, inbound included.
+    /// Most peer connections per torrent, inbound included: the high-water mark of
+    /// connected peers (`max_peers` is another name for it).
+    #[serde(alias = "max_peers")]
     pub max_connections: usize,
+    /// The low-water mark: with fewer peers connected and none left to dial, discovery is
+    /// asked for more.
+    pub min_peers: usize,
     /// Most outbound connection attempts in flight per torrent.
     pub max_connecting: usize,
     /// Most peers queued to be dialled; when full the lowest-scored one is dropped.
@@ -152,6 +158,35 @@ pub struct Options {
     /// Its UDP address, `IP:PORT` (IPv4); empty: every interface, port 6881 if free, else any.
     pub mainline_listen: String,
 
+    // --- the session's network (the flags of the same names override these) ---
+    /// BitTorrent listen address; empty: the command's default (`download` any port,
+    /// `seed` and `daemon` 6881).
+    pub listen: String,
+    /// Run the libp2p node (Kademlia DHT, encrypted streams); `--no-kad` turns it off.
+    pub kad: bool,
+    /// The libp2p node's listen multiaddr; empty: `/ip4/0.0.0.0/tcp/0`.
+    pub kad_listen: String,
+    /// Kademlia bootstrap nodes (multiaddrs ending in `/p2p/<PeerId>`).
+    pub bootstrap: Vec<String>,
+    /// Multiaddrs others reach our node at; empty: the listen addresses.
+    pub external_addrs: Vec<String>,
+    /// Find peers on the local network with mDNS.
+    pub mdns: bool,
+    /// Diagnostics and metrics over HTTP on this address; empty: none.
+    pub diag: String,
+
+    // --- tuning, not protocol (read when a torrent starts) ---
+    /// How often a torrent looks at rates, timeouts, the choker and its dials.
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+    /// Pieces waiting for their hash and write per torrent before no more are requested.
+    pub max_pieces_in_flight: usize,
+    /// Events from peer tasks queued for their torrent.
+    pub peer_event_queue: usize,
+    /// Commands other than requests queued for one peer task (requests have their own
+    /// `max_requests_per_peer`).
+    pub peer_command_queue: usize,
+
     // --- keepalive layer (KeyPeerMonitor) ---
     pub enable_key_peer_monitor: bool,
     #[serde(with = "humantime_serde")]
@@ -173,6 +208,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             max_connections: 50,
+            min_peers: 25,
             max_connecting: 10,
             max_pending: 200,
             connect_timeout: Duration::from_secs(30),
@@ -224,6 +260,17 @@ impl Default for Options {
             key_peer_set_max_size: 128,
             key_peers: Vec::new(),
             key_peers_from_routing_table: false,
+            listen: String::new(),
+            kad: true,
+            kad_listen: String::new(),
+            bootstrap: Vec::new(),
+            external_addrs: Vec::new(),
+            mdns: false,
+            diag: String::new(),
+            tick: Duration::from_millis(500),
+            max_pieces_in_flight: 64,
+            peer_event_queue: 4096,
+            peer_command_queue: 1024,
         }
     }
 }
@@ -297,6 +344,7 @@ impl Options {
         nonzero("max_assembly_bytes", self.max_assembly_bytes)?;
         nonzero("pex_interval", self.pex_interval)?;
         self.validate_hostile_bounds()?;
+        self.validate_network()?;
         for (key, d) in [
             ("connect_timeout", self.connect_timeout),
             ("request_timeout", self.request_timeout),

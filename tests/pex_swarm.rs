@@ -2,7 +2,9 @@
 //! one peer only reaches a second one that only PEX names, dials it with source `pex`, and
 //! completes byte-identical.
 //!
-//! The hub seeds and is connected to a second seeder; the leecher's link to the hub is slowed
+//! The hub has the first half of the data and is connected to a seeder it downloads the rest
+//! from at 8 KiB/s (so it stays a leecher: two seeds would close their connection, and the
+//! hub's PEX would have nobody to name); the leecher's link to the hub is slowed
 //! to 8 KiB/s (with four requests in flight at most), so the 2 MiB cannot come from the hub within the deadline and the leecher is
 //! still downloading when the hub's first PEX message arrives (one tick after the extension
 //! handshake). The leecher does not listen, so nobody can dial it: the second seeder is
@@ -22,10 +24,18 @@ async fn a_leecher_reaches_a_seeder_only_pex_names() {
     let dir = tempfile::tempdir().unwrap();
     let src = make_file(&dir.path().join("seed"), "data.bin", 2 * 1024 * 1024 + 999, 3);
     let meta = make_torrent(&src, 64 * 1024);
-    let (hub, second) = (session().await, session().await);
-    let hh = hub.add_torrent(meta.clone(), dir.path().join("seed"));
+    let mut half = std::fs::read(&src).unwrap();
+    let len = half.len();
+    half[len / 2..].fill(0);
+    std::fs::create_dir_all(dir.path().join("hub")).unwrap();
+    std::fs::write(dir.path().join("hub/data.bin"), half).unwrap();
+    let slow_hub = Arc::new(Options { download_rate_limit: 8 * 1024, ..(*options()).clone() });
+    let hub = Session::start(slow_hub, Some("127.0.0.1:0".parse().unwrap())).await.unwrap();
+    let second = session().await;
+    let hh = hub.add_torrent(meta.clone(), dir.path().join("hub"));
     let hs = second.add_torrent(meta.clone(), dir.path().join("seed"));
     wait_for(&mut hs.stats(), 30, "the second seeder to seed", |s| s.phase == Phase::Seeding).await;
+    wait_for(&mut hh.stats(), 30, "the hub's check", |s| s.phase == Phase::Downloading).await;
     hh.add_peers(vec![addr(&second)]).await;
     wait_for(&mut hh.stats(), 30, "the hub to reach the second seeder", |s| s.peers.len() == 1).await;
 

@@ -70,16 +70,48 @@ pub struct NetArgs {
 }
 
 impl NetArgs {
-    /// Defaults, then the config file, then flags; validated as a whole.
+    /// Defaults, then the config file, then the environment, then flags; validated as a
+    /// whole. The network flags replace their keys (`--listen` is `listen`, `--bootstrap`
+    /// replaces `bootstrap`...); `--key-peer` adds to `key_peers`.
     pub fn options(&self) -> anyhow::Result<Arc<Options>> {
         let mut opts = match &self.config {
             Some(path) => Options::from_toml_file(path).map_err(|e| bad_input(e.to_string()))?,
             None => Options::default(),
         };
         opts = opts.with_env(std::env::vars()).map_err(|e| bad_input(e.to_string()))?;
-        opts.key_peers.extend(self.key_peers.iter().cloned());
+        self.apply_flags(&mut opts)?;
         opts.validate().map_err(|e| bad_input(e.to_string()))?;
         Ok(Arc::new(opts))
+    }
+
+    /// The flags over `opts`. Multiaddr flags are checked here, so an error names the flag.
+    fn apply_flags(&self, opts: &mut Options) -> anyhow::Result<()> {
+        opts.key_peers.extend(self.key_peers.iter().cloned());
+        if let Some(a) = self.listen {
+            opts.listen = a.to_string();
+        }
+        if let Some(a) = self.diag {
+            opts.diag = a.to_string();
+        }
+        opts.kad &= !self.no_kad;
+        opts.mdns |= self.mdns;
+        if let Some(a) = &self.kad_listen {
+            multiaddrs("--kad-listen", std::slice::from_ref(a))?;
+            opts.kad_listen = a.clone();
+        }
+        if !self.bootstrap.is_empty() {
+            for (a, m) in self.bootstrap.iter().zip(multiaddrs("--bootstrap", &self.bootstrap)?) {
+                if !matches!(m.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))) {
+                    return Err(bad_input(format!("--bootstrap {a}: does not end in /p2p/<PeerId>")));
+                }
+            }
+            opts.bootstrap = self.bootstrap.clone();
+        }
+        if !self.external_addrs.is_empty() {
+            multiaddrs("--external-addr", &self.external_addrs)?;
+            opts.external_addrs = self.external_addrs.clone();
+        }
+        Ok(())
     }
 
     /// Resolves every `--peer` (host names allowed); a bad one is the user's mistake.
@@ -93,6 +125,17 @@ impl NetArgs {
     }
 }
 
+/// The BitTorrent listen address: `listen` (the flag or the key), else the command's default.
+pub fn listen_addr(opts: &Options, default: &str) -> SocketAddr {
+    let chosen = if opts.listen.is_empty() { default } else { &opts.listen };
+    chosen.parse().expect("validated by Options::validate")
+}
+
+/// The diagnostics address, `diag` (the flag or the key), if any.
+fn diag_addr(opts: &Options) -> Option<SocketAddr> {
+    (!opts.diag.is_empty()).then(|| opts.diag.parse().expect("validated by Options::validate"))
+}
+
 fn multiaddrs(flag: &str, values: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
     values.iter().map(|v| v.parse().map_err(|e| bad_input(format!("{flag} {v}: {e}")))).collect()
 }
@@ -101,18 +144,18 @@ impl NetArgs {
     /// The libp2p node these flags ask for, or none with `--no-kad`. `preferred` is the
     /// command's DHT mode when the config leaves it at `auto`.
     pub fn node_config(&self, opts: &Options, preferred: DhtMode) -> anyhow::Result<Option<NodeConfig>> {
-        if self.no_kad {
+        if !opts.kad {
             return Ok(None);
         }
         let keypair = self.keypair()?;
-        let bootstrap = multiaddrs("--bootstrap", &self.bootstrap)?;
+        let bootstrap = multiaddrs("bootstrap", &opts.bootstrap)?;
         refuse_own_peer_id(&keypair.public().to_peer_id(), &bootstrap, &opts.key_peers)?;
         let mut cfg = NodeConfig::new(keypair, opts.dht_query_timeout);
-        let listen = self.kad_listen.as_deref().unwrap_or("/ip4/0.0.0.0/tcp/0");
-        cfg.listen = multiaddrs("--kad-listen", &[listen.to_string()])?;
+        let listen = if opts.kad_listen.is_empty() { "/ip4/0.0.0.0/tcp/0" } else { &opts.kad_listen };
+        cfg.listen = multiaddrs("kad_listen", &[listen.to_string()])?;
         cfg.bootstrap = bootstrap;
-        cfg.external = multiaddrs("--external-addr", &self.external_addrs)?;
-        cfg.mdns = self.mdns;
+        cfg.external = multiaddrs("external_addrs", &opts.external_addrs)?;
+        cfg.mdns = opts.mdns;
         cfg.dht_mode = effective_mode(opts, preferred)?;
         Ok(Some(cfg))
     }
@@ -137,14 +180,15 @@ impl NetArgs {
         if let Some(cfg) = self.mainline_config(options)?.filter(|_| listen.is_some()) {
             builder = builder.mainline(cfg);
         }
-        if let Some(addr) = self.diag {
+        let diag = diag_addr(options);
+        if let Some(addr) = diag {
             builder = builder.diagnostics(addr);
         }
         builder.start().await.map_err(|e| match e {
             StartError::Node(NodeError::BootstrapAddr(_) | NodeError::Listen { .. }) | StartError::KeyPeers(_) => {
                 bad_input(e.to_string())
             }
-            StartError::Diagnostics(_) => bad_input(format!("--diag {}: {e}", self.diag.expect("asked for"))),
+            StartError::Diagnostics(_) => bad_input(format!("--diag {}: {e}", diag.expect("asked for"))),
             StartError::Mainline(MainlineError::Listen { .. } | MainlineError::Bootstrap(_)) => {
                 bad_input(e.to_string())
             }

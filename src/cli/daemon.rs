@@ -2,7 +2,7 @@
 //! of [`shoal::daemon`]. Prints `listening bt/kad/diag/api` lines once ready; stops on Ctrl-C
 //! or SIGTERM, leaving the state directory as it is so the next start resumes it.
 use crate::cli::bad_input;
-use crate::cli::common::{announce_line, announce_listening, init_logging, shutdown_promptly, NetArgs};
+use crate::cli::common::{announce_line, announce_listening, init_logging, listen_addr, shutdown_promptly, NetArgs};
 use clap::Args;
 use shoal::daemon::{api, state, Daemon};
 use shoal::p2p::DhtMode;
@@ -41,7 +41,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     if !args.net.peers.is_empty() {
         return Err(bad_input("--peer: the daemon takes peers per torrent (`peer=` when adding one)"));
     }
-    let listen = args.net.listen.unwrap_or_else(|| "0.0.0.0:6881".parse().expect("valid address"));
+    let listen = listen_addr(&options, "0.0.0.0:6881");
     let mut net = args.net.clone();
     net.mainline_nodes = Some(dir.join("mainline-nodes"));
     let session = Arc::new(net.start_session(&options, Some(listen), DhtMode::Server).await?);

@@ -1,7 +1,7 @@
 //! `shoal download`: fetch a torrent into a directory; exit 0 only when every piece is
 //! verified on disk; with `--seed`, stay and seed until interrupted. A magnet without its
 //! `.torrent` first has its metadata fetched from peers (BEP 9), saved as a `.torrent`.
-use crate::cli::common::{announce_listening, init_logging, interrupted, shutdown_promptly, NetArgs};
+use crate::cli::common::{announce_listening, init_logging, interrupted, listen_addr, shutdown_promptly, NetArgs};
 use crate::cli::progress::{follow_metadata, summary, Progress};
 use crate::cli::{bad_input, info};
 use anyhow::Context;
@@ -178,7 +178,7 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("{}: cannot create the output directory", args.output.display()))?;
 
-    let listen = args.net.listen.unwrap_or_else(|| "0.0.0.0:0".parse().expect("valid address"));
+    let listen = listen_addr(&options, "0.0.0.0:0");
     let session = args.net.start_session(&options, Some(listen), DhtMode::Auto).await?;
     announce_listening(&session, true).await?;
     let meta = match input {

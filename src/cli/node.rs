@@ -12,7 +12,7 @@ pub struct NodeArgs {
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     init_logging(args.net.quiet);
     let options = args.net.options()?;
-    if args.net.no_kad {
+    if !options.kad {
         return Err(crate::cli::bad_input("node: --no-kad leaves nothing to run"));
     }
     let session = args.net.start_session(&options, None, DhtMode::Server).await?;

@@ -1,7 +1,9 @@
 //! `shoal seed`: serve the data at PATH. With `--torrent FILE`, the data is checked against
 //! FILE (or FILE is made from PATH when it does not exist); prints the info-hash and a
 //! magnet URI, then serves until interrupted.
-use crate::cli::common::{announce_line, announce_listening, init_logging, interrupted, shutdown_promptly, NetArgs};
+use crate::cli::common::{
+    announce_line, announce_listening, init_logging, interrupted, listen_addr, shutdown_promptly, NetArgs,
+};
 use crate::cli::progress::Progress;
 use crate::cli::{bad_input, info};
 use anyhow::Context;
@@ -56,7 +58,7 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
     let root = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
     let peers = args.net.peer_addrs().await?;
 
-    let listen = args.net.listen.unwrap_or_else(|| "0.0.0.0:6881".parse().expect("valid address"));
+    let listen = listen_addr(&options, "0.0.0.0:6881");
     let session = args.net.start_session(&options, Some(listen), DhtMode::Server).await?;
     // `listening bt` only once the data is checked: scripts take it as "the seeder is ready".
     announce_listening(&session, false).await?;

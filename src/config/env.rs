@@ -16,6 +16,8 @@ impl Options {
         let mut changed = false;
         for (name, value) in vars {
             let Some(key) = name.strip_prefix("SHOAL_").map(str::to_ascii_lowercase) else { continue };
+            // The file's one alias, `max_peers`, is a name of `max_connections` here too.
+            let key = if key == "max_peers" { "max_connections".to_string() } else { key };
             if !table.contains_key(&key) {
                 continue;
             }

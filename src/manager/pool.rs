@@ -71,6 +71,8 @@ fn after(now: Instant, wait: Duration) -> Instant {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolLimits {
     pub max_connections: usize,
+    /// Below this many connected peers, with none left to dial, the pool asks for more.
+    pub min_peers: usize,
     pub max_connecting: usize,
     pub max_pending: usize,
     pub reconnect_delay: Duration,
@@ -414,9 +416,7 @@ impl Pool {
 
     /// The hook discovery listens to: nothing left to dial and room for more connections.
     pub fn needs_more_peers(&self) -> bool {
-        self.index.pending.is_empty()
-            && self.index.connecting == 0
-            && self.index.connected < self.limits.max_connections / 2
+        self.index.pending.is_empty() && self.index.connecting == 0 && self.index.connected < self.limits.min_peers
     }
 
     /// Peers wait to be dialled but every connection slot is taken: evicting a useless

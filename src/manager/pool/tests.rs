@@ -73,6 +73,7 @@ impl Pool {
 pub(super) fn limits() -> PoolLimits {
     PoolLimits {
         max_connections: 3,
+        min_peers: 1,
         max_connecting: 2,
         max_pending: 4,
         reconnect_delay: Duration::from_secs(60),
@@ -356,6 +357,7 @@ fn a_flood_of_addresses_stays_bounded() {
     let t0 = Instant::now();
     let lim = PoolLimits {
         max_connections: 50,
+        min_peers: 25,
         max_connecting: 10,
         max_pending: 200,
         reconnect_delay: Duration::from_secs(60),
@@ -471,4 +473,17 @@ fn limits_changed_while_running_apply_to_the_next_decision() {
     assert_eq!(p.stats().connected, 4, "peers over a lowered bound stay until they leave");
     assert_eq!(p.limits().max_banned, limits().max_banned, "the ban lists keep their size");
     p.check_invariants();
+}
+
+#[test]
+fn min_peers_is_the_low_water_mark() {
+    let t = Instant::now();
+    let mut p = Pool::new(PoolLimits { min_peers: 2, ..limits() });
+    assert!(p.needs_more_peers(), "none connected");
+    assert_eq!(p.accept_inbound(&addr(1)), Ok(()));
+    assert!(p.needs_more_peers(), "one of two");
+    assert_eq!(p.accept_inbound(&addr(2)), Ok(()));
+    assert!(!p.needs_more_peers(), "at the mark, below max_connections");
+    p.disconnected(&addr(2), t);
+    assert!(p.needs_more_peers());
 }

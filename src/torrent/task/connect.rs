@@ -1,6 +1,6 @@
 //! Connections: addresses into the pool, dials and inbound handshakes out of it, peer tasks
 //! started and forgotten, and the useless peer evicted when a slot is needed.
-use super::{DialResult, Torrent, COMMAND_QUEUE};
+use super::{DialResult, Torrent};
 use crate::manager::evict::{pick_victim, EvictFacts, EvictPolicy};
 use crate::manager::pool::Refusal;
 use crate::metrics::{metrics, Direction};
@@ -138,7 +138,7 @@ impl Torrent {
     ) {
         let key = self.next_key;
         self.next_key += 1;
-        let (cmd_tx, cmd_rx) = mpsc::channel(self.opts.max_requests_per_peer + COMMAND_QUEUE);
+        let (cmd_tx, cmd_rx) = mpsc::channel(self.opts.max_requests_per_peer + self.opts.peer_command_queue);
         let counters = Arc::new(PeerCounters::default());
         let cancel = self.cancel.child_token();
         let extensions = hs.has(reserved::EXTENSION).then(|| ExtHandshake {
@@ -169,7 +169,7 @@ impl Torrent {
                 idle_timeout: self.opts.idle_timeout,
                 write_stall_timeout: self.opts.write_stall_timeout,
                 send_buffer: self.opts.peer_send_buffer,
-                max_queued: self.opts.max_requests_per_peer + COMMAND_QUEUE,
+                max_queued: self.opts.max_requests_per_peer + self.opts.peer_command_queue,
                 budget: self.send_budget.clone(),
                 rates: self.rates.clone(),
             },

@@ -45,26 +45,20 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// How often rates, timeouts, the choker and dialling are looked at.
-const TICK: Duration = Duration::from_millis(500);
-/// Pieces waiting for hash + write before we stop asking for more (a slow disk slows the
-/// sockets instead of filling memory).
-const MAX_PIECES_IN_FLIGHT: usize = 64;
 /// Fewest free request slots worth a refill command (a quarter of the depth if smaller).
 const REFILL_BATCH: usize = 16;
-/// Bound on the peer → torrent event queue.
-const EVENT_QUEUE: usize = 4096;
-/// Room in each torrent → peer command queue for commands other than requests (have,
-/// cancel, choke...). The queue also holds up to `max_requests_per_peer` requests: refilling
-/// the pipeline sends one `Request` command per block received, each counted as outstanding
-/// before the peer task has taken it, and a command that does not fit is lost (`try_send`).
-const COMMAND_QUEUE: usize = 1024;
+// The tick, the pieces in flight (hash + write: a slow disk slows the sockets instead of
+// filling memory) and the queue bounds are `Options` keys (`tick`, `max_pieces_in_flight`,
+// `peer_event_queue`, `peer_command_queue`). The command queue also holds up to
+// `max_requests_per_peer` requests: refilling the pipeline sends one `Request` command per
+// block received, each counted as outstanding before the peer task has taken it, and a
+// command that does not fit is lost (`try_send`).
+
 pub(super) struct Channels {
     pub addrs: mpsc::Receiver<(PeerSource, Vec<PeerAddr>)>,
     pub inbound: mpsc::Receiver<Inbound>,
@@ -144,6 +138,7 @@ struct Torrent {
 fn pool_limits(o: &Options) -> PoolLimits {
     PoolLimits {
         max_connections: o.max_connections,
+        min_peers: o.min_peers,
         max_connecting: o.max_connecting,
         max_pending: o.max_pending,
         reconnect_delay: o.reconnect_delay,
@@ -173,9 +168,9 @@ pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: Cancell
             return;
         }
     };
-    let (events_tx, mut events_rx) = mpsc::channel(EVENT_QUEUE);
+    let (events_tx, mut events_rx) = mpsc::channel(params.options.peer_event_queue);
     let (dial_tx, mut dial_rx) = mpsc::channel(64);
-    let (verdict_tx, mut verdict_rx) = mpsc::channel(MAX_PIECES_IN_FLIGHT * 2);
+    let (verdict_tx, mut verdict_rx) = mpsc::channel(params.options.max_pieces_in_flight * 2);
     let links = Links { events_tx, dial_tx, verdict_tx, need_peers: ch.need_peers.clone(), events: ch.events.clone() };
     let record = params.resume.clone();
     let mut t = Torrent::new(params, storage, have, links, cancel.clone(), tasks);
@@ -187,7 +182,7 @@ pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: Cancell
     let recorder =
         record.map(|path| resume::Recorder::spawn(t.storage.clone(), path, t.picker.have(), &t.tasks, cancel.clone()));
     t.publish(&ch.stats);
-    let mut tick = tokio::time::interval(TICK);
+    let mut tick = tokio::time::interval(t.opts.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

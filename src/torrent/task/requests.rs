@@ -1,6 +1,6 @@
 //! What peers tell us (bitfields, haves, chokes, blocks) and what we ask of them: interest,
 //! the request pipeline, request timeouts and snubbing.
-use super::{Torrent, MAX_PIECES_IN_FLIGHT, REFILL_BATCH};
+use super::{Torrent, REFILL_BATCH};
 use crate::manager::scarce::{self, Rival};
 use crate::metrics::metrics;
 use crate::peer::CloseReason;
@@ -98,7 +98,7 @@ impl Torrent {
 
     /// Tops up a peer's request pipeline to its depth.
     pub(super) fn fill_requests(&mut self, key: PeerKey) {
-        if self.verifying >= MAX_PIECES_IN_FLIGHT {
+        if self.verifying >= self.opts.max_pieces_in_flight {
             return;
         }
         let (target, cap) = (self.opts.target_request_queue, self.opts.max_requests_per_peer);
