@@ -6,10 +6,10 @@
 //! the whole result once at start; a bad value is a [`ConfigError`] naming the key, which the
 //! CLI turns into exit code 2. Durations are written as `60s`, `2m`, `500ms`.
 mod env;
+mod file;
 mod network;
 
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +174,11 @@ pub struct Options {
     pub mdns: bool,
     /// Diagnostics and metrics over HTTP on this address; empty: none.
     pub diag: String,
+    /// The libp2p node's established connections, per peer, and inbound ones still in
+    /// their handshake: past a bound a new connection is denied.
+    pub kad_max_connections: u32,
+    pub kad_max_connections_per_peer: u32,
+    pub kad_max_pending_incoming: u32,
 
     // --- tuning, not protocol (read when a torrent starts) ---
     /// How often a torrent looks at rates, timeouts, the choker and its dials.
@@ -267,6 +272,9 @@ impl Default for Options {
             external_addrs: Vec::new(),
             mdns: false,
             diag: String::new(),
+            kad_max_connections: 256,
+            kad_max_connections_per_peer: 4,
+            kad_max_pending_incoming: 32,
             tick: Duration::from_millis(500),
             max_pieces_in_flight: 64,
             peer_event_queue: 4096,
@@ -300,34 +308,6 @@ fn nonzero<T: PartialEq + Default>(key: &'static str, v: T) -> Result<(), Config
 }
 
 impl Options {
-    /// Reads a TOML file over the defaults. The error names the file, the line and the key.
-    pub fn from_toml_file(path: &Path) -> Result<Options, ConfigError> {
-        let file = path.display().to_string();
-        let text =
-            std::fs::read_to_string(path).map_err(|e| ConfigError::Parse { file: file.clone(), msg: e.to_string() })?;
-        Options::from_toml_str(&text).map_err(|msg| ConfigError::Parse { file, msg })
-    }
-
-    pub fn from_toml_str(text: &str) -> Result<Options, String> {
-        toml::from_str(text).map_err(|e| {
-            // toml names unknown keys itself; for a bad value it only points at the line, so
-            // the key is read off that line.
-            let key = e.span().and_then(|span| {
-                let line_start = text[..span.start].rfind('\n').map_or(0, |i| i + 1);
-                let line = &text[line_start..];
-                let key = line.split('=').next()?.trim();
-                (!key.is_empty() && !key.starts_with('[')).then(|| key.to_string())
-            });
-            let line = e.span().map(|span| text[..span.start].matches('\n').count() + 1);
-            let msg = e.message().to_string();
-            match (key, line) {
-                (Some(k), Some(n)) if !msg.contains(&k) => format!("line {n}: config key `{k}`: {msg}"),
-                (_, Some(n)) => format!("line {n}: {msg}"),
-                _ => msg,
-            }
-        })
-    }
-
     /// Checks the settings as a whole.
     pub fn validate(&self) -> Result<(), ConfigError> {
         nonzero("max_connections", self.max_connections)?;

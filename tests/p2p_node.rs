@@ -170,3 +170,36 @@ async fn bootstrap_address_without_peer_id_is_refused() {
     let err = NodeHandle::spawn(config).await.err().expect("refused");
     assert!(err.to_string().contains("/ip4/127.0.0.1/tcp/1"), "{err}");
 }
+
+/// The node's connection bound: with room for two established connections, a third peer's
+/// dial is denied while the first two stay connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_bound_are_denied() {
+    bounded(async {
+        let mut config = NodeConfig::new(Keypair::generate_ed25519(), Duration::from_secs(10));
+        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+        config.dht_mode = DhtMode::Server;
+        config.limits.established = 2;
+        let full = NodeHandle::spawn(config).await.unwrap();
+        let addr = full.listen_addrs().await.unwrap()[0].clone();
+        let mut dialers = Vec::new();
+        for _ in 0..3 {
+            let d = spawn_node(Keypair::generate_ed25519(), DhtMode::Client, &[]).await;
+            d.add_address(full.peer_id(), addr.clone()).await.unwrap();
+            dialers.push(d);
+        }
+        dialers[0].dial(full.peer_id()).await.unwrap();
+        dialers[1].dial(full.peer_id()).await.unwrap();
+        // The third handshake may complete on its side before the node denies the connection
+        // it would establish; a ping needs the connection to live.
+        let _ = dialers[2].dial(full.peer_id()).await;
+        let refused = dialers[2].ping(full.peer_id()).await;
+        assert!(refused.is_err(), "a third connection was let in: ping {refused:?}");
+        let mut connected = full.connected_peers().await.unwrap();
+        connected.sort();
+        let mut first_two = vec![dialers[0].peer_id(), dialers[1].peer_id()];
+        first_two.sort();
+        assert_eq!(connected, first_two);
+    })
+    .await;
+}

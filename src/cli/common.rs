@@ -8,7 +8,7 @@ use libp2p::{Multiaddr, PeerId};
 use shoal::config::Options;
 use shoal::mainline::{check_host_port, MainlineConfig, MainlineError};
 use shoal::p2p::identity::{self, IdentityLock};
-use shoal::p2p::{default_identity_path, DhtMode, IdentityError, NodeConfig, NodeError};
+use shoal::p2p::{default_identity_path, ConnectionBounds, DhtMode, IdentityError, NodeConfig, NodeError};
 use shoal::session::{Session, StartError};
 use shoal::types::PeerAddr;
 use std::net::SocketAddr;
@@ -156,6 +156,11 @@ impl NetArgs {
         cfg.bootstrap = bootstrap;
         cfg.external = multiaddrs("external_addrs", &opts.external_addrs)?;
         cfg.mdns = opts.mdns;
+        cfg.limits = ConnectionBounds {
+            established: opts.kad_max_connections,
+            per_peer: opts.kad_max_connections_per_peer,
+            pending_incoming: opts.kad_max_pending_incoming,
+        };
         cfg.dht_mode = effective_mode(opts, preferred)?;
         Ok(Some(cfg))
     }

@@ -39,6 +39,9 @@ impl Options {
             return Err(invalid("tick", format!("must be from {MIN_TICK:?} to {MAX_TICK:?}")));
         }
         nonzero("max_pieces_in_flight", self.max_pieces_in_flight)?;
+        nonzero("kad_max_connections", self.kad_max_connections)?;
+        nonzero("kad_max_connections_per_peer", self.kad_max_connections_per_peer)?;
+        nonzero("kad_max_pending_incoming", self.kad_max_pending_incoming)?;
         for (key, n) in [("peer_event_queue", self.peer_event_queue), ("peer_command_queue", self.peer_command_queue)] {
             if n < MIN_QUEUE {
                 return Err(invalid(key, format!("must be at least {MIN_QUEUE}")));

@@ -29,5 +29,6 @@ pub use connector::{into_box_stream, peer_addr, P2pConnector};
 pub use identity::{default_identity_path, load_or_create, IdentityError};
 pub use key::torrent_key;
 pub use node::{
-    DhtMode, IncomingStreams, NodeConfig, NodeError, NodeHandle, Provider, Trouble, BT_PROTOCOL, KAD_PROTOCOL,
+    ConnectionBounds, DhtMode, IncomingStreams, NodeConfig, NodeError, NodeHandle, Provider, Trouble, BT_PROTOCOL,
+    KAD_PROTOCOL,
 };

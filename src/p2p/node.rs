@@ -63,6 +63,25 @@ pub struct NodeConfig {
     pub mdns: bool,
     /// Bound of every handle call and of each Kademlia query.
     pub query_timeout: Duration,
+    /// Bounds on the node's connections (libp2p's connection-limits).
+    pub limits: ConnectionBounds,
+}
+
+/// How many libp2p connections the node keeps: past a bound a new connection is denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionBounds {
+    /// Established connections, both directions.
+    pub established: u32,
+    /// Established connections to one peer.
+    pub per_peer: u32,
+    /// Inbound connections still in their handshake (Noise, Yamux).
+    pub pending_incoming: u32,
+}
+
+impl Default for ConnectionBounds {
+    fn default() -> ConnectionBounds {
+        ConnectionBounds { established: 256, per_peer: 4, pending_incoming: 32 }
+    }
 }
 
 impl NodeConfig {
@@ -77,6 +96,7 @@ impl NodeConfig {
             dht_mode: DhtMode::Auto,
             mdns: false,
             query_timeout,
+            limits: ConnectionBounds::default(),
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Behaviour: TCP + Noise + Yamux (DNS names resolved when the system resolver is
 //! configured), Kademlia, identify, ping, raw `/shoal/bt/1.0.0` streams (`libp2p_stream`),
-//! optional mDNS, and our [`AddressBook`].
+//! optional mDNS, our [`AddressBook`], and connection limits (established, per peer, pending
+//! inbound: past them a connection is denied, so a stranger cannot fill the node).
 //!
 //! Choices and the traps they handle:
 //! - Kademlia speaks [`KAD_PROTOCOL`] `/shoal/kad/1.0.0`, not `/ipfs/kad/1.0.0`: shoal nodes
@@ -26,6 +27,7 @@
 //!   becomes a server.
 use super::book::{strip_p2p, AddressBook};
 use super::node::{DhtMode, NodeConfig, NodeError, KAD_PROTOCOL, PROVIDER_REPUBLISH, PROVIDER_TTL};
+use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::core::transport::ListenerId;
 use libp2p::kad::{self, store::MemoryStore, Mode};
 use libp2p::swarm::behaviour::toggle::Toggle;
@@ -50,6 +52,7 @@ pub(super) struct Behaviour {
     pub(super) stream: libp2p_stream::Behaviour,
     pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(super) book: AddressBook,
+    pub(super) limits: connection_limits::Behaviour,
 }
 
 /// Builds the swarm, sets its DHT mode and external addresses and starts its listeners
@@ -118,5 +121,11 @@ fn make_behaviour(key: &Keypair, config: &NodeConfig) -> Result<Behaviour, Box<d
         stream: libp2p_stream::Behaviour::new(),
         mdns: mdns.into(),
         book: AddressBook::default(),
+        limits: connection_limits::Behaviour::new(
+            ConnectionLimits::default()
+                .with_max_established(Some(config.limits.established))
+                .with_max_established_per_peer(Some(config.limits.per_peer))
+                .with_max_pending_incoming(Some(config.limits.pending_incoming)),
+        ),
     })
 }
