@@ -179,6 +179,11 @@ pub struct Options {
     pub kad_max_connections: u32,
     pub kad_max_connections_per_peer: u32,
     pub kad_max_pending_incoming: u32,
+    /// How often AutoNAT probes whether peers can dial us back.
+    #[serde(with = "humantime_serde")]
+    pub autonat_interval: Duration,
+    /// AutoNAT counts only peers and addresses on global IPs (off for LAN or test networks).
+    pub autonat_only_global_ips: bool,
 
     // --- tuning, not protocol (read when a torrent starts) ---
     /// How often a torrent looks at rates, timeouts, the choker and its dials.
@@ -275,6 +280,8 @@ impl Default for Options {
             kad_max_connections: 256,
             kad_max_connections_per_peer: 4,
             kad_max_pending_incoming: 32,
+            autonat_interval: Duration::from_secs(90),
+            autonat_only_global_ips: true,
             tick: Duration::from_millis(500),
             max_pieces_in_flight: 64,
             peer_event_queue: 4096,

@@ -17,14 +17,16 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
-use serde::Serialize;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
+
+mod keepalive;
+pub use keepalive::{KeepaliveCounters, KeepaliveSnapshot};
 
 /// Content type of [`Metrics::encode`].
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -96,6 +98,8 @@ pub struct Metrics {
     peer_connections: Family<DirectionLabel, Counter>,
     peers_banned: Counter,
     protocol_violations: Counter,
+    /// The libp2p node's reachability by AutoNAT: 1 public, 0 unknown, -1 private.
+    reachability: Gauge,
     /// Counters of the key-peer monitor (`shoal_keepalive_<name>_total`).
     pub keepalive: KeepaliveCounters,
     torrents: TorrentSources,
@@ -160,6 +164,13 @@ impl Metrics {
             let _ = peer_connections.get_or_create(&[("direction", d.as_str())]);
         }
 
+        let reachability = Gauge::default();
+        registry.register(
+            "p2p_reachability",
+            "The libp2p node's reachability as AutoNAT judges it: 1 public, 0 unknown, -1 private",
+            reachability.clone(),
+        );
+
         let keepalive = KeepaliveCounters::default();
         keepalive.register(registry.sub_registry_with_prefix("keepalive"));
 
@@ -178,6 +189,7 @@ impl Metrics {
             peer_connections,
             peers_banned,
             protocol_violations,
+            reachability,
             keepalive,
             torrents,
         }
@@ -223,6 +235,11 @@ impl Metrics {
 
     pub fn inc_peers_banned(&self) {
         self.peers_banned.inc();
+    }
+
+    /// 1 public, 0 unknown, -1 private.
+    pub fn set_reachability(&self, value: i64) {
+        self.reachability.set(value);
     }
 
     pub fn inc_protocol_violations(&self) {
@@ -285,53 +302,6 @@ fn openmetrics_to_text(om: &str) -> String {
         out.push('\n');
     }
     out
-}
-
-/// Defines the keepalive counters once, so the struct, its `inc_*` methods, the exported
-/// names and the JSON snapshot cannot drift apart.
-macro_rules! keepalive_counters {
-    ($($name:ident, $inc:ident, $help:literal;)*) => {
-        /// Counters of the key-peer monitor, exported as `shoal_keepalive_<name>_total`.
-        #[derive(Debug, Default)]
-        pub struct KeepaliveCounters {
-            $($name: Counter,)*
-        }
-
-        /// The keepalive counters at one instant, as served by `/debug/p2p/keepalive/metrics`.
-        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-        pub struct KeepaliveSnapshot {
-            $(pub $name: u64,)*
-        }
-
-        impl KeepaliveCounters {
-            $(
-                #[doc = $help]
-                pub fn $inc(&self) {
-                    self.$name.inc();
-                }
-            )*
-
-            pub fn snapshot(&self) -> KeepaliveSnapshot {
-                KeepaliveSnapshot { $($name: self.$name.get(),)* }
-            }
-
-            fn register(&self, registry: &mut Registry) {
-                $(registry.register(stringify!($name), $help, self.$name.clone());)*
-            }
-        }
-    };
-}
-
-keepalive_counters! {
-    probe_attempts, inc_probe_attempts, "Probes sent to key peers";
-    probe_success, inc_probe_success, "Probes a key peer answered";
-    probe_fail, inc_probe_fail, "Probes that failed or timed out";
-    reconnect_attempts, inc_reconnect_attempts, "Redials of a key peer";
-    reconnect_success, inc_reconnect_success, "Redials of a key peer that connected";
-    repair_triggered, inc_repair_triggered, "Repairs started after repeated probe failures";
-    repair_success, inc_repair_success, "Repairs that reconnected the key peer";
-    repair_fail, inc_repair_fail, "Repairs that did not reconnect the key peer";
-    reset_events_published, inc_reset_events_published, "Discovery interval resets published";
 }
 
 #[derive(Default, Clone)]

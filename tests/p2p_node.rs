@@ -203,3 +203,34 @@ async fn connections_past_the_bound_are_denied() {
     })
     .await;
 }
+
+/// AutoNAT: a listening node that its peers can dial back is judged public at its listen
+/// address (loopback counts: `only_global_ips` off, as for any test network).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autonat_judges_a_reachable_node_public() {
+    bounded(async {
+        let spawn = |bootstrap: Vec<Multiaddr>| async move {
+            let mut config = NodeConfig::new(Keypair::generate_ed25519(), Duration::from_secs(10));
+            config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+            config.bootstrap = bootstrap;
+            config.dht_mode = DhtMode::Server;
+            config.nat = p2p::NatProbe { interval: Duration::from_secs(1), only_global_ips: false };
+            NodeHandle::spawn(config).await.unwrap()
+        };
+        let first = spawn(Vec::new()).await;
+        let second = spawn(first.listen_addrs().await.unwrap()).await;
+        let mut boot = first.listen_addrs().await.unwrap();
+        boot.extend(second.listen_addrs().await.unwrap());
+        let node = spawn(boot).await;
+        let public = eventually(|| async {
+            match node.reachability().await.unwrap() {
+                p2p::Reachability::Public(addr) => Some(addr),
+                _ => None,
+            }
+        })
+        .await;
+        let listen = node.listen_addrs().await.unwrap();
+        assert!(listen.iter().any(|l| l.to_string().starts_with(&public.to_string())), "{public} not in {listen:?}");
+    })
+    .await;
+}

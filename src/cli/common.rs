@@ -8,7 +8,7 @@ use libp2p::{Multiaddr, PeerId};
 use shoal::config::Options;
 use shoal::mainline::{check_host_port, MainlineConfig, MainlineError};
 use shoal::p2p::identity::{self, IdentityLock};
-use shoal::p2p::{default_identity_path, ConnectionBounds, DhtMode, IdentityError, NodeConfig, NodeError};
+use shoal::p2p::{default_identity_path, ConnectionBounds, DhtMode, IdentityError, NatProbe, NodeConfig, NodeError};
 use shoal::session::{Session, StartError};
 use shoal::types::PeerAddr;
 use std::net::SocketAddr;
@@ -161,6 +161,7 @@ impl NetArgs {
             per_peer: opts.kad_max_connections_per_peer,
             pending_incoming: opts.kad_max_pending_incoming,
         };
+        cfg.nat = NatProbe { interval: opts.autonat_interval, only_global_ips: opts.autonat_only_global_ips };
         cfg.dht_mode = effective_mode(opts, preferred)?;
         Ok(Some(cfg))
     }

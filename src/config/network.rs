@@ -40,6 +40,7 @@ impl Options {
         }
         nonzero("max_pieces_in_flight", self.max_pieces_in_flight)?;
         nonzero("kad_max_connections", self.kad_max_connections)?;
+        nonzero("autonat_interval", self.autonat_interval)?;
         nonzero("kad_max_connections_per_peer", self.kad_max_connections_per_peer)?;
         nonzero("kad_max_pending_incoming", self.kad_max_pending_incoming)?;
         for (key, n) in [("peer_event_queue", self.peer_event_queue), ("peer_command_queue", self.peer_command_queue)] {

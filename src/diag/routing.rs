@@ -4,7 +4,7 @@
 //! the HTTP handler only reads the latest answer, so a slow node never blocks a request.
 use crate::discovery::dht::LookupLog;
 use crate::mainline::MainlineHandle;
-use crate::p2p::{DhtMode, NodeHandle};
+use crate::p2p::{DhtMode, NodeHandle, Reachability};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,6 +53,11 @@ async fn snapshot(node: &NodeHandle, mode: DhtMode) -> Value {
     let connected = node.connected_peers().await.map(|p| p.len()).ok();
     let listen: Vec<String> =
         node.listen_addrs().await.map(|a| a.iter().map(|m| m.to_string()).collect()).unwrap_or_default();
+    let nat = node.reachability().await.unwrap_or_default();
+    let public = match &nat {
+        Reachability::Public(addr) => Some(addr.to_string()),
+        _ => None,
+    };
     json!({
         "enabled": true,
         "peer_id": node.peer_id().to_base58(),
@@ -60,6 +65,7 @@ async fn snapshot(node: &NodeHandle, mode: DhtMode) -> Value {
         "routing_table_size": size,
         "connected_peers": connected,
         "listen_addrs": listen,
+        "reachability": { "status": nat.as_str(), "address": public },
     })
 }
 

@@ -8,7 +8,7 @@
 //! the address book are wired as they are, is in [`super::swarm`].
 use super::book::{dialable, strip_p2p};
 use super::handle::Command;
-use super::node::{NodeConfig, NodeError, Provider, Trouble, KAD_PROTOCOL};
+use super::node::{DhtMode, NodeConfig, NodeError, Provider, Reachability, Trouble, KAD_PROTOCOL};
 use super::pending::{Lookups, ProvidersLookup, Reply, Waiters};
 use super::swarm::{Behaviour, BehaviourEvent, Listeners};
 use futures::StreamExt;
@@ -16,7 +16,7 @@ use libp2p::kad::{self, QueryId, QueryResult};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{DialError, SwarmEvent};
-use libp2p::{identify, mdns, ping, Multiaddr, PeerId, Swarm};
+use libp2p::{autonat, identify, mdns, ping, Multiaddr, PeerId, Swarm};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
@@ -44,6 +44,10 @@ pub(super) struct EventLoop {
     /// The latest round trip of each connected peer, what a ping on a live connection answers.
     last_rtt: HashMap<PeerId, Duration>,
     troubles: broadcast::Sender<Trouble>,
+    /// AutoNAT's latest verdict.
+    reachability: Reachability,
+    /// `DhtMode::Auto`: Kademlia's mode follows the verdict.
+    mode_follows_nat: bool,
 }
 
 impl EventLoop {
@@ -66,6 +70,8 @@ impl EventLoop {
             dials: Waiters::new(MAX_WAITERS_PER_PEER),
             last_rtt: HashMap::new(),
             troubles,
+            reachability: Reachability::Unknown,
+            mode_follows_nat: config.dht_mode == DhtMode::Auto,
         }
     }
 
@@ -171,6 +177,9 @@ impl EventLoop {
                     kad.kbuckets().flat_map(|b| b.iter().map(|e| *e.node.key.preimage()).collect::<Vec<_>>()).collect(),
                 );
             }
+            Command::Reachability(reply) => {
+                let _ = reply.send(self.reachability.clone());
+            }
             Command::Bootstrap(reply) => self.on_bootstrap_command(reply),
             Command::Shutdown => {}
         }
@@ -223,6 +232,9 @@ impl EventLoop {
                 self.learn(peer_id, &info.listen_addrs, speaks_kad);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => self.on_ping_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. })) => {
+                self.on_nat_status(new)
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
                     // Everyone on the LAN answering shoal's mDNS is a shoal node.
@@ -383,6 +395,26 @@ impl EventLoop {
             self.trouble(Trouble::LookupFailed);
         }
         let _ = reply.send(if known.is_empty() { Err(NodeError::PeerNotFound(target)) } else { Ok(known) });
+    }
+
+    /// AutoNAT's new verdict: kept for the handle and the gauge; in `DhtMode::Auto` a public
+    /// node serves the DHT and a private one only asks it.
+    fn on_nat_status(&mut self, status: autonat::NatStatus) {
+        self.reachability = match status {
+            autonat::NatStatus::Public(addr) => Reachability::Public(addr),
+            autonat::NatStatus::Private => Reachability::Private,
+            autonat::NatStatus::Unknown => Reachability::Unknown,
+        };
+        tracing::info!(reachability = self.reachability.as_str(), address = ?self.reachability, "AutoNAT verdict");
+        crate::metrics::metrics().set_reachability(self.reachability.gauge());
+        if self.mode_follows_nat {
+            let mode = match self.reachability {
+                Reachability::Public(_) => Some(kad::Mode::Server),
+                Reachability::Private => Some(kad::Mode::Client),
+                Reachability::Unknown => return,
+            };
+            self.swarm.behaviour_mut().kad.set_mode(mode);
+        }
     }
 
     fn trouble(&self, trouble: Trouble) {

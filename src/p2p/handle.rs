@@ -4,7 +4,7 @@
 //! [`NodeConfig::query_timeout`]; a handle whose node has stopped fails with
 //! [`NodeError::Stopped`].
 use super::event_loop::EventLoop;
-use super::node::{NodeConfig, NodeError, Provider, Trouble, BT_PROTOCOL};
+use super::node::{NodeConfig, NodeError, Provider, Reachability, Trouble, BT_PROTOCOL};
 use super::pending::Reply;
 use super::swarm;
 use libp2p::{Multiaddr, PeerId};
@@ -33,6 +33,7 @@ pub(super) enum Command {
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     RoutingTableSize(oneshot::Sender<usize>),
     RoutingTablePeers(oneshot::Sender<Vec<PeerId>>),
+    Reachability(oneshot::Sender<Reachability>),
     Bootstrap(Reply<()>),
     Shutdown,
 }
@@ -161,6 +162,11 @@ impl NodeHandle {
     /// closest buckets first.
     pub async fn routing_table_peers(&self) -> Result<Vec<PeerId>, NodeError> {
         self.ask("routing_table_peers", Command::RoutingTablePeers).await
+    }
+
+    /// AutoNAT's latest verdict on whether other peers can dial us.
+    pub async fn reachability(&self) -> Result<Reachability, NodeError> {
+        self.ask("reachability", Command::Reachability).await
     }
 
     /// Runs a Kademlia bootstrap (self-lookup and bucket refresh) to completion.

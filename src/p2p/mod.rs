@@ -29,6 +29,6 @@ pub use connector::{into_box_stream, peer_addr, P2pConnector};
 pub use identity::{default_identity_path, load_or_create, IdentityError};
 pub use key::torrent_key;
 pub use node::{
-    ConnectionBounds, DhtMode, IncomingStreams, NodeConfig, NodeError, NodeHandle, Provider, Trouble, BT_PROTOCOL,
-    KAD_PROTOCOL,
+    ConnectionBounds, DhtMode, IncomingStreams, NatProbe, NodeConfig, NodeError, NodeHandle, Provider, Reachability,
+    Trouble, BT_PROTOCOL, KAD_PROTOCOL,
 };

@@ -65,6 +65,52 @@ pub struct NodeConfig {
     pub query_timeout: Duration,
     /// Bounds on the node's connections (libp2p's connection-limits).
     pub limits: ConnectionBounds,
+    /// How AutoNAT probes our reachability.
+    pub nat: NatProbe,
+}
+
+/// AutoNAT's settings: how often our reachability is probed, and whether only peers and
+/// addresses on global IPs count (libp2p's default; tests and private deployments on
+/// loopback, LAN or 198.18.0.0/15 addresses turn it off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatProbe {
+    pub interval: Duration,
+    pub only_global_ips: bool,
+}
+
+impl Default for NatProbe {
+    fn default() -> NatProbe {
+        NatProbe { interval: Duration::from_secs(90), only_global_ips: true }
+    }
+}
+
+/// What AutoNAT last concluded: other peers could dial us back at an address (`Public`),
+/// could not (`Private`), or no verdict yet.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Reachability {
+    #[default]
+    Unknown,
+    Public(Multiaddr),
+    Private,
+}
+
+impl Reachability {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reachability::Unknown => "unknown",
+            Reachability::Public(_) => "public",
+            Reachability::Private => "private",
+        }
+    }
+
+    /// The gauge's value: 1 public, 0 unknown, -1 private.
+    pub fn gauge(&self) -> i64 {
+        match self {
+            Reachability::Unknown => 0,
+            Reachability::Public(_) => 1,
+            Reachability::Private => -1,
+        }
+    }
 }
 
 /// How many libp2p connections the node keeps: past a bound a new connection is denied.
@@ -97,6 +143,7 @@ impl NodeConfig {
             mdns: false,
             query_timeout,
             limits: ConnectionBounds::default(),
+            nat: NatProbe::default(),
         }
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Behaviour: TCP + Noise + Yamux (DNS names resolved when the system resolver is
 //! configured), Kademlia, identify, ping, raw `/shoal/bt/1.0.0` streams (`libp2p_stream`),
-//! optional mDNS, our [`AddressBook`], and connection limits (established, per peer, pending
+//! optional mDNS, our [`AddressBook`], AutoNAT (v1: connected peers dial us back to tell
+//! whether we are reachable; in `DhtMode::Auto` Kademlia follows the verdict), and connection
+//! limits (established, per peer, pending
 //! inbound: past them a connection is denied, so a stranger cannot fill the node).
 //!
 //! Choices and the traps they handle:
@@ -32,7 +34,7 @@ use libp2p::core::transport::ListenerId;
 use libp2p::kad::{self, store::MemoryStore, Mode};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{identify, identity::Keypair, mdns, noise, ping, tcp, yamux, Multiaddr, Swarm};
+use libp2p::{autonat, identify, identity::Keypair, mdns, noise, ping, tcp, yamux, Multiaddr, Swarm};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -53,6 +55,7 @@ pub(super) struct Behaviour {
     pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(super) book: AddressBook,
     pub(super) limits: connection_limits::Behaviour,
+    pub(super) autonat: autonat::Behaviour,
 }
 
 /// Builds the swarm, sets its DHT mode and external addresses and starts its listeners
@@ -121,6 +124,7 @@ fn make_behaviour(key: &Keypair, config: &NodeConfig) -> Result<Behaviour, Box<d
         stream: libp2p_stream::Behaviour::new(),
         mdns: mdns.into(),
         book: AddressBook::default(),
+        autonat: autonat::Behaviour::new(peer_id, autonat_config(config)),
         limits: connection_limits::Behaviour::new(
             ConnectionLimits::default()
                 .with_max_established(Some(config.limits.established))
@@ -128,4 +132,18 @@ fn make_behaviour(key: &Keypair, config: &NodeConfig) -> Result<Behaviour, Box<d
                 .with_max_pending_incoming(Some(config.limits.pending_incoming)),
         ),
     })
+}
+
+/// AutoNAT probes every `nat.interval` (the first one sooner, once some peers are connected)
+/// through connected peers, and serves their probes in turn.
+fn autonat_config(config: &NodeConfig) -> autonat::Config {
+    let every = config.nat.interval;
+    autonat::Config {
+        boot_delay: every.min(Duration::from_secs(15)),
+        retry_interval: every,
+        refresh_interval: every.max(Duration::from_secs(15 * 60)).min(every * 10),
+        throttle_server_period: every.min(Duration::from_secs(90)),
+        only_global_ips: config.nat.only_global_ips,
+        ..autonat::Config::default()
+    }
 }
