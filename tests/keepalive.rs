@@ -328,7 +328,7 @@ fn without_kademlia_the_monitor_says_once_it_is_idle() {
     let torrent = torrent_of(dir.path(), &data);
     let args =
         ["seed", &s(&data), "--torrent", &torrent, "--listen", "127.0.0.1:0", "--no-kad", "--diag", "127.0.0.1:0"];
-    let mut seeder = start("shoal-seed", dir.path(), &args);
+    let mut seeder = Proc::spawn("shoal-seed", dir.path(), &args, &[("RUST_LOG", "shoal=debug")]);
     let diag = seeder.diag_addr();
     let view = expect_json(diag, "/debug/p2p/keepalive");
     assert_eq!(view["enabled"], false, "{view}");

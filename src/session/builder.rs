@@ -121,8 +121,9 @@ impl SessionBuilder {
             keepalive = start_key_peer_monitor(session, &node, &bootstrap).await?;
             node_and_mode = Some((node, mode));
         } else if session.options().enable_key_peer_monitor {
-            // Key peers are libp2p peers: without a node there is nothing to watch. Said once.
-            tracing::info!(
+            // Key peers are libp2p peers: without a node there is nothing to watch. Said once
+            // (at debug level: `--no-kad` is a choice, not a fault).
+            tracing::debug!(
                 key_peers = session.options().key_peers.len(),
                 "key-peer monitor idle: no libp2p node to watch key peers from (--no-kad)"
             );

@@ -203,7 +203,8 @@ impl Storage {
         .await
     }
 
-    /// Reads one block of a piece we have, via the piece cache (one disk read per piece).
+    /// Reads one block of a piece we have, via the piece cache (one disk read per piece); the
+    /// block owns its bytes.
     pub async fn read_block(&self, index: u32, begin: u32, length: u32) -> Result<Bytes, StorageError> {
         self.inner.layout.check_block(index, begin, length)?;
         let size = self.inner.layout.piece_size(index)?;
@@ -221,7 +222,10 @@ impl Storage {
                 })
             })
             .await?;
-        Ok(piece.slice(begin as usize..(begin + length) as usize))
+        // A copy, not a slice: a slice would keep the whole cached piece alive for as long as
+        // the block waits in a peer's send queue, and a peer that stops reading with one
+        // block of each of 64 pieces queued would pin 64 pieces, not 64 blocks.
+        Ok(Bytes::copy_from_slice(&piece[begin as usize..(begin + length) as usize]))
     }
 
     /// Creates every selected (non-padding) file at its full length (e.g. 0-byte files) and, when

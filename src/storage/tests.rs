@@ -331,3 +331,16 @@ async fn a_record_that_does_not_fit_is_ignored_and_everything_hashed() {
     }
     assert_eq!(check_from(&f.storage(), &f.dir.path().join("missing.json")).await, [1]);
 }
+
+/// A block handed to a peer task owns its bytes: a slice would keep the whole cached piece
+/// alive while the block waits in a send queue, so a peer that stops reading with one block
+/// of each of many pieces queued would pin all those pieces.
+#[tokio::test]
+async fn a_served_block_does_not_pin_its_piece() {
+    let f = multi();
+    let s = f.storage();
+    s.write_piece(0, f.piece(0)).await.unwrap();
+    let block = s.read_block(0, 0, 7).await.unwrap();
+    assert_eq!(&block[..], &f.data[..7]);
+    assert!(block.is_unique(), "the block shares its allocation with the cached piece");
+}
