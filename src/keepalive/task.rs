@@ -236,8 +236,16 @@ impl MonitorTask {
     }
 
     /// A sign from the node that discovery should look again: a reset, unless one went out
-    /// less than the cool-down ago (from any source).
+    /// less than the cool-down ago (from any source), or the sign is about a key peer, whose
+    /// probes and repair already decide.
     fn on_trouble(&mut self, trouble: Trouble) {
+        if let Trouble::AddressExpired(peer) = trouble {
+            // A key peer's failures are its repair's to judge (and to reset for).
+            if self.monitor.source(&peer).is_some() {
+                tracing::debug!(%peer, "a key peer's address expired; left to its repair");
+                return;
+            }
+        }
         let cause = match trouble {
             Trouble::LookupFailed => "a closest-peers lookup found nobody".to_string(),
             Trouble::AddressExpired(peer) => format!("the address-book entry of {peer} expired"),

@@ -229,4 +229,23 @@ mod tests {
         assert!(book.is_empty());
         assert!(book.order.is_empty());
     }
+
+    #[test]
+    fn an_entry_expires_when_its_last_address_fails() {
+        let mut book = AddressBook::default();
+        let peer = PeerId::random();
+        book.add(peer, &ma("/ip4/10.0.0.1/tcp/1"));
+        book.add(peer, &ma("/ip4/10.0.0.1/tcp/2"));
+        book.remove_addr(&peer, &ma("/ip4/10.0.0.1/tcp/1"));
+        assert!(book.take_expired().is_empty(), "one address left");
+        book.remove_addr(&peer, &ma("/ip4/10.0.0.1/tcp/2"));
+        assert_eq!(book.take_expired(), vec![peer]);
+        assert!(book.take_expired().is_empty(), "taken once");
+        for _ in 0..(2 * MAX_EXPIRED) {
+            let p = PeerId::random();
+            book.add(p, &ma("/ip4/10.0.0.1/tcp/3"));
+            book.remove_addr(&p, &ma("/ip4/10.0.0.1/tcp/3"));
+        }
+        assert_eq!(book.take_expired().len(), MAX_EXPIRED, "bounded until taken");
+    }
 }
