@@ -56,6 +56,12 @@ impl PieceCache {
         result
     }
 
+    /// The piece `index` if it is cached and loaded (no load is started or waited for).
+    pub fn loaded(&self, index: u32) -> Option<Bytes> {
+        let lru = self.lru.lock().expect("piece cache poisoned");
+        lru.entries.iter().find(|e| e.index == index).and_then(|e| e.slot.get().cloned())
+    }
+
     /// Forgets piece `index` (called after it is written).
     pub fn invalidate(&self, index: u32) {
         let mut lru = self.lru.lock().expect("piece cache poisoned");

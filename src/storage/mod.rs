@@ -37,6 +37,11 @@ use std::sync::Arc;
 /// Whole pieces kept for serving blocks, and the byte bound on them.
 const CACHE_PIECES: usize = 16;
 const CACHE_BYTES: u64 = 32 << 20;
+/// Pieces up to this size are read whole (and cached) when a peer asks for their first
+/// block; bigger ones are read block by block.
+const WHOLE_PIECE_MAX: u32 = 4 << 20;
+/// Whole-piece reads at once; past it a request reads just its block.
+const PIECE_LOADS: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -78,6 +83,8 @@ struct Inner {
     layout: Layout,
     files: FileTable,
     cache: PieceCache,
+    /// Permits for whole-piece reads ([`PIECE_LOADS`]).
+    loads: Arc<tokio::sync::Semaphore>,
     /// Held while a verified piece is written: pieces are hashed in parallel, but one writer
     /// at a time, so blocking threads do not spin on the file's inode lock against each other.
     writer: std::sync::Mutex<()>,
@@ -117,7 +124,8 @@ impl Storage {
             files = files.with_parts(PartFile::new(&layout, selected, path));
         }
         let cache = PieceCache::new(CACHE_PIECES, CACHE_BYTES);
-        Storage { inner: Arc::new(Inner { meta, layout, files, cache, writer: std::sync::Mutex::new(()) }) }
+        let loads = Arc::new(tokio::sync::Semaphore::new(PIECE_LOADS));
+        Storage { inner: Arc::new(Inner { meta, layout, files, cache, loads, writer: std::sync::Mutex::new(()) }) }
     }
 
     /// The torrent's piece/file geometry.
@@ -203,17 +211,44 @@ impl Storage {
         .await
     }
 
-    /// Reads one block of a piece we have, via the piece cache (one disk read per piece); the
-    /// block owns its bytes.
+    /// Reads one block of a piece we have; the block owns its bytes.
+    ///
+    /// A client reading a piece in order costs one disk read per piece: the request for its
+    /// first block reads the whole piece into the cache, and the other blocks come from
+    /// there. Anything else reads just its block, so a peer asking one block here and there
+    /// cannot make us read and hold whole pieces; nor can a piece over [`WHOLE_PIECE_MAX`],
+    /// or more than [`PIECE_LOADS`] whole-piece reads at once. A copy, not a slice, of a
+    /// cached piece is handed out: a slice would keep the whole piece alive for as long as
+    /// the block waits in a peer's send queue.
     pub async fn read_block(&self, index: u32, begin: u32, length: u32) -> Result<Bytes, StorageError> {
         self.inner.layout.check_block(index, begin, length)?;
         let size = self.inner.layout.piece_size(index)?;
+        let range = begin as usize..(begin + length) as usize;
+        if let Some(piece) = self.inner.cache.loaded(index) {
+            return Ok(Bytes::copy_from_slice(&piece[range]));
+        }
+        let permit = if begin == 0 && size <= WHOLE_PIECE_MAX {
+            self.inner.loads.clone().try_acquire_owned().ok()
+        } else {
+            None
+        };
         let inner = self.inner.clone();
+        let Some(permit) = permit else {
+            return blocking(move || {
+                let mut buf = vec![0u8; length as usize];
+                if !pieces::read_range(&inner.layout, &inner.files, index, begin, &mut buf)? {
+                    return Err(StorageError::Missing { index });
+                }
+                Ok(Bytes::from(buf))
+            })
+            .await;
+        };
         let piece = self
             .inner
             .cache
             .get(index, size, || {
                 blocking(move || {
+                    let _permit = permit;
                     let mut buf = vec![0u8; size as usize];
                     if !pieces::read(&inner.layout, &inner.files, index, &mut buf)? {
                         return Err(StorageError::Missing { index });
@@ -222,10 +257,7 @@ impl Storage {
                 })
             })
             .await?;
-        // A copy, not a slice: a slice would keep the whole cached piece alive for as long as
-        // the block waits in a peer's send queue, and a peer that stops reading with one
-        // block of each of 64 pieces queued would pin 64 pieces, not 64 blocks.
-        Ok(Bytes::copy_from_slice(&piece[begin as usize..(begin + length) as usize]))
+        Ok(Bytes::copy_from_slice(&piece[range]))
     }
 
     /// Creates every selected (non-padding) file at its full length (e.g. 0-byte files) and, when

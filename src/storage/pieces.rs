@@ -29,8 +29,20 @@ pub fn write(layout: &Layout, files: &FileTable, index: u32, data: &[u8]) -> Res
 /// Fills `buf` (exactly the piece's size) with piece `index`. `Ok(false)` when some file it
 /// touches is missing or too short: the piece is not on disk.
 pub fn read(layout: &Layout, files: &FileTable, index: u32, buf: &mut [u8]) -> Result<bool, StorageError> {
+    read_range(layout, files, index, 0, buf)
+}
+
+/// Fills `buf` with the bytes of piece `index` from offset `begin` on; `Ok(false)` as
+/// [`read`].
+pub fn read_range(
+    layout: &Layout,
+    files: &FileTable,
+    index: u32,
+    begin: u32,
+    buf: &mut [u8],
+) -> Result<bool, StorageError> {
     let mut at = 0usize;
-    for seg in layout.piece_segments(index)? {
+    for seg in layout.segments(index, begin, buf.len() as u32)? {
         let part = &mut buf[at..at + seg.len as usize];
         if seg.padding {
             part.fill(0);

@@ -344,3 +344,21 @@ async fn a_served_block_does_not_pin_its_piece() {
     assert_eq!(&block[..], &f.data[..7]);
     assert!(block.is_unique(), "the block shares its allocation with the cached piece");
 }
+
+/// Only a request for a piece's first block reads (and caches) the whole piece; a block
+/// asked for from the middle of an uncached piece is read alone.
+#[tokio::test]
+async fn only_a_pieces_first_block_loads_the_whole_piece() {
+    let f = multi();
+    let s = f.storage();
+    for index in 0..2 {
+        s.write_piece(index, f.piece(index)).await.unwrap();
+    }
+    let middle = s.read_block(0, 7, 7).await.unwrap();
+    assert_eq!(&middle[..], &f.data[7..14]);
+    assert!(s.inner.cache.loaded(0).is_none(), "a block from the middle loaded the piece");
+    let first = s.read_block(1, 0, 7).await.unwrap();
+    let at = PIECE as usize;
+    assert_eq!(&first[..], &f.data[at..at + 7]);
+    assert_eq!(s.inner.cache.loaded(1).as_deref(), Some(&f.piece(1)[..]), "the first block loads the piece");
+}
