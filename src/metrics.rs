@@ -62,6 +62,14 @@ pub fn metrics() -> &'static Metrics {
     &METRICS
 }
 
+/// `shoal_p2p_reachability`, registered.
+fn reachability_gauge(registry: &mut Registry) -> Gauge {
+    let gauge = Gauge::default();
+    let help = "The libp2p node's reachability as AutoNAT judges it: 1 public, 0 unknown, -1 private";
+    registry.register("p2p_reachability", help, gauge.clone());
+    gauge
+}
+
 /// Which side opened a peer connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -164,12 +172,7 @@ impl Metrics {
             let _ = peer_connections.get_or_create(&[("direction", d.as_str())]);
         }
 
-        let reachability = Gauge::default();
-        registry.register(
-            "p2p_reachability",
-            "The libp2p node's reachability as AutoNAT judges it: 1 public, 0 unknown, -1 private",
-            reachability.clone(),
-        );
+        let reachability = reachability_gauge(&mut registry);
 
         let keepalive = KeepaliveCounters::default();
         keepalive.register(registry.sub_registry_with_prefix("keepalive"));
