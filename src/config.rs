@@ -52,6 +52,9 @@ pub struct Options {
     /// A request unanswered this long is given back to the picker.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// With every piece, close connections to peers that have every piece too (libtorrent's
+    /// setting of the same name).
+    pub close_redundant_connections: bool,
 
     // --- hostile-peer bounds (pool, eviction, inbound handshakes) ---
     /// Most peer addresses kept per torrent that are neither connected, being dialled nor
@@ -227,6 +230,7 @@ impl Default for Options {
             max_requests_per_peer: 500,
             target_request_queue: Duration::from_secs(3),
             request_timeout: Duration::from_secs(30),
+            close_redundant_connections: true,
             max_known_peers: 2000,
             max_banned_peers: 1000,
             max_addrs_per_message: 200,

@@ -8,11 +8,13 @@
 mod common;
 
 use common::http::{fetch, fetch_json};
-use common::session::{addr, session, wait_for};
+use common::session::{addr, wait_for};
 use common::torrent::{make_file, make_torrent};
 use serde_json::json;
+use shoal::config::Options;
 use shoal::diag::{self, DiagState};
 use shoal::metrics::metrics;
+use shoal::session::Session;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -70,10 +72,13 @@ async fn served_endpoints_describe_a_completed_swarm() {
     let dir = tempfile::tempdir().unwrap();
     let src = make_file(&dir.path().join("seed"), "data.bin", 1024 * 1024 + 777, 7);
     let meta = make_torrent(&src, 64 * 1024);
-    let seeder = session().await;
+    // The two stay connected once both are complete: the endpoints describe that swarm.
+    let keep = Arc::new(Options { close_redundant_connections: false, ..Options::default() });
+    let start = || Session::start(keep.clone(), Some("127.0.0.1:0".parse().unwrap()));
+    let seeder = start().await.unwrap();
     let sh = seeder.add_torrent(meta.clone(), dir.path().join("seed"));
     sh.wait_complete().await.unwrap();
-    let leecher = session().await;
+    let leecher = start().await.unwrap();
     let lh = leecher.add_torrent(meta.clone(), dir.path().join("leech"));
     lh.add_peers(vec![addr(&seeder)]).await;
     tokio::time::timeout(Duration::from_secs(60), lh.wait_complete()).await.expect("leecher timed out").unwrap();

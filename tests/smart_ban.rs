@@ -9,6 +9,8 @@ use common::torrent::{assert_same_bytes, make_file, make_torrent};
 use common::wire::full_bitfield;
 use futures::{SinkExt, StreamExt};
 use shoal::metainfo::Metainfo;
+use shoal::peer::CloseReason;
+use shoal::torrent::TorrentEvent;
 use shoal::types::PeerAddr;
 use shoal::wire::{Handshake, HandshakeCodec, Message, MessageCodec, PeerId};
 use std::net::SocketAddr;
@@ -92,13 +94,39 @@ async fn download_beside(
     honest: &shoal::session::Session,
     meta: Arc<Metainfo>,
     out: PathBuf,
-) -> (shoal::session::Session, shoal::torrent::TorrentHandle) {
+) -> (shoal::session::Session, shoal::torrent::TorrentHandle, Vec<TorrentEvent>) {
     let mut leecher = shoal::session::Session::start(options(), Some("127.0.0.1:0".parse().unwrap())).await.unwrap();
     leecher.set_connector(SlowConnector::new([honest.listen_addr().unwrap()], 2 << 20));
     let h = leecher.add_torrent(meta, out);
+    let mut events = h.subscribe();
     h.add_peers(vec![PeerAddr::Tcp(liar), addr(honest)]).await;
-    tokio::time::timeout(Duration::from_secs(90), h.wait_complete()).await.expect("download timed out").unwrap();
-    (leecher, h)
+    // The connection and disconnection events are kept as they come, while the download runs.
+    let mut kept = Vec::new();
+    let mut keep = |ev: TorrentEvent| {
+        if matches!(ev, TorrentEvent::PeerConnected { .. } | TorrentEvent::PeerDisconnected { .. }) {
+            kept.push(ev);
+        }
+    };
+    let waiter = h.clone();
+    let complete = waiter.wait_complete();
+    tokio::pin!(complete);
+    let deadline = tokio::time::sleep(Duration::from_secs(90));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            r = &mut complete => break r.unwrap(),
+            ev = events.recv() => match ev {
+                Ok(ev) => keep(ev),
+                Err(e) => panic!("events: {e}"),
+            },
+            _ = &mut deadline => panic!("download timed out"),
+        }
+    }
+    while let Ok(ev) = events.try_recv() {
+        keep(ev);
+    }
+    drop(complete);
+    (leecher, h, kept)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,7 +138,7 @@ async fn unrequested_blocks_are_dropped_counted_and_cannot_frame_the_seeder() {
     honest.add_torrent(meta.clone(), dir.path().join("seed")).wait_complete().await.unwrap();
     let liar = liar(meta.clone(), src.clone(), Lie::Spray).await;
 
-    let (leecher, h) = download_beside(liar, &honest, meta.clone(), dir.path().join("out")).await;
+    let (leecher, h, _) = download_beside(liar, &honest, meta.clone(), dir.path().join("out")).await;
     assert_same_bytes(&src, &dir.path().join("out/data.bin"));
     let st = h.stats().borrow().clone();
     assert_eq!(st.hash_failures, 0, "no junk block reached a piece");
@@ -133,17 +161,22 @@ async fn only_the_peer_whose_block_differed_is_banned() {
     honest.add_torrent(meta.clone(), dir.path().join("seed")).wait_complete().await.unwrap();
     let liar = liar(meta.clone(), src.clone(), Lie::CorruptOneBlock).await;
 
-    let (leecher, h) = download_beside(liar, &honest, meta.clone(), dir.path().join("out")).await;
+    let (leecher, h, events) = download_beside(liar, &honest, meta.clone(), dir.path().join("out")).await;
     assert_same_bytes(&src, &dir.path().join("out/data.bin"));
     let st = h.stats().borrow().clone();
     assert!(st.hash_failures >= 1, "the liar's corrupt blocks failed pieces");
     assert_eq!(st.banned, 1, "exactly one peer is banned: the liar");
-    let honest_addr = honest.listen_addr().unwrap().to_string();
-    assert!(
-        st.peers.iter().any(|p| p.addr == honest_addr),
-        "the honest seeder is still connected: {:?}",
-        st.peers.iter().map(|p| &p.addr).collect::<Vec<_>>()
-    );
+    // The liar was closed as banned, the honest seeder never was (once the download is
+    // complete, the two seeds may close their connection as such).
+    let closed = |who: PeerAddr| {
+        events.iter().filter_map(move |ev| match ev {
+            TorrentEvent::PeerDisconnected { addr, reason } if *addr == who => Some(reason.clone()),
+            _ => None,
+        })
+    };
+    assert!(closed(PeerAddr::Tcp(liar)).any(|r| r == CloseReason::Banned), "{events:?}");
+    assert!(closed(addr(&honest)).all(|r| r == CloseReason::BothSeeds), "the honest seeder: {events:?}");
+    assert!(events.contains(&TorrentEvent::PeerConnected { addr: addr(&honest), inbound: false }), "{events:?}");
     leecher.shutdown().await;
     honest.shutdown().await;
 }

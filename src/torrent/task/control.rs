@@ -31,11 +31,11 @@ impl Torrent {
         !keys.is_empty() || known
     }
 
-    /// When we have every piece, connections to peers that have every piece too are closed
-    /// and their addresses forgotten: neither side has anything for the other, and the slot
+    /// When we have every piece (and `close_redundant_connections`), connections to peers
+    /// that have every piece too are closed and their addresses forgotten: neither side has anything for the other, and the slot
     /// is better spent on a leecher. A tracker or PEX may name such a peer again later.
     pub(super) fn close_seed_to_seed(&mut self) {
-        if !self.picker.have().all() {
+        if !self.opts.close_redundant_connections || !self.picker.have().all() {
             return;
         }
         let seeds: Vec<(PeerKey, PeerAddr)> =
