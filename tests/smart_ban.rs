@@ -125,7 +125,6 @@ async fn download_beside(
     while let Ok(ev) = events.try_recv() {
         keep(ev);
     }
-    drop(complete);
     (leecher, h, kept)
 }
 
