@@ -38,6 +38,39 @@ impl NetNs {
         ns
     }
 
+    /// Runs `ip ARGS` inside the namespace; it must succeed.
+    pub fn ip(&self, args: &[&str]) {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all);
+    }
+
+    /// Runs `program ARGS` inside the namespace; it must succeed. `input` goes to its stdin.
+    pub fn exec(&self, program: &str, args: &[&str], input: &str) {
+        use std::io::Write;
+        let mut child = self
+            .command(program)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A veth pair between this namespace (`here`, with `here_addr` as IP/PREFIX) and
+    /// `other` (`there`, `there_addr`), both ends up.
+    pub fn veth(&self, here: &str, here_addr: &str, other: &NetNs, there: &str, there_addr: &str) {
+        self.ip(&["link", "add", here, "type", "veth", "peer", "name", there, "netns", &other.name]);
+        self.ip(&["addr", "add", here_addr, "dev", here]);
+        self.ip(&["link", "set", here, "up"]);
+        other.ip(&["addr", "add", there_addr, "dev", there]);
+        other.ip(&["link", "set", there, "up"]);
+    }
+
     /// `program` to run inside the namespace.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut cmd = Command::new("ip");
