@@ -182,6 +182,9 @@ pub struct Options {
     pub kad_max_connections: u32,
     pub kad_max_connections_per_peer: u32,
     pub kad_max_pending_incoming: u32,
+    /// Past this much process memory (MiB) the libp2p node denies new connections; 0: 90 %
+    /// of the machine's memory.
+    pub kad_max_memory_mb: u64,
     /// How often AutoNAT probes whether peers can dial us back.
     #[serde(with = "humantime_serde")]
     pub autonat_interval: Duration,
@@ -284,6 +287,7 @@ impl Default for Options {
             kad_max_connections: 256,
             kad_max_connections_per_peer: 4,
             kad_max_pending_incoming: 32,
+            kad_max_memory_mb: 0,
             autonat_interval: Duration::from_secs(90),
             autonat_only_global_ips: true,
             tick: Duration::from_millis(500),

@@ -235,3 +235,25 @@ async fn autonat_judges_a_reachable_node_public() {
     })
     .await;
 }
+
+/// The memory bound: a node allowed 1 MiB of process memory (far below what it uses) denies
+/// every new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_memory_bound_are_denied() {
+    bounded(async {
+        let mut config = NodeConfig::new(Keypair::generate_ed25519(), Duration::from_secs(10));
+        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+        config.dht_mode = DhtMode::Server;
+        config.limits.memory_bytes = Some(1 << 20);
+        let full = NodeHandle::spawn(config).await.unwrap();
+        let addr = full.listen_addrs().await.unwrap()[0].clone();
+        // The limit reads the process's memory at most every 100 ms, starting from zero.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let dialer = spawn_node(Keypair::generate_ed25519(), DhtMode::Client, &[]).await;
+        dialer.add_address(full.peer_id(), addr).await.unwrap();
+        let _ = dialer.dial(full.peer_id()).await;
+        eventually(|| async { (!dialer.is_connected(full.peer_id()).await.unwrap()).then_some(()) }).await;
+        assert!(full.connected_peers().await.unwrap().is_empty(), "a connection was let in");
+    })
+    .await;
+}

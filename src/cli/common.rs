@@ -160,6 +160,8 @@ impl NetArgs {
             established: opts.kad_max_connections,
             per_peer: opts.kad_max_connections_per_peer,
             pending_incoming: opts.kad_max_pending_incoming,
+            memory_bytes: (opts.kad_max_memory_mb > 0)
+                .then(|| (opts.kad_max_memory_mb as usize).saturating_mul(1 << 20)),
         };
         cfg.nat = NatProbe { interval: opts.autonat_interval, only_global_ips: opts.autonat_only_global_ips };
         cfg.dht_mode = effective_mode(opts, preferred)?;

@@ -122,11 +122,14 @@ pub struct ConnectionBounds {
     pub per_peer: u32,
     /// Inbound connections still in their handshake (Noise, Yamux).
     pub pending_incoming: u32,
+    /// Past this much process memory new connections are denied; `None`: 90 % of the
+    /// machine's memory.
+    pub memory_bytes: Option<usize>,
 }
 
 impl Default for ConnectionBounds {
     fn default() -> ConnectionBounds {
-        ConnectionBounds { established: 256, per_peer: 4, pending_incoming: 32 }
+        ConnectionBounds { established: 256, per_peer: 4, pending_incoming: 32, memory_bytes: None }
     }
 }
 

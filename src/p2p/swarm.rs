@@ -3,9 +3,9 @@
 //! Behaviour: TCP + Noise + Yamux (DNS names resolved when the system resolver is
 //! configured), Kademlia, identify, ping, raw `/shoal/bt/1.0.0` streams (`libp2p_stream`),
 //! optional mDNS, our [`AddressBook`], AutoNAT (v1: connected peers dial us back to tell
-//! whether we are reachable; in `DhtMode::Auto` Kademlia follows the verdict), and connection
-//! limits (established, per peer, pending
-//! inbound: past them a connection is denied, so a stranger cannot fill the node).
+//! whether we are reachable; in `DhtMode::Auto` Kademlia follows the verdict), connection
+//! limits (established, per peer, pending inbound) and a process-memory limit: past any of
+//! them a new connection is denied, so a stranger cannot fill the node.
 //!
 //! Choices and the traps they handle:
 //! - Kademlia speaks [`KAD_PROTOCOL`] `/shoal/kad/1.0.0`, not `/ipfs/kad/1.0.0`: shoal nodes
@@ -32,6 +32,7 @@ use super::node::{DhtMode, NodeConfig, NodeError, KAD_PROTOCOL, PROVIDER_REPUBLI
 use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::core::transport::ListenerId;
 use libp2p::kad::{self, store::MemoryStore, Mode};
+use libp2p::memory_connection_limits;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{autonat, identify, identity::Keypair, mdns, noise, ping, tcp, yamux, Multiaddr, Swarm};
@@ -55,6 +56,7 @@ pub(super) struct Behaviour {
     pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(super) book: AddressBook,
     pub(super) limits: connection_limits::Behaviour,
+    pub(super) memory: memory_connection_limits::Behaviour,
     pub(super) autonat: autonat::Behaviour,
 }
 
@@ -125,6 +127,10 @@ fn make_behaviour(key: &Keypair, config: &NodeConfig) -> Result<Behaviour, Box<d
         mdns: mdns.into(),
         book: AddressBook::default(),
         autonat: autonat::Behaviour::new(peer_id, autonat_config(config)),
+        memory: match config.limits.memory_bytes {
+            Some(bytes) => memory_connection_limits::Behaviour::with_max_bytes(bytes),
+            None => memory_connection_limits::Behaviour::with_max_percentage(0.9),
+        },
         limits: connection_limits::Behaviour::new(
             ConnectionLimits::default()
                 .with_max_established(Some(config.limits.established))
