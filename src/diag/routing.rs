@@ -53,7 +53,7 @@ async fn snapshot(node: &NodeHandle, mode: DhtMode) -> Value {
     let connected = node.connected_peers().await.map(|p| p.len()).ok();
     let listen: Vec<String> =
         node.listen_addrs().await.map(|a| a.iter().map(|m| m.to_string()).collect()).unwrap_or_default();
-    let nat = node.reachability().await.unwrap_or_default();
+    let (nat, kad_mode) = node.reachability_and_mode().await.unwrap_or((Reachability::Unknown, "unknown"));
     let public = match &nat {
         Reachability::Public(addr) => Some(addr.to_string()),
         _ => None,
@@ -65,6 +65,7 @@ async fn snapshot(node: &NodeHandle, mode: DhtMode) -> Value {
         "routing_table_size": size,
         "connected_peers": connected,
         "listen_addrs": listen,
+        "kad_mode": kad_mode,
         "reachability": { "status": nat.as_str(), "address": public },
     })
 }

@@ -178,7 +178,11 @@ impl EventLoop {
                 );
             }
             Command::Reachability(reply) => {
-                let _ = reply.send(self.reachability.clone());
+                let mode = match self.swarm.behaviour().kad.mode() {
+                    kad::Mode::Server => "server",
+                    kad::Mode::Client => "client",
+                };
+                let _ = reply.send((self.reachability.clone(), mode));
             }
             Command::Bootstrap(reply) => self.on_bootstrap_command(reply),
             Command::Shutdown => {}

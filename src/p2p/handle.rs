@@ -33,7 +33,7 @@ pub(super) enum Command {
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     RoutingTableSize(oneshot::Sender<usize>),
     RoutingTablePeers(oneshot::Sender<Vec<PeerId>>),
-    Reachability(oneshot::Sender<Reachability>),
+    Reachability(oneshot::Sender<(Reachability, &'static str)>),
     Bootstrap(Reply<()>),
     Shutdown,
 }
@@ -166,6 +166,12 @@ impl NodeHandle {
 
     /// AutoNAT's latest verdict on whether other peers can dial us.
     pub async fn reachability(&self) -> Result<Reachability, NodeError> {
+        Ok(self.ask("reachability", Command::Reachability).await?.0)
+    }
+
+    /// The verdict and Kademlia's mode now (`server` or `client`), which follows the verdict
+    /// in `DhtMode::Auto`.
+    pub async fn reachability_and_mode(&self) -> Result<(Reachability, &'static str), NodeError> {
         self.ask("reachability", Command::Reachability).await
     }
 
