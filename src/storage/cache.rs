@@ -62,6 +62,11 @@ impl PieceCache {
         lru.entries.iter().find(|e| e.index == index).and_then(|e| e.slot.get().cloned())
     }
 
+    /// Whether piece `index` has a slot: loaded, or being loaded.
+    pub fn has(&self, index: u32) -> bool {
+        self.lru.lock().expect("piece cache poisoned").entries.iter().any(|e| e.index == index)
+    }
+
     /// Forgets piece `index` (called after it is written).
     pub fn invalidate(&self, index: u32) {
         let mut lru = self.lru.lock().expect("piece cache poisoned");

@@ -227,22 +227,18 @@ impl Storage {
         if let Some(piece) = self.inner.cache.loaded(index) {
             return Ok(Bytes::copy_from_slice(&piece[range]));
         }
-        let permit = if begin == 0 && size <= WHOLE_PIECE_MAX {
-            self.inner.loads.clone().try_acquire_owned().ok()
-        } else {
+        // A piece being loaded is waited for: its other blocks are asked for while it loads.
+        // (`None`: joining that load, whose reader holds the permit.)
+        let permit = if self.inner.cache.has(index) {
             None
+        } else {
+            let whole = begin == 0 && size <= WHOLE_PIECE_MAX;
+            match whole.then(|| self.inner.loads.clone().try_acquire_owned().ok()).flatten() {
+                Some(permit) => Some(permit),
+                None => return self.read_alone(index, begin, length).await,
+            }
         };
         let inner = self.inner.clone();
-        let Some(permit) = permit else {
-            return blocking(move || {
-                let mut buf = vec![0u8; length as usize];
-                if !pieces::read_range(&inner.layout, &inner.files, index, begin, &mut buf)? {
-                    return Err(StorageError::Missing { index });
-                }
-                Ok(Bytes::from(buf))
-            })
-            .await;
-        };
         let piece = self
             .inner
             .cache
@@ -258,6 +254,19 @@ impl Storage {
             })
             .await?;
         Ok(Bytes::copy_from_slice(&piece[range]))
+    }
+
+    /// Reads just one block from disk.
+    async fn read_alone(&self, index: u32, begin: u32, length: u32) -> Result<Bytes, StorageError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let mut buf = vec![0u8; length as usize];
+            if !pieces::read_range(&inner.layout, &inner.files, index, begin, &mut buf)? {
+                return Err(StorageError::Missing { index });
+            }
+            Ok(Bytes::from(buf))
+        })
+        .await
     }
 
     /// Creates every selected (non-padding) file at its full length (e.g. 0-byte files) and, when
