@@ -171,14 +171,20 @@ async fn bootstrap_address_without_peer_id_is_refused() {
     assert!(err.to_string().contains("/ip4/127.0.0.1/tcp/1"), "{err}");
 }
 
+/// A DHT server's config on loopback, for the tests that set its bounds or AutoNAT.
+fn server_config() -> NodeConfig {
+    let mut config = NodeConfig::new(Keypair::generate_ed25519(), Duration::from_secs(10));
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    config.dht_mode = DhtMode::Server;
+    config
+}
+
 /// The node's connection bound: with room for two established connections, a third peer's
 /// dial is denied while the first two stay connected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_bound_are_denied() {
     bounded(async {
-        let mut config = NodeConfig::new(Keypair::generate_ed25519(), Duration::from_secs(10));
-        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-        config.dht_mode = DhtMode::Server;
+        let mut config = server_config();
         config.limits.established = 2;
         let full = NodeHandle::spawn(config).await.unwrap();
         let addr = full.listen_addrs().await.unwrap()[0].clone();
@@ -211,10 +217,8 @@ async fn connections_past_the_bound_are_denied() {
 async fn autonat_judges_a_reachable_node_public() {
     bounded(async {
         let spawn = |bootstrap: Vec<Multiaddr>| async move {
-            let mut config = NodeConfig::new(Keypair::generate_ed25519(), Duration::from_secs(10));
-            config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+            let mut config = server_config();
             config.bootstrap = bootstrap;
-            config.dht_mode = DhtMode::Server;
             config.nat = p2p::NatProbe { interval: Duration::from_secs(1), only_global_ips: false };
             NodeHandle::spawn(config).await.unwrap()
         };
@@ -241,9 +245,7 @@ async fn autonat_judges_a_reachable_node_public() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_memory_bound_are_denied() {
     bounded(async {
-        let mut config = NodeConfig::new(Keypair::generate_ed25519(), Duration::from_secs(10));
-        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-        config.dht_mode = DhtMode::Server;
+        let mut config = server_config();
         config.limits.memory_bytes = Some(1 << 20);
         let full = NodeHandle::spawn(config).await.unwrap();
         let addr = full.listen_addrs().await.unwrap()[0].clone();
