@@ -167,7 +167,8 @@ pub struct Options {
     pub listen: String,
     /// Run the libp2p node (Kademlia DHT, encrypted streams); `--no-kad` turns it off.
     pub kad: bool,
-    /// The libp2p node's listen multiaddr; empty: `/ip4/0.0.0.0/tcp/0`.
+    /// The libp2p node's listen multiaddrs, comma-separated (add `/ip4/0.0.0.0/udp/0/quic-v1`
+    /// for QUIC); empty: `/ip4/0.0.0.0/tcp/0`.
     pub kad_listen: String,
     /// Kademlia bootstrap nodes (multiaddrs ending in `/p2p/<PeerId>`).
     pub bootstrap: Vec<String>,
@@ -190,6 +191,12 @@ pub struct Options {
     pub autonat_interval: Duration,
     /// AutoNAT counts only peers and addresses on global IPs (off for LAN or test networks).
     pub autonat_only_global_ips: bool,
+    /// Serve as a circuit relay v2 for nodes behind NAT (`shoal node --relay`), closing each
+    /// relayed connection after this long or this many bytes.
+    pub relay: bool,
+    #[serde(with = "humantime_serde")]
+    pub relay_max_circuit_duration: Duration,
+    pub relay_max_circuit_bytes: u64,
 
     // --- tuning, not protocol (read when a torrent starts) ---
     /// How often a torrent looks at rates, timeouts, the choker and its dials.
@@ -290,6 +297,9 @@ impl Default for Options {
             kad_max_memory_mb: 0,
             autonat_interval: Duration::from_secs(90),
             autonat_only_global_ips: true,
+            relay: false,
+            relay_max_circuit_duration: Duration::from_secs(120),
+            relay_max_circuit_bytes: 128 * 1024,
             tick: Duration::from_millis(500),
             max_pieces_in_flight: 64,
             peer_event_queue: 4096,

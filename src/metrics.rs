@@ -17,7 +17,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use std::collections::HashSet;
@@ -26,7 +26,9 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 mod keepalive;
+mod nat;
 pub use keepalive::{KeepaliveCounters, KeepaliveSnapshot};
+pub use nat::NatMetrics;
 
 /// Content type of [`Metrics::encode`].
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -60,14 +62,6 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 /// The process's metrics.
 pub fn metrics() -> &'static Metrics {
     &METRICS
-}
-
-/// `shoal_p2p_reachability`, registered.
-fn reachability_gauge(registry: &mut Registry) -> Gauge {
-    let gauge = Gauge::default();
-    let help = "The libp2p node's reachability as AutoNAT judges it: 1 public, 0 unknown, -1 private";
-    registry.register("p2p_reachability", help, gauge.clone());
-    gauge
 }
 
 /// Which side opened a peer connection.
@@ -106,8 +100,8 @@ pub struct Metrics {
     peer_connections: Family<DirectionLabel, Counter>,
     peers_banned: Counter,
     protocol_violations: Counter,
-    /// The libp2p node's reachability by AutoNAT: 1 public, 0 unknown, -1 private.
-    reachability: Gauge,
+    /// The libp2p node behind NAT: reachability, relay slots, hole punches (`shoal_p2p_*`).
+    pub nat: NatMetrics,
     /// Counters of the key-peer monitor (`shoal_keepalive_<name>_total`).
     pub keepalive: KeepaliveCounters,
     torrents: TorrentSources,
@@ -172,7 +166,8 @@ impl Metrics {
             let _ = peer_connections.get_or_create(&[("direction", d.as_str())]);
         }
 
-        let reachability = reachability_gauge(&mut registry);
+        let nat = NatMetrics::default();
+        nat.register(registry.sub_registry_with_prefix("p2p"));
 
         let keepalive = KeepaliveCounters::default();
         keepalive.register(registry.sub_registry_with_prefix("keepalive"));
@@ -192,7 +187,7 @@ impl Metrics {
             peer_connections,
             peers_banned,
             protocol_violations,
-            reachability,
+            nat,
             keepalive,
             torrents,
         }
@@ -238,11 +233,6 @@ impl Metrics {
 
     pub fn inc_peers_banned(&self) {
         self.peers_banned.inc();
-    }
-
-    /// 1 public, 0 unknown, -1 private.
-    pub fn set_reachability(&self, value: i64) {
-        self.reachability.set(value);
     }
 
     pub fn inc_protocol_violations(&self) {

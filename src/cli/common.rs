@@ -8,7 +8,9 @@ use libp2p::{Multiaddr, PeerId};
 use shoal::config::Options;
 use shoal::mainline::{check_host_port, MainlineConfig, MainlineError};
 use shoal::p2p::identity::{self, IdentityLock};
-use shoal::p2p::{default_identity_path, ConnectionBounds, DhtMode, IdentityError, NatProbe, NodeConfig, NodeError};
+use shoal::p2p::{
+    default_identity_path, ConnectionBounds, DhtMode, IdentityError, NatProbe, NodeConfig, NodeError, RelayLimits,
+};
 use shoal::session::{Session, StartError};
 use shoal::types::PeerAddr;
 use std::net::SocketAddr;
@@ -26,7 +28,8 @@ pub struct NetArgs {
     /// A DHT node to bootstrap from (repeatable), e.g. /ip4/1.2.3.4/tcp/4001/p2p/12D3...
     #[arg(long = "bootstrap", value_name = "MULTIADDR")]
     pub bootstrap: Vec<String>,
-    /// Address of the libp2p node (Kademlia DHT and encrypted peer streams).
+    /// Addresses of the libp2p node (Kademlia DHT and encrypted peer streams), comma-separated:
+    /// TCP (`/ip4/0.0.0.0/tcp/0`) and QUIC (`/ip4/0.0.0.0/udp/0/quic-v1`).
     #[arg(long = "kad-listen", value_name = "MULTIADDR")]
     pub kad_listen: Option<String>,
     /// Turn the DHT off.
@@ -96,7 +99,8 @@ impl NetArgs {
         opts.kad &= !self.no_kad;
         opts.mdns |= self.mdns;
         if let Some(a) = &self.kad_listen {
-            multiaddrs("--kad-listen", std::slice::from_ref(a))?;
+            let list: Vec<String> = a.split(',').map(|s| s.trim().to_string()).collect();
+            multiaddrs("--kad-listen", &list)?;
             opts.kad_listen = a.clone();
         }
         if !self.bootstrap.is_empty() {
@@ -151,8 +155,8 @@ impl NetArgs {
         let bootstrap = multiaddrs("bootstrap", &opts.bootstrap)?;
         refuse_own_peer_id(&keypair.public().to_peer_id(), &bootstrap, &opts.key_peers)?;
         let mut cfg = NodeConfig::new(keypair, opts.dht_query_timeout);
-        let listen = if opts.kad_listen.is_empty() { "/ip4/0.0.0.0/tcp/0" } else { &opts.kad_listen };
-        cfg.listen = multiaddrs("kad_listen", &[listen.to_string()])?;
+        let listen: Vec<String> = opts.kad_listen_addrs().into_iter().map(String::from).collect();
+        cfg.listen = multiaddrs("kad_listen", &listen)?;
         cfg.bootstrap = bootstrap;
         cfg.external = multiaddrs("external_addrs", &opts.external_addrs)?;
         cfg.mdns = opts.mdns;
@@ -164,6 +168,10 @@ impl NetArgs {
                 .then(|| (opts.kad_max_memory_mb as usize).saturating_mul(1 << 20)),
         };
         cfg.nat = NatProbe { interval: opts.autonat_interval, only_global_ips: opts.autonat_only_global_ips };
+        cfg.relay = opts.relay.then_some(RelayLimits {
+            max_circuit_duration: opts.relay_max_circuit_duration,
+            max_circuit_bytes: opts.relay_max_circuit_bytes,
+        });
         cfg.dht_mode = effective_mode(opts, preferred)?;
         Ok(Some(cfg))
     }

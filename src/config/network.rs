@@ -21,8 +21,8 @@ impl Options {
                 value.parse::<SocketAddr>().map_err(|e| invalid(key, format!("`{value}`: {e}")))?;
             }
         }
-        if !self.kad_listen.is_empty() {
-            multiaddr("kad_listen", &self.kad_listen)?;
+        for a in self.kad_listen_addrs() {
+            multiaddr("kad_listen", a)?;
         }
         for a in &self.external_addrs {
             multiaddr("external_addrs", a)?;
@@ -41,6 +41,8 @@ impl Options {
         nonzero("max_pieces_in_flight", self.max_pieces_in_flight)?;
         nonzero("kad_max_connections", self.kad_max_connections)?;
         nonzero("autonat_interval", self.autonat_interval)?;
+        nonzero("relay_max_circuit_duration", self.relay_max_circuit_duration)?;
+        nonzero("relay_max_circuit_bytes", self.relay_max_circuit_bytes)?;
         nonzero("kad_max_connections_per_peer", self.kad_max_connections_per_peer)?;
         nonzero("kad_max_pending_incoming", self.kad_max_pending_incoming)?;
         for (key, n) in [("peer_event_queue", self.peer_event_queue), ("peer_command_queue", self.peer_command_queue)] {
@@ -49,6 +51,16 @@ impl Options {
             }
         }
         Ok(())
+    }
+}
+
+impl Options {
+    /// `kad_listen`'s multiaddrs (comma-separated), or the default `/ip4/0.0.0.0/tcp/0`.
+    pub fn kad_listen_addrs(&self) -> Vec<&str> {
+        match self.kad_listen.trim() {
+            "" => vec!["/ip4/0.0.0.0/tcp/0"],
+            list => list.split(',').map(str::trim).collect(),
+        }
     }
 }
 
@@ -72,6 +84,9 @@ mod tests {
             ("tick = \"1ms\"", "tick"),
             ("max_pieces_in_flight = 0", "max_pieces_in_flight"),
             ("peer_command_queue = 8", "peer_command_queue"),
+            ("kad_listen = \"/ip4/0.0.0.0/tcp/0,quic\"", "kad_listen"),
+            ("relay_max_circuit_bytes = 0", "relay_max_circuit_bytes"),
+            ("relay_max_circuit_duration = \"0s\"", "relay_max_circuit_duration"),
         ];
         for (text, key) in cases {
             let err = Options::from_toml_str(text).unwrap().validate().unwrap_err().to_string();
@@ -81,5 +96,9 @@ mod tests {
         let o = Options::from_toml_str(good).unwrap();
         o.validate().unwrap();
         assert_eq!((o.max_connections, o.min_peers), (80, 70), "max_peers names max_connections");
+        assert_eq!(o.kad_listen_addrs(), ["/ip4/0.0.0.0/tcp/0"], "the default");
+        let both = Options::from_toml_str("kad_listen = \"/ip4/0.0.0.0/udp/0/quic-v1, /ip4/0.0.0.0/tcp/0\"").unwrap();
+        both.validate().unwrap();
+        assert_eq!(both.kad_listen_addrs(), ["/ip4/0.0.0.0/udp/0/quic-v1", "/ip4/0.0.0.0/tcp/0"]);
     }
 }

@@ -9,7 +9,8 @@
 //!
 //! What applies when: torrents added or resumed after a change run with the new options;
 //! running torrents keep the ones they started with; session-wide settings (the network
-//! keys `listen`, `kad`, `kad_listen`, `bootstrap`, `external_addrs`, `mdns`, `diag`,
+//! keys `listen`, `kad`, `kad_listen`, `bootstrap`, `external_addrs`, `mdns`, `diag`, the
+//! `kad_max_*`, `autonat_*` and `relay*` keys,
 //! inbound handshake bounds, send budget, DHT and key-peer monitor, tracker announces)
 //! follow the flags and config file of the daemon's start.
 use super::state::{write_atomic, StateError};

@@ -93,25 +93,46 @@ impl AddressBook {
     }
 }
 
-/// `addr` without a trailing `/p2p/<id>`.
+/// `addr` without a trailing `/p2p/<id>` (a relay circuit keeps its relay's `/p2p/<id>`).
 pub fn strip_p2p(addr: &Multiaddr) -> Multiaddr {
-    addr.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect()
+    let mut addr = addr.clone();
+    if let Some(Protocol::P2p(_)) = addr.iter().last() {
+        addr.pop();
+    }
+    addr
 }
 
 /// `addr` ready to be stored and dialled, or `None` when no one could dial it: it must start
-/// with an IP or DNS host that is not the unspecified address, carry TCP, and not be a relay
-/// circuit. Loopback and private addresses are kept: they are what local swarms use.
+/// with an IP or DNS host that is not the unspecified address and carry TCP or QUIC (`udp`
+/// with `quic-v1`) on a real port. A relay circuit (`<relay address>/p2p/<relay>/p2p-circuit`)
+/// is dialable when its relay part is, once. Loopback and private addresses are kept: they are
+/// what local swarms use.
 pub fn dialable(addr: &Multiaddr) -> Option<Multiaddr> {
     let addr = strip_p2p(addr);
-    let host_ok = match addr.iter().next()? {
+    let parts: Vec<Protocol> = addr.iter().collect();
+    let direct = match parts.iter().position(|p| matches!(p, Protocol::P2pCircuit)) {
+        None => &parts[..],
+        // The relay's own address, then its PeerId, then the circuit, and nothing after.
+        Some(at) if at + 1 == parts.len() && at >= 1 && matches!(parts[at - 1], Protocol::P2p(_)) => &parts[..at - 1],
+        Some(_) => return None,
+    };
+    let host_ok = match direct.first()? {
         Protocol::Ip4(ip) => !ip.is_unspecified(),
         Protocol::Ip6(ip) => !ip.is_unspecified(),
         Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) => true,
         _ => false,
     };
-    let tcp = addr.iter().any(|p| matches!(p, Protocol::Tcp(port) if port != 0));
-    let relayed = addr.iter().any(|p| matches!(p, Protocol::P2pCircuit));
-    (host_ok && tcp && !relayed).then_some(addr)
+    let transport_ok = match direct.get(1..) {
+        Some([Protocol::Tcp(port)]) => *port != 0,
+        Some([Protocol::Udp(port), Protocol::QuicV1]) => *port != 0,
+        _ => false,
+    };
+    (host_ok && transport_ok).then_some(addr)
+}
+
+/// Whether `addr` goes through a relay.
+pub fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
 }
 
 impl NetworkBehaviour for AddressBook {
@@ -192,12 +213,28 @@ mod tests {
     fn only_dialable_addresses_are_kept() {
         assert!(dialable(&ma("/ip4/0.0.0.0/tcp/4001")).is_none());
         assert!(dialable(&ma("/ip4/127.0.0.1/tcp/0")).is_none());
-        assert!(dialable(&ma("/ip4/127.0.0.1/udp/4001/quic-v1")).is_none());
+        assert!(dialable(&ma("/ip4/127.0.0.1/udp/4001")).is_none(), "UDP without QUIC");
+        assert!(dialable(&ma("/ip4/127.0.0.1/udp/0/quic-v1")).is_none());
+        assert!(dialable(&ma("/ip4/127.0.0.1/tcp/4001/ws")).is_none());
+        assert!(dialable(&ma("/ip4/127.0.0.1/udp/4001/quic-v1")).is_some());
         assert_eq!(dialable(&ma("/ip4/127.0.0.1/tcp/4001")), Some(ma("/ip4/127.0.0.1/tcp/4001")));
         assert!(dialable(&ma("/dns4/example.org/tcp/4001")).is_some());
         let id = PeerId::random();
         let with_id = ma("/ip4/10.0.0.1/tcp/4001").with(Protocol::P2p(id));
         assert_eq!(dialable(&with_id), Some(ma("/ip4/10.0.0.1/tcp/4001")));
+    }
+
+    #[test]
+    fn a_relay_circuit_is_dialable_through_a_dialable_relay() {
+        let (relay, me) = (PeerId::random(), PeerId::random());
+        let circuit = ma("/ip4/10.0.0.1/tcp/4001").with(Protocol::P2p(relay)).with(Protocol::P2pCircuit);
+        assert_eq!(dialable(&circuit.clone().with(Protocol::P2p(me))), Some(circuit.clone()), "keeps the relay's id");
+        assert!(is_relayed(&circuit));
+        assert!(dialable(&ma("/ip4/10.0.0.1/tcp/4001/p2p-circuit")).is_none(), "no relay id");
+        let via_nowhere = ma("/ip4/0.0.0.0/tcp/4001").with(Protocol::P2p(relay)).with(Protocol::P2pCircuit);
+        assert!(dialable(&via_nowhere).is_none());
+        let twice = circuit.clone().with(Protocol::P2p(me)).with(Protocol::P2pCircuit);
+        assert!(dialable(&twice).is_none(), "one hop only");
     }
 
     #[test]

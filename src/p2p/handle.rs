@@ -19,6 +19,9 @@ use tokio_util::task::TaskTracker;
 const COMMAND_QUEUE: usize = 64;
 /// Troubles kept for a listener that is behind.
 const TROUBLE_BACKLOG: usize = 16;
+/// How long opening a stream waits for a hole punch to replace a relayed connection (DCUtR
+/// makes up to three attempts).
+const HOLE_PUNCH_WAIT: Duration = Duration::from_secs(15);
 
 /// What a handle asks of the event loop.
 pub(super) enum Command {
@@ -35,6 +38,7 @@ pub(super) enum Command {
     RoutingTablePeers(oneshot::Sender<Vec<PeerId>>),
     Reachability(oneshot::Sender<(Reachability, &'static str)>),
     Bootstrap(Reply<()>),
+    AwaitDirect { peer: PeerId, reply: Reply<bool> },
     Shutdown,
 }
 
@@ -186,6 +190,14 @@ impl NodeHandle {
     /// Each call clones the stream `Control`, and each clone owns one queue slot inside
     /// libp2p-stream; concurrent calls are bounded by the caller (the pool's `max_connecting`).
     pub async fn open_stream(&self, peer: PeerId) -> Result<libp2p::Stream, NodeError> {
+        self.dial(peer).await?;
+        // Reached only through a relay, the peer may be getting a direct connection (a hole
+        // punch): wait for it, within bounds, so the stream does not stay on the relay.
+        let wait = HOLE_PUNCH_WAIT.min(self.timeout);
+        let direct = self.ask("await_direct", |reply| Command::AwaitDirect { peer, reply });
+        if let Ok(Ok(Ok(false))) = tokio::time::timeout(wait, direct).await {
+            tracing::debug!(%peer, "opening a stream through a relay");
+        }
         let mut control = self.control.clone();
         match tokio::time::timeout(self.timeout, control.open_stream(peer, BT_PROTOCOL)).await {
             Err(_) => Err(NodeError::Timeout("open_stream")),

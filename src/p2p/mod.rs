@@ -10,6 +10,7 @@
 //! - `swarm`: how the `Swarm` is built (transport, behaviours, and why they are set so);
 //! - `event_loop`: the one task that owns the `Swarm` and answers the commands;
 //! - `pending`: the callers waiting for an answer (query replies, ping and dial waiters);
+//! - `punch`: hole punching (DCUtR), told our confirmed addresses too;
 //! - [`connector`]: [`P2pConnector`], how the torrent dials `PeerAddr::P2p` peers.
 //!
 //! This module only finds peers and opens streams; it knows nothing of torrents beyond the
@@ -23,6 +24,7 @@ pub mod identity;
 pub mod key;
 pub mod node;
 mod pending;
+mod punch;
 mod swarm;
 
 pub use connector::{into_box_stream, peer_addr, P2pConnector};
@@ -30,5 +32,5 @@ pub use identity::{default_identity_path, load_or_create, IdentityError};
 pub use key::torrent_key;
 pub use node::{
     ConnectionBounds, DhtMode, IncomingStreams, NatProbe, NodeConfig, NodeError, NodeHandle, Provider, Reachability,
-    Trouble, BT_PROTOCOL, KAD_PROTOCOL,
+    RelayLimits, Trouble, BT_PROTOCOL, KAD_PROTOCOL,
 };

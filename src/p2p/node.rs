@@ -67,6 +67,22 @@ pub struct NodeConfig {
     pub limits: ConnectionBounds,
     /// How AutoNAT probes our reachability.
     pub nat: NatProbe,
+    /// Serve as a circuit relay v2 with these bounds; `None`: only use relays.
+    pub relay: Option<RelayLimits>,
+}
+
+/// What one relayed connection may cost a relay we run: past either bound the circuit is
+/// closed (libp2p's defaults, 2 minutes and 128 KiB, leave room for hole punching only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayLimits {
+    pub max_circuit_duration: Duration,
+    pub max_circuit_bytes: u64,
+}
+
+impl Default for RelayLimits {
+    fn default() -> RelayLimits {
+        RelayLimits { max_circuit_duration: Duration::from_secs(120), max_circuit_bytes: 128 * 1024 }
+    }
 }
 
 /// AutoNAT's settings: how often our reachability is probed, and whether only peers and
@@ -147,6 +163,7 @@ impl NodeConfig {
             query_timeout,
             limits: ConnectionBounds::default(),
             nat: NatProbe::default(),
+            relay: None,
         }
     }
 }

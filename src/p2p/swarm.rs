@@ -1,11 +1,15 @@
 //! How the node's [`Swarm`] is built: transport, behaviours and the settings that matter.
 //!
-//! Behaviour: TCP + Noise + Yamux (DNS names resolved when the system resolver is
-//! configured), Kademlia, identify, ping, raw `/shoal/bt/1.0.0` streams (`libp2p_stream`),
+//! Behaviour: TCP + Noise + Yamux and QUIC (DNS names resolved when the system resolver is
+//! configured), both also through circuit relays, Kademlia, identify, ping, raw `/shoal/bt/1.0.0` streams (`libp2p_stream`),
 //! optional mDNS, our [`AddressBook`], AutoNAT (v1: connected peers dial us back to tell
 //! whether we are reachable; in `DhtMode::Auto` Kademlia follows the verdict), connection
 //! limits (established, per peer, pending inbound) and a process-memory limit: past any of
-//! them a new connection is denied, so a stranger cannot fill the node.
+//! them a new connection is denied, so a stranger cannot fill the node. Circuit relay v2:
+//! as a client always (the event loop reserves a slot on a relay once AutoNAT says we are
+//! private), as a relay with `relay = true`; DCUtR then tries to replace a relayed connection
+//! with a direct one (over QUIC the NAT's hole is punched with UDP, which works behind most
+//! home NATs; over TCP it needs a simultaneous open).
 //!
 //! Choices and the traps they handle:
 //! - Kademlia speaks [`KAD_PROTOCOL`] `/shoal/kad/1.0.0`, not `/ipfs/kad/1.0.0`: shoal nodes
@@ -28,14 +32,15 @@
 //!   which turns server once an external address is confirmed, so a listening node in `Auto`
 //!   becomes a server.
 use super::book::{strip_p2p, AddressBook};
-use super::node::{DhtMode, NodeConfig, NodeError, KAD_PROTOCOL, PROVIDER_REPUBLISH, PROVIDER_TTL};
+use super::node::{DhtMode, NodeConfig, NodeError, RelayLimits, KAD_PROTOCOL, PROVIDER_REPUBLISH, PROVIDER_TTL};
+use super::punch::HolePunch;
 use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::core::transport::ListenerId;
 use libp2p::kad::{self, store::MemoryStore, Mode};
 use libp2p::memory_connection_limits;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{autonat, identify, identity::Keypair, mdns, noise, ping, tcp, yamux, Multiaddr, Swarm};
+use libp2p::{autonat, identify, identity::Keypair, mdns, noise, ping, relay, tcp, yamux, Multiaddr, Swarm};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -58,6 +63,12 @@ pub(super) struct Behaviour {
     pub(super) limits: connection_limits::Behaviour,
     pub(super) memory: memory_connection_limits::Behaviour,
     pub(super) autonat: autonat::Behaviour,
+    /// Circuit relay v2, serving (`relay = true`): others behind NAT reserve a slot here.
+    pub(super) relay: Toggle<relay::Behaviour>,
+    /// Circuit relay v2, using: listening through a relay once AutoNAT says we are private.
+    pub(super) relay_client: relay::client::Behaviour,
+    /// Hole punching: a relayed connection is upgraded to a direct one where the NAT allows.
+    pub(super) dcutr: HolePunch,
 }
 
 /// Builds the swarm, sets its DHT mode and external addresses and starts its listeners
@@ -85,28 +96,43 @@ pub(super) fn start(config: &NodeConfig) -> Result<(Swarm<Behaviour>, Listeners)
 fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
     let transport_err = |e: &dyn std::fmt::Display| NodeError::Transport(e.to_string());
     let tcp_config = || tcp::Config::default().nodelay(true);
-    let make = |key: &Keypair| make_behaviour(key, config);
+    let make = |key: &Keypair, relay_client| make_behaviour(key, relay_client, config);
     let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT);
-    let builder = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
-        .with_tokio()
-        .with_tcp(tcp_config(), noise::Config::new, yamux::Config::default)
-        .map_err(|e| transport_err(&e))?;
+    // The same tail twice: the builder's phases are distinct types with and without DNS.
+    macro_rules! finish {
+        ($builder:expr) => {
+            Ok($builder
+                .with_relay_client(noise::Config::new, yamux::Config::default)
+                .map_err(|e| transport_err(&e))?
+                .with_behaviour(make)
+                .map_err(|e| transport_err(&e))?
+                .with_swarm_config(idle)
+                .build())
+        };
+    }
+    let builder = || {
+        libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
+            .with_tokio()
+            .with_tcp(tcp_config(), noise::Config::new, yamux::Config::default)
+            .map(|b| b.with_quic())
+            .map_err(|e| transport_err(&e))
+    };
     // The system resolver can be missing (containers without /etc/resolv.conf): then the
     // node runs without DNS, and /dns addresses fail to dial with a clear error.
-    match builder.with_dns() {
-        Ok(b) => Ok(b.with_behaviour(make).map_err(|e| transport_err(&e))?.with_swarm_config(idle).build()),
+    match builder()?.with_dns() {
+        Ok(b) => finish!(b),
         Err(e) => {
             tracing::warn!("no system DNS resolver ({e}); /dns multiaddrs will not resolve");
-            let b = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
-                .with_tokio()
-                .with_tcp(tcp_config(), noise::Config::new, yamux::Config::default)
-                .map_err(|e| transport_err(&e))?;
-            Ok(b.with_behaviour(make).map_err(|e| transport_err(&e))?.with_swarm_config(idle).build())
+            finish!(builder()?)
         }
     }
 }
 
-fn make_behaviour(key: &Keypair, config: &NodeConfig) -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+fn make_behaviour(
+    key: &Keypair,
+    relay_client: relay::client::Behaviour,
+    config: &NodeConfig,
+) -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
     let peer_id = key.public().to_peer_id();
     let mut kad_config = kad::Config::new(KAD_PROTOCOL);
     kad_config
@@ -127,6 +153,9 @@ fn make_behaviour(key: &Keypair, config: &NodeConfig) -> Result<Behaviour, Box<d
         mdns: mdns.into(),
         book: AddressBook::default(),
         autonat: autonat::Behaviour::new(peer_id, autonat_config(config)),
+        relay: config.relay.map(|limits| relay::Behaviour::new(peer_id, relay_config(limits))).into(),
+        relay_client,
+        dcutr: HolePunch::new(peer_id),
         memory: match config.limits.memory_bytes {
             Some(bytes) => memory_connection_limits::Behaviour::with_max_bytes(bytes),
             None => memory_connection_limits::Behaviour::with_max_percentage(0.9),
@@ -151,5 +180,15 @@ fn autonat_config(config: &NodeConfig) -> autonat::Config {
         throttle_server_period: every.min(Duration::from_secs(90)),
         only_global_ips: config.nat.only_global_ips,
         ..autonat::Config::default()
+    }
+}
+
+/// A relay's bounds: libp2p's defaults (128 reservations, 16 circuits, 4 of each per peer,
+/// per-peer and per-IP rate limits) with the circuit's length and size from the config.
+fn relay_config(limits: RelayLimits) -> relay::Config {
+    relay::Config {
+        max_circuit_duration: limits.max_circuit_duration,
+        max_circuit_bytes: limits.max_circuit_bytes,
+        ..relay::Config::default()
     }
 }

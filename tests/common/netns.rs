@@ -71,6 +71,23 @@ impl NetNs {
         other.ip(&["link", "set", there, "up"]);
     }
 
+    /// A bridge named `name` in this namespace: a switch that hosts plug into with
+    /// [`NetNs::plug`].
+    pub fn bridge(&self, name: &str) {
+        self.ip(&["link", "add", name, "type", "bridge"]);
+        self.ip(&["link", "set", name, "up"]);
+    }
+
+    /// Plugs `host` into this namespace's `bridge`: a veth pair whose end here (`port`) is a
+    /// port of the bridge and whose end in `host` (`host_if`) has `host_addr` (IP/PREFIX).
+    pub fn plug(&self, bridge: &str, port: &str, host: &NetNs, host_if: &str, host_addr: &str) {
+        self.ip(&["link", "add", port, "type", "veth", "peer", "name", host_if, "netns", &host.name]);
+        self.ip(&["link", "set", port, "master", bridge]);
+        self.ip(&["link", "set", port, "up"]);
+        host.ip(&["addr", "add", host_addr, "dev", host_if]);
+        host.ip(&["link", "set", host_if, "up"]);
+    }
+
     /// `program` to run inside the namespace.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut cmd = Command::new("ip");

@@ -8,7 +8,9 @@
 //! the address book are wired as they are, is in [`super::swarm`].
 use super::book::{dialable, strip_p2p};
 use super::handle::Command;
-use super::node::{DhtMode, NodeConfig, NodeError, Provider, Reachability, Trouble, KAD_PROTOCOL};
+mod nat;
+
+use super::node::{DhtMode, NodeConfig, NodeError, Provider, Trouble};
 use super::pending::{Lookups, ProvidersLookup, Reply, Waiters};
 use super::swarm::{Behaviour, BehaviourEvent, Listeners};
 use futures::StreamExt;
@@ -17,6 +19,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{DialError, SwarmEvent};
 use libp2p::{autonat, identify, mdns, ping, Multiaddr, PeerId, Swarm};
+use nat::Nat;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
@@ -44,10 +47,8 @@ pub(super) struct EventLoop {
     /// The latest round trip of each connected peer, what a ping on a live connection answers.
     last_rtt: HashMap<PeerId, Duration>,
     troubles: broadcast::Sender<Trouble>,
-    /// AutoNAT's latest verdict.
-    reachability: Reachability,
-    /// `DhtMode::Auto`: Kademlia's mode follows the verdict.
-    mode_follows_nat: bool,
+    /// Reachability, relays, hole punches and relayed connections.
+    nat: Nat,
 }
 
 impl EventLoop {
@@ -70,8 +71,7 @@ impl EventLoop {
             dials: Waiters::new(MAX_WAITERS_PER_PEER),
             last_rtt: HashMap::new(),
             troubles,
-            reachability: Reachability::Unknown,
-            mode_follows_nat: config.dht_mode == DhtMode::Auto,
+            nat: Nat::new(config.dht_mode == DhtMode::Auto),
         }
     }
 
@@ -182,9 +182,10 @@ impl EventLoop {
                     kad::Mode::Server => "server",
                     kad::Mode::Client => "client",
                 };
-                let _ = reply.send((self.reachability.clone(), mode));
+                let _ = reply.send((self.nat.reachability.clone(), mode));
             }
             Command::Bootstrap(reply) => self.on_bootstrap_command(reply),
+            Command::AwaitDirect { peer, reply } => self.on_await_direct(peer, reply),
             Command::Shutdown => {}
         }
     }
@@ -232,9 +233,11 @@ impl EventLoop {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.on_kad_event(e),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
-                let speaks_kad = info.protocols.contains(&KAD_PROTOCOL);
-                self.learn(peer_id, &info.listen_addrs, speaks_kad);
+                self.on_identified(peer_id, &info)
             }
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(e)) => self.on_relay_client_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => self.on_dcutr_event(e),
+            SwarmEvent::ListenerClosed { listener_id, .. } => self.on_listener_closed(listener_id),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => self.on_ping_event(e),
             SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. })) => {
                 self.on_nat_status(new)
@@ -247,7 +250,8 @@ impl EventLoop {
             }
             SwarmEvent::NewListenAddr { address, .. } => self.on_listen_addr(address, true),
             SwarmEvent::ExpiredListenAddr { address, .. } => self.on_listen_addr(address, false),
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                self.on_connection_up(peer_id, connection_id, endpoint.is_relayed());
                 self.dials.finish(&peer_id, || Ok(()));
                 // Only our dials: an inbound connection tells us no address to hand out.
                 if endpoint.is_dialer() {
@@ -259,8 +263,11 @@ impl EventLoop {
                 self.dials.finish(&peer, || Err(NodeError::Dial { peer, reason: reason.clone() }));
                 self.on_dial_done(peer, Some(&error));
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
-                self.last_rtt.remove(&peer_id);
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, .. } => {
+                self.on_connection_down(peer_id, connection_id);
+                if num_established == 0 {
+                    self.last_rtt.remove(&peer_id);
+                }
             }
             _ => {}
         }
@@ -401,26 +408,6 @@ impl EventLoop {
         let _ = reply.send(if known.is_empty() { Err(NodeError::PeerNotFound(target)) } else { Ok(known) });
     }
 
-    /// AutoNAT's new verdict: kept for the handle and the gauge; in `DhtMode::Auto` a public
-    /// node serves the DHT and a private one only asks it.
-    fn on_nat_status(&mut self, status: autonat::NatStatus) {
-        self.reachability = match status {
-            autonat::NatStatus::Public(addr) => Reachability::Public(addr),
-            autonat::NatStatus::Private => Reachability::Private,
-            autonat::NatStatus::Unknown => Reachability::Unknown,
-        };
-        tracing::info!(reachability = self.reachability.as_str(), address = ?self.reachability, "AutoNAT verdict");
-        crate::metrics::metrics().set_reachability(self.reachability.gauge());
-        if self.mode_follows_nat {
-            let mode = match self.reachability {
-                Reachability::Public(_) => Some(kad::Mode::Server),
-                Reachability::Private => Some(kad::Mode::Client),
-                Reachability::Unknown => return,
-            };
-            self.swarm.behaviour_mut().kad.set_mode(mode);
-        }
-    }
-
     fn trouble(&self, trouble: Trouble) {
         tracing::debug!(?trouble, "discovery trouble");
         let _ = self.troubles.send(trouble);
@@ -489,6 +476,7 @@ impl EventLoop {
         self.bootstrap.retain(|_, r| !r.is_closed());
         self.pings.sweep();
         self.dials.sweep();
+        self.nat.sweep();
         self.finish_providers(|lookup| lookup.is_expired(now));
     }
 }
