@@ -187,6 +187,20 @@ impl Picker {
     /// Picks up to `max` blocks for a peer with bitfield `theirs`, marks them requested by
     /// `key` and returns them. `rng` breaks ties.
     pub fn pick(&mut self, key: PeerKey, theirs: &BitSlice<u8, Msb0>, max: usize, rng: &mut impl Rng) -> Vec<BlockRef> {
+        self.pick_deferring(key, theirs, max, rng, &[])
+    }
+
+    /// [`Picker::pick`], but in endgame a block is left to `better` peers (better-scored ones
+    /// that could take requests now, with their bitfields) while one of them that has its
+    /// piece is not yet asked for it: the scarce last blocks go to the best-scored sources.
+    pub fn pick_deferring(
+        &mut self,
+        key: PeerKey,
+        theirs: &BitSlice<u8, Msb0>,
+        max: usize,
+        rng: &mut impl Rng,
+        better: &[(PeerKey, &BitSlice<u8, Msb0>)],
+    ) -> Vec<BlockRef> {
         let mut out = Vec::new();
         if max == 0 {
             return out;
@@ -200,7 +214,7 @@ impl Picker {
             self.pick_from_piece(key, piece, max, &mut out);
         }
         if out.len() < max {
-            self.pick_endgame(key, theirs, max, &mut out);
+            self.pick_endgame(key, theirs, max, better, &mut out);
         }
         out
     }
@@ -278,7 +292,14 @@ impl Picker {
 
     /// Endgame: nothing is missing that this peer could give, so ask it for blocks already
     /// requested from others (never twice from the same peer, at most ENDGAME_DUPLICATES).
-    fn pick_endgame(&mut self, key: PeerKey, theirs: &BitSlice<u8, Msb0>, max: usize, out: &mut Vec<BlockRef>) {
+    fn pick_endgame(
+        &mut self,
+        key: PeerKey,
+        theirs: &BitSlice<u8, Msb0>,
+        max: usize,
+        better: &[(PeerKey, &BitSlice<u8, Msb0>)],
+        out: &mut Vec<BlockRef>,
+    ) {
         let any_unstarted =
             (0..self.have.len()).any(|i| !self.have[i] && self.wanted[i] && !self.partial.contains_key(&(i as u32)));
         if any_unstarted {
@@ -289,13 +310,16 @@ impl Picker {
         pieces.sort_unstable();
         for piece in pieces {
             let count = self.block_count(piece);
+            let rivals: Vec<PeerKey> =
+                better.iter().filter(|(_, has)| has.get(piece as usize).is_some_and(|b| *b)).map(|(k, _)| *k).collect();
             for b in 0..count {
                 if out.len() >= max {
                     return;
                 }
                 let state = &mut self.partial.get_mut(&piece).expect("piece is partial").blocks[b as usize];
                 if let BlockState::Requested(peers) = state {
-                    if peers.len() < ENDGAME_DUPLICATES && !peers.contains(&key) {
+                    let left_to_better = rivals.iter().any(|r| !peers.contains(r));
+                    if peers.len() < ENDGAME_DUPLICATES && !peers.contains(&key) && !left_to_better {
                         peers.push(key);
                         out.push(self.block_ref(piece, b));
                     }

@@ -194,8 +194,13 @@ async fn connections_past_the_bound_are_denied() {
             d.add_address(full.peer_id(), addr.clone()).await.unwrap();
             dialers.push(d);
         }
-        dialers[0].dial(full.peer_id()).await.unwrap();
-        dialers[1].dial(full.peer_id()).await.unwrap();
+        // A dial returns once the dialer's side is up; the node's side may still be in its
+        // handshake, so each is waited for there before the next peer dials.
+        for d in &dialers[..2] {
+            d.dial(full.peer_id()).await.unwrap();
+            let me = d.peer_id();
+            eventually(|| async { full.connected_peers().await.unwrap().contains(&me).then_some(()) }).await;
+        }
         // The third handshake may complete on its side before the node denies the
         // connection; then the node closes it, which the dialer sees. (Let in, it would stay
         // open past the test's deadline: idle connections live two minutes.)

@@ -4,6 +4,7 @@
 //! has room): the scarce piece goes to the better source, not to whichever peer asked first.
 //! Pieces already started are always offered, so a piece in progress is never held up. Pure:
 //! the torrent passes what it knows.
+use crate::types::PeerKey;
 use bitvec::prelude::*;
 
 /// A piece held by at most this many connected peers is scarce.
@@ -11,6 +12,7 @@ pub const SCARCE_HOLDERS: u32 = 2;
 
 /// Another connected peer that unchokes us and could take requests now.
 pub struct Rival<'a> {
+    pub key: PeerKey,
     pub score: f64,
     pub has: &'a BitSlice<u8, Msb0>,
 }
@@ -52,23 +54,23 @@ mod tests {
         let availability = [2, 2, 5, 1];
         let (a_has, b_has) = (bits("1111"), bits("1010"));
         // A asks while B, scored higher, could take piece 0: A is offered the rest.
-        let b = [Rival { score: 0.6, has: &b_has }];
+        let b = [Rival { key: 9, score: 0.6, has: &b_has }];
         let offered = offer(&a_has, 0.2, &availability, |_| false, &b).expect("piece 0 is left to B");
         assert_eq!(offered, bits("0111"), "1 (B lacks it), 2 (common) and 3 stay on offer");
         // The same peers with the scores the other way round: A is offered everything, and B,
         // asking, is not offered piece 0.
-        let b = [Rival { score: 0.1, has: &b_has }];
+        let b = [Rival { key: 9, score: 0.1, has: &b_has }];
         assert_eq!(offer(&a_has, 0.2, &availability, |_| false, &b), None);
-        let a = [Rival { score: 0.2, has: &a_has }];
+        let a = [Rival { key: 9, score: 0.2, has: &a_has }];
         assert_eq!(offer(&b_has, 0.1, &availability, |_| false, &a), Some(bits("0010")));
         assert_eq!(
-            offer(&a_has, 0.2, &availability, |p| p == 0, &[Rival { score: 0.6, has: &b_has }]),
+            offer(&a_has, 0.2, &availability, |p| p == 0, &[Rival { key: 9, score: 0.6, has: &b_has }]),
             None,
             "a started piece stays on offer"
         );
         let common = [10, 10, 10, 10];
         assert_eq!(
-            offer(&a_has, 0.2, &common, |_| false, &[Rival { score: 0.6, has: &b_has }]),
+            offer(&a_has, 0.2, &common, |_| false, &[Rival { key: 9, score: 0.6, has: &b_has }]),
             None,
             "nothing is scarce"
         );

@@ -85,6 +85,25 @@ fn endgame_duplicates_and_cancels() {
 }
 
 #[test]
+fn in_endgame_a_duplicate_is_left_to_a_better_scored_peer() {
+    let mut p = picker(1, 2 * BS);
+    let mut rng = StdRng::seed_from_u64(5);
+    let first = p.pick(1, &all(1), 10, &mut rng);
+    assert_eq!(first.len(), 2);
+    // Peer 3 scores better than peer 2 and could take requests: 2 gets no duplicate.
+    let has = all(1);
+    let better = [(3, has.as_bitslice())];
+    assert!(p.pick_deferring(2, &all(1), 10, &mut rng, &better).is_empty(), "left to peer 3");
+    assert_eq!(p.pick_deferring(3, &all(1), 10, &mut rng, &[]), first, "the better peer gets them");
+    assert!(p.pick_deferring(2, &all(1), 10, &mut rng, &better).is_empty(), "two holders already");
+    // Without a better peer, the lower-scored one is served as before.
+    let mut p = picker(1, 2 * BS);
+    let first = p.pick(1, &all(1), 10, &mut rng);
+    let lacks = BitVec::<u8, Msb0>::repeat(false, 1);
+    assert_eq!(p.pick_deferring(2, &all(1), 10, &mut rng, &[(3, lacks.as_bitslice())]), first, "3 lacks the piece");
+}
+
+#[test]
 fn failed_piece_is_requested_again() {
     let mut p = picker(1, BS);
     let mut rng = StdRng::seed_from_u64(6);

@@ -11,6 +11,7 @@ use crate::types::PeerAddr;
 use crate::types::PeerKey;
 use crate::types::BLOCK_SIZE;
 use crate::wire::extension::{ExtHandshake, SPOKEN};
+use bitvec::prelude::*;
 use bytes::Bytes;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -119,14 +120,16 @@ impl Torrent {
             .iter()
             .filter(|(k, q)| **k != key && q.score.total > p.score.total && !q.peer_choking && q.am_interested)
             .filter(|(_, q)| wants_requests(q, target, cap).is_some())
-            .map(|(_, q)| Rival { score: q.score.total, has: &q.bitfield })
+            .map(|(k, q)| Rival { key: *k, score: q.score.total, has: &q.bitfield })
             .collect();
         let scarce_left = {
             let picker = &self.picker;
             scarce::offer(theirs, p.score.total, picker.availability(), |i| picker.is_started(i), &rivals)
         };
         let theirs = scarce_left.as_deref().unwrap_or(theirs);
-        let blocks = self.picker.pick(key, theirs, need, &mut self.rng);
+        // In endgame the last blocks are scarce too: duplicates go to the better-scored first.
+        let better: Vec<(PeerKey, &BitSlice<u8, Msb0>)> = rivals.iter().map(|r| (r.key, r.has)).collect();
+        let blocks = self.picker.pick_deferring(key, theirs, need, &mut self.rng, &better);
         if blocks.is_empty() {
             return;
         }
