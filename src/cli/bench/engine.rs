@@ -25,6 +25,28 @@ pub enum Transport {
     Tcp,
     /// The same protocol over `/shoal/bt/1.0.0` libp2p streams (TCP + Noise + Yamux).
     Libp2p,
+    /// The same libp2p streams over QUIC.
+    Quic,
+}
+
+impl Transport {
+    /// Where a bench node listens, for the libp2p transports.
+    fn listen(self) -> Option<&'static str> {
+        match self {
+            Transport::Tcp => None,
+            Transport::Libp2p => Some("/ip4/127.0.0.1/tcp/0"),
+            Transport::Quic => Some("/ip4/127.0.0.1/udp/0/quic-v1"),
+        }
+    }
+
+    /// How the report names it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Libp2p => "libp2p (noise + yamux)",
+            Transport::Quic => "libp2p over quic",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -111,9 +133,9 @@ async fn start_session(
 ) -> Result<(Session, PeerAddr), String> {
     let loopback = "127.0.0.1:0".parse().expect("valid address");
     let mut builder = Session::builder(options.clone()).listen(loopback);
-    if transport == Transport::Libp2p {
+    if let Some(listen) = transport.listen() {
         let mut cfg = NodeConfig::new(libp2p::identity::Keypair::generate_ed25519(), options.dht_query_timeout);
-        cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")];
+        cfg.listen = vec![listen.parse().expect("valid multiaddr")];
         cfg.dht_mode = DhtMode::Server;
         builder = builder.node(cfg);
     }

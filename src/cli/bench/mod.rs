@@ -12,6 +12,7 @@ mod engine;
 pub enum Transport {
     Tcp,
     Libp2p,
+    Quic,
 }
 
 #[derive(Args, Debug)]
@@ -26,7 +27,7 @@ pub struct BenchArgs {
     pub seeders: usize,
     #[arg(long, default_value_t = 1)]
     pub leechers: usize,
-    /// How the peers talk: plain TCP or encrypted libp2p streams.
+    /// How the peers talk: plain TCP, or encrypted libp2p streams over TCP or QUIC.
     #[arg(long, value_enum, default_value = "tcp")]
     pub transport: Transport,
     /// Print the report as JSON.
@@ -47,6 +48,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let transport = match args.transport {
         Transport::Tcp => bench::Transport::Tcp,
         Transport::Libp2p => bench::Transport::Libp2p,
+        Transport::Quic => bench::Transport::Quic,
     };
     let cfg = BenchConfig {
         transport,
@@ -63,7 +65,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             human_bytes(piece_size as f64),
             cfg.seeders,
             cfg.leechers,
-            if transport == bench::Transport::Tcp { "tcp" } else { "libp2p (noise + yamux)" }
+            transport.describe()
         );
     }
     let report = bench::run(&cfg).await?;
