@@ -200,6 +200,65 @@ fn a_key_peer_lost_for_good_raises_an_alert() {
     node.kill();
 }
 
+/// `key_peers` patched while the daemon runs: the monitor takes the new key peer at once and
+/// probes it (connected), and lets it go when the key is emptied again.
+#[test]
+fn key_peers_patched_while_running_join_and_leave_the_monitor() {
+    let _turn = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = dir.join("shoal.toml");
+    std::fs::write(&config, "key_peer_probe_interval = \"1s\"\nper_peer_min_probe_interval = \"1s\"\n").unwrap();
+    let node_args = args!["node", "--kad-listen", "/ip4/127.0.0.1/tcp/0", "--identity", dir.join("node.key")];
+    let mut node = Proc::spawn("node", dir, &node_args, &[]);
+    let node_addr = node.kad_addr();
+    let node_id = node_addr.rsplit('/').next().unwrap().to_string();
+    let extra = args![
+        "--config",
+        &config,
+        "--kad-listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--identity",
+        dir.join("daemon.key"),
+        "--diag",
+        "127.0.0.1:0"
+    ];
+    let mut daemon = Daemon::start_kad(dir, "daemon", &extra);
+    let diag = daemon.proc.diag_addr();
+    let key_peer = |view: &Value| {
+        view["key_peers"].as_array().into_iter().flatten().find(|p| p["peer_id"] == node_id.as_str()).cloned()
+    };
+    let watch = |what: &str, done: &dyn Fn(&Value) -> bool| {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let view = common::http::get_json(diag, "/debug/p2p/keepalive").unwrap_or_default();
+            if done(&view) {
+                return view;
+            }
+            if Instant::now() > deadline {
+                daemon.proc.fail(&format!("{what} within {DEADLINE:?}: {view}"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    assert!(key_peer(&watch("no view", &|v| v["enabled"] == true)).is_none(), "not a key peer yet");
+
+    let patch = |list: Value| {
+        let body = serde_json::to_vec(&serde_json::json!({ "key_peers": list })).unwrap();
+        let answer = daemon.call("PATCH", "/api/config", Some(("application/json", &body)));
+        assert_eq!(answer.status, 200, "{}", answer.json);
+    };
+    patch(serde_json::json!([node_addr]));
+    let view = watch("the patched key peer not probed and connected", &|v| {
+        key_peer(v).is_some_and(|p| p["connected"] == true && p["source"] == "configured")
+    });
+    assert_eq!(view["key_peers"].as_array().unwrap().len(), 1, "{view}");
+    patch(serde_json::json!([]));
+    watch("the key peer still there", &|v| v["enabled"] == true && key_peer(v).is_none());
+    daemon.stop();
+    node.kill();
+}
+
 /// Method, path, body (content type, bytes), the status wanted, words the error must hold.
 type Case<'a> = (&'a str, String, Option<(&'a str, &'a [u8])>, u16, &'a str);
 

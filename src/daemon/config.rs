@@ -8,11 +8,13 @@
 //! in the state directory and hand the current options to the session.
 //!
 //! What applies when: torrents added or resumed after a change run with the new options;
-//! running torrents keep the ones they started with; session-wide settings (the network
-//! keys `listen`, `kad`, `kad_listen`, `bootstrap`, `external_addrs`, `mdns`, `diag`, the
-//! `kad_max_*`, `autonat_*` and `relay*` keys,
-//! inbound handshake bounds, send budget, DHT and key-peer monitor, tracker announces)
-//! follow the flags and config file of the daemon's start.
+//! running torrents get them too ([`crate::torrent::TorrentHandle::set_options`]): pool
+//! limits, unchoke slots and intervals at once, per-peer bounds for peers that connect from
+//! then on, the tick and queue sizes at their next start; rate limits apply at once. The
+//! session-wide settings (the network keys `listen`, `kad`, `kad_listen`, `bootstrap`,
+//! `external_addrs`, `mdns`, `diag`, the `kad_max_*`, `autonat_*` and `relay*` keys, inbound
+//! handshake bounds, send budget, DHT, the key-peer monitor (but for its `key_peers`, which
+//! change at once), tracker announces) follow the flags and config file of the daemon's start.
 use super::state::{write_atomic, StateError};
 use super::{Daemon, DaemonError};
 use crate::config::{ConfigError, Options};

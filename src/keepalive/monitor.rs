@@ -218,6 +218,15 @@ impl KeyPeerMonitor {
         true
     }
 
+    /// The configured peers are now `peers` (the config changed while running): those no
+    /// longer listed leave, new ones join. Returns the ones left out (the set is full).
+    pub fn set_configured(&mut self, peers: &[PeerId]) -> Vec<PeerId> {
+        self.peers.retain(|id, p| p.source != Source::Configured || peers.contains(id));
+        let kept = &self.peers;
+        self.round.retain(|id| kept.contains_key(id));
+        peers.iter().filter(|p| !self.add_fixed(**p, Source::Configured)).copied().collect()
+    }
+
     /// The peers of a dynamic `source` (the libp2p peers feeding a download, or those of the
     /// routing table) right now, best first. Each is kept (or added while there is room,
     /// evicting the stalest dynamic peer when the set is full); those not seen for

@@ -39,19 +39,22 @@ const MAX_CONTRIBUTORS: usize = 16;
 pub struct SessionLink {
     torrents: Arc<dyn Fn() -> Vec<TorrentHandle> + Send + Sync>,
     resets: Option<broadcast::Sender<()>>,
+    /// The configured `key_peers`, changed while running (the daemon's config).
+    key_peers: Option<watch::Receiver<Vec<String>>>,
 }
 
 impl SessionLink {
     pub fn new(
         torrents: Arc<dyn Fn() -> Vec<TorrentHandle> + Send + Sync>,
         resets: broadcast::Sender<()>,
+        key_peers: watch::Receiver<Vec<String>>,
     ) -> SessionLink {
-        SessionLink { torrents, resets: Some(resets) }
+        SessionLink { torrents, resets: Some(resets), key_peers: Some(key_peers) }
     }
 
     /// No torrents and no one to reset (`shoal node`).
     pub fn detached() -> SessionLink {
-        SessionLink { torrents: Arc::new(Vec::new), resets: None }
+        SessionLink { torrents: Arc::new(Vec::new), resets: None, key_peers: None }
     }
 
     fn torrents(&self) -> Vec<TorrentHandle> {
@@ -171,9 +174,20 @@ impl MonitorTask {
         contributors.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut troubles = self.node.troubles();
         let mut troubles_open = true;
+        let mut key_peers = self.link.key_peers.take();
         loop {
+            let configured = async {
+                match key_peers.as_mut() {
+                    Some(rx) => rx.changed().await.map(|()| rx.borrow_and_update().clone()).ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = cancel.cancelled() => break,
+                list = configured => match list {
+                    Some(list) => self.on_key_peers(&list).await,
+                    None => key_peers = None,
+                },
                 _ = tick.tick() => self.on_tick().await,
                 _ = contributors.tick() => self.on_contributors().await,
                 t = troubles.recv(), if troubles_open => match t {
@@ -213,6 +227,25 @@ impl MonitorTask {
         for peer in due {
             self.start_probe(peer);
         }
+    }
+
+    /// The configured `key_peers` changed (validated by then): new ones are probed from the
+    /// next round, dropped ones leave the set.
+    async fn on_key_peers(&mut self, list: &[String]) {
+        let mut ids = Vec::new();
+        for (peer, addr) in list.iter().filter_map(|s| parse_key_peer(s).ok()) {
+            if let Some(addr) = addr.filter(|_| peer != self.node.peer_id()) {
+                if let Err(e) = self.node.add_address(peer, addr).await {
+                    tracing::warn!(%peer, error = %e, "cannot remember a key peer's address");
+                }
+            }
+            ids.push(peer);
+        }
+        ids.retain(|p| *p != self.node.peer_id());
+        for peer in self.monitor.set_configured(&ids) {
+            tracing::warn!(%peer, "key peer left out: key_peer_set_max_size reached");
+        }
+        tracing::info!(key_peers = self.monitor.len(), "configured key peers changed");
     }
 
     /// A connected peer is pinged; a disconnected one is dialled by PeerId.

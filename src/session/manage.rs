@@ -31,13 +31,19 @@ impl Session {
     }
 
     /// Sets the options of torrents added from now on and of the running ones (see
-    /// [`crate::torrent::TorrentHandle::set_options`]), and the session-wide rate limits,
-    /// which apply to every peer at once. Other session-wide settings (listener, inbound
-    /// handshake bounds, send budget, node, tracker announces) stay as the session started.
+    /// [`crate::torrent::TorrentHandle::set_options`]), the session-wide rate limits, which
+    /// apply to every peer at once, and the key-peer monitor's configured `key_peers`. Other
+    /// session-wide settings (listener, inbound handshake bounds, send budget, node, tracker
+    /// announces) stay as the session started.
     pub fn set_torrent_options(&self, options: Arc<Options>) {
         self.rates.download.set(options.download_rate_limit);
         self.rates.upload.set(options.upload_rate_limit);
         *self.torrent_options.lock().expect("torrent options lock") = options.clone();
+        self.key_peer_list.send_if_modified(|list| {
+            let changed = *list != options.key_peers;
+            list.clone_from(&options.key_peers);
+            changed
+        });
         for handle in self.torrents() {
             handle.set_options(options.clone());
         }

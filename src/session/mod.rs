@@ -64,6 +64,8 @@ pub struct Session {
     options: Arc<Options>,
     /// Options for torrents added from now on (the daemon's config); `options` until set.
     torrent_options: Arc<Mutex<Arc<Options>>>,
+    /// The configured `key_peers` as they change, for the key-peer monitor.
+    key_peer_list: watch::Sender<Vec<String>>,
     listen_addr: Option<SocketAddr>,
     torrents: Routes,
     connector: Arc<dyn Connector>,
@@ -120,6 +122,7 @@ impl Session {
             lookups: Arc::default(),
             started: std::time::Instant::now(),
             torrent_options: Arc::new(Mutex::new(options.clone())),
+            key_peer_list: watch::channel(options.key_peers.clone()).0,
             options,
             listen_addr,
             torrents: Arc::default(),
@@ -202,7 +205,7 @@ impl Session {
     pub fn keepalive_link(&self) -> crate::keepalive::SessionLink {
         let routes = self.torrents.clone();
         let torrents = Arc::new(move || routes.lock().expect("routes lock").values().cloned().collect());
-        crate::keepalive::SessionLink::new(torrents, self.resets.clone())
+        crate::keepalive::SessionLink::new(torrents, self.resets.clone(), self.key_peer_list.subscribe())
     }
 
     /// The log of recent DHT lookups, for diagnostics.

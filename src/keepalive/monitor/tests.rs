@@ -366,3 +366,19 @@ fn contributors_come_typed_from_the_torrent_stats() {
     assert_eq!(stats.peers[1].libp2p_peer(), Some(idle));
     assert_eq!(stats.peers[2].libp2p_peer(), None);
 }
+
+#[test]
+fn configured_peers_follow_a_config_change_and_leave_the_others_alone() {
+    let t0 = Instant::now();
+    let (mut m, ids) = with_peers(cfg(), 2, t0);
+    let boot = PeerId::random();
+    assert!(m.add_fixed(boot, Source::Bootstrap));
+    let new = PeerId::random();
+    assert!(m.set_configured(&[ids[1], new]).is_empty());
+    assert_eq!(m.source(&ids[0]), None, "dropped from the config: gone");
+    assert_eq!(m.source(&ids[1]), Some(Source::Configured), "kept");
+    assert_eq!(m.source(&new), Some(Source::Configured), "joined");
+    assert_eq!(m.source(&boot), Some(Source::Bootstrap), "not configured: untouched");
+    assert!(m.set_configured(&[]).is_empty());
+    assert_eq!(m.len(), 1, "only the bootstrap peer is left");
+}
