@@ -134,6 +134,11 @@ fn the_daemon_manages_torrents_over_its_api_and_restarts_into_them() {
     assert!(err.contains("no daemon answering"), "{err}");
 }
 
+/// The daemon's config file and its libp2p node on loopback, with a key file in `dir`.
+fn daemon_node_args(dir: &std::path::Path, config: &std::path::Path) -> Vec<std::ffi::OsString> {
+    args!["--config", config, "--kad-listen", "/ip4/127.0.0.1/tcp/0", "--identity", dir.join("daemon.key")]
+}
+
 /// A key peer gone for good (a `shoal node` killed by PID) raises one `key_peer_lost` alert
 /// once the daemon's monitor has failed to probe and to repair it; the alert can be resolved.
 #[test]
@@ -165,18 +170,8 @@ fn a_key_peer_lost_for_good_raises_an_alert() {
     let gone_id = gone_addr.rsplit('/').next().unwrap().to_string();
     gone.kill();
 
-    let extra = args![
-        "--config",
-        &config,
-        "--kad-listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--identity",
-        dir.join("daemon.key"),
-        "--bootstrap",
-        &node_addr,
-        "--key-peer",
-        &gone_addr
-    ];
+    let mut extra = daemon_node_args(dir, &config);
+    extra.extend(args!["--bootstrap", &node_addr, "--key-peer", &gone_addr]);
     let daemon = Daemon::start_kad(dir, "daemon", &extra);
     let deadline = Instant::now() + DEADLINE;
     let alert = loop {
@@ -213,16 +208,8 @@ fn key_peers_patched_while_running_join_and_leave_the_monitor() {
     let mut node = Proc::spawn("node", dir, &node_args, &[]);
     let node_addr = node.kad_addr();
     let node_id = node_addr.rsplit('/').next().unwrap().to_string();
-    let extra = args![
-        "--config",
-        &config,
-        "--kad-listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--identity",
-        dir.join("daemon.key"),
-        "--diag",
-        "127.0.0.1:0"
-    ];
+    let mut extra = daemon_node_args(dir, &config);
+    extra.extend(args!["--diag", "127.0.0.1:0"]);
     let mut daemon = Daemon::start_kad(dir, "daemon", &extra);
     let diag = daemon.proc.diag_addr();
     let key_peer = |view: &Value| {
