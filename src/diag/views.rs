@@ -34,6 +34,9 @@ pub struct Progress {
     pub pieces_have: u32,
     pub pieces_total: u32,
     pub pieces_checked: u32,
+    /// The pieces we have as the wire's bitfield in lowercase hex (piece 0 is the high bit of
+    /// the first byte), so a swarm's piece availability can be computed from its peers' views.
+    pub have: String,
     pub bytes_total: u64,
     pub bytes_left: u64,
     /// Share of the bytes on disk and verified, 0 to 1.
@@ -69,6 +72,7 @@ fn torrent(t: &TorrentStats) -> TorrentView<'_> {
             pieces_have: t.pieces_have,
             pieces_total: t.pieces_total,
             pieces_checked: t.pieces_checked,
+            have: t.have.iter().map(|b| format!("{b:02x}")).collect(),
             bytes_total: t.bytes_total,
             bytes_left: t.bytes_left,
             fraction,
@@ -230,5 +234,13 @@ mod tests {
         assert_eq!(t["progress"]["fraction"], 0.75);
         assert_eq!(t["phase"], "checking");
         assert_eq!(t["pool"]["connected"], 0);
+    }
+
+    #[test]
+    fn the_have_bitfield_is_hex_with_piece_zero_in_the_high_bit() {
+        let mut s = stats("aa", vec![]);
+        s.have = vec![0b1000_0001, 0x40];
+        let v = serde_json::to_value(torrents(&[s])).unwrap();
+        assert_eq!(v["torrents"][0]["progress"]["have"], "8140");
     }
 }

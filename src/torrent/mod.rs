@@ -160,6 +160,8 @@ pub struct TorrentStats {
     pub pieces_total: u32,
     pub pieces_have: u32,
     pub pieces_checked: u32,
+    /// The pieces we have, as the wire's bitfield: piece 0 is the high bit of byte 0.
+    pub have: Vec<u8>,
     pub bytes_total: u64,
     pub bytes_left: u64,
     /// Payload bytes received from peers this session (including discarded ones).

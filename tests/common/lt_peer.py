@@ -5,6 +5,7 @@ Run it with Debian's /usr/bin/python3 (python3-libtorrent is installed for that 
 
     lt_peer.py seed  TORRENT SAVE_DIR [--peer HOST:PORT]... [--dht-bootstrap HOST:PORT]...
     lt_peer.py leech TORRENT SAVE_DIR [--peer HOST:PORT]... [--timeout SECONDS] [--dht-bootstrap HOST:PORT]...
+                     [--stay] [--status SECONDS]
     lt_peer.py dht [--ip IP] [--dht-bootstrap HOST:PORT]...
 
 TORRENT may be a magnet URI instead of a file (leech): libtorrent then fetches the metadata
@@ -19,8 +20,13 @@ UPnP and NAT-PMP off, and prints on stdout, flushed:
     done <seconds>       (leech) once every piece is downloaded and verified; then it exits 0
 
 A leecher that has not finished within --timeout seconds prints `timeout <progress>` and exits 1.
+With --stay a leecher keeps seeding after `done` until it is killed (scripts/swarm-sim), and
+--status N prints every N seconds a line `status {json}` with its phase (`checking`,
+`downloading`, `seeding`), the pieces it has as the wire's bitfield in hex, and the payload bytes
+it downloaded and uploaded.
 A seeder serves until it is killed. `--download-limit BYTES` caps the torrent's download rate
-(a leecher that stays a leecher, keeping its connections to seeders). A seeder trusts the data on disk (libtorrent's seed mode,
+(a leecher that stays a leecher, keeping its connections to seeders); `--upload-limit BYTES`
+caps its upload rate. A seeder trusts the data on disk (libtorrent's seed mode,
 each piece hashed when first served) unless --verify asks for a full check before seeding.
 With --dht-bootstrap the mainline DHT is on, bootstrapped from those nodes only (never the
 public ones), with loopback nodes allowed in its routing table and searches, and the torrent is
@@ -31,6 +37,7 @@ Lines `connect HOST:PORT` on stdin make it dial that peer (for leechers that can
 where a peer is, such as aria2c without a tracker).
 """
 import argparse
+import json
 import sys
 import threading
 import time
@@ -155,6 +162,23 @@ def dht_node(ip, port, bootstrap):
         log_alerts(ses)
 
 
+def status_line(status):
+    """`status {json}`: phase, have (wire bitfield in hex, piece 0 in the high bit) and totals."""
+    pieces = list(status.pieces)
+    have = bytearray((len(pieces) + 7) // 8)
+    for i, has in enumerate(pieces):
+        if has:
+            have[i // 8] |= 0x80 >> (i % 8)
+    checking = status.state in (lt.torrent_status.checking_files, lt.torrent_status.checking_resume_data)
+    phase = "seeding" if status.is_seeding else "checking" if checking else "downloading"
+    return "status " + json.dumps({
+        "phase": phase,
+        "have": have.hex(),
+        "downloaded": status.total_payload_download,
+        "uploaded": status.total_payload_upload,
+    })
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=["seed", "leech", "dht"])
@@ -166,7 +190,10 @@ def main():
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--verify", action="store_true", help="seed: check every piece before seeding")
     ap.add_argument("--download-limit", type=int, default=0, help="bytes per second, 0: none")
+    ap.add_argument("--upload-limit", type=int, default=0, help="bytes per second, 0: none")
     ap.add_argument("--dht-bootstrap", action="append", default=[], help="HOST:PORT of a DHT node")
+    ap.add_argument("--stay", action="store_true", help="leech: keep seeding after done")
+    ap.add_argument("--status", type=float, default=0.0, help="seconds between status lines, 0: none")
     args = ap.parse_args()
     seeding = args.mode == "seed"
 
@@ -179,30 +206,40 @@ def main():
     handle = add(ses, args.torrent, args.save, seeding and not args.verify)
     if args.download_limit > 0:
         handle.set_download_limit(args.download_limit)
+    if args.upload_limit > 0:
+        handle.set_upload_limit(args.upload_limit)
     say("listening %d" % ses.listen_port())
     connect(handle, args.peer)
     threading.Thread(target=follow_stdin, args=(handle,), daemon=True).start()
 
     started = time.monotonic()
     announced_seeding = False
+    finished = False
     next_dht_announce = started
+    next_status = started
     while True:
         if args.dht_bootstrap and time.monotonic() >= next_dht_announce:
             # libtorrent's own first announce waits for its timer (minutes); a test cannot.
             handle.force_dht_announce()
             next_dht_announce = time.monotonic() + 5.0
         status = handle.status()
+        if args.status > 0 and time.monotonic() >= next_status:
+            say(status_line(status))
+            next_status = time.monotonic() + args.status
         if seeding and not announced_seeding and status.is_seeding:
             say("seeding")
             announced_seeding = True
-        if not seeding and status.is_seeding:
+        if not seeding and not finished and status.is_seeding:
             say("done %.3f" % (time.monotonic() - started))
-            return 0
-        if not seeding and time.monotonic() - started > args.timeout:
+            if not args.stay:
+                return 0
+            finished = True
+        if not seeding and not finished and time.monotonic() - started > args.timeout:
             say("timeout %.4f" % status.progress)
             return 1
         log_alerts(ses)
-        time.sleep(0.02)
+        # A swarm of many such peers (--status) shares the cores: poll less often there.
+        time.sleep(0.1 if args.status > 0 else 0.02)
 
 
 if __name__ == "__main__":

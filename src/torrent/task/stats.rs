@@ -11,6 +11,8 @@ impl Torrent {
         let source = |a: &PeerAddr| pool.source(a).unwrap_or(PeerSource::Inbound).as_str();
         let s = &mut self.stats;
         s.pieces_have = self.picker.have().count_ones() as u32;
+        s.have.clear();
+        s.have.extend_from_slice(self.picker.have().as_raw_slice());
         s.bytes_left = self.picker.bytes_left();
         s.downloaded = self.gone_downloaded + self.peers.values().map(|p| p.counters.downloaded()).sum::<u64>();
         s.uploaded = self.gone_uploaded + self.peers.values().map(|p| p.counters.uploaded()).sum::<u64>();

@@ -1,0 +1,103 @@
+"""The simulated network: a hub namespace holding a bridge and the tracker, and one namespace
+per peer joined to the bridge by a veth pair whose two ends are shaped with tc.
+
+Addresses come from 198.18.0.0/15 (RFC 2544, set aside for benchmark networks) and exist only
+on interfaces inside the namespaces made here; `Network.remove` deletes every one of them.
+
+Each shaped end has an HTB root with two classes: packets under 128 bytes (TCP acknowledgements,
+requests, haves) pass at link speed, everything else at the peer's cap. Without that a peer
+whose upload is capped near zero could not even acknowledge what it downloads, and free riders
+would be slow for the wrong reason. netem on the peer's egress adds its one-way delay, where the
+kernel has netem (`Network.netem`); without it (this project's VM has no CONFIG_NET_SCH_NETEM)
+links have no added delay, only the shaper's queueing, and the run says so.
+Segmentation offloads are turned off (ethtool) so the shaper sees packets, not 64 KiB
+super-packets.
+"""
+import ctypes
+import os
+import subprocess
+
+CLONE_NEWNET = 0x40000000
+HUB_ADDR = "198.18.0.1"
+PREFIX = 15
+
+
+def sh(*cmd):
+    """Runs a command; raises with its stderr if it fails."""
+    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        raise RuntimeError("%s: %s" % (" ".join(cmd), r.stderr.strip()))
+
+
+def peer_addr(index):
+    """198.18.1.1 for peer 0 (the seeder), 198.18.1.2 for peer 1, ... (up to 250 peers)."""
+    return "198.18.%d.%d" % (1 + index // 250, 1 + index % 250)
+
+
+class Network:
+    def __init__(self, tag):
+        self.tag = tag
+        self.hub = tag + "h"
+        self.namespaces = []
+        self.netem = False
+
+    def create_hub(self):
+        self._add_ns(self.hub)
+        sh("ip", "-n", self.hub, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", self.hub, "addr", "add", "%s/%d" % (HUB_ADDR, PREFIX), "dev", "br0")
+        sh("ip", "-n", self.hub, "link", "set", "br0", "up")
+        probe = ["tc", "-n", self.hub, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"]
+        self.netem = subprocess.run(probe, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+
+    def enter_hub(self):
+        """Moves this process (its calling thread, and every thread or child made after) into
+        the hub, where the peers' diagnostics and the tracker are reachable."""
+        fd = os.open("/run/netns/" + self.hub, os.O_RDONLY)
+        try:
+            if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns into " + self.hub)
+        finally:
+            os.close(fd)
+
+    def add_host(self, index, up_bytes, down_bytes, delay_ms):
+        """A namespace for peer `index` on the bridge: upload capped at `up_bytes` per second
+        with `delay_ms` of one-way delay (none without netem), download capped at `down_bytes`.
+        Returns its name."""
+        ns = "%sp%d" % (self.tag, index)
+        port = "v%d" % index
+        self._add_ns(ns)
+        sh("ip", "-n", self.hub, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        sh("ip", "-n", self.hub, "link", "set", port, "master", "br0", "up")
+        sh("ip", "-n", ns, "addr", "add", "%s/%d" % (peer_addr(index), PREFIX), "dev", "eth0")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        for space, dev in ((ns, "eth0"), (self.hub, port)):
+            sh("ip", "netns", "exec", space, "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off")
+        shape(ns, "eth0", up_bytes, delay_ms if self.netem else 0)
+        shape(self.hub, port, down_bytes, 0)
+        return ns
+
+    def remove(self):
+        """Deletes every namespace made here (their interfaces go with them). Idempotent."""
+        for ns in reversed(self.namespaces):
+            subprocess.run(["ip", "netns", "del", ns], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.namespaces = []
+
+    def _add_ns(self, ns):
+        sh("ip", "netns", "add", ns)
+        self.namespaces.append(ns)
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+
+
+def shape(ns, dev, rate_bytes, delay_ms):
+    """HTB on `dev`'s egress: small packets at link speed, the rest at `rate_bytes`/s."""
+    tc = ["tc", "-n", ns]
+    sh(*tc, "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "20")
+    sh(*tc, "class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb", "rate", "1gbit")
+    sh(*tc, "class", "add", "dev", dev, "parent", "1:", "classid", "1:20", "htb", "rate", "%dbit" % (rate_bytes * 8))
+    if delay_ms > 0:
+        for leaf in ("10", "20"):
+            sh(*tc, "qdisc", "add", "dev", dev, "parent", "1:" + leaf, "handle", leaf + ":", "netem", "delay",
+               "%dms" % delay_ms, "limit", "10000")
+    # IPv4 total length below 128 bytes: the 16-bit field at offset 2 with its top 9 bits clear.
+    sh(*tc, "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match", "u16",
+       "0x0000", "0xff80", "at", "2", "flowid", "1:10")
