@@ -48,9 +48,10 @@ class Peer:
     def running(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, now, torrent, shoal_bin, seed_path=None):
+    def start(self, now, torrent, shoal_bin, seed_path=None, settings=()):
         """Starts the process: a leecher that keeps seeding once complete, or (with
-        `seed_path`, shoal only) a seeder of that file."""
+        `seed_path`) a seeder of that file. `settings` are extra `key = value` lines for a shoal
+        peer's config file."""
         log = open(os.path.join(self.dir, "log.%d" % self.restarts), "wb")
         env = dict(os.environ, HOME=self.dir)
         env.pop("RUST_LOG", None)
@@ -62,6 +63,7 @@ class Peer:
             config = os.path.join(self.dir, "shoal.toml")
             with open(config, "w") as f:
                 f.write("upload_rate_limit = %d\n" % limit)
+                f.writelines(line + "\n" for line in settings)
             common = ["--listen", "%s:%d" % (self.ip, BT_PORT), "--no-kad", "--no-dht", "--quiet",
                       "--diag", "%s:%d" % (self.ip, DIAG_PORT), "--config", config]
             if seed_path:
@@ -103,13 +105,13 @@ class Peer:
             return
         url = "http://%s:%d/debug/p2p/torrents" % (self.ip, DIAG_PORT)
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=1) as r:
                 torrents = json.load(r)["torrents"]
         except (OSError, ValueError, KeyError):
             return  # not listening yet, or busy: keep the last view
         if torrents:
             t = torrents[0]
-            self.status = {"phase": t["phase"], "have": t["progress"]["have"],
+            self.status = {"phase": t["phase"], "have": t["progress"]["have"], "connected": t["pool"]["connected"],
                            "downloaded": t["totals"]["downloaded"], "uploaded": t["totals"]["uploaded"]}
 
     def have(self):

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from . import net, plot, profiles, stats
 from .peers import Peer
@@ -44,6 +45,8 @@ def parse(argv):
     ap.add_argument("--seed", type=int, default=1, help="seed of the random plan and payload")
     ap.add_argument("--timeout", type=float, default=480, help="seconds the leechers get (default 480)")
     ap.add_argument("--seeder-stays", action="store_true", help="do not stop the seeder once a full copy is out")
+    ap.add_argument("--shoal-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a line for every shoal peer's config file, e.g. 'unchoke_interval = \"5s\"' (repeatable)")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     ap.add_argument("--plot", metavar="SVG", help="write the run's plot there")
     ap.add_argument("--report", nargs="+", metavar="JSON", help="no run: table and --plot of saved --json outputs")
@@ -144,13 +147,17 @@ class Swarm:
         self.seed_left = None
         self.churned = set()
         self.returned = set()
+        self.t0 = time.monotonic()
+        # One poll per peer at once: asked one after the other, 40 peers took longer than a tick.
+        self.pool = ThreadPoolExecutor(max_workers=len(peers))
 
-    def start(self, peer, t):
+    def start(self, peer):
+        """Starts `peer`, noting the time it really started (starting 40 takes seconds)."""
         seed = self.seed_path if peer is self.seeder else None
-        peer.start(t, self.torrent, self.args.shoal_bin, seed)
+        peer.start(time.monotonic() - self.t0, self.torrent, self.args.shoal_bin, seed, self.args.shoal_set)
 
     def start_seeder(self):
-        self.start(self.seeder, 0.0)
+        self.start(self.seeder)
         deadline = time.monotonic() + 120
         while not self.seeder.seeding():
             if time.monotonic() > deadline or not self.seeder.running:
@@ -160,13 +167,12 @@ class Swarm:
 
     def run(self):
         """Watches the swarm until every leecher is done or the timeout; returns its length."""
-        t0 = time.monotonic()
+        self.t0 = t0 = time.monotonic()
         last_note = -10
         while True:
             t = time.monotonic() - t0
             self.events(t)
-            for p in self.peers:
-                p.poll()
+            list(self.pool.map(lambda p: p.poll(), self.peers))
             for p in self.leechers:
                 if p.completed_at is None and p.running and p.seeding():
                     p.completed_at = t - p.first_start
@@ -178,6 +184,7 @@ class Swarm:
                 say("t=%3.0fs  done %d/%d  lowest availability %s  seeder %s"
                     % (t, done, len(self.leechers), low, "up" if self.seeder.running else "gone"))
             if done == len(self.leechers) or t > self.args.timeout:
+                self.pool.shutdown()
                 return t
             time.sleep(max(0.0, TICK - (time.monotonic() - t0 - t)))
 
@@ -185,12 +192,12 @@ class Swarm:
         """Joins, churn, and the seeder leaving."""
         for spec, p in zip(self.specs[1:], self.leechers):
             if p.first_start is None and t >= spec.join_at:
-                self.start(p, t)
+                self.start(p)
             if spec.leave and p.index not in self.churned and p.running and t >= spec.leave[0]:
                 p.stop()
                 self.churned.add(p.index)
             if spec.leave and p.index in self.churned and p.index not in self.returned and t >= spec.leave[1]:
-                self.start(p, t)
+                self.start(p)
                 self.returned.add(p.index)
 
     def observe(self, t):
@@ -224,7 +231,7 @@ def detail(p, spec, size_mib, digest):
     return {
         "index": p.index, "client": p.client, "class": p.cls,
         "upload_cap_kib": p.up_cap // 1024, "download_cap_kib": p.down_cap // 1024, "delay_ms": p.delay_ms,
-        "join_at_s": round(spec.join_at, 2), "left_s": [round(x, 2) for x in spec.leave] if spec.leave else None,
+        "join_at_s": round(spec.join_at, 2), "started_s": round(p.first_start, 2) if p.first_start is not None else None, "left_s": [round(x, 2) for x in spec.leave] if spec.leave else None,
         "completion_s": round(done, 2) if done is not None else None,
         "download_mib_s": round(size_mib / done, 3) if done else None,
         "downloaded": down, "uploaded": up,
@@ -269,6 +276,7 @@ def simulate(args):
             shutil.rmtree(work, ignore_errors=True)
     run = {
         "client": args.client, "peers": args.peers, "profile": args.profile, "seed": args.seed,
+        "shoal_set": args.shoal_set,
         "payload_mib": args.size, "piece_kib": args.piece, "pieces": pieces, "netem": network.netem,
         "seed_left_s": swarm.seed_left, "watched_s": round(length, 2), "wall_s": round(time.monotonic() - started, 1),
         "all_verified": all(d["verified"] for d in details),

@@ -2,10 +2,15 @@
 //! peers have (at most [`SCARCE_HOLDERS`]) is not offered to a peer asking for work while a
 //! better-scored peer that has it could take it now (it unchokes us and its request pipeline
 //! has room): the scarce piece goes to the better source, not to whichever peer asked first.
-//! Pieces already started are always offered, so a piece in progress is never held up. Pure:
-//! the torrent passes what it knows.
-use crate::types::PeerKey;
+//! Pieces already started are always offered, so a piece in progress is never held up. And a
+//! scarce piece waits for the better source only while the asking peer has other work: early in
+//! a swarm nearly every piece is scarce, and withholding them all left the request pipes of the
+//! peers that unchoke us empty (in `scripts/swarm-sim` the fast peers finished last). Pure: the
+//! torrent passes what it knows.
+use crate::picker::Picker;
+use crate::types::{BlockRef, PeerKey};
 use bitvec::prelude::*;
+use rand::Rng;
 
 /// A piece held by at most this many connected peers is scarce.
 pub const SCARCE_HOLDERS: u32 = 2;
@@ -40,9 +45,31 @@ pub fn offer(
     out
 }
 
+/// Up to `need` blocks for the asking peer `key`: first from `offered` (what [`offer`] left
+/// it, `None` for all of `theirs`), then, if its pipe is still short, from all of `theirs`.
+/// `better` goes to [`Picker::pick_deferring`] for the endgame.
+pub fn pick(
+    picker: &mut Picker,
+    key: PeerKey,
+    theirs: &BitSlice<u8, Msb0>,
+    offered: Option<&BitSlice<u8, Msb0>>,
+    need: usize,
+    rng: &mut impl Rng,
+    better: &[(PeerKey, &BitSlice<u8, Msb0>)],
+) -> Vec<BlockRef> {
+    let mut blocks = picker.pick_deferring(key, offered.unwrap_or(theirs), need, rng, better);
+    if offered.is_some() && blocks.len() < need {
+        blocks.extend(picker.pick_deferring(key, theirs, need - blocks.len(), rng, better));
+    }
+    blocks
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::Geometry;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
 
     fn bits(s: &str) -> BitVec<u8, Msb0> {
         s.chars().map(|c| c == '1').collect()
@@ -74,5 +101,31 @@ mod tests {
             None,
             "nothing is scarce"
         );
+    }
+
+    #[test]
+    fn scarce_pieces_wait_for_the_better_source_only_while_there_is_other_work() {
+        // 4 pieces of one 16 KiB block; we have none. Pieces 0 and 1 are scarce (one holder),
+        // 2 and 3 common (six).
+        let mut picker = Picker::new(Geometry::new(16384, 4 * 16384), bits("0000"));
+        picker.peer_bitfield(&bits("1111"));
+        for _ in 0..5 {
+            picker.peer_has(2);
+            picker.peer_has(3);
+        }
+        let (a_has, b_has) = (bits("1111"), bits("1111"));
+        let b = [Rival { key: 9, score: 0.6, has: &b_has }];
+        let offered = offer(&a_has, 0.2, picker.availability(), |_| false, &b).expect("0 and 1 left to B");
+        let mut rng = StdRng::seed_from_u64(1);
+        let first = pick(&mut picker, 1, &a_has, Some(&offered), 2, &mut rng, &[]);
+        let pieces: Vec<u32> = first.iter().map(|b| b.piece).collect();
+        assert_eq!(pieces.len(), 2);
+        assert!(pieces.iter().all(|p| *p >= 2), "other work first: {pieces:?}");
+        // Nothing but scarce pieces is left: A's pipe is filled with them rather than left empty.
+        let offered = offer(&a_has, 0.2, picker.availability(), |_| false, &b).expect("0 and 1 still scarce");
+        let second = pick(&mut picker, 1, &a_has, Some(&offered), 2, &mut rng, &[]);
+        let mut pieces: Vec<u32> = second.iter().map(|b| b.piece).collect();
+        pieces.sort_unstable();
+        assert_eq!(pieces, vec![0, 1]);
     }
 }

@@ -126,10 +126,9 @@ impl Torrent {
             let picker = &self.picker;
             scarce::offer(theirs, p.score.total, picker.availability(), |i| picker.is_started(i), &rivals)
         };
-        let theirs = scarce_left.as_deref().unwrap_or(theirs);
         // In endgame the last blocks are scarce too: duplicates go to the better-scored first.
         let better: Vec<(PeerKey, &BitSlice<u8, Msb0>)> = rivals.iter().map(|r| (r.key, r.has)).collect();
-        let blocks = self.picker.pick_deferring(key, theirs, need, &mut self.rng, &better);
+        let blocks = scarce::pick(&mut self.picker, key, theirs, scarce_left.as_deref(), need, &mut self.rng, &better);
         if blocks.is_empty() {
             return;
         }
