@@ -37,7 +37,7 @@ def share(n, fraction):
 
 
 def plan(profile, peers, client, seed):
-    """The peers of a run: index 0 is the seeder, 1.. the leechers."""
+    """The peers of a run: index 0 is the seeder (class "seed"), 1.. the leechers."""
     rng = random.Random(seed)
     n = peers - 1
     if profile == "uniform":

@@ -44,6 +44,7 @@ def parse(argv):
     ap.add_argument("--piece", type=int, default=256, help="piece KiB (default 256)")
     ap.add_argument("--seed", type=int, default=1, help="seed of the random plan and payload")
     ap.add_argument("--timeout", type=float, default=480, help="seconds the leechers get (default 480)")
+    ap.add_argument("--seeder-cap", type=int, metavar="KIB", help="the seeder's upload cap, KiB/s (default: the profile's)")
     ap.add_argument("--seeder-stays", action="store_true", help="do not stop the seeder once a full copy is out")
     ap.add_argument("--shoal-set", action="append", default=[], metavar="KEY=VALUE",
                     help="a line for every shoal peer's config file, e.g. 'unchoke_interval = \"5s\"' (repeatable)")
@@ -203,15 +204,17 @@ class Swarm:
     def observe(self, t):
         width = (self.pieces + 7) // 8
         live = [p for p in self.peers if p.running and p.have() is not None and len(p.have()) == width]
-        if not live:
-            return
-        low, mean = stats.availability([p.have() for p in live], self.pieces)
-        self.series.append((round(t, 2), low, round(mean, 2)))
-        if self.seeder.running and not self.args.seeder_stays:
-            if covers([p.have() for p in live if p is not self.seeder], self.pieces):
-                self.seeder.stop()
-                self.seed_left = round(t, 2)
-                say("t=%3.0fs  a full copy is out: the seeder leaves" % t)
+        leechers = [p for p in live if p is not self.seeder]
+        if self.seeder.running and not self.args.seeder_stays and covers([p.have() for p in leechers], self.pieces):
+            self.seeder.stop()
+            self.seed_left = round(t, 2)
+            say("t=%3.0fs  a full copy is out: the seeder leaves" % t)
+        # Counted over the peers still running, so the sample taken as the seeder leaves is
+        # already without it.
+        counted = leechers if not self.seeder.running else live
+        if counted:
+            low, mean = stats.availability([p.have() for p in counted], self.pieces)
+            self.series.append((round(t, 2), low, round(mean, 2)))
 
 
 def sha1_of(path):
@@ -256,9 +259,10 @@ def simulate(args):
             for s in specs:
                 s.delay_ms = 0
         for s in specs:
-            ns = network.add_host(s.index, profiles.CAPS[s.cls], profiles.DOWN_CAP, s.delay_ms)
-            peers.append(Peer(s.index, ns, net.peer_addr(s.index), s.client, s.cls, profiles.CAPS[s.cls],
-                              profiles.DOWN_CAP, s.delay_ms, work))
+            cap = args.seeder_cap * 1024 if s.cls == "seed" and args.seeder_cap else profiles.CAPS[s.cls]
+            ns = network.add_host(s.index, cap, profiles.DOWN_CAP, s.delay_ms)
+            peers.append(Peer(s.index, ns, net.peer_addr(s.index), s.client, s.cls, cap, profiles.DOWN_CAP,
+                              s.delay_ms, work))
         network.enter_hub()
         tracker = start_tracker(work, info_hash)
         swarm = Swarm(args, specs, peers, torrent, seed_path, pieces)
@@ -288,14 +292,18 @@ def simulate(args):
 
 def table(runs):
     """A markdown table of the headline figures, one row per run."""
-    rows = ["| client | profile | peers | swarm done s | median contributor s | tft correlation | free-rider slowdown |"
-            " lowest availability after seeder left |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| client | profile | peers | swarm done s | median contributor s | tft correlation (contributors) |"
+            " free-rider slowdown | lowest availability after seeder left |", "|---|---|---|---|---|---|---|---|"]
     for r in runs:
         cells = [r["client"], r["profile"], r["peers"], r["swarm_completion_s"], r["median_contributor_completion_s"],
-                 r["tft_correlation"], r["free_rider_slowdown"], r["min_availability_after_seed_left"]]
-        rows.append("| " + " | ".join("%.2f" % c if isinstance(c, float) else "—" if c is None else str(c)
-                                      for c in cells) + " |")
+                 "%s (%s)" % (num(r["tft_correlation"]), num(r["tft_correlation_contributors"])),
+                 r["free_rider_slowdown"], r["min_availability_after_seed_left"]]
+        rows.append("| " + " | ".join(num(c) for c in cells) + " |")
     return "\n".join(rows)
+
+
+def num(c):
+    return "%.2f" % c if isinstance(c, float) else "—" if c is None else str(c)
 
 
 def by_class(run):
@@ -315,8 +323,13 @@ def main(argv=None):
     if args.report:
         runs = []
         for path in args.report:
-            with open(path) as f:
-                runs.append(json.load(f))
+            try:
+                with open(path) as f:
+                    run = json.load(f)
+            except (OSError, ValueError) as e:
+                fail("%s: not the JSON of a run (%s)" % (path, e))
+            run.update(stats.summary(run))  # figures added since the run was saved
+            runs.append(run)
         print(table(runs))
         if args.plot:
             with open(args.plot, "w") as f:
@@ -324,7 +337,11 @@ def main(argv=None):
         return 0
     # SIGTERM ends the run like Ctrl-C: the finally above stops every process and namespace.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    run = simulate(args)
+    try:
+        run = simulate(args)
+    except KeyboardInterrupt:
+        say("interrupted: every process it started is stopped, its namespaces and data removed")
+        return 130
     if args.plot:
         with open(args.plot, "w") as f:
             f.write(plot.svg([run], ["%s (%s)" % (args.client, args.profile)]))

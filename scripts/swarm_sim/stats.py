@@ -55,6 +55,7 @@ def summary(run):
     done = [p for p in leechers if p["completion_s"] is not None]
     rate = [p["download_mib_s"] for p in done]
     caps = [p["upload_cap_kib"] for p in done]
+    paid = [p for p in done if p["class"] != "free"]
     free = [p["completion_s"] for p in done if p["class"] == "free"]
     contributors = [p["completion_s"] for p in done if p["class"] != "free"]
     after = [m for t, m, _ in run["availability"] if run["seed_left_s"] is not None and t >= run["seed_left_s"]]
@@ -65,6 +66,8 @@ def summary(run):
         "swarm_completion_s": max(p["completion_s"] for p in done) if len(done) == len(leechers) else None,
         "completion_s": [p["completion_s"] for p in leechers],
         "tft_correlation": spearman(caps, rate),
+        # The same among contributors only: free riders alone can make the one above positive.
+        "tft_correlation_contributors": spearman([p["upload_cap_kib"] for p in paid], [p["download_mib_s"] for p in paid]),
         "free_rider_slowdown": median(free) / median(contributors) if free and contributors else None,
         "min_availability_after_seed_left": min(after) if after else None,
         "median_contributor_completion_s": median(contributors),
