@@ -242,6 +242,9 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. })) => {
                 self.on_nat_status(new)
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::Event::InboundProbe(
+                autonat::InboundProbeEvent::Response { peer, address, .. },
+            ))) => self.on_dial_back_done(peer, &address),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
                     // Everyone on the LAN answering shoal's mDNS is a shoal node.
@@ -251,7 +254,8 @@ impl EventLoop {
             SwarmEvent::NewListenAddr { address, .. } => self.on_listen_addr(address, true),
             SwarmEvent::ExpiredListenAddr { address, .. } => self.on_listen_addr(address, false),
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
-                self.on_connection_up(peer_id, connection_id, endpoint.is_relayed());
+                let dialed = endpoint.is_dialer().then(|| endpoint.get_remote_address());
+                self.on_connection_up(peer_id, connection_id, endpoint.is_relayed(), dialed);
                 self.dials.finish(&peer_id, || Ok(()));
                 // Only our dials: an inbound connection tells us no address to hand out.
                 if endpoint.is_dialer() {

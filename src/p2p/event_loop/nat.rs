@@ -13,6 +13,11 @@
 //!   callers wait while a peer is reached only through relays, until a direct connection is
 //!   up and the relayed ones are gone, or the hole punch failed (or they give up). Once a direct
 //!   connection exists, relayed ones to the same peer are closed.
+//! - **AutoNAT dial-backs.** Serving a peer's probe, AutoNAT dials it back on a connection of
+//!   its own and leaves it open. Left to the idle timeout, those connections pile up until the
+//!   per-peer connection limit denies the next dial-back, which the prober reads as "private".
+//!   So a dial-back's connection is closed as soon as it has answered the probe (as go-libp2p's
+//!   AutoNAT service does).
 use super::super::book::is_relayed;
 use super::super::node::{Reachability, KAD_PROTOCOL};
 use super::super::pending::Reply;
@@ -43,6 +48,8 @@ pub(super) struct Nat {
     reservations: HashMap<ListenerId, PeerId>,
     /// Every connection, per peer, and whether it is relayed.
     links: HashMap<PeerId, HashMap<ConnectionId, bool>>,
+    /// Each peer's newest connection we dialled, and the address: an AutoNAT dial-back's.
+    newest_dial: HashMap<PeerId, (ConnectionId, Multiaddr)>,
     /// Callers waiting for a peer's direct connection.
     direct: super::Waiters<PeerId, Result<bool, super::NodeError>>,
 }
@@ -55,6 +62,7 @@ impl Nat {
             relays: HashMap::new(),
             reservations: HashMap::new(),
             links: HashMap::new(),
+            newest_dial: HashMap::new(),
             direct: super::Waiters::new(MAX_DIRECT_WAITERS),
         }
     }
@@ -183,14 +191,27 @@ impl EventLoop {
         }
     }
 
-    pub(super) fn on_connection_up(&mut self, peer: PeerId, id: ConnectionId, relayed: bool) {
+    /// A connection is up; `dialed` is the address when we dialled it.
+    pub(super) fn on_connection_up(
+        &mut self,
+        peer: PeerId,
+        id: ConnectionId,
+        relayed: bool,
+        dialed: Option<&Multiaddr>,
+    ) {
         self.nat.links.entry(peer).or_default().insert(id, relayed);
+        if let Some(addr) = dialed {
+            self.nat.newest_dial.insert(peer, (id, addr.clone()));
+        }
         if !relayed {
             self.close_relayed(peer);
         }
     }
 
     pub(super) fn on_connection_down(&mut self, peer: PeerId, id: ConnectionId) {
+        if self.nat.newest_dial.get(&peer).is_some_and(|(newest, _)| *newest == id) {
+            self.nat.newest_dial.remove(&peer);
+        }
         let Some(links) = self.nat.links.get_mut(&peer) else { return };
         links.remove(&id);
         if links.is_empty() {
@@ -211,6 +232,18 @@ impl EventLoop {
         }
         for id in relayed {
             self.swarm.close_connection(id);
+        }
+    }
+
+    /// Our dial-back reached `peer` at `address` and AutoNAT has answered its probe: the
+    /// connection (the newest we dialled to it, at that address) has done its job.
+    pub(super) fn on_dial_back_done(&mut self, peer: PeerId, address: &Multiaddr) {
+        let bare = |a: &Multiaddr| a.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect::<Multiaddr>();
+        match self.nat.newest_dial.get(&peer) {
+            Some((id, dialed)) if bare(dialed) == bare(address) => {
+                self.swarm.close_connection(*id);
+            }
+            _ => tracing::debug!(%peer, %address, "no dial-back connection to close"),
         }
     }
 
