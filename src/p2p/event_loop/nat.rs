@@ -18,7 +18,7 @@
 //!   per-peer connection limit denies the next dial-back, which the prober reads as "private".
 //!   So a dial-back's connection is closed as soon as it has answered the probe (as go-libp2p's
 //!   AutoNAT service does).
-use super::super::book::is_relayed;
+use super::super::book::{is_relayed, strip_p2p};
 use super::super::node::{Reachability, KAD_PROTOCOL};
 use super::super::pending::Reply;
 use super::EventLoop;
@@ -238,9 +238,8 @@ impl EventLoop {
     /// Our dial-back reached `peer` at `address` and AutoNAT has answered its probe: the
     /// connection (the newest we dialled to it, at that address) has done its job.
     pub(super) fn on_dial_back_done(&mut self, peer: PeerId, address: &Multiaddr) {
-        let bare = |a: &Multiaddr| a.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect::<Multiaddr>();
         match self.nat.newest_dial.get(&peer) {
-            Some((id, dialed)) if bare(dialed) == bare(address) => {
+            Some((id, dialed)) if strip_p2p(dialed) == strip_p2p(address) => {
                 self.swarm.close_connection(*id);
             }
             _ => tracing::debug!(%peer, %address, "no dial-back connection to close"),
