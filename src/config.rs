@@ -80,6 +80,10 @@ pub struct Options {
     /// Off by default, as in other clients: pieces are verified before they are written, and
     /// the start-up check re-verifies anything a crash lost.
     pub sync_on_complete: bool,
+    /// Write verified pieces around the page cache (`O_DIRECT`) where the file system allows
+    /// and the piece is 4 KiB-aligned on disk: less CPU per byte. Turn off for spinning disks,
+    /// where the kernel's write ordering is worth the copy.
+    pub direct_io: bool,
 
     // --- peer wire keep-alive ---
     /// A keep-alive is sent after this much silence from us (BEP 3 suggests 2 minutes).
@@ -249,6 +253,7 @@ impl Default for Options {
             max_inbound_handshakes: 256,
             max_inbound_handshakes_per_ip: 8,
             sync_on_complete: false,
+            direct_io: true,
             keepalive_interval: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(240),
             handshake_timeout: Duration::from_secs(20),

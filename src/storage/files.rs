@@ -4,6 +4,15 @@
 //! reads and resume checks open read-only and treat a missing or too-short file as "no data",
 //! never creating anything. Files are sparse: nothing is pre-filled.
 //!
+//! Verified pieces are written with direct I/O (`O_DIRECT`) where the file system takes it and
+//! the write is aligned (offset, length and buffer on 4 KiB; piece buffers are made so): the
+//! bytes go from our buffer to the device without a copy into the page cache, which cost more
+//! CPU than anything but SHA-1 (on this project's VM, 0.2–1 s of system time per GiB against
+//! 0.1 s direct; fresh page-cache pages are the dear ones). Anything unaligned (a last piece, a
+//! file boundary inside a piece) and file systems that refuse `O_DIRECT` (tmpfs) are written
+//! through the page cache as before; reads always are. `direct_io = false` turns it off (spinning
+//! disks, where the page cache's write ordering matters more than the copy).
+//!
 //! Every method here does blocking I/O and must only be called from the blocking pool or a
 //! dedicated thread. The table's `std::sync::Mutex` is held only to look up or open a handle,
 //! never during a read or write (handles are `Arc<File>` and positional I/O needs no seek).
@@ -16,12 +25,23 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Open handles kept at most; beyond that an arbitrary one is dropped (in-flight I/O keeps its
 /// own `Arc`).
 const MAX_OPEN: usize = 64;
+
+/// Alignment of offset, length and memory for a direct write: the largest logical block size
+/// of common devices, so it satisfies them all.
+pub const DIRECT_ALIGN: usize = 4096;
+
+/// Whether `data` at `offset` may be written with direct I/O.
+fn aligned(offset: u64, data: &[u8]) -> bool {
+    offset % DIRECT_ALIGN as u64 == 0 && data.len() % DIRECT_ALIGN == 0 && data.as_ptr() as usize % DIRECT_ALIGN == 0
+}
 
 /// On-disk path of file `index`: `root/name` for a single-file torrent,
 /// `root/name/<components...>` for a multi-file one. Built by pushing components (the parser
@@ -40,12 +60,16 @@ pub fn file_path(meta: &Metainfo, root: &Path, index: usize) -> PathBuf {
 struct Handle {
     file: Arc<File>,
     writable: bool,
+    /// The same file opened for direct writes, once one was asked for.
+    direct: Option<Arc<File>>,
 }
 
 /// Lazily opened files of one torrent.
 pub struct FileTable {
     paths: Vec<PathBuf>,
     open: Mutex<HashMap<usize, Handle>>,
+    /// Aligned writes go around the page cache; cleared for good when the file system refuses.
+    direct: AtomicBool,
     /// With a file selection: where unselected files' bytes go instead.
     parts: Option<PartFile>,
 }
@@ -61,7 +85,17 @@ fn write_error(path: &Path, source: std::io::Error) -> StorageError {
 impl FileTable {
     pub fn new(meta: &Metainfo, root: &Path) -> FileTable {
         let paths = (0..meta.files.len()).map(|i| file_path(meta, root, i)).collect();
-        FileTable { paths, open: Mutex::new(HashMap::new()), parts: None }
+        FileTable { paths, open: Mutex::new(HashMap::new()), direct: AtomicBool::new(true), parts: None }
+    }
+
+    /// Turns direct writes on or off (on by default).
+    pub fn set_direct_io(&self, on: bool) {
+        self.direct.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether aligned writes still go around the page cache.
+    pub fn direct_io(&self) -> bool {
+        self.direct.load(Ordering::Relaxed)
     }
 
     /// Sends the I/O of the files `parts` covers (the unselected ones) to the part file.
@@ -90,7 +124,41 @@ impl FileTable {
             return parts.write(file, offset, data);
         }
         let handle = self.handle(file, true)?.expect("writable open creates the file");
+        if self.direct_io() && aligned(offset, data) {
+            if let Some(direct) = self.direct_handle(file)? {
+                match direct.write_all_at(data, offset) {
+                    Ok(()) => return Ok(()),
+                    // The file system takes the flag at open but not this write: stop trying.
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.direct.store(false, Ordering::Relaxed),
+                    Err(e) => return Err(write_error(self.path(file), e)),
+                }
+            }
+        }
         handle.write_all_at(data, offset).map_err(|e| write_error(self.path(file), e))
+    }
+
+    /// The direct-write handle of `file` (which exists: a buffered handle was opened for
+    /// writing first); `None`, and direct writes off from now on, when the file system
+    /// refuses `O_DIRECT`.
+    fn direct_handle(&self, file: usize) -> Result<Option<Arc<File>>, StorageError> {
+        let mut open = self.open.lock().expect("file table poisoned");
+        let Some(h) = open.get_mut(&file) else { return Ok(None) };
+        if let Some(d) = &h.direct {
+            return Ok(Some(d.clone()));
+        }
+        let path = &self.paths[file];
+        match OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path) {
+            Ok(f) => {
+                let f = Arc::new(f);
+                h.direct = Some(f.clone());
+                Ok(Some(f))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.direct.store(false, Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(e) => Err(write_error(path, e)),
+        }
     }
 
     /// Fills `buf` from `offset` of `file`. `Ok(false)` when the file is missing or too short
@@ -182,7 +250,7 @@ impl FileTable {
             let victim = *open.keys().next().expect("table is non-empty");
             open.remove(&victim);
         }
-        open.insert(file, Handle { file: f.clone(), writable: write });
+        open.insert(file, Handle { file: f.clone(), writable: write, direct: None });
         Ok(Some(f))
     }
 }
@@ -221,6 +289,55 @@ mod tests {
         assert_eq!(buf, [0, 0, b'x', b'y']);
         assert!(!t.read(0, 2, &mut buf).unwrap(), "range past the end is no data");
         assert_eq!(t.disk_length(0).unwrap(), Some(4));
+    }
+
+    /// `len` bytes of `byte` starting on a 4 KiB boundary (inside `backing`).
+    fn aligned(backing: &mut Vec<u8>, len: usize, byte: u8) -> &[u8] {
+        *backing = vec![byte; len + DIRECT_ALIGN];
+        let pad = backing.as_ptr().align_offset(DIRECT_ALIGN);
+        &backing[pad..pad + len]
+    }
+
+    /// How many pages of `path` the page cache holds (util-linux's `fincore`).
+    fn resident_pages(path: &Path) -> u64 {
+        let out = std::process::Command::new("fincore").args(["-n", "-r", "-o", "PAGES"]).arg(path).output().unwrap();
+        assert!(out.status.success(), "fincore: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+    }
+
+    #[test]
+    fn aligned_writes_go_around_the_page_cache_and_the_rest_through_it() {
+        // /var/tmp is on a disk (FHS); /tmp may be tmpfs, which refuses O_DIRECT.
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let t = FileTable::new(&meta(16, &[("a", 32768, false)]), dir.path());
+        let mut backing = Vec::new();
+        t.write(0, 0, aligned(&mut backing, 16384, 1)).unwrap();
+        t.write(0, 20000, &[2; 100]).unwrap();
+        assert!(t.direct_io(), "ext4 takes direct writes");
+        let on_disk = std::fs::read(t.path(0)).unwrap();
+        assert_eq!(&on_disk[..16384], &[1; 16384][..]);
+        assert_eq!(&on_disk[20000..20100], &[2; 100][..]);
+        // `fs::read` filled the page cache: empty it by truncating, then write both again.
+        drop(on_disk);
+        std::fs::OpenOptions::new().write(true).open(t.path(0)).unwrap().set_len(0).unwrap();
+        t.write(0, 0, aligned(&mut backing, 16384, 3)).unwrap();
+        assert_eq!(resident_pages(t.path(0)), 0, "the direct write left nothing in the page cache");
+        t.write(0, 20000, &[4; 100]).unwrap();
+        assert_eq!(resident_pages(t.path(0)), 1, "the unaligned write went through the page cache");
+        let mut buf = [0u8; 4];
+        assert!(t.read(0, 16380, &mut buf).unwrap());
+        assert_eq!(buf, [3; 4], "a buffered read sees the direct write");
+    }
+
+    #[test]
+    fn with_direct_io_off_every_write_goes_through_the_page_cache() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let t = FileTable::new(&meta(16, &[("a", 16384, false)]), dir.path());
+        t.set_direct_io(false);
+        let mut backing = Vec::new();
+        t.write(0, 0, aligned(&mut backing, 16384, 5)).unwrap();
+        assert_eq!(resident_pages(t.path(0)), 4);
+        assert_eq!(std::fs::read(t.path(0)).unwrap(), vec![5; 16384]);
     }
 
     #[test]

@@ -28,6 +28,7 @@ use bitvec::vec::BitVec;
 use bytes::Bytes;
 use cache::PieceCache;
 use files::FileTable;
+pub use files::DIRECT_ALIGN;
 use layout::Layout;
 use parts::PartFile;
 use resume::ResumeData;
@@ -126,6 +127,13 @@ impl Storage {
         let cache = PieceCache::new(CACHE_PIECES, CACHE_BYTES);
         let loads = Arc::new(tokio::sync::Semaphore::new(PIECE_LOADS));
         Storage { inner: Arc::new(Inner { meta, layout, files, cache, loads, writer: std::sync::Mutex::new(()) }) }
+    }
+
+    /// Writes verified pieces with direct I/O where possible (the default) or always through
+    /// the page cache. Call before the first write.
+    pub fn with_direct_io(self, on: bool) -> Storage {
+        self.inner.files.set_direct_io(on);
+        self
     }
 
     /// The torrent's piece/file geometry.

@@ -5,6 +5,8 @@
 //! complete and handed to storage. How many pieces may be in progress at once is the
 //! picker's bound (`Picker::set_max_partial`), set by the torrent from
 //! `max_assembly_bytes`, so these buffers never hold more than that.
+//!
+//! Buffers start on a 4 KiB boundary so storage can write them with direct I/O.
 use crate::types::PeerAddr;
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
@@ -35,6 +37,18 @@ pub struct Assembly {
 const MAX_SPARE: usize = 4;
 const MAX_SPARE_BYTES: usize = 16 << 20;
 
+/// A zeroed buffer of `size` bytes whose first byte is 4 KiB-aligned (it is carved out of a
+/// larger allocation; `freeze` and `try_into_mut` keep the start, so a recycled buffer stays
+/// aligned).
+fn aligned_zeroed(size: usize) -> BytesMut {
+    let align = crate::storage::DIRECT_ALIGN;
+    let mut buf = BytesMut::zeroed(size + align);
+    let pad = buf.as_ptr().align_offset(align);
+    bytes::Buf::advance(&mut buf, pad);
+    buf.truncate(size);
+    buf
+}
+
 impl Assembly {
     /// How many pieces may be in progress at once so that their buffers (each the size of
     /// its piece until it is verified) stay within `max_bytes`; never fewer than two, so a
@@ -56,7 +70,7 @@ impl Assembly {
             let size = piece_size as usize;
             let buf = match self.spare.iter().position(|b| b.len() == size) {
                 Some(i) => self.spare.swap_remove(i),
-                None => BytesMut::zeroed(size),
+                None => aligned_zeroed(size),
             };
             Partial { buf, senders: vec![None; blocks] }
         });
@@ -138,6 +152,7 @@ mod tests {
         a.add(1, 8, 0, &[3; 4], &peer(2));
         let second = a.take(1).unwrap().data;
         assert_eq!(second.as_ptr(), ptr);
+        assert_eq!(ptr as usize % crate::storage::DIRECT_ALIGN, 0, "aligned for direct writes");
         assert_eq!(&second[..], &[3, 3, 3, 3, 4, 4, 4, 4]);
         // A short last piece gets a buffer of its own size.
         a.recycle(second);
