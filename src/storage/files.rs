@@ -40,7 +40,9 @@ pub const DIRECT_ALIGN: usize = 4096;
 
 /// Whether `data` at `offset` may be written with direct I/O.
 fn aligned(offset: u64, data: &[u8]) -> bool {
-    offset % DIRECT_ALIGN as u64 == 0 && data.len() % DIRECT_ALIGN == 0 && data.as_ptr() as usize % DIRECT_ALIGN == 0
+    offset.is_multiple_of(DIRECT_ALIGN as u64)
+        && data.len().is_multiple_of(DIRECT_ALIGN)
+        && (data.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
 }
 
 /// On-disk path of file `index`: `root/name` for a single-file torrent,
