@@ -34,8 +34,8 @@ pub struct Assembly {
 }
 
 /// Spare buffers kept, and the bytes they may hold in all.
-const MAX_SPARE: usize = 4;
-const MAX_SPARE_BYTES: usize = 16 << 20;
+const MAX_SPARE: usize = 2;
+const MAX_SPARE_BYTES: usize = 8 << 20;
 
 /// A zeroed buffer of `size` bytes whose first byte is 4 KiB-aligned (it is carved out of a
 /// larger allocation; `freeze` and `try_into_mut` keep the start, so a recycled buffer stays
