@@ -31,11 +31,12 @@ pub struct Assembly {
     /// page fault per 4 KiB, a tenth of the download's CPU. Their old bytes are never read:
     /// a piece is taken only once every block of it was copied in.
     spare: Vec<BytesMut>,
+    /// Bytes the spare buffers may hold: the assembly bound. Buffers in use and spare ones
+    /// together stay near it, and a download allocates its buffers once: freed and allocated
+    /// again they would land in whichever allocator arena the task ran on, and each arena keeps
+    /// its own high-water mark (peak RSS was twice the bound).
+    max_spare_bytes: usize,
 }
-
-/// Spare buffers kept, and the bytes they may hold in all.
-const MAX_SPARE: usize = 2;
-const MAX_SPARE_BYTES: usize = 8 << 20;
 
 /// A zeroed buffer of `size` bytes whose first byte is 4 KiB-aligned (it is carved out of a
 /// larger allocation; `freeze` and `try_into_mut` keep the start, so a recycled buffer stays
@@ -57,8 +58,10 @@ impl Assembly {
         (max_bytes / piece_length.max(1) as usize).max(2)
     }
 
-    pub fn new(block_size: u32) -> Assembly {
-        Assembly { block_size, pieces: HashMap::new(), bytes: 0, spare: Vec::new() }
+    /// Piece buffers of `block_size` blocks; up to `max_bytes` of buffers of written pieces are
+    /// kept for reuse.
+    pub fn new(block_size: u32, max_bytes: usize) -> Assembly {
+        Assembly { block_size, pieces: HashMap::new(), bytes: 0, spare: Vec::new(), max_spare_bytes: max_bytes }
     }
 
     /// Copies a block into its piece's buffer. The caller checked that the block lies
@@ -92,11 +95,16 @@ impl Assembly {
     /// Takes back the buffer of a piece storage is done with, if nothing else holds it.
     pub fn recycle(&mut self, data: Bytes) {
         let held: usize = self.spare.iter().map(|b| b.len()).sum();
-        if self.spare.len() < MAX_SPARE && held + data.len() <= MAX_SPARE_BYTES {
+        if held + data.len() <= self.max_spare_bytes {
             if let Ok(buf) = data.try_into_mut() {
                 self.spare.push(buf);
             }
         }
+    }
+
+    /// Frees the spare buffers (the download is complete: no piece will need them).
+    pub fn drop_spare(&mut self) {
+        self.spare = Vec::new();
     }
 
     /// Bytes held in piece buffers.
@@ -123,7 +131,7 @@ mod tests {
 
     #[test]
     fn blocks_land_in_place_with_their_senders() {
-        let mut a = Assembly::new(4);
+        let mut a = Assembly::new(4, 1 << 20);
         a.add(2, 10, 4, &[5; 4], &peer(2));
         a.add(2, 10, 0, &[1; 4], &peer(1));
         a.add(2, 10, 8, &[9; 2], &peer(2));
@@ -137,7 +145,7 @@ mod tests {
 
     #[test]
     fn a_recycled_buffer_is_reused_only_when_nothing_else_holds_it() {
-        let mut a = Assembly::new(4);
+        let mut a = Assembly::new(4, 1 << 20);
         a.add(0, 8, 0, &[1; 4], &peer(1));
         a.add(0, 8, 4, &[2; 4], &peer(1));
         let first = a.take(0).unwrap().data;
@@ -160,5 +168,21 @@ mod tests {
         a.add(2, 5, 0, &[5; 4], &peer(2));
         assert_eq!(&a.take(2).unwrap().data[..], &[5, 5, 5, 5, 6]);
         assert_eq!(a.spare.len(), 1, "the piece-sized spare is still there");
+    }
+
+    #[test]
+    fn spare_buffers_stay_within_the_assembly_bound_and_go_when_the_download_is_done() {
+        let mut a = Assembly::new(4, 16);
+        for piece in 0..3 {
+            a.add(piece, 8, 0, &[1; 4], &peer(1));
+            a.add(piece, 8, 4, &[1; 4], &peer(1));
+        }
+        let done: Vec<Bytes> = (0..3).map(|p| a.take(p).unwrap().data).collect();
+        for d in done {
+            a.recycle(d);
+        }
+        assert_eq!(a.spare.len(), 2, "two 8-byte buffers fit the 16-byte bound, the third is freed");
+        a.drop_spare();
+        assert!(a.spare.is_empty());
     }
 }

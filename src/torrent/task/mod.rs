@@ -261,7 +261,7 @@ impl Torrent {
             picker,
             peers: HashMap::new(),
             next_key: 1,
-            assembly: Assembly::new(BLOCK_SIZE),
+            assembly: Assembly::new(BLOCK_SIZE, o.max_assembly_bytes),
             smart_ban: SmartBan::new(),
             piece_started: HashMap::new(),
             verifying: 0,

@@ -120,6 +120,7 @@ impl Torrent {
             return self.fail(TorrentError::Finalize(e.to_string()));
         }
         tracing::info!(name = %self.meta.name, "download complete, every piece verified");
+        self.assembly.drop_spare();
         self.stats.phase = Phase::Seeding;
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for k in keys {
