@@ -31,7 +31,7 @@ fn torrent(dir: &std::path::Path) -> (Arc<Metainfo>, Bytes) {
 async fn download(meta: Arc<Metainfo>, data: &Bytes, out: std::path::PathBuf) -> u32 {
     let storage = Storage::new(meta.clone(), out);
     let geometry = meta.geometry();
-    let mut assembly = Assembly::new(BLOCK_SIZE);
+    let mut assembly = Assembly::new(BLOCK_SIZE, IN_FLIGHT * PIECE as usize);
     let from = PeerAddr::Tcp(([127, 0, 0, 2], 6881).into());
     let mut writes = JoinSet::new();
     let mut written = 0;
