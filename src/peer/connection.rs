@@ -241,12 +241,13 @@ impl Task {
     }
 
     /// Hands an event to the torrent. Waiting here is the torrent's backpressure on a fast
-    /// peer, never the peer's on us; cancellation still ends the wait.
+    /// peer, never the peer's on us; cancellation still ends the wait, as closed by us (the
+    /// torrent then reports the reason it closed us for, say a ban, not "closed by the peer").
     async fn report(&mut self, kind: PeerEventKind) -> Result<(), PeerError> {
         let ev = PeerEvent { key: self.ctx.key, kind };
         tokio::select! {
-            _ = self.ctx.cancel.cancelled() => Err(PeerError::Eof),
-            r = self.ctx.events.send(ev) => r.map_err(|_| PeerError::Eof),
+            _ = self.ctx.cancel.cancelled() => Err(PeerError::Closed),
+            r = self.ctx.events.send(ev) => r.map_err(|_| PeerError::Closed),
         }
     }
 

@@ -110,6 +110,9 @@ pub enum PeerError {
     Timeout(&'static str),
     #[error("closed by the peer")]
     Eof,
+    /// The torrent cancelled the connection, or went away, while the task waited on it.
+    #[error("closed by us")]
+    Closed,
     #[error("peer is on another torrent")]
     WrongInfoHash,
     #[error("connected to ourselves")]
@@ -171,7 +174,7 @@ impl CloseReason {
     /// The reason a peer task ends with: `Ok` when it was cancelled.
     pub fn of(outcome: &Result<(), PeerError>) -> CloseReason {
         match outcome {
-            Ok(()) => CloseReason::ByUs,
+            Ok(()) | Err(PeerError::Closed) => CloseReason::ByUs,
             Err(PeerError::Eof) => CloseReason::ByPeer,
             Err(PeerError::Timeout(what)) => CloseReason::TimedOut(what),
             Err(PeerError::Io(e)) => CloseReason::Io(e.kind()),

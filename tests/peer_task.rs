@@ -1,17 +1,20 @@
-//! The peer task under the BEP 6 fast extension, in process over an in-memory pipe: when the
-//! torrent chokes a fast peer, the requests it had queued are rejected, one reject per block
-//! not sent, while its allowed-fast pieces are still served.
+//! The peer task in process over an in-memory pipe whose far end is the test.
 //!
-//! The far end of the pipe is the test; it reads nothing until after the choke, so at most
-//! the pipe's and the send buffer's worth of blocks can have gone out before it.
+//! - Under the BEP 6 fast extension: when the torrent chokes a fast peer, the requests it had
+//!   queued are rejected, one reject per block not sent, while its allowed-fast pieces are still
+//!   served. The test reads nothing until after the choke, so at most the pipe's and the send
+//!   buffer's worth of blocks can have gone out before it.
+//! - A task the torrent closes while it waits to hand the torrent an event ends as closed by us,
+//!   so the torrent reports its own reason (a ban, say), not "closed by the peer".
 mod common;
 
 use bitvec::prelude::*;
 use common::torrent::{make_file, make_torrent};
 use futures::{SinkExt, StreamExt};
+use shoal::metainfo::Metainfo;
 use shoal::peer::budget::SendBudget;
 use shoal::peer::connection::{self, PeerContext, PeerLimits};
-use shoal::peer::{PeerCommand, PeerCounters};
+use shoal::peer::{CloseReason, PeerCommand, PeerCounters, PeerEvent, PeerEventKind};
 use shoal::storage::Storage;
 use shoal::wire::{Message, MessageCodec};
 use std::collections::HashMap;
@@ -30,28 +33,27 @@ async fn next(peer: &mut Framed<tokio::io::DuplexStream, MessageCodec>) -> Messa
     tokio::time::timeout(WAIT, peer.next()).await.expect("a message within the wait").unwrap().unwrap()
 }
 
-#[tokio::test]
-async fn choking_a_fast_peer_rejects_its_queued_requests_but_serves_allowed_fast() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = make_file(dir.path(), "data.bin", 4 * PIECE as usize, 81);
-    let meta = make_torrent(&data, PIECE);
-    let bytes = std::fs::read(&data).unwrap();
-    let (ours, theirs) = tokio::io::duplex(64 * 1024);
-    let (commands, commands_rx) = mpsc::channel(64);
-    let (events_tx, _events) = mpsc::channel(1024);
-    let allowed = 2u32;
-    let ctx = PeerContext {
+/// A peer task's context: we have every piece of `meta`, stored in `dir`; `allowed_fast`
+/// non-empty turns the fast extension on.
+fn context(
+    meta: &Arc<Metainfo>,
+    dir: &std::path::Path,
+    events: mpsc::Sender<PeerEvent>,
+    commands: mpsc::Receiver<PeerCommand>,
+    allowed_fast: Vec<u32>,
+) -> PeerContext {
+    PeerContext {
         key: 1,
         geometry: meta.geometry(),
-        storage: Storage::new(meta.clone(), dir.path().to_path_buf()),
-        have: bitvec![u8, Msb0; 1; 4],
+        storage: Storage::new(meta.clone(), dir.to_path_buf()),
+        have: bitvec![u8, Msb0; 1; meta.piece_count() as usize],
         counters: Arc::new(PeerCounters::default()),
-        events: events_tx,
-        commands: commands_rx,
+        events,
+        commands,
         extensions: None,
         metadata: meta.info_bytes.clone(),
-        fast: true,
-        allowed_fast: vec![allowed],
+        fast: !allowed_fast.is_empty(),
+        allowed_fast,
         dht_port: None,
         limits: PeerLimits {
             keepalive_interval: Duration::from_secs(60),
@@ -63,7 +65,20 @@ async fn choking_a_fast_peer_rejects_its_queued_requests_but_serves_allowed_fast
             rates: Default::default(),
         },
         cancel: CancellationToken::new(),
-    };
+    }
+}
+
+#[tokio::test]
+async fn choking_a_fast_peer_rejects_its_queued_requests_but_serves_allowed_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = make_file(dir.path(), "data.bin", 4 * PIECE as usize, 81);
+    let meta = make_torrent(&data, PIECE);
+    let bytes = std::fs::read(&data).unwrap();
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    let (commands, commands_rx) = mpsc::channel(64);
+    let (events_tx, _events) = mpsc::channel(1024);
+    let allowed = 2u32;
+    let ctx = context(&meta, dir.path(), events_tx, commands_rx, vec![allowed]);
     tokio::spawn(connection::run(Framed::new(ours, MessageCodec::default()), ctx));
     let mut peer = Framed::new(theirs, MessageCodec::default());
     assert_eq!(next(&mut peer).await, Message::HaveAll);
@@ -105,4 +120,35 @@ async fn choking_a_fast_peer_rejects_its_queued_requests_but_serves_allowed_fast
     let rejects = answers.values().filter(|a| a[0] == "reject").count();
     // At most the pipe (64 KiB) and the send buffer (64 KiB) went out unread: 8 blocks.
     assert!(rejects >= 3 * 16 - 8, "only {rejects} rejects");
+}
+
+#[tokio::test]
+async fn a_task_closed_while_it_waits_on_the_torrent_ends_as_closed_by_us() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = make_file(dir.path(), "data.bin", 4 * PIECE as usize, 82);
+    let meta = make_torrent(&data, PIECE);
+    // A pipe that holds one `have` message (9 bytes): our third write completes only once the
+    // task has read the second, and an event channel of one that nobody reads.
+    let (ours, theirs) = tokio::io::duplex(9);
+    let (_commands, commands_rx) = mpsc::channel(64);
+    let (events_tx, mut events) = mpsc::channel(1);
+    let ctx = context(&meta, dir.path(), events_tx, commands_rx, vec![]);
+    let cancel = ctx.cancel.clone();
+    let task = tokio::spawn(connection::run(Framed::new(ours, MessageCodec::default()), ctx));
+    let mut peer = Framed::new(theirs, MessageCodec::default());
+    for index in 0..3 {
+        tokio::time::timeout(WAIT, peer.send(Message::Have { index })).await.expect("the task reads").unwrap();
+    }
+    // The first `have` filled the channel; the task read the second and waits to report it.
+    assert_eq!(events.len(), 1);
+    cancel.cancel();
+    let mut last = None;
+    while let Some(ev) = tokio::time::timeout(WAIT, events.recv()).await.expect("the task ends") {
+        last = Some(ev.kind);
+    }
+    match last {
+        Some(PeerEventKind::Closed(reason)) => assert_eq!(reason, CloseReason::ByUs),
+        other => panic!("the last event is not Closed: {other:?}"),
+    }
+    task.await.unwrap();
 }
