@@ -118,6 +118,10 @@ pub struct Options {
     // --- choker ---
     /// Regular upload slots (tit-for-tat).
     pub unchoke_slots: usize,
+    /// One more regular slot for every this many bytes per second we upload, up to four times
+    /// `unchoke_slots`: a fast uploader serves more peers at once, and more reciprocate. 0 keeps
+    /// `unchoke_slots` fixed.
+    pub unchoke_slot_rate: u64,
     #[serde(with = "humantime_serde")]
     pub unchoke_interval: Duration,
     #[serde(with = "humantime_serde")]
@@ -264,6 +268,7 @@ impl Default for Options {
             download_rate_limit: 0,
             upload_rate_limit: 0,
             unchoke_slots: 4,
+            unchoke_slot_rate: 1024 * 1024,
             unchoke_interval: Duration::from_secs(10),
             optimistic_unchoke_interval: Duration::from_secs(30),
             snub_timeout: Duration::from_secs(60),

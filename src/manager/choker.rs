@@ -1,7 +1,11 @@
 //! The choker: who may download from us (BEP 3 tit-for-tat).
 //!
 //! Every `unchoke_interval` (10 s) the `slots` (4) interested peers that give us the most are
-//! unchoked: ranked by the rate we receive from them while we download; while seeding, by
+//! unchoked (more slots when we upload fast: one per `slot_rate` (1 MiB/s) of our upload rate,
+//! up to four times `slots`, so a fast uploader serves more peers at once, more of them reciprocate,
+//! and its download rate grows with its upload rate; libtorrent's rate-based choker works the
+//! same way; while we download, a slot past `slots` only goes to a peer that sends us at least
+//! an eighth of `slot_rate`, never to a free rider): ranked by the rate we receive from them while we download; while seeding, by
 //! the rate we send them, with a peer that has held a slot for three rounds moved to the
 //! back so every interested peer is served over time. A peer snubbed (nothing sent for
 //! `snub_timeout` while we wanted data) gets no regular slot. Every
@@ -36,6 +40,8 @@ pub struct ChokeCandidate {
 
 /// How long a peer counts as new for the optimistic unchoke.
 const NEW_PEER: Duration = Duration::from_secs(60);
+/// Regular slots are at most this many times `slots`.
+const MAX_SLOT_FACTOR: usize = 4;
 /// Rounds a seeding slot is held before it rotates.
 const SEED_ROTATION_ROUNDS: u32 = 3;
 
@@ -47,6 +53,8 @@ pub struct Choker {
     last_round: Option<Instant>,
     last_optimistic: Option<Instant>,
     optimistic: Option<PeerKey>,
+    /// Our upload rate (bytes per second) per regular slot past `slots`; 0 keeps `slots`.
+    slot_rate: f64,
 }
 
 /// The decision of one round: everyone in `unchoke` is unchoked, everyone else choked.
@@ -58,12 +66,27 @@ pub struct Round {
 
 impl Choker {
     pub fn new(slots: usize, interval: Duration, optimistic_interval: Duration) -> Choker {
-        Choker { slots, interval, optimistic_interval, last_round: None, last_optimistic: None, optimistic: None }
+        Choker {
+            slots,
+            interval,
+            optimistic_interval,
+            last_round: None,
+            last_optimistic: None,
+            optimistic: None,
+            slot_rate: 0.0,
+        }
+    }
+
+    /// A regular slot past `slots` for every `rate` bytes per second we upload (0: none).
+    pub fn with_slot_rate(mut self, rate: u64) -> Choker {
+        self.slot_rate = rate as f64;
+        self
     }
 
     /// New slots and intervals, from the next round on (a running torrent's config change).
-    pub fn configure(&mut self, slots: usize, interval: Duration, optimistic_interval: Duration) {
+    pub fn configure(&mut self, slots: usize, slot_rate: u64, interval: Duration, optimistic_interval: Duration) {
         (self.slots, self.interval, self.optimistic_interval) = (slots, interval, optimistic_interval);
+        self.slot_rate = slot_rate as f64;
     }
 
     /// Whether a round is due at `now`.
@@ -99,7 +122,13 @@ impl Choker {
                 b.rate_from.total_cmp(&a.rate_from)
             }
         });
+        // The slots past `slots` are earned: while we download, only by a peer that sends us at
+        // least an eighth of the slot rate, so the extra slots of a fast uploader go to peers that
+        // reciprocate, never to free riders.
+        let earned = |p: &&&ChokeCandidate| seeding || p.rate_from >= self.slot_rate / 8.0;
+        let extra = self.regular_slots(peers) - self.slots;
         let mut unchoke: HashSet<PeerKey> = regular.iter().take(self.slots).map(|p| p.key).collect();
+        unchoke.extend(regular.iter().skip(self.slots).filter(earned).take(extra).map(|p| p.key));
         if kept.is_none() {
             self.optimistic = self.pick_optimistic(now, peers, &unchoke, rng);
             self.last_optimistic = Some(now);
@@ -108,6 +137,15 @@ impl Choker {
             unchoke.insert(k);
         }
         Round { unchoke, optimistic: self.optimistic }
+    }
+
+    /// Regular slots this round: `slots`, or one per `slot_rate` of what we upload now.
+    fn regular_slots(&self, peers: &[ChokeCandidate]) -> usize {
+        if self.slot_rate <= 0.0 {
+            return self.slots;
+        }
+        let upload: f64 = peers.iter().map(|p| p.rate_to).sum();
+        ((upload / self.slot_rate) as usize).clamp(self.slots, self.slots * MAX_SLOT_FACTOR)
     }
 
     fn pick_optimistic(
@@ -167,6 +205,37 @@ mod tests {
         let opt = r.optimistic.unwrap();
         assert!(opt < 4, "optimistic is one of the choked");
         assert_eq!(r.unchoke.len(), 5);
+    }
+
+    #[test]
+    fn a_fast_uploader_opens_a_slot_per_mib_per_second_up_to_four_times_the_slots() {
+        let t0 = Instant::now();
+        const MIB: u64 = 1 << 20;
+        let mut c = Choker::new(4, Duration::from_secs(10), Duration::from_secs(30)).with_slot_rate(MIB);
+        let mut peers: Vec<_> = (0..30).map(|k| peer(k, (k + 1) as f64 * MIB as f64 / 8.0, t0)).collect();
+        for (up, regular) in [(3.5, 4), (8.5, 8), (40.0, 16)] {
+            for p in &mut peers {
+                p.rate_to = up * MIB as f64 / 30.0;
+            }
+            let r = c.round(t0, &peers, false, &mut StdRng::seed_from_u64(1));
+            assert_eq!(r.unchoke.len(), regular + 1, "{up} MiB/s up: {regular} regular slots and the optimistic");
+            for k in (30 - regular as u64)..30 {
+                assert!(r.unchoke.contains(&k), "the best uploaders to us hold the regular slots");
+            }
+        }
+        // Free riders (under an eighth of the slot rate to us) earn no extra slot while we
+        // download; while we seed, anyone may.
+        for p in &mut peers[..26] {
+            p.rate_from = 10_000.0;
+        }
+        let mut c = Choker::new(4, Duration::from_secs(10), Duration::from_secs(30)).with_slot_rate(MIB);
+        let r = c.round(t0, &peers, false, &mut StdRng::seed_from_u64(1));
+        assert_eq!(r.unchoke.len(), 4 + 1, "the four regular slots and the optimistic, no extra");
+        let r = c.round(t0 + Duration::from_secs(10), &peers, true, &mut StdRng::seed_from_u64(1));
+        assert_eq!(r.unchoke.len(), 16 + 1, "seeding: every extra slot is used");
+        c.configure(4, 0, Duration::from_secs(10), Duration::from_secs(30));
+        let r = c.round(t0 + Duration::from_secs(20), &peers, false, &mut StdRng::seed_from_u64(1));
+        assert_eq!(r.unchoke.len(), 5, "slot rate 0: the slots are fixed");
     }
 
     #[test]

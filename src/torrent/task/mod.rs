@@ -250,7 +250,8 @@ impl Torrent {
             ..Default::default()
         };
         Torrent {
-            choker: Choker::new(o.unchoke_slots, o.unchoke_interval, o.optimistic_unchoke_interval),
+            choker: Choker::new(o.unchoke_slots, o.unchoke_interval, o.optimistic_unchoke_interval)
+                .with_slot_rate(o.unchoke_slot_rate),
             pool: Pool::new(limits),
             opts: params.options.clone(),
             peer_id: params.peer_id,
@@ -290,7 +291,12 @@ impl Torrent {
     /// now; per-peer bounds and timeouts for peers that connect from now on.
     fn apply_options(&mut self, options: Arc<Options>) {
         self.pool.set_limits(pool_limits(&options));
-        self.choker.configure(options.unchoke_slots, options.unchoke_interval, options.optimistic_unchoke_interval);
+        self.choker.configure(
+            options.unchoke_slots,
+            options.unchoke_slot_rate,
+            options.unchoke_interval,
+            options.optimistic_unchoke_interval,
+        );
         tracing::info!(name = %self.meta.name, "options changed while running");
         self.opts = options;
     }
