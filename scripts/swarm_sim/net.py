@@ -12,12 +12,20 @@ kernel has netem (`Network.netem`); without it (this project's VM has no CONFIG_
 links have no added delay, only the shaper's queueing, and the run says so.
 Segmentation offloads are turned off (ethtool) so the shaper sees packets, not 64 KiB
 super-packets.
+
+The kernel keeps one ARP table for all namespaces, bounded by `net.ipv4.neigh.default.gc_thresh3`
+(1024 by default): 40 peers that each talk to 39 others need more, and past the bound a new
+neighbour cannot be resolved at all ("neighbor table overflow"), so the peers started last could
+reach neither the tracker nor anyone else for tens of seconds. `Network.reserve_neighbours`
+raises the three thresholds for the run (never lowers them) and `Network.remove` puts back the
+values it found.
 """
 import ctypes
 import os
 import subprocess
 
 CLONE_NEWNET = 0x40000000
+NEIGH_SYSCTL = "/proc/sys/net/ipv4/neigh/default/gc_thresh%d"
 HUB_ADDR = "198.18.0.1"
 PREFIX = 15
 
@@ -40,6 +48,10 @@ class Network:
         self.hub = tag + "h"
         self.namespaces = []
         self.netem = False
+        # threshold number -> (open file, value found, value set); the file is opened before this
+        # process enters the hub, where /proc/sys/net shows that namespace's settings, and the
+        # thresholds exist only in the first one
+        self.neigh_saved = {}
 
     def create_hub(self):
         self._add_ns(self.hub)
@@ -76,11 +88,34 @@ class Network:
         shape(self.hub, port, down_bytes, 0)
         return ns
 
+    def reserve_neighbours(self, hosts):
+        """Makes room in the kernel's (global) ARP table for `hosts` hosts that all talk to each
+        other: thresholds 1, 2, 3 at least hosts², 2·hosts², 4·hosts²."""
+        for n, want in ((1, hosts * hosts), (2, 2 * hosts * hosts), (3, 4 * hosts * hosts)):
+            f = open(NEIGH_SYSCTL % n, "r+")
+            found = int(f.read())
+            if want > found:
+                f.seek(0)
+                f.write(str(want))
+                f.flush()
+                self.neigh_saved[n] = (f, found, want)
+            else:
+                f.close()
+
     def remove(self):
-        """Deletes every namespace made here (their interfaces go with them). Idempotent."""
+        """Deletes every namespace made here (their interfaces go with them) and puts back the
+        ARP thresholds, unless someone changed them since. Idempotent."""
         for ns in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", ns], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.namespaces = []
+        for n, (f, found, set_to) in sorted(self.neigh_saved.items(), reverse=True):
+            f.seek(0)
+            if int(f.read()) == set_to:
+                f.seek(0)
+                f.write(str(found))
+                f.flush()
+            f.close()
+        self.neigh_saved = {}
 
     def _add_ns(self, ns):
         sh("ip", "netns", "add", ns)
@@ -89,7 +124,7 @@ class Network:
 
 
 def shape(ns, dev, rate_bytes, delay_ms):
-    """HTB on `dev`'s egress: small packets at link speed, the rest at `rate_bytes`/s."""
+    """HTB on `dev`'s egress: small IP packets and ARP at link speed, the rest at `rate_bytes`/s."""
     tc = ["tc", "-n", ns]
     sh(*tc, "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "20")
     sh(*tc, "class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb", "rate", "1gbit")
@@ -101,3 +136,8 @@ def shape(ns, dev, rate_bytes, delay_ms):
     # IPv4 total length below 128 bytes: the 16-bit field at offset 2 with its top 9 bits clear.
     sh(*tc, "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match", "u16",
        "0x0000", "0xff80", "at", "2", "flowid", "1:10")
+    # ARP at link speed too: in the shaped class it waits behind a full upload queue (seconds at
+    # 1 MiB/s, a minute at a free rider's 16 KiB/s), and a peer that joins a busy swarm could not
+    # resolve the tracker's or its peers' addresses for tens of seconds.
+    sh(*tc, "filter", "add", "dev", dev, "parent", "1:", "protocol", "arp", "prio", "2", "u32", "match", "u32", "0", "0",
+       "flowid", "1:10")

@@ -254,6 +254,7 @@ def simulate(args):
         specs = profiles.plan(args.profile, args.peers, args.client, args.seed)
         say("%d peers (%s, %s), %d MiB in %d pieces, in %s" % (args.peers, args.client, args.profile, args.size, pieces, work))
         network.create_hub()
+        network.reserve_neighbours(args.peers + 1)
         if not network.netem:
             say("this kernel has no netem: links get no added delay")
             for s in specs:
