@@ -8,7 +8,10 @@
 //! an eighth of `slot_rate`, never to a free rider): ranked by the rate we receive from them while we download; while seeding, by
 //! the rate we send them, with a peer that has held a slot for three rounds moved to the
 //! back so every interested peer is served over time. A peer snubbed (nothing sent for
-//! `snub_timeout` while we wanted data) gets no regular slot. Every
+//! `snub_timeout` while we wanted data) gets a regular slot only when no peer that sends us
+//! data wants it: excluded outright, a peer holding pieces nobody else has kept them to itself
+//! once everyone was snubbed (nobody had anything it lacked), and a swarm whose seeder had left
+//! stalled for minutes (`scripts/swarm-sim`). Every
 //! `optimistic_interval` (30 s) one choked interested peer is unchoked on trial, newly
 //! connected peers three times as likely, so a newcomer can earn a slot. A peer whose socket
 //! stopped taking our blocks (stalled) gets no slot at all: it would hold one and use none.
@@ -103,10 +106,8 @@ impl Choker {
             self.optimistic.is_some_and(|k| peers.iter().any(|p| p.key == k && p.interested && !p.stalled));
         // A standing optimistic peer keeps its extra slot and does not take a regular one.
         let kept = if optimistic_due || !still_valid { None } else { self.optimistic };
-        let mut regular: Vec<&ChokeCandidate> = peers
-            .iter()
-            .filter(|p| p.interested && !p.stalled && (seeding || !p.snubbed) && Some(p.key) != kept)
-            .collect();
+        let mut regular: Vec<&ChokeCandidate> =
+            peers.iter().filter(|p| p.interested && !p.stalled && Some(p.key) != kept).collect();
         let rotation = self.interval * SEED_ROTATION_ROUNDS;
         regular.sort_by(|a, b| {
             if seeding {
@@ -119,7 +120,7 @@ impl Choker {
                 };
                 group(a).cmp(&group(b)).then(a.choked_since.cmp(&b.choked_since)).then(b.rate_to.total_cmp(&a.rate_to))
             } else {
-                b.rate_from.total_cmp(&a.rate_from)
+                a.snubbed.cmp(&b.snubbed).then(b.rate_from.total_cmp(&a.rate_from))
             }
         });
         // The slots past `slots` are earned: while we download, only by a peer that sends us at
@@ -261,15 +262,23 @@ mod tests {
     }
 
     #[test]
-    fn snubbed_peers_lose_their_regular_slot() {
+    fn snubbed_peers_get_a_regular_slot_only_when_nobody_else_wants_it() {
         let t0 = Instant::now();
         let mut c = Choker::new(1, Duration::from_secs(10), Duration::from_secs(30));
         let mut fast = peer(1, 1000.0, t0);
         let slow = peer(2, 10.0, t0);
         fast.snubbed = true;
-        let r = c.round(t0, &[fast, slow], false, &mut StdRng::seed_from_u64(3));
+        let r = c.round(t0, &[fast.clone(), slow], false, &mut StdRng::seed_from_u64(3));
         assert!(r.unchoke.contains(&2));
         assert_eq!(r.optimistic, Some(1), "a snubbed peer may still win the optimistic slot");
+        // Every peer snubbed (none has what we lack): the slots are still used.
+        let mut c = Choker::new(2, Duration::from_secs(10), Duration::from_secs(30));
+        let mut peers: Vec<_> = (1..=4).map(|k| peer(k, 0.0, t0)).collect();
+        for p in &mut peers {
+            p.snubbed = true;
+        }
+        let r = c.round(t0, &peers, false, &mut StdRng::seed_from_u64(3));
+        assert_eq!(r.unchoke.len(), 3, "two regular slots and the optimistic: {:?}", r.unchoke);
     }
 
     #[test]
