@@ -1,20 +1,23 @@
 //! The choker: who may download from us (BEP 3 tit-for-tat).
 //!
 //! Every `unchoke_interval` (10 s) the `slots` (4) interested peers that give us the most are
-//! unchoked (more slots when we upload fast: one per `slot_rate` (1 MiB/s) of our upload rate,
-//! up to four times `slots`, so a fast uploader serves more peers at once, more of them reciprocate,
-//! and its download rate grows with its upload rate; libtorrent's rate-based choker works the
-//! same way; while we download, a slot past `slots` only goes to a peer that sends us at least
-//! an eighth of `slot_rate`, never to a free rider): ranked by the rate we receive from them while we download; while seeding, by
-//! the rate we send them, with a peer that has held a slot for three rounds moved to the
-//! back so every interested peer is served over time. A peer snubbed (nothing sent for
-//! `snub_timeout` while we wanted data) gets a regular slot only when no peer that sends us
-//! data wants it: excluded outright, a peer holding pieces nobody else has kept them to itself
-//! once everyone was snubbed (nobody had anything it lacked), and a swarm whose seeder had left
-//! stalled for minutes (`scripts/swarm-sim`). Every
-//! `optimistic_interval` (30 s) one choked interested peer is unchoked on trial, newly
-//! connected peers three times as likely, so a newcomer can earn a slot. A peer whose socket
-//! stopped taking our blocks (stalled) gets no slot at all: it would hold one and use none.
+//! unchoked: ranked by the rate we receive from them while we download; while seeding, by the
+//! rate we send them, with a peer that has held a slot for three rounds moved to the back so
+//! every interested peer is served over time.
+//!
+//! - More slots when we upload fast: one per `slot_rate` (1 MiB/s) of our upload rate, up to
+//!   four times `slots`, so a fast uploader serves more peers at once, more of them reciprocate
+//!   and its download rate grows with its upload rate (libtorrent's rate-based choker in
+//!   spirit). While we download, a slot past `slots` goes only to a peer sending us at least an
+//!   eighth of `slot_rate`, never to a free rider.
+//! - A peer snubbed (nothing sent for `snub_timeout` while we wanted data) ranks after every
+//!   peer that sends us data. Excluded outright, a leecher holding the only copies of pieces saw
+//!   everyone as snubbed (nobody had what it lacked) and served nobody but its optimistic peer: a
+//!   swarm whose seeder had left stalled for minutes (`scripts/swarm-sim`).
+//! - Every `optimistic_interval` (30 s) one choked interested peer is unchoked on trial, newly
+//!   connected peers three times as likely, so a newcomer can earn a slot.
+//! - A peer whose socket stopped taking our blocks (stalled) gets no slot at all: it would hold
+//!   one and use none.
 use crate::types::PeerKey;
 use rand::Rng;
 use std::collections::HashSet;

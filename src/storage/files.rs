@@ -9,7 +9,7 @@
 //! bytes go from our buffer to the device without a copy into the page cache, which cost more
 //! CPU than anything but SHA-1 (on this project's VM, 0.2–1 s of system time per GiB against
 //! 0.1 s direct; fresh page-cache pages are the dear ones). Anything unaligned (a last piece, a
-//! file boundary inside a piece) and file systems that refuse `O_DIRECT` (tmpfs) are written
+//! file boundary inside a piece) and file systems that refuse `O_DIRECT` (tmpfs before Linux 6.6) are written
 //! through the page cache as before; reads always are. `direct_io = false` turns it off (spinning
 //! disks, where the page cache's write ordering matters more than the copy).
 //!
