@@ -3,8 +3,9 @@
 //! A plain synchronous struct owned by the torrent task. It counts availability from
 //! bitfields and haves, picks rarest first with a random tie-break (the first few pieces at
 //! random, so a new peer soon has something to trade), finishes partly downloaded pieces
-//! before starting new ones, and in endgame hands out blocks already requested elsewhere so
-//! a download never hangs on one slow peer at 99.9 %.
+//! before starting new ones (but asks a peer first for what only it has), and in endgame
+//! hands out blocks already requested elsewhere so a download never hangs on one slow peer
+//! at 99.9 %.
 //!
 //! Invariants:
 //! - a block is `Missing`, `Requested` by one or more peers, or `Received`;
@@ -36,6 +37,8 @@ struct Partial {
 
 /// Pieces picked at random before rarest first takes over.
 const RANDOM_FIRST_PIECES: usize = 4;
+/// Held by at most this many connected peers, a piece is unique to the peer that has it.
+const UNIQUE: u32 = 1;
 /// In endgame, how many peers may hold a request for the same block.
 const ENDGAME_DUPLICATES: usize = 2;
 
@@ -205,26 +208,41 @@ impl Picker {
         if max == 0 {
             return out;
         }
-        self.pick_from_partial(key, theirs, max, &mut out);
-        while out.len() < max && self.partial.len() < self.max_partial {
-            let Some(piece) = self.choose_new_piece(theirs, rng) else { break };
-            let count = self.block_count(piece);
-            let blocks = vec![BlockState::Missing; count as usize];
-            self.partial.insert(piece, Partial { blocks, received: 0, missing: count });
-            self.pick_from_piece(key, piece, max, &mut out);
-        }
+        // What only this peer has comes first, started or not: nobody else can give it, and a
+        // seeder's unique pieces are what a young swarm waits for. Continuing the partial pieces
+        // first, a leecher unchoked by the seeder spent the seeder's upload on pieces other peers
+        // had (scripts/swarm-sim: three copies out before the last piece had one).
+        self.pick_from_partial(key, theirs, max, UNIQUE, &mut out);
+        self.start_new_pieces(key, theirs, max, UNIQUE, rng, &mut out);
+        self.pick_from_partial(key, theirs, max, u32::MAX, &mut out);
+        self.start_new_pieces(key, theirs, max, u32::MAX, rng, &mut out);
         if out.len() < max {
             self.pick_endgame(key, theirs, max, better, &mut out);
         }
         out
     }
 
-    /// Partial pieces the peer has, the most advanced first.
-    fn pick_from_partial(&mut self, key: PeerKey, theirs: &BitSlice<u8, Msb0>, max: usize, out: &mut Vec<BlockRef>) {
+    /// Partial pieces the peer has and at most `holders` connected peers have, the most
+    /// advanced first.
+    fn pick_from_partial(
+        &mut self,
+        key: PeerKey,
+        theirs: &BitSlice<u8, Msb0>,
+        max: usize,
+        holders: u32,
+        out: &mut Vec<BlockRef>,
+    ) {
+        if out.len() >= max {
+            return;
+        }
         let mut pieces: Vec<(u32, u32)> = self
             .partial
             .iter()
-            .filter(|(i, p)| p.missing > 0 && theirs.get(**i as usize).is_some_and(|b| *b))
+            .filter(|(i, p)| {
+                p.missing > 0
+                    && theirs.get(**i as usize).is_some_and(|b| *b)
+                    && self.availability[**i as usize] <= holders
+            })
             .map(|(i, p)| (*i, p.received))
             .collect();
         pieces.sort_by_key(|(i, received)| (std::cmp::Reverse(*received), *i));
@@ -232,6 +250,26 @@ impl Picker {
             if out.len() >= max {
                 break;
             }
+            self.pick_from_piece(key, piece, max, out);
+        }
+    }
+
+    /// Starts new pieces (held by at most `holders` connected peers) until `out` has `max`
+    /// blocks or the bound on pieces in progress is reached.
+    fn start_new_pieces(
+        &mut self,
+        key: PeerKey,
+        theirs: &BitSlice<u8, Msb0>,
+        max: usize,
+        holders: u32,
+        rng: &mut impl Rng,
+        out: &mut Vec<BlockRef>,
+    ) {
+        while out.len() < max && self.partial.len() < self.max_partial {
+            let Some(piece) = self.choose_new_piece(theirs, holders, rng) else { break };
+            let count = self.block_count(piece);
+            let blocks = vec![BlockState::Missing; count as usize];
+            self.partial.insert(piece, Partial { blocks, received: 0, missing: count });
             self.pick_from_piece(key, piece, max, out);
         }
     }
@@ -255,9 +293,9 @@ impl Picker {
         }
     }
 
-    /// A piece nobody has started: random among the first few, else rarest first, ties
-    /// broken by starting the scan at a random position.
-    fn choose_new_piece(&self, theirs: &BitSlice<u8, Msb0>, rng: &mut impl Rng) -> Option<u32> {
+    /// A piece nobody has started, held by at most `holders` connected peers: random among
+    /// the first few, else rarest first, ties broken by starting the scan at a random position.
+    fn choose_new_piece(&self, theirs: &BitSlice<u8, Msb0>, holders: u32, rng: &mut impl Rng) -> Option<u32> {
         let n = self.have.len();
         if n == 0 {
             return None;
@@ -267,6 +305,7 @@ impl Picker {
                 && !self.have[i]
                 && self.wanted[i]
                 && !self.partial.contains_key(&(i as u32))
+                && self.availability[i] <= holders
         };
         let start = rng.gen_range(0..n);
         let random_phase = self.have.count_ones() + self.partial.len() < RANDOM_FIRST_PIECES;

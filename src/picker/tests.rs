@@ -156,3 +156,29 @@ fn the_missing_count_follows_every_block_given_back() {
     assert_eq!(p.pick(2, &all(1), 10, &mut rng).len(), 4);
     assert!(consistent(&p));
 }
+
+#[test]
+fn what_only_this_peer_has_comes_before_partial_pieces() {
+    let mut p = picker(10, 4 * BS);
+    for i in 0..RANDOM_FIRST_PIECES {
+        p.piece_verified(i as u32);
+    }
+    // Three peers have pieces 4..10; the seeder (all) alone has piece 9.
+    for _ in 0..3 {
+        let mut bits = all(10);
+        bits.set(9, false);
+        p.peer_bitfield(&bits);
+    }
+    p.peer_bitfield(&all(10));
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut common = all(10);
+    common.set(9, false);
+    let started = p.pick(1, &common, 1, &mut rng);
+    assert_ne!(started[0].piece, 9);
+    // Asked for work, the seeder is asked for its unique piece before the started one.
+    let got = p.pick(2, &all(10), 4, &mut rng);
+    assert!(got.iter().all(|b| b.piece == 9), "{got:?}");
+    // Then the started piece's three missing blocks, before a new piece.
+    let more = p.pick(2, &all(10), 4, &mut rng);
+    assert!(more[..3].iter().all(|b| b.piece == started[0].piece), "{more:?}");
+}
