@@ -145,6 +145,7 @@ class Swarm:
         self.torrent, self.seed_path, self.pieces = torrent, seed_path, pieces
         self.seeder, self.leechers = peers[0], peers[1:]
         self.series = []
+        self.traffic = []  # (t, [(bytes down, bytes up) per peer, seeder first])
         self.seed_left = None
         self.churned = set()
         self.returned = set()
@@ -212,6 +213,7 @@ class Swarm:
         # Counted over the peers still running, so the sample taken as the seeder leaves is
         # already without it.
         counted = leechers if not self.seeder.running else live
+        self.traffic.append((round(t, 2), [p.totals() for p in self.peers]))
         if counted:
             low, mean = stats.availability([p.have() for p in counted], self.pieces)
             self.series.append((round(t, 2), low, round(mean, 2)))
@@ -285,7 +287,7 @@ def simulate(args):
         "payload_mib": args.size, "piece_kib": args.piece, "pieces": pieces, "netem": network.netem,
         "seed_left_s": swarm.seed_left, "watched_s": round(length, 2), "wall_s": round(time.monotonic() - started, 1),
         "all_verified": all(d["verified"] for d in details),
-        "peers_detail": details, "availability": swarm.series,
+        "peers_detail": details, "availability": swarm.series, "traffic": swarm.traffic,
     }
     run.update(stats.summary(run))
     return run
