@@ -174,6 +174,7 @@ mod tests {
             extensions: Vec::new(),
             download_rate: 1.0,
             upload_rate: 2.0,
+            upload_cap: 0,
             downloaded: 10,
             uploaded: 20,
             outstanding_requests: 0,

@@ -18,6 +18,8 @@
 //!   connected peers three times as likely, so a newcomer can earn a slot.
 //! - A peer whose socket stopped taking our blocks (stalled) gets no slot at all: it would hold
 //!   one and use none.
+//!
+//! How much of an upload limit each unchoked peer may take is [`crate::manager::share`]'s part.
 use crate::types::PeerKey;
 use rand::Rng;
 use std::collections::HashSet;

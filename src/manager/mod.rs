@@ -7,7 +7,8 @@
 //! - [`scoring`]: the rarity-weighted peer score that orders dialling, eviction and block
 //!   hand-out;
 //! - [`scarce`]: scarce pieces offered to the best-scored peer that has them;
-//! - [`choker`]: tit-for-tat upload slots with an optimistic unchoke.
+//! - [`choker`]: tit-for-tat upload slots with an optimistic unchoke;
+//! - [`share`]: the upload limit split among the unchoked peers by what each gives us.
 //!
 //! None of them does I/O or reads the clock: `now` is an argument, so each is unit-tested
 //! in its own file.
@@ -17,6 +18,7 @@ pub mod evict;
 pub mod pool;
 pub mod scarce;
 pub mod scoring;
+pub mod share;
 
 pub use choker::{ChokeCandidate, Choker};
 pub use evict::{pick_victim, EvictFacts, EvictPolicy};

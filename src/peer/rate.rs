@@ -1,5 +1,6 @@
 //! Upload and download rate limits, in bytes per second: a token bucket per direction for the
-//! session and one per torrent, each settable while peers run (0 is unlimited).
+//! session and one per torrent, each settable while peers run (0 is unlimited), and one for
+//! each peer's share of the upload (set by its torrent, see [`crate::manager::share`]).
 //!
 //! governor's GCRA counts the bytes. A peer task takes a block's bytes from the upload buckets
 //! before it reads the block from storage, and from the download buckets after a block
@@ -83,22 +84,42 @@ impl Rates {
     }
 }
 
-/// What a peer task is held to: its session's limits and its torrent's.
+/// What a peer task is held to: its session's limits, its torrent's and its own upload share.
 #[derive(Clone, Default)]
 pub struct PeerRates {
     pub session: Arc<Rates>,
     pub torrent: Arc<Rates>,
+    /// This peer's share of the upload (0: none of its own).
+    pub share: Arc<RateLimit>,
 }
 
 impl PeerRates {
+    /// The same limits with an upload share of the peer's own, which the caller keeps to set.
+    pub fn for_peer(&self) -> (PeerRates, Arc<RateLimit>) {
+        let share = Arc::new(RateLimit::default());
+        (PeerRates { share: share.clone(), ..self.clone() }, share)
+    }
+
+    /// The upload limit in force before any peer's share: the lower of the two set ones
+    /// (0: none).
+    pub fn upload_limit(&self) -> u64 {
+        let (s, t) = (self.session.upload.get(), self.torrent.upload.get());
+        match (s, t) {
+            (0, t) => t,
+            (s, 0) => s,
+            (s, t) => s.min(t),
+        }
+    }
+
     /// Waits until `n` received bytes fit both download limits.
     pub async fn download(&self, n: u32) {
         self.session.download.take(n).await;
         self.torrent.download.take(n).await;
     }
 
-    /// Waits until `n` bytes to send fit both upload limits.
+    /// Waits until `n` bytes to send fit this peer's share and both upload limits.
     pub async fn upload(&self, n: u32) {
+        self.share.take(n).await;
         self.session.upload.take(n).await;
         self.torrent.upload.take(n).await;
     }
@@ -107,7 +128,11 @@ impl PeerRates {
 impl std::fmt::Debug for PeerRates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let r = |s: &Rates| (s.download.get(), s.upload.get());
-        f.debug_struct("PeerRates").field("session", &r(&self.session)).field("torrent", &r(&self.torrent)).finish()
+        f.debug_struct("PeerRates")
+            .field("session", &r(&self.session))
+            .field("torrent", &r(&self.torrent))
+            .field("share", &self.share.get())
+            .finish()
     }
 }
 
@@ -128,6 +153,34 @@ mod tests {
         }
         assert!(t0.elapsed() >= Duration::from_millis(450), "{:?}", t0.elapsed());
         assert_eq!(limit.get(), 1 << 20);
+    }
+
+    #[tokio::test]
+    async fn a_peer_is_held_to_its_own_share_and_its_siblings_are_not() {
+        let rates = PeerRates::default();
+        let (peer, share) = rates.for_peer();
+        let (sibling, _) = rates.for_peer();
+        share.set(1 << 20);
+        // As above: 768 KiB at 1 MiB/s with a 256 KiB burst takes at least half a second.
+        let t0 = Instant::now();
+        for _ in 0..48 {
+            peer.upload(16 * 1024).await;
+        }
+        assert!(t0.elapsed() >= Duration::from_millis(450), "{:?}", t0.elapsed());
+        assert_eq!(sibling.share.get(), 0, "a share is the peer's own");
+        assert!(sibling.share.bucket.read().unwrap().is_none());
+        assert_eq!(rates.upload_limit(), 0);
+    }
+
+    #[test]
+    fn the_upload_limit_is_the_lower_of_the_set_ones() {
+        let rates = PeerRates::default();
+        rates.torrent.upload.set(3000);
+        assert_eq!(rates.upload_limit(), 3000);
+        rates.session.upload.set(2000);
+        assert_eq!(rates.upload_limit(), 2000);
+        rates.torrent.upload.set(0);
+        assert_eq!(rates.upload_limit(), 2000);
     }
 
     #[tokio::test]

@@ -260,6 +260,7 @@ impl Session {
             rates: PeerRates {
                 session: self.rates.clone(),
                 torrent: Arc::new(Rates::new(setup.download_limit, setup.upload_limit)),
+                share: Default::default(),
             },
         };
         let handle = TorrentHandle::spawn(params, &self.cancel);

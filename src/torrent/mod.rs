@@ -137,6 +137,8 @@ pub struct PeerStats {
     pub extensions: Vec<&'static str>,
     pub download_rate: f64,
     pub upload_rate: f64,
+    /// Its share of our upload limit in bytes per second (0: none of its own).
+    pub upload_cap: u64,
     pub downloaded: u64,
     pub uploaded: u64,
     pub outstanding_requests: usize,

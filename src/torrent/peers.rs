@@ -1,6 +1,7 @@
 //! What the torrent task knows of each connected peer, and the arithmetic on it: rates,
 //! round-trip time, the request pipeline depth.
 use crate::manager::{ScoreInputs, ScoreParts};
+use crate::peer::rate::RateLimit;
 use crate::peer::{CloseReason, PeerCommand, PeerCounters};
 use crate::types::BlockRef;
 use crate::types::PeerAddr;
@@ -56,11 +57,13 @@ impl Rate {
     }
 }
 
-/// How the torrent reaches a peer task: commands, the counters it writes, its cancel token.
+/// How the torrent reaches a peer task: commands, the counters it writes, its cancel token,
+/// its upload share.
 pub struct PeerLink {
     pub commands: mpsc::Sender<PeerCommand>,
     pub counters: Arc<PeerCounters>,
     pub cancel: CancellationToken,
+    pub upload_share: Arc<RateLimit>,
 }
 
 /// One connected peer as seen by its torrent.
@@ -73,6 +76,8 @@ pub struct PeerSlot {
     pub counters: Arc<PeerCounters>,
     /// Cancelled to close the connection, whatever its socket is doing.
     pub cancel: CancellationToken,
+    /// Its share of our upload limit, set at each choker round.
+    pub upload_share: Arc<RateLimit>,
     /// Why we closed it, once we have; the peer task only knows it was cancelled.
     pub closing: Option<CloseReason>,
     /// Payload bytes of blocks we asked this peer for and took: its download rate counts
@@ -137,7 +142,7 @@ impl PeerSlot {
         pieces: usize,
         now: Instant,
     ) -> PeerSlot {
-        let PeerLink { commands, counters, cancel } = link;
+        let PeerLink { commands, counters, cancel, upload_share } = link;
         PeerSlot {
             addr,
             peer_id,
@@ -146,6 +151,7 @@ impl PeerSlot {
             commands,
             counters,
             cancel,
+            upload_share,
             closing: None,
             accepted: 0,
             violations: 0,
@@ -242,7 +248,12 @@ mod tests {
             PeerAddr::P2p(libp2p::PeerId::random()),
             PeerId([0; 20]),
             false,
-            PeerLink { commands: tx, counters: Default::default(), cancel: CancellationToken::new() },
+            PeerLink {
+                commands: tx,
+                counters: Default::default(),
+                cancel: CancellationToken::new(),
+                upload_share: Default::default(),
+            },
             8,
             Instant::now(),
         );

@@ -344,6 +344,7 @@ fn contributors_come_typed_from_the_torrent_stats() {
         extensions: Vec::new(),
         download_rate,
         upload_rate: 0.0,
+        upload_cap: 0,
         downloaded: 0,
         uploaded: 0,
         outstanding_requests: 0,

@@ -151,6 +151,7 @@ impl Torrent {
         let fast = hs.has(reserved::FAST);
         let allowed_fast = if fast { self.allowed_fast_for(&addr) } else { Vec::new() };
         let extensions = extensions.map(|e| self.with_pex(e));
+        let (rates, upload_share) = self.rates.for_peer();
         let ctx = PeerContext {
             key,
             geometry: self.meta.geometry(),
@@ -171,7 +172,7 @@ impl Torrent {
                 send_buffer: self.opts.peer_send_buffer,
                 max_queued: self.opts.max_requests_per_peer + self.opts.peer_command_queue,
                 budget: self.send_budget.clone(),
-                rates: self.rates.clone(),
+                rates,
             },
             cancel: cancel.clone(),
         };
@@ -183,7 +184,7 @@ impl Torrent {
             addr,
             hs.peer_id,
             inbound,
-            PeerLink { commands: cmd_tx, counters, cancel },
+            PeerLink { commands: cmd_tx, counters, cancel, upload_share },
             self.meta.piece_count() as usize,
             Instant::now(),
         );

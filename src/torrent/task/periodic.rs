@@ -1,6 +1,7 @@
-//! The tick: rates, scores, the choker round, pool upkeep and the call for more peers.
+//! The tick: rates, scores, the choker round (and the upload shares of those it unchokes),
+//! pool upkeep and the call for more peers.
 use super::Torrent;
-use crate::manager::{score, ChokeCandidate, ScoreScale};
+use crate::manager::{score, share, ChokeCandidate, ScoreScale};
 use crate::peer::CloseReason;
 use crate::peer::PeerCommand;
 use crate::torrent::TorrentEvent;
@@ -86,6 +87,17 @@ impl Torrent {
             if !ok {
                 self.close(k, CloseReason::Lagging);
             }
+        }
+        self.split_upload(&round.unchoke, seeding);
+    }
+
+    /// Each unchoked peer's share of the upload limit, by what it sends us (none while
+    /// seeding: nobody sends us anything to weigh by; none with `proportional_share` off).
+    fn split_upload(&mut self, unchoked: &std::collections::HashSet<PeerKey>, seeding: bool) {
+        let limit = if seeding || !self.opts.proportional_share { 0 } else { self.rates.upload_limit() };
+        let given: Vec<(PeerKey, f64)> = unchoked.iter().map(|k| (*k, self.peers[k].rate_down.get())).collect();
+        for (k, cap) in share::split(limit, &given) {
+            self.peers[&k].upload_share.set(cap);
         }
     }
 }

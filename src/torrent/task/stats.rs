@@ -47,6 +47,7 @@ fn peer_stats(p: &PeerSlot, source: &'static str) -> PeerStats {
         extensions: p.extensions.clone(),
         download_rate: p.rate_down.get(),
         upload_rate: p.rate_up.get(),
+        upload_cap: p.upload_share.get(),
         downloaded: p.counters.downloaded(),
         uploaded: p.counters.uploaded(),
         outstanding_requests: p.outstanding.len(),
