@@ -43,6 +43,7 @@ class Peer:
         self.status = None
         self.carried = [0, 0]  # bytes down and up of earlier runs (before a restart)
         self.restarts = 0
+        self.unanswered = 0  # diagnostics polls that got no answer (the last view was kept)
 
     @property
     def running(self):
@@ -108,6 +109,7 @@ class Peer:
             with urllib.request.urlopen(url, timeout=1) as r:
                 torrents = json.load(r)["torrents"]
         except (OSError, ValueError, KeyError):
+            self.unanswered += 1
             return  # not listening yet, or busy: keep the last view
         if torrents:
             t = torrents[0]

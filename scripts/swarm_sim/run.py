@@ -239,7 +239,7 @@ def detail(p, spec, size_mib, digest):
         "join_at_s": round(spec.join_at, 2), "started_s": round(p.first_start, 2) if p.first_start is not None else None, "left_s": [round(x, 2) for x in spec.leave] if spec.leave else None,
         "completion_s": round(done, 2) if done is not None else None,
         "download_mib_s": round(size_mib / done, 3) if done else None,
-        "downloaded": down, "uploaded": up,
+        "downloaded": down, "uploaded": up, "unanswered_polls": p.unanswered,
         "verified": p.cls == "seed" or sha1_of(os.path.join(p.dir, NAME)) == digest,
     }
 
