@@ -68,6 +68,20 @@ fn assert_consistent(run: &Value, peers: u64) {
     let samples = run["availability"].as_array().unwrap();
     assert!(samples.len() > 2, "availability sampled over time");
     assert!(run["tft_correlation"].as_f64().is_some_and(|c| (-1.0..=1.0).contains(&c)));
+    // Bytes up and down per peer at every tick: counters, so they never go back, and the
+    // leechers' last ones account for at least a payload each.
+    let traffic = run["traffic"].as_array().unwrap();
+    assert_eq!(traffic.len(), samples.len(), "one traffic sample per availability sample");
+    let mut before = vec![(0u64, 0u64); peers as usize];
+    for tick in traffic {
+        let now: Vec<(u64, u64)> =
+            tick[1].as_array().unwrap().iter().map(|p| (p[0].as_u64().unwrap(), p[1].as_u64().unwrap())).collect();
+        assert_eq!(now.len() as u64, peers, "a pair per peer: {tick}");
+        assert!(now.iter().zip(&before).all(|(n, b)| n.0 >= b.0 && n.1 >= b.1), "counters never go back: {tick}");
+        before = now;
+    }
+    let payload = run["payload_mib"].as_u64().unwrap() << 20;
+    assert!(before[1..].iter().all(|(down, _)| *down >= payload), "the last sample has every leecher done: {before:?}");
 }
 
 #[test]

@@ -213,10 +213,10 @@ class Swarm:
         # Counted over the peers still running, so the sample taken as the seeder leaves is
         # already without it.
         counted = leechers if not self.seeder.running else live
-        self.traffic.append((round(t, 2), [p.totals() for p in self.peers]))
         if counted:
             low, mean = stats.availability([p.have() for p in counted], self.pieces)
             self.series.append((round(t, 2), low, round(mean, 2)))
+            self.traffic.append((round(t, 2), [p.totals() for p in self.peers]))
 
 
 def sha1_of(path):
