@@ -122,9 +122,6 @@ pub struct Options {
     /// `unchoke_slots`: a fast uploader serves more peers at once, and more reciprocate. 0 keeps
     /// `unchoke_slots` fixed.
     pub unchoke_slot_rate: u64,
-    /// While downloading under an upload limit, split it among the unchoked peers by what each
-    /// sends us (PropShare, `manager/share.rs`) instead of letting them take it evenly.
-    pub proportional_share: bool,
     #[serde(with = "humantime_serde")]
     pub unchoke_interval: Duration,
     #[serde(with = "humantime_serde")]
@@ -272,7 +269,6 @@ impl Default for Options {
             upload_rate_limit: 0,
             unchoke_slots: 4,
             unchoke_slot_rate: 1024 * 1024,
-            proportional_share: true,
             unchoke_interval: Duration::from_secs(10),
             optimistic_unchoke_interval: Duration::from_secs(30),
             snub_timeout: Duration::from_secs(60),

@@ -92,9 +92,9 @@ impl Torrent {
     }
 
     /// Each unchoked peer's share of the upload limit, by what it sends us (none while
-    /// seeding: nobody sends us anything to weigh by; none with `proportional_share` off).
+    /// seeding: nobody sends us anything to weigh by).
     fn split_upload(&mut self, unchoked: &std::collections::HashSet<PeerKey>, seeding: bool) {
-        let limit = if seeding || !self.opts.proportional_share { 0 } else { self.rates.upload_limit() };
+        let limit = if seeding { 0 } else { self.rates.upload_limit() };
         let given: Vec<(PeerKey, f64)> = unchoked.iter().map(|k| (*k, self.peers[k].rate_down.get())).collect();
         for (k, cap) in share::split(limit, &given) {
             self.peers[&k].upload_share.set(cap);
