@@ -14,6 +14,21 @@ fn all(n: usize) -> BitVec<u8, Msb0> {
     bitvec![u8, Msb0; 1; n]
 }
 
+/// A picker of 10 pieces past its random start (pieces 0-3 verified), where three peers have
+/// every piece but `missing`.
+fn three_peers_lack(missing: usize, piece_len: u32) -> Picker {
+    let mut p = picker(10, piece_len);
+    for i in 0..RANDOM_FIRST_PIECES {
+        p.piece_verified(i as u32);
+    }
+    for _ in 0..3 {
+        let mut bits = all(10);
+        bits.set(missing, false);
+        p.peer_bitfield(&bits);
+    }
+    p
+}
+
 #[test]
 fn short_last_piece_and_blocks() {
     let mut p = picker(2, 4 * BS);
@@ -36,16 +51,8 @@ fn only_pieces_the_peer_has() {
 
 #[test]
 fn rarest_first_after_the_random_start() {
-    let mut p = picker(10, BS);
-    for i in 0..RANDOM_FIRST_PIECES {
-        p.piece_verified(i as u32);
-    }
     // Pieces 4..10 held by 3 peers, piece 7 by only one.
-    for _ in 0..3 {
-        let mut bits = all(10);
-        bits.set(7, false);
-        p.peer_bitfield(&bits);
-    }
+    let mut p = three_peers_lack(7, BS);
     let mut one = bitvec![u8, Msb0; 0; 10];
     one.set(7, true);
     one.set(5, true);
@@ -159,16 +166,8 @@ fn the_missing_count_follows_every_block_given_back() {
 
 #[test]
 fn what_only_this_peer_has_comes_before_partial_pieces() {
-    let mut p = picker(10, 4 * BS);
-    for i in 0..RANDOM_FIRST_PIECES {
-        p.piece_verified(i as u32);
-    }
     // Three peers have pieces 4..10; the seeder (all) alone has piece 9.
-    for _ in 0..3 {
-        let mut bits = all(10);
-        bits.set(9, false);
-        p.peer_bitfield(&bits);
-    }
+    let mut p = three_peers_lack(9, 4 * BS);
     p.peer_bitfield(&all(10));
     let mut rng = StdRng::seed_from_u64(5);
     let mut common = all(10);
