@@ -79,6 +79,8 @@ async fn served_endpoints_describe_a_completed_swarm() {
     let sh = seeder.add_torrent(meta.clone(), dir.path().join("seed"));
     sh.wait_complete().await.unwrap();
     let leecher = start().await.unwrap();
+    let unix_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let leech_added_ms = unix_ms();
     let lh = leecher.add_torrent(meta.clone(), dir.path().join("leech"));
     lh.add_peers(vec![addr(&seeder)]).await;
     tokio::time::timeout(Duration::from_secs(60), lh.wait_complete()).await.expect("leecher timed out").unwrap();
@@ -112,9 +114,14 @@ async fn served_endpoints_describe_a_completed_swarm() {
     assert_eq!(t0["info_hash"], hash.as_str());
     assert_eq!(t0["name"], "data.bin");
     assert_eq!(t0["phase"], "seeding");
+    let done_ms = t0["completed_at_ms"].as_u64().unwrap_or_else(|| panic!("no completion time in {t0}"));
+    assert!((leech_added_ms..=unix_ms()).contains(&done_ms), "completed at {done_ms}, added at {leech_added_ms}");
     assert_eq!(t0["progress"]["pieces_have"], t0["progress"]["pieces_total"]);
     assert_eq!(t0["progress"]["pieces_total"], meta.piece_count());
     assert_eq!(t0["progress"]["bytes_left"], 0);
+    // Complete: nothing started, nothing being verified, no assembly buffer held.
+    assert_eq!((&t0["progress"]["in_progress"], &t0["progress"]["verifying"]), (&json!(0), &json!(0)), "{t0}");
+    assert_eq!(t0["progress"]["assembly_bytes"], 0);
     assert_eq!(t0["progress"]["fraction"], 1.0);
     assert_eq!(t0["hash_failures"], 0);
     assert_eq!(t0["banned"], 0);

@@ -80,6 +80,13 @@ fn assert_consistent(run: &Value, peers: u64) {
         assert!(now.iter().zip(&before).all(|(n, b)| n.0 >= b.0 && n.1 >= b.1), "counters never go back: {tick}");
         before = now;
     }
+    // Who held the pieces only one peer had, sampled from when the seeder left.
+    for tick in run["sole_holders"].as_array().unwrap() {
+        assert!(tick[0].as_f64().unwrap() >= seed_left, "{tick}");
+        for (class, n) in tick[1].as_object().unwrap() {
+            assert!(["fast", "medium", "slow", "free"].contains(&class.as_str()) && n.as_u64().unwrap() >= 1, "{tick}");
+        }
+    }
     let payload = run["payload_mib"].as_u64().unwrap() << 20;
     assert!(before[1..].iter().all(|(down, _)| *down >= payload), "the last sample has every leecher done: {before:?}");
 }

@@ -3,7 +3,8 @@ namespace, and what the runner last saw of it (phase, pieces, bytes up and down)
 
 shoal is read over its diagnostics (`GET /debug/p2p/torrents`, `--diag` on the peer's
 address); a libtorrent peer (tests/common/lt_peer.py --status) prints a `status {json}` line
-twice a second, read by a thread. Both give the same fields.
+twice a second, read by a thread. Both give the same fields. Each also says when it completed
+(shoal's `completed_at_ms`, libtorrent's `done` line), which the runner takes over its own poll.
 
 Each client is told to upload at most `LIMIT_SHARE` of its link's cap, as users are told to set
 it: a client that fills its own uplink queues its requests and haves behind the piece data in
@@ -15,6 +16,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 import urllib.request
 
 BT_PORT = 6881
@@ -39,7 +41,9 @@ class Peer:
         os.makedirs(self.dir, exist_ok=True)
         self.proc = None
         self.first_start = None
+        self.first_start_wall = None  # the same, on the wall clock (peers report completion on it)
         self.completed_at = None
+        self.finished_wall = None  # when the peer itself says it completed, wall clock
         self.status = None
         self.carried = [0, 0]  # bytes down and up of earlier runs (before a restart)
         self.restarts = 0
@@ -80,7 +84,7 @@ class Peer:
             threading.Thread(target=self._read_lt, args=(self.proc,), daemon=True).start()
         log.close()
         if self.first_start is None:
-            self.first_start = now
+            self.first_start, self.first_start_wall = now, time.time()
 
     def stop(self):
         """SIGTERM, then SIGKILL after 5 s; keeps the byte counts for the totals."""
@@ -115,6 +119,8 @@ class Peer:
             t = torrents[0]
             self.status = {"phase": t["phase"], "have": t["progress"]["have"], "connected": t["pool"]["connected"],
                            "downloaded": t["totals"]["downloaded"], "uploaded": t["totals"]["uploaded"]}
+            if t.get("completed_at_ms") and self.finished_wall is None:
+                self.finished_wall = t["completed_at_ms"] / 1000
 
     def have(self):
         """The pieces the peer has (bytes of the wire bitfield), or None before its first view."""
@@ -136,3 +142,5 @@ class Peer:
                     self.status = json.loads(words[1])
                 except ValueError:
                     pass
+            elif words[0] == "done" and self.proc is proc and self.finished_wall is None:
+                self.finished_wall = time.time()  # printed within 0.1 s of completing

@@ -146,6 +146,7 @@ class Swarm:
         self.seeder, self.leechers = peers[0], peers[1:]
         self.series = []
         self.traffic = []  # (t, [(bytes down, bytes up) per peer, seeder first])
+        self.sole = []  # (t, {class: pieces only one peer of that class holds}), after the seeder left
         self.seed_left = None
         self.churned = set()
         self.returned = set()
@@ -177,7 +178,10 @@ class Swarm:
             list(self.pool.map(lambda p: p.poll(), self.peers))
             for p in self.leechers:
                 if p.completed_at is None and p.running and p.seeding():
-                    p.completed_at = t - p.first_start
+                    # The peer's own time: a poll sees it done up to seconds later on a loaded
+                    # machine, and that rounding alone blurred the ranking of peers.
+                    own = p.finished_wall - p.first_start_wall if p.finished_wall else None
+                    p.completed_at = own if own is not None and 0 < own <= t - p.first_start else t - p.first_start
             self.observe(t)
             done = sum(p.completed_at is not None for p in self.leechers)
             if t - last_note >= 10:
@@ -217,6 +221,9 @@ class Swarm:
             low, mean = stats.availability([p.have() for p in counted], self.pieces)
             self.series.append((round(t, 2), low, round(mean, 2)))
             self.traffic.append((round(t, 2), [p.totals() for p in self.peers]))
+            if not self.seeder.running:
+                sole = stats.sole_holders([p.have() for p in counted], [p.cls for p in counted], self.pieces)
+                self.sole.append((round(t, 2), sole))
 
 
 def sha1_of(path):
@@ -288,6 +295,7 @@ def simulate(args):
         "seed_left_s": swarm.seed_left, "watched_s": round(length, 2), "wall_s": round(time.monotonic() - started, 1),
         "all_verified": all(d["verified"] for d in details),
         "peers_detail": details, "availability": swarm.series, "traffic": swarm.traffic,
+        "sole_holders": swarm.sole,
     }
     run.update(stats.summary(run))
     return run

@@ -31,6 +31,21 @@ def spearman(xs, ys):
     return cov / (vx * vy) ** 0.5
 
 
+def sole_holders(haves, classes, pieces):
+    """How many pieces are held by one peer only, by that peer's class (`haves` and `classes`
+    side by side): who holds what the swarm would lose."""
+    holders = [[] for _ in range(pieces)]
+    for have, cls in zip(haves, classes):
+        for i in range(pieces):
+            if have[i // 8] & (0x80 >> (i % 8)):
+                holders[i].append(cls)
+    out = {}
+    for h in holders:
+        if len(h) == 1:
+            out[h[0]] = out.get(h[0], 0) + 1
+    return out
+
+
 def median(xs):
     xs = sorted(xs)
     if not xs:

@@ -18,6 +18,8 @@ pub struct TorrentView<'a> {
     pub info_hash: &'a str,
     pub phase: Phase,
     pub error: Option<&'a crate::torrent::TorrentError>,
+    /// When the torrent became complete in this session, milliseconds since the Unix epoch.
+    pub completed_at_ms: Option<u64>,
     pub progress: Progress,
     pub rates: Rates,
     pub totals: Totals,
@@ -39,6 +41,10 @@ pub struct Progress {
     pub have: String,
     pub bytes_total: u64,
     pub bytes_left: u64,
+    /// Pieces started and not complete, and complete ones being verified and written.
+    pub in_progress: usize,
+    pub verifying: usize,
+    pub assembly_bytes: usize,
     /// Share of the bytes on disk and verified, 0 to 1.
     pub fraction: f64,
 }
@@ -68,6 +74,7 @@ fn torrent(t: &TorrentStats) -> TorrentView<'_> {
         info_hash: &t.info_hash,
         phase: t.phase,
         error: t.error.as_ref(),
+        completed_at_ms: t.completed_at_ms,
         progress: Progress {
             pieces_have: t.pieces_have,
             pieces_total: t.pieces_total,
@@ -75,6 +82,9 @@ fn torrent(t: &TorrentStats) -> TorrentView<'_> {
             have: t.have.iter().map(|b| format!("{b:02x}")).collect(),
             bytes_total: t.bytes_total,
             bytes_left: t.bytes_left,
+            in_progress: t.pieces_in_progress,
+            verifying: t.pieces_verifying,
+            assembly_bytes: t.assembly_bytes,
             fraction,
         },
         rates: Rates { download: t.download_rate, upload: t.upload_rate },

@@ -159,6 +159,9 @@ pub struct TorrentStats {
     pub phase: Phase,
     /// Set when `phase` is `Failed`.
     pub error: Option<TorrentError>,
+    /// When the torrent became complete in this session (every piece verified; at start when
+    /// the data was already there), in milliseconds since the Unix epoch; none before.
+    pub completed_at_ms: Option<u64>,
     pub pieces_total: u32,
     pub pieces_have: u32,
     pub pieces_checked: u32,
@@ -180,6 +183,10 @@ pub struct TorrentStats {
     pub protocol_violations: u64,
     /// Bytes held in buffers of pieces being assembled (bounded by `max_assembly_bytes`).
     pub assembly_bytes: usize,
+    /// Pieces started and not yet complete (bounded by what `max_assembly_bytes` holds).
+    pub pieces_in_progress: usize,
+    /// Complete pieces being hashed and written (bounded by `max_pieces_in_flight`).
+    pub pieces_verifying: usize,
     pub banned: usize,
     /// Distinct peers that sent us at least one piece.
     pub peers_used: usize,

@@ -122,6 +122,8 @@ impl Torrent {
         tracing::info!(name = %self.meta.name, "download complete, every piece verified");
         self.assembly.drop_spare();
         self.stats.phase = Phase::Seeding;
+        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        self.stats.completed_at_ms = since_epoch.ok().map(|d| d.as_millis() as u64);
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for k in keys {
             self.update_interest(k);

@@ -20,6 +20,8 @@ impl Torrent {
         s.upload_rate = self.peers.values().map(|p| p.rate_up.get()).sum();
         s.pool = self.pool.stats();
         s.assembly_bytes = self.assembly.bytes();
+        s.pieces_in_progress = self.picker.partial_count();
+        s.pieces_verifying = self.verifying;
         s.banned = s.pool.banned;
         s.peers_used = self.used.len();
         s.peers = self.peers.values().map(|p| peer_stats(p, source(&p.addr))).collect();
