@@ -218,12 +218,12 @@ class Swarm:
         # already without it.
         counted = leechers if not self.seeder.running else live
         if counted:
-            low, mean = stats.availability([p.have() for p in counted], self.pieces)
+            held = stats.holders([p.have() for p in counted], self.pieces)
+            low, mean = stats.availability(held)
             self.series.append((round(t, 2), low, round(mean, 2)))
             self.traffic.append((round(t, 2), [p.totals() for p in self.peers]))
             if not self.seeder.running:
-                sole = stats.sole_holders([p.have() for p in counted], [p.cls for p in counted], self.pieces)
-                self.sole.append((round(t, 2), sole))
+                self.sole.append((round(t, 2), stats.sole_holders(held, [p.cls for p in counted])))
 
 
 def sha1_of(path):

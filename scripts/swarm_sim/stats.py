@@ -31,21 +31,6 @@ def spearman(xs, ys):
     return cov / (vx * vy) ** 0.5
 
 
-def sole_holders(haves, classes, pieces):
-    """How many pieces are held by one peer only, by that peer's class (`haves` and `classes`
-    side by side): who holds what the swarm would lose."""
-    holders = [[] for _ in range(pieces)]
-    for have, cls in zip(haves, classes):
-        for i in range(pieces):
-            if have[i // 8] & (0x80 >> (i % 8)):
-                holders[i].append(cls)
-    out = {}
-    for h in holders:
-        if len(h) == 1:
-            out[h[0]] = out.get(h[0], 0) + 1
-    return out
-
-
 def median(xs):
     xs = sorted(xs)
     if not xs:
@@ -54,14 +39,24 @@ def median(xs):
     return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
 
 
-def availability(haves, pieces):
-    """(lowest, mean) over pieces of how many of `haves` (wire bitfields) hold each piece."""
-    counts = [0] * pieces
-    for have in haves:
-        for i in range(pieces):
-            if have[i // 8] & (0x80 >> (i % 8)):
-                counts[i] += 1
-    return min(counts), sum(counts) / pieces
+def holders(haves, pieces):
+    """For each piece, the indexes into `haves` (wire bitfields) of those that hold it."""
+    return [[k for k, have in enumerate(haves) if have[i // 8] & (0x80 >> (i % 8))] for i in range(pieces)]
+
+
+def availability(held):
+    """(lowest, mean) over pieces of how many hold each piece (`held` from `holders`)."""
+    return min(len(h) for h in held), sum(len(h) for h in held) / len(held)
+
+
+def sole_holders(held, classes):
+    """How many pieces one peer alone holds, by that peer's class (`held` from `holders`,
+    `classes` side by side with its `haves`): who holds what the swarm would lose."""
+    out = {}
+    for h in held:
+        if len(h) == 1:
+            out[classes[h[0]]] = out.get(classes[h[0]], 0) + 1
+    return out
 
 
 def summary(run):

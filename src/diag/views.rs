@@ -41,9 +41,11 @@ pub struct Progress {
     pub have: String,
     pub bytes_total: u64,
     pub bytes_left: u64,
-    /// Pieces started and not complete, and complete ones being verified and written.
+    /// Pieces started and not complete.
     pub in_progress: usize,
+    /// Complete pieces being verified and written.
     pub verifying: usize,
+    /// Bytes held in buffers of pieces being assembled.
     pub assembly_bytes: usize,
     /// Share of the bytes on disk and verified, 0 to 1.
     pub fraction: f64,
