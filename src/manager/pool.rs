@@ -28,6 +28,9 @@
 //! neighbours of a liar are still dialled). The listen address an inbound peer told us
 //! ([`Pool::learn_listen_addr`]) is banned with it.
 //!
+//! Aliases (`alias`): that listen address, or an address whose dial reached a peer already
+//! connected, is not dialled while the connection lasts.
+//!
 //! Cost: every operation is O(log n) in the number of entries, or O(k log n) for the k
 //! entries it moves. Per-state counts are kept as entries change state; pending and ready
 //! peers sit in rank-ordered indexes, waiting peers in a time-ordered one, so `maintain`
@@ -38,12 +41,16 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+mod alias;
+#[cfg(test)]
+mod alias_tests;
 mod index;
 #[cfg(test)]
 mod retry_tests;
 #[cfg(test)]
 mod tests;
 
+use alias::Aliases;
 use index::{Entry, Index, State};
 
 /// Longest wait before redialling, whatever the failure count.
@@ -116,6 +123,7 @@ pub struct Pool {
     index: Index,
     banned: BoundedSet<PeerAddr>,
     banned_ips: BoundedSet<IpAddr>,
+    aliases: Aliases,
 }
 
 impl Pool {
@@ -138,6 +146,7 @@ impl Pool {
             index: Index::default(),
             banned: BoundedSet::new(limits.max_banned),
             banned_ips: BoundedSet::new(limits.max_banned),
+            aliases: Aliases::default(),
         }
     }
 
@@ -186,31 +195,6 @@ impl Pool {
         self.trim_known();
         self.rebalance();
         self.entries.contains_key(&addr)
-    }
-
-    /// The listen address an inbound peer on connection `conn` told us (BEP 10 `p`).
-    /// One per connection: a later one replaces the earlier, which is forgotten unless it
-    /// is in use, so repeated extension handshakes cannot grow the pool. Returns whether
-    /// `listen` was added as a new entry.
-    pub fn learn_listen_addr(&mut self, conn: &PeerAddr, listen: PeerAddr, now: Instant) -> bool {
-        if listen == *conn || !listen.is_dialable() {
-            return false;
-        }
-        let Some(e) = self.entries.get_mut(conn) else { return false };
-        if e.state == State::Banned || e.learned.as_ref() == Some(&listen) {
-            return false;
-        }
-        if let Some(old) = e.learned.replace(listen) {
-            let unused = self
-                .entries
-                .get(&old)
-                .is_some_and(|o| matches!(o.state, State::Waiting(_) | State::Ready | State::Pending));
-            if unused && self.source(&old) != Some(PeerSource::Explicit) {
-                self.forget(&old);
-                self.rebalance();
-            }
-        }
-        self.add_from(listen, PeerSource::Listen, now)
     }
 
     /// Where the pool first heard of `addr`, if it knows it.
@@ -276,11 +260,14 @@ impl Pool {
 
     fn dial_failed(&mut self, addr: &PeerAddr, now: Instant, closed: bool) {
         let limits = self.limits;
-        let Some(e) = self.entries.get(addr) else { return };
-        if e.state != State::Connecting {
+        if self.entries.get(addr).is_none_or(|e| e.state != State::Connecting) {
             // The address got connected another way meanwhile (an inbound libp2p stream).
             return;
         }
+        if self.keep_aliased(addr) {
+            return;
+        }
+        let Some(e) = self.entries.get(addr) else { return };
         let quick = quick_retry_wait(e.retries + 1, limits.reconnect_delay);
         if e.source == PeerSource::Explicit || (closed && quick < limits.reconnect_delay) {
             self.wait_quick(addr, now);
@@ -322,6 +309,7 @@ impl Pool {
         if state.is_none() {
             self.insert(addr, State::Connected, false, PeerSource::Inbound);
         } else {
+            self.aliases.unlink(addr);
             self.set_state(addr, State::Connected);
             self.rebalance();
         }
@@ -331,6 +319,8 @@ impl Pool {
     /// An outbound dial finished its handshake.
     pub fn connected(&mut self, addr: &PeerAddr) {
         if self.entries.get(addr).is_some_and(|e| e.state == State::Connecting) {
+            // Not the alias of another connection after all: a peer of its own.
+            self.aliases.unlink(addr);
             self.update(addr, |e| {
                 e.state = State::Connected;
                 e.failures = 0;
@@ -345,6 +335,8 @@ impl Pool {
         if e.state != State::Connected {
             return;
         }
+        self.release_alias(addr, Some(now));
+        let Some(e) = self.entries.get(addr) else { return };
         if !e.dialable {
             self.forget(addr);
         } else if e.source == PeerSource::Explicit {
@@ -364,7 +356,7 @@ impl Pool {
         if let Some(ip) = addr.ip() {
             self.banned_ips.insert(ip);
         }
-        let learned = self.entries.get(addr).and_then(|e| e.learned);
+        let learned = self.aliases.of(addr);
         self.ban_addr(addr);
         if let Some(l) = learned {
             self.ban_addr(&l);
@@ -373,6 +365,7 @@ impl Pool {
     }
 
     fn ban_addr(&mut self, addr: &PeerAddr) {
+        self.aliases.unlink(addr);
         if !self.entries.contains_key(addr) {
             self.insert(addr, State::Banned, false, PeerSource::Inbound);
         } else {
@@ -453,7 +446,7 @@ impl Pool {
     fn insert(&mut self, addr: &PeerAddr, state: State, dialable: bool, source: PeerSource) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let e = Entry { state, failures: 0, score: 0.0, dialable, seq, learned: None, source, retries: 0 };
+        let e = Entry { state, failures: 0, score: 0.0, dialable, seq, source, retries: 0 };
         self.index.link(addr, &e);
         self.entries.insert(*addr, e);
     }
@@ -462,10 +455,16 @@ impl Pool {
         self.update(addr, |e| e.state = state);
     }
 
-    /// Drops an entry (not for banned ones: they leave only through `banned`).
+    /// Drops an entry (not for banned ones: they leave only through `banned`), with the
+    /// alias it set aside, if any.
     fn forget(&mut self, addr: &PeerAddr) {
         if let Some(e) = self.entries.remove(addr) {
             self.index.unlink(addr, &e);
+        }
+        if let Some(alias) = self.aliases.unlink(addr) {
+            if self.entries.get(&alias).is_some_and(|e| e.state == State::Aliased) {
+                self.forget(&alias);
+            }
         }
     }
 

@@ -16,6 +16,9 @@ pub(super) enum State {
     Pending,
     Connecting,
     Connected,
+    /// Another address of a connected peer, not dialled while that connection lasts
+    /// (see `alias`).
+    Aliased,
     Banned,
 }
 
@@ -56,8 +59,6 @@ pub(super) struct Entry {
     pub(super) dialable: bool,
     /// Order of first hearing; unique.
     pub(super) seq: u64,
-    /// For an inbound connection: the listen address it told us (one per connection).
-    pub(super) learned: Option<PeerAddr>,
     /// Where we first heard of it (`Explicit` wins over any other).
     pub(super) source: PeerSource,
     /// Quick retries made (see `quick_retry_wait`); never reset, so they run out.
@@ -65,6 +66,11 @@ pub(super) struct Entry {
 }
 
 impl Entry {
+    /// Waiting, ready or pending: a candidate to dial, counted against `max_known`.
+    pub(super) fn is_queued(&self) -> bool {
+        matches!(self.state, State::Waiting(_) | State::Ready | State::Pending)
+    }
+
     pub(super) fn rank(&self) -> Rank {
         Rank(self.source == PeerSource::Explicit, Score(self.score), Reverse(self.failures), Reverse(self.seq))
     }
@@ -116,7 +122,7 @@ impl Index {
                     *self.per_ip.entry(ip).or_default() += 1;
                 }
             }
-            State::Banned => {}
+            State::Aliased | State::Banned => {}
         }
     }
 
@@ -150,7 +156,7 @@ impl Index {
                     }
                 }
             }
-            State::Banned => {}
+            State::Aliased | State::Banned => {}
         }
     }
 }

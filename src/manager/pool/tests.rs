@@ -41,6 +41,7 @@ impl Pool {
                     banned += 1;
                     assert!(self.banned.contains(a), "banned entry {a} not in the ban list");
                 }
+                State::Aliased => assert!(self.aliases.conn(a).is_some(), "aliased {a} without its connection"),
             }
             if matches!(e.state, State::Waiting(_) | State::Ready | State::Pending) {
                 assert!(e.dialable, "{a} is queued but not dialable");
@@ -55,6 +56,11 @@ impl Pool {
         assert_eq!(self.index.connected, connected, "connected count");
         assert_eq!(self.banned.len(), banned, "banned count");
         assert_eq!(self.index.per_ip, per_ip, "per-IP counts");
+        for (conn, alias) in self.aliases.links() {
+            assert_eq!(self.entries.get(conn).map(|e| e.state), Some(State::Connected), "alias {alias} of {conn}");
+            let state = self.entries.get(alias).map(|e| e.state);
+            assert!(matches!(state, Some(State::Aliased | State::Connecting)), "alias {alias} is {state:?}");
+        }
         assert!(per_ip.values().all(|&n| n <= self.limits.max_per_ip), "per-IP bound");
         assert!(self.index.known.len() <= self.limits.max_known, "known bound");
         assert!(self.banned.len() <= self.limits.max_banned, "banned bound");
@@ -88,7 +94,7 @@ pub(super) fn addr(n: u16) -> PeerAddr {
     PeerAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], n)))
 }
 
-fn ip_addr(ip: [u8; 4], port: u16) -> PeerAddr {
+pub(super) fn ip_addr(ip: [u8; 4], port: u16) -> PeerAddr {
     PeerAddr::Tcp(SocketAddr::from((ip, port)))
 }
 
@@ -321,7 +327,6 @@ fn repeated_extension_handshakes_add_one_address_per_connection() {
         p.learn_listen_addr(&conn, ip_addr([10, 0, 0, 1], port), t);
     }
     assert_eq!(p.stats().known, 2, "the connection and its latest listen address");
-    assert_eq!(p.next_dial(t), Some(ip_addr([10, 0, 0, 1], 30_000)));
     assert!(!p.learn_listen_addr(&conn, conn, t), "its own source address is not a listen address");
     p.check_invariants();
 }
@@ -405,6 +410,7 @@ enum Op {
     Disconnected(u8, u16),
     Inbound(u8, u16),
     Ban(u8, u16),
+    Duplicate(u8, u16, u16),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -420,7 +426,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (ip.clone(), port.clone()).prop_map(|(i, p)| Op::Connected(i, p)),
         2 => (ip.clone(), port.clone()).prop_map(|(i, p)| Op::Disconnected(i, p)),
         2 => (ip.clone(), port.clone()).prop_map(|(i, p)| Op::Inbound(i, p)),
-        1 => (ip, port).prop_map(|(i, p)| Op::Ban(i, p)),
+        1 => (ip.clone(), port.clone()).prop_map(|(i, p)| Op::Ban(i, p)),
+        1 => (ip, port.clone(), port).prop_map(|(i, p, q)| Op::Duplicate(i, p, q)),
     ]
 }
 
@@ -451,6 +458,7 @@ proptest! {
                 Op::Disconnected(i, q) => p.disconnected(&at(i, q), now),
                 Op::Inbound(i, q) => { let _ = p.accept_inbound(&at(i, q)); }
                 Op::Ban(i, q) => p.ban(&at(i, q)),
+                Op::Duplicate(i, q, c) => p.dialed_connected_peer(&at(i, q), &at(i, c), now),
             }
             p.check_invariants();
             let s = p.stats();
