@@ -97,10 +97,23 @@ fn a_heterogeneous_shoal_swarm_finishes_verified_and_leaves_nothing_behind() {
         return;
     }
     let _turn = common::process::serial();
-    let run = report(&["--peers", "8", "--size", "8", "--piece", "64", "--profile", "heterogeneous", "--json"]);
+    let args = ["--peers", "8", "--size", "8", "--piece", "64", "--profile", "heterogeneous", "--scale", "0.5"];
+    let run = report(&[&args[..], &["--json"]].concat());
     assert_consistent(&run, 8);
     assert_eq!(run["client"], "shoal");
+    assert_eq!(run["scale"], 0.5);
     let ls = leechers(&run);
+    for p in &ls {
+        // The profile's caps in KiB/s (scripts/swarm_sim/profiles.py), halved.
+        let full = match p["class"].as_str().unwrap() {
+            "free" => 16,
+            "slow" => 1024,
+            "medium" => 3072,
+            _ => 8192,
+        };
+        assert_eq!(p["upload_cap_kib"].as_u64().unwrap() * 2, full, "caps are halved: {p}");
+        assert_eq!(p["download_cap_kib"].as_u64().unwrap(), 8192, "{p}");
+    }
     let classes: Vec<&str> = ls.iter().map(|p| p["class"].as_str().unwrap()).collect();
     assert!(classes.contains(&"free") && classes.contains(&"fast"), "{classes:?}");
     // The caps hold: a free rider (16 KiB/s) uploads no more than its link carried over the run,
@@ -137,4 +150,8 @@ fn a_bad_argument_exits_2_with_one_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--peers"), "{stderr}");
+    let (out, _) = swarm_sim(&["--scale", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.lines().count() == 1 && stderr.contains("--scale"), "{stderr}");
 }

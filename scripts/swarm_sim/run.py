@@ -44,6 +44,8 @@ def parse(argv):
     ap.add_argument("--piece", type=int, default=256, help="piece KiB (default 256)")
     ap.add_argument("--seed", type=int, default=1, help="seed of the random plan and payload")
     ap.add_argument("--timeout", type=float, default=480, help="seconds the leechers get (default 480)")
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="every link's caps times this (default 1; below 1 where 40 peers at full rates take every core)")
     ap.add_argument("--seeder-cap", type=int, metavar="KIB", help="the seeder's upload cap, KiB/s (default: the profile's)")
     ap.add_argument("--seeder-stays", action="store_true", help="do not stop the seeder once a full copy is out")
     ap.add_argument("--shoal-set", action="append", default=[], metavar="KEY=VALUE",
@@ -58,6 +60,8 @@ def parse(argv):
     if not args.report:
         if not 3 <= args.peers <= 100:
             fail("--peers must be between 3 and 100, got %d" % args.peers)
+        if not 0.01 <= args.scale <= 4:
+            fail("--scale must be between 0.01 and 4")
         if args.size < 1 or args.piece < 16 or args.piece & (args.piece - 1):
             fail("--size must be at least 1 MiB and --piece a power of two of at least 16 KiB")
     return args
@@ -66,9 +70,9 @@ def parse(argv):
 def preflight(args):
     if os.geteuid() != 0:
         fail("must run as root (it makes network namespaces)")
-    for tool in ("ip", "tc", "ethtool", "opentracker"):
+    for tool in ("ip", "tc", "opentracker"):
         if shutil.which(tool) is None:
-            fail("%s not found (apt-get install iproute2 ethtool opentracker)" % tool)
+            fail("%s not found (apt-get install iproute2 opentracker)" % tool)
     if not os.access(args.shoal_bin, os.X_OK):
         fail("no shoal binary at %s (cargo build --release, or --shoal-bin)" % args.shoal_bin)
     if args.client != "shoal":
@@ -269,10 +273,10 @@ def simulate(args):
             for s in specs:
                 s.delay_ms = 0
         for s in specs:
-            cap = args.seeder_cap * 1024 if s.cls == "seed" and args.seeder_cap else profiles.CAPS[s.cls]
-            ns = network.add_host(s.index, cap, profiles.DOWN_CAP, s.delay_ms)
-            peers.append(Peer(s.index, ns, net.peer_addr(s.index), s.client, s.cls, cap, profiles.DOWN_CAP,
-                              s.delay_ms, work))
+            cap = args.seeder_cap * 1024 if s.cls == "seed" and args.seeder_cap else profiles.CAPS[s.cls] * args.scale
+            down = profiles.DOWN_CAP * args.scale
+            ns = network.add_host(s.index, int(cap), int(down), s.delay_ms)
+            peers.append(Peer(s.index, ns, net.peer_addr(s.index), s.client, s.cls, int(cap), int(down), s.delay_ms, work))
         network.enter_hub()
         tracker = start_tracker(work, info_hash)
         swarm = Swarm(args, specs, peers, torrent, seed_path, pieces)
@@ -291,7 +295,7 @@ def simulate(args):
     run = {
         "client": args.client, "peers": args.peers, "profile": args.profile, "seed": args.seed,
         "shoal_set": args.shoal_set,
-        "payload_mib": args.size, "piece_kib": args.piece, "pieces": pieces, "netem": network.netem,
+        "payload_mib": args.size, "piece_kib": args.piece, "scale": args.scale, "pieces": pieces, "netem": network.netem,
         "seed_left_s": swarm.seed_left, "watched_s": round(length, 2), "wall_s": round(time.monotonic() - started, 1),
         "all_verified": all(d["verified"] for d in details),
         "peers_detail": details, "availability": swarm.series, "traffic": swarm.traffic,
