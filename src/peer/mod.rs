@@ -148,8 +148,6 @@ pub enum CloseReason {
     BothSeeds,
     /// Its command queue was full: it fell too far behind.
     Lagging,
-    /// A second connection to the same peer was kept instead.
-    Duplicate,
     /// Reading a block to serve it failed (our storage); the torrent fails with it.
     Storage(String),
 }
@@ -167,7 +165,6 @@ impl std::fmt::Display for CloseReason {
             CloseReason::Junk => f.write_str("sent mostly unrequested blocks"),
             CloseReason::BothSeeds => f.write_str("both seeds"),
             CloseReason::Lagging => f.write_str("command queue full"),
-            CloseReason::Duplicate => f.write_str("another connection to the same peer kept"),
             CloseReason::Storage(e) => write!(f, "storage: {e}"),
         }
     }

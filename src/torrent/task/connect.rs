@@ -56,7 +56,7 @@ impl Torrent {
     pub(super) fn on_dialed(&mut self, d: DialResult) {
         let now = Instant::now().into_std();
         match d.result {
-            Ok((framed, hs)) if self.may_start(&d.addr, &hs.peer_id, d.inbound) => {
+            Ok((framed, hs)) if !self.is_duplicate(&hs.peer_id) => {
                 self.pool.connected(&d.addr);
                 self.start_peer(d.addr, framed, hs, d.inbound);
             }
@@ -88,36 +88,8 @@ impl Torrent {
         self.peers.values().any(|p| p.peer_id == *id)
     }
 
-    /// A second connection to a peer that connected within the last handshake timeout,
-    /// the other way round (both dialled at once): the one the peer with the lower id
-    /// opened is kept, on both sides, so both keep the same one. Without a rule each side
-    /// may keep its own dial and close the other's, and the pair ends with none. Returns the
-    /// connection this one replaces. Only a connection from the same IP replaces one (a
-    /// stranger who names a connected peer's id cannot cut it off), and never one older than
-    /// the handshake timeout (a client that decides otherwise cannot make us drop a
-    /// connection in use).
-    fn replaced_twin(&self, addr: &PeerAddr, id: &PeerId, inbound: bool) -> Option<PeerKey> {
-        let (key, p) = self.peers.iter().find(|(_, p)| p.peer_id == *id && p.closing.is_none())?;
-        let young = p.connected_at.elapsed() < self.opts.handshake_timeout;
-        let replace = young && p.addr.ip() == addr.ip() && keeps_new_twin(&self.peer_id, id, p.inbound, inbound);
-        replace.then_some(*key)
-    }
-
-    /// Whether a connection that finished its handshake may start: its peer is not
-    /// connected yet, or this connection replaces the one it has (which is then closed).
-    fn may_start(&mut self, addr: &PeerAddr, id: &PeerId, inbound: bool) -> bool {
-        if !self.is_duplicate(id) {
-            return true;
-        }
-        let Some(twin) = self.replaced_twin(addr, id, inbound) else { return false };
-        tracing::debug!(peer = %addr, "two connections to one peer: keeping this one");
-        self.close(twin, CloseReason::Duplicate);
-        true
-    }
-
     pub(super) fn on_inbound(&mut self, inb: Inbound) {
-        let id = &inb.handshake.peer_id;
-        if self.is_duplicate(id) && self.replaced_twin(&inb.addr, id, true).is_none() {
+        if self.is_duplicate(&inb.handshake.peer_id) {
             return;
         }
         match self.pool.accept_inbound(&inb.addr) {
@@ -302,41 +274,5 @@ fn closed_during_handshake(e: &PeerError) -> bool {
         PeerError::Eof => true,
         PeerError::Io(io) => matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof),
         _ => false,
-    }
-}
-
-/// Of two connections between us (`ours`) and a peer (`theirs`), one `existing` and one
-/// `new`, each inbound or not: whether the new one is kept. The kept one is the one the peer
-/// with the lower id opened, so both ends keep the same one whatever the order in which the
-/// handshakes finished.
-fn keeps_new_twin(ours: &PeerId, theirs: &PeerId, existing_inbound: bool, new_inbound: bool) -> bool {
-    let opened_by_lower = new_inbound != (ours.0 < theirs.0);
-    existing_inbound != new_inbound && opened_by_lower
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Two peers dialled each other at once. Whichever of the two connections each side
-    /// finished first, both sides keep the one A (the lower id) opened.
-    #[test]
-    fn both_ends_keep_the_same_one_of_two_crossed_connections() {
-        let (ida, idb) = (PeerId([1; 20]), PeerId([2; 20]));
-        // Whether the side `us` ends with the connection it opened itself, when that one
-        // finished its handshake first (`own_first`) or second.
-        let keeps_own = |us: &PeerId, them: &PeerId, own_first: bool| {
-            let (existing_inbound, new_inbound) = (!own_first, own_first);
-            keeps_new_twin(us, them, existing_inbound, new_inbound) != own_first
-        };
-        for own_first_at_a in [true, false] {
-            for own_first_at_b in [true, false] {
-                let why = format!("A finished its own first: {own_first_at_a}, B: {own_first_at_b}");
-                assert!(keeps_own(&ida, &idb, own_first_at_a), "A keeps its dial; {why}");
-                assert!(!keeps_own(&idb, &ida, own_first_at_b), "B keeps A's dial too; {why}");
-            }
-        }
-        assert!(!keeps_new_twin(&ida, &idb, false, false), "two dials of ours: the second is dropped");
-        assert!(!keeps_new_twin(&ida, &idb, true, true), "two dials of theirs: the second is dropped");
     }
 }
