@@ -335,7 +335,7 @@ impl Pool {
         if e.state != State::Connected {
             return;
         }
-        self.release_alias(addr, Some(now));
+        self.release_alias(addr, now);
         let Some(e) = self.entries.get(addr) else { return };
         if !e.dialable {
             self.forget(addr);

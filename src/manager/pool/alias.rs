@@ -86,6 +86,7 @@ impl Pool {
         let connecting = self.entries.get(addr).is_some_and(|e| e.state == State::Connecting);
         if connecting && self.entries.get(conn).is_some_and(|e| e.state == State::Connected) {
             self.alias(*conn, *addr);
+            self.keep_aliased(addr);
         } else {
             self.connect_failed(addr, now);
         }
@@ -100,33 +101,33 @@ impl Pool {
                 self.forget(&old);
             }
         }
-        if self.entries.get(&alias).is_some_and(|e| e.is_queued() || e.state == State::Connecting) {
-            self.update(&alias, |e| {
-                e.state = State::Aliased;
-                e.failures = 0;
-            });
+        if self.entries.get(&alias).is_some_and(|e| e.is_queued()) {
+            self.keep_aliased(&alias);
         }
         self.rebalance();
     }
 
-    /// Whether `addr` is set aside as an alias: then a failed dial to it does not count.
+    /// Sets `addr` aside if it is linked as an alias (a failed dial to it then does not
+    /// count); returns whether it was.
     pub(super) fn keep_aliased(&mut self, addr: &PeerAddr) -> bool {
         if self.aliases.conn(addr).is_none() {
             return false;
         }
-        self.set_state(addr, State::Aliased);
+        self.update(addr, |e| {
+            e.state = State::Aliased;
+            e.failures = 0;
+        });
         self.rebalance();
         true
     }
 
-    /// Connection `conn` is gone: its alias (if any) becomes dialable, after `now` plus
-    /// `reconnect_delay` (or at once without `now`).
-    pub(super) fn release_alias(&mut self, conn: &PeerAddr, now: Option<Instant>) {
+    /// Connection `conn` is gone: its alias (if any) is dialled again after `now` plus
+    /// `reconnect_delay`.
+    pub(super) fn release_alias(&mut self, conn: &PeerAddr, now: Instant) {
         let Some(alias) = self.aliases.unlink(conn) else { return };
         if self.entries.get(&alias).is_some_and(|e| e.state == State::Aliased) {
             let PoolLimits { reconnect_delay, .. } = self.limits;
-            let state = now.map_or(State::Ready, |now| State::Waiting(after(now, reconnect_delay)));
-            self.set_state(&alias, state);
+            self.set_state(&alias, State::Waiting(after(now, reconnect_delay)));
             self.trim_known();
             self.rebalance();
         }

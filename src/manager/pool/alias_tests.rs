@@ -54,3 +54,19 @@ fn a_dial_that_reaches_a_connected_peer_is_not_repeated_while_it_stays() {
     assert_eq!(p.stats().known, 2, "conn and listen of the first peer");
     p.check_invariants();
 }
+
+#[test]
+fn a_dial_in_flight_to_a_named_address_that_reaches_another_peer_counts_as_a_connection() {
+    let t = Instant::now();
+    let mut p = Pool::new(limits());
+    let conn = ip_addr([10, 0, 0, 1], 40000);
+    let listen = ip_addr([10, 0, 0, 1], 6881);
+    p.add(listen, t);
+    assert_eq!(p.next_dial(t), Some(listen));
+    assert_eq!(p.accept_inbound(&conn), Ok(()));
+    p.learn_listen_addr(&conn, listen, t);
+    assert_eq!(p.stats().connecting, 1, "the dial under way is left to its result");
+    p.connected(&listen);
+    assert_eq!(p.stats().connected, 2, "a peer of its own after all");
+    p.check_invariants();
+}

@@ -63,8 +63,8 @@ impl Torrent {
             Ok(_) if d.inbound => self.pool.disconnected(&d.addr, now),
             Ok((_, hs)) => {
                 tracing::debug!(peer = %d.addr, "already connected to this peer id");
-                match self.peers.values().find(|p| p.peer_id == hs.peer_id) {
-                    Some(p) => self.pool.dialed_connected_peer(&d.addr, &p.addr, now),
+                match self.peer_with_id(&hs.peer_id).map(|p| p.addr) {
+                    Some(conn) => self.pool.dialed_connected_peer(&d.addr, &conn, now),
                     None => self.pool.connect_failed(&d.addr, now),
                 }
             }
@@ -85,7 +85,11 @@ impl Torrent {
     }
 
     pub(super) fn is_duplicate(&self, id: &PeerId) -> bool {
-        self.peers.values().any(|p| p.peer_id == *id)
+        self.peer_with_id(id).is_some()
+    }
+
+    fn peer_with_id(&self, id: &PeerId) -> Option<&PeerSlot> {
+        self.peers.values().find(|p| p.peer_id == *id)
     }
 
     pub(super) fn on_inbound(&mut self, inb: Inbound) {
