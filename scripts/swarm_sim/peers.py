@@ -53,10 +53,10 @@ class Peer:
     def running(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, now, torrent, shoal_bin, seed_path=None, settings=()):
+    def start(self, now, torrent, shoal_bin, seed_path=None, settings=(), super_seed=False):
         """Starts the process: a leecher that keeps seeding once complete, or (with
-        `seed_path`) a seeder of that file. `settings` are extra `key = value` lines for a shoal
-        peer's config file."""
+        `seed_path`) a seeder of that file, super-seeding (BEP 16) with `super_seed`. `settings`
+        are extra `key = value` lines for a shoal peer's config file."""
         log = open(os.path.join(self.dir, "log.%d" % self.restarts), "wb")
         env = dict(os.environ, HOME=self.dir)
         env.pop("RUST_LOG", None)
@@ -73,6 +73,7 @@ class Peer:
                       "--diag", "%s:%d" % (self.ip, DIAG_PORT), "--config", config]
             if seed_path:
                 cmd = [shoal_bin, "seed", seed_path, "--torrent", torrent] + common
+                cmd += ["--super-seed"] if super_seed else []
             else:
                 cmd = [shoal_bin, "download", torrent, "-o", self.dir, "--seed"] + common
             self.proc = subprocess.Popen(ns + cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
@@ -80,6 +81,7 @@ class Peer:
             save = os.path.dirname(seed_path) if seed_path else self.dir
             cmd = [PY, LT_PEER, "leech", torrent, save, "--ip", self.ip, "--port", str(BT_PORT), "--stay",
                    "--status", "0.5", "--timeout", "86400", "--upload-limit", str(limit)]
+            cmd += ["--super-seed"] if seed_path and super_seed else []
             self.proc = subprocess.Popen(ns + cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env)
             threading.Thread(target=self._read_lt, args=(self.proc,), daemon=True).start()
         log.close()

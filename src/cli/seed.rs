@@ -11,6 +11,7 @@ use clap::Args;
 use shoal::metainfo::create::{create_torrent, CreateOptions};
 use shoal::metainfo::Metainfo;
 use shoal::p2p::DhtMode;
+use shoal::session::TorrentSetup;
 use shoal::torrent::Phase;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +23,10 @@ pub struct SeedArgs {
     /// The .torrent describing PATH; created from PATH when the file does not exist.
     #[arg(long, value_name = "FILE")]
     pub torrent: Option<PathBuf>,
+    /// BEP 16 super-seeding: tell each peer of two pieces at a time, the rarest, so the first
+    /// full copy gets out after about one copy's worth of upload.
+    #[arg(long = "super-seed")]
+    pub super_seed: bool,
     #[command(flatten)]
     pub net: NetArgs,
 }
@@ -63,7 +68,8 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
     // `listening bt` only once the data is checked: scripts take it as "the seeder is ready".
     announce_listening(&session, false).await?;
     let meta = Arc::new(meta);
-    let handle = session.add_torrent(meta.clone(), root);
+    let setup = TorrentSetup { super_seed: args.super_seed, ..Default::default() };
+    let handle = session.add_torrent_with(meta.clone(), root, setup);
     Progress::new(args.net.quiet, meta.total_length).follow(handle.stats(), |s| s.phase != Phase::Checking).await;
     let stats = handle.stats().borrow().clone();
     match stats.phase {

@@ -401,6 +401,7 @@ async fn start(session: &Session, state: &StateDir, entry: &mut Entry) {
         resume: Some(state.resume_path(&entry.record.id)),
         download_limit: entry.record.download_limit,
         upload_limit: entry.record.upload_limit,
+        super_seed: false,
     };
     let handle = session.add_torrent_with(meta, entry.record.output.clone(), setup);
     handle.add_peers(entry.record.peers.iter().copied().map(PeerAddr::Tcp).collect()).await;

@@ -20,6 +20,8 @@ pub struct TorrentView<'a> {
     pub error: Option<&'a crate::torrent::TorrentError>,
     /// When the torrent became complete in this session, milliseconds since the Unix epoch.
     pub completed_at_ms: Option<u64>,
+    /// BEP 16 super-seeding applies to peers that connect now.
+    pub super_seeding: bool,
     pub progress: Progress,
     pub rates: Rates,
     pub totals: Totals,
@@ -77,6 +79,7 @@ fn torrent(t: &TorrentStats) -> TorrentView<'_> {
         phase: t.phase,
         error: t.error.as_ref(),
         completed_at_ms: t.completed_at_ms,
+        super_seeding: t.super_seeding,
         progress: Progress {
             pieces_have: t.pieces_have,
             pieces_total: t.pieces_total,

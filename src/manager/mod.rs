@@ -8,7 +8,8 @@
 //!   hand-out;
 //! - [`scarce`]: scarce pieces offered to the best-scored peer that has them;
 //! - [`choker`]: tit-for-tat upload slots with an optimistic unchoke;
-//! - [`share`]: the upload limit split among the unchoked peers by what each gives us.
+//! - [`share`]: the upload limit split among the unchoked peers by what each gives us;
+//! - [`superseed`]: BEP 16 super-seeding, the pieces a seeder tells each peer of.
 //!
 //! None of them does I/O or reads the clock: `now` is an argument, so each is unit-tested
 //! in its own file.
@@ -19,6 +20,7 @@ pub mod pool;
 pub mod scarce;
 pub mod scoring;
 pub mod share;
+pub mod superseed;
 
 pub use choker::{ChokeCandidate, Choker};
 pub use evict::{pick_victim, EvictFacts, EvictPolicy};

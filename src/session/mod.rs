@@ -95,6 +95,9 @@ pub struct TorrentSetup {
     /// This torrent's own limits in bytes per second (0: none; the session's apply as well).
     pub download_limit: u64,
     pub upload_limit: u64,
+    /// BEP 16 super-seeding, if the data is complete when the torrent starts
+    /// ([`crate::manager::superseed`]).
+    pub super_seed: bool,
 }
 
 impl Session {
@@ -257,6 +260,7 @@ impl Session {
             send_budget: self.send_budget.clone(),
             selection: setup.selection,
             resume: setup.resume,
+            super_seed: setup.super_seed,
             rates: PeerRates {
                 session: self.rates.clone(),
                 torrent: Arc::new(Rates::new(setup.download_limit, setup.upload_limit)),

@@ -162,6 +162,9 @@ pub struct TorrentStats {
     /// When the torrent became complete in this session (every piece verified; at start when
     /// the data was already there), in milliseconds since the Unix epoch; none before.
     pub completed_at_ms: Option<u64>,
+    /// BEP 16 super-seeding applies to peers that connect now (`super_seed`, until every
+    /// piece has reached a peer).
+    pub super_seeding: bool,
     pub pieces_total: u32,
     pub pieces_have: u32,
     pub pieces_checked: u32,
@@ -263,6 +266,8 @@ pub struct TorrentParams {
     pub resume: Option<PathBuf>,
     /// The session's rate limits and this torrent's own (see [`TorrentHandle::rates`]).
     pub rates: crate::peer::rate::PeerRates,
+    /// BEP 16 super-seeding, if the data is complete at start.
+    pub super_seed: bool,
 }
 
 /// The cloneable face of a running torrent.

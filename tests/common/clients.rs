@@ -177,7 +177,14 @@ fn shoal_beside(name: &str, mut args: Vec<std::ffi::OsString>, peers: &[String],
 /// `shoal seed DATA --torrent TORRENT` on 127.0.0.1, dialling `peers`; returns once it prints
 /// `listening bt`, with its port.
 pub fn shoal_seeder(data: &Path, torrent: &Path, peers: &[String], logs: &Path) -> (Proc, u16) {
-    let mut proc = shoal_beside("shoal-seed", crate::args!["seed", data, "--torrent", torrent], peers, logs);
+    shoal_seeder_with(data, torrent, &[], peers, logs)
+}
+
+/// [`shoal_seeder`] with more flags (`--super-seed`...).
+pub fn shoal_seeder_with(data: &Path, torrent: &Path, extra: &[&str], peers: &[String], logs: &Path) -> (Proc, u16) {
+    let mut args = crate::args!["seed", data, "--torrent", torrent];
+    args.extend(extra.iter().map(std::ffi::OsString::from));
+    let mut proc = shoal_beside("shoal-seed", args, peers, logs);
     let port = proc.bt_addr().port();
     (proc, port)
 }

@@ -87,7 +87,7 @@ def session(ip, port, seeding, dht_bootstrap=()):
     return lt.session(pack)
 
 
-def add(ses, torrent, save, seed_mode):
+def add(ses, torrent, save, seed_mode, super_seed=False):
     if torrent.startswith("magnet:"):
         # Only the info-hash (and any x.pe/tr): the metadata comes from peers (BEP 9).
         params = lt.parse_magnet_uri(torrent)
@@ -101,6 +101,9 @@ def add(ses, torrent, save, seed_mode):
     if seed_mode:
         # Trust the data on disk: libtorrent checks each piece's hash when it first serves it.
         params.flags |= lt.torrent_flags.seed_mode
+    if super_seed:
+        # BEP 16; libtorrent applies it only while the torrent is complete.
+        params.flags |= lt.torrent_flags.super_seeding
     return ses.add_torrent(params)
 
 
@@ -194,6 +197,7 @@ def main():
     ap.add_argument("--dht-bootstrap", action="append", default=[], help="HOST:PORT of a DHT node")
     ap.add_argument("--stay", action="store_true", help="leech: keep seeding after done")
     ap.add_argument("--status", type=float, default=0.0, help="seconds between status lines, 0: none")
+    ap.add_argument("--super-seed", action="store_true", help="BEP 16 super-seeding while complete")
     args = ap.parse_args()
     seeding = args.mode == "seed"
 
@@ -203,7 +207,7 @@ def main():
     if not wait_listening(ses):
         say("not listening")
         return 1
-    handle = add(ses, args.torrent, args.save, seeding and not args.verify)
+    handle = add(ses, args.torrent, args.save, seeding and not args.verify, args.super_seed)
     if args.download_limit > 0:
         handle.set_download_limit(args.download_limit)
     if args.upload_limit > 0:

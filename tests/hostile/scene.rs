@@ -45,8 +45,14 @@ impl Scene {
 
     /// `shoal seed` for this torrent on 127.0.0.1 (debug log), once it listens.
     pub fn seeder(&self, name: &str) -> (Proc, SocketAddr) {
+        self.seeder_with(name, &[])
+    }
+
+    /// [`Scene::seeder`] with more flags (`--super-seed`, `--diag ADDR`...).
+    pub fn seeder_with(&self, name: &str, extra: &[&str]) -> (Proc, SocketAddr) {
         let mut args: Vec<OsString> = vec!["seed".into(), self.data.clone().into(), "--torrent".into()];
         args.extend([self.torrent.clone().into(), "--listen".into(), "127.0.0.1:0".into(), "--no-kad".into()]);
+        args.extend(extra.iter().map(OsString::from));
         let mut p = Proc::spawn(name, self.path(), &args, &[("RUST_LOG", "shoal=debug")]);
         let addr = p.bt_addr();
         (p, addr)

@@ -163,7 +163,7 @@ impl Torrent {
             key,
             geometry: self.meta.geometry(),
             storage: self.storage.clone(),
-            have: self.picker.have().clone(),
+            have: self.pieces_to_show(),
             counters: counters.clone(),
             events: self.events_tx.clone(),
             commands: cmd_rx,
@@ -198,6 +198,7 @@ impl Torrent {
         slot.fast = fast;
         self.peers.insert(key, slot);
         self.tasks.spawn(connection::run(framed, ctx));
+        self.super_seed_connected(key);
     }
 
     /// Closes a peer from our side, for `reason`; its task answers with `Closed`, which
@@ -233,6 +234,7 @@ impl Torrent {
         self.gone_downloaded += p.counters.downloaded();
         self.gone_uploaded += p.counters.uploaded();
         self.picker.peer_gone(key, &p.bitfield);
+        self.super_seed_gone(key);
         self.pool.disconnected(&p.addr, Instant::now().into_std());
         if !p.am_choking {
             self.rechoke(Instant::now());

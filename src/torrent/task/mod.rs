@@ -8,7 +8,8 @@
 //! - `periodic`: the tick (rates, scores, choker, pool upkeep);
 //! - `pex`: BEP 11 peer exchange (peers learned as source `pex`, messages sent on the tick);
 //! - `stats`: the published snapshot;
-//! - `resume`: the fast-resume record kept current by a writer task.
+//! - `resume`: the fast-resume record kept current by a writer task;
+//! - `superseed`: BEP 16 super-seeding (what a peer is shown, the offers).
 mod connect;
 mod control;
 mod fast;
@@ -18,6 +19,7 @@ mod pieces;
 mod requests;
 mod resume;
 mod stats;
+mod superseed;
 
 use super::assembly::Assembly;
 use super::dial::Connector;
@@ -133,6 +135,10 @@ struct Torrent {
     wanted_peers: bool,
     events: broadcast::Sender<TorrentEvent>,
     pex: super::pex::Pex,
+    /// BEP 16 super-seeding: asked for ([`TorrentParams`]), and on when the data was
+    /// complete at start.
+    super_seed_wanted: bool,
+    super_seed: Option<crate::manager::superseed::SuperSeed>,
 }
 
 fn pool_limits(o: &Options) -> PoolLimits {
@@ -177,6 +183,7 @@ pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: Cancell
     let mut t = Torrent::new(params, storage, have, links, cancel.clone(), tasks);
     if t.picker.is_complete() {
         t.complete().await;
+        t.start_super_seeding();
     } else {
         t.stats.phase = Phase::Downloading;
     }
@@ -283,6 +290,8 @@ impl Torrent {
             wanted_peers: false,
             events,
             pex: super::pex::Pex::new(!meta.private, o.pex_interval),
+            super_seed_wanted: params.super_seed,
+            super_seed: None,
             meta,
         }
     }

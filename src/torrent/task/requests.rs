@@ -32,9 +32,11 @@ impl Torrent {
                 for &i in &new {
                     p.bitfield.set(i, true);
                 }
-                for i in new {
-                    self.picker.peer_has(i as u32);
+                let new: Vec<u32> = new.into_iter().map(|i| i as u32).collect();
+                for &i in &new {
+                    self.picker.peer_has(i);
                 }
+                self.super_seed_announced(key, &new);
                 self.update_interest(key);
             }
             PeerEventKind::Have(i) => {
@@ -42,6 +44,7 @@ impl Torrent {
                 if !p.bitfield[i as usize] {
                     p.bitfield.set(i as usize, true);
                     self.picker.peer_has(i);
+                    self.super_seed_announced(key, &[i]);
                     self.update_interest(key);
                 }
             }

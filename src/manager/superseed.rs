@@ -1,0 +1,291 @@
+//! BEP 16 super-seeding: which pieces a seeder tells each peer of.
+//!
+//! A plain seeder announces every piece, and its leechers ask it for whatever their pickers
+//! choose: several of them fetch the same rare piece at once, and in `scripts/swarm-sim` a
+//! seeder had sent two to three copies' worth before the last piece had its first copy. A
+//! super-seeding seeder shows a peer nothing at first and then [`OFFERS_PER_PEER`] pieces at a
+//! time, each the piece fewest connected peers hold or were offered; once the peer announces
+//! one (it has passed the hash check), it is told of the next. Each upload then goes to a piece
+//! the swarm lacks.
+//!
+//! Super-seeding lasts until every piece has been announced by some peer (one full copy is
+//! out, as far as we saw): peers that connect after that see every piece. Peers that connected
+//! under it are still offered pieces this way: a peer may not be told that we lack a piece we
+//! announced, and telling it of every piece at once could take thousands of `have` messages.
+//!
+//! A peer that stays not interested while it holds offers (it downloads only some files) has
+//! declined them: it is offered other pieces, never those again.
+//!
+//! A stranger can make it cost: one entry per connected peer with at most [`OFFERS_PER_PEER`]
+//! open offers and a bit per piece once it declines some, and one scan over the pieces per
+//! offer (stopping at the first piece nobody holds); each piece is declined at most once per
+//! peer, so declining buys at most one offer per piece.
+use crate::types::PeerKey;
+use bitvec::prelude::*;
+use rand::Rng;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Pieces a peer may be offered at once: while it fetches one, it can already ask for the next.
+pub const OFFERS_PER_PEER: usize = 2;
+/// A peer not interested this long after its last offer has declined its open offers. Not at
+/// once: a peer that had everything we announced says so, and may say it after we offered
+/// more but before it heard of them (it turns interested again when it does).
+pub const DECLINE_AFTER: Duration = Duration::from_secs(10);
+
+/// The super-seeding state of one complete torrent.
+#[derive(Debug)]
+pub struct SuperSeed {
+    /// Pieces some peer announced, ever.
+    seen: BitVec<u8, Msb0>,
+    unseen: usize,
+    /// Offers of each piece not yet settled.
+    offers: Vec<u32>,
+    /// Each super-seeded peer's offers.
+    offered: HashMap<PeerKey, Offers>,
+}
+
+/// What one super-seeded peer was offered.
+#[derive(Debug, Default)]
+struct Offers {
+    /// Not yet announced by the peer.
+    open: Vec<u32>,
+    /// When it was last offered a piece.
+    since: Option<Instant>,
+    /// Pieces it said it does not want (it went not interested while offered them, say a
+    /// download of some files only): never offered to it again. Allocated on first use.
+    declined: Option<BitVec<u8, Msb0>>,
+}
+
+impl SuperSeed {
+    pub fn new(pieces: usize) -> SuperSeed {
+        SuperSeed {
+            seen: bitvec![u8, Msb0; 0; pieces],
+            unseen: pieces,
+            offers: vec![0; pieces],
+            offered: HashMap::new(),
+        }
+    }
+
+    /// Whether it still applies to peers that connect now: some piece was never announced.
+    pub fn is_on(&self) -> bool {
+        self.unseen > 0
+    }
+
+    /// A peer connected while it is on: it will be offered pieces (it saw none of ours).
+    pub fn add_peer(&mut self, key: PeerKey) {
+        self.offered.entry(key).or_default();
+    }
+
+    /// Whether the peer connected under super-seeding.
+    pub fn is_super_seeded(&self, key: PeerKey) -> bool {
+        self.offered.contains_key(&key)
+    }
+
+    /// A peer announced `piece` (a `have` or a bitfield's bit): the piece is out, and the
+    /// peer's offer of it, if any, is settled.
+    pub fn peer_has(&mut self, key: PeerKey, piece: u32) {
+        let i = piece as usize;
+        if i >= self.seen.len() {
+            return;
+        }
+        if !self.seen[i] {
+            self.seen.set(i, true);
+            self.unseen -= 1;
+        }
+        if let Some(mine) = self.offered.get_mut(&key) {
+            if let Some(at) = mine.open.iter().position(|&p| p == piece) {
+                mine.open.swap_remove(at);
+                self.offers[i] -= 1;
+            }
+        }
+    }
+
+    /// The peer is not interested (at `now`) in what it was offered: if its last offer is
+    /// [`DECLINE_AFTER`] old, those pieces are not offered to it again, and it may be offered
+    /// others. Returns whether it declined any.
+    pub fn declined(&mut self, key: PeerKey, now: Instant) -> bool {
+        let n = self.offers.len();
+        let Some(mine) = self.offered.get_mut(&key) else { return false };
+        let old = mine.since.is_some_and(|t| now.saturating_duration_since(t) >= DECLINE_AFTER);
+        if mine.open.is_empty() || !old {
+            return false;
+        }
+        let declined = mine.declined.get_or_insert_with(|| bitvec![u8, Msb0; 0; n]);
+        for p in mine.open.drain(..) {
+            declined.set(p as usize, true);
+            self.offers[p as usize] -= 1;
+        }
+        true
+    }
+
+    /// The peer left: its offers are free for others.
+    pub fn forget(&mut self, key: PeerKey) {
+        for p in self.offered.remove(&key).unwrap_or_default().open {
+            self.offers[p as usize] -= 1;
+        }
+    }
+
+    /// New offers for a super-seeded peer, up to [`OFFERS_PER_PEER`] unsettled: pieces it
+    /// lacks (`theirs`), fewest holders plus offers first (`availability` counts connected
+    /// peers), ties broken at random. Empty for other peers or when it lacks nothing more.
+    pub fn top_up(
+        &mut self,
+        key: PeerKey,
+        theirs: &BitSlice<u8, Msb0>,
+        availability: &[u32],
+        now: Instant,
+        rng: &mut impl Rng,
+    ) -> Vec<u32> {
+        let Some(mut mine) = self.offered.remove(&key) else { return Vec::new() };
+        let mut new = Vec::new();
+        while mine.open.len() < OFFERS_PER_PEER {
+            let Some(piece) = self.rarest(theirs, &mine, availability, rng) else { break };
+            self.offers[piece as usize] += 1;
+            mine.open.push(piece);
+            mine.since = Some(now);
+            new.push(piece);
+        }
+        self.offered.insert(key, mine);
+        new
+    }
+
+    /// The piece with the lowest holders plus offers that the peer lacks, was not offered and
+    /// did not decline, scanning from a random start (the tie-break) and stopping at one nobody
+    /// holds.
+    fn rarest(
+        &self,
+        theirs: &BitSlice<u8, Msb0>,
+        mine: &Offers,
+        availability: &[u32],
+        rng: &mut impl Rng,
+    ) -> Option<u32> {
+        let n = self.offers.len();
+        if n == 0 {
+            return None;
+        }
+        let start = rng.gen_range(0..n);
+        let mut best: Option<(u32, usize)> = None;
+        for i in (start..n).chain(0..start) {
+            let declined = mine.declined.as_ref().is_some_and(|d| d[i]);
+            if declined || theirs.get(i).is_some_and(|b| *b) || mine.open.contains(&(i as u32)) {
+                continue;
+            }
+            let weight = availability.get(i).copied().unwrap_or(0).saturating_add(self.offers[i]);
+            if best.is_none_or(|(w, _)| weight < w) {
+                best = Some((weight, i));
+                if weight == 0 {
+                    break;
+                }
+            }
+        }
+        best.map(|(_, i)| i as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    fn none(n: usize) -> BitVec<u8, Msb0> {
+        bitvec![u8, Msb0; 0; n]
+    }
+
+    #[test]
+    fn peers_are_offered_different_pieces_until_every_piece_is_offered() {
+        let mut ss = SuperSeed::new(8);
+        let mut rng = StdRng::seed_from_u64(1);
+        let avail = vec![0; 8];
+        let mut all = Vec::new();
+        for key in 1..=4 {
+            ss.add_peer(key);
+            let got = ss.top_up(key, &none(8), &avail, t0(), &mut rng);
+            assert_eq!(got.len(), OFFERS_PER_PEER);
+            all.extend(got);
+        }
+        all.sort_unstable();
+        assert_eq!(all, (0..8).collect::<Vec<u32>>(), "each of 8 pieces offered once to 4 peers");
+        // A fifth peer gets pieces offered once already, not nothing.
+        ss.add_peer(5);
+        assert_eq!(ss.top_up(5, &none(8), &avail, t0(), &mut rng).len(), OFFERS_PER_PEER);
+    }
+
+    #[test]
+    fn an_announced_offer_is_replaced_by_the_rarest_piece_the_peer_lacks() {
+        let mut ss = SuperSeed::new(4);
+        let mut rng = StdRng::seed_from_u64(2);
+        ss.add_peer(1);
+        // Pieces 0 and 1 are held by three peers, piece 2 by one, piece 3 by two.
+        let avail = [3, 3, 1, 2];
+        let first = ss.top_up(1, &none(4), &avail, t0(), &mut rng);
+        assert_eq!(first, vec![2, 3]);
+        assert!(ss.top_up(1, &none(4), &avail, t0(), &mut rng).is_empty(), "two unsettled offers: nothing new");
+        ss.peer_has(1, 2);
+        let mut theirs = none(4);
+        theirs.set(2, true);
+        let next = ss.top_up(1, &theirs, &avail, t0(), &mut rng);
+        assert_eq!(next.len(), 1);
+        assert!(next[0] == 0 || next[0] == 1, "3 is still offered, 2 is theirs: {next:?}");
+    }
+
+    #[test]
+    fn it_ends_for_newcomers_once_every_piece_was_announced_and_a_peer_that_left_frees_its_offers() {
+        let mut ss = SuperSeed::new(3);
+        let mut rng = StdRng::seed_from_u64(3);
+        ss.add_peer(1);
+        let offered = ss.top_up(1, &none(3), &[0, 0, 0], t0(), &mut rng);
+        ss.forget(1);
+        assert!(!ss.is_super_seeded(1));
+        assert!(ss.offers.iter().all(|&o| o == 0), "offers of a peer that left are free: {:?}", ss.offers);
+        ss.add_peer(2);
+        let again = ss.top_up(2, &none(3), &[0, 0, 0], t0(), &mut rng);
+        assert_eq!(again.len(), 2);
+        assert!(offered.len() == 2 && ss.is_on());
+        for p in 0..3 {
+            ss.peer_has(7, p);
+        }
+        assert!(!ss.is_on(), "every piece was announced");
+        assert!(ss.is_super_seeded(2), "a peer that connected under it keeps being offered pieces");
+    }
+
+    #[test]
+    fn a_peer_with_every_piece_or_an_unknown_peer_gets_no_offer() {
+        let mut ss = SuperSeed::new(2);
+        let mut rng = StdRng::seed_from_u64(4);
+        ss.add_peer(1);
+        assert!(ss.top_up(1, &bitvec![u8, Msb0; 1; 2], &[1, 1], t0(), &mut rng).is_empty());
+        assert!(ss.top_up(9, &none(2), &[0, 0], t0(), &mut rng).is_empty(), "peer 9 connected before");
+        assert!(!ss.declined(9, t0() + DECLINE_AFTER));
+        ss.peer_has(1, 5); // out of range: ignored
+        assert!(ss.is_on());
+    }
+
+    #[test]
+    fn declined_offers_are_replaced_and_never_offered_again() {
+        let mut ss = SuperSeed::new(5);
+        let mut rng = StdRng::seed_from_u64(5);
+        ss.add_peer(1);
+        let at = t0();
+        let first = ss.top_up(1, &none(5), &[0; 5], at, &mut rng);
+        assert!(!ss.declined(1, at + DECLINE_AFTER / 2), "too soon: it may not have heard of them");
+        assert!(ss.declined(1, at + DECLINE_AFTER));
+        assert!(!ss.declined(1, at + DECLINE_AFTER), "nothing open any more");
+        let later = at + DECLINE_AFTER;
+        let second = ss.top_up(1, &none(5), &[0; 5], later, &mut rng);
+        assert_eq!(second.len(), 2);
+        assert!(second.iter().all(|p| !first.contains(p)), "{first:?} offered again: {second:?}");
+        assert!(!ss.declined(1, later), "just offered");
+        assert!(ss.declined(1, later + DECLINE_AFTER));
+        let last = ss.top_up(1, &none(5), &[0; 5], later, &mut rng);
+        assert_eq!(last.len(), 1, "one piece left that it did not decline");
+        assert!(ss.declined(1, later + DECLINE_AFTER));
+        assert!(ss.top_up(1, &none(5), &[0; 5], later, &mut rng).is_empty());
+        assert!(ss.offers.iter().all(|&o| o == 0));
+    }
+}

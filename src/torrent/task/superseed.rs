@@ -1,0 +1,87 @@
+//! BEP 16 super-seeding in the torrent task; the policy (which piece to offer whom) is
+//! [`crate::manager::superseed`]. A torrent complete when it starts, added with `super_seed`,
+//! shows a new peer no pieces and then offers it pieces through `have` commands (the peer
+//! task serves only pieces it has announced); the offers are topped up whenever the peer
+//! announces a piece, replaced when it declines them (stays not interested), and freed when
+//! it leaves.
+use super::Torrent;
+use crate::manager::superseed::SuperSeed;
+use crate::peer::{CloseReason, PeerCommand};
+use crate::types::PeerKey;
+use bitvec::prelude::*;
+use tokio::time::Instant;
+
+impl Torrent {
+    /// Super-seeding for this torrent if asked and the data is complete at start.
+    pub(super) fn start_super_seeding(&mut self) {
+        if self.super_seed_wanted && self.picker.is_complete() && self.picker.have().all() {
+            tracing::info!(name = %self.meta.name, "super-seeding (BEP 16) until every piece has reached a peer");
+            self.super_seed = Some(SuperSeed::new(self.meta.piece_count() as usize));
+            self.stats.super_seeding = true;
+        }
+    }
+
+    /// The pieces a newly connected peer is told of: none while super-seeding is on, then the
+    /// offers follow ([`Torrent::super_seed_connected`]); else every verified piece.
+    pub(super) fn pieces_to_show(&self) -> BitVec<u8, Msb0> {
+        match &self.super_seed {
+            Some(ss) if ss.is_on() => bitvec![u8, Msb0; 0; self.meta.piece_count() as usize],
+            _ => self.picker.have().clone(),
+        }
+    }
+
+    /// A peer connected and was shown [`Torrent::pieces_to_show`]: under super-seeding it
+    /// gets its first offers.
+    pub(super) fn super_seed_connected(&mut self, key: PeerKey) {
+        match &mut self.super_seed {
+            Some(ss) if ss.is_on() => ss.add_peer(key),
+            _ => return,
+        }
+        self.offer_pieces(key);
+    }
+
+    /// Peer `key` announced `pieces`: they are out, its offers among them are settled and
+    /// replaced.
+    pub(super) fn super_seed_announced(&mut self, key: PeerKey, pieces: &[u32]) {
+        let Some(ss) = &mut self.super_seed else { return };
+        let was_on = ss.is_on();
+        for &p in pieces {
+            ss.peer_has(key, p);
+        }
+        if was_on && !ss.is_on() {
+            tracing::info!(name = %self.meta.name, "super-seeding: every piece has reached a peer; new peers see every piece");
+            self.stats.super_seeding = false;
+        }
+        self.offer_pieces(key);
+    }
+
+    /// On the tick: peers that stayed not interested in what they were offered (they download
+    /// some files only) are offered other pieces.
+    pub(super) fn super_seed_tick(&mut self, now: Instant) {
+        let Some(ss) = &mut self.super_seed else { return };
+        let idle: Vec<PeerKey> = self.peers.iter().filter(|(_, p)| !p.peer_interested).map(|(k, _)| *k).collect();
+        let declined: Vec<PeerKey> = idle.into_iter().filter(|k| ss.declined(*k, now.into_std())).collect();
+        for key in declined {
+            self.offer_pieces(key);
+        }
+    }
+
+    /// The peer left: its offers go back.
+    pub(super) fn super_seed_gone(&mut self, key: PeerKey) {
+        if let Some(ss) = &mut self.super_seed {
+            ss.forget(key);
+        }
+    }
+
+    fn offer_pieces(&mut self, key: PeerKey) {
+        let (Some(ss), Some(p)) = (&mut self.super_seed, self.peers.get(&key)) else { return };
+        let now = Instant::now().into_std();
+        let offers = ss.top_up(key, &p.bitfield, self.picker.availability(), now, &mut self.rng);
+        for piece in offers {
+            if !p.command(PeerCommand::Have(piece)) {
+                self.close(key, CloseReason::Lagging);
+                return;
+            }
+        }
+    }
+}
