@@ -2,8 +2,9 @@
 //!
 //! With fake peers from `tests/hostile/` that negotiate fast: a peer is shown have-none, then
 //! two `have`s and no more; a request outside them is rejected, one inside is served; a second
-//! peer is offered two other pieces; announcing an offered piece gets the peer one more, one
-//! nobody holds or was offered; once every piece has reached a peer (the diagnostics say
+//! peer is offered two other pieces; a peer is offered one more once another peer announces a
+//! piece it was given (it passed it on), one nobody holds or was offered, and not before;
+//! once every piece has reached a peer (the diagnostics say
 //! super-seeding is off), a newcomer is shown have-all. With real clients: python3-libtorrent
 //! and `shoal download` fetch the whole torrent from it at once, byte-identical.
 mod common;
@@ -80,8 +81,11 @@ fn a_super_seeder_offers_two_pieces_at_a_time_rarest_first_then_shows_everything
     let theirs = [next_offer(&mut p2), next_offer(&mut p2)];
     assert!(theirs.iter().all(|p| !mine.contains(p)), "offered to both: {mine:?} and {theirs:?}");
 
-    // Announcing an offer brings one more, not one held or offered elsewhere.
+    // Having a piece is not enough for one more (peer 2 lacks it: peer 1 is to pass it on);
+    // peer 2 announcing it is, and the new piece is one nobody holds or was offered.
     p1.send(Message::Have { index: mine[0] }).unwrap();
+    assert_eq!(offers(&mut p1), Vec::<u32>::new(), "offered more before passing a piece on");
+    p2.send(Message::Have { index: mine[0] }).unwrap();
     let next = next_offer(&mut p1);
     assert!(![mine[0], mine[1], theirs[0], theirs[1]].contains(&next), "offered {next} again");
 

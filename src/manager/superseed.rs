@@ -4,9 +4,17 @@
 //! choose: several of them fetch the same rare piece at once, and in `scripts/swarm-sim` a
 //! seeder had sent two to three copies' worth before the last piece had its first copy. A
 //! super-seeding seeder shows a peer nothing at first and then [`OFFERS_PER_PEER`] pieces at a
-//! time, each the piece fewest connected peers hold or were offered; once the peer announces
-//! one (it has passed the hash check), it is told of the next. Each upload then goes to a piece
-//! the swarm lacks.
+//! time, each the piece fewest connected peers hold or were offered. Each upload then goes to a
+//! piece the swarm lacks.
+//!
+//! As BEP 16 and BitTornado, where it began, have it, a peer is told of a new piece only once
+//! a piece it was given has been announced by another peer: it passed the piece on. So the
+//! seeder's pieces go to the peers that spread them, and a peer that keeps what it gets
+//! (a free rider, a slow uplink) gets little from the seeder. A piece nobody else connected
+//! lacks cannot be passed on: that offer is settled as soon as the peer has it (the caller
+//! asks, [`SuperSeed::settle_stranded`]), so a lone leecher is not held up; one not passed on
+//! within [`PASS_WITHIN`] is settled too, so peers that cannot reach each other still get on. libtorrent calls
+//! this strict super-seeding and by default settles an offer as soon as the peer has it.
 //!
 //! Super-seeding lasts until every piece has been announced by some peer (one full copy is
 //! out, as far as we saw): peers that connect after that see every piece. Peers that connected
@@ -17,9 +25,10 @@
 //! declined them: it is offered other pieces, never those again.
 //!
 //! A stranger can make it cost: one entry per connected peer with at most [`OFFERS_PER_PEER`]
-//! open offers and a bit per piece once it declines some, and one scan over the pieces per
-//! offer (stopping at the first piece nobody holds); each piece is declined at most once per
-//! peer, so declining buys at most one offer per piece.
+//! offers and a bit per piece once it declines some, one scan over the pieces per offer
+//! (stopping at the first piece nobody holds) and one over the peers per announced piece;
+//! each piece is declined at most once per peer, so declining buys at most one offer per
+//! piece, and a peer that announces pieces it was not given gets nothing for it.
 use crate::types::PeerKey;
 use bitvec::prelude::*;
 use rand::Rng;
@@ -32,6 +41,10 @@ pub const OFFERS_PER_PEER: usize = 2;
 /// once: a peer that had everything we announced says so, and may say it after we offered
 /// more but before it heard of them (it turns interested again when it does).
 pub const DECLINE_AFTER: Duration = Duration::from_secs(10);
+/// A piece not passed on this long is settled anyway: the peers that lack it may not be
+/// connected to the peer that has it (no tracker, no PEX), and waiting for ever would stall
+/// them both.
+pub const PASS_WITHIN: Duration = Duration::from_secs(5);
 
 /// The super-seeding state of one complete torrent.
 #[derive(Debug)]
@@ -39,7 +52,7 @@ pub struct SuperSeed {
     /// Pieces some peer announced, ever.
     seen: BitVec<u8, Msb0>,
     unseen: usize,
-    /// Offers of each piece not yet settled.
+    /// Open offers of each piece (made, and not yet announced by the peer).
     offers: Vec<u32>,
     /// Each super-seeded peer's offers.
     offered: HashMap<PeerKey, Offers>,
@@ -50,6 +63,8 @@ pub struct SuperSeed {
 struct Offers {
     /// Not yet announced by the peer.
     open: Vec<u32>,
+    /// Announced by the peer (when), and by no other peer since: to be passed on.
+    passing: Vec<(u32, Instant)>,
     /// When it was last offered a piece.
     since: Option<Instant>,
     /// Pieces it said it does not want (it went not interested while offered them, say a
@@ -82,23 +97,47 @@ impl SuperSeed {
         self.offered.contains_key(&key)
     }
 
-    /// A peer announced `piece` (a `have` or a bitfield's bit): the piece is out, and the
-    /// peer's offer of it, if any, is settled.
-    pub fn peer_has(&mut self, key: PeerKey, piece: u32) {
+    /// A peer announced `piece` (a `have` or a bitfield's bit): the piece is out; if the peer
+    /// was offered it, it is now to pass it on; every other peer that was to pass it on has.
+    /// Returns those peers: they may be offered more.
+    pub fn peer_has(&mut self, key: PeerKey, piece: u32, now: Instant) -> Vec<PeerKey> {
         let i = piece as usize;
         if i >= self.seen.len() {
-            return;
+            return Vec::new();
         }
         if !self.seen[i] {
             self.seen.set(i, true);
             self.unseen -= 1;
         }
-        if let Some(mine) = self.offered.get_mut(&key) {
-            if let Some(at) = mine.open.iter().position(|&p| p == piece) {
-                mine.open.swap_remove(at);
-                self.offers[i] -= 1;
+        let mut passed = Vec::new();
+        for (k, mine) in self.offered.iter_mut() {
+            if *k == key {
+                if let Some(at) = mine.open.iter().position(|&p| p == piece) {
+                    mine.open.swap_remove(at);
+                    mine.passing.push((piece, now));
+                    self.offers[i] -= 1;
+                }
+            } else if let Some(at) = mine.passing.iter().position(|&(p, _)| p == piece) {
+                mine.passing.swap_remove(at);
+                passed.push(*k);
             }
         }
+        passed
+    }
+
+    /// Settles the peer's pieces to pass on that nobody could take from it (`wanted` says
+    /// whether some other connected peer lacks a piece) or that it held [`PASS_WITHIN`]
+    /// without passing them on. Returns whether any was settled.
+    pub fn settle_stranded(&mut self, key: PeerKey, now: Instant, wanted: impl Fn(u32) -> bool) -> bool {
+        let Some(mine) = self.offered.get_mut(&key) else { return false };
+        let before = mine.passing.len();
+        mine.passing.retain(|&(p, since)| wanted(p) && now.saturating_duration_since(since) < PASS_WITHIN);
+        mine.passing.len() < before
+    }
+
+    /// The super-seeded peers, for [`SuperSeed::settle_stranded`] on each now and then.
+    pub fn peers(&self) -> Vec<PeerKey> {
+        self.offered.keys().copied().collect()
     }
 
     /// The peer is not interested (at `now`) in what it was offered: if its last offer is
@@ -126,9 +165,10 @@ impl SuperSeed {
         }
     }
 
-    /// New offers for a super-seeded peer, up to [`OFFERS_PER_PEER`] unsettled: pieces it
-    /// lacks (`theirs`), fewest holders plus offers first (`availability` counts connected
-    /// peers), ties broken at random. Empty for other peers or when it lacks nothing more.
+    /// New offers for a super-seeded peer, up to [`OFFERS_PER_PEER`] unsettled (open or to
+    /// pass on): pieces it lacks (`theirs`), fewest holders plus open offers first
+    /// (`availability` counts connected peers), ties broken at random. Empty for other peers
+    /// or when it lacks nothing more.
     pub fn top_up(
         &mut self,
         key: PeerKey,
@@ -139,7 +179,7 @@ impl SuperSeed {
     ) -> Vec<u32> {
         let Some(mut mine) = self.offered.remove(&key) else { return Vec::new() };
         let mut new = Vec::new();
-        while mine.open.len() < OFFERS_PER_PEER {
+        while mine.open.len() + mine.passing.len() < OFFERS_PER_PEER {
             let Some(piece) = self.rarest(theirs, &mine, availability, rng) else { break };
             self.offers[piece as usize] += 1;
             mine.open.push(piece);
@@ -217,21 +257,41 @@ mod tests {
     }
 
     #[test]
-    fn an_announced_offer_is_replaced_by_the_rarest_piece_the_peer_lacks() {
+    fn a_peer_is_offered_more_once_another_peer_announces_a_piece_it_was_given() {
         let mut ss = SuperSeed::new(4);
         let mut rng = StdRng::seed_from_u64(2);
         ss.add_peer(1);
         // Pieces 0 and 1 are held by three peers, piece 2 by one, piece 3 by two.
         let avail = [3, 3, 1, 2];
-        let first = ss.top_up(1, &none(4), &avail, t0(), &mut rng);
-        assert_eq!(first, vec![2, 3]);
+        assert_eq!(ss.top_up(1, &none(4), &avail, t0(), &mut rng), vec![2, 3]);
         assert!(ss.top_up(1, &none(4), &avail, t0(), &mut rng).is_empty(), "two unsettled offers: nothing new");
-        ss.peer_has(1, 2);
+        assert!(ss.peer_has(1, 2, t0()).is_empty(), "nobody passed anything on");
         let mut theirs = none(4);
         theirs.set(2, true);
+        assert!(ss.top_up(1, &theirs, &avail, t0(), &mut rng).is_empty(), "piece 2 is not passed on yet");
+        assert!(!ss.settle_stranded(1, t0(), |_| true), "others lack piece 2: it waits");
+        assert_eq!(ss.peer_has(5, 2, t0()), vec![1], "peer 5 announced piece 2: peer 1 passed it on");
         let next = ss.top_up(1, &theirs, &avail, t0(), &mut rng);
-        assert_eq!(next.len(), 1);
-        assert!(next[0] == 0 || next[0] == 1, "3 is still offered, 2 is theirs: {next:?}");
+        assert!(next.len() == 1 && (next[0] == 0 || next[0] == 1), "3 is still offered, 2 is theirs: {next:?}");
+        // A piece no other peer lacks cannot be passed on: settled once the peer has it.
+        assert!(ss.peer_has(1, 3, t0()).is_empty());
+        assert!(ss.settle_stranded(1, t0(), |p| p != 3));
+        theirs.set(3, true);
+        let last = ss.top_up(1, &theirs, &avail, t0(), &mut rng);
+        assert!(last.len() == 1 && last[0] != next[0] && last[0] < 2, "{next:?} then {last:?}");
+    }
+
+    #[test]
+    fn announcing_a_piece_it_was_not_given_gets_a_peer_nothing() {
+        let mut ss = SuperSeed::new(4);
+        let mut rng = StdRng::seed_from_u64(6);
+        ss.add_peer(1);
+        ss.add_peer(2);
+        let given = ss.top_up(1, &none(4), &[0; 4], t0(), &mut rng);
+        let other = (0..4).find(|p| !given.contains(p)).unwrap();
+        assert!(ss.peer_has(1, other, t0()).is_empty());
+        assert!(ss.peer_has(2, other, t0()).is_empty(), "peer 1 was never to pass piece {other} on");
+        assert!(ss.top_up(1, &none(4), &[0; 4], t0(), &mut rng).is_empty());
     }
 
     #[test]
@@ -248,7 +308,7 @@ mod tests {
         assert_eq!(again.len(), 2);
         assert!(offered.len() == 2 && ss.is_on());
         for p in 0..3 {
-            ss.peer_has(7, p);
+            ss.peer_has(7, p, t0());
         }
         assert!(!ss.is_on(), "every piece was announced");
         assert!(ss.is_super_seeded(2), "a peer that connected under it keeps being offered pieces");
@@ -262,7 +322,7 @@ mod tests {
         assert!(ss.top_up(1, &bitvec![u8, Msb0; 1; 2], &[1, 1], t0(), &mut rng).is_empty());
         assert!(ss.top_up(9, &none(2), &[0, 0], t0(), &mut rng).is_empty(), "peer 9 connected before");
         assert!(!ss.declined(9, t0() + DECLINE_AFTER));
-        ss.peer_has(1, 5); // out of range: ignored
+        ss.peer_has(1, 5, t0()); // out of range: ignored
         assert!(ss.is_on());
     }
 
@@ -287,5 +347,18 @@ mod tests {
         assert!(ss.declined(1, later + DECLINE_AFTER));
         assert!(ss.top_up(1, &none(5), &[0; 5], later, &mut rng).is_empty());
         assert!(ss.offers.iter().all(|&o| o == 0));
+    }
+
+    #[test]
+    fn a_piece_not_passed_on_in_time_is_settled_anyway() {
+        let mut ss = SuperSeed::new(4);
+        let mut rng = StdRng::seed_from_u64(7);
+        ss.add_peer(1);
+        let at = t0();
+        let given = ss.top_up(1, &none(4), &[0; 4], at, &mut rng);
+        ss.peer_has(1, given[0], at);
+        assert!(!ss.settle_stranded(1, at + PASS_WITHIN / 2, |_| true));
+        assert!(ss.settle_stranded(1, at + PASS_WITHIN, |_| true), "others lack it, but it waited long enough");
+        assert_eq!(ss.top_up(1, &none(4), &[0; 4], at + PASS_WITHIN, &mut rng).len(), 1);
     }
 }

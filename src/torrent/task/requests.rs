@@ -60,7 +60,14 @@ impl Torrent {
                     self.rechoke(Instant::now());
                 }
             }
-            PeerEventKind::NotInterested => self.peer_mut(key).peer_interested = false,
+            PeerEventKind::NotInterested => {
+                let p = self.peer_mut(key);
+                p.peer_interested = false;
+                // A seeder's slot goes to a peer that wants it now, not at the next round.
+                if !p.am_choking && self.seeding() {
+                    self.rechoke(Instant::now());
+                }
+            }
             PeerEventKind::Block(b, data) => self.on_block(key, b, data),
             PeerEventKind::Rejected(b) => self.on_rejected(key, b),
             PeerEventKind::AllowedFast(piece) => self.on_allowed_fast(key, piece),

@@ -1,9 +1,9 @@
 //! BEP 16 super-seeding in the torrent task; the policy (which piece to offer whom) is
 //! [`crate::manager::superseed`]. A torrent complete when it starts, added with `super_seed`,
 //! shows a new peer no pieces and then offers it pieces through `have` commands (the peer
-//! task serves only pieces it has announced); the offers are topped up whenever the peer
-//! announces a piece, replaced when it declines them (stays not interested), and freed when
-//! it leaves.
+//! task serves only pieces it has announced); the offers are topped up whenever another peer
+//! announces a piece the peer was given (or nobody else lacks it), replaced when it declines
+//! them (stays not interested), and freed when it leaves.
 use super::Torrent;
 use crate::manager::superseed::SuperSeed;
 use crate::peer::{CloseReason, PeerCommand};
@@ -40,28 +40,48 @@ impl Torrent {
         self.offer_pieces(key);
     }
 
-    /// Peer `key` announced `pieces`: they are out, its offers among them are settled and
-    /// replaced.
+    /// Peer `key` announced `pieces`: they are out; the peers that gave them to it (it got
+    /// them from them, or elsewhere) passed them on and are offered more, and so is `key` if
+    /// no other peer lacks what it was given.
     pub(super) fn super_seed_announced(&mut self, key: PeerKey, pieces: &[u32]) {
         let Some(ss) = &mut self.super_seed else { return };
         let was_on = ss.is_on();
-        for &p in pieces {
-            ss.peer_has(key, p);
-        }
+        let now = Instant::now().into_std();
+        let mut passed: Vec<PeerKey> = pieces.iter().flat_map(|&p| ss.peer_has(key, p, now)).collect();
         if was_on && !ss.is_on() {
             tracing::info!(name = %self.meta.name, "super-seeding: every piece has reached a peer; new peers see every piece");
             self.stats.super_seeding = false;
         }
+        passed.sort_unstable();
+        passed.dedup();
+        for k in passed {
+            self.offer_pieces(k);
+        }
+        self.settle_stranded(key, now);
         self.offer_pieces(key);
     }
 
+    /// The pieces `key` is to pass on that no other connected peer lacks, or that it kept too
+    /// long, are settled.
+    fn settle_stranded(&mut self, key: PeerKey, now: std::time::Instant) -> bool {
+        let (Some(ss), peers) = (&mut self.super_seed, &self.peers) else { return false };
+        let wanted = |p: u32| peers.iter().any(|(k, q)| *k != key && !q.bitfield[p as usize]);
+        ss.settle_stranded(key, now, wanted)
+    }
+
     /// On the tick: peers that stayed not interested in what they were offered (they download
-    /// some files only) are offered other pieces.
+    /// some files only) are offered other pieces, and so are peers whose pieces to pass on
+    /// nobody connected lacks any more (the last who did left) or were kept too long.
     pub(super) fn super_seed_tick(&mut self, now: Instant) {
         let Some(ss) = &mut self.super_seed else { return };
         let idle: Vec<PeerKey> = self.peers.iter().filter(|(_, p)| !p.peer_interested).map(|(k, _)| *k).collect();
-        let declined: Vec<PeerKey> = idle.into_iter().filter(|k| ss.declined(*k, now.into_std())).collect();
-        for key in declined {
+        let mut more: Vec<PeerKey> = idle.into_iter().filter(|k| ss.declined(*k, now.into_std())).collect();
+        for key in ss.peers() {
+            if self.settle_stranded(key, now.into_std()) {
+                more.push(key);
+            }
+        }
+        for key in more {
             self.offer_pieces(key);
         }
     }
