@@ -4,7 +4,8 @@
 //! promises whatever the timing: every leecher finishes with the payload's bytes, the report
 //! has its fields and its figures are consistent with the per-peer details, the seeder leaves
 //! once a full copy is out and no piece is lost after, and no namespace or process outlives the
-//! run. The figures themselves (correlation, slowdown) depend on timing and are not asserted
+//! run. The heterogeneous swarm's seeder super-seeds (the default), the mixed one's does not
+//! (`--plain-seeder`). The figures themselves (correlation, slowdown) depend on timing and are not asserted
 //! here; the README reports them from full-size runs.
 mod common;
 
@@ -102,6 +103,7 @@ fn a_heterogeneous_shoal_swarm_finishes_verified_and_leaves_nothing_behind() {
     assert_consistent(&run, 8);
     assert_eq!(run["client"], "shoal");
     assert_eq!(run["scale"], 0.5);
+    assert_eq!(run["super_seed"], true, "the initial seeder super-seeds unless told not to");
     let ls = leechers(&run);
     for p in &ls {
         // The profile's caps in KiB/s (scripts/swarm_sim/profiles.py), halved.
@@ -133,9 +135,22 @@ fn a_mixed_swarm_with_churn_finishes_verified() {
     }
     common::clients::require_libtorrent();
     let _turn = common::process::serial();
-    let run =
-        report(&["--peers", "8", "--size", "8", "--piece", "64", "--profile", "churn", "--client", "mixed", "--json"]);
+    let run = report(&[
+        "--peers",
+        "8",
+        "--size",
+        "8",
+        "--piece",
+        "64",
+        "--profile",
+        "churn",
+        "--client",
+        "mixed",
+        "--plain-seeder",
+        "--json",
+    ]);
     assert_consistent(&run, 8);
+    assert_eq!(run["super_seed"], false);
     let ls = leechers(&run);
     for client in ["shoal", "lt"] {
         assert!(ls.iter().any(|p| p["client"] == client), "a {client} leecher");

@@ -47,7 +47,8 @@ def parse(argv):
     ap.add_argument("--scale", type=float, default=1.0,
                     help="every link's caps times this (default 1; below 1 where 40 peers at full rates take every core)")
     ap.add_argument("--seeder-cap", type=int, metavar="KIB", help="the seeder's upload cap, KiB/s (default: the profile's)")
-    ap.add_argument("--super-seed", action="store_true", help="the initial seeder super-seeds (BEP 16)")
+    ap.add_argument("--plain-seeder", action="store_true",
+                    help="the initial seeder announces every piece (default: it super-seeds, BEP 16)")
     ap.add_argument("--seeder-stays", action="store_true", help="do not stop the seeder once a full copy is out")
     ap.add_argument("--shoal-set", action="append", default=[], metavar="KEY=VALUE",
                     help="a line for every shoal peer's config file, e.g. 'unchoke_interval = \"5s\"' (repeatable)")
@@ -163,7 +164,7 @@ class Swarm:
         """Starts `peer`, noting the time it really started (starting 40 takes seconds)."""
         seed = self.seed_path if peer is self.seeder else None
         peer.start(time.monotonic() - self.t0, self.torrent, self.args.shoal_bin, seed, self.args.shoal_set,
-                   self.args.super_seed)
+                   not self.args.plain_seeder)
 
     def start_seeder(self):
         self.start(self.seeder)
@@ -296,7 +297,7 @@ def simulate(args):
             shutil.rmtree(work, ignore_errors=True)
     run = {
         "client": args.client, "peers": args.peers, "profile": args.profile, "seed": args.seed,
-        "shoal_set": args.shoal_set, "super_seed": args.super_seed,
+        "shoal_set": args.shoal_set, "super_seed": not args.plain_seeder,
         "payload_mib": args.size, "piece_kib": args.piece, "scale": args.scale, "pieces": pieces, "netem": network.netem,
         "seed_left_s": swarm.seed_left, "watched_s": round(length, 2), "wall_s": round(time.monotonic() - started, 1),
         "all_verified": all(d["verified"] for d in details),

@@ -102,7 +102,10 @@ def add(ses, torrent, save, seed_mode, super_seed=False):
         # Trust the data on disk: libtorrent checks each piece's hash when it first serves it.
         params.flags |= lt.torrent_flags.seed_mode
     if super_seed:
-        # BEP 16; libtorrent applies it only while the torrent is complete.
+        # BEP 16; libtorrent applies it only while the torrent is complete. Strict, as BEP 16
+        # describes it (and as shoal does): a peer gets a new piece once another peer
+        # announces the one it was given.
+        ses.apply_settings({"strict_super_seeding": True})
         params.flags |= lt.torrent_flags.super_seeding
     return ses.add_torrent(params)
 
@@ -197,7 +200,7 @@ def main():
     ap.add_argument("--dht-bootstrap", action="append", default=[], help="HOST:PORT of a DHT node")
     ap.add_argument("--stay", action="store_true", help="leech: keep seeding after done")
     ap.add_argument("--status", type=float, default=0.0, help="seconds between status lines, 0: none")
-    ap.add_argument("--super-seed", action="store_true", help="BEP 16 super-seeding while complete")
+    ap.add_argument("--super-seed", action="store_true", help="BEP 16 strict super-seeding while complete")
     args = ap.parse_args()
     seeding = args.mode == "seed"
 
