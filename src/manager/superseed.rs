@@ -92,8 +92,10 @@ impl SuperSeed {
         self.offered.entry(key).or_default();
     }
 
-    /// Whether the peer connected under super-seeding.
-    pub fn is_super_seeded(&self, key: PeerKey) -> bool {
+    /// Whether the peer connected under super-seeding (for the tests: the torrent asks
+    /// nothing of it).
+    #[cfg(test)]
+    fn is_super_seeded(&self, key: PeerKey) -> bool {
         self.offered.contains_key(&key)
     }
 

@@ -40,9 +40,9 @@ impl Torrent {
         self.offer_pieces(key);
     }
 
-    /// Peer `key` announced `pieces`: they are out; the peers that gave them to it (it got
-    /// them from them, or elsewhere) passed them on and are offered more, and so is `key` if
-    /// no other peer lacks what it was given.
+    /// Peer `key` announced `pieces`: they are out; the peers that were to pass them on have
+    /// (whoever `key` got them from) and are offered more, and so is `key` if no other peer
+    /// lacks what it was given.
     pub(super) fn super_seed_announced(&mut self, key: PeerKey, pieces: &[u32]) {
         let Some(ss) = &mut self.super_seed else { return };
         let was_on = ss.is_on();
