@@ -5,7 +5,10 @@
 //! random, so a new peer soon has something to trade), finishes partly downloaded pieces
 //! before starting new ones (but asks a peer first for what only it has), and in endgame
 //! hands out blocks already requested elsewhere so a download never hangs on one slow peer
-//! at 99.9 %.
+//! at 99.9 %. A quarter of the bound on pieces in progress is kept for pieces only one
+//! connected peer has: with every slot taken by pieces trickling in from slow peers, a leecher
+//! could not start what only the seeder had and held the seeder's slot unused, and a
+//! super-seeder's last pieces waited for 20 s (`scripts/swarm-sim`).
 //!
 //! Invariants:
 //! - a block is `Missing`, `Requested` by one or more peers, or `Received`;
@@ -255,7 +258,8 @@ impl Picker {
     }
 
     /// Starts new pieces (held by at most `holders` connected peers) until `out` has `max`
-    /// blocks or the bound on pieces in progress is reached.
+    /// blocks or the bound on pieces in progress is reached (three quarters of it unless the
+    /// pieces are unique to the peer).
     fn start_new_pieces(
         &mut self,
         key: PeerKey,
@@ -265,7 +269,8 @@ impl Picker {
         rng: &mut impl Rng,
         out: &mut Vec<BlockRef>,
     ) {
-        while out.len() < max && self.partial.len() < self.max_partial {
+        let bound = if holders <= UNIQUE { self.max_partial } else { self.max_partial - self.max_partial / 4 };
+        while out.len() < max && self.partial.len() < bound {
             let Some(piece) = self.choose_new_piece(theirs, holders, rng) else { break };
             let count = self.block_count(piece);
             let blocks = vec![BlockState::Missing; count as usize];

@@ -181,3 +181,28 @@ fn what_only_this_peer_has_comes_before_partial_pieces() {
     let more = p.pick(2, &all(10), 4, &mut rng);
     assert!(more[..3].iter().all(|b| b.piece == started[0].piece), "{more:?}");
 }
+
+#[test]
+fn a_quarter_of_the_bound_is_kept_for_pieces_only_one_peer_has() {
+    let mut p = picker(10, 4 * BS);
+    for i in 0..RANDOM_FIRST_PIECES {
+        p.piece_verified(i as u32);
+    }
+    let mut shared = all(10);
+    shared.set(9, false);
+    p.peer_bitfield(&shared);
+    p.peer_bitfield(&shared);
+    let mut only_nine = bitvec![u8, Msb0; 0; 10];
+    only_nine.set(9, true);
+    p.peer_bitfield(&only_nine);
+    p.set_max_partial(4);
+    let mut rng = StdRng::seed_from_u64(3);
+    let first = p.pick(1, &shared, 100, &mut rng);
+    assert_eq!(p.partial_count(), 3, "shared pieces start up to three quarters of the bound");
+    assert_eq!(first.len(), 12);
+    assert!(p.pick(2, &shared, 100, &mut rng).is_empty(), "no fourth shared piece");
+    let unique = p.pick(3, &only_nine, 100, &mut rng);
+    assert_eq!(unique.len(), 4, "the piece only peer 3 has still starts");
+    assert!(unique.iter().all(|b| b.piece == 9));
+    assert_eq!(p.partial_count(), 4);
+}
