@@ -18,6 +18,10 @@
 //!   connected peers three times as likely, so a newcomer can earn a slot.
 //! - A peer whose socket stopped taking our blocks (stalled) gets no slot at all: it would hold
 //!   one and use none.
+//! - While seeding, a slot holder that has asked us for nothing for `IDLE_SLOT` (5 s) goes to
+//!   the back at once (the torrent runs a round for it when someone waits): interested but
+//!   fetching what we have from others, it held a super-seeder's slot for 30 s while the
+//!   pieces only the seeder had waited with choked peers (`scripts/swarm-sim`).
 //!
 //! How much of an upload limit each unchoked peer may take is [`crate::manager::share`]'s part.
 use crate::types::PeerKey;
@@ -44,6 +48,15 @@ pub struct ChokeCandidate {
     pub unchoked_since: Option<Instant>,
     /// Since when they wait without a slot (their connection time if never served).
     pub choked_since: Option<Instant>,
+    /// How long we have sent them nothing.
+    pub idle_to: Duration,
+}
+
+impl ChokeCandidate {
+    /// A regular slot held for `IDLE_SLOT` through which nothing went for as long.
+    pub fn wastes_slot(&self, now: Instant) -> bool {
+        self.unchoked_since.is_some_and(|t| now.duration_since(t) >= IDLE_SLOT) && self.idle_to >= IDLE_SLOT
+    }
 }
 
 /// How long a peer counts as new for the optimistic unchoke.
@@ -52,6 +65,8 @@ const NEW_PEER: Duration = Duration::from_secs(60);
 const MAX_SLOT_FACTOR: usize = 4;
 /// Rounds a seeding slot is held before it rotates.
 const SEED_ROTATION_ROUNDS: u32 = 3;
+/// A seeding slot through which nothing went for this long is given to the next in line.
+const IDLE_SLOT: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 pub struct Choker {
@@ -116,10 +131,11 @@ impl Choker {
         let rotation = self.interval * SEED_ROTATION_ROUNDS;
         regular.sort_by(|a, b| {
             if seeding {
-                // Round robin: current holders keep their slot for SEED_ROTATION_ROUNDS, then
-                // the peers that waited longest, then those who just held a slot.
+                // Round robin: current holders keep their slot for SEED_ROTATION_ROUNDS (unless
+                // they leave it unused), then the peers that waited longest, then those who
+                // just held a slot.
                 let group = |p: &ChokeCandidate| match p.unchoked_since {
-                    Some(t) if now.duration_since(t) >= rotation => 2,
+                    Some(t) if now.duration_since(t) >= rotation || p.wastes_slot(now) => 2,
                     Some(_) => 0,
                     None => 1,
                 };
@@ -196,6 +212,7 @@ mod tests {
             connected_at: at,
             unchoked_since: None,
             choked_since: Some(at),
+            idle_to: Duration::ZERO,
         }
     }
 
@@ -338,6 +355,35 @@ mod tests {
             }
         }
         assert_eq!(served.len(), 6, "every interested peer was unchoked: {served:?}");
+    }
+
+    #[test]
+    fn seeding_an_unused_slot_goes_to_the_next_in_line() {
+        let t0 = Instant::now();
+        let mut c = Choker::new(2, Duration::from_secs(10), Duration::from_secs(3600));
+        let mut peers: Vec<_> = (0..4).map(|k| peer(k, 0.0, t0)).collect();
+        let mut rng = StdRng::seed_from_u64(7);
+        // Peers 0 and 1 were unchoked at t0; 2 and 3 wait (3 the longest).
+        for p in &mut peers[..2] {
+            (p.unchoked_since, p.choked_since) = (Some(t0), None);
+        }
+        peers[3].choked_since = Some(t0 - Duration::from_secs(1));
+        let at = |s| t0 + Duration::from_secs(s);
+        // Peer 0 has asked for nothing since it was unchoked; peer 1 keeps fetching.
+        peers[0].idle_to = Duration::from_secs(4);
+        assert!(!peers[0].wastes_slot(at(4)), "not before IDLE_SLOT");
+        let r = c.round(at(4), &peers, true, &mut rng);
+        assert!(r.unchoke.contains(&0) && r.unchoke.contains(&1));
+        peers[0].idle_to = IDLE_SLOT;
+        assert!(peers[0].wastes_slot(at(5)) && !peers[1].wastes_slot(at(5)));
+        let r = c.round(at(5), &peers, true, &mut rng);
+        assert!(!r.unchoke.contains(&0), "the unused slot is given away: {r:?}");
+        assert!(r.unchoke.contains(&1) && r.unchoke.contains(&3), "{r:?}");
+        // While downloading, slots follow what peers give us, used or not.
+        peers[1].rate_from = 10.0;
+        peers[0].rate_from = 20.0;
+        let r = c.round(at(15), &peers, false, &mut rng);
+        assert!(r.unchoke.contains(&0));
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! What the torrent task knows of each connected peer, and the arithmetic on it: rates,
 //! round-trip time, the request pipeline depth.
-use crate::manager::{ScoreInputs, ScoreParts};
+use crate::manager::{ChokeCandidate, ScoreInputs, ScoreParts};
 use crate::peer::rate::RateLimit;
 use crate::peer::{CloseReason, PeerCommand, PeerCounters};
-use crate::types::BlockRef;
 use crate::types::PeerAddr;
+use crate::types::{BlockRef, PeerKey};
 use crate::wire::PeerId;
 use bitvec::prelude::*;
 use std::collections::HashMap;
@@ -30,6 +30,8 @@ const MIN_DEPTH: usize = 4;
 pub struct Rate {
     last_total: u64,
     bytes_per_sec: f64,
+    /// Time since the total last grew, to the tick.
+    idle: Duration,
 }
 
 impl Rate {
@@ -38,6 +40,7 @@ impl Rate {
     pub fn update(&mut self, total: u64, dt: Duration) {
         let delta = total.saturating_sub(self.last_total);
         self.last_total = total;
+        self.idle = if delta == 0 { self.idle + dt } else { Duration::ZERO };
         let secs = dt.as_secs_f64();
         if secs <= 0.0 {
             return;
@@ -45,6 +48,11 @@ impl Rate {
         let instant = delta as f64 / secs;
         let alpha = (secs / 2.0).min(1.0);
         self.bytes_per_sec += alpha * (instant - self.bytes_per_sec);
+    }
+
+    /// How long no byte has moved (to the tick); counted from the first update.
+    pub fn idle(&self) -> Duration {
+        self.idle
     }
 
     /// Bytes per second; below one byte per second counts as idle.
@@ -123,6 +131,22 @@ fn sends_mostly_junk(violations: u32, accepted: u64) -> bool {
 }
 
 impl PeerSlot {
+    /// What the choker weighs of this peer.
+    pub fn choke_candidate(&self, key: PeerKey) -> ChokeCandidate {
+        ChokeCandidate {
+            key,
+            interested: self.peer_interested,
+            rate_from: self.rate_down.get(),
+            rate_to: self.rate_up.get(),
+            snubbed: self.snubbed,
+            stalled: self.counters.stalled(),
+            connected_at: self.connected_at.into_std(),
+            unchoked_since: self.unchoked_since.map(|t| t.into_std()),
+            choked_since: self.choked_since.map(|t| t.into_std()),
+            idle_to: self.rate_up.idle(),
+        }
+    }
+
     /// It has every piece.
     pub fn is_seed(&self) -> bool {
         !self.bitfield.is_empty() && self.bitfield.all()
@@ -235,10 +259,14 @@ mod tests {
             r.update(total, Duration::from_secs(1));
         }
         assert!((r.get() - 1_000_000.0).abs() < 10_000.0, "{}", r.get());
+        assert_eq!(r.idle(), Duration::ZERO);
         for _ in 0..20 {
             r.update(total, Duration::from_secs(1));
         }
         assert!(r.get() < 10_000.0);
+        assert_eq!(r.idle(), Duration::from_secs(20), "idle since the last byte");
+        r.update(total + 1, Duration::from_secs(1));
+        assert_eq!(r.idle(), Duration::ZERO);
     }
 
     #[test]
@@ -261,7 +289,7 @@ mod tests {
         p.rate_down.update(16384 * 10, Duration::from_secs(1));
         p.rate_down.update(16384 * 20, Duration::from_secs(1));
         assert!(p.depth(Duration::from_secs(3), 500, 16384) >= INITIAL_DEPTH);
-        p.rate_down = Rate { last_total: 0, bytes_per_sec: 100e6 };
+        p.rate_down = Rate { bytes_per_sec: 100e6, ..Rate::default() };
         assert_eq!(p.depth(Duration::from_secs(3), 500, 16384), DEFAULT_PEER_REQQ, "no reqq: conservative default");
         p.reqq = Some(250);
         assert_eq!(p.depth(Duration::from_secs(3), 500, 16384), 250);

@@ -15,9 +15,13 @@ impl Torrent {
         self.last_tick = now;
         self.update_rates_and_timeouts(now, dt);
         self.update_scores();
-        // A slot holder that stopped reading gives its slot up now, not at the next round.
+        // A slot holder that stopped reading gives its slot up now, not at the next round, and
+        // so does a seeder's holder that asks for nothing while another peer waits.
         let holder_stalled = self.peers.values().any(|p| !p.am_choking && p.counters.stalled());
-        if self.choker.due(now.into_std()) || holder_stalled {
+        let holder_idle = self.seeding()
+            && self.peers.values().any(|p| p.am_choking && p.peer_interested)
+            && self.peers.iter().any(|(k, p)| !p.am_choking && p.choke_candidate(*k).wastes_slot(now.into_std()));
+        if self.choker.due(now.into_std()) || holder_stalled || holder_idle {
             self.rechoke(now);
         }
         self.close_seed_to_seed();
@@ -56,21 +60,7 @@ impl Torrent {
     }
 
     pub(super) fn rechoke(&mut self, now: Instant) {
-        let candidates: Vec<ChokeCandidate> = self
-            .peers
-            .iter()
-            .map(|(k, p)| ChokeCandidate {
-                key: *k,
-                interested: p.peer_interested,
-                rate_from: p.rate_down.get(),
-                rate_to: p.rate_up.get(),
-                snubbed: p.snubbed,
-                stalled: p.counters.stalled(),
-                connected_at: p.connected_at.into_std(),
-                unchoked_since: p.unchoked_since.map(|t| t.into_std()),
-                choked_since: p.choked_since.map(|t| t.into_std()),
-            })
-            .collect();
+        let candidates: Vec<ChokeCandidate> = self.peers.iter().map(|(k, p)| p.choke_candidate(*k)).collect();
         let seeding = self.seeding();
         let round = self.choker.round(now.into_std(), &candidates, seeding, &mut self.rng);
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
