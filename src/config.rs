@@ -269,7 +269,7 @@ impl Default for Options {
             upload_rate_limit: 0,
             unchoke_slots: 4,
             unchoke_slot_rate: 1024 * 1024,
-            unchoke_interval: Duration::from_secs(10),
+            unchoke_interval: Duration::from_secs(5),
             optimistic_unchoke_interval: Duration::from_secs(30),
             snub_timeout: Duration::from_secs(60),
             numwant: 50,

@@ -24,7 +24,7 @@ const PIECE: u32 = 256 * 1024;
 const BLOCK: u32 = 16 * 1024;
 /// 14 pieces: the bitfield has two spare bits and the last piece is 5,000 bytes.
 const SIZE: usize = 13 * PIECE as usize + 5000;
-/// Waiting for an unchoke: the seeder gives a free slot at once, rounds are 10 s.
+/// Waiting for an unchoke: the seeder gives a free slot at once, rounds are 5 s.
 const UNCHOKE: Duration = Duration::from_secs(30);
 
 fn scene() -> Scene {

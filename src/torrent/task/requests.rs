@@ -55,7 +55,7 @@ impl Torrent {
             }
             PeerEventKind::Interested => {
                 self.peer_mut(key).peer_interested = true;
-                // A free upload slot is given now rather than at the next 10 s round.
+                // A free upload slot is given now rather than at the next round.
                 if self.peers.values().filter(|p| !p.am_choking).count() <= self.opts.unchoke_slots {
                     self.rechoke(Instant::now());
                 }
