@@ -1,9 +1,9 @@
 //! The choker: who may download from us (BEP 3 tit-for-tat).
 //!
 //! Every `unchoke_interval` (5 s) the `slots` (4) interested peers that give us the most are
-//! unchoked: ranked by the rate we receive from them while we download; while seeding, by the
-//! rate we send them, with a peer that has held a slot for 30 s moved to the back so every
-//! interested peer is served over time.
+//! unchoked: ranked by the rate we receive from them while we download; while seeding, in
+//! turn, a peer that has held a slot for 30 s moved to the back so every interested peer is
+//! served over time.
 //!
 //! - Rounds are 5 s, not BEP 3's 10 s: the rates are smoothed over about 2 s, and in a
 //!   40-peer swarm where a download takes 25 s, 10 s rounds left tit-for-tat two rounds to
@@ -23,6 +23,14 @@
 //!   connected peers three times as likely, so a newcomer can earn a slot.
 //! - A peer whose socket stopped taking our blocks (stalled) gets no slot at all: it would hold
 //!   one and use none.
+//! - While seeding, the waiting peers are served in the order they started waiting, each moved
+//!   up the line by as much as one rotation (30 s) in proportion to the share of the torrent
+//!   it has: one nearly done soon seeds in turn, and nobody waits more than 30 s longer than
+//!   plain round robin would make it. The peers that waited longest were the free riders,
+//!   choked by every leecher, so each peer turning seeder served them first (`scripts/swarm-sim`:
+//!   free riders 1.46–1.99 times slower than contributors before, 1.49–1.94 after, the median
+//!   run 1.62 before and 1.79 after; contributors no slower). Served strictly by share held, a
+//!   peer with little could wait as long as others kept arriving ahead of it.
 //! - While seeding, a slot holder that has asked us for nothing for `IDLE_SLOT` (5 s) goes to
 //!   the back at once (the torrent runs a round for it when someone waits): interested but
 //!   fetching what we have from others, it held a super-seeder's slot for 30 s while the
@@ -55,6 +63,8 @@ pub struct ChokeCandidate {
     pub choked_since: Option<Instant>,
     /// How long we have sent them nothing.
     pub idle_to: Duration,
+    /// The share of the torrent they have, 0 to 1.
+    pub done: f64,
 }
 
 impl ChokeCandidate {
@@ -143,7 +153,13 @@ impl Choker {
                     Some(_) => 0,
                     None => 1,
                 };
-                group(a).cmp(&group(b)).then(a.choked_since.cmp(&b.choked_since)).then(b.rate_to.total_cmp(&a.rate_to))
+                // A waiting peer's place in line moves up by as much as one rotation in
+                // proportion to what it has: nearly done, it soon seeds in turn.
+                let turn = |p: &ChokeCandidate| {
+                    let waited = p.choked_since.map_or(Duration::MAX, |t| now.saturating_duration_since(t));
+                    waited.saturating_add(SEED_ROTATION.mul_f64(p.done.clamp(0.0, 1.0)))
+                };
+                group(a).cmp(&group(b)).then(turn(b).cmp(&turn(a))).then(b.rate_to.total_cmp(&a.rate_to))
             } else {
                 a.snubbed.cmp(&b.snubbed).then(b.rate_from.total_cmp(&a.rate_from))
             }
@@ -217,6 +233,7 @@ mod tests {
             unchoked_since: None,
             choked_since: Some(at),
             idle_to: Duration::ZERO,
+            done: 0.0,
         }
     }
 
@@ -405,6 +422,39 @@ mod tests {
         peers[0].rate_from = 20.0;
         let r = c.round(at(15), &peers, false, &mut rng);
         assert!(r.unchoke.contains(&0));
+    }
+
+    #[test]
+    fn seeding_serves_a_waiting_peer_nearly_done_sooner_but_everyone_in_turn() {
+        let t0 = Instant::now();
+        let mut c = Choker::new(1, Duration::from_secs(5), Duration::from_secs(3600));
+        // Peer 0 has waited 10 s longer than the others but has nothing; peer 1 has 90 % of
+        // the torrent, peer 2 half.
+        let mut peers: Vec<_> = (0..3).map(|k| peer(k, 0.0, t0 + Duration::from_secs(10))).collect();
+        peers[0].choked_since = Some(t0);
+        (peers[1].done, peers[2].done) = (0.9, 0.5);
+        let mut rng = StdRng::seed_from_u64(9);
+        // At a first round peer 3 takes the optimistic slot and keeps it (peer 4 then leaves).
+        let first = [peer(3, 0.0, t0), peer(4, 0.0, t0 - Duration::from_secs(60))];
+        assert_eq!(c.round(t0, &first, true, &mut rng).optimistic, Some(3));
+        peers.push(first[0].clone());
+        let mut order = Vec::new();
+        for s in (10..=100).step_by(5) {
+            let now = t0 + Duration::from_secs(s);
+            let r = c.round(now, &peers, true, &mut rng);
+            let regular: Vec<_> = r.unchoke.iter().copied().filter(|k| Some(*k) != r.optimistic).collect();
+            assert_eq!((regular.len(), r.optimistic), (1, Some(3)), "{r:?}");
+            if order.last() != Some(&regular[0]) {
+                order.push(regular[0]);
+            }
+            for p in &mut peers {
+                let unchoked = regular[0] == p.key;
+                p.unchoked_since = if unchoked { p.unchoked_since.or(Some(now)) } else { None };
+                p.choked_since = if unchoked { None } else { p.choked_since.or(Some(now)) };
+            }
+        }
+        // Peer 1 gets in ahead of peer 0, but not back ahead of it once it has had its turn.
+        assert_eq!(order, [1, 2, 0, 1], "{order:?}");
     }
 
     #[test]

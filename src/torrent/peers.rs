@@ -144,6 +144,7 @@ impl PeerSlot {
             unchoked_since: self.unchoked_since.map(|t| t.into_std()),
             choked_since: self.choked_since.map(|t| t.into_std()),
             idle_to: self.rate_up.idle(),
+            done: self.bitfield.count_ones() as f64 / self.bitfield.len().max(1) as f64,
         }
     }
 
