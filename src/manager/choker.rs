@@ -70,8 +70,14 @@ pub struct ChokeCandidate {
 impl ChokeCandidate {
     /// A regular slot held for `IDLE_SLOT` through which nothing went for as long.
     pub fn wastes_slot(&self, now: Instant) -> bool {
-        self.unchoked_since.is_some_and(|t| now.duration_since(t) >= IDLE_SLOT) && self.idle_to >= IDLE_SLOT
+        wastes_slot(self.unchoked_since, self.idle_to, now)
     }
+}
+
+/// A regular slot held since `unchoked_since` through which nothing went for `idle_to`:
+/// both at least `IDLE_SLOT`.
+pub fn wastes_slot(unchoked_since: Option<Instant>, idle_to: Duration, now: Instant) -> bool {
+    unchoked_since.is_some_and(|t| now.duration_since(t) >= IDLE_SLOT) && idle_to >= IDLE_SLOT
 }
 
 /// How long a peer counts as new for the optimistic unchoke.

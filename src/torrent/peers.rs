@@ -148,6 +148,16 @@ impl PeerSlot {
         }
     }
 
+    /// It holds a regular slot through which nothing went for a while (the choker's rule,
+    /// without building a whole [`ChokeCandidate`]).
+    pub fn wastes_slot(&self, now: Instant) -> bool {
+        crate::manager::choker::wastes_slot(
+            self.unchoked_since.map(|t| t.into_std()),
+            self.rate_up.idle(),
+            now.into_std(),
+        )
+    }
+
     /// It has every piece.
     pub fn is_seed(&self) -> bool {
         !self.bitfield.is_empty() && self.bitfield.all()

@@ -20,7 +20,7 @@ impl Torrent {
         let holder_stalled = self.peers.values().any(|p| !p.am_choking && p.counters.stalled());
         let holder_idle = self.seeding()
             && self.peers.values().any(|p| p.am_choking && p.peer_interested)
-            && self.peers.iter().any(|(k, p)| !p.am_choking && p.choke_candidate(*k).wastes_slot(now.into_std()));
+            && self.peers.values().any(|p| !p.am_choking && p.wastes_slot(now));
         if self.choker.due(now.into_std()) || holder_stalled || holder_idle {
             self.rechoke(now);
         }
