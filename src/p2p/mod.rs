@@ -8,6 +8,7 @@
 //! - [`node`]: the node's vocabulary (configuration, errors, protocol names, bounds);
 //! - [`handle`]: the cloneable [`NodeHandle`] everyone else holds, and its commands;
 //! - `swarm`: how the `Swarm` is built (transport, behaviours, and why they are set so);
+//! - [`tls`]: the libp2p TLS 1.3 upgrade with the fastest cipher suite first;
 //! - `event_loop`: the one task that owns the `Swarm` and answers the commands;
 //! - `pending`: the callers waiting for an answer (query replies, ping and dial waiters);
 //! - `punch`: hole punching (DCUtR), told our confirmed addresses too;
@@ -26,6 +27,7 @@ pub mod node;
 mod pending;
 mod punch;
 mod swarm;
+pub mod tls;
 
 pub use connector::{into_box_stream, peer_addr, P2pConnector};
 pub use identity::{default_identity_path, load_or_create, IdentityError};

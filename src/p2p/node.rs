@@ -136,7 +136,7 @@ pub struct ConnectionBounds {
     pub established: u32,
     /// Established connections to one peer.
     pub per_peer: u32,
-    /// Inbound connections still in their handshake (Noise, Yamux).
+    /// Inbound connections still in their handshake (TLS or Noise, Yamux).
     pub pending_incoming: u32,
     /// Past this much process memory new connections are denied; `None`: 90 % of the
     /// machine's memory.

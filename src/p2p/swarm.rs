@@ -1,6 +1,8 @@
 //! How the node's [`Swarm`] is built: transport, behaviours and the settings that matter.
 //!
-//! Behaviour: TCP + Noise + Yamux and QUIC (DNS names resolved when the system resolver is
+//! Behaviour: TCP + TLS 1.3 or Noise + Yamux (multistream-select offers TLS first: [`tls`] puts
+//! AES-GCM first, a fifth more throughput than ChaCha20 on CPUs with AES instructions; Noise
+//! is kept for peers without TLS) and QUIC (DNS names resolved when the system resolver is
 //! configured), both also through circuit relays, Kademlia, identify, ping, raw `/shoal/bt/1.0.0` streams (`libp2p_stream`),
 //! optional mDNS, our [`AddressBook`], AutoNAT (v1: connected peers dial us back to tell
 //! whether we are reachable; in `DhtMode::Auto` Kademlia follows the verdict), connection
@@ -34,6 +36,7 @@
 use super::book::{strip_p2p, AddressBook};
 use super::node::{DhtMode, NodeConfig, NodeError, RelayLimits, KAD_PROTOCOL, PROVIDER_REPUBLISH, PROVIDER_TTL};
 use super::punch::HolePunch;
+use super::tls;
 use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::core::transport::ListenerId;
 use libp2p::kad::{self, store::MemoryStore, Mode};
@@ -102,7 +105,7 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
     macro_rules! finish {
         ($builder:expr) => {
             Ok($builder
-                .with_relay_client(noise::Config::new, yamux::Config::default)
+                .with_relay_client((tls::Config::new, noise::Config::new), yamux::Config::default)
                 .map_err(|e| transport_err(&e))?
                 .with_behaviour(make)
                 .map_err(|e| transport_err(&e))?
@@ -113,7 +116,7 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
     let builder = || {
         libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
             .with_tokio()
-            .with_tcp(tcp_config(), noise::Config::new, yamux::Config::default)
+            .with_tcp(tcp_config(), (tls::Config::new, noise::Config::new), yamux::Config::default)
             .map(|b| b.with_quic())
             .map_err(|e| transport_err(&e))
     };

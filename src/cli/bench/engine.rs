@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 pub enum Transport {
     /// The BitTorrent wire protocol over plain TCP.
     Tcp,
-    /// The same protocol over `/shoal/bt/1.0.0` libp2p streams (TCP + Noise + Yamux).
+    /// The same protocol over `/shoal/bt/1.0.0` libp2p streams (TCP + TLS or Noise + Yamux; TLS with AES-GCM between shoal nodes).
     Libp2p,
     /// The same libp2p streams over QUIC.
     Quic,
@@ -43,7 +43,7 @@ impl Transport {
     pub fn describe(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
-            Transport::Libp2p => "libp2p (noise + yamux)",
+            Transport::Libp2p => "libp2p (tls + yamux)",
             Transport::Quic => "libp2p over quic",
         }
     }
