@@ -125,14 +125,16 @@ impl<C> InboundConnectionUpgrade<C> for Config
 where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    type Output = (PeerId, libp2p::tls::TlsStream<C>);
+    type Output = (PeerId, libp2p::tls::TlsStream<Buffered<C>>);
     type Error = TlsError;
     type Future = BoxFuture<'static, Result<Self::Output, TlsError>>;
 
     fn upgrade_inbound(self, socket: C, _: &'static str) -> Self::Future {
         async move {
-            let stream =
-                futures_rustls::TlsAcceptor::from(self.server).accept(socket).await.map_err(TlsError::Handshake)?;
+            let stream = futures_rustls::TlsAcceptor::from(self.server)
+                .accept(buffered(socket))
+                .await
+                .map_err(TlsError::Handshake)?;
             let peer = peer_id(stream.get_ref().1)?;
             Ok((peer, stream.into()))
         }
@@ -144,7 +146,7 @@ impl<C> OutboundConnectionUpgrade<C> for Config
 where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    type Output = (PeerId, libp2p::tls::TlsStream<C>);
+    type Output = (PeerId, libp2p::tls::TlsStream<Buffered<C>>);
     type Error = TlsError;
     type Future = BoxFuture<'static, Result<Self::Output, TlsError>>;
 
@@ -153,7 +155,7 @@ where
             // The spec: no Server Name Indication; an unspecified IP address sends none.
             let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::UNSPECIFIED).into());
             let stream = futures_rustls::TlsConnector::from(self.client)
-                .connect(name, socket)
+                .connect(name, buffered(socket))
                 .await
                 .map_err(TlsError::Handshake)?;
             let peer = peer_id(stream.get_ref().1)?;
@@ -161,6 +163,23 @@ where
         }
         .boxed()
     }
+}
+
+/// The socket under TLS, buffered both ways.
+///
+/// rustls reads at most 4 KiB from the socket per call (about five reads per 16 KiB record),
+/// and futures-rustls writes each record as it is sealed: a Yamux frame's 12-byte header and
+/// its body go out as two records and two system calls. The buffers make that one call per up
+/// to 64 KiB each way; whatever is written is sent when Yamux flushes (it does so whenever it
+/// has no frame left to send), and the handshake flushes its own flights. `shoal bench
+/// --transport libp2p`: 520–525 -> 533–558 MiB/s, 74 % of TCP at the median of six
+/// interleaved rounds (73 % with either buffer alone). Costs 128 KiB per connection.
+pub type Buffered<C> = futures::io::BufReader<futures::io::BufWriter<C>>;
+
+const SOCKET_BUFFER: usize = 64 * 1024;
+
+fn buffered<C: AsyncRead + AsyncWrite>(socket: C) -> Buffered<C> {
+    futures::io::BufReader::with_capacity(SOCKET_BUFFER, futures::io::BufWriter::with_capacity(SOCKET_BUFFER, socket))
 }
 
 /// The PeerId of the certificate the (finished, hence verified) handshake received.

@@ -25,10 +25,12 @@ fn suite(state: &rustls::CommonState) -> (CipherSuite, Option<ProtocolVersion>) 
 
 /// Dials with `client` over a pipe to `server` accepting, sends a line each way, and returns
 /// the PeerId each side learnt and the suite each side uses.
-async fn handshake<A, B>(client: A, server: B) -> ((PeerId, CipherSuite), (PeerId, CipherSuite))
+async fn handshake<A, B, SA, SB>(client: A, server: B) -> ((PeerId, CipherSuite), (PeerId, CipherSuite))
 where
-    A: OutboundConnectionUpgrade<Pipe, Info = &'static str, Output = (PeerId, libp2p::tls::TlsStream<Pipe>)>,
-    B: InboundConnectionUpgrade<Pipe, Info = &'static str, Output = (PeerId, libp2p::tls::TlsStream<Pipe>)>,
+    A: OutboundConnectionUpgrade<Pipe, Info = &'static str, Output = (PeerId, libp2p::tls::TlsStream<SA>)>,
+    B: InboundConnectionUpgrade<Pipe, Info = &'static str, Output = (PeerId, libp2p::tls::TlsStream<SB>)>,
+    SA: AsyncRead + AsyncWrite + Unpin,
+    SB: AsyncRead + AsyncWrite + Unpin,
     A::Error: std::fmt::Debug,
     B::Error: std::fmt::Debug,
 {
