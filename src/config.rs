@@ -49,7 +49,8 @@ pub struct Options {
     /// (libtorrent sizes its queue the same way).
     #[serde(with = "humantime_serde")]
     pub target_request_queue: Duration,
-    /// A request unanswered this long is given back to the picker.
+    /// A request is given back to the picker when the peer has sent no block for this long
+    /// since it was made.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// With every piece, close connections to peers that have every piece too (libtorrent's

@@ -375,6 +375,18 @@ impl Picker {
     /// Records a block from `key`. `None` when the block was not wanted (not requested from
     /// `key`, already received, out of range): the caller drops the data.
     pub fn block_received(&mut self, key: PeerKey, block: BlockRef) -> Option<Received> {
+        self.take_block(key, block, false)
+    }
+
+    /// Records a block whose request to `key` we withdrew (it timed out, a choke voided it,
+    /// or endgame cancelled it) and that came after all: taken while the block is still
+    /// missing or asked of others (they get `cancel`), so bytes a slow peer delivered late
+    /// are not thrown away. `None` when it is no longer wanted.
+    pub fn late_block_received(&mut self, key: PeerKey, block: BlockRef) -> Option<Received> {
+        self.take_block(key, block, true)
+    }
+
+    fn take_block(&mut self, key: PeerKey, block: BlockRef, late: bool) -> Option<Received> {
         if !block.begin.is_multiple_of(self.geometry.block_size()) || block.piece >= self.piece_count() {
             return None;
         }
@@ -386,8 +398,12 @@ impl Picker {
         let partial = self.partial.get_mut(&block.piece)?;
         let state = partial.blocks.get_mut(idx)?;
         let cancel = match state {
-            BlockState::Requested(peers) if peers.contains(&key) => {
+            BlockState::Requested(peers) if late || peers.contains(&key) => {
                 peers.iter().copied().filter(|k| *k != key).collect()
+            }
+            BlockState::Missing if late => {
+                partial.missing -= 1;
+                Vec::new()
             }
             // Unrequested (or its request was given back): whoever sends it, it is not taken.
             _ => return None,

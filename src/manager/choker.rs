@@ -36,6 +36,15 @@
 //!   fetching what we have from others, it held a super-seeder's slot for 30 s while the
 //!   pieces only the seeder had waited with choked peers (`scripts/swarm-sim`).
 //!
+//! - A regular holder keeps its slot until a piece's worth (the quota) went through it, for
+//!   at most `QUOTA_HOLD` (120 s) and only while it uses the slot; and while every holder is
+//!   owed blocks (our uplink is what limits) and the uplink moves less than a piece per 30 s
+//!   per slot, there are fewer regular slots, at least one. On a fast uplink neither changes
+//!   anything (a piece goes through a slot within a round). On a 16 KiB/s uplink, four
+//!   holders plus the optimistic one got a few blocks each per round and rotated, none
+//!   finished a piece, and when that uplink held the only copy of one the swarm waited for
+//!   minutes (`scripts/swarm-sim` once its instruments stopped queueing behind free riders).
+//!
 //! How much of an upload limit each unchoked peer may take is [`crate::manager::share`]'s part.
 use crate::types::PeerKey;
 use rand::Rng;
@@ -61,8 +70,12 @@ pub struct ChokeCandidate {
     pub unchoked_since: Option<Instant>,
     /// Since when they wait without a slot (their connection time if never served).
     pub choked_since: Option<Instant>,
-    /// How long we have sent them nothing.
+    /// How long we have sent them nothing while owing them nothing (their slot is unused).
     pub idle_to: Duration,
+    /// Payload bytes we sent them since their regular slot began (0 without one).
+    pub sent_since_unchoke: u64,
+    /// Requests of theirs wait with us (queued, being read or in the outbox).
+    pub owed: bool,
     /// The share of the torrent they have, 0 to 1.
     pub done: f64,
 }
@@ -86,6 +99,9 @@ const NEW_PEER: Duration = Duration::from_secs(60);
 const MAX_SLOT_FACTOR: usize = 4;
 /// How long a seeding slot is held before it rotates, whatever the round interval.
 const SEED_ROTATION: Duration = Duration::from_secs(30);
+/// A holder keeps its slot for its quota at most this long: a peer that reads a byte a
+/// second does not keep one for good.
+const QUOTA_HOLD: Duration = Duration::from_secs(120);
 /// A seeding slot through which nothing went for this long is given to the next in line.
 const IDLE_SLOT: Duration = Duration::from_secs(5);
 
@@ -99,6 +115,9 @@ pub struct Choker {
     optimistic: Option<PeerKey>,
     /// Our upload rate (bytes per second) per regular slot past `slots`; 0 keeps `slots`.
     slot_rate: f64,
+    /// Bytes a regular holder gets before its slot may go to another peer for any reason but
+    /// its own (it stops asking, stalls or loses interest); 0: none.
+    quota: u64,
 }
 
 /// The decision of one round: everyone in `unchoke` is unchoked, everyone else choked.
@@ -118,7 +137,15 @@ impl Choker {
             last_optimistic: None,
             optimistic: None,
             slot_rate: 0.0,
+            quota: 0,
         }
+    }
+
+    /// A holder keeps its regular slot until it got `bytes` (a piece) through it: whatever
+    /// our uplink gives a slot, the holder ends up with a whole piece it can pass on.
+    pub fn with_quota(mut self, bytes: u64) -> Choker {
+        self.quota = bytes;
+        self
     }
 
     /// A regular slot past `slots` for every `rate` bytes per second we upload (0: none).
@@ -149,12 +176,20 @@ impl Choker {
         let kept = if optimistic_due || !still_valid { None } else { self.optimistic };
         let mut regular: Vec<&ChokeCandidate> =
             peers.iter().filter(|p| p.interested && !p.stalled && Some(p.key) != kept).collect();
+        // A holder that has not had its quota through its slot keeps it (unless it leaves it
+        // unused).
+        let owed_quota = |p: &ChokeCandidate| {
+            p.unchoked_since.is_some_and(|t| now.duration_since(t) < QUOTA_HOLD)
+                && p.sent_since_unchoke < self.quota
+                && !p.wastes_slot(now)
+        };
         regular.sort_by(|a, b| {
             if seeding {
-                // Round robin: current holders keep their slot for SEED_ROTATION (unless
-                // they leave it unused), then the peers that waited longest, then those who
-                // just held a slot.
+                // Round robin: current holders keep their slot for SEED_ROTATION and their
+                // quota (unless they leave it unused), then the peers that waited longest,
+                // then those who just held a slot.
                 let group = |p: &ChokeCandidate| match p.unchoked_since {
+                    Some(_) if owed_quota(p) => 0,
                     Some(t) if now.duration_since(t) >= SEED_ROTATION || p.wastes_slot(now) => 2,
                     Some(_) => 0,
                     None => 1,
@@ -167,16 +202,20 @@ impl Choker {
                 };
                 group(a).cmp(&group(b)).then(turn(b).cmp(&turn(a))).then(b.rate_to.total_cmp(&a.rate_to))
             } else {
-                a.snubbed.cmp(&b.snubbed).then(b.rate_from.total_cmp(&a.rate_from))
+                owed_quota(b)
+                    .cmp(&owed_quota(a))
+                    .then(a.snubbed.cmp(&b.snubbed))
+                    .then(b.rate_from.total_cmp(&a.rate_from))
             }
         });
         // The slots past `slots` are earned: while we download, only by a peer that sends us at
         // least an eighth of the slot rate, so the extra slots of a fast uploader go to peers that
         // reciprocate, never to free riders.
         let earned = |p: &&&ChokeCandidate| seeding || p.rate_from >= self.slot_rate / 8.0;
-        let extra = self.regular_slots(peers) - self.slots;
-        let mut unchoke: HashSet<PeerKey> = regular.iter().take(self.slots).map(|p| p.key).collect();
-        unchoke.extend(regular.iter().skip(self.slots).filter(earned).take(extra).map(|p| p.key));
+        let slots = self.regular_slots(peers);
+        let base = slots.min(self.slots);
+        let mut unchoke: HashSet<PeerKey> = regular.iter().take(base).map(|p| p.key).collect();
+        unchoke.extend(regular.iter().skip(base).filter(earned).take(slots - base).map(|p| p.key));
         if kept.is_none() {
             self.optimistic = self.pick_optimistic(now, peers, &unchoke, rng);
             self.last_optimistic = Some(now);
@@ -187,12 +226,23 @@ impl Choker {
         Round { unchoke, optimistic: self.optimistic }
     }
 
-    /// Regular slots this round: `slots`, or one per `slot_rate` of what we upload now.
+    /// Regular slots this round: `slots`, or one per `slot_rate` of what we upload now; fewer
+    /// when our uplink is the bottleneck (every holder is owed blocks) and too slow to move a
+    /// quota (a piece) per `SEED_ROTATION` through each of `slots`: then one per that rate, at
+    /// least one. Spread thinner, a 16 KiB/s uplink gave five peers a few blocks each of the
+    /// piece only it had, none of them finished it, and the swarm waited
+    /// (`scripts/swarm-sim`).
     fn regular_slots(&self, peers: &[ChokeCandidate]) -> usize {
+        let upload: f64 = peers.iter().map(|p| p.rate_to).sum();
+        let mut holders = peers.iter().filter(|p| p.unchoked_since.is_some()).peekable();
+        let saturated = holders.peek().is_some() && holders.all(|p| p.owed);
+        let quota_rate = self.quota as f64 / SEED_ROTATION.as_secs_f64();
+        if saturated && upload < self.slots as f64 * quota_rate {
+            return ((upload / quota_rate) as usize).clamp(1, self.slots);
+        }
         if self.slot_rate <= 0.0 {
             return self.slots;
         }
-        let upload: f64 = peers.iter().map(|p| p.rate_to).sum();
         ((upload / self.slot_rate) as usize).clamp(self.slots, self.slots * MAX_SLOT_FACTOR)
     }
 
@@ -239,6 +289,8 @@ mod tests {
             unchoked_since: None,
             choked_since: Some(at),
             idle_to: Duration::ZERO,
+            sent_since_unchoke: 0,
+            owed: false,
             done: 0.0,
         }
     }
@@ -399,6 +451,79 @@ mod tests {
         }
         let r = c.round(t0 + SEED_ROTATION, &peers, true, &mut rng);
         assert!(!regular(&r).contains(&0) && regular(&r).len() == 1, "rotated at 30 s: {r:?}");
+    }
+
+    #[test]
+    fn a_holder_keeps_its_slot_until_a_piece_went_through_it_for_at_most_quota_hold() {
+        // One regular slot, 256 KiB pieces; peer 0 holds the slot, peer 1 sends us more.
+        let t0 = Instant::now();
+        let quota = 256 * 1024;
+        let at = |s| t0 + Duration::from_secs(s);
+        // A new optimistic peer every round, so it never keeps anyone out of the regular slot.
+        let mut c = Choker::new(1, Duration::from_secs(5), Duration::ZERO).with_quota(quota);
+        let mut peers: Vec<_> = (0..2).map(|k| peer(k, k as f64 * 1000.0, t0)).collect();
+        (peers[0].unchoked_since, peers[0].choked_since) = (Some(t0), None);
+        let mut rng = StdRng::seed_from_u64(10);
+        let regular = |r: &Round| r.unchoke.iter().copied().filter(|k| Some(*k) != r.optimistic).collect::<Vec<_>>();
+        for seeding in [false, true] {
+            // A slow uplink: 200 KiB through the slot after 40 s, still short of a piece.
+            peers[0].sent_since_unchoke = 200 * 1024;
+            let r = c.round(at(40), &peers, seeding, &mut rng);
+            assert_eq!(regular(&r), [0], "seeding {seeding}: kept until its piece is through: {r:?}");
+            peers[0].sent_since_unchoke = quota;
+            let r = c.round(at(45), &peers, seeding, &mut rng);
+            assert_eq!(regular(&r), [1], "seeding {seeding}: then the usual order: {r:?}");
+            // A peer reading a byte a second keeps it no longer than QUOTA_HOLD...
+            peers[0].sent_since_unchoke = 100;
+            let r = c.round(t0 + QUOTA_HOLD - Duration::from_secs(1), &peers, seeding, &mut rng);
+            assert_eq!(regular(&r), [0], "{r:?}");
+            let r = c.round(t0 + QUOTA_HOLD, &peers, seeding, &mut rng);
+            assert_eq!(regular(&r), [1], "seeding {seeding}: not past QUOTA_HOLD: {r:?}");
+            // ...and one that asks for nothing not even that long.
+            peers[0].idle_to = IDLE_SLOT;
+            let r = c.round(at(10), &peers, seeding, &mut rng);
+            assert_eq!(regular(&r), [1], "seeding {seeding}: an unused slot is not kept: {r:?}");
+            peers[0].idle_to = Duration::ZERO;
+        }
+    }
+
+    #[test]
+    fn a_saturated_slow_uplink_serves_fewer_peers_at_a_time() {
+        // 256 KiB pieces: a slot should move one per 30 s, about 8.5 KiB/s.
+        let t0 = Instant::now();
+        let mut c = Choker::new(4, Duration::from_secs(5), Duration::from_secs(3600)).with_quota(256 * 1024);
+        let mut peers: Vec<_> = (0..8).map(|k| peer(k, 0.0, t0)).collect();
+        let mut rng = StdRng::seed_from_u64(11);
+        let regular = |r: &Round| r.unchoke.iter().filter(|k| Some(**k) != r.optimistic).count();
+        // The first round knows nothing of our uplink: every slot.
+        assert_eq!(regular(&c.round(t0, &peers, true, &mut rng)), 4);
+        // Four holders share 16 KiB/s and each waits for blocks: one slot (and the optimistic
+        // one), 8 KiB/s each.
+        for p in &mut peers[..4] {
+            (p.unchoked_since, p.choked_since, p.rate_to, p.owed) = (Some(t0), None, 4096.0, true);
+        }
+        let later = t0 + Duration::from_secs(5);
+        assert_eq!(regular(&c.round(later, &peers, true, &mut rng)), 1, "16 KiB/s is one piece per 30 s and a bit");
+        // 40 KiB/s: four pieces per 30 s and a bit.
+        for p in &mut peers[..4] {
+            p.rate_to = 10240.0;
+        }
+        assert_eq!(regular(&c.round(later, &peers, true, &mut rng)), 4);
+        for p in &mut peers[..4] {
+            p.rate_to = 6144.0;
+        }
+        assert_eq!(regular(&c.round(later, &peers, true, &mut rng)), 2, "24 KiB/s");
+        for p in &mut peers[..4] {
+            p.rate_to = 4096.0;
+        }
+        // A holder that is owed nothing: the uplink is not what limits us.
+        peers[0].owed = false;
+        assert_eq!(regular(&c.round(later, &peers, true, &mut rng)), 4);
+        // A fast uplink keeps every slot, saturated or not.
+        for p in &mut peers[..4] {
+            (p.rate_to, p.owed) = (256.0 * 1024.0, true);
+        }
+        assert_eq!(regular(&c.round(later, &peers, false, &mut rng)), 4);
     }
 
     #[test]

@@ -186,6 +186,8 @@ impl Task {
         let limits = self.ctx.limits.clone();
         loop {
             self.start_reads();
+            let owed = !self.serve_queue.is_empty() || !self.reads.is_empty() || self.out.block_bytes() > 0;
+            self.ctx.counters.owed.store(owed, Ordering::Relaxed);
             let idle_at = self.last_received + limits.idle_timeout;
             let keepalive_at = self.out.last_sent() + limits.keepalive_interval;
             let stalled_since = self.out.stalled_since();

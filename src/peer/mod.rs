@@ -85,6 +85,9 @@ pub struct PeerCounters {
     /// The peer's socket has taken none of our queued output for `STALL_FLAG` (it is not
     /// reading); cleared when it takes some again. The choker skips stalled peers.
     pub stalled: std::sync::atomic::AtomicBool,
+    /// Requests of the peer wait with us: queued, being read, or in the outbox. A slot holder
+    /// that is owed blocks is not idle, however slowly our uplink serves it.
+    pub owed: std::sync::atomic::AtomicBool,
 }
 
 impl PeerCounters {
@@ -96,6 +99,9 @@ impl PeerCounters {
     }
     pub fn stalled(&self) -> bool {
         self.stalled.load(Ordering::Relaxed)
+    }
+    pub fn owed(&self) -> bool {
+        self.owed.load(Ordering::Relaxed)
     }
 }
 

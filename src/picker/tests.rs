@@ -206,3 +206,29 @@ fn a_quarter_of_the_bound_is_kept_for_pieces_only_one_peer_has() {
     assert!(unique.iter().all(|b| b.piece == 9));
     assert_eq!(p.partial_count(), 4);
 }
+
+#[test]
+fn a_late_block_is_taken_while_it_is_still_wanted() {
+    // One piece of two blocks. Peer 1's request for block 0 timed out and went to peer 2;
+    // its request for block 1 was given back and nobody asked again.
+    let mut p = picker(1, 2 * BS);
+    let mut rng = StdRng::seed_from_u64(3);
+    let a = p.pick(1, &all(1), 2, &mut rng);
+    assert_eq!(a.len(), 2);
+    p.release(1, a[0]);
+    p.release(1, a[1]);
+    assert_eq!(p.pick(2, &all(1), 1, &mut rng), vec![a[0]]);
+    assert!(p.block_received(1, a[0]).is_none(), "not on time: its request was given back");
+    let r = p.late_block_received(1, a[0]).expect("still wanted");
+    assert_eq!(r.cancel, vec![2], "the peer it went to is told to cancel");
+    assert!(p.block_received(2, a[0]).is_none(), "and its copy is not taken twice");
+    let r = p.late_block_received(1, a[1]).expect("missing, so wanted");
+    assert!(r.cancel.is_empty() && r.piece_complete);
+    assert!(p.late_block_received(1, a[1]).is_none(), "a second copy is not");
+    assert!(p.pick(3, &all(1), 2, &mut rng).is_empty(), "nothing left to ask");
+    let consistent = p
+        .partial
+        .values()
+        .all(|x| x.missing as usize == x.blocks.iter().filter(|b| **b == BlockState::Missing).count());
+    assert!(consistent);
+}

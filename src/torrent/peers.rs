@@ -7,7 +7,7 @@ use crate::types::PeerAddr;
 use crate::types::{BlockRef, PeerKey};
 use crate::wire::PeerId;
 use bitvec::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -17,13 +17,45 @@ use tokio_util::sync::CancellationToken;
 /// Requests kept outstanding to a peer that did not say how many it accepts (`reqq`):
 /// requests past a peer's limit are dropped silently and the download would stall.
 pub const DEFAULT_PEER_REQQ: usize = 128;
-/// Unrequested blocks a peer may send (more than it sent good ones) before it is closed:
-/// a few arrive honestly after a request timed out or a choke gave it back.
+/// Unrequested blocks a peer may send (more than it sent good ones) before it is closed.
+/// Blocks of requests we withdrew are not counted (see [`Withdrawn`]).
 const MAX_UNREQUESTED: u32 = 64;
+/// Withdrawn requests remembered per peer; the oldest are forgotten first.
+const WITHDRAWN_KEPT: usize = 1024;
 /// Pipeline depth before the peer's rate is known.
 const INITIAL_DEPTH: usize = 32;
 /// Never fewer outstanding requests than this to an unchoked peer.
 const MIN_DEPTH: usize = 4;
+
+/// Requests we withdrew from a peer whose blocks may still be on the way: timed out, voided
+/// by its choke, or cancelled in endgame. Such a block is the honest answer to a request we
+/// made, not junk, and is taken if still wanted: in `scripts/swarm-sim` a free rider held
+/// the only copy of a piece on a 16 KiB/s uplink, its blocks came after the 30 s timeout,
+/// were dropped as unrequested, and 38 peers never got the piece. Bounded by
+/// `WITHDRAWN_KEPT`; a block is forgiven once.
+#[derive(Debug, Default)]
+pub struct Withdrawn {
+    order: VecDeque<BlockRef>,
+    set: HashSet<BlockRef>,
+}
+
+impl Withdrawn {
+    pub fn add(&mut self, b: BlockRef) {
+        if self.order.len() >= WITHDRAWN_KEPT {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        if self.set.insert(b) {
+            self.order.push_back(b);
+        }
+    }
+
+    /// Whether `b` was withdrawn (and not yet answered); forgets it.
+    pub fn take(&mut self, b: &BlockRef) -> bool {
+        self.set.remove(b)
+    }
+}
 
 /// A rate over a sliding window, updated from a running byte total each tick.
 #[derive(Debug, Clone, Default)]
@@ -102,6 +134,8 @@ pub struct PeerSlot {
     pub peer_interested: bool,
     /// Our requests to it, with when they were sent.
     pub outstanding: HashMap<BlockRef, Instant>,
+    /// Requests we took back whose blocks may still come.
+    pub withdrawn: Withdrawn,
     /// Its `reqq`, if it told us.
     pub reqq: Option<usize>,
     /// Both sides negotiated the BEP 6 fast extension.
@@ -120,6 +154,8 @@ pub struct PeerSlot {
     pub last_block_at: Instant,
     pub snubbed: bool,
     pub unchoked_since: Option<Instant>,
+    /// What we had sent it when its regular slot began.
+    pub sent_at_unchoke: u64,
     pub choked_since: Option<Instant>,
     pub score: ScoreParts,
 }
@@ -143,7 +179,12 @@ impl PeerSlot {
             connected_at: self.connected_at.into_std(),
             unchoked_since: self.unchoked_since.map(|t| t.into_std()),
             choked_since: self.choked_since.map(|t| t.into_std()),
-            idle_to: self.rate_up.idle(),
+            idle_to: self.slot_idle(),
+            owed: self.counters.owed(),
+            sent_since_unchoke: match self.unchoked_since {
+                Some(_) => self.counters.uploaded().saturating_sub(self.sent_at_unchoke),
+                None => 0,
+            },
             done: self.bitfield.count_ones() as f64 / self.bitfield.len().max(1) as f64,
         }
     }
@@ -151,11 +192,19 @@ impl PeerSlot {
     /// It holds a regular slot through which nothing went for a while (the choker's rule,
     /// without building a whole [`ChokeCandidate`]).
     pub fn wastes_slot(&self, now: Instant) -> bool {
-        crate::manager::choker::wastes_slot(
-            self.unchoked_since.map(|t| t.into_std()),
-            self.rate_up.idle(),
-            now.into_std(),
-        )
+        crate::manager::choker::wastes_slot(self.unchoked_since.map(|t| t.into_std()), self.slot_idle(), now.into_std())
+    }
+
+    /// How long its slot has gone unused: we sent it nothing and owe it nothing. Owed
+    /// blocks count as use: on a 16 KiB/s uplink shared by five holders a block takes five
+    /// seconds, and counting only bytes sent rotated every holder out after one block, so
+    /// none of them finished the piece only we had (`scripts/swarm-sim`).
+    fn slot_idle(&self) -> Duration {
+        if self.counters.owed() {
+            Duration::ZERO
+        } else {
+            self.rate_up.idle()
+        }
     }
 
     /// It has every piece.
@@ -197,6 +246,7 @@ impl PeerSlot {
             peer_choking: true,
             peer_interested: false,
             outstanding: HashMap::new(),
+            withdrawn: Withdrawn::default(),
             reqq: None,
             fast: false,
             extensions: Vec::new(),
@@ -209,6 +259,7 @@ impl PeerSlot {
             last_block_at: now,
             snubbed: false,
             unchoked_since: None,
+            sent_at_unchoke: 0,
             choked_since: Some(now),
             score: ScoreParts::default(),
         }
@@ -250,6 +301,43 @@ impl PeerSlot {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_holder_owed_blocks_does_not_waste_its_slot() {
+        let (tx, _rx) = mpsc::channel(1);
+        let t0 = Instant::now();
+        let link = PeerLink {
+            commands: tx,
+            counters: Default::default(),
+            cancel: CancellationToken::new(),
+            upload_share: Default::default(),
+        };
+        let mut p = PeerSlot::new(PeerAddr::P2p(libp2p::PeerId::random()), PeerId([0; 20]), false, link, 8, t0);
+        p.unchoked_since = Some(t0);
+        p.rate_up.update(0, Duration::from_secs(10));
+        let now = t0 + Duration::from_secs(10);
+        assert!(p.wastes_slot(now), "nothing sent for 10 s and nothing asked");
+        p.counters.owed.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(!p.wastes_slot(now), "its blocks wait for our slow uplink");
+        assert_eq!(p.choke_candidate(1).idle_to, Duration::ZERO);
+    }
+
+    #[test]
+    fn withdrawn_requests_are_forgiven_once_and_bounded() {
+        let b = |i: u32| BlockRef { piece: i, begin: 0, length: 16384 };
+        let mut w = Withdrawn::default();
+        w.add(b(1));
+        w.add(b(1));
+        assert!(w.take(&b(1)));
+        assert!(!w.take(&b(1)), "a second copy is junk");
+        assert!(!w.take(&b(2)), "never withdrawn");
+        for i in 0..WITHDRAWN_KEPT as u32 + 10 {
+            w.add(b(100 + i));
+        }
+        assert!(w.order.len() <= WITHDRAWN_KEPT && w.set.len() <= WITHDRAWN_KEPT);
+        assert!(!w.take(&b(100)), "the oldest were forgotten");
+        assert!(w.take(&b(100 + WITHDRAWN_KEPT as u32 + 9)), "the newest are kept");
+    }
+
     #[test]
     fn junk_is_tolerated_until_it_passes_the_allowance_and_the_good_blocks() {
         let block = crate::types::BLOCK_SIZE as u64;

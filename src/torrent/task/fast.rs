@@ -52,7 +52,10 @@ impl Torrent {
         let p = self.peer_mut(key);
         p.peer_choking = true;
         if !p.fast {
-            p.outstanding.clear();
+            // Blocks already on the wire may still come; they are taken if wanted.
+            for (b, _) in p.outstanding.drain() {
+                p.withdrawn.add(b);
+            }
             self.picker.release_all(key);
             return;
         }

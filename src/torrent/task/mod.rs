@@ -258,7 +258,8 @@ impl Torrent {
         };
         Torrent {
             choker: Choker::new(o.unchoke_slots, o.unchoke_interval, o.optimistic_unchoke_interval)
-                .with_slot_rate(o.unchoke_slot_rate),
+                .with_slot_rate(o.unchoke_slot_rate)
+                .with_quota(meta.piece_length as u64),
             pool: Pool::new(limits),
             opts: params.options.clone(),
             peer_id: params.peer_id,

@@ -73,6 +73,7 @@ impl Torrent {
             p.am_choking = !unchoke;
             let regular = unchoke && round.optimistic != Some(k);
             p.unchoked_since = if regular { Some(now) } else { None };
+            p.sent_at_unchoke = p.counters.uploaded();
             p.choked_since = if unchoke { None } else { Some(now) };
             let ok = p.command(if unchoke { PeerCommand::Unchoke } else { PeerCommand::Choke });
             if !ok {

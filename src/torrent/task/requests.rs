@@ -158,14 +158,19 @@ impl Torrent {
     pub(super) fn on_block(&mut self, key: PeerKey, b: BlockRef, data: Bytes) {
         let now = Instant::now();
         let p = self.peer_mut(key);
-        let Some(sent) = p.outstanding.remove(&b) else {
-            return self.on_unrequested(key, b);
-        };
-        p.observe_rtt(now - sent);
-        metrics().observe_block_rtt(now - sent);
         let addr = p.addr;
-        let Some(r) = self.picker.block_received(key, b) else {
-            // Asked of two peers in endgame, and the other was first.
+        let taken = match p.outstanding.remove(&b) {
+            Some(sent) => {
+                p.observe_rtt(now - sent);
+                metrics().observe_block_rtt(now - sent);
+                self.picker.block_received(key, b)
+            }
+            None if p.withdrawn.take(&b) => self.picker.late_block_received(key, b),
+            None => return self.on_unrequested(key, b),
+        };
+        let Some(r) = taken else {
+            // Asked of two peers in endgame and the other was first, or late and no longer
+            // wanted.
             self.stats.wasted += data.len() as u64;
             self.fill_requests(key);
             return;
@@ -178,7 +183,9 @@ impl Torrent {
         self.emit(TorrentEvent::BlockReceived { from: addr, piece: b.piece, begin: b.begin, length: b.length });
         for other in r.cancel {
             if let Some(o) = self.peers.get_mut(&other) {
-                o.outstanding.remove(&b);
+                if o.outstanding.remove(&b).is_some() {
+                    o.withdrawn.add(b);
+                }
                 o.command(PeerCommand::Cancel(b));
             }
         }
@@ -190,8 +197,8 @@ impl Torrent {
         self.fill_requests(key);
     }
 
-    /// A block we did not ask this peer for (or whose request we gave back): dropped, and
-    /// counted against the peer. A peer that sends mostly junk is closed.
+    /// A block we did not ask this peer for: dropped, and counted against the peer. A peer
+    /// that sends mostly junk is closed.
     pub(super) fn on_unrequested(&mut self, key: PeerKey, b: BlockRef) {
         self.stats.wasted += b.length as u64;
         self.stats.protocol_violations += 1;
@@ -213,11 +220,20 @@ impl Torrent {
                 p.last_interested = Some(now);
             }
             p.rate_up.update(p.counters.uploaded(), dt);
-            expired.extend(p.outstanding.iter().filter(|(_, t)| now - **t > timeout).map(|(b, _)| (*k, *b)));
+            // A request expires when the peer sent us nothing for `timeout` since it was made:
+            // a slow peer that keeps delivering keeps its queue (a full pipe to a peer serving
+            // five others on 16 KiB/s holds more than 30 s of blocks), a stuck one gives it up.
+            let quiet = |sent: Instant| now - sent.max(p.last_block_at) > timeout;
+            expired.extend(p.outstanding.iter().filter(|(_, t)| quiet(**t)).map(|(b, _)| (*k, *b)));
             p.snubbed = p.am_interested && !p.peer_choking && now - p.last_block_at > snub;
         }
+        // Given back to the picker for any peer to ask, and not cancelled: the peer's queue
+        // keeps its place (cancelled and asked again, a block behind 30 s of queue would go
+        // to the back of it), and a block that comes late is taken if still wanted.
         for (k, b) in expired {
-            self.peer_mut(k).outstanding.remove(&b);
+            let p = self.peer_mut(k);
+            p.outstanding.remove(&b);
+            p.withdrawn.add(b);
             self.picker.release(k, b);
         }
     }
