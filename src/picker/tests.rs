@@ -14,6 +14,11 @@ fn all(n: usize) -> BitVec<u8, Msb0> {
     bitvec![u8, Msb0; 1; n]
 }
 
+/// Every partial piece's `missing` count is its number of `Missing` blocks.
+fn missing_counts_match(p: &Picker) -> bool {
+    p.partial.values().all(|x| x.missing as usize == x.blocks.iter().filter(|b| **b == BlockState::Missing).count())
+}
+
 /// A picker of 10 pieces past its random start (pieces 0-3 verified), where three peers have
 /// every piece but `missing`.
 fn three_peers_lack(missing: usize, piece_len: u32) -> Picker {
@@ -150,18 +155,15 @@ fn bogus_blocks_are_refused() {
 fn the_missing_count_follows_every_block_given_back() {
     let mut p = Picker::new(Geometry::new(4 * BS, 4 * BS as u64), bitvec![u8, Msb0; 0; 1]);
     let mut rng = StdRng::seed_from_u64(1);
-    let consistent = |p: &Picker| {
-        p.partial.values().all(|x| x.missing as usize == x.blocks.iter().filter(|b| **b == BlockState::Missing).count())
-    };
     let a = p.pick(1, &all(1), 3, &mut rng);
     assert_eq!(a.len(), 3);
     p.release(1, a[0]);
-    assert!(consistent(&p));
+    assert!(missing_counts_match(&p));
     p.release_all(1);
-    assert!(consistent(&p));
+    assert!(missing_counts_match(&p));
     // Everything given back is picked again, by another peer, and nothing more.
     assert_eq!(p.pick(2, &all(1), 10, &mut rng).len(), 4);
-    assert!(consistent(&p));
+    assert!(missing_counts_match(&p));
 }
 
 #[test]
@@ -226,9 +228,5 @@ fn a_late_block_is_taken_while_it_is_still_wanted() {
     assert!(r.cancel.is_empty() && r.piece_complete);
     assert!(p.late_block_received(1, a[1]).is_none(), "a second copy is not");
     assert!(p.pick(3, &all(1), 2, &mut rng).is_empty(), "nothing left to ask");
-    let consistent = p
-        .partial
-        .values()
-        .all(|x| x.missing as usize == x.blocks.iter().filter(|b| **b == BlockState::Missing).count());
-    assert!(consistent);
+    assert!(missing_counts_match(&p));
 }
