@@ -4,6 +4,9 @@
 //!   queued are rejected, one reject per block not sent, while its allowed-fast pieces are still
 //!   served. The test reads nothing until after the choke, so at most the pipe's and the send
 //!   buffer's worth of blocks can have gone out before it.
+//! - Reads under way for a peer we choke are given up at once, with a reject each, even those
+//!   still waiting for the upload limit: they take nothing more from it and give their share of
+//!   the send budget back (at 100 bytes/s each such read would wait minutes).
 //! - A task the torrent closes while it waits to hand the torrent an event ends as closed by us,
 //!   so the torrent reports its own reason (a ban, say), not "closed by the peer".
 mod common;
@@ -14,6 +17,7 @@ use futures::{SinkExt, StreamExt};
 use shoal::metainfo::Metainfo;
 use shoal::peer::budget::SendBudget;
 use shoal::peer::connection::{self, PeerContext, PeerLimits};
+use shoal::peer::rate::Rates;
 use shoal::peer::{CloseReason, PeerCommand, PeerCounters, PeerEvent, PeerEventKind};
 use shoal::storage::Storage;
 use shoal::wire::{Message, MessageCodec};
@@ -120,6 +124,52 @@ async fn choking_a_fast_peer_rejects_its_queued_requests_but_serves_allowed_fast
     let rejects = answers.values().filter(|a| a[0] == "reject").count();
     // At most the pipe (64 KiB) and the send buffer (64 KiB) went out unread: 8 blocks.
     assert!(rejects >= 3 * 16 - 8, "only {rejects} rejects");
+}
+
+#[tokio::test]
+async fn choking_gives_up_the_reads_waiting_for_the_upload_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = make_file(dir.path(), "data.bin", 4 * PIECE as usize, 83);
+    let meta = make_torrent(&data, PIECE);
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    let (commands, commands_rx) = mpsc::channel(64);
+    let (events_tx, _events) = mpsc::channel(1024);
+    let mut ctx = context(&meta, dir.path(), events_tx, commands_rx, vec![3]);
+    // 100 bytes/s: the limit's burst (128 KiB, eight blocks) passes at once, the ninth block
+    // waits 164 s.
+    ctx.limits.rates.session = Arc::new(Rates::new(0, 100));
+    let budget = ctx.limits.budget.clone();
+    tokio::spawn(connection::run(Framed::new(ours, MessageCodec::default()), ctx));
+    let mut peer = Framed::new(theirs, MessageCodec::default());
+    assert_eq!(next(&mut peer).await, Message::HaveAll);
+    assert_eq!(next(&mut peer).await, Message::AllowedFast { index: 3 });
+    commands.send(PeerCommand::Unchoke).await.unwrap();
+    assert_eq!(next(&mut peer).await, Message::Unchoke);
+    let asked: Vec<(u32, u32)> = (0..2).flat_map(|p| (0..PIECE / BLOCK).map(move |b| (p, b * BLOCK))).collect();
+    for &(index, begin) in &asked {
+        peer.feed(Message::Request { index, begin, length: BLOCK }).await.unwrap();
+    }
+    peer.flush().await.unwrap();
+    let mut sent = 0;
+    while sent < 8 {
+        match next(&mut peer).await {
+            Message::Piece { .. } => sent += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // The next reads (as many as the 64 KiB send buffer allows) now wait for the limit.
+    commands.send(PeerCommand::Choke).await.unwrap();
+    assert_eq!(next(&mut peer).await, Message::Choke);
+    let mut rejected = Vec::new();
+    while rejected.len() < asked.len() - sent {
+        match next(&mut peer).await {
+            Message::Reject { index, begin, .. } => rejected.push((index, begin)),
+            other => panic!("unexpected {other:?} after the choke"),
+        }
+    }
+    rejected.sort();
+    assert_eq!(rejected, asked[sent..], "every block not sent is rejected once");
+    assert_eq!(budget.in_use(), 0, "the given-up reads hold no send budget");
 }
 
 #[tokio::test]

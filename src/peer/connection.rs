@@ -20,8 +20,10 @@
 //! connection. Requests are served only while the peer is unchoked (or, with the fast
 //! extension, for its allowed-fast pieces) and only for pieces we have; blocks are read
 //! through `Storage` (blocking pool). Requests wait as descriptors in the [`ServeQueue`]
-//! (thousands per peer) and their data is read only as the byte bounds above allow. With
-//! the fast extension (`fast`) every request we drop is answered with a reject.
+//! (thousands per peer) and their data is read only as the byte bounds above allow. A choke
+//! gives up the queued requests, the reads under way (even those waiting for the upload limit,
+//! see `reads`) and the blocks not yet handed to the socket. With the fast extension (`fast`)
+//! every request we drop is answered with a reject.
 use super::budget::SendBudget;
 use super::metadata::MetadataServer;
 use super::outbox::Outbox;
@@ -35,9 +37,9 @@ use crate::wire::pex::PexMessage;
 use crate::wire::{Message, MessageCodec};
 use bitvec::prelude::*;
 use bytes::Bytes;
-use futures::stream::FuturesOrdered;
 use futures::stream::{SplitSink, SplitStream};
 use futures::StreamExt;
+use reads::Reads;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +50,7 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 mod fast;
+mod reads;
 
 /// Largest block we serve; libtorrent and others refuse more than 16 KiB, we allow 128 KiB.
 pub const MAX_SERVED_BLOCK: u32 = 128 * 1024;
@@ -108,11 +111,6 @@ pub struct PeerLimits {
     pub rates: super::rate::PeerRates,
 }
 
-/// A block read from storage, with the share of the send budget it holds.
-type BlockRead = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (BlockRef, Result<Bytes, StorageError>, OwnedSemaphorePermit)> + Send>,
->;
-
 type Sink<S> = SplitSink<Framed<S, MessageCodec>, Message>;
 
 struct Task {
@@ -121,9 +119,7 @@ struct Task {
     am_choking: bool,
     serve_queue: ServeQueue,
     fast_in: fast::FastState,
-    reads: FuturesOrdered<BlockRead>,
-    /// Block bytes being read for this peer (in `reads`).
-    reading: usize,
+    reads: Reads,
     /// A budget share waited for, for the block at the head of `serve_queue`.
     waiting_budget: Option<u32>,
     /// A budget share that arrived while the task waited for one.
@@ -156,8 +152,7 @@ where
         am_choking: true,
         serve_queue: ServeQueue::default(),
         fast_in: fast::FastState::default(),
-        reads: FuturesOrdered::new(),
-        reading: 0,
+        reads: Reads::default(),
         waiting_budget: None,
         granted: None,
         last_received: now,
@@ -392,7 +387,7 @@ impl Task {
     fn start_reads(&mut self) {
         while self.reads.len() < READS_IN_FLIGHT && self.waiting_budget.is_none() {
             let Some(b) = self.serve_queue.front() else { return };
-            if self.reading + self.out.block_bytes() + b.length as usize > self.ctx.limits.send_buffer {
+            if self.reads.bytes() + self.out.block_bytes() + b.length as usize > self.ctx.limits.send_buffer {
                 return;
             }
             let share = self.ctx.limits.budget.share(b.length);
@@ -407,15 +402,14 @@ impl Task {
                 },
             };
             self.serve_queue.pop();
-            self.reading += b.length as usize;
             let storage = self.ctx.storage.clone();
             let rates = self.ctx.limits.rates.clone();
-            self.reads.push_back(Box::pin(async move {
+            self.reads.push(b, async move {
                 rates.upload(b.length).await;
                 let data = storage.read_block(b.piece, b.begin, b.length).await;
                 // A copy, so the queued block does not keep its whole cached piece alive.
                 (b, data.map(|d| Bytes::copy_from_slice(&d)), permit)
-            }));
+            });
         }
     }
 
@@ -425,7 +419,6 @@ impl Task {
         data: Result<Bytes, StorageError>,
         permit: OwnedSemaphorePermit,
     ) -> Result<(), PeerError> {
-        self.reading -= b.length as usize;
         let data = data.map_err(PeerError::Storage)?;
         if !self.may_serve(b.piece) {
             return self.reject(b);

@@ -83,6 +83,16 @@ impl ServeQueue {
         None
     }
 
+    /// Puts requests taken from the front back there, in their order (reads given up before
+    /// they were done). The queue may pass its bound by these few, which it held a moment ago.
+    pub fn requeue_front(&mut self, blocks: Vec<BlockRef>) {
+        for b in blocks.into_iter().rev() {
+            if self.live.insert(b) {
+                self.order.push_front(b);
+            }
+        }
+    }
+
     /// Removes and returns, oldest first, every queued request `keep` says no to.
     pub fn drain_unless(&mut self, keep: impl Fn(&BlockRef) -> bool) -> Vec<BlockRef> {
         let mut dropped = Vec::new();
@@ -166,6 +176,16 @@ mod tests {
         }
         assert_eq!(q.pop(), Some(b(7, 0)));
         assert_eq!(q.pop(), None);
+    }
+
+    #[test]
+    fn requeued_requests_come_first_in_their_order() {
+        let mut q = ServeQueue::default();
+        q.push(b(5, 0));
+        q.push(b(1, 0));
+        q.requeue_front(vec![b(2, 0), b(3, 0), b(1, 0)]);
+        let order: Vec<BlockRef> = std::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(order, vec![b(2, 0), b(3, 0), b(5, 0), b(1, 0)], "a request still queued is not doubled");
     }
 
     #[test]

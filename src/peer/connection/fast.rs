@@ -104,12 +104,18 @@ impl Task {
         }
     }
 
-    /// We choke the peer: its queued requests and the blocks not yet handed to the socket are
-    /// given up, except those of allowed-fast pieces; a fast peer hears a reject for each.
+    /// We choke the peer: its queued requests, the reads under way for it and the blocks not
+    /// yet handed to the socket are given up, except those of allowed-fast pieces (a given-up
+    /// read of one is queued again, first); a fast peer hears a reject for each.
     pub(super) fn give_up_requests(&mut self) -> Result<(), PeerError> {
         let allowed = if self.ctx.fast { self.ctx.allowed_fast.clone() } else { Vec::new() };
         let keep = |piece: u32| allowed.contains(&piece);
         let mut dropped = self.serve_queue.drain_unless(|b| keep(b.piece));
+        // A choked peer's reads waiting for the upload limit would take the bytes the peers we
+        // unchoke are waiting for.
+        let (again, given_up) = self.reads.give_up(keep);
+        self.serve_queue.requeue_front(again);
+        dropped.extend(given_up);
         // A choked peer that stopped reading must not keep its share of the session's send
         // budget from the peers we serve next.
         dropped.extend(self.out.drop_blocks(keep));
