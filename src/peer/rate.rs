@@ -7,6 +7,13 @@
 //! arrived and before it reads the next message: a limited peer's socket backs up and TCP
 //! slows the sender, with nothing buffered on our side. A task waiting for bytes looks at the
 //! limit again every 200 ms (`RECHECK`), so a new limit (or none) applies to waits already under way.
+//!
+//! A limit is for the link, as users set it below their line's rate: a block costs its bytes on
+//! the wire ([`wire_bytes`]: the message header and TCP/IP headers too, as libtorrent counts by
+//! default), and a bucket holds a quarter second of its rate, at least one block. With a
+//! 128 KiB burst and payload only, a peer limited to 90 % of a 16 KiB/s uplink kept 60 to
+//! 170 KB queued in front of that uplink (4 to 10 s, the link drained only 5 % faster than the
+//! limit filled it), and every request it sent waited behind them (`scripts/swarm-sim`).
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
@@ -16,13 +23,27 @@ use std::time::Duration;
 
 /// Longest sleep before a waiting task looks at the limit again.
 const RECHECK: Duration = Duration::from_millis(200);
-/// Least burst: the largest block a peer may send or ask for passes in one take.
-const MIN_BURST: u32 = super::connection::MAX_SERVED_BLOCK;
+/// Least burst: a 16 KiB block (on the wire) passes in one take. Larger blocks (up to
+/// 128 KiB) are taken in parts.
+const MIN_BURST: u32 = wire_bytes(crate::types::BLOCK_SIZE);
+/// TCP payload per segment on a 1500-byte MTU with TCP timestamps, and the IP and TCP headers
+/// each segment adds.
+const SEGMENT: u32 = 1448;
+const SEGMENT_HEADERS: u32 = 52;
+/// A `piece` message's header: length, id, index, begin.
+const PIECE_HEADER: u32 = 13;
+
+/// What a block of `payload` bytes costs on the wire: its message header and the IP and TCP
+/// headers of the segments that carry it.
+pub const fn wire_bytes(payload: u32) -> u32 {
+    let message = payload.saturating_add(PIECE_HEADER);
+    message.saturating_add(message.div_ceil(SEGMENT).saturating_mul(SEGMENT_HEADERS))
+}
 
 /// One direction's limit.
 #[derive(Default)]
 pub struct RateLimit {
-    bucket: RwLock<Option<Arc<DefaultDirectRateLimiter>>>,
+    bucket: RwLock<Option<Bucket>>,
     bytes_per_sec: AtomicU64,
 }
 
@@ -46,29 +67,44 @@ impl RateLimit {
         *self.bucket.write().unwrap_or_else(|e| e.into_inner()) = bucket(bytes_per_sec);
     }
 
-    /// Waits until `n` bytes may pass. Cancel-safe: nothing is taken until it returns.
+    /// Waits until `n` bytes may pass, in parts of at most the bucket's burst. Cancel-safe
+    /// for `n` up to the burst (at least a 16 KiB block): nothing is taken until it returns.
     pub async fn take(&self, n: u32) {
-        let Some(n) = NonZeroU32::new(n.min(MIN_BURST)) else { return };
-        loop {
+        let mut left = n;
+        while left > 0 {
             let Some(bucket) = self.bucket.read().unwrap_or_else(|e| e.into_inner()).clone() else { return };
-            match bucket.check_n(n) {
-                Ok(Err(not_until)) => {
-                    let wait = not_until.wait_time_from(DefaultClock::default().now());
-                    tokio::time::sleep(wait.min(RECHECK)).await;
-                }
-                // Passed, or more than the bucket ever holds (not with MIN_BURST): let it go.
-                Ok(Ok(())) | Err(_) => return,
-            }
+            let part = left.min(bucket.burst);
+            bucket.take(NonZeroU32::new(part).expect("part is not 0")).await;
+            left -= part;
+        }
+    }
+}
+
+/// One limit's bucket, with what it holds at most.
+#[derive(Clone)]
+struct Bucket {
+    limiter: Arc<DefaultDirectRateLimiter>,
+    burst: u32,
+}
+
+impl Bucket {
+    /// Waits until `n` (at most `burst`) bytes pass.
+    async fn take(&self, n: NonZeroU32) {
+        // Err (more than the bucket holds) cannot happen with n <= burst: let it go.
+        while let Ok(Err(not_until)) = self.limiter.check_n(n) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            tokio::time::sleep(wait.min(RECHECK)).await;
         }
     }
 }
 
 /// A bucket for `bytes_per_sec` (above 4 GiB/s there is no limit to keep).
-fn bucket(bytes_per_sec: u64) -> Option<Arc<DefaultDirectRateLimiter>> {
+fn bucket(bytes_per_sec: u64) -> Option<Bucket> {
     let rate = NonZeroU32::new(u32::try_from(bytes_per_sec).ok()?)?;
     // A quarter second of the rate, so short bursts pass while the average holds.
     let burst = NonZeroU32::new((rate.get() / 4).max(MIN_BURST)).expect("MIN_BURST is not 0");
-    Some(Arc::new(RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))))
+    let limiter = Arc::new(RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)));
+    Some(Bucket { limiter, burst: burst.get() })
 }
 
 /// The two directions of one scope (the session, or one torrent).
@@ -111,14 +147,16 @@ impl PeerRates {
         }
     }
 
-    /// Waits until `n` received bytes fit both download limits.
+    /// Waits until a received block of `n` bytes fits both download limits.
     pub async fn download(&self, n: u32) {
+        let n = wire_bytes(n);
         self.session.download.take(n).await;
         self.torrent.download.take(n).await;
     }
 
-    /// Waits until `n` bytes to send fit this peer's share and both upload limits.
+    /// Waits until a block of `n` bytes to send fits this peer's share and both upload limits.
     pub async fn upload(&self, n: u32) {
+        let n = wire_bytes(n);
         self.share.take(n).await;
         self.session.upload.take(n).await;
         self.torrent.upload.take(n).await;
@@ -170,6 +208,27 @@ mod tests {
         assert_eq!(sibling.share.get(), 0, "a share is the peer's own");
         assert!(sibling.share.bucket.read().unwrap().is_none());
         assert_eq!(rates.upload_limit(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_slow_limit_lets_one_block_through_at_a_time() {
+        // One block a second: the bucket holds one block, so after any idle time the next
+        // three blocks take two seconds, not none (with the old 128 KiB burst, eight blocks
+        // passed at once and queued 8 s in front of a 16 KiB/s uplink).
+        let limit = RateLimit::new(wire_bytes(16384) as u64);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            limit.take(wire_bytes(16384)).await;
+        }
+        assert!(t0.elapsed() >= Duration::from_millis(1800), "{:?}", t0.elapsed());
+    }
+
+    #[test]
+    fn a_block_costs_its_headers_on_the_wire() {
+        // 16,397 bytes of message in 12 segments of at most 1,448, 52 bytes of headers each.
+        assert_eq!(wire_bytes(16384), 16384 + 13 + 12 * 52);
+        assert_eq!(wire_bytes(0), 13 + 52);
+        assert_eq!(wire_bytes(u32::MAX), u32::MAX, "saturates");
     }
 
     #[test]
