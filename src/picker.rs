@@ -127,6 +127,14 @@ impl Picker {
         self.geometry.block(piece, block)
     }
 
+    /// Pieces we still want that exactly one connected peer has.
+    pub fn sole_sourced(&self) -> Vec<u32> {
+        (0..self.availability.len())
+            .filter(|&i| self.availability[i] == 1 && !self.have[i] && self.wanted[i])
+            .map(|i| i as u32)
+            .collect()
+    }
+
     /// Whether a peer with this bitfield has anything we still want.
     pub fn is_interesting(&self, theirs: &BitSlice<u8, Msb0>) -> bool {
         theirs.iter_ones().any(|i| i < self.have.len() && !self.have[i] && self.wanted[i])

@@ -189,6 +189,20 @@ impl PeerSlot {
         }
     }
 
+    /// Our requests to it for pieces others have too (`availability` above 1) made no later
+    /// than the first for a piece only it has (made in the same batch, they may be ahead of it:
+    /// the batch was picked before the piece became the only copy), or all of them when none is
+    /// asked for yet: in its queue they come before the piece nobody else can give us.
+    pub fn requests_ahead_of_sole_piece(&self, availability: &[u32]) -> Vec<BlockRef> {
+        let shared = |b: &BlockRef| availability.get(b.piece as usize).is_some_and(|a| *a > 1);
+        let first_sole = self.outstanding.iter().filter(|(b, _)| !shared(b)).map(|(_, t)| *t).min();
+        self.outstanding
+            .iter()
+            .filter(|(b, t)| shared(b) && first_sole.is_none_or(|f| **t <= f))
+            .map(|(b, _)| *b)
+            .collect()
+    }
+
     /// It holds a regular slot through which nothing went for a while (the choker's rule,
     /// without building a whole [`ChokeCandidate`]).
     pub fn wastes_slot(&self, now: Instant) -> bool {
@@ -272,7 +286,9 @@ impl PeerSlot {
     }
 
     /// How many requests to keep outstanding: `target` seconds of transfer at the current
-    /// rate, within [MIN_DEPTH, min(reqq, our cap)].
+    /// rate, at least `INITIAL_DEPTH`, at most min(reqq, our cap). The floor is for peers whose
+    /// requests wait seconds behind their own upload (a slow uplink): the rate alone would
+    /// keep too few in flight to fill the time they take to arrive.
     pub fn depth(&self, target: Duration, cap: usize, block: u32) -> usize {
         let limit = self.reqq.unwrap_or(DEFAULT_PEER_REQQ).min(cap).max(1);
         let rate = self.rate_down.get();
@@ -366,6 +382,38 @@ mod tests {
         assert_eq!(r.idle(), Duration::from_secs(20), "idle since the last byte");
         r.update(total + 1, Duration::from_secs(1));
         assert_eq!(r.idle(), Duration::ZERO);
+    }
+
+    #[test]
+    fn requests_queued_before_the_sole_piece_are_the_ones_given_up() {
+        let (tx, _rx) = mpsc::channel(1);
+        let link = PeerLink {
+            commands: tx,
+            counters: Default::default(),
+            cancel: CancellationToken::new(),
+            upload_share: Default::default(),
+        };
+        let mut p =
+            PeerSlot::new(PeerAddr::P2p(libp2p::PeerId::random()), PeerId([0; 20]), false, link, 8, Instant::now());
+        let b = |piece: u32| BlockRef { piece, begin: 0, length: 16384 };
+        // Piece 0 is held by three peers, piece 1 only by this one, piece 2 by two.
+        let availability = [3, 1, 2];
+        let t0 = Instant::now();
+        p.outstanding.insert(b(0), t0);
+        p.outstanding.insert(b(2), t0 + Duration::from_secs(1));
+        let mut ahead = p.requests_ahead_of_sole_piece(&availability);
+        ahead.sort_by_key(|b| b.piece);
+        assert_eq!(ahead, vec![b(0), b(2)], "nothing asked of the sole piece yet: all of them");
+        p.outstanding.insert(b(1), t0 + Duration::from_secs(1));
+        let mut ahead = p.requests_ahead_of_sole_piece(&availability);
+        ahead.sort_by_key(|b| b.piece);
+        assert_eq!(ahead, vec![b(0), b(2)], "those made before it and with it");
+        p.outstanding.insert(BlockRef { piece: 0, begin: 16384, length: 16384 }, t0 + Duration::from_secs(2));
+        assert_eq!(
+            ahead.len(),
+            p.requests_ahead_of_sole_piece(&availability).len(),
+            "those made after it wait behind it"
+        );
     }
 
     #[test]

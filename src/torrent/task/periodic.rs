@@ -14,6 +14,7 @@ impl Torrent {
         let dt = now - self.last_tick;
         self.last_tick = now;
         self.update_rates_and_timeouts(now, dt);
+        self.aim_at_sole_pieces();
         self.update_scores();
         // A slot holder that stopped reading gives its slot up now, not at the next round, and
         // so does a seeder's holder that asks for nothing while another peer waits.
