@@ -189,6 +189,16 @@ impl PeerSlot {
         }
     }
 
+    /// Takes back our request for `b`, if outstanding: its block may still come and is then
+    /// taken if wanted (see [`Withdrawn`]). The caller gives it back to the picker.
+    pub fn withdraw(&mut self, b: BlockRef) -> bool {
+        let was = self.outstanding.remove(&b).is_some();
+        if was {
+            self.withdrawn.add(b);
+        }
+        was
+    }
+
     /// Our requests to it for pieces others have too (`availability` above 1) made no later
     /// than the first for a piece only it has (made in the same batch, they may be ahead of it:
     /// the batch was picked before the piece became the only copy), or all of them when none is

@@ -183,9 +183,7 @@ impl Torrent {
         self.emit(TorrentEvent::BlockReceived { from: addr, piece: b.piece, begin: b.begin, length: b.length });
         for other in r.cancel {
             if let Some(o) = self.peers.get_mut(&other) {
-                if o.outstanding.remove(&b).is_some() {
-                    o.withdrawn.add(b);
-                }
+                o.withdraw(b);
                 o.command(PeerCommand::Cancel(b));
             }
         }
@@ -217,8 +215,7 @@ impl Torrent {
             .collect();
         for (k, b) in cancels {
             let p = self.peer_mut(k);
-            p.outstanding.remove(&b);
-            p.withdrawn.add(b);
+            p.withdraw(b);
             let ok = p.command(PeerCommand::Cancel(b));
             self.picker.release(k, b);
             if !ok {
@@ -261,9 +258,7 @@ impl Torrent {
         // keeps its place (cancelled and asked again, a block behind 30 s of queue would go
         // to the back of it), and a block that comes late is taken if still wanted.
         for (k, b) in expired {
-            let p = self.peer_mut(k);
-            p.outstanding.remove(&b);
-            p.withdrawn.add(b);
+            self.peer_mut(k).withdraw(b);
             self.picker.release(k, b);
         }
     }
