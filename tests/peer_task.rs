@@ -24,6 +24,7 @@ use shoal::wire::{Message, MessageCodec};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::DuplexStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -72,30 +73,47 @@ fn context(
     }
 }
 
-#[tokio::test]
-async fn choking_a_fast_peer_rejects_its_queued_requests_but_serves_allowed_fast() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = make_file(dir.path(), "data.bin", 4 * PIECE as usize, 81);
-    let meta = make_torrent(&data, PIECE);
-    let bytes = std::fs::read(&data).unwrap();
-    let (ours, theirs) = tokio::io::duplex(64 * 1024);
-    let (commands, commands_rx) = mpsc::channel(64);
-    let (events_tx, _events) = mpsc::channel(1024);
-    let allowed = 2u32;
-    let ctx = context(&meta, dir.path(), events_tx, commands_rx, vec![allowed]);
+/// Runs the task on `ctx` (fast on, `allowed` its allowed-fast piece) over `ours` and unchokes
+/// the peer: the test's end of the pipe, past the opening messages.
+async fn start_unchoked(
+    ctx: PeerContext,
+    (ours, theirs): (DuplexStream, DuplexStream),
+    commands: &mpsc::Sender<PeerCommand>,
+    allowed: u32,
+) -> Framed<DuplexStream, MessageCodec> {
     tokio::spawn(connection::run(Framed::new(ours, MessageCodec::default()), ctx));
     let mut peer = Framed::new(theirs, MessageCodec::default());
     assert_eq!(next(&mut peer).await, Message::HaveAll);
     assert_eq!(next(&mut peer).await, Message::AllowedFast { index: allowed });
     commands.send(PeerCommand::Unchoke).await.unwrap();
     assert_eq!(next(&mut peer).await, Message::Unchoke);
+    peer
+}
 
-    // Every block of the four pieces, then the choke, with nothing read meanwhile.
-    let asked: Vec<(u32, u32)> = (0..4).flat_map(|p| (0..PIECE / BLOCK).map(move |b| (p, b * BLOCK))).collect();
+/// Requests every block of pieces `0..pieces` at once; returns them in order.
+async fn request_all(peer: &mut Framed<DuplexStream, MessageCodec>, pieces: u32) -> Vec<(u32, u32)> {
+    let asked: Vec<(u32, u32)> = (0..pieces).flat_map(|p| (0..PIECE / BLOCK).map(move |b| (p, b * BLOCK))).collect();
     for &(index, begin) in &asked {
         peer.feed(Message::Request { index, begin, length: BLOCK }).await.unwrap();
     }
     peer.flush().await.unwrap();
+    asked
+}
+
+#[tokio::test]
+async fn choking_a_fast_peer_rejects_its_queued_requests_but_serves_allowed_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = make_file(dir.path(), "data.bin", 4 * PIECE as usize, 81);
+    let meta = make_torrent(&data, PIECE);
+    let bytes = std::fs::read(&data).unwrap();
+    let (commands, commands_rx) = mpsc::channel(64);
+    let (events_tx, _events) = mpsc::channel(1024);
+    let allowed = 2u32;
+    let ctx = context(&meta, dir.path(), events_tx, commands_rx, vec![allowed]);
+    let mut peer = start_unchoked(ctx, tokio::io::duplex(64 * 1024), &commands, allowed).await;
+
+    // Every block of the four pieces, then the choke, with nothing read meanwhile.
+    let asked = request_all(&mut peer, 4).await;
     commands.send(PeerCommand::Choke).await.unwrap();
 
     let mut answers: HashMap<(u32, u32), Vec<&str>> = HashMap::new();
@@ -131,7 +149,6 @@ async fn choking_gives_up_the_reads_waiting_for_the_upload_limit() {
     let dir = tempfile::tempdir().unwrap();
     let data = make_file(dir.path(), "data.bin", 4 * PIECE as usize, 83);
     let meta = make_torrent(&data, PIECE);
-    let (ours, theirs) = tokio::io::duplex(64 * 1024);
     let (commands, commands_rx) = mpsc::channel(64);
     let (events_tx, _events) = mpsc::channel(1024);
     let mut ctx = context(&meta, dir.path(), events_tx, commands_rx, vec![3]);
@@ -139,17 +156,8 @@ async fn choking_gives_up_the_reads_waiting_for_the_upload_limit() {
     // waits three minutes.
     ctx.limits.rates.session = Arc::new(Rates::new(0, 100));
     let budget = ctx.limits.budget.clone();
-    tokio::spawn(connection::run(Framed::new(ours, MessageCodec::default()), ctx));
-    let mut peer = Framed::new(theirs, MessageCodec::default());
-    assert_eq!(next(&mut peer).await, Message::HaveAll);
-    assert_eq!(next(&mut peer).await, Message::AllowedFast { index: 3 });
-    commands.send(PeerCommand::Unchoke).await.unwrap();
-    assert_eq!(next(&mut peer).await, Message::Unchoke);
-    let asked: Vec<(u32, u32)> = (0..2).flat_map(|p| (0..PIECE / BLOCK).map(move |b| (p, b * BLOCK))).collect();
-    for &(index, begin) in &asked {
-        peer.feed(Message::Request { index, begin, length: BLOCK }).await.unwrap();
-    }
-    peer.flush().await.unwrap();
+    let mut peer = start_unchoked(ctx, tokio::io::duplex(64 * 1024), &commands, 3).await;
+    let asked = request_all(&mut peer, 2).await;
     let mut sent = 0;
     while sent < 1 {
         match next(&mut peer).await {
