@@ -210,3 +210,38 @@ async fn a_task_closed_while_it_waits_on_the_torrent_ends_as_closed_by_us() {
     }
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_cancel_gives_up_a_read_waiting_for_the_upload_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = make_file(dir.path(), "data.bin", 4 * PIECE as usize, 84);
+    let meta = make_torrent(&data, PIECE);
+    let (commands, commands_rx) = mpsc::channel(64);
+    let (events_tx, _events) = mpsc::channel(1024);
+    let mut ctx = context(&meta, dir.path(), events_tx, commands_rx, vec![3]);
+    // 100 bytes/s: the first block passes at once, each next one waits minutes.
+    ctx.limits.rates.session = Arc::new(Rates::new(0, 100));
+    let budget = ctx.limits.budget.clone();
+    let mut peer = start_unchoked(ctx, tokio::io::duplex(64 * 1024), &commands, 3).await;
+    let asked = request_all(&mut peer, 2).await;
+    match next(&mut peer).await {
+        Message::Piece { index, begin, .. } => assert_eq!((index, begin), asked[0]),
+        other => panic!("unexpected {other:?}"),
+    }
+    // The next blocks' reads wait for the limit; the rest are queued. Cancel them all: each is
+    // answered by a reject at once (a read left to finish would take minutes to send it).
+    for &(index, begin) in &asked[1..] {
+        peer.feed(Message::Cancel { index, begin, length: BLOCK }).await.unwrap();
+    }
+    peer.flush().await.unwrap();
+    let mut rejected = Vec::new();
+    while rejected.len() < asked.len() - 1 {
+        match next(&mut peer).await {
+            Message::Reject { index, begin, .. } => rejected.push((index, begin)),
+            other => panic!("unexpected {other:?} after the cancels"),
+        }
+    }
+    rejected.sort();
+    assert_eq!(rejected, asked[1..], "every cancelled block is rejected once, none sent");
+    assert_eq!(budget.in_use(), 0, "the given-up reads hold no send budget");
+}

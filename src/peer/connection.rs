@@ -296,9 +296,10 @@ impl Task {
             }
             Message::Cancel { index, begin, length } => {
                 // BEP 6: a cancelled request still gets its one answer; the block is gone
-                // from the queue, so that answer is a reject.
+                // from the queue or its read is given up, so that answer is a reject. A block
+                // already read goes out: it may be in the sink's buffer.
                 let b = BlockRef { piece: index, begin, length };
-                if self.serve_queue.cancel(&b) {
+                if self.serve_queue.cancel(&b) || self.reads.cancel(b) {
                     self.reject(b)?;
                 }
                 return Ok(());

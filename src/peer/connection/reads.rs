@@ -7,9 +7,19 @@
 //! it had choked (each read waited up to 34 s behind the others at the limiter), its unchoked
 //! peers got almost nothing, and when it held the only copy of a piece the swarm stalled
 //! (`scripts/swarm-sim`).
+//!
+//! A cancelled request whose read is under way is given up the same way, on its own: the
+//! peer got its blocks elsewhere meanwhile. Left to finish, a free rider sent its peers 200 KiB
+//! of blocks they had cancelled 20 s before (eight reads at 7 KiB/s each), that traffic used up
+//! the piece's worth the choker lets a holder have, and the holder lost its slot before it
+//! got the piece only that free rider had (`scripts/swarm-sim`).
+//!
+//! Invariant: `entries` holds every read not yet yielded, cancelled or not, in the order they
+//! started (so at most as many as the caller lets run); `bytes` counts those not cancelled.
 use crate::storage::StorageError;
 use crate::types::BlockRef;
 use bytes::Bytes;
+use futures::future::{AbortHandle, Abortable, Aborted};
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use std::collections::VecDeque;
@@ -19,24 +29,32 @@ use tokio::sync::OwnedSemaphorePermit;
 
 /// What a read gives back: the block, its bytes, and the budget share it holds.
 pub(super) type ReadDone = (BlockRef, Result<Bytes, StorageError>, OwnedSemaphorePermit);
-type BlockRead = Pin<Box<dyn Future<Output = ReadDone> + Send>>;
+type BlockRead = Abortable<Pin<Box<dyn Future<Output = ReadDone> + Send>>>;
+
+/// One read: its block, the handle that stops it, and whether it was cancelled.
+struct Entry {
+    block: BlockRef,
+    abort: AbortHandle,
+    cancelled: bool,
+}
 
 #[derive(Default)]
 pub(super) struct Reads {
     futures: FuturesOrdered<BlockRead>,
-    /// The blocks of `futures`, in the same order.
-    blocks: VecDeque<BlockRef>,
-    /// Their bytes.
+    /// The reads of `futures`, in the same order.
+    entries: VecDeque<Entry>,
+    /// The bytes of those not cancelled.
     bytes: usize,
 }
 
 impl Reads {
+    /// Reads not yet yielded, cancelled ones included (they leave in their turn).
     pub fn len(&self) -> usize {
-        self.blocks.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.blocks.is_empty()
+        self.entries.is_empty()
     }
 
     /// Block bytes being read.
@@ -45,18 +63,38 @@ impl Reads {
     }
 
     pub fn push(&mut self, b: BlockRef, read: impl Future<Output = ReadDone> + Send + 'static) {
+        let (abort, registration) = AbortHandle::new_pair();
         self.bytes += b.length as usize;
-        self.blocks.push_back(b);
-        self.futures.push_back(Box::pin(read));
+        self.entries.push_back(Entry { block: b, abort, cancelled: false });
+        let read: Pin<Box<dyn Future<Output = ReadDone> + Send>> = Box::pin(read);
+        self.futures.push_back(Abortable::new(read, registration));
     }
 
-    /// The next finished read, in the order they were started. Cancel-safe: nothing is
-    /// taken until a read has finished.
+    /// The next finished read, in the order they were started; cancelled ones are skipped.
+    /// Cancel-safe: nothing is taken until a read has finished.
     pub async fn next(&mut self) -> Option<ReadDone> {
-        let done = self.futures.next().await?;
-        let b = self.blocks.pop_front().expect("a block per read");
+        loop {
+            let done = self.futures.next().await?;
+            let e = self.entries.pop_front().expect("an entry per read");
+            match done {
+                Ok(done) => {
+                    self.bytes -= e.block.length as usize;
+                    return Some(done);
+                }
+                Err(Aborted) => continue,
+            }
+        }
+    }
+
+    /// Gives up the read of `b` if one is under way and not yet done: it takes nothing more
+    /// from the rate limits and its budget share goes back as soon as its turn comes (its
+    /// future is dropped). True when there was one. At most `len` steps.
+    pub fn cancel(&mut self, b: BlockRef) -> bool {
+        let Some(e) = self.entries.iter_mut().find(|e| e.block == b && !e.cancelled) else { return false };
+        e.cancelled = true;
+        e.abort.abort();
         self.bytes -= b.length as usize;
-        Some(done)
+        true
     }
 
     /// Gives up every read unless all of them are for pieces `keep` names: returns the
@@ -64,12 +102,12 @@ impl Reads {
     /// not (dropped), each in the order they were started. Reads still waiting for the rate
     /// limits take nothing more from them, and their budget shares go back at once.
     pub fn give_up(&mut self, keep: impl Fn(u32) -> bool) -> (Vec<BlockRef>, Vec<BlockRef>) {
-        if self.blocks.iter().all(|b| keep(b.piece)) {
+        if self.entries.iter().all(|e| e.cancelled || keep(e.block.piece)) {
             return (Vec::new(), Vec::new());
         }
         self.futures = FuturesOrdered::new();
         self.bytes = 0;
-        self.blocks.drain(..).partition(|b| keep(b.piece))
+        self.entries.drain(..).filter(|e| !e.cancelled).map(|e| e.block).partition(|b| keep(b.piece))
     }
 }
 
@@ -99,6 +137,44 @@ mod tests {
         assert_eq!(reads.len(), 3);
         assert_eq!(reads.give_up(|p| p == 1), (vec![b(1)], vec![b(3), b(3)]));
         assert_eq!((reads.len(), reads.bytes(), budget.in_use()), (0, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_read_stops_and_gives_its_budget_back() {
+        use futures::FutureExt;
+        let budget = SendBudget::new(1 << 20);
+        let mut reads = Reads::default();
+        for piece in [0, 1, 2] {
+            let permit = budget.try_take(16384).unwrap();
+            reads.push(b(piece), async move {
+                std::future::pending::<()>().await;
+                (b(piece), Ok(Bytes::new()), permit)
+            });
+        }
+        assert!(reads.cancel(b(1)));
+        assert!(!reads.cancel(b(1)), "cancelled once");
+        assert!(!reads.cancel(b(9)), "never read");
+        assert_eq!(reads.bytes(), 2 * 16384);
+        // The first read still waits; polling drops the cancelled one's future, and its share.
+        assert!(reads.next().now_or_never().is_none());
+        assert_eq!(budget.in_use(), 2 * 16384);
+        assert_eq!(reads.len(), 3, "it leaves in its turn");
+        assert_eq!(reads.give_up(|_| false), (vec![], vec![b(0), b(2)]), "a cancelled read is not given up twice");
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_read_is_skipped_even_when_done() {
+        let budget = SendBudget::new(1 << 20);
+        let mut reads = Reads::default();
+        for piece in [0, 1] {
+            let permit = budget.try_take(16384).unwrap();
+            reads.push(b(piece), async move { (b(piece), Ok(Bytes::new()), permit) });
+        }
+        assert!(reads.cancel(b(0)));
+        assert_eq!(reads.next().await.unwrap().0, b(1));
+        assert!(reads.is_empty() && reads.next().await.is_none());
+        assert_eq!((reads.bytes(), budget.in_use()), (0, 0));
     }
 
     #[tokio::test]
