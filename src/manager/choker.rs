@@ -20,7 +20,10 @@
 //!   everyone as snubbed (nobody had what it lacked) and served nobody but its optimistic peer: a
 //!   swarm whose seeder had left stalled for minutes (`scripts/swarm-sim`).
 //! - Every `optimistic_interval` (30 s) one choked interested peer is unchoked on trial, newly
-//!   connected peers three times as likely, so a newcomer can earn a slot.
+//!   connected peers three times as likely, so a newcomer can earn a slot. A trial lasts until
+//!   a piece's worth (the quota, below) went through it too: with a piece it can trade. On a
+//!   16 KiB/s uplink 30 s moved 210 KiB to the trial peer, and when that uplink held the only
+//!   copy of a piece the trial ended six blocks short of it (`scripts/swarm-sim`).
 //! - A peer whose socket stopped taking our blocks (stalled) gets no slot at all: it would hold
 //!   one and use none.
 //! - While seeding, the waiting peers are served in the order they started waiting, each moved
@@ -72,7 +75,8 @@ pub struct ChokeCandidate {
     pub choked_since: Option<Instant>,
     /// How long we have sent them nothing while owing them nothing (their slot is unused).
     pub idle_to: Duration,
-    /// Payload bytes we sent them since their regular slot began (0 without one).
+    /// Payload bytes we sent them since we unchoked them, for a regular slot or on trial (0
+    /// while choked).
     pub sent_since_unchoke: u64,
     /// Requests of theirs wait with us (queued, being read or in the outbox).
     pub owed: bool,
@@ -169,7 +173,17 @@ impl Choker {
     /// interest (the optimistic peer is kept until its own interval is over).
     pub fn round(&mut self, now: Instant, peers: &[ChokeCandidate], seeding: bool, rng: &mut impl Rng) -> Round {
         self.last_round = Some(now);
-        let optimistic_due = self.last_optimistic.is_none_or(|t| now.duration_since(t) >= self.optimistic_interval);
+        // A trial, like a regular slot, also lasts until a piece's worth went through it (for
+        // at most QUOTA_HOLD, and only while it is used).
+        let trial_unfinished = |since: Instant| {
+            let p = self.optimistic.and_then(|k| peers.iter().find(|p| p.key == k));
+            p.is_some_and(|p| {
+                now.duration_since(since) < QUOTA_HOLD && p.sent_since_unchoke < self.quota && p.idle_to < IDLE_SLOT
+            })
+        };
+        let optimistic_due = self
+            .last_optimistic
+            .is_none_or(|t| now.duration_since(t) >= self.optimistic_interval && !trial_unfinished(t));
         let still_valid =
             self.optimistic.is_some_and(|k| peers.iter().any(|p| p.key == k && p.interested && !p.stalled));
         // A standing optimistic peer keeps its extra slot and does not take a regular one.

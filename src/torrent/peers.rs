@@ -154,7 +154,7 @@ pub struct PeerSlot {
     pub last_block_at: Instant,
     pub snubbed: bool,
     pub unchoked_since: Option<Instant>,
-    /// What we had sent it when its regular slot began.
+    /// What we had sent it when we last unchoked it.
     pub sent_at_unchoke: u64,
     pub choked_since: Option<Instant>,
     pub score: ScoreParts,
@@ -181,9 +181,9 @@ impl PeerSlot {
             choked_since: self.choked_since.map(|t| t.into_std()),
             idle_to: self.slot_idle(),
             owed: self.counters.owed(),
-            sent_since_unchoke: match self.unchoked_since {
-                Some(_) => self.counters.uploaded().saturating_sub(self.sent_at_unchoke),
-                None => 0,
+            sent_since_unchoke: match self.am_choking {
+                false => self.counters.uploaded().saturating_sub(self.sent_at_unchoke),
+                true => 0,
             },
             done: self.bitfield.count_ones() as f64 / self.bitfield.len().max(1) as f64,
         }

@@ -89,6 +89,40 @@ fn rhythm_ten_and_thirty_seconds() {
 }
 
 #[test]
+fn a_trial_lasts_until_a_piece_went_through_it_for_at_most_quota_hold() {
+    let t0 = Instant::now();
+    let quota = 256 * 1024;
+    let at = |s| t0 + Duration::from_secs(s);
+    let mut c = Choker::new(1, Duration::from_secs(5), Duration::from_secs(30)).with_quota(quota);
+    // Peer 0 holds the regular slot; the trial goes to one of the others.
+    let mut peers: Vec<_> = (0..20).map(|k| peer(k, if k == 0 { 1000.0 } else { 0.0 }, t0 - NEW_PEER)).collect();
+    let mut rng = StdRng::seed_from_u64(3);
+    let trial = c.round(t0, &peers, false, &mut rng).optimistic.unwrap();
+    let t = trial as usize;
+    // A slow uplink: 210 KiB through it after 30 s, short of a piece: the trial goes on.
+    peers[t].sent_since_unchoke = 210 * 1024;
+    for s in [30, 60] {
+        assert_eq!(c.round(at(s), &peers, false, &mut rng).optimistic, Some(trial), "{s} s");
+    }
+    // Its piece is through: the next round may try another.
+    peers[t].sent_since_unchoke = quota;
+    let changed = (0..5).any(|i| c.round(at(65 + 30 * i), &peers, false, &mut rng).optimistic != Some(trial));
+    assert!(changed, "a trial that got its piece ends at its interval");
+    // Short of a piece, a trial ends after QUOTA_HOLD, or once it goes unused.
+    for (idle, end) in [(Duration::ZERO, QUOTA_HOLD.as_secs()), (IDLE_SLOT, 30)] {
+        let mut c = Choker::new(1, Duration::from_secs(5), Duration::from_secs(30)).with_quota(quota);
+        let mut rng = StdRng::seed_from_u64(3);
+        let trial = c.round(t0, &peers, false, &mut rng).optimistic.unwrap();
+        let t = trial as usize;
+        (peers[t].sent_since_unchoke, peers[t].idle_to) = (100, idle);
+        assert_eq!(c.round(at(end - 5), &peers, false, &mut rng).optimistic, Some(trial));
+        let changed = (0..5).any(|i| c.round(at(end + 30 * i), &peers, false, &mut rng).optimistic != Some(trial));
+        assert!(changed, "idle {idle:?}: the trial ends by {end} s");
+        (peers[t].sent_since_unchoke, peers[t].idle_to) = (0, Duration::ZERO);
+    }
+}
+
+#[test]
 fn snubbed_peers_get_a_regular_slot_only_when_nobody_else_wants_it() {
     let t0 = Instant::now();
     let mut c = Choker::new(1, Duration::from_secs(10), Duration::from_secs(30));
@@ -185,13 +219,16 @@ fn a_holder_keeps_its_slot_until_a_piece_went_through_it_for_at_most_quota_hold(
     let t0 = Instant::now();
     let quota = 256 * 1024;
     let at = |s| t0 + Duration::from_secs(s);
-    // A new optimistic peer every round, so it never keeps anyone out of the regular slot.
-    let mut c = Choker::new(1, Duration::from_secs(5), Duration::ZERO).with_quota(quota);
+    // A new optimistic peer every round (peer 1's trials are over at once: it got its piece),
+    // so it never keeps anyone out of the regular slot.
+    let new_choker = || Choker::new(1, Duration::from_secs(5), Duration::ZERO).with_quota(quota);
     let mut peers: Vec<_> = (0..2).map(|k| peer(k, k as f64 * 1000.0, t0)).collect();
+    peers[1].sent_since_unchoke = quota;
     (peers[0].unchoked_since, peers[0].choked_since) = (Some(t0), None);
     let mut rng = StdRng::seed_from_u64(10);
     let regular = |r: &Round| r.unchoke.iter().copied().filter(|k| Some(*k) != r.optimistic).collect::<Vec<_>>();
     for seeding in [false, true] {
+        let mut c = new_choker();
         // A slow uplink: 200 KiB through the slot after 40 s, still short of a piece.
         peers[0].sent_since_unchoke = 200 * 1024;
         let r = c.round(at(40), &peers, seeding, &mut rng);
@@ -199,7 +236,9 @@ fn a_holder_keeps_its_slot_until_a_piece_went_through_it_for_at_most_quota_hold(
         peers[0].sent_since_unchoke = quota;
         let r = c.round(at(45), &peers, seeding, &mut rng);
         assert_eq!(regular(&r), [1], "seeding {seeding}: then the usual order: {r:?}");
-        // A peer reading a byte a second keeps it no longer than QUOTA_HOLD...
+        // A peer reading a byte a second keeps it no longer than QUOTA_HOLD... (A new choker:
+        // this one has just made peer 0 its trial peer.)
+        c = new_choker();
         peers[0].sent_since_unchoke = 100;
         let r = c.round(t0 + QUOTA_HOLD - Duration::from_secs(1), &peers, seeding, &mut rng);
         assert_eq!(regular(&r), [0], "{r:?}");
