@@ -125,6 +125,8 @@ pub struct Options {
     pub unchoke_slot_rate: u64,
     #[serde(with = "humantime_serde")]
     pub unchoke_interval: Duration,
+    /// A new optimistic trial this often; a trial also lasts until a piece's worth went
+    /// through it (at most 120 s, while used).
     #[serde(with = "humantime_serde")]
     pub optimistic_unchoke_interval: Duration,
     /// A peer that sent us nothing this long while we wanted data is snubbed.
