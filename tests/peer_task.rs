@@ -144,20 +144,36 @@ async fn choking_a_fast_peer_rejects_its_queued_requests_but_serves_allowed_fast
     assert!(rejects >= 3 * 16 - 8, "only {rejects} rejects");
 }
 
-#[tokio::test]
-async fn choking_gives_up_the_reads_waiting_for_the_upload_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = make_file(dir.path(), "data.bin", 4 * PIECE as usize, 83);
+/// A fast peer task uploading under 100 bytes/s (the limit's burst, one block on the wire,
+/// passes at once, each next block waits minutes), unchoked, asked for every block of two
+/// pieces.
+struct Limited {
+    /// The test's end of the pipe.
+    peer: Framed<DuplexStream, MessageCodec>,
+    commands: mpsc::Sender<PeerCommand>,
+    budget: SendBudget,
+    asked: Vec<(u32, u32)>,
+    /// Held so the task can report (big enough that nobody needs to read it).
+    _events: mpsc::Receiver<PeerEvent>,
+}
+
+async fn start_limited(dir: &std::path::Path, seed: u64) -> Limited {
+    let data = make_file(dir, "data.bin", 4 * PIECE as usize, seed);
     let meta = make_torrent(&data, PIECE);
     let (commands, commands_rx) = mpsc::channel(64);
     let (events_tx, _events) = mpsc::channel(1024);
-    let mut ctx = context(&meta, dir.path(), events_tx, commands_rx, vec![3]);
-    // 100 bytes/s: the limit's burst (one block on the wire) passes at once, the second block
-    // waits three minutes.
+    let mut ctx = context(&meta, dir, events_tx, commands_rx, vec![3]);
     ctx.limits.rates.session = Arc::new(Rates::new(0, 100));
     let budget = ctx.limits.budget.clone();
     let mut peer = start_unchoked(ctx, tokio::io::duplex(64 * 1024), &commands, 3).await;
     let asked = request_all(&mut peer, 2).await;
+    Limited { peer, commands, budget, asked, _events }
+}
+
+#[tokio::test]
+async fn choking_gives_up_the_reads_waiting_for_the_upload_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let Limited { mut peer, commands, budget, asked, _events } = start_limited(dir.path(), 83).await;
     let mut sent = 0;
     while sent < 1 {
         match next(&mut peer).await {
@@ -214,16 +230,8 @@ async fn a_task_closed_while_it_waits_on_the_torrent_ends_as_closed_by_us() {
 #[tokio::test]
 async fn a_cancel_gives_up_a_read_waiting_for_the_upload_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let data = make_file(dir.path(), "data.bin", 4 * PIECE as usize, 84);
-    let meta = make_torrent(&data, PIECE);
-    let (commands, commands_rx) = mpsc::channel(64);
-    let (events_tx, _events) = mpsc::channel(1024);
-    let mut ctx = context(&meta, dir.path(), events_tx, commands_rx, vec![3]);
-    // 100 bytes/s: the first block passes at once, each next one waits minutes.
-    ctx.limits.rates.session = Arc::new(Rates::new(0, 100));
-    let budget = ctx.limits.budget.clone();
-    let mut peer = start_unchoked(ctx, tokio::io::duplex(64 * 1024), &commands, 3).await;
-    let asked = request_all(&mut peer, 2).await;
+    // The commands are held too: a task whose torrent dropped them ends.
+    let Limited { mut peer, commands: _commands, budget, asked, _events } = start_limited(dir.path(), 84).await;
     match next(&mut peer).await {
         Message::Piece { index, begin, .. } => assert_eq!((index, begin), asked[0]),
         other => panic!("unexpected {other:?}"),

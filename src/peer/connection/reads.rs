@@ -120,18 +120,24 @@ mod tests {
         BlockRef { piece, begin: 0, length: 16384 }
     }
 
-    #[tokio::test]
-    async fn given_up_reads_return_their_blocks_and_budget_at_once() {
-        let budget = SendBudget::new(1 << 20);
+    /// Reads of a block of each of `pieces` that never finish (each waits on a limit that gives
+    /// nothing), each holding its share of `budget`.
+    fn waiting(budget: &SendBudget, pieces: &[u32]) -> Reads {
         let mut reads = Reads::default();
-        for piece in [3, 1, 3] {
+        for &piece in pieces {
             let permit = budget.try_take(16384).unwrap();
-            // Never finishes: a read waiting on a limit that gives nothing.
             reads.push(b(piece), async move {
                 std::future::pending::<()>().await;
                 (b(piece), Ok(Bytes::new()), permit)
             });
         }
+        reads
+    }
+
+    #[tokio::test]
+    async fn given_up_reads_return_their_blocks_and_budget_at_once() {
+        let budget = SendBudget::new(1 << 20);
+        let mut reads = waiting(&budget, &[3, 1, 3]);
         assert_eq!((reads.len(), reads.bytes(), budget.in_use()), (3, 3 * 16384, 3 * 16384));
         assert_eq!(reads.give_up(|_| true), (vec![], vec![]), "all kept: nothing is given up");
         assert_eq!(reads.len(), 3);
@@ -143,14 +149,7 @@ mod tests {
     async fn a_cancelled_read_stops_and_gives_its_budget_back() {
         use futures::FutureExt;
         let budget = SendBudget::new(1 << 20);
-        let mut reads = Reads::default();
-        for piece in [0, 1, 2] {
-            let permit = budget.try_take(16384).unwrap();
-            reads.push(b(piece), async move {
-                std::future::pending::<()>().await;
-                (b(piece), Ok(Bytes::new()), permit)
-            });
-        }
+        let mut reads = waiting(&budget, &[0, 1, 2]);
         assert!(reads.cancel(b(1)));
         assert!(!reads.cancel(b(1)), "cancelled once");
         assert!(!reads.cancel(b(9)), "never read");
