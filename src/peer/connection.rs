@@ -206,8 +206,12 @@ impl Task {
                     None => return Ok(()),
                     Some(cmd) => self.on_command(cmd)?,
                 },
-                Some((block, data, permit)) = self.reads.next(), if !self.reads.is_empty() => {
-                    self.on_block_read(block, data, permit)?
+                // None when every read left was cancelled: the loop then starts the next ones
+                // (a pattern of `Some` would leave this select waiting on the other arms).
+                done = self.reads.next(), if !self.reads.is_empty() => {
+                    if let Some((block, data, permit)) = done {
+                        self.on_block_read(block, data, permit)?
+                    }
                 }
                 permit = limits.budget.take(budget_wanted.unwrap_or(0)), if budget_wanted.is_some() => {
                     self.waiting_budget = None;

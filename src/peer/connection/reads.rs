@@ -77,11 +77,13 @@ impl Reads {
             let done = self.futures.next().await?;
             let e = self.entries.pop_front().expect("an entry per read");
             match done {
-                Ok(done) => {
+                Ok(done) if !e.cancelled => {
                     self.bytes -= e.block.length as usize;
                     return Some(done);
                 }
-                Err(Aborted) => continue,
+                // Aborted, or done before the cancel came and waiting for its turn: dropped
+                // (its bytes were taken off and its reject sent at the cancel).
+                Ok(_) | Err(Aborted) => continue,
             }
         }
     }
@@ -174,6 +176,28 @@ mod tests {
         assert_eq!(reads.next().await.unwrap().0, b(1));
         assert!(reads.is_empty() && reads.next().await.is_none());
         assert_eq!((reads.bytes(), budget.in_use()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_read_done_before_its_cancel_is_dropped_in_its_turn() {
+        use futures::FutureExt;
+        let budget = SendBudget::new(1 << 20);
+        let mut reads = Reads::default();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let permit = budget.try_take(16384).unwrap();
+        reads.push(b(0), async move {
+            let _ = rx.await;
+            (b(0), Ok(Bytes::new()), permit)
+        });
+        let permit = budget.try_take(16384).unwrap();
+        reads.push(b(1), async move { (b(1), Ok(Bytes::new()), permit) });
+        // The second read finishes and waits behind the first; then its request is cancelled.
+        assert!(reads.next().now_or_never().is_none());
+        assert!(reads.cancel(b(1)));
+        tx.send(()).unwrap();
+        assert_eq!(reads.next().await.unwrap().0, b(0));
+        assert!(reads.next().await.is_none(), "the cancelled block is not handed out");
+        assert_eq!((reads.len(), reads.bytes(), budget.in_use()), (0, 0, 0));
     }
 
     #[tokio::test]
