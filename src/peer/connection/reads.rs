@@ -178,10 +178,8 @@ mod tests {
         assert_eq!((reads.bytes(), budget.in_use()), (0, 0));
     }
 
-    #[tokio::test]
-    async fn a_read_done_before_its_cancel_is_dropped_in_its_turn() {
-        use futures::FutureExt;
-        let budget = SendBudget::new(1 << 20);
+    /// Two reads: of piece 0, done once the sender is used, and of piece 1, done at once.
+    fn first_waits(budget: &SendBudget) -> (Reads, tokio::sync::oneshot::Sender<()>) {
         let mut reads = Reads::default();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let permit = budget.try_take(16384).unwrap();
@@ -191,6 +189,14 @@ mod tests {
         });
         let permit = budget.try_take(16384).unwrap();
         reads.push(b(1), async move { (b(1), Ok(Bytes::new()), permit) });
+        (reads, tx)
+    }
+
+    #[tokio::test]
+    async fn a_read_done_before_its_cancel_is_dropped_in_its_turn() {
+        use futures::FutureExt;
+        let budget = SendBudget::new(1 << 20);
+        let (mut reads, tx) = first_waits(&budget);
         // The second read finishes and waits behind the first; then its request is cancelled.
         assert!(reads.next().now_or_never().is_none());
         assert!(reads.cancel(b(1)));
@@ -203,15 +209,7 @@ mod tests {
     #[tokio::test]
     async fn finished_reads_come_in_the_order_they_started() {
         let budget = SendBudget::new(1 << 20);
-        let mut reads = Reads::default();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let permit = budget.try_take(16384).unwrap();
-        reads.push(b(0), async move {
-            let _ = rx.await;
-            (b(0), Ok(Bytes::new()), permit)
-        });
-        let permit = budget.try_take(16384).unwrap();
-        reads.push(b(1), async move { (b(1), Ok(Bytes::new()), permit) });
+        let (mut reads, tx) = first_waits(&budget);
         tx.send(()).unwrap();
         assert_eq!(reads.next().await.unwrap().0, b(0));
         assert_eq!((reads.len(), reads.bytes()), (1, 16384));
