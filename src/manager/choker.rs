@@ -177,9 +177,7 @@ impl Choker {
         // at most QUOTA_HOLD, and only while it is used).
         let trial_unfinished = |since: Instant| {
             let p = self.optimistic.and_then(|k| peers.iter().find(|p| p.key == k));
-            p.is_some_and(|p| {
-                now.duration_since(since) < QUOTA_HOLD && p.sent_since_unchoke < self.quota && p.idle_to < IDLE_SLOT
-            })
+            p.is_some_and(|p| self.owes_quota(since, p, now))
         };
         let optimistic_due = self
             .last_optimistic
@@ -192,11 +190,7 @@ impl Choker {
             peers.iter().filter(|p| p.interested && !p.stalled && Some(p.key) != kept).collect();
         // A holder that has not had its quota through its slot keeps it (unless it leaves it
         // unused).
-        let owed_quota = |p: &ChokeCandidate| {
-            p.unchoked_since.is_some_and(|t| now.duration_since(t) < QUOTA_HOLD)
-                && p.sent_since_unchoke < self.quota
-                && !p.wastes_slot(now)
-        };
+        let owed_quota = |p: &ChokeCandidate| p.unchoked_since.is_some_and(|t| self.owes_quota(t, p, now));
         regular.sort_by(|a, b| {
             if seeding {
                 // Round robin: current holders keep their slot for SEED_ROTATION and their
@@ -238,6 +232,14 @@ impl Choker {
             unchoke.insert(k);
         }
         Round { unchoke, optimistic: self.optimistic }
+    }
+
+    /// Whether `p`, unchoked since `since`, still keeps its slot for its quota: less than a
+    /// piece's worth went through it, for less than `QUOTA_HOLD`, and it uses the slot.
+    fn owes_quota(&self, since: Instant, p: &ChokeCandidate, now: Instant) -> bool {
+        now.duration_since(since) < QUOTA_HOLD
+            && p.sent_since_unchoke < self.quota
+            && !wastes_slot(Some(since), p.idle_to, now)
     }
 
     /// Regular slots this round: `slots`, or one per `slot_rate` of what we upload now; fewer
