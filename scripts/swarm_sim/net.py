@@ -5,9 +5,9 @@ Addresses come from 198.18.0.0/15 (RFC 2544, set aside for benchmark networks) a
 on interfaces inside the namespaces made here; `Network.remove` deletes every one of them.
 
 Each shaped end has an HTB root with two classes: packets under 128 bytes (TCP acknowledgements,
-requests, haves) pass at link speed, everything else at the peer's cap. Without that a peer
-whose upload is capped near zero could not even acknowledge what it downloads, and free riders
-would be slow for the wrong reason. netem on the peer's egress adds its one-way delay, where the
+requests, haves) and the runner's polls pass at link speed, everything else at the peer's cap.
+Without that a peer whose upload is capped near zero could not even acknowledge what it
+downloads, and free riders would be slow for the wrong reason. netem on the peer's egress adds its one-way delay, where the
 kernel has netem (`Network.netem`); without it (this project's VM has no CONFIG_NET_SCH_NETEM)
 links have no added delay, only the shaper's queueing, and the run says so.
 
@@ -29,6 +29,8 @@ values it found.
 import ctypes
 import os
 import subprocess
+
+from .peers import DIAG_PORT
 
 CLONE_NEWNET = 0x40000000
 NEIGH_SYSCTL = "/proc/sys/net/ipv4/neigh/default/gc_thresh%d"
@@ -131,7 +133,8 @@ class Network:
 
 
 def shape(ns, dev, rate_bytes, delay_ms):
-    """HTB on `dev`'s egress: small IP packets and ARP at link speed, the rest at `rate_bytes`/s."""
+    """HTB on `dev`'s egress: small IP packets, ARP and the runner's polls at link speed, the rest at
+    `rate_bytes`/s."""
     tc = ["tc", "-n", ns]
     sh(*tc, "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "20")
     sh(*tc, "class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb", "rate", "1gbit")
@@ -143,6 +146,12 @@ def shape(ns, dev, rate_bytes, delay_ms):
     # IPv4 total length below 128 bytes: the 16-bit field at offset 2 with its top 9 bits clear.
     sh(*tc, "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match", "u16",
        "0x0000", "0xff80", "at", "2", "flowid", "1:10")
+    # The runner's polls of the diagnostics (answers of a few KiB, twice a second) at link speed:
+    # in the shaped class they took an eighth of a free rider's uplink, which a libtorrent peer
+    # (read over a pipe) does not pay, and queued behind its blocks for seconds.
+    for field in ("sport", "dport"):
+        sh(*tc, "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match", "ip",
+           "protocol", "6", "0xff", "match", "ip", field, str(DIAG_PORT), "0xffff", "flowid", "1:10")
     # ARP at link speed too: in the shaped class it waits behind a full upload queue (seconds at
     # 1 MiB/s, a minute at a free rider's 16 KiB/s), and a peer that joins a busy swarm could not
     # resolve the tracker's or its peers' addresses for tens of seconds.
