@@ -13,8 +13,16 @@
 //! (a free rider, a slow uplink) gets little from the seeder. A piece nobody else connected
 //! lacks cannot be passed on: that offer is settled as soon as the peer has it (the caller
 //! asks, [`SuperSeed::settle_stranded`]), so a lone leecher is not held up; one not passed on
-//! within [`PASS_WITHIN`] is settled too, so peers that cannot reach each other still get on. libtorrent calls
-//! this strict super-seeding and by default settles an offer as soon as the peer has it.
+//! within [`PASS_WITHIN`] is settled too, so peers that cannot reach each other still get on.
+//! libtorrent calls this strict super-seeding and by default settles an offer as soon as the
+//! peer has it.
+//!
+//! A piece settled that way is stranded: one peer holds it and does not pass it on (a free
+//! rider's uplink takes a quarter of a minute for one piece). It is offered again before any
+//! piece nobody holds, so that when every piece is out, and the seeder may leave, no piece is
+//! left only with a peer that keeps it: in `scripts/swarm-sim` the swarm otherwise waited tens
+//! of seconds, after the seeder left, for the one copy a free rider held. It costs the seeder a
+//! piece per stranded piece; once another peer announces it, it is out like any other.
 //!
 //! Super-seeding lasts until every piece has been announced by some peer (one full copy is
 //! out, as far as we saw): peers that connect after that see every piece. Peers that connected
@@ -51,6 +59,8 @@ pub const PASS_WITHIN: Duration = Duration::from_secs(5);
 pub struct SuperSeed {
     /// Pieces some peer announced, ever.
     seen: BitVec<u8, Msb0>,
+    /// Pieces whose one holder did not pass them on within [`PASS_WITHIN`]: offered first.
+    stranded: BitVec<u8, Msb0>,
     unseen: usize,
     /// Open offers of each piece (made, and not yet announced by the peer).
     offers: Vec<u32>,
@@ -76,6 +86,7 @@ impl SuperSeed {
     pub fn new(pieces: usize) -> SuperSeed {
         SuperSeed {
             seen: bitvec![u8, Msb0; 0; pieces],
+            stranded: bitvec![u8, Msb0; 0; pieces],
             unseen: pieces,
             offers: vec![0; pieces],
             offered: HashMap::new(),
@@ -111,6 +122,8 @@ impl SuperSeed {
             self.seen.set(i, true);
             self.unseen -= 1;
         }
+        // Announced after its holder kept it: by another peer, it has a second copy now.
+        self.stranded.set(i, false);
         let mut passed = Vec::new();
         for (k, mine) in self.offered.iter_mut() {
             if *k == key {
@@ -129,11 +142,20 @@ impl SuperSeed {
 
     /// Settles the peer's pieces to pass on that nobody could take from it (`wanted` says
     /// whether some other connected peer lacks a piece) or that it held [`PASS_WITHIN`]
-    /// without passing them on. Returns whether any was settled.
+    /// without passing them on; the latter are stranded, to be offered again. Returns whether
+    /// any was settled.
     pub fn settle_stranded(&mut self, key: PeerKey, now: Instant, wanted: impl Fn(u32) -> bool) -> bool {
         let Some(mine) = self.offered.get_mut(&key) else { return false };
         let before = mine.passing.len();
-        mine.passing.retain(|&(p, since)| wanted(p) && now.saturating_duration_since(since) < PASS_WITHIN);
+        let stranded = &mut self.stranded;
+        mine.passing.retain(|&(p, since)| {
+            let wanted = wanted(p);
+            let kept = now.saturating_duration_since(since) >= PASS_WITHIN;
+            if wanted && kept {
+                stranded.set(p as usize, true);
+            }
+            wanted && !kept
+        });
         mine.passing.len() < before
     }
 
@@ -193,8 +215,9 @@ impl SuperSeed {
     }
 
     /// The piece with the lowest holders plus offers that the peer lacks, was not offered and
-    /// did not decline, scanning from a random start (the tie-break) and stopping at one nobody
-    /// holds.
+    /// did not decline, scanning from a random start (the tie-break) and stopping at the first
+    /// of the best kind: a stranded piece not offered again yet (its one holder not counted),
+    /// else one nobody holds.
     fn rarest(
         &self,
         theirs: &BitSlice<u8, Msb0>,
@@ -213,7 +236,10 @@ impl SuperSeed {
             if declined || theirs.get(i).is_some_and(|b| *b) || mine.open.contains(&(i as u32)) {
                 continue;
             }
-            let weight = availability.get(i).copied().unwrap_or(0).saturating_add(self.offers[i]);
+            let held = if self.stranded[i] { 0 } else { availability.get(i).copied().unwrap_or(0) };
+            // Twice the weight, plus one unless stranded: a stranded piece wins a tie.
+            let weight =
+                held.saturating_add(self.offers[i]).saturating_mul(2).saturating_add(u32::from(!self.stranded[i]));
             if best.is_none_or(|(w, _)| weight < w) {
                 best = Some((weight, i));
                 if weight == 0 {
@@ -362,5 +388,33 @@ mod tests {
         assert!(!ss.settle_stranded(1, at + PASS_WITHIN / 2, |_| true));
         assert!(ss.settle_stranded(1, at + PASS_WITHIN, |_| true), "others lack it, but it waited long enough");
         assert_eq!(ss.top_up(1, &none(4), &[0; 4], at + PASS_WITHIN, &mut rng).len(), 1);
+    }
+
+    #[test]
+    fn a_stranded_piece_is_offered_again_before_any_piece_nobody_holds() {
+        let mut ss = SuperSeed::new(6);
+        let mut rng = StdRng::seed_from_u64(8);
+        let at = t0();
+        ss.add_peer(1);
+        let given = ss.top_up(1, &none(6), &[0; 6], at, &mut rng);
+        let (kept, settled) = (given[0], given[1]);
+        ss.peer_has(1, kept, at);
+        ss.peer_has(1, settled, at);
+        let mut avail = [0; 6];
+        avail[kept as usize] = 1;
+        avail[settled as usize] = 1;
+        // Nobody else lacks `settled` (not stranded: nobody needs it from peer 1); others lack `kept`.
+        assert!(ss.settle_stranded(1, at + PASS_WITHIN, |p| p == kept));
+        let later = at + PASS_WITHIN;
+        ss.add_peer(2);
+        let offered = ss.top_up(2, &none(6), &avail, later, &mut rng);
+        assert_eq!(offered[0], kept, "the piece peer 1 kept comes first: {offered:?}");
+        assert!(avail[offered[1] as usize] == 0, "then a piece nobody holds: {offered:?}");
+        // Once peer 2 announces it, it is out like any other piece.
+        ss.peer_has(2, kept, later);
+        avail[kept as usize] = 2;
+        ss.add_peer(3);
+        let third = ss.top_up(3, &none(6), &avail, later, &mut rng);
+        assert!(third.iter().all(|&p| avail[p as usize] == 0 && !offered.contains(&p)), "{third:?}");
     }
 }
