@@ -16,7 +16,7 @@
 //! when a peer takes less than its share the others may take a quarter more than theirs, and
 //! the session's and the torrent's limits still hold the total. With no limit, while seeding,
 //! or when nobody sends us anything, there is nothing to weigh by and no peer gets a cap of its
-//! own. The README's "Swarm behaviour" has what it changed in `scripts/swarm-sim`.
+//! own. `docs/swarm-behaviour.md` has what it changed in `scripts/swarm-sim`.
 use crate::types::PeerKey;
 
 /// Part of the limit split evenly among the unchoked peers.
