@@ -7,9 +7,10 @@ on interfaces inside the namespaces made here; `Network.remove` deletes every on
 Each shaped end has an HTB root with two classes: packets under 128 bytes (TCP acknowledgements,
 requests, haves) and the runner's polls pass at link speed, everything else at the peer's cap.
 Without that a peer whose upload is capped near zero could not even acknowledge what it
-downloads, and free riders would be slow for the wrong reason. netem on the peer's egress adds its one-way delay, where the
-kernel has netem (`Network.netem`); without it (this project's VM has no CONFIG_NET_SCH_NETEM)
-links have no added delay, only the shaper's queueing, and the run says so.
+downloads, and free riders would be slow for the wrong reason. netem on the peer's egress adds
+its one-way delay, where the kernel has netem (`Network.netem`); without it (this project's VM
+has no CONFIG_NET_SCH_NETEM) links have no added delay, only the shaper's queueing, and the
+run says so.
 
 Cost: at full rates 40 peers on two cores take every cycle, most of it in the kernel moving
 packets (veth, bridge, shaper), and a swarm that waits for the CPU shows the scheduler, not

@@ -149,12 +149,12 @@ impl SuperSeed {
         let before = mine.passing.len();
         let stranded = &mut self.stranded;
         mine.passing.retain(|&(p, since)| {
-            let wanted = wanted(p);
+            let needed = wanted(p);
             let kept = now.saturating_duration_since(since) >= PASS_WITHIN;
-            if wanted && kept {
+            if needed && kept {
                 stranded.set(p as usize, true);
             }
-            wanted && !kept
+            needed && !kept
         });
         mine.passing.len() < before
     }
@@ -230,19 +230,19 @@ impl SuperSeed {
             return None;
         }
         let start = rng.gen_range(0..n);
-        let mut best: Option<(u32, usize)> = None;
+        // (holders plus offers, not stranded): a stranded piece wins a tie.
+        let mut best: Option<((u32, bool), usize)> = None;
         for i in (start..n).chain(0..start) {
             let declined = mine.declined.as_ref().is_some_and(|d| d[i]);
             if declined || theirs.get(i).is_some_and(|b| *b) || mine.open.contains(&(i as u32)) {
                 continue;
             }
-            let held = if self.stranded[i] { 0 } else { availability.get(i).copied().unwrap_or(0) };
-            // Twice the weight, plus one unless stranded: a stranded piece wins a tie.
-            let weight =
-                held.saturating_add(self.offers[i]).saturating_mul(2).saturating_add(u32::from(!self.stranded[i]));
+            let stranded = self.stranded[i];
+            let held = if stranded { 0 } else { availability.get(i).copied().unwrap_or(0) };
+            let weight = (held.saturating_add(self.offers[i]), !stranded);
             if best.is_none_or(|(w, _)| weight < w) {
                 best = Some((weight, i));
-                if weight == 0 {
+                if weight == (0, false) {
                     break;
                 }
             }
