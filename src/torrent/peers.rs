@@ -189,6 +189,23 @@ impl PeerSlot {
         }
     }
 
+    /// Applies a choker round: unchoked or not, for a regular slot or on trial. Returns the
+    /// command to send when its choke state changes. A trial peer that earned a regular slot
+    /// holds it from now (its quota counts from here); a holder picked for the trial holds none.
+    pub fn apply_round(&mut self, unchoke: bool, regular: bool, now: Instant) -> Option<PeerCommand> {
+        let changed = unchoke == self.am_choking;
+        if changed || regular != self.unchoked_since.is_some() {
+            self.unchoked_since = regular.then_some(now);
+            self.sent_at_unchoke = self.counters.uploaded();
+        }
+        if !changed {
+            return None;
+        }
+        self.am_choking = !unchoke;
+        self.choked_since = (!unchoke).then_some(now);
+        Some(if unchoke { PeerCommand::Unchoke } else { PeerCommand::Choke })
+    }
+
     /// Takes back our request for `b`, if outstanding: its block may still come and is then
     /// taken if wanted (see [`Withdrawn`]). The caller gives it back to the picker.
     pub fn withdraw(&mut self, b: BlockRef) -> bool {
@@ -345,6 +362,32 @@ mod tests {
         p.counters.owed.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(!p.wastes_slot(now), "its blocks wait for our slow uplink");
         assert_eq!(p.choke_candidate(1).idle_to, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_trial_peer_promoted_to_a_regular_slot_holds_it_from_then() {
+        let (tx, _rx) = mpsc::channel(1);
+        let t0 = Instant::now();
+        let link = PeerLink {
+            commands: tx,
+            counters: Default::default(),
+            cancel: CancellationToken::new(),
+            upload_share: Default::default(),
+        };
+        let mut p = PeerSlot::new(PeerAddr::P2p(libp2p::PeerId::random()), PeerId([0; 20]), false, link, 8, t0);
+        assert!(matches!(p.apply_round(true, false, t0), Some(PeerCommand::Unchoke)));
+        assert_eq!((p.am_choking, p.unchoked_since, p.choked_since), (false, None, None), "on trial");
+        p.counters.uploaded.store(100_000, std::sync::atomic::Ordering::Relaxed);
+        let t1 = t0 + Duration::from_secs(30);
+        assert!(p.apply_round(true, true, t1).is_none(), "already unchoked: no command");
+        assert_eq!((p.unchoked_since, p.sent_at_unchoke), (Some(t1), 100_000), "its quota counts from here");
+        assert!(p.apply_round(true, true, t1 + Duration::from_secs(5)).is_none());
+        assert_eq!(p.unchoked_since, Some(t1), "a holder keeps its start");
+        assert!(p.apply_round(true, false, t1 + Duration::from_secs(10)).is_none());
+        assert_eq!(p.unchoked_since, None, "picked for the trial: no regular slot");
+        let t2 = t1 + Duration::from_secs(15);
+        assert!(matches!(p.apply_round(false, false, t2), Some(PeerCommand::Choke)));
+        assert_eq!((p.am_choking, p.choked_since), (true, Some(t2)));
     }
 
     #[test]

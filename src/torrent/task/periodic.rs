@@ -3,7 +3,6 @@
 use super::Torrent;
 use crate::manager::{score, share, ChokeCandidate, ScoreScale};
 use crate::peer::CloseReason;
-use crate::peer::PeerCommand;
 use crate::torrent::TorrentEvent;
 use crate::types::PeerKey;
 use tokio::time::Instant;
@@ -64,21 +63,20 @@ impl Torrent {
         let candidates: Vec<ChokeCandidate> = self.peers.iter().map(|(k, p)| p.choke_candidate(*k)).collect();
         let seeding = self.seeding();
         let round = self.choker.round(now.into_std(), &candidates, seeding, &mut self.rng);
+        tracing::debug!(
+            unchoked = ?round.unchoke.iter().map(|k| self.peers[k].addr).collect::<Vec<_>>(),
+            optimistic = ?round.optimistic.map(|k| self.peers[&k].addr),
+            "choker round"
+        );
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for k in keys {
             let unchoke = round.unchoke.contains(&k);
-            let p = self.peer_mut(k);
-            if unchoke != p.am_choking {
-                continue;
-            }
-            p.am_choking = !unchoke;
             let regular = unchoke && round.optimistic != Some(k);
-            p.unchoked_since = if regular { Some(now) } else { None };
-            p.sent_at_unchoke = p.counters.uploaded();
-            p.choked_since = if unchoke { None } else { Some(now) };
-            let ok = p.command(if unchoke { PeerCommand::Unchoke } else { PeerCommand::Choke });
-            if !ok {
-                self.close(k, CloseReason::Lagging);
+            let p = self.peer_mut(k);
+            if let Some(cmd) = p.apply_round(unchoke, regular, now) {
+                if !p.command(cmd) {
+                    self.close(k, CloseReason::Lagging);
+                }
             }
         }
         self.split_upload(&round.unchoke, seeding);
