@@ -344,17 +344,22 @@ impl PeerSlot {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_holder_owed_blocks_does_not_waste_its_slot() {
+    /// A peer connected at `t0` whose commands go nowhere.
+    fn slot(t0: Instant) -> PeerSlot {
         let (tx, _rx) = mpsc::channel(1);
-        let t0 = Instant::now();
         let link = PeerLink {
             commands: tx,
             counters: Default::default(),
             cancel: CancellationToken::new(),
             upload_share: Default::default(),
         };
-        let mut p = PeerSlot::new(PeerAddr::P2p(libp2p::PeerId::random()), PeerId([0; 20]), false, link, 8, t0);
+        PeerSlot::new(PeerAddr::P2p(libp2p::PeerId::random()), PeerId([0; 20]), false, link, 8, t0)
+    }
+
+    #[test]
+    fn a_holder_owed_blocks_does_not_waste_its_slot() {
+        let t0 = Instant::now();
+        let mut p = slot(t0);
         p.unchoked_since = Some(t0);
         p.rate_up.update(0, Duration::from_secs(10));
         let now = t0 + Duration::from_secs(10);
@@ -366,15 +371,8 @@ mod tests {
 
     #[test]
     fn a_trial_peer_promoted_to_a_regular_slot_holds_it_from_then() {
-        let (tx, _rx) = mpsc::channel(1);
         let t0 = Instant::now();
-        let link = PeerLink {
-            commands: tx,
-            counters: Default::default(),
-            cancel: CancellationToken::new(),
-            upload_share: Default::default(),
-        };
-        let mut p = PeerSlot::new(PeerAddr::P2p(libp2p::PeerId::random()), PeerId([0; 20]), false, link, 8, t0);
+        let mut p = slot(t0);
         assert!(matches!(p.apply_round(true, false, t0), Some(PeerCommand::Unchoke)));
         assert_eq!((p.am_choking, p.unchoked_since, p.choked_since), (false, None, None), "on trial");
         p.counters.uploaded.store(100_000, std::sync::atomic::Ordering::Relaxed);
