@@ -22,7 +22,11 @@
 //! piece nobody holds, so that when every piece is out, and the seeder may leave, no piece is
 //! left only with a peer that keeps it: in `scripts/swarm-sim` the swarm otherwise waited tens
 //! of seconds, after the seeder left, for the one copy a free rider held. It costs the seeder a
-//! piece per stranded piece; once another peer announces it, it is out like any other.
+//! piece per stranded piece; once another peer announces it, it is out like any other. The
+//! peer that kept it is not given a new piece in its place: the kept piece holds one of its
+//! offers until it passes a piece on or no connected peer lacks the kept one any more. Before,
+//! a free rider was given a fresh first copy every few seconds, and when the seeder left, one
+//! of them was often still the only copy.
 //!
 //! Super-seeding lasts until every piece has been announced by some peer (one full copy is
 //! out, as far as we saw): peers that connect after that see every piece. Peers that connected
@@ -75,6 +79,9 @@ struct Offers {
     open: Vec<u32>,
     /// Announced by the peer (when), and by no other peer since: to be passed on.
     passing: Vec<(u32, Instant)>,
+    /// Pieces it held [`PASS_WITHIN`] without passing them on while others lacked them: each
+    /// holds one of its offers until it passes a piece on or nobody connected lacks it.
+    kept: Vec<u32>,
     /// When it was last offered a piece.
     since: Option<Instant>,
     /// Pieces it said it does not want (it went not interested while offered them, say a
@@ -134,6 +141,8 @@ impl SuperSeed {
                 }
             } else if let Some(at) = mine.passing.iter().position(|&(p, _)| p == piece) {
                 mine.passing.swap_remove(at);
+                // It passes pieces on after all: what it kept no longer holds its offers.
+                mine.kept.clear();
                 passed.push(*k);
             }
         }
@@ -141,22 +150,25 @@ impl SuperSeed {
     }
 
     /// Settles the peer's pieces to pass on that nobody could take from it (`wanted` says
-    /// whether some other connected peer lacks a piece) or that it held [`PASS_WITHIN`]
-    /// without passing them on; the latter are stranded, to be offered again. Returns whether
-    /// any was settled.
+    /// whether some other connected peer lacks a piece), and what it kept that nobody lacks
+    /// any more. A piece it held [`PASS_WITHIN`] without passing it on is stranded, to be
+    /// offered again, and kept: it still holds one of the peer's offers. Returns whether any
+    /// offer of the peer was freed.
     pub fn settle_stranded(&mut self, key: PeerKey, now: Instant, wanted: impl Fn(u32) -> bool) -> bool {
         let Some(mine) = self.offered.get_mut(&key) else { return false };
-        let before = mine.passing.len();
-        let stranded = &mut self.stranded;
+        let before = mine.passing.len() + mine.kept.len();
+        mine.kept.retain(|&p| wanted(p));
+        let (stranded, kept) = (&mut self.stranded, &mut mine.kept);
         mine.passing.retain(|&(p, since)| {
             let needed = wanted(p);
-            let kept = now.saturating_duration_since(since) >= PASS_WITHIN;
-            if needed && kept {
+            let held_too_long = now.saturating_duration_since(since) >= PASS_WITHIN;
+            if needed && held_too_long {
                 stranded.set(p as usize, true);
+                kept.push(p);
             }
-            needed && !kept
+            needed && !held_too_long
         });
-        mine.passing.len() < before
+        mine.passing.len() + mine.kept.len() < before
     }
 
     /// The super-seeded peers, for [`SuperSeed::settle_stranded`] on each now and then.
@@ -189,22 +201,25 @@ impl SuperSeed {
         }
     }
 
-    /// New offers for a super-seeded peer, up to [`OFFERS_PER_PEER`] unsettled (open or to
-    /// pass on): pieces it lacks (`theirs`), fewest holders plus open offers first
-    /// (`availability` counts connected peers), ties broken at random. Empty for other peers
-    /// or when it lacks nothing more.
+    /// New offers for a super-seeded peer, up to [`OFFERS_PER_PEER`] unsettled (open, to pass
+    /// on or kept): pieces it lacks (`theirs`), fewest holders plus open offers first
+    /// (`availability` counts connected peers), ties broken at random. Stranded pieces come
+    /// first only for a peer we are `serving` (not choking): one we choke cannot fetch them
+    /// from us, and would hold the second copy back until our choker turns to it. Empty for
+    /// other peers or when it lacks nothing more.
     pub fn top_up(
         &mut self,
         key: PeerKey,
         theirs: &BitSlice<u8, Msb0>,
         availability: &[u32],
+        serving: bool,
         now: Instant,
         rng: &mut impl Rng,
     ) -> Vec<u32> {
         let Some(mut mine) = self.offered.remove(&key) else { return Vec::new() };
         let mut new = Vec::new();
-        while mine.open.len() + mine.passing.len() < OFFERS_PER_PEER {
-            let Some(piece) = self.rarest(theirs, &mine, availability, rng) else { break };
+        while mine.open.len() + mine.passing.len() + mine.kept.len() < OFFERS_PER_PEER {
+            let Some(piece) = self.rarest(theirs, &mine, availability, serving, rng) else { break };
             self.offers[piece as usize] += 1;
             mine.open.push(piece);
             mine.since = Some(now);
@@ -216,13 +231,14 @@ impl SuperSeed {
 
     /// The piece with the lowest holders plus offers that the peer lacks, was not offered and
     /// did not decline, scanning from a random start (the tie-break) and stopping at the first
-    /// of the best kind: a stranded piece not offered again yet (its one holder not counted),
-    /// else one nobody holds.
+    /// of the best kind: a stranded piece not offered again yet (its one holder not counted;
+    /// only when `serving`), else one nobody holds.
     fn rarest(
         &self,
         theirs: &BitSlice<u8, Msb0>,
         mine: &Offers,
         availability: &[u32],
+        serving: bool,
         rng: &mut impl Rng,
     ) -> Option<u32> {
         let n = self.offers.len();
@@ -237,7 +253,7 @@ impl SuperSeed {
             if declined || theirs.get(i).is_some_and(|b| *b) || mine.open.contains(&(i as u32)) {
                 continue;
             }
-            let stranded = self.stranded[i];
+            let stranded = serving && self.stranded[i];
             let held = if stranded { 0 } else { availability.get(i).copied().unwrap_or(0) };
             let weight = (held.saturating_add(self.offers[i]), !stranded);
             if best.is_none_or(|(w, _)| weight < w) {
@@ -273,7 +289,7 @@ mod tests {
         let mut all = Vec::new();
         for key in 1..=4 {
             ss.add_peer(key);
-            let got = ss.top_up(key, &none(8), &avail, t0(), &mut rng);
+            let got = ss.top_up(key, &none(8), &avail, true, t0(), &mut rng);
             assert_eq!(got.len(), OFFERS_PER_PEER);
             all.extend(got);
         }
@@ -281,7 +297,7 @@ mod tests {
         assert_eq!(all, (0..8).collect::<Vec<u32>>(), "each of 8 pieces offered once to 4 peers");
         // A fifth peer gets pieces offered once already, not nothing.
         ss.add_peer(5);
-        assert_eq!(ss.top_up(5, &none(8), &avail, t0(), &mut rng).len(), OFFERS_PER_PEER);
+        assert_eq!(ss.top_up(5, &none(8), &avail, true, t0(), &mut rng).len(), OFFERS_PER_PEER);
     }
 
     #[test]
@@ -291,21 +307,21 @@ mod tests {
         ss.add_peer(1);
         // Pieces 0 and 1 are held by three peers, piece 2 by one, piece 3 by two.
         let avail = [3, 3, 1, 2];
-        assert_eq!(ss.top_up(1, &none(4), &avail, t0(), &mut rng), vec![2, 3]);
-        assert!(ss.top_up(1, &none(4), &avail, t0(), &mut rng).is_empty(), "two unsettled offers: nothing new");
+        assert_eq!(ss.top_up(1, &none(4), &avail, true, t0(), &mut rng), vec![2, 3]);
+        assert!(ss.top_up(1, &none(4), &avail, true, t0(), &mut rng).is_empty(), "two unsettled offers: nothing new");
         assert!(ss.peer_has(1, 2, t0()).is_empty(), "nobody passed anything on");
         let mut theirs = none(4);
         theirs.set(2, true);
-        assert!(ss.top_up(1, &theirs, &avail, t0(), &mut rng).is_empty(), "piece 2 is not passed on yet");
+        assert!(ss.top_up(1, &theirs, &avail, true, t0(), &mut rng).is_empty(), "piece 2 is not passed on yet");
         assert!(!ss.settle_stranded(1, t0(), |_| true), "others lack piece 2: it waits");
         assert_eq!(ss.peer_has(5, 2, t0()), vec![1], "peer 5 announced piece 2: peer 1 passed it on");
-        let next = ss.top_up(1, &theirs, &avail, t0(), &mut rng);
+        let next = ss.top_up(1, &theirs, &avail, true, t0(), &mut rng);
         assert!(next.len() == 1 && (next[0] == 0 || next[0] == 1), "3 is still offered, 2 is theirs: {next:?}");
         // A piece no other peer lacks cannot be passed on: settled once the peer has it.
         assert!(ss.peer_has(1, 3, t0()).is_empty());
         assert!(ss.settle_stranded(1, t0(), |p| p != 3));
         theirs.set(3, true);
-        let last = ss.top_up(1, &theirs, &avail, t0(), &mut rng);
+        let last = ss.top_up(1, &theirs, &avail, true, t0(), &mut rng);
         assert!(last.len() == 1 && last[0] != next[0] && last[0] < 2, "{next:?} then {last:?}");
     }
 
@@ -315,11 +331,11 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(6);
         ss.add_peer(1);
         ss.add_peer(2);
-        let given = ss.top_up(1, &none(4), &[0; 4], t0(), &mut rng);
+        let given = ss.top_up(1, &none(4), &[0; 4], true, t0(), &mut rng);
         let other = (0..4).find(|p| !given.contains(p)).unwrap();
         assert!(ss.peer_has(1, other, t0()).is_empty());
         assert!(ss.peer_has(2, other, t0()).is_empty(), "peer 1 was never to pass piece {other} on");
-        assert!(ss.top_up(1, &none(4), &[0; 4], t0(), &mut rng).is_empty());
+        assert!(ss.top_up(1, &none(4), &[0; 4], true, t0(), &mut rng).is_empty());
     }
 
     #[test]
@@ -327,12 +343,12 @@ mod tests {
         let mut ss = SuperSeed::new(3);
         let mut rng = StdRng::seed_from_u64(3);
         ss.add_peer(1);
-        let offered = ss.top_up(1, &none(3), &[0, 0, 0], t0(), &mut rng);
+        let offered = ss.top_up(1, &none(3), &[0, 0, 0], true, t0(), &mut rng);
         ss.forget(1);
         assert!(!ss.is_super_seeded(1));
         assert!(ss.offers.iter().all(|&o| o == 0), "offers of a peer that left are free: {:?}", ss.offers);
         ss.add_peer(2);
-        let again = ss.top_up(2, &none(3), &[0, 0, 0], t0(), &mut rng);
+        let again = ss.top_up(2, &none(3), &[0, 0, 0], true, t0(), &mut rng);
         assert_eq!(again.len(), 2);
         assert!(offered.len() == 2 && ss.is_on());
         for p in 0..3 {
@@ -347,8 +363,8 @@ mod tests {
         let mut ss = SuperSeed::new(2);
         let mut rng = StdRng::seed_from_u64(4);
         ss.add_peer(1);
-        assert!(ss.top_up(1, &bitvec![u8, Msb0; 1; 2], &[1, 1], t0(), &mut rng).is_empty());
-        assert!(ss.top_up(9, &none(2), &[0, 0], t0(), &mut rng).is_empty(), "peer 9 connected before");
+        assert!(ss.top_up(1, &bitvec![u8, Msb0; 1; 2], &[1, 1], true, t0(), &mut rng).is_empty());
+        assert!(ss.top_up(9, &none(2), &[0, 0], true, t0(), &mut rng).is_empty(), "peer 9 connected before");
         assert!(!ss.declined(9, t0() + DECLINE_AFTER));
         ss.peer_has(1, 5, t0()); // out of range: ignored
         assert!(ss.is_on());
@@ -360,20 +376,20 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(5);
         ss.add_peer(1);
         let at = t0();
-        let first = ss.top_up(1, &none(5), &[0; 5], at, &mut rng);
+        let first = ss.top_up(1, &none(5), &[0; 5], true, at, &mut rng);
         assert!(!ss.declined(1, at + DECLINE_AFTER / 2), "too soon: it may not have heard of them");
         assert!(ss.declined(1, at + DECLINE_AFTER));
         assert!(!ss.declined(1, at + DECLINE_AFTER), "nothing open any more");
         let later = at + DECLINE_AFTER;
-        let second = ss.top_up(1, &none(5), &[0; 5], later, &mut rng);
+        let second = ss.top_up(1, &none(5), &[0; 5], true, later, &mut rng);
         assert_eq!(second.len(), 2);
         assert!(second.iter().all(|p| !first.contains(p)), "{first:?} offered again: {second:?}");
         assert!(!ss.declined(1, later), "just offered");
         assert!(ss.declined(1, later + DECLINE_AFTER));
-        let last = ss.top_up(1, &none(5), &[0; 5], later, &mut rng);
+        let last = ss.top_up(1, &none(5), &[0; 5], true, later, &mut rng);
         assert_eq!(last.len(), 1, "one piece left that it did not decline");
         assert!(ss.declined(1, later + DECLINE_AFTER));
-        assert!(ss.top_up(1, &none(5), &[0; 5], later, &mut rng).is_empty());
+        assert!(ss.top_up(1, &none(5), &[0; 5], true, later, &mut rng).is_empty());
         assert!(ss.offers.iter().all(|&o| o == 0));
     }
 
@@ -383,11 +399,40 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(7);
         ss.add_peer(1);
         let at = t0();
-        let given = ss.top_up(1, &none(4), &[0; 4], at, &mut rng);
+        let given = ss.top_up(1, &none(4), &[0; 4], true, at, &mut rng);
         ss.peer_has(1, given[0], at);
         assert!(!ss.settle_stranded(1, at + PASS_WITHIN / 2, |_| true));
-        assert!(ss.settle_stranded(1, at + PASS_WITHIN, |_| true), "others lack it, but it waited long enough");
-        assert_eq!(ss.top_up(1, &none(4), &[0; 4], at + PASS_WITHIN, &mut rng).len(), 1);
+        assert!(!ss.settle_stranded(1, at + PASS_WITHIN, |_| true), "kept: it still holds the offer");
+        assert!(
+            ss.top_up(1, &none(4), &[0; 4], true, at + PASS_WITHIN, &mut rng).is_empty(),
+            "no new piece for a kept one"
+        );
+        assert!(ss.stranded[given[0] as usize], "others lack it, and it waited long enough: offered again");
+        // Once nobody connected lacks it, the kept piece frees the offer.
+        assert!(ss.settle_stranded(1, at + PASS_WITHIN, |p| p != given[0]));
+        assert_eq!(ss.top_up(1, &none(4), &[0; 4], true, at + PASS_WITHIN, &mut rng).len(), 1);
+    }
+
+    #[test]
+    fn a_peer_that_passes_a_piece_on_is_freed_of_what_it_kept() {
+        let mut ss = SuperSeed::new(6);
+        let mut rng = StdRng::seed_from_u64(9);
+        ss.add_peer(1);
+        let at = t0();
+        let given = ss.top_up(1, &none(6), &[0; 6], true, at, &mut rng);
+        ss.peer_has(1, given[0], at);
+        assert!(!ss.settle_stranded(1, at + PASS_WITHIN, |_| true));
+        ss.peer_has(1, given[1], at + PASS_WITHIN);
+        assert!(
+            ss.top_up(1, &none(6), &[0; 6], true, at + PASS_WITHIN, &mut rng).is_empty(),
+            "one kept, one to pass on"
+        );
+        assert_eq!(ss.peer_has(2, given[1], at + PASS_WITHIN), vec![1], "peer 2 got piece {} from it", given[1]);
+        assert_eq!(
+            ss.top_up(1, &none(6), &[0; 6], true, at + PASS_WITHIN, &mut rng).len(),
+            2,
+            "both offers free again"
+        );
     }
 
     #[test]
@@ -396,7 +441,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(8);
         let at = t0();
         ss.add_peer(1);
-        let given = ss.top_up(1, &none(6), &[0; 6], at, &mut rng);
+        let given = ss.top_up(1, &none(6), &[0; 6], true, at, &mut rng);
         let (kept, settled) = (given[0], given[1]);
         ss.peer_has(1, kept, at);
         ss.peer_has(1, settled, at);
@@ -407,14 +452,33 @@ mod tests {
         assert!(ss.settle_stranded(1, at + PASS_WITHIN, |p| p == kept));
         let later = at + PASS_WITHIN;
         ss.add_peer(2);
-        let offered = ss.top_up(2, &none(6), &avail, later, &mut rng);
+        let offered = ss.top_up(2, &none(6), &avail, true, later, &mut rng);
         assert_eq!(offered[0], kept, "the piece peer 1 kept comes first: {offered:?}");
         assert!(avail[offered[1] as usize] == 0, "then a piece nobody holds: {offered:?}");
         // Once peer 2 announces it, it is out like any other piece.
         ss.peer_has(2, kept, later);
         avail[kept as usize] = 2;
         ss.add_peer(3);
-        let third = ss.top_up(3, &none(6), &avail, later, &mut rng);
+        let third = ss.top_up(3, &none(6), &avail, true, later, &mut rng);
         assert!(third.iter().all(|&p| avail[p as usize] == 0 && !offered.contains(&p)), "{third:?}");
+    }
+
+    #[test]
+    fn a_stranded_piece_goes_to_a_peer_we_serve_not_to_one_we_choke() {
+        let mut ss = SuperSeed::new(4);
+        let mut rng = StdRng::seed_from_u64(10);
+        let at = t0();
+        ss.add_peer(1);
+        let given = ss.top_up(1, &none(4), &[0; 4], true, at, &mut rng);
+        ss.peer_has(1, given[0], at);
+        ss.settle_stranded(1, at + PASS_WITHIN, |_| true);
+        let mut avail = [0; 4];
+        avail[given[0] as usize] = 1;
+        let later = at + PASS_WITHIN;
+        ss.add_peer(2);
+        let choked = ss.top_up(2, &none(4), &avail, false, later, &mut rng);
+        assert!(!choked.contains(&given[0]), "a peer we choke is offered pieces nobody holds: {choked:?}");
+        ss.add_peer(3);
+        assert_eq!(ss.top_up(3, &none(4), &avail, true, later, &mut rng)[0], given[0], "a peer we serve gets it");
     }
 }

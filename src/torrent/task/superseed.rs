@@ -54,6 +54,12 @@ impl Torrent {
         }
         passed.sort_unstable();
         passed.dedup();
+        if !passed.is_empty() && tracing::enabled!(tracing::Level::DEBUG) {
+            let by = self.peers.get(&key).map(|p| p.addr.to_string());
+            let from: Vec<String> =
+                passed.iter().filter_map(|k| self.peers.get(k)).map(|p| p.addr.to_string()).collect();
+            tracing::debug!(?by, ?pieces, ?from, "super-seed: passed on");
+        }
         for k in passed {
             self.offer_pieces(k);
         }
@@ -96,7 +102,10 @@ impl Torrent {
     fn offer_pieces(&mut self, key: PeerKey) {
         let (Some(ss), Some(p)) = (&mut self.super_seed, self.peers.get(&key)) else { return };
         let now = Instant::now().into_std();
-        let offers = ss.top_up(key, &p.bitfield, self.picker.availability(), now, &mut self.rng);
+        let offers = ss.top_up(key, &p.bitfield, self.picker.availability(), !p.am_choking, now, &mut self.rng);
+        if !offers.is_empty() {
+            tracing::debug!(peer = %p.addr, ?offers, "super-seed offers");
+        }
         for piece in offers {
             if !p.command(PeerCommand::Have(piece)) {
                 self.close(key, CloseReason::Lagging);
