@@ -153,6 +153,7 @@ class Swarm:
         self.series = []
         self.traffic = []  # (t, [(bytes down, bytes up) per peer, seeder first])
         self.sole = []  # (t, {class: pieces only one peer of that class holds}), after the seeder left
+        self.sole_at_leave = None  # [(piece, peer index)] held by one peer alone as the seeder left
         self.seed_left = None
         self.churned = set()
         self.returned = set()
@@ -231,6 +232,8 @@ class Swarm:
             self.traffic.append((round(t, 2), [p.totals() for p in self.peers]))
             if not self.seeder.running:
                 self.sole.append((round(t, 2), stats.sole_holders(held, [p.cls for p in counted])))
+                if self.sole_at_leave is None:
+                    self.sole_at_leave = [(i, counted[h[0]].index) for i, h in enumerate(held) if len(h) == 1]
 
 
 def sha1_of(path):
@@ -304,7 +307,7 @@ def simulate(args):
         "seed_left_s": swarm.seed_left, "watched_s": round(length, 2), "wall_s": round(time.monotonic() - started, 1),
         "all_verified": all(d["verified"] for d in details),
         "peers_detail": details, "availability": swarm.series, "traffic": swarm.traffic,
-        "sole_holders": swarm.sole,
+        "sole_holders": swarm.sole, "sole_at_seed_left": swarm.sole_at_leave,
     }
     run.update(stats.summary(run))
     return run
