@@ -281,6 +281,16 @@ mod tests {
         bitvec![u8, Msb0; 0; n]
     }
 
+    /// `pieces` pieces; peer 1 was given two at `at` and announced the first. Returns them.
+    fn one_announced(pieces: usize, seed: u64, at: Instant) -> (SuperSeed, StdRng, Vec<u32>) {
+        let mut ss = SuperSeed::new(pieces);
+        let mut rng = StdRng::seed_from_u64(seed);
+        ss.add_peer(1);
+        let given = ss.top_up(1, &none(pieces), &vec![0; pieces], true, at, &mut rng);
+        ss.peer_has(1, given[0], at);
+        (ss, rng, given)
+    }
+
     #[test]
     fn peers_are_offered_different_pieces_until_every_piece_is_offered() {
         let mut ss = SuperSeed::new(8);
@@ -395,12 +405,8 @@ mod tests {
 
     #[test]
     fn a_piece_not_passed_on_in_time_is_settled_anyway() {
-        let mut ss = SuperSeed::new(4);
-        let mut rng = StdRng::seed_from_u64(7);
-        ss.add_peer(1);
         let at = t0();
-        let given = ss.top_up(1, &none(4), &[0; 4], true, at, &mut rng);
-        ss.peer_has(1, given[0], at);
+        let (mut ss, mut rng, given) = one_announced(4, 7, at);
         assert!(!ss.settle_stranded(1, at + PASS_WITHIN / 2, |_| true));
         assert!(!ss.settle_stranded(1, at + PASS_WITHIN, |_| true), "kept: it still holds the offer");
         assert!(
@@ -415,12 +421,8 @@ mod tests {
 
     #[test]
     fn a_peer_that_passes_a_piece_on_is_freed_of_what_it_kept() {
-        let mut ss = SuperSeed::new(6);
-        let mut rng = StdRng::seed_from_u64(9);
-        ss.add_peer(1);
         let at = t0();
-        let given = ss.top_up(1, &none(6), &[0; 6], true, at, &mut rng);
-        ss.peer_has(1, given[0], at);
+        let (mut ss, mut rng, given) = one_announced(6, 9, at);
         assert!(!ss.settle_stranded(1, at + PASS_WITHIN, |_| true));
         ss.peer_has(1, given[1], at + PASS_WITHIN);
         assert!(
@@ -465,12 +467,8 @@ mod tests {
 
     #[test]
     fn a_stranded_piece_goes_to_a_peer_we_serve_not_to_one_we_choke() {
-        let mut ss = SuperSeed::new(4);
-        let mut rng = StdRng::seed_from_u64(10);
         let at = t0();
-        ss.add_peer(1);
-        let given = ss.top_up(1, &none(4), &[0; 4], true, at, &mut rng);
-        ss.peer_has(1, given[0], at);
+        let (mut ss, mut rng, given) = one_announced(4, 10, at);
         ss.settle_stranded(1, at + PASS_WITHIN, |_| true);
         let mut avail = [0; 4];
         avail[given[0] as usize] = 1;
