@@ -25,8 +25,8 @@
 //! piece per stranded piece; once another peer announces it, it is out like any other. The
 //! peer that kept it is not given a new piece in its place: the kept piece holds one of its
 //! offers until it passes a piece on or no connected peer lacks the kept one any more. Before,
-//! a free rider was given a fresh first copy every few seconds, and when the seeder left, one
-//! of them was often still the only copy.
+//! a free rider was given a fresh first copy every few seconds, any of which could still be
+//! the only copy when the seeder left (measured: no fewer stalls either way).
 //!
 //! Super-seeding lasts until every piece has been announced by some peer (one full copy is
 //! out, as far as we saw): peers that connect after that see every piece. Peers that connected
