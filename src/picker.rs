@@ -5,10 +5,10 @@
 //! random, so a new peer soon has something to trade), finishes partly downloaded pieces
 //! before starting new ones (but asks a peer first for what only it has), and in endgame
 //! hands out blocks already requested elsewhere so a download never hangs on one slow peer
-//! at 99.9 %. A quarter of the bound on pieces in progress is kept for pieces only one
-//! connected peer has: with every slot taken by pieces trickling in from slow peers, a leecher
-//! could not start what only the seeder had and held the seeder's slot unused, and a
-//! super-seeder's last pieces waited for 20 s (`scripts/swarm-sim`).
+//! at 99.9 % (before endgame, only blocks overdue at a much slower peer). A quarter of the
+//! bound on pieces in progress is kept for pieces only one connected peer has: with every slot
+//! taken by pieces trickling in from slow peers, a leecher could not start what only the
+//! seeder had, and a super-seeder's last pieces waited for 20 s (`scripts/swarm-sim`).
 //!
 //! Invariants:
 //! - a block is `Missing`, `Requested` by one or more peers, or `Received`;
@@ -357,10 +357,12 @@ impl Picker {
         if any_unstarted {
             return;
         }
-        let mut pieces: Vec<u32> =
-            self.partial.keys().copied().filter(|i| theirs.get(*i as usize).is_some_and(|b| *b)).collect();
-        pieces.sort_unstable();
-        for piece in pieces {
+        let has = |i: &u32| theirs.get(*i as usize).is_some_and(|b| *b);
+        let mut pieces: Vec<(u32, u32)> =
+            self.partial.iter().filter(|(i, _)| has(i)).map(|(i, p)| (*i, p.received)).collect();
+        // The most advanced first, as for missing blocks.
+        pieces.sort_by_key(|(i, received)| (std::cmp::Reverse(*received), *i));
+        for (piece, _) in pieces {
             let count = self.block_count(piece);
             let rivals: Vec<PeerKey> =
                 better.iter().filter(|(_, has)| has.get(piece as usize).is_some_and(|b| *b)).map(|(k, _)| *k).collect();
@@ -378,6 +380,44 @@ impl Picker {
                 }
             }
         }
+    }
+
+    /// Blocks of pieces the peer has that were asked of others and are overdue at every peer
+    /// asked (`overdue(asked, block)`), at most ENDGAME_DUPLICATES askers each: a slow peer's
+    /// queue does not keep a piece from a faster peer that has it too. What comes first is
+    /// taken, the other ask is cancelled.
+    pub fn pick_overdue(
+        &mut self,
+        key: PeerKey,
+        theirs: &BitSlice<u8, Msb0>,
+        max: usize,
+        overdue: impl Fn(PeerKey, BlockRef) -> bool,
+    ) -> Vec<BlockRef> {
+        let mut out = Vec::new();
+        let has = |i: &u32| theirs.get(*i as usize).is_some_and(|b| *b);
+        let mut pieces: Vec<(u32, u32)> =
+            self.partial.iter().filter(|(i, _)| has(i)).map(|(i, p)| (*i, p.received)).collect();
+        // The most advanced first, as for missing blocks.
+        pieces.sort_by_key(|(i, received)| (std::cmp::Reverse(*received), *i));
+        for (piece, _) in pieces {
+            for b in 0..self.block_count(piece) {
+                if out.len() >= max {
+                    return out;
+                }
+                let block = self.block_ref(piece, b);
+                let state = &mut self.partial.get_mut(&piece).expect("piece is partial").blocks[b as usize];
+                if let BlockState::Requested(peers) = state {
+                    if peers.len() < ENDGAME_DUPLICATES
+                        && !peers.contains(&key)
+                        && peers.iter().all(|q| overdue(*q, block))
+                    {
+                        peers.push(key);
+                        out.push(block);
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Records a block from `key`. `None` when the block was not wanted (not requested from

@@ -230,3 +230,31 @@ fn a_late_block_is_taken_while_it_is_still_wanted() {
     assert!(p.pick(3, &all(1), 2, &mut rng).is_empty(), "nothing left to ask");
     assert!(missing_counts_match(&p));
 }
+
+#[test]
+fn blocks_overdue_at_a_slow_peer_go_to_a_faster_one_too() {
+    // Two pieces of four blocks: peer 1 (slow) was asked for all of piece 0, peer 2 for piece 1.
+    let mut p = picker(2, 4 * BS);
+    let mut rng = StdRng::seed_from_u64(2);
+    let mut zero = bitvec![u8, Msb0; 0; 2];
+    zero.set(0, true);
+    let slow = p.pick(1, &zero, 4, &mut rng);
+    let busy = p.pick(2, &all(2), 4, &mut rng);
+    assert!(slow.iter().all(|b| b.piece == 0) && busy.iter().all(|b| b.piece == 1));
+    // Only the first two of peer 1's blocks are overdue; nothing of peer 2's is.
+    let overdue = |k: PeerKey, b: BlockRef| k == 1 && b.begin < 2 * BS;
+    let got = p.pick_overdue(3, &all(2), 10, overdue);
+    assert_eq!(got, slow[..2].to_vec(), "the overdue blocks are asked again of peer 3");
+    assert!(p.pick_overdue(3, &all(2), 10, overdue).is_empty(), "never twice of the same peer");
+    assert!(p.pick_overdue(4, &all(2), 10, overdue).is_empty(), "nor of a third");
+    // Peer 3 is first: peer 1 is told to cancel, and its late copy is not taken.
+    assert_eq!(p.block_received(3, slow[0]).expect("asked of 3").cancel, vec![1]);
+    assert!(p.block_received(1, slow[0]).is_none());
+    // A peer without the piece is not asked.
+    let mut one = bitvec![u8, Msb0; 0; 2];
+    one.set(1, true);
+    let other = p.pick_overdue(5, &one, 10, |_, _| true);
+    assert_eq!(other.len(), 4);
+    assert!(other.iter().all(|b| b.piece == 1), "{other:?}");
+    assert!(missing_counts_match(&p));
+}
