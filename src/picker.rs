@@ -6,9 +6,9 @@
 //! before starting new ones (but asks a peer first for what only it has), and in endgame
 //! hands out blocks already requested elsewhere so a download never hangs on one slow peer
 //! at 99.9 % (before endgame, only blocks overdue at a much slower peer). A quarter of the
-//! bound on pieces in progress is kept for pieces only one connected peer has: with every slot
-//! taken by pieces trickling in from slow peers, a leecher could not start what only the
-//! seeder had, and a super-seeder's last pieces waited for 20 s (`scripts/swarm-sim`).
+//! bound on pieces in progress is kept for pieces at most two connected peers have: with every
+//! slot taken by pieces trickling in from slow peers, a leecher could not start what only the
+//! seeder had (or the seeder and a free rider), and the swarm waited (`scripts/swarm-sim`).
 //!
 //! Invariants:
 //! - a block is `Missing`, `Requested` by one or more peers, or `Received`;
@@ -42,6 +42,8 @@ struct Partial {
 const RANDOM_FIRST_PIECES: usize = 4;
 /// Held by at most this many connected peers, a piece is unique to the peer that has it.
 const UNIQUE: u32 = 1;
+/// Held by at most this many, a piece may start in the quarter of the bound kept for such.
+const RESERVE_HOLDERS: u32 = 2;
 /// In endgame, how many peers may hold a request for the same block.
 const ENDGAME_DUPLICATES: usize = 2;
 
@@ -266,8 +268,8 @@ impl Picker {
     }
 
     /// Starts new pieces (held by at most `holders` connected peers) until `out` has `max`
-    /// blocks or the bound on pieces in progress is reached (three quarters of it unless the
-    /// pieces are unique to the peer).
+    /// blocks or the bound on pieces in progress is reached (three quarters of it for a piece
+    /// more than `RESERVE_HOLDERS` connected peers hold).
     fn start_new_pieces(
         &mut self,
         key: PeerKey,
@@ -277,9 +279,12 @@ impl Picker {
         rng: &mut impl Rng,
         out: &mut Vec<BlockRef>,
     ) {
-        let bound = if holders <= UNIQUE { self.max_partial } else { self.max_partial - self.max_partial / 4 };
-        while out.len() < max && self.partial.len() < bound {
+        let shared_bound = self.max_partial - self.max_partial / 4;
+        while out.len() < max && self.partial.len() < self.max_partial {
             let Some(piece) = self.choose_new_piece(theirs, holders, rng) else { break };
+            if self.availability[piece as usize] > RESERVE_HOLDERS && self.partial.len() >= shared_bound {
+                break;
+            }
             let count = self.block_count(piece);
             let blocks = vec![BlockState::Missing; count as usize];
             self.partial.insert(piece, Partial { blocks, received: 0, missing: count });
@@ -382,44 +387,6 @@ impl Picker {
         }
     }
 
-    /// Blocks of pieces the peer has that were asked of others and are overdue at every peer
-    /// asked (`overdue(asked, block)`), at most ENDGAME_DUPLICATES askers each: a slow peer's
-    /// queue does not keep a piece from a faster peer that has it too. What comes first is
-    /// taken, the other ask is cancelled.
-    pub fn pick_overdue(
-        &mut self,
-        key: PeerKey,
-        theirs: &BitSlice<u8, Msb0>,
-        max: usize,
-        overdue: impl Fn(PeerKey, BlockRef) -> bool,
-    ) -> Vec<BlockRef> {
-        let mut out = Vec::new();
-        let has = |i: &u32| theirs.get(*i as usize).is_some_and(|b| *b);
-        let mut pieces: Vec<(u32, u32)> =
-            self.partial.iter().filter(|(i, _)| has(i)).map(|(i, p)| (*i, p.received)).collect();
-        // The most advanced first, as for missing blocks.
-        pieces.sort_by_key(|(i, received)| (std::cmp::Reverse(*received), *i));
-        for (piece, _) in pieces {
-            for b in 0..self.block_count(piece) {
-                if out.len() >= max {
-                    return out;
-                }
-                let block = self.block_ref(piece, b);
-                let state = &mut self.partial.get_mut(&piece).expect("piece is partial").blocks[b as usize];
-                if let BlockState::Requested(peers) = state {
-                    if peers.len() < ENDGAME_DUPLICATES
-                        && !peers.contains(&key)
-                        && peers.iter().all(|q| overdue(*q, block))
-                    {
-                        peers.push(key);
-                        out.push(block);
-                    }
-                }
-            }
-        }
-        out
-    }
-
     /// Records a block from `key`. `None` when the block was not wanted (not requested from
     /// `key`, already received, out of range): the caller drops the data.
     pub fn block_received(&mut self, key: PeerKey, block: BlockRef) -> Option<Received> {
@@ -496,5 +463,6 @@ impl Picker {
     }
 }
 
+mod overdue;
 #[cfg(test)]
 mod tests;

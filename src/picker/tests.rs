@@ -185,17 +185,20 @@ fn what_only_this_peer_has_comes_before_partial_pieces() {
 }
 
 #[test]
-fn a_quarter_of_the_bound_is_kept_for_pieces_only_one_peer_has() {
+fn a_quarter_of_the_bound_is_kept_for_pieces_at_most_two_peers_have() {
     let mut p = picker(10, 4 * BS);
     for i in 0..RANDOM_FIRST_PIECES {
         p.piece_verified(i as u32);
     }
+    // Pieces 4-8 held by three peers; piece 9 by two (a seeder and a free rider, say).
     let mut shared = all(10);
     shared.set(9, false);
-    p.peer_bitfield(&shared);
-    p.peer_bitfield(&shared);
+    for _ in 0..3 {
+        p.peer_bitfield(&shared);
+    }
     let mut only_nine = bitvec![u8, Msb0; 0; 10];
     only_nine.set(9, true);
+    p.peer_bitfield(&only_nine);
     p.peer_bitfield(&only_nine);
     p.set_max_partial(4);
     let mut rng = StdRng::seed_from_u64(3);
@@ -203,9 +206,9 @@ fn a_quarter_of_the_bound_is_kept_for_pieces_only_one_peer_has() {
     assert_eq!(p.partial_count(), 3, "shared pieces start up to three quarters of the bound");
     assert_eq!(first.len(), 12);
     assert!(p.pick(2, &shared, 100, &mut rng).is_empty(), "no fourth shared piece");
-    let unique = p.pick(3, &only_nine, 100, &mut rng);
-    assert_eq!(unique.len(), 4, "the piece only peer 3 has still starts");
-    assert!(unique.iter().all(|b| b.piece == 9));
+    let scarce = p.pick(3, &all(10), 100, &mut rng);
+    assert_eq!(scarce.len(), 4, "the piece two peers have still starts");
+    assert!(scarce.iter().all(|b| b.piece == 9));
     assert_eq!(p.partial_count(), 4);
 }
 
