@@ -248,23 +248,27 @@ impl Picker {
         if out.len() >= max {
             return;
         }
-        let mut pieces: Vec<(u32, u32)> = self
-            .partial
-            .iter()
-            .filter(|(i, p)| {
-                p.missing > 0
-                    && theirs.get(**i as usize).is_some_and(|b| *b)
-                    && self.availability[**i as usize] <= holders
-            })
-            .map(|(i, p)| (*i, p.received))
-            .collect();
-        pieces.sort_by_key(|(i, received)| (std::cmp::Reverse(*received), *i));
-        for (piece, _) in pieces {
+        let pieces = self.partial_pieces(theirs, |i, p| p.missing > 0 && self.availability[i as usize] <= holders);
+        for piece in pieces {
             if out.len() >= max {
                 break;
             }
             self.pick_from_piece(key, piece, max, out);
         }
+    }
+
+    /// The partial pieces the peer has that `keep` takes, the most advanced first (they are
+    /// verified and announced soonest), then by index. Missing blocks, endgame duplicates and
+    /// overdue blocks are all picked in this order.
+    fn partial_pieces(&self, theirs: &BitSlice<u8, Msb0>, keep: impl Fn(u32, &Partial) -> bool) -> Vec<u32> {
+        let mut pieces: Vec<(u32, u32)> = self
+            .partial
+            .iter()
+            .filter(|(i, p)| theirs.get(**i as usize).is_some_and(|b| *b) && keep(**i, p))
+            .map(|(i, p)| (*i, p.received))
+            .collect();
+        pieces.sort_by_key(|(i, received)| (std::cmp::Reverse(*received), *i));
+        pieces.into_iter().map(|(i, _)| i).collect()
     }
 
     /// Starts new pieces (held by at most `holders` connected peers) until `out` has `max`
@@ -348,7 +352,8 @@ impl Picker {
     }
 
     /// Endgame: nothing is missing that this peer could give, so ask it for blocks already
-    /// requested from others (never twice from the same peer, at most ENDGAME_DUPLICATES).
+    /// requested from others (never twice from the same peer, at most ENDGAME_DUPLICATES),
+    /// the most advanced pieces first.
     fn pick_endgame(
         &mut self,
         key: PeerKey,
@@ -362,12 +367,7 @@ impl Picker {
         if any_unstarted {
             return;
         }
-        let has = |i: &u32| theirs.get(*i as usize).is_some_and(|b| *b);
-        let mut pieces: Vec<(u32, u32)> =
-            self.partial.iter().filter(|(i, _)| has(i)).map(|(i, p)| (*i, p.received)).collect();
-        // The most advanced first, as for missing blocks.
-        pieces.sort_by_key(|(i, received)| (std::cmp::Reverse(*received), *i));
-        for (piece, _) in pieces {
+        for piece in self.partial_pieces(theirs, |_, _| true) {
             let count = self.block_count(piece);
             let rivals: Vec<PeerKey> =
                 better.iter().filter(|(_, has)| has.get(piece as usize).is_some_and(|b| *b)).map(|(k, _)| *k).collect();

@@ -18,12 +18,7 @@ impl Picker {
         overdue: impl Fn(PeerKey, BlockRef) -> bool,
     ) -> Vec<BlockRef> {
         let mut out = Vec::new();
-        let has = |i: &u32| theirs.get(*i as usize).is_some_and(|b| *b);
-        let mut pieces: Vec<(u32, u32)> =
-            self.partial.iter().filter(|(i, _)| has(i)).map(|(i, p)| (*i, p.received)).collect();
-        // The most advanced first, as for missing blocks.
-        pieces.sort_by_key(|(i, received)| (std::cmp::Reverse(*received), *i));
-        for (piece, _) in pieces {
+        for piece in self.partial_pieces(theirs, |_, _| true) {
             for b in 0..self.block_count(piece) {
                 if out.len() >= max {
                     return out;

@@ -97,6 +97,22 @@ fn endgame_duplicates_and_cancels() {
 }
 
 #[test]
+fn endgame_duplicates_the_most_advanced_piece_first() {
+    let mut p = picker(2, 4 * BS);
+    let mut rng = StdRng::seed_from_u64(5);
+    let asked = p.pick(1, &all(2), 10, &mut rng);
+    assert_eq!(asked.len(), 8, "every block of both pieces asked of peer 1");
+    let of = |piece: u32| asked.iter().filter(move |b| b.piece == piece).copied();
+    for b in of(0).take(1).chain(of(1).take(3)) {
+        assert!(p.block_received(1, b).is_some());
+    }
+    let dup = p.pick(2, &all(2), 1, &mut rng);
+    assert_eq!(dup, of(1).skip(3).collect::<Vec<_>>(), "piece 1 lacks one block, piece 0 three");
+    let rest = p.pick(2, &all(2), 10, &mut rng);
+    assert!(rest.iter().all(|b| b.piece == 0) && rest.len() == 3, "then piece 0: {rest:?}");
+}
+
+#[test]
 fn in_endgame_a_duplicate_is_left_to_a_better_scored_peer() {
     let mut p = picker(1, 2 * BS);
     let mut rng = StdRng::seed_from_u64(5);
