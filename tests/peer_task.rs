@@ -4,6 +4,8 @@
 //!   queued are rejected, one reject per block not sent, while its allowed-fast pieces are still
 //!   served. The test reads nothing until after the choke, so at most the pipe's and the send
 //!   buffer's worth of blocks can have gone out before it.
+//! - A piece the torrent grants as allowed-fast after the start (a super-seeder's stranded
+//!   piece offered again) is announced once and served while the peer is choked.
 //! - Reads under way for a peer we choke are given up at once, with a reject each, even those
 //!   still waiting for the upload limit: they take nothing more from it and give their share of
 //!   the send budget back (at 100 bytes/s each such read would wait minutes).
@@ -142,6 +144,35 @@ async fn choking_a_fast_peer_rejects_its_queued_requests_but_serves_allowed_fast
     let rejects = answers.values().filter(|a| a[0] == "reject").count();
     // At most the pipe (64 KiB) and the send buffer (64 KiB) went out unread: 8 blocks.
     assert!(rejects >= 3 * 16 - 8, "only {rejects} rejects");
+}
+
+#[tokio::test]
+async fn a_piece_granted_allowed_fast_later_is_served_while_choked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = make_file(dir.path(), "data.bin", 4 * PIECE as usize, 82);
+    let meta = make_torrent(&data, PIECE);
+    let bytes = std::fs::read(&data).unwrap();
+    let (commands, commands_rx) = mpsc::channel(64);
+    let (events_tx, _events) = mpsc::channel(1024);
+    let ctx = context(&meta, dir.path(), events_tx, commands_rx, vec![2]);
+    let mut peer = start_unchoked(ctx, tokio::io::duplex(64 * 1024), &commands, 2).await;
+
+    // The torrent grants piece 1 (a stranded piece it offers again, say); a repeat and a
+    // piece past the end are dropped, so the choke is the next message.
+    for piece in [1, 1, 2, 99] {
+        commands.send(PeerCommand::AllowFast(piece)).await.unwrap();
+    }
+    assert_eq!(next(&mut peer).await, Message::AllowedFast { index: 1 });
+    commands.send(PeerCommand::Choke).await.unwrap();
+    assert_eq!(next(&mut peer).await, Message::Choke);
+
+    for index in [0, 1] {
+        peer.send(Message::Request { index, begin: 0, length: BLOCK }).await.unwrap();
+    }
+    assert_eq!(next(&mut peer).await, Message::Reject { index: 0, begin: 0, length: BLOCK });
+    let at = PIECE as usize;
+    let served = Message::Piece { index: 1, begin: 0, data: bytes::Bytes::copy_from_slice(&bytes[at..at + BLOCK as usize]) };
+    assert_eq!(next(&mut peer).await, served, "the granted piece is served to the choked peer");
 }
 
 /// A fast peer task uploading under 100 bytes/s (the limit's burst, one block on the wire,

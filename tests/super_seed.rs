@@ -4,6 +4,8 @@
 //! two `have`s and no more; a request outside them is rejected, one inside is served; a second
 //! peer is offered two other pieces; a peer is offered one more once another peer announces a
 //! piece it was given (it passed it on), one nobody holds or was offered, and not before;
+//! a piece its one holder keeps past 5 s is counted stranded (diagnostics) and offered
+//! again first, granted allowed-fast, to a peer that passed one on;
 //! once every piece has reached a peer (the diagnostics say
 //! super-seeding is off), a newcomer is shown have-all. With real clients: python3-libtorrent
 //! and `shoal download` fetch the whole torrent from it at once, byte-identical.
@@ -99,6 +101,42 @@ fn a_super_seeder_offers_two_pieces_at_a_time_rarest_first_then_shows_everything
     });
     let (_p3, first) = fast_peer(&s, addr);
     assert_eq!(first, Message::HaveAll, "super-seeding is over: a newcomer sees every piece");
+    assert_alive(&mut seeder);
+}
+
+#[test]
+fn a_piece_its_one_holder_keeps_is_offered_again_with_allowed_fast() {
+    let s = Scene::new(SIZE, "256KiB", 72);
+    let (mut seeder, addr) = s.seeder_with("seeder", &["--super-seed", "--diag", "127.0.0.1:0"]);
+    let diag = seeder.diag_addr();
+    let (mut keeper, _) = fast_peer(&s, addr);
+    let kept = next_offer(&mut keeper);
+    let (mut other, _) = fast_peer(&s, addr);
+    let theirs = next_offer(&mut other);
+    other.send(Message::Interested).unwrap();
+    other.wait_unchoke(REACT);
+
+    // The keeper has its piece and nobody gets it from the keeper: after PASS_WITHIN (5 s)
+    // the seeder counts it stranded.
+    keeper.send(Message::Have { index: kept }).unwrap();
+    let stranded = |v: &serde_json::Value| (v["torrents"][0]["super_seed_stranded"] == 1).then_some(());
+    wait_json(&seeder, diag, "/debug/p2p/torrents", Duration::from_secs(30), stranded);
+
+    // The other peer passes a piece on (it has it, then the keeper announces it too): its
+    // freed offer is the stranded piece, which it may fetch even while choked.
+    other.send(Message::Have { index: theirs }).unwrap();
+    let one_each = |v: &serde_json::Value| {
+        let peers = v["peers"].as_array()?;
+        (peers.len() == 2 && peers.iter().all(|p| p["pieces"] == 1)).then_some(())
+    };
+    wait_json(&seeder, diag, "/debug/p2p/peers", REACT, one_each);
+    keeper.send(Message::Have { index: theirs }).unwrap();
+    assert_eq!(next_offer(&mut other), kept, "the stranded piece is offered again first");
+    let grant = other.wait_msg(REACT, "the grant", |m| matches!(m, Message::AllowedFast { .. }));
+    assert_eq!(grant, Message::AllowedFast { index: kept });
+    let len = BLOCK.min(s.geo.piece_size(kept));
+    let got = other.fetch_block(kept, 0, len, REACT);
+    assert!(got[..] == *s.block(kept, 0, len), "wrong bytes for the stranded piece");
     assert_alive(&mut seeder);
 }
 

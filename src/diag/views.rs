@@ -22,6 +22,8 @@ pub struct TorrentView<'a> {
     pub completed_at_ms: Option<u64>,
     /// BEP 16 super-seeding applies to peers that connect now.
     pub super_seeding: bool,
+    /// Pieces the super-seeder offers again: their one holder kept them.
+    pub super_seed_stranded: u32,
     pub progress: Progress,
     pub rates: Rates,
     pub totals: Totals,
@@ -80,6 +82,7 @@ fn torrent(t: &TorrentStats) -> TorrentView<'_> {
         error: t.error.as_ref(),
         completed_at_ms: t.completed_at_ms,
         super_seeding: t.super_seeding,
+        super_seed_stranded: t.super_seed_stranded,
         progress: Progress {
             pieces_have: t.pieces_have,
             pieces_total: t.pieces_total,

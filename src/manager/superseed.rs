@@ -19,8 +19,8 @@
 //!
 //! A piece settled that way is stranded: one peer holds it and does not pass it on (a free
 //! rider's uplink takes a quarter of a minute for one piece). It is offered again before any
-//! piece nobody holds, so that when every piece is out, and the seeder may leave, no piece is
-//! left only with a peer that keeps it: in `scripts/swarm-sim` the swarm otherwise waited tens
+//! piece nobody holds, to a peer we serve, so that when every piece is out, and the seeder may
+//! leave, no piece is left only with a peer that keeps it: in `scripts/swarm-sim` the swarm otherwise waited tens
 //! of seconds, after the seeder left, for the one copy a free rider held. It costs the seeder a
 //! piece per stranded piece; once another peer announces it, it is out like any other. The
 //! peer that kept it is not given a new piece in its place: the kept piece holds one of its
@@ -169,6 +169,16 @@ impl SuperSeed {
             needed && !held_too_long
         });
         mine.passing.len() + mine.kept.len() < before
+    }
+
+    /// Whether `piece` is stranded (its one holder kept it) and not announced again since.
+    pub fn is_stranded(&self, piece: u32) -> bool {
+        self.stranded.get(piece as usize).is_some_and(|b| *b)
+    }
+
+    /// How many pieces are stranded now.
+    pub fn stranded_count(&self) -> u32 {
+        self.stranded.count_ones() as u32
     }
 
     /// The super-seeded peers, for [`SuperSeed::settle_stranded`] on each now and then.

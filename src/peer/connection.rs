@@ -464,6 +464,7 @@ impl Task {
                     self.out.push(Message::Have { index: i })?;
                 }
             }
+            PeerCommand::AllowFast(i) => self.grant_allowed_fast(i)?,
             PeerCommand::Extended { id, payload } => self.out.push(Message::Extended { id, payload })?,
         }
         Ok(())

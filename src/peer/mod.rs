@@ -39,6 +39,8 @@ pub enum PeerCommand {
     Interested(bool),
     /// We verified a piece: tell the peer.
     Have(u32),
+    /// BEP 6: let the peer request this piece (one we have) while we choke it.
+    AllowFast(u32),
     /// A BEP 10 extension message, under the id the peer chose for it in its handshake.
     Extended {
         id: u8,

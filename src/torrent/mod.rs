@@ -165,6 +165,9 @@ pub struct TorrentStats {
     /// BEP 16 super-seeding applies to peers that connect now (`super_seed`, until every
     /// piece has reached a peer).
     pub super_seeding: bool,
+    /// Pieces a super-seeder offers again because the one peer that had them kept them (did
+    /// not pass them on in time); none once another peer announced them.
+    pub super_seed_stranded: u32,
     pub pieces_total: u32,
     pub pieces_have: u32,
     pub pieces_checked: u32,

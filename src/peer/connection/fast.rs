@@ -40,13 +40,27 @@ impl Task {
             let _ = self.out.push(msg);
         }
         if self.ctx.fast {
-            // Only pieces we can serve: a request for one we lack would only be rejected.
+            // Only pieces we show (a request for another would only be rejected): the set is
+            // what the peer was told, so a piece shown later can still be granted.
+            let have = &self.ctx.have;
+            self.ctx.allowed_fast.retain(|&i| have.get(i as usize).is_some_and(|b| *b));
             for index in self.ctx.allowed_fast.clone() {
-                if self.ctx.have.get(index as usize).is_some_and(|b| *b) {
-                    let _ = self.out.push(Message::AllowedFast { index });
-                }
+                let _ = self.out.push(Message::AllowedFast { index });
             }
         }
+    }
+
+    /// Grants `piece`, one the peer was shown, as allowed-fast: it may fetch it while we
+    /// choke it. Repeats are dropped, and the grants stop at what a shoal peer keeps
+    /// ([`MAX_ALLOWED_FAST_KEPT`], the set sent at the start included).
+    pub(super) fn grant_allowed_fast(&mut self, piece: u32) -> Result<(), PeerError> {
+        let shown = self.ctx.have.get(piece as usize).is_some_and(|b| *b);
+        let granted = &mut self.ctx.allowed_fast;
+        if self.ctx.fast && shown && !granted.contains(&piece) && granted.len() < MAX_ALLOWED_FAST_KEPT {
+            granted.push(piece);
+            self.out.push(Message::AllowedFast { index: piece })?;
+        }
+        Ok(())
     }
 
     /// Whether we serve this piece to the peer now: unchoked, or in the set we granted it.

@@ -22,6 +22,7 @@ impl Torrent {
         s.assembly_bytes = self.assembly.bytes();
         s.pieces_in_progress = self.picker.partial_count();
         s.pieces_verifying = self.verifying;
+        s.super_seed_stranded = self.super_seed.as_ref().map_or(0, |ss| ss.stranded_count());
         s.banned = s.pool.banned;
         s.peers_used = self.used.len();
         s.peers = self.peers.values().map(|p| peer_stats(p, source(&p.addr))).collect();

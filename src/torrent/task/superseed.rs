@@ -3,7 +3,9 @@
 //! shows a new peer no pieces and then offers it pieces through `have` commands (the peer
 //! task serves only pieces it has announced); the offers are topped up whenever another peer
 //! announces a piece the peer was given (or nobody else lacks it), replaced when it declines
-//! them (stays not interested), and freed when it leaves.
+//! them (stays not interested), and freed when it leaves. A stranded piece offered again is
+//! also granted allowed-fast (BEP 6) to a fast peer: our choker moves on every few seconds,
+//! and a peer choked before it fetched the piece could not fetch it from us at all.
 use super::Torrent;
 use crate::manager::superseed::SuperSeed;
 use crate::peer::{CloseReason, PeerCommand};
@@ -107,7 +109,11 @@ impl Torrent {
             tracing::debug!(peer = %p.addr, ?offers, "super-seed offers");
         }
         for piece in offers {
-            if !p.command(PeerCommand::Have(piece)) {
+            // A stranded piece is also granted allowed-fast (BEP 6): our choker may turn away
+            // from the peer before it fetched the piece.
+            let sent = p.command(PeerCommand::Have(piece))
+                && (!ss.is_stranded(piece) || p.command(PeerCommand::AllowFast(piece)));
+            if !sent {
                 self.close(key, CloseReason::Lagging);
                 return;
             }
