@@ -171,7 +171,8 @@ async fn a_piece_granted_allowed_fast_later_is_served_while_choked() {
     }
     assert_eq!(next(&mut peer).await, Message::Reject { index: 0, begin: 0, length: BLOCK });
     let at = PIECE as usize;
-    let served = Message::Piece { index: 1, begin: 0, data: bytes::Bytes::copy_from_slice(&bytes[at..at + BLOCK as usize]) };
+    let served =
+        Message::Piece { index: 1, begin: 0, data: bytes::Bytes::copy_from_slice(&bytes[at..at + BLOCK as usize]) };
     assert_eq!(next(&mut peer).await, served, "the granted piece is served to the choked peer");
 }
 
