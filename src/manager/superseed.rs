@@ -59,6 +59,10 @@ pub const DECLINE_AFTER: Duration = Duration::from_secs(10);
 /// connected to the peer that has it (no tracker, no PEX), and waiting for ever would stall
 /// them both.
 pub const PASS_WITHIN: Duration = Duration::from_secs(5);
+/// The time a piece is due to be passed on counts from our offer, not from the peer's `have`,
+/// but leaves it at least this long after the `have`: a peer our choker got to late (a free
+/// rider served last) no longer keeps its piece out of sight until the seeder has left.
+pub const PASS_AFTER_HAVE: Duration = Duration::from_secs(1);
 
 /// The super-seeding state of one complete torrent.
 #[derive(Debug)]
@@ -79,7 +83,8 @@ pub struct SuperSeed {
 struct Offers {
     /// Not yet announced by the peer.
     open: Vec<u32>,
-    /// Announced by the peer (when), and by no other peer since: to be passed on.
+    /// Announced by the peer, and by no other peer since: to be passed on, within
+    /// [`PASS_WITHIN`] of the instant given (see [`PASS_AFTER_HAVE`]).
     passing: Vec<(u32, Instant)>,
     /// Pieces it held [`PASS_WITHIN`] without passing them on while others lacked them: each
     /// holds one of its offers until it passes a piece on or nobody connected lacks it.
@@ -140,7 +145,10 @@ impl SuperSeed {
             if *k == key {
                 if let Some(at) = mine.open.iter().position(|&p| p == piece) {
                     mine.open.swap_remove(at);
-                    mine.passing.push((piece, now));
+                    // `since` is our last offer to it, this one or a later one.
+                    let offered = mine.since.unwrap_or(now);
+                    let from = now.checked_sub(PASS_WITHIN - PASS_AFTER_HAVE).map_or(offered, |t| t.max(offered));
+                    mine.passing.push((piece, from));
                     self.offers[i] -= 1;
                 }
             } else if let Some(at) = mine.passing.iter().position(|&(p, _)| p == piece).filter(|_| !offered_it) {

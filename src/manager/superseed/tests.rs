@@ -247,3 +247,25 @@ fn a_stranded_piece_is_not_offered_to_a_peer_that_kept_one() {
     let fresh = ss.top_up(3, &none(6), &avail, true, at + DECLINE_AFTER, &mut rng);
     assert!(fresh.contains(&given[0]) && fresh.contains(&theirs[0]), "a peer that kept nothing gets both: {fresh:?}");
 }
+
+#[test]
+fn a_piece_fetched_late_is_due_soon_after_its_have() {
+    let at = t0();
+    let mut ss = SuperSeed::new(4);
+    let mut rng = StdRng::seed_from_u64(13);
+    ss.add_peer(1);
+    let given = ss.top_up(1, &none(4), &[0; 4], true, at, &mut rng);
+    // Announced 8 s after the offer: due 1 s later, not 5.
+    let have_at = at + Duration::from_secs(8);
+    ss.peer_has(1, given[0], have_at);
+    ss.settle_stranded(1, have_at + PASS_AFTER_HAVE / 2, |_| true);
+    assert!(!ss.is_stranded(given[0]), "no time at all to pass it on");
+    ss.settle_stranded(1, have_at + PASS_AFTER_HAVE, |_| true);
+    assert!(ss.is_stranded(given[0]), "stranded {PASS_AFTER_HAVE:?} after a late have");
+    // Announced at once: due PASS_WITHIN after the offer.
+    ss.peer_has(1, given[1], at);
+    ss.settle_stranded(1, at + PASS_WITHIN - PASS_AFTER_HAVE, |_| true);
+    assert!(!ss.is_stranded(given[1]));
+    ss.settle_stranded(1, at + PASS_WITHIN, |_| true);
+    assert!(ss.is_stranded(given[1]));
+}
