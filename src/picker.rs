@@ -367,20 +367,35 @@ impl Picker {
         if any_unstarted {
             return;
         }
-        for piece in self.partial_pieces(theirs, |_, _| true) {
-            let count = self.block_count(piece);
-            let rivals: Vec<PeerKey> =
-                better.iter().filter(|(_, has)| has.get(piece as usize).is_some_and(|b| *b)).map(|(k, _)| *k).collect();
-            for b in 0..count {
+        let pieces = self.partial_pieces(theirs, |_, _| true);
+        self.ask_again(key, pieces, max, out, |askers, block| {
+            // Left to a better peer that has the piece and was not asked yet.
+            !better.iter().any(|(r, has)| has.get(block.piece as usize).is_some_and(|b| *b) && !askers.contains(r))
+        });
+    }
+
+    /// Asks `key` for blocks of `pieces`, in that order, that were already asked of others
+    /// and that `again(askers, block)` allows: never twice of the same peer, at most
+    /// ENDGAME_DUPLICATES askers a block, until `out` has `max`. Endgame and overdue blocks.
+    fn ask_again(
+        &mut self,
+        key: PeerKey,
+        pieces: Vec<u32>,
+        max: usize,
+        out: &mut Vec<BlockRef>,
+        again: impl Fn(&[PeerKey], BlockRef) -> bool,
+    ) {
+        for piece in pieces {
+            for b in 0..self.block_count(piece) {
                 if out.len() >= max {
                     return;
                 }
+                let block = self.block_ref(piece, b);
                 let state = &mut self.partial.get_mut(&piece).expect("piece is partial").blocks[b as usize];
-                if let BlockState::Requested(peers) = state {
-                    let left_to_better = rivals.iter().any(|r| !peers.contains(r));
-                    if peers.len() < ENDGAME_DUPLICATES && !peers.contains(&key) && !left_to_better {
-                        peers.push(key);
-                        out.push(self.block_ref(piece, b));
+                if let BlockState::Requested(askers) = state {
+                    if askers.len() < ENDGAME_DUPLICATES && !askers.contains(&key) && again(askers, block) {
+                        askers.push(key);
+                        out.push(block);
                     }
                 }
             }
