@@ -5,7 +5,8 @@
 //!   served. The test reads nothing until after the choke, so at most the pipe's and the send
 //!   buffer's worth of blocks can have gone out before it.
 //! - A piece the torrent grants as allowed-fast after the start (a super-seeder's stranded
-//!   piece offered again) is announced once and served while the peer is choked.
+//!   piece offered again) is announced once and served while the peer is choked; grants stop
+//!   at the cap a shoal peer keeps (the set sent at the start included).
 //! - Reads under way for a peer we choke are given up at once, with a reject each, even those
 //!   still waiting for the upload limit: they take nothing more from it and give their share of
 //!   the send budget back (at 100 bytes/s each such read would wait minutes).
@@ -22,6 +23,7 @@ use shoal::peer::connection::{self, PeerContext, PeerLimits};
 use shoal::peer::rate::Rates;
 use shoal::peer::{CloseReason, PeerCommand, PeerCounters, PeerEvent, PeerEventKind};
 use shoal::storage::Storage;
+use shoal::wire::fast::MAX_ALLOWED_FAST_KEPT;
 use shoal::wire::{Message, MessageCodec};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -174,6 +176,37 @@ async fn a_piece_granted_allowed_fast_later_is_served_while_choked() {
     let served =
         Message::Piece { index: 1, begin: 0, data: bytes::Bytes::copy_from_slice(&bytes[at..at + BLOCK as usize]) };
     assert_eq!(next(&mut peer).await, served, "the granted piece is served to the choked peer");
+}
+
+#[tokio::test]
+async fn grants_stop_at_the_allowed_fast_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let pieces = MAX_ALLOWED_FAST_KEPT as u32 + 8;
+    let data = make_file(dir.path(), "data.bin", (pieces * BLOCK) as usize, 84);
+    let meta = make_torrent(&data, BLOCK);
+    let (commands, commands_rx) = mpsc::channel(64);
+    let (events_tx, _events) = mpsc::channel(1024);
+    let ctx = context(&meta, dir.path(), events_tx, commands_rx, vec![0]);
+    let mut peer = start_unchoked(ctx, tokio::io::duplex(64 * 1024), &commands, 0).await;
+
+    // Every other piece granted: the set sent at the start counts, so 31 more go out, then
+    // the rest are dropped and the choke is the next message.
+    for piece in 1..pieces {
+        commands.send(PeerCommand::AllowFast(piece)).await.unwrap();
+    }
+    commands.send(PeerCommand::Choke).await.unwrap();
+    for index in 1..MAX_ALLOWED_FAST_KEPT as u32 {
+        assert_eq!(next(&mut peer).await, Message::AllowedFast { index });
+    }
+    assert_eq!(next(&mut peer).await, Message::Choke, "no grant past {MAX_ALLOWED_FAST_KEPT}");
+
+    // A piece past the cap is not served to the choked peer; the last one granted is.
+    let (past, last) = (MAX_ALLOWED_FAST_KEPT as u32, MAX_ALLOWED_FAST_KEPT as u32 - 1);
+    for index in [past, last] {
+        peer.send(Message::Request { index, begin: 0, length: BLOCK }).await.unwrap();
+    }
+    assert_eq!(next(&mut peer).await, Message::Reject { index: past, begin: 0, length: BLOCK });
+    assert!(matches!(next(&mut peer).await, Message::Piece { index, .. } if index == last));
 }
 
 /// A fast peer task uploading under 100 bytes/s (the limit's burst, one block on the wire,

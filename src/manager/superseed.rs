@@ -22,13 +22,14 @@
 //! A piece settled that way is stranded: one peer holds it and does not pass it on (a free
 //! rider's uplink takes a quarter of a minute for one piece). It is offered again before any
 //! piece nobody holds, to a peer we serve that kept nothing itself, so that when every piece is
-//! out, and the seeder may leave, no piece is left only with a peer that keeps it: in `scripts/swarm-sim` the swarm otherwise waited tens
-//! of seconds, after the seeder left, for the one copy a free rider held. It costs the seeder a
-//! piece per stranded piece; once another peer announces it, it is out like any other. The
-//! peer that kept it is not given a new piece in its place: the kept piece holds one of its
-//! offers until it passes a piece on or no connected peer lacks the kept one any more. Before,
-//! a free rider was given a fresh first copy every few seconds, any of which could still be
-//! the only copy when the seeder left (measured: no fewer stalls either way).
+//! out, and the seeder may leave, no piece is left only with a peer that keeps it: in
+//! `scripts/swarm-sim` the swarm otherwise waited tens of seconds, after the seeder left, for
+//! the one copy a free rider held. It costs the seeder a piece per stranded piece; once another
+//! peer announces it, it is out like any other. The peer that kept it is not given a new piece
+//! in its place: the kept piece holds one of its offers until it passes a piece on or no
+//! connected peer lacks the kept one any more. Before, a free rider was given a fresh first
+//! copy every few seconds, any of which could still be the only copy when the seeder left
+//! (measured: no fewer stalls either way).
 //!
 //! Super-seeding lasts until every piece has been announced by some peer (one full copy is
 //! out, as far as we saw): peers that connect after that see every piece. Peers that connected
@@ -151,7 +152,9 @@ impl SuperSeed {
                     mine.passing.push((piece, from));
                     self.offers[i] -= 1;
                 }
-            } else if let Some(at) = mine.passing.iter().position(|&(p, _)| p == piece).filter(|_| !offered_it) {
+            } else if offered_it {
+                // It may have fetched the piece from us: nobody passed it on.
+            } else if let Some(at) = mine.passing.iter().position(|&(p, _)| p == piece) {
                 mine.passing.swap_remove(at);
                 // It passes pieces on after all: what it kept no longer holds its offers.
                 mine.kept.clear();

@@ -39,7 +39,7 @@ pub enum PeerCommand {
     Interested(bool),
     /// We verified a piece: tell the peer.
     Have(u32),
-    /// BEP 6: let the peer request this piece (one we have) while we choke it.
+    /// BEP 6: let the peer request this piece while we choke it (only a piece we showed it).
     AllowFast(u32),
     /// A BEP 10 extension message, under the id the peer chose for it in its handshake.
     Extended {
