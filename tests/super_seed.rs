@@ -1,7 +1,7 @@
 //! BEP 16 super-seeding against a real `shoal seed --super-seed` on 127.0.0.1.
 //!
 //! With fake peers from `tests/hostile/` that negotiate fast: a peer is shown have-none, then
-//! two `have`s and no more; a request outside them is rejected, one inside is served; a second
+//! two `have`s, each granted allowed-fast, and no more; a request outside them is rejected, one inside is served; a second
 //! peer is offered two other pieces; a peer is offered one more once another peer announces a
 //! piece it was given (it passed it on), one nobody holds or was offered, and not before;
 //! a piece its one holder keeps past 5 s is counted stranded (diagnostics) and offered
@@ -66,6 +66,10 @@ fn a_super_seeder_offers_two_pieces_at_a_time_rarest_first_then_shows_everything
     let mine = [next_offer(&mut p1), next_offer(&mut p1)];
     assert_ne!(mine[0], mine[1]);
     assert_eq!(offers(&mut p1), Vec::<u32>::new(), "more than two pieces offered at once");
+    for index in mine {
+        // Our choker may reach it late: its first offers it may fetch while choked.
+        assert!(p1.seen.contains(&Message::AllowedFast { index }), "first offer {index} not granted allowed-fast");
+    }
 
     // Outside the offers: rejected; inside: served, the right bytes.
     let outside = (0..s.geo.piece_count).find(|i| !mine.contains(i)).unwrap();

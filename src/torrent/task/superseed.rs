@@ -3,9 +3,11 @@
 //! shows a new peer no pieces and then offers it pieces through `have` commands (the peer
 //! task serves only pieces it has announced); the offers are topped up whenever another peer
 //! announces a piece the peer was given (or nobody else lacks it), replaced when it declines
-//! them (stays not interested), and freed when it leaves. A stranded piece offered again is
-//! also granted allowed-fast (BEP 6) to a fast peer: our choker moves on every few seconds,
-//! and a peer choked before it fetched the piece could not fetch it from us at all.
+//! them (stays not interested), and freed when it leaves. A peer's first offers, and a
+//! stranded piece offered again, are also granted allowed-fast (BEP 6) to a fast peer: our
+//! choker serves a few peers at a time, and a peer it reaches late fetches its first pieces
+//! late (a free rider's 8–9 s in, the piece then due within a second of the seeder leaving in
+//! `scripts/swarm-sim`), or, choked before it fetched a piece, cannot fetch it from us at all.
 use super::Torrent;
 use crate::manager::superseed::SuperSeed;
 use crate::peer::{CloseReason, PeerCommand};
@@ -33,13 +35,13 @@ impl Torrent {
     }
 
     /// A peer connected and was shown [`Torrent::pieces_to_show`]: under super-seeding it
-    /// gets its first offers.
+    /// gets its first offers, granted allowed-fast.
     pub(super) fn super_seed_connected(&mut self, key: PeerKey) {
         match &mut self.super_seed {
             Some(ss) if ss.is_on() => ss.add_peer(key),
             _ => return,
         }
-        self.offer_pieces(key);
+        self.offer(key, true);
     }
 
     /// Peer `key` announced `pieces`: they are out; the peers that were to pass them on have
@@ -102,6 +104,11 @@ impl Torrent {
     }
 
     fn offer_pieces(&mut self, key: PeerKey) {
+        self.offer(key, false);
+    }
+
+    /// Tops up `key`'s offers; granted allowed-fast if `first` (its first offers) or stranded.
+    fn offer(&mut self, key: PeerKey, first: bool) {
         let (Some(ss), Some(p)) = (&mut self.super_seed, self.peers.get(&key)) else { return };
         let now = Instant::now().into_std();
         let offers = ss.top_up(key, &p.bitfield, self.picker.availability(), !p.am_choking, now, &mut self.rng);
@@ -109,10 +116,10 @@ impl Torrent {
             tracing::debug!(peer = %p.addr, ?offers, "super-seed offers");
         }
         for piece in offers {
-            // A stranded piece is also granted allowed-fast (BEP 6): our choker may turn away
-            // from the peer before it fetched the piece.
-            let sent = p.command(PeerCommand::Have(piece))
-                && (!ss.is_stranded(piece) || p.command(PeerCommand::AllowFast(piece)));
+            // Granted allowed-fast (BEP 6): our choker may reach the peer late, or turn away
+            // from it before it fetched the piece.
+            let grant = first || ss.is_stranded(piece);
+            let sent = p.command(PeerCommand::Have(piece)) && (!grant || p.command(PeerCommand::AllowFast(piece)));
             if !sent {
                 self.close(key, CloseReason::Lagging);
                 return;
