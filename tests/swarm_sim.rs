@@ -60,7 +60,14 @@ fn assert_consistent(run: &Value, peers: u64) {
     for p in &ls {
         let expected = run["payload_mib"].as_f64().unwrap() / p["completion_s"].as_f64().unwrap();
         assert!((p["download_mib_s"].as_f64().unwrap() - expected).abs() < 0.01, "rate is size over time: {p}");
-        assert!(p["downloaded"].as_u64().unwrap() >= run["payload_mib"].as_u64().unwrap() << 20, "bytes down: {p}");
+        let down = p["downloaded"].as_u64().unwrap();
+        if p["left_s"].is_null() {
+            assert!(down >= run["payload_mib"].as_u64().unwrap() << 20, "bytes down: {p}");
+        } else {
+            // A peer that left counts what its last poll saw: pieces it verified after that
+            // are resumed when it returns, not fetched again, so the sum may fall short.
+            assert!(down > 0, "bytes down: {p}");
+        }
     }
     let seed_left = run["seed_left_s"].as_f64().expect("the seeder left once a full copy was out");
     assert!(seed_left <= run["watched_s"].as_f64().unwrap());

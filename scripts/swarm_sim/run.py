@@ -208,6 +208,7 @@ class Swarm:
             if p.first_start is None and t >= spec.join_at:
                 self.start(p)
             if spec.leave and p.index not in self.churned and p.running and t >= spec.leave[0]:
+                p.poll()  # its byte counts as late as can be: what it verifies next is resumed, not fetched
                 p.stop()
                 self.churned.add(p.index)
             if spec.leave and p.index in self.churned and p.index not in self.returned and t >= spec.leave[1]:
