@@ -253,11 +253,11 @@ impl Storage {
             .get(index, size, || {
                 blocking(move || {
                     let _permit = permit;
-                    let mut buf = vec![0u8; size as usize];
+                    let mut buf = inner.cache.buffer(size as usize);
                     if !pieces::read(&inner.layout, &inner.files, index, &mut buf)? {
                         return Err(StorageError::Missing { index });
                     }
-                    Ok(Bytes::from(buf))
+                    Ok(buf.freeze())
                 })
             })
             .await?;
