@@ -28,7 +28,6 @@ use super::budget::SendBudget;
 use super::metadata::MetadataServer;
 use super::outbox::Outbox;
 use super::serve_queue::{Queued, ServeQueue, MAX_SERVE_QUEUE};
-use super::sink::WireSink;
 use super::{CloseReason, PeerCommand, PeerCounters, PeerError, PeerEvent, PeerEventKind};
 use crate::storage::{Storage, StorageError};
 use crate::types::{BlockRef, Geometry, PeerKey};
@@ -38,15 +37,16 @@ use crate::wire::pex::PexMessage;
 use crate::wire::{Message, MessageCodec};
 use bitvec::prelude::*;
 use bytes::Bytes;
+use futures::stream::{SplitSink, SplitStream};
 use futures::StreamExt;
 use reads::Reads;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
-use tokio_util::codec::{Framed, FramedParts};
+use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 mod fast;
@@ -111,8 +111,7 @@ pub struct PeerLimits {
     pub rates: super::rate::PeerRates,
 }
 
-type Reader<S> = Framed<ReadHalf<S>, MessageCodec>;
-type Sink<S> = WireSink<WriteHalf<S>>;
+type Sink<S> = SplitSink<Framed<S, MessageCodec>, Message>;
 
 struct Task {
     ctx: PeerContext,
@@ -139,15 +138,11 @@ where
 {
     let key = ctx.key;
     let events = ctx.events.clone();
-    // The reader keeps the read buffer, so bytes the peer sent behind its handshake are
-    // decoded before the socket is read again (a `Framed` made from parts holding them starts
-    // out readable).
-    let parts = framed.into_parts();
-    let (read_half, write_half) = tokio::io::split(parts.io);
-    let mut sink = WireSink::new(write_half, WRITE_BATCH, parts.write_buf);
-    let mut reader_parts = FramedParts::new::<Message>(read_half, parts.codec);
-    reader_parts.read_buf = parts.read_buf;
-    let mut reader = Framed::from_parts(reader_parts);
+    // `StreamExt::split` keeps the Framed whole, so bytes the peer sent behind its handshake
+    // (already in the read buffer) are decoded before the socket is read again.
+    let mut framed = framed;
+    framed.set_backpressure_boundary(WRITE_BATCH);
+    let (mut sink, mut reader) = framed.split();
     let now = Instant::now();
     let metadata = MetadataServer::new(ctx.metadata.clone());
     let mut task = Task {
@@ -179,7 +174,7 @@ where
 impl Task {
     async fn drive<S: AsyncRead + AsyncWrite>(
         &mut self,
-        reader: &mut Reader<S>,
+        reader: &mut SplitStream<Framed<S, MessageCodec>>,
         sink: &mut Sink<S>,
     ) -> Result<(), PeerError> {
         self.send_greeting();

@@ -8,8 +8,6 @@
 //!   [`PeerCommand`]s (requests, choke, have...) and serves the peer's requests from storage.
 //!   The torrent closes it by cancelling the peer's token, which works whatever the socket does;
 //! - `outbox`: the peer's outgoing queue and the cancel-safe step that writes it;
-//! - `sink`: the write half under the outbox: encodes, and hands a block's payload to a TCP
-//!   socket without copying it again;
 //! - [`metadata`]: answers BEP 9 `ut_metadata` requests from the raw info dict, bounded;
 //! - [`serve_queue`]: the requests a peer made of us, as descriptors, bounded;
 //! - [`budget`]: the session-wide bound on block bytes waiting to be sent;
@@ -23,7 +21,6 @@ pub mod metadata;
 mod outbox;
 pub mod rate;
 pub mod serve_queue;
-mod sink;
 
 use crate::types::BlockRef;
 use crate::types::PeerKey;

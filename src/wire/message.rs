@@ -261,20 +261,6 @@ impl Decoder for MessageCodec {
     }
 }
 
-/// The 13 bytes that go before a block of `len` bytes: length prefix, id, index, begin. A
-/// writer that sends the payload from its own buffer puts this in front of it.
-pub fn put_piece_head(dst: &mut BytesMut, index: u32, begin: u32, len: usize) {
-    dst.reserve(13);
-    dst.put_u32(9 + len as u32);
-    put_piece_fields(dst, index, begin);
-}
-
-fn put_piece_fields(dst: &mut BytesMut, index: u32, begin: u32) {
-    dst.put_u8(id::PIECE);
-    dst.put_u32(index);
-    dst.put_u32(begin);
-}
-
 fn put_block_ref(dst: &mut BytesMut, id: u8, index: u32, begin: u32, length: u32) {
     dst.put_u8(id);
     dst.put_u32(index);
@@ -306,7 +292,9 @@ impl Encoder<Message> for MessageCodec {
             Message::Request { index, begin, length } => put_block_ref(dst, id::REQUEST, index, begin, length),
             Message::Cancel { index, begin, length } => put_block_ref(dst, id::CANCEL, index, begin, length),
             Message::Piece { index, begin, data } => {
-                put_piece_fields(dst, index, begin);
+                dst.put_u8(id::PIECE);
+                dst.put_u32(index);
+                dst.put_u32(begin);
                 dst.put_slice(&data);
             }
             Message::Port(port) => {
