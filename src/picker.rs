@@ -386,12 +386,12 @@ impl Picker {
         again: impl Fn(&[PeerKey], BlockRef) -> bool,
     ) {
         for piece in pieces {
-            for b in 0..self.block_count(piece) {
+            let partial = self.partial.get_mut(&piece).expect("piece is partial");
+            for (b, state) in partial.blocks.iter_mut().enumerate() {
                 if out.len() >= max {
                     return;
                 }
-                let block = self.block_ref(piece, b);
-                let state = &mut self.partial.get_mut(&piece).expect("piece is partial").blocks[b as usize];
+                let block = self.geometry.block(piece, b as u32);
                 if let BlockState::Requested(askers) = state {
                     if askers.len() < ENDGAME_DUPLICATES && !askers.contains(&key) && again(askers, block) {
                         askers.push(key);

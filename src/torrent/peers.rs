@@ -342,19 +342,22 @@ impl PeerSlot {
     }
 }
 
+/// A peer of 8 pieces connected at `t0` whose commands go nowhere (for tests).
+#[cfg(test)]
+pub(crate) fn test_slot(t0: Instant) -> PeerSlot {
+    let (tx, _rx) = mpsc::channel(1);
+    let link = PeerLink {
+        commands: tx,
+        counters: Default::default(),
+        cancel: CancellationToken::new(),
+        upload_share: Default::default(),
+    };
+    PeerSlot::new(PeerAddr::P2p(libp2p::PeerId::random()), PeerId([0; 20]), false, link, 8, t0)
+}
+
 #[cfg(test)]
 mod tests {
-    /// A peer connected at `t0` whose commands go nowhere.
-    fn slot(t0: Instant) -> PeerSlot {
-        let (tx, _rx) = mpsc::channel(1);
-        let link = PeerLink {
-            commands: tx,
-            counters: Default::default(),
-            cancel: CancellationToken::new(),
-            upload_share: Default::default(),
-        };
-        PeerSlot::new(PeerAddr::P2p(libp2p::PeerId::random()), PeerId([0; 20]), false, link, 8, t0)
-    }
+    use super::test_slot as slot;
 
     #[test]
     fn a_holder_owed_blocks_does_not_waste_its_slot() {
