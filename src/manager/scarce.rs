@@ -36,9 +36,11 @@ pub fn offer(
         return None;
     }
     let mut out: Option<BitVec<u8, Msb0>> = None;
-    for piece in theirs.iter_ones() {
-        let scarce = availability.get(piece).is_some_and(|&a| a <= SCARCE_HOLDERS);
-        if scarce && !started(piece as u32) && better.iter().any(|r| r.has.get(piece).is_some_and(|b| *b)) {
+    // Over the availability counts, not `theirs.iter_ones()`: run on every top-up, that bit
+    // iteration cost more than the check, and with several seeders no piece is scarce at all.
+    for (piece, _) in availability.iter().enumerate().filter(|(_, &a)| a <= SCARCE_HOLDERS) {
+        let has = |bits: &BitSlice<u8, Msb0>| bits.get(piece).is_some_and(|b| *b);
+        if has(theirs) && !started(piece as u32) && better.iter().any(|r| has(r.has)) {
             out.get_or_insert_with(|| theirs.to_bitvec()).set(piece, false);
         }
     }
