@@ -440,15 +440,7 @@ mod tests {
 
     #[test]
     fn requests_queued_before_the_sole_piece_are_the_ones_given_up() {
-        let (tx, _rx) = mpsc::channel(1);
-        let link = PeerLink {
-            commands: tx,
-            counters: Default::default(),
-            cancel: CancellationToken::new(),
-            upload_share: Default::default(),
-        };
-        let mut p =
-            PeerSlot::new(PeerAddr::P2p(libp2p::PeerId::random()), PeerId([0; 20]), false, link, 8, Instant::now());
+        let mut p = slot(Instant::now());
         let b = |piece: u32| BlockRef { piece, begin: 0, length: 16384 };
         // Piece 0 is held by three peers, piece 1 only by this one, piece 2 by two.
         let availability = [3, 1, 2];
@@ -472,20 +464,7 @@ mod tests {
 
     #[test]
     fn depth_covers_target_seconds_within_reqq() {
-        let (tx, _rx) = mpsc::channel(1);
-        let mut p = PeerSlot::new(
-            PeerAddr::P2p(libp2p::PeerId::random()),
-            PeerId([0; 20]),
-            false,
-            PeerLink {
-                commands: tx,
-                counters: Default::default(),
-                cancel: CancellationToken::new(),
-                upload_share: Default::default(),
-            },
-            8,
-            Instant::now(),
-        );
+        let mut p = slot(Instant::now());
         assert_eq!(p.depth(Duration::from_secs(3), 500, 16384), INITIAL_DEPTH);
         p.rate_down.update(16384 * 10, Duration::from_secs(1));
         p.rate_down.update(16384 * 20, Duration::from_secs(1));
