@@ -82,10 +82,7 @@ impl PieceCache {
     pub fn buffer(&self, size: usize) -> BytesMut {
         let spare = self.lru.lock().expect("piece cache poisoned").spare.pop();
         match spare {
-            Some(mut buf) if buf.len() >= size => {
-                buf.truncate(size);
-                buf
-            }
+            // Shorter: cut; longer (the last piece's buffer, say): only the new part is zeroed.
             Some(mut buf) => {
                 buf.resize(size, 0);
                 buf
