@@ -234,3 +234,51 @@ async fn a_lying_peer_is_banned_and_the_honest_one_completes() {
     leecher.shutdown().await;
     honest.shutdown().await;
 }
+
+/// Three seeders behind equal 1 MiB/s links, and room for only eight pieces in progress: each
+/// verified piece frees room for one more, and it must go to whichever seeder runs out of
+/// requests first. Before, it went to the same seeder every time (the first in map order was
+/// topped up as the `have` went out), which then sent most of the file while two links idled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equal_seeders_share_the_download() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = make_file(&dir.path().join("seed"), "data.bin", 6 * 1024 * 1024, 6);
+    let meta = make_torrent(&src, PIECE);
+    let mut seeders = Vec::new();
+    for _ in 0..3 {
+        let s = session().await;
+        s.add_torrent(meta.clone(), dir.path().join("seed")).wait_complete().await.unwrap();
+        seeders.push(s);
+    }
+    let opts = shoal::config::Options { max_assembly_bytes: 8 * PIECE as usize, ..(*options()).clone() };
+    let mut leecher = shoal::session::Session::start(opts.into(), Some("127.0.0.1:0".parse().unwrap())).await.unwrap();
+    leecher.set_connector(SlowConnector::new(seeders.iter().map(|s| s.listen_addr().unwrap()), 1 << 20));
+    let h = leecher.add_torrent(meta.clone(), dir.path().join("out"));
+    let mut events = h.subscribe();
+    // Counted as they come: the event backlog is smaller than the file's blocks.
+    let pieces = meta.piece_count();
+    let counter = tokio::spawn(async move {
+        let (mut from, mut verified) = (std::collections::HashMap::<shoal::types::PeerAddr, u64>::new(), 0);
+        while verified < pieces {
+            match events.recv().await.expect("no event missed") {
+                TorrentEvent::BlockReceived { from: a, length, .. } => *from.entry(a).or_default() += length as u64,
+                TorrentEvent::PieceVerified(_) => verified += 1,
+                _ => {}
+            }
+        }
+        from
+    });
+    h.add_peers(seeders.iter().map(addr).collect()).await;
+    tokio::time::timeout(Duration::from_secs(60), h.wait_complete()).await.expect("timed out").unwrap();
+    assert_same_bytes(&src, &dir.path().join("out/data.bin"));
+    let from = tokio::time::timeout(Duration::from_secs(10), counter).await.expect("no completion event").unwrap();
+    assert_eq!(from.values().sum::<u64>(), meta.total_length, "every byte once: {from:?}");
+    for s in &seeders {
+        let sent = from.get(&addr(s)).copied().unwrap_or(0);
+        assert!(sent >= meta.total_length / 6, "a seeder sent {sent} of {} bytes: {from:?}", meta.total_length);
+    }
+    leecher.shutdown().await;
+    for s in &seeders {
+        s.shutdown().await;
+    }
+}

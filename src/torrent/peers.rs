@@ -324,6 +324,15 @@ impl PeerSlot {
         want.max(INITIAL_DEPTH.min(limit)).clamp(MIN_DEPTH.min(limit), limit)
     }
 
+    /// Seconds of transfer its outstanding requests hold at its current rate (none asked: 0;
+    /// asked and no rate yet: as good as forever).
+    pub fn queued_secs(&self, block: u32) -> f64 {
+        match self.outstanding.len() {
+            0 => 0.0,
+            n => n as f64 * block as f64 / self.rate_down.get().max(f64::MIN_POSITIVE),
+        }
+    }
+
     /// Folds one block's round-trip time into the smoothed value (RFC 6298 style, 1/8).
     pub fn observe_rtt(&mut self, sample: Duration) {
         self.rtt = Some(match self.rtt {

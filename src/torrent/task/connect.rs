@@ -240,10 +240,7 @@ impl Torrent {
             self.rechoke(Instant::now());
         }
         // Its released requests may go to others right away.
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-        for k in keys {
-            self.fill_requests(k);
-        }
+        self.fill_all_requests();
     }
 
     /// Closes the least valuable useless peer (snubbed, or no interest either way for

@@ -39,11 +39,7 @@ impl Torrent {
             self.emit(TorrentEvent::NeedPeers);
         }
         self.wanted_peers = needs;
-        let mut keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-        keys.sort_by(|a, b| self.peers[b].score.total.total_cmp(&self.peers[a].score.total));
-        for k in keys {
-            self.fill_requests(k);
-        }
+        self.fill_all_requests();
     }
 
     pub(super) fn update_scores(&mut self) {

@@ -67,13 +67,13 @@ impl Torrent {
                 return true;
             }
         }
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-        for k in keys {
-            self.fill_requests(k);
-        }
+        self.fill_all_requests();
         false
     }
 
+    /// Sends `have` to every peer and drops interest in those with nothing left for us. No
+    /// top-up here: the caller refills every pipe in order afterwards ([`Torrent::fill_all_requests`]);
+    /// topped up here, in map order, the first peer took the room the piece left every time.
     pub(super) fn announce_have(&mut self, piece: u32) {
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for k in keys {
@@ -82,7 +82,7 @@ impl Torrent {
             if !p.command(PeerCommand::Have(piece)) {
                 self.close(k, CloseReason::Lagging);
             } else if had && p.am_interested {
-                self.update_interest(k);
+                self.refresh_interest(k);
             }
         }
     }
