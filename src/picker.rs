@@ -322,9 +322,7 @@ impl Picker {
         if n == 0 || self.availability.iter().fold(u32::MAX, |m, &a| m.min(a)) > holders {
             return None;
         }
-        // The map lookup last: with every piece held by more than `holders` peers (several
-        // seeders), hashing each index first made this scan, run on every top-up, a fifth of a
-        // download's CPU.
+        // The map lookup last: hashing each index first cost more than the rest of the scan.
         let eligible = |i: usize| {
             self.availability[i] <= holders
                 && theirs.get(i).is_some_and(|b| *b)

@@ -151,7 +151,7 @@ impl Torrent {
         let mut blocks =
             scarce::pick(&mut self.picker, key, theirs, scarce_left.as_deref(), need, &mut self.rng, &better);
         if blocks.len() < need {
-            if let Some(overdue) = overdue_at(&self.peers, key, p, Instant::now()) {
+            if let Some(overdue) = overdue_at(&self.peers, key, Instant::now()) {
                 blocks.extend(self.picker.pick_overdue(key, theirs, need - blocks.len(), overdue));
             }
         }
@@ -298,9 +298,9 @@ const OVERDUE_AFTER: Duration = Duration::from_secs(1);
 /// ... and only of a peer that sends us this many times as fast as the peer first asked.
 const OVERDUE_SPEEDUP: f64 = 4.0;
 
-/// Whether a block asked of a peer is overdue there for `stealer`: asked `OVERDUE_AFTER` ago
-/// or more of a peer that sends us less than a `OVERDUE_SPEEDUP`th of what `stealer` does (a
-/// stealer that sent nothing yet is given the chance). In `scripts/swarm-sim` the seeder
+/// Whether a block asked of a peer is overdue there for the stealer `key`: asked
+/// `OVERDUE_AFTER` ago or more of a peer that sends us less than a `OVERDUE_SPEEDUP`th of what
+/// the stealer does (a stealer that sent nothing yet is given the chance). In `scripts/swarm-sim` the seeder
 /// offered a piece a free rider alone held to peer after peer, and none had it seconds later,
 /// likely because each had asked the free rider (14 KiB/s for all it served) for its blocks
 /// and so could not ask the seeder; with this the bar was met in 14 runs of 16, not 10 of 13.
@@ -308,12 +308,12 @@ const OVERDUE_SPEEDUP: f64 = 4.0;
 /// `None` when no other peer is that slow with an ask that old: nothing is overdue, and the
 /// partial pieces need no scan (scanning them on every top-up was a quarter of the CPU of a
 /// download from one fast seeder).
-fn overdue_at<'a>(
-    peers: &'a HashMap<PeerKey, PeerSlot>,
+fn overdue_at(
+    peers: &HashMap<PeerKey, PeerSlot>,
     key: PeerKey,
-    stealer: &PeerSlot,
     now: Instant,
-) -> Option<impl Fn(PeerKey, BlockRef) -> bool + 'a> {
+) -> Option<impl Fn(PeerKey, BlockRef) -> bool + '_> {
+    let stealer = peers.get(&key)?;
     let rate = if stealer.accepted == 0 { f64::INFINITY } else { stealer.rate_down.get() };
     let slow = move |q: &PeerSlot| q.rate_down.get() * OVERDUE_SPEEDUP < rate;
     let late = move |sent: &Instant| now - *sent >= OVERDUE_AFTER;
@@ -351,13 +351,13 @@ mod tests {
         slow.outstanding.insert(block(0), t0);
         let mut peers = HashMap::from([(1, fast), (2, slow)]);
         let at = |peers: &HashMap<PeerKey, PeerSlot>, secs| {
-            overdue_at(peers, 1, &peers[&1], t0 + Duration::from_secs(secs)).map(|f| f(2, block(0)))
+            overdue_at(peers, 1, t0 + Duration::from_secs(secs)).map(|f| f(2, block(0)))
         };
         // Asked less than OVERDUE_AFTER ago: nothing to scan for.
         assert_eq!(at(&peers, 0), None);
         assert_eq!(at(&peers, 2), Some(true));
         {
-            let over = overdue_at(&peers, 1, &peers[&1], t0 + 2 * tick).unwrap();
+            let over = overdue_at(&peers, 1, t0 + 2 * tick).unwrap();
             assert!(!over(2, block(BLOCK_SIZE)), "a block not asked of the slow peer");
         }
         // Half as fast is not slow enough.

@@ -65,10 +65,10 @@ impl Torrent {
             tracing::debug!(?by, ?pieces, ?from, "super-seed: passed on");
         }
         for k in passed {
-            self.offer_pieces(k);
+            self.offer(k, false);
         }
         self.settle_stranded(key, now);
-        self.offer_pieces(key);
+        self.offer(key, false);
     }
 
     /// The pieces `key` is to pass on that no other connected peer lacks, or that it kept too
@@ -92,7 +92,7 @@ impl Torrent {
             }
         }
         for key in more {
-            self.offer_pieces(key);
+            self.offer(key, false);
         }
     }
 
@@ -101,10 +101,6 @@ impl Torrent {
         if let Some(ss) = &mut self.super_seed {
             ss.forget(key);
         }
-    }
-
-    fn offer_pieces(&mut self, key: PeerKey) {
-        self.offer(key, false);
     }
 
     /// Tops up `key`'s offers; granted allowed-fast if `first` (its first offers) or stranded.
