@@ -8,7 +8,7 @@
 mod common;
 mod hostile;
 
-use common::session::{options, spawn_node, wait_for};
+use common::session::{session, spawn_node, wait_for};
 use common::torrent::make_file;
 use hostile::{Dial, FakePeer, REACT};
 use libp2p::identity::Keypair;
@@ -16,7 +16,6 @@ use libp2p::PeerId;
 use shoal::metainfo::create::{create_torrent, CreateOptions};
 use shoal::metainfo::Metainfo;
 use shoal::p2p::{self, DhtMode, NodeHandle};
-use shoal::session::Session;
 use shoal::torrent::Phase;
 use shoal::wire::extension::{ExtHandshake, UT_PEX_ID};
 use shoal::wire::{Handshake, Message, PeerId as BtPeerId};
@@ -59,7 +58,7 @@ async fn a_private_torrent_is_never_provided_and_never_offers_pex() {
     let boot = spawn_node(Keypair::generate_ed25519(), DhtMode::Server, &[], Duration::from_secs(10)).await;
     let boot_addrs = boot.listen_addrs().await.unwrap();
     let node = spawn_node(Keypair::generate_ed25519(), DhtMode::Server, &boot_addrs, Duration::from_secs(10)).await;
-    let mut session = Session::start(options(), Some("127.0.0.1:0".parse().unwrap())).await.unwrap();
+    let mut session = session().await;
     session.attach_node(node.clone());
 
     // The private torrent first, seeding before the public one is even added: had it been

@@ -4,7 +4,7 @@
 //! honest seeder is never banned, and every download completes byte-identical.
 mod common;
 
-use common::session::{addr, options, session, SlowConnector};
+use common::session::{addr, session, SlowConnector};
 use common::torrent::{assert_same_bytes, make_file, make_torrent};
 use common::wire::full_bitfield;
 use futures::{SinkExt, StreamExt};
@@ -95,7 +95,7 @@ async fn download_beside(
     meta: Arc<Metainfo>,
     out: PathBuf,
 ) -> (shoal::session::Session, shoal::torrent::TorrentHandle, Vec<TorrentEvent>) {
-    let mut leecher = shoal::session::Session::start(options(), Some("127.0.0.1:0".parse().unwrap())).await.unwrap();
+    let mut leecher = session().await;
     leecher.set_connector(SlowConnector::new([honest.listen_addr().unwrap()], 2 << 20));
     let h = leecher.add_torrent(meta, out);
     let mut events = h.subscribe();

@@ -3,7 +3,7 @@
 //! 127.0.0.1 and every file is compared with its source.
 mod common;
 
-use common::session::{addr, options, session, wait_for, SlowConnector};
+use common::session::{addr, options, session, session_with, wait_for, SlowConnector};
 use common::torrent::{assert_same_bytes, make_file, make_torrent};
 use common::wire::full_bitfield;
 use shoal::torrent::{Phase, TorrentEvent};
@@ -119,7 +119,7 @@ async fn seeder_lost_mid_download_the_other_finishes() {
         s.add_torrent(meta.clone(), dir.path().join("seed")).wait_complete().await.unwrap();
     }
     // Both links slowed to 1 MiB/s so the download is still running when `a` goes away.
-    let mut leecher = shoal::session::Session::start(options(), Some("127.0.0.1:0".parse().unwrap())).await.unwrap();
+    let mut leecher = session().await;
     leecher.set_connector(SlowConnector::new([a.listen_addr().unwrap(), b.listen_addr().unwrap()], 1 << 20));
     let h = leecher.add_torrent(meta.clone(), dir.path().join("out"));
     h.add_peers(vec![addr(&a), addr(&b)]).await;
@@ -143,7 +143,7 @@ async fn restart_fetches_only_the_missing_pieces() {
     seeder.add_torrent(meta.clone(), dir.path().join("seed")).wait_complete().await.unwrap();
 
     let start_leecher = || async {
-        let mut s = shoal::session::Session::start(options(), Some("127.0.0.1:0".parse().unwrap())).await.unwrap();
+        let mut s = session().await;
         s.set_connector(SlowConnector::new([seeder.listen_addr().unwrap()], 2 << 20));
         let h = s.add_torrent(meta.clone(), dir.path().join("out"));
         h.add_peers(vec![addr(&seeder)]).await;
@@ -216,7 +216,7 @@ async fn a_lying_peer_is_banned_and_the_honest_one_completes() {
     honest.add_torrent(meta.clone(), dir.path().join("seed")).wait_complete().await.unwrap();
     let liar = lying_peer(meta.clone()).await;
 
-    let mut leecher = shoal::session::Session::start(options(), Some("127.0.0.1:0".parse().unwrap())).await.unwrap();
+    let mut leecher = session().await;
     // The honest link is slow, so the liar gets asked for plenty.
     leecher.set_connector(SlowConnector::new([honest.listen_addr().unwrap()], 1 << 20));
     let h = leecher.add_torrent(meta.clone(), dir.path().join("out"));
@@ -251,7 +251,7 @@ async fn equal_seeders_share_the_download() {
         seeders.push(s);
     }
     let opts = shoal::config::Options { max_assembly_bytes: 8 * PIECE as usize, ..(*options()).clone() };
-    let mut leecher = shoal::session::Session::start(opts.into(), Some("127.0.0.1:0".parse().unwrap())).await.unwrap();
+    let mut leecher = session_with(opts.into()).await;
     leecher.set_connector(SlowConnector::new(seeders.iter().map(|s| s.listen_addr().unwrap()), 1 << 20));
     let h = leecher.add_torrent(meta.clone(), dir.path().join("out"));
     let mut events = h.subscribe();
@@ -271,7 +271,7 @@ async fn equal_seeders_share_the_download() {
     h.add_peers(seeders.iter().map(addr).collect()).await;
     tokio::time::timeout(Duration::from_secs(60), h.wait_complete()).await.expect("timed out").unwrap();
     assert_same_bytes(&src, &dir.path().join("out/data.bin"));
-    let from = tokio::time::timeout(Duration::from_secs(10), counter).await.expect("no completion event").unwrap();
+    let from = tokio::time::timeout(Duration::from_secs(10), counter).await.expect("a piece's events missing").unwrap();
     assert_eq!(from.values().sum::<u64>(), meta.total_length, "every byte once: {from:?}");
     for s in &seeders {
         let sent = from.get(&addr(s)).copied().unwrap_or(0);

@@ -11,10 +11,9 @@
 //!   seeds" on whichever side looked first.
 mod common;
 
-use common::session::{addr, options, session, wait_for, SlowConnector};
+use common::session::{addr, session, wait_for, SlowConnector};
 use common::torrent::{make_file, make_torrent};
 use shoal::peer::CloseReason;
-use shoal::session::Session;
 use shoal::torrent::{TorrentEvent, TorrentHandle};
 use shoal::types::PeerAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -80,7 +79,7 @@ async fn the_handle_lists_holders_of_a_piece_and_removes_a_peer() {
     wait_for(&mut hh.stats(), 30, "the half peer's check", |s| s.pieces_have == 8).await;
 
     let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    let mut leecher = Session::start(options(), Some("127.0.0.1:0".parse().unwrap())).await.unwrap();
+    let mut leecher = session().await;
     let slow = [seeder.listen_addr().unwrap(), half_peer.listen_addr().unwrap()];
     leecher.set_connector(SlowConnector::new(slow, 64 * 1024));
     let h = leecher.add_torrent(meta.clone(), dir.path().join("out"));

@@ -24,7 +24,12 @@ pub fn options() -> Arc<Options> {
 
 /// A session with default options listening on 127.0.0.1.
 pub async fn session() -> Session {
-    Session::start(options(), Some("127.0.0.1:0".parse().unwrap())).await.unwrap()
+    session_with(options()).await
+}
+
+/// A session with these options listening on 127.0.0.1.
+pub async fn session_with(options: Arc<Options>) -> Session {
+    Session::start(options, Some("127.0.0.1:0".parse().unwrap())).await.unwrap()
 }
 
 pub fn addr(s: &Session) -> PeerAddr {
