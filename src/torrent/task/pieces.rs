@@ -72,8 +72,9 @@ impl Torrent {
     }
 
     /// Sends `have` to every peer and drops interest in those with nothing left for us. No
-    /// top-up here: the caller refills every pipe in order afterwards ([`Torrent::fill_all_requests`]);
-    /// topped up here, in map order, the first peer took the room the piece left every time.
+    /// top-up here: the caller refills every pipe in order afterwards
+    /// ([`Torrent::fill_all_requests`]); topped up here, in map order, the first peer took the
+    /// room the piece left every time.
     pub(super) fn announce_have(&mut self, piece: u32) {
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for k in keys {

@@ -300,10 +300,11 @@ const OVERDUE_SPEEDUP: f64 = 4.0;
 
 /// Whether a block asked of a peer is overdue there for the stealer `key`: asked
 /// `OVERDUE_AFTER` ago or more of a peer that sends us less than a `OVERDUE_SPEEDUP`th of what
-/// the stealer does (a stealer that sent nothing yet is given the chance). In `scripts/swarm-sim` the seeder
-/// offered a piece a free rider alone held to peer after peer, and none had it seconds later,
-/// likely because each had asked the free rider (14 KiB/s for all it served) for its blocks
-/// and so could not ask the seeder; with this the bar was met in 14 runs of 16, not 10 of 13.
+/// the stealer does (a stealer that sent nothing yet is given the chance). In
+/// `scripts/swarm-sim` the seeder offered a piece a free rider alone held to peer after peer,
+/// and none had it seconds later, likely because each had asked the free rider (14 KiB/s for
+/// all it served) for its blocks and so could not ask the seeder; with this the bar was met in
+/// 14 runs of 16, not 10 of 13.
 ///
 /// `None` when no other peer is that slow with an ask that old: nothing is overdue, and the
 /// partial pieces need no scan (scanning them on every top-up was a quarter of the CPU of a
