@@ -267,7 +267,7 @@ impl Default for Options {
             write_stall_timeout: Duration::from_secs(120),
             peer_send_buffer: 1024 * 1024,
             max_send_buffer: 32 * 1024 * 1024,
-            max_assembly_bytes: 8 * 1024 * 1024,
+            max_assembly_bytes: 6 * 1024 * 1024,
             download_rate_limit: 0,
             upload_rate_limit: 0,
             unchoke_slots: 4,
