@@ -83,7 +83,8 @@ pub async fn run(
         schedule.set_steady(phase == Phase::Seeding);
         if have > 0 && !providing && Instant::now() >= provide_retry_at {
             providing = true;
-            match node.start_providing(key.clone()).await {
+            let Some(provided) = cancel.run_until_cancelled(node.start_providing(key.clone())).await else { return };
+            match provided {
                 Ok(()) => tracing::info!(info_hash = %handle.info_hash, "announced as a provider in the DHT"),
                 Err(e) => {
                     // A lone node has nobody to store the record at: retried a little later.
@@ -96,8 +97,12 @@ pub async fn run(
         let due = tokio::time::Instant::from_std(schedule.next_lookup());
         tokio::select! {
             _ = cancel.cancelled() => return,
+            // Dropped when the torrent stops (a Kademlia query may run for a minute, and
+            // shutdown waits for this task).
             _ = tokio::time::sleep_until(due), if phase != Phase::Seeding || !providing => {
-                lookup(&node, &handle, &key, &log, started).await;
+                if cancel.run_until_cancelled(lookup(&node, &handle, &key, &log, started)).await.is_none() {
+                    return;
+                }
                 schedule.lookup_done(Instant::now());
                 // A need raised before or during this lookup is answered by its results; only
                 // a later one may bring the next lookup forward (else every start does two

@@ -76,14 +76,18 @@ impl MainlineDiscovery {
             let announce_due = tokio::time::Instant::from_std(announce.next);
             tokio::select! {
                 _ = cancel.cancelled() => return,
+                // A lookup or announcement under way is dropped when the torrent stops: it may
+                // run for the whole lookup timeout, and shutdown waits for this task.
                 _ = tokio::time::sleep_until(lookup_due), if !seeding => {
-                    self.lookup().await;
+                    if cancel.run_until_cancelled(self.lookup()).await.is_none() {
+                        return;
+                    }
                     schedule.lookup_done(Instant::now());
                     // As for Kademlia: a need raised before or during this lookup is answered by it.
                     need.borrow_and_update();
                 }
                 _ = tokio::time::sleep_until(announce_due), if self.port.is_some() => {
-                    let ok = self.announce().await;
+                    let Some(ok) = cancel.run_until_cancelled(self.announce()).await else { return };
                     announce.done(ok, Instant::now());
                 }
                 r = stats.changed() => if r.is_err() { return },

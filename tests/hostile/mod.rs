@@ -8,13 +8,15 @@
 //! [`FakeListener`] accepts connections for it; [`seeder::FakeSeeder`] is a listening fake
 //! seeder a `shoal download` dials, answering requests with wrong data, unrequested blocks,
 //! blocks out of range or nothing; [`metadata::FakeMetadataPeer`] lies about BEP 9 metadata;
-//! [`flood`] holds many connections open at once; [`scene`]
+//! [`flood`] holds many connections open at once; [`dht::EndlessDht`] is a mainline DHT in
+//! which lookups do not end; [`scene`]
 //! starts the real `shoal` processes the kit is aimed at.
 //!
 //! A test file uses it with `mod common; mod hostile;`: processes, data, torrents and wire
 //! encoding come from `crate::common`. Every wait here has a deadline; nothing blocks a test
 //! for ever.
 #![allow(dead_code)]
+pub mod dht;
 pub mod flood;
 pub mod metadata;
 pub mod scene;
