@@ -1,7 +1,7 @@
 //! A torrent's mainline DHT lookup or announcement under way does not hold up shutdown.
 //!
 //! The DHT here is [`hostile::dht::EndlessDht`]: every node answers late with closer nodes, so
-//! a lookup goes on for about 25 s and finds nothing, much as a lookup through the real network
+//! a lookup starts at its first layer, goes on for about 25 s and finds nothing, much as a lookup through the real network
 //! runs for its whole deadline. A session with a mainline node bootstrapped from it adds a
 //! torrent, which starts a `get_peers` lookup and an announcement at once; once the lookup has
 //! gone two layers deep, `Session::shutdown` must return within 10 s, while the lookup is still

@@ -1,13 +1,16 @@
-//! [`EndlessDht`]: a fake mainline DHT (BEP 5) network on 127.0.0.1 in which a lookup takes a
-//! long time and finds nothing.
+//! [`EndlessDht`]: a fake mainline DHT (BEP 5) network on 127.0.0.1 in which a `get_peers`
+//! lookup takes a long time and finds nothing.
 //!
 //! The nodes come in layers of eight UDP sockets, each layer bound when the one before first
-//! answers. Every node answers every query, after [`DELAY`] (inside the `mainline` crate's 2 s
-//! request timeout), with the eight nodes of the next layer, whose ids are one bit closer to
-//! the query's target than its own: a lookup always has closer nodes to ask and never gets a
-//! peer. The crate keeps one candidate per IP address, so it asks about one node per layer;
-//! its lookups here went 21 layers deep before they stopped, about `21 × DELAY` (25 s). After
-//! [`LAYERS`] layers the last one answers with no nodes, so the sockets stay bounded.
+//! answers. Every node answers every query after [`DELAY`] (inside the `mainline` crate's 2 s
+//! request timeout). To `get_peers` it answers with the eight nodes of the next layer, whose
+//! ids are one bit closer to the target than its own, so a lookup always has closer nodes to
+//! ask and never gets a peer. To anything else (`find_node`, `ping`) it answers with no nodes,
+//! so the querier's routing table holds the first layer only and each lookup starts there.
+//!
+//! The `mainline` crate keeps one candidate per IP address among those whose ids differ in the
+//! first 21 bits, so it asks one node per layer and stops after 21 layers: a lookup here takes
+//! about `21 × DELAY` (25 s). At most [`LAYERS`] layers are bound.
 use shoal::bencode::{decode, encode, Value};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,9 +21,9 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 
 /// How long each node takes to answer.
-pub const DELAY: Duration = Duration::from_millis(1500);
-/// Layers of nodes; a lookup through all of them takes about `LAYERS × DELAY` (60 s).
-pub const LAYERS: usize = 150;
+pub const DELAY: Duration = Duration::from_millis(1200);
+/// Layers of nodes at most.
+pub const LAYERS: usize = 40;
 const PER_LAYER: usize = 8;
 
 struct Shared {
@@ -118,8 +121,8 @@ async fn serve(socket: Arc<UdpSocket>, depth: usize, shared: Arc<Shared>) {
     }
 }
 
-/// The reply of a node of layer `depth` to `query`: its id one bit closer to the target than
-/// the layer before, and the next layer's nodes one bit closer still.
+/// The reply of a node of layer `depth` to `query`: its id, one bit closer to the target than
+/// the layer before; to `get_peers`, the next layer's nodes, one bit closer still.
 fn answer(query: &Value, depth: usize, shared: &Arc<Shared>) -> Option<Vec<u8>> {
     let t = query.get("t")?.as_bytes()?.to_vec();
     let method = query.get("q")?.as_bytes()?;
@@ -130,25 +133,25 @@ fn answer(query: &Value, depth: usize, shared: &Arc<Shared>) -> Option<Vec<u8>> 
         .or_else(|| args.get("id"))
         .and_then(Value::as_bytes)
         .and_then(|b| b.try_into().ok())?;
-    if method == b"get_peers" {
-        let mut seen = shared.get_peers.lock().unwrap();
-        let e = seen.entry(hex(&target)).or_insert((0, 0));
-        e.0 += 1;
-        e.1 = e.1.max(depth);
-    }
-    if shared.layers.lock().unwrap().len() <= depth + 1 {
-        bind_layer(shared);
-    }
-    let next = shared.layers.lock().unwrap().get(depth + 1).cloned().unwrap_or_default();
-    let mut nodes = Vec::new();
-    for (i, addr) in next.iter().enumerate() {
-        nodes.extend_from_slice(&id_near(&target, depth + 1, i as u8));
-        let SocketAddr::V4(v4) = addr else { unreachable!("bound on 127.0.0.1") };
-        nodes.extend_from_slice(&v4.ip().octets());
-        nodes.extend_from_slice(&v4.port().to_be_bytes());
-    }
     let mut r = Value::dict().with("id", Value::Bytes(id_near(&target, depth, 0).to_vec()));
-    if method != b"ping" && method != b"announce_peer" {
+    if method == b"get_peers" {
+        {
+            let mut seen = shared.get_peers.lock().unwrap();
+            let e = seen.entry(hex(&target)).or_insert((0, 0));
+            e.0 += 1;
+            e.1 = e.1.max(depth);
+        }
+        if shared.layers.lock().unwrap().len() <= depth + 1 {
+            bind_layer(shared);
+        }
+        let next = shared.layers.lock().unwrap().get(depth + 1).cloned().unwrap_or_default();
+        let mut nodes = Vec::new();
+        for (i, addr) in next.iter().enumerate() {
+            nodes.extend_from_slice(&id_near(&target, depth + 1, i as u8));
+            let SocketAddr::V4(v4) = addr else { unreachable!("bound on 127.0.0.1") };
+            nodes.extend_from_slice(&v4.ip().octets());
+            nodes.extend_from_slice(&v4.port().to_be_bytes());
+        }
         r = r.with("nodes", Value::Bytes(nodes)).with("token", Value::Bytes(b"fake".to_vec()));
     }
     let reply = Value::dict().with("t", Value::Bytes(t)).with("y", Value::Bytes(b"r".to_vec())).with("r", r.build());
