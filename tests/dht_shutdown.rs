@@ -1,12 +1,13 @@
 //! A torrent's mainline DHT lookup or announcement under way does not hold up shutdown.
 //!
 //! The DHT here is [`hostile::dht::EndlessDht`]: every node answers late with closer nodes, so
-//! a lookup starts at its first layer, goes on for about 25 s and finds nothing, much as a lookup through the real network
-//! runs for its whole deadline. A session with a mainline node bootstrapped from it adds a
-//! torrent, which starts a `get_peers` lookup and an announcement at once; once the lookup has
-//! gone two layers deep, `Session::shutdown` must return within 10 s, while the lookup is still
-//! going. Before the fix it waited for the lookup to end (about 23 s here): the CLI gave up
-//! after its 1.5 s grace and printed a warning at the end of every download with the DHT on.
+//! a lookup starts at its first layer, goes on for about 25 s and finds nothing, much as a
+//! lookup through the real network runs for its whole deadline. A session with a mainline node
+//! bootstrapped from it adds a torrent, which starts a `get_peers` lookup and an announcement
+//! at once; once the lookup has gone two layers deep, `Session::shutdown` must return within
+//! 10 s, while the lookup is still going. Before the fix it waited for the lookup to end
+//! (about 23 s here): the CLI gave up after its 1.5 s grace and printed a warning at the end
+//! of every download with the DHT on.
 //!
 //! Nothing leaves 127.0.0.1. The 10 s bound is against a shutdown that takes milliseconds and
 //! a lookup that takes over twice as long; no speed is measured.
@@ -37,7 +38,7 @@ async fn shutdown_leaves_a_dht_lookup_under_way() {
     session.attach_mainline(MainlineHandle::start(config).await.expect("mainline node on 127.0.0.1"));
     let out = dir.path().join("out");
     let handle = session.add_torrent(meta, out);
-    let hash = handle.info_hash.to_hex();
+    let hash = *handle.info_hash.as_bytes();
 
     // The lookup is under way and going deeper: two layers answered its `get_peers`.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -22,16 +22,16 @@ use tokio::task::JoinSet;
 
 /// How long each node takes to answer.
 pub const DELAY: Duration = Duration::from_millis(1200);
-/// Layers of nodes at most.
+/// Layers of nodes at most (below 152, so an id's last byte is free to tell a layer's apart).
 pub const LAYERS: usize = 40;
+const _: () = assert!(LAYERS < 152);
 const PER_LAYER: usize = 8;
 
 struct Shared {
     /// The bound layers, each `PER_LAYER` addresses.
     layers: Mutex<Vec<Vec<SocketAddr>>>,
-    /// `get_peers` queries answered for each target (hex), and the deepest layer that
-    /// answered one.
-    get_peers: Mutex<BTreeMap<String, (usize, usize)>>,
+    /// `get_peers` queries answered for each target, and the deepest layer that answered one.
+    get_peers: Mutex<BTreeMap<[u8; 20], (usize, usize)>>,
     queries: AtomicUsize,
     tasks: Mutex<JoinSet<()>>,
 }
@@ -57,9 +57,9 @@ impl EndlessDht {
         EndlessDht { shared, bootstrap }
     }
 
-    /// `get_peers` queries answered for `info_hash` (hex) so far, and the deepest layer that
+    /// `get_peers` queries answered for `info_hash` so far, and the deepest layer that
     /// answered one.
-    pub fn get_peers_for(&self, info_hash: &str) -> (usize, usize) {
+    pub fn get_peers_for(&self, info_hash: &[u8; 20]) -> (usize, usize) {
         self.shared.get_peers.lock().unwrap().get(info_hash).copied().unwrap_or((0, 0))
     }
 
@@ -137,7 +137,7 @@ fn answer(query: &Value, depth: usize, shared: &Arc<Shared>) -> Option<Vec<u8>> 
     if method == b"get_peers" {
         {
             let mut seen = shared.get_peers.lock().unwrap();
-            let e = seen.entry(hex(&target)).or_insert((0, 0));
+            let e = seen.entry(target).or_insert((0, 0));
             e.0 += 1;
             e.1 = e.1.max(depth);
         }
@@ -163,12 +163,6 @@ fn answer(query: &Value, depth: usize, shared: &Arc<Shared>) -> Option<Vec<u8>> 
 fn id_near(target: &[u8; 20], depth: usize, which: u8) -> [u8; 20] {
     let mut id = *target;
     id[depth / 8] ^= 0x80 >> (depth % 8);
-    if depth < 152 {
-        id[19] = which;
-    }
+    id[19] = which;
     id
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
