@@ -4,7 +4,8 @@
 //! - histograms of how long things take (block round trip, piece download, hash, disk write,
 //!   DHT lookup), observed by the engine through `observe_*`;
 //! - event counters fed by the engine (`inc_*`), among them the [`KeepaliveCounters`] that
-//!   the JSON endpoint `/debug/p2p/keepalive/metrics` reads too, so the two never disagree;
+//!   the JSON endpoint `/debug/p2p/keepalive/metrics` reads too, so the two never disagree,
+//!   and the piece cache's size, which the cache keeps current (`add_piece_cache_bytes`);
 //! - per-torrent totals and gauges, which are *not* stored here: the torrent tasks already
 //!   keep them in their statistics. A collector reads the registered sources at scrape time,
 //!   each torrent giving its [`TorrentRow`], so every number has one owner. (This module
@@ -17,7 +18,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use std::collections::HashSet;
@@ -100,6 +101,7 @@ pub struct Metrics {
     peer_connections: Family<DirectionLabel, Counter>,
     peers_banned: Counter,
     protocol_violations: Counter,
+    piece_cache_bytes: Gauge,
     /// The libp2p node behind NAT: reachability, relay slots, hole punches (`shoal_p2p_*`).
     pub nat: NatMetrics,
     /// Counters of the key-peer monitor (`shoal_keepalive_<name>_total`).
@@ -161,6 +163,13 @@ impl Metrics {
             "Messages from peers that broke the protocol and were dropped (unrequested blocks)",
             protocol_violations.clone(),
         );
+        let piece_cache_bytes = Gauge::default();
+        registry.register_with_unit(
+            "piece_cache",
+            "Whole pieces held in memory to serve their blocks, over all torrents",
+            Unit::Bytes,
+            piece_cache_bytes.clone(),
+        );
         for d in [Direction::Inbound, Direction::Outbound] {
             // Both series exist from the start, so a rate() over them never sees a gap.
             let _ = peer_connections.get_or_create(&[("direction", d.as_str())]);
@@ -187,6 +196,7 @@ impl Metrics {
             peer_connections,
             peers_banned,
             protocol_violations,
+            piece_cache_bytes,
             nat,
             keepalive,
             torrents,
@@ -237,6 +247,11 @@ impl Metrics {
 
     pub fn inc_protocol_violations(&self) {
         self.protocol_violations.inc();
+    }
+
+    /// Bytes added to (or, negative, dropped from) the piece cache.
+    pub fn add_piece_cache_bytes(&self, delta: i64) {
+        self.piece_cache_bytes.inc_by(delta);
     }
 
     /// Adds a source of torrent statistics to scrape; it is read until the guard drops.

@@ -27,6 +27,7 @@ use crate::p2p::{into_box_stream, peer_addr, NodeHandle, P2pConnector};
 use crate::peer::budget::SendBudget;
 use crate::peer::rate::{PeerRates, Rates};
 use crate::peer::{handshake, BoxStream};
+use crate::storage::{PieceCache, CACHE_BYTES, CACHE_PIECES};
 use crate::torrent::Phase;
 use crate::torrent::TorrentSource;
 use crate::torrent::{Connector, Inbound, TcpConnector, TorrentHandle, TorrentParams};
@@ -71,6 +72,7 @@ pub struct Session {
     connector: Arc<dyn Connector>,
     /// Block bytes read for peers and not yet sent, across every torrent.
     send_budget: SendBudget,
+    piece_cache: PieceCache,
     /// Session-wide rate limits, from the options and changed with them.
     rates: Arc<Rates>,
     handshakes: Arc<HandshakeLimiter>,
@@ -131,6 +133,7 @@ impl Session {
             torrents: Arc::default(),
             connector: Arc::new(TcpConnector),
             send_budget: SendBudget::new(options_budget),
+            piece_cache: PieceCache::new(CACHE_PIECES, CACHE_BYTES),
             rates,
             handshakes,
             cancel: CancellationToken::new(),
@@ -258,6 +261,7 @@ impl Session {
             mainline: self.mainline.clone().filter(|_| !meta.private),
             connector: self.connector.clone(),
             send_budget: self.send_budget.clone(),
+            piece_cache: self.piece_cache.clone(),
             selection: setup.selection,
             resume: setup.resume,
             super_seed: setup.super_seed,

@@ -1,6 +1,12 @@
 //! Cache: recently read whole pieces, so serving the 64 blocks of a 1 MiB piece costs one
 //! disk read.
 //!
+//! One cache per process ([`PieceCache`], made by the session and handed to every torrent), so
+//! its bound holds however many torrents are seeded: a cache per torrent let a peer that asks
+//! each torrent of a daemon for a few first blocks make it hold 32 MiB per torrent. Each
+//! torrent's storage reads through its own [`TorrentCache`], which keys its pieces apart from
+//! the other torrents' and forgets them when the storage is dropped.
+//!
 //! Entries are `Arc<OnceCell<Bytes>>` slots in least-recently-used order, bounded both by count
 //! and by bytes (at least one entry is always kept, so a piece bigger than the byte budget still
 //! works). Concurrent requests for the same uncached piece share one slot and so one read.
@@ -12,9 +18,11 @@
 //!
 //! The buffer of a dropped piece that nothing else holds is kept (up to [`MAX_SPARE`] of them)
 //! for the next piece read: zeroing a fresh 1 MiB buffer per piece was 9 % of a seeder's CPU.
+use crate::metrics::metrics;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 
@@ -23,8 +31,15 @@ type Slot = Arc<OnceCell<Bytes>>;
 /// Buffers of dropped pieces kept for reuse (as many as whole-piece reads run at once).
 pub const MAX_SPARE: usize = 4;
 
-struct Entry {
+/// A cached piece: which torrent's storage (its [`TorrentCache`]) and which piece.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Key {
+    owner: u64,
     index: u32,
+}
+
+struct Entry {
+    key: Key,
     size: u64,
     slot: Slot,
 }
@@ -41,6 +56,7 @@ impl Lru {
     /// Drops `e` from the accounting; keeps its buffer if nothing else holds it.
     fn retire(&mut self, e: Entry) {
         self.bytes -= e.size;
+        metrics().add_piece_cache_bytes(-(e.size as i64));
         if self.spare.len() >= MAX_SPARE {
             return;
         }
@@ -49,17 +65,92 @@ impl Lru {
             self.spare.push(buf);
         }
     }
+
+    fn position(&self, key: Key) -> Option<usize> {
+        self.entries.iter().position(|e| e.key == key)
+    }
 }
 
-pub struct PieceCache {
+struct Shared {
     max_pieces: usize,
     max_bytes: u64,
     lru: Mutex<Lru>,
+    next_owner: AtomicU64,
+}
+
+/// The process's piece cache; clones share it.
+#[derive(Clone)]
+pub struct PieceCache {
+    shared: Arc<Shared>,
 }
 
 impl PieceCache {
     pub fn new(max_pieces: usize, max_bytes: u64) -> PieceCache {
-        PieceCache { max_pieces: max_pieces.max(1), max_bytes, lru: Mutex::new(Lru::default()) }
+        let shared = Shared {
+            max_pieces: max_pieces.max(1),
+            max_bytes,
+            lru: Mutex::new(Lru::default()),
+            next_owner: AtomicU64::new(0),
+        };
+        PieceCache { shared: Arc::new(shared) }
+    }
+
+    /// A view for one torrent's storage, its pieces keyed apart from every other view's.
+    pub fn for_torrent(&self) -> TorrentCache {
+        let owner = self.shared.next_owner.fetch_add(1, Ordering::Relaxed);
+        TorrentCache { cache: self.clone(), owner }
+    }
+
+    fn lru(&self) -> std::sync::MutexGuard<'_, Lru> {
+        self.shared.lru.lock().expect("piece cache poisoned")
+    }
+
+    /// Pieces and bytes cached, over all torrents.
+    pub fn usage(&self) -> (usize, u64) {
+        let lru = self.lru();
+        (lru.entries.len(), lru.bytes)
+    }
+
+    fn slot(&self, key: Key, size: u64) -> Slot {
+        let mut lru = self.lru();
+        if let Some(pos) = lru.position(key) {
+            let e = lru.entries.remove(pos).expect("position is in range");
+            let slot = e.slot.clone();
+            lru.entries.push_back(e);
+            return slot;
+        }
+        let slot = Slot::default();
+        lru.entries.push_back(Entry { key, size, slot: slot.clone() });
+        lru.bytes += size;
+        metrics().add_piece_cache_bytes(size as i64);
+        let (max_pieces, max_bytes) = (self.shared.max_pieces, self.shared.max_bytes);
+        while lru.entries.len() > 1 && (lru.entries.len() > max_pieces || lru.bytes > max_bytes) {
+            let e = lru.entries.pop_front().expect("more than one entry");
+            lru.retire(e);
+        }
+        slot
+    }
+
+    /// Drops the entries `pred` picks.
+    fn remove(&self, pred: impl Fn(&Entry) -> bool) {
+        let mut lru = self.lru();
+        let (gone, kept): (Vec<Entry>, Vec<Entry>) = lru.entries.drain(..).partition(|e| pred(e));
+        lru.entries = kept.into();
+        for e in gone {
+            lru.retire(e);
+        }
+    }
+}
+
+/// One torrent's storage's view of the [`PieceCache`]; dropping it forgets its pieces.
+pub struct TorrentCache {
+    cache: PieceCache,
+    owner: u64,
+}
+
+impl TorrentCache {
+    fn key(&self, index: u32) -> Key {
+        Key { owner: self.owner, index }
     }
 
     /// The piece `index` (of `size` bytes), from the cache or by running `load` once.
@@ -68,11 +159,12 @@ impl PieceCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Bytes, E>>,
     {
-        let slot = self.slot(index, u64::from(size));
+        let slot = self.cache.slot(self.key(index), u64::from(size));
         let result = slot.get_or_try_init(load).await.cloned();
         if result.is_err() {
             // Don't let a failed read occupy the budget; the next request retries.
-            self.remove_slot(index, &slot);
+            let key = self.key(index);
+            self.cache.remove(|e| e.key == key && Arc::ptr_eq(&e.slot, &slot));
         }
         result
     }
@@ -80,7 +172,7 @@ impl PieceCache {
     /// A buffer of `size` bytes to read a piece into: a dropped piece's if one is kept (its old
     /// bytes still in it: the reader overwrites all of them or fails), else a zeroed one.
     pub fn buffer(&self, size: usize) -> BytesMut {
-        let spare = self.lru.lock().expect("piece cache poisoned").spare.pop();
+        let spare = self.cache.lru().spare.pop();
         match spare {
             // Shorter: cut; longer (the last piece's buffer, say): only the new part is zeroed.
             Some(mut buf) => {
@@ -93,53 +185,31 @@ impl PieceCache {
 
     /// The piece `index` if it is cached and loaded (no load is started or waited for).
     pub fn loaded(&self, index: u32) -> Option<Bytes> {
-        let lru = self.lru.lock().expect("piece cache poisoned");
-        lru.entries.iter().find(|e| e.index == index).and_then(|e| e.slot.get().cloned())
+        let lru = self.cache.lru();
+        lru.position(self.key(index)).and_then(|pos| lru.entries[pos].slot.get().cloned())
     }
 
     /// Whether piece `index` has a slot: loaded, or being loaded.
     pub fn has(&self, index: u32) -> bool {
-        self.lru.lock().expect("piece cache poisoned").entries.iter().any(|e| e.index == index)
+        self.cache.lru().position(self.key(index)).is_some()
     }
 
     /// Forgets piece `index` (called after it is written).
     pub fn invalidate(&self, index: u32) {
-        let mut lru = self.lru.lock().expect("piece cache poisoned");
-        if let Some(pos) = lru.entries.iter().position(|e| e.index == index) {
-            let e = lru.entries.remove(pos).expect("position is in range");
-            lru.retire(e);
-        }
-    }
-
-    fn slot(&self, index: u32, size: u64) -> Slot {
-        let mut lru = self.lru.lock().expect("piece cache poisoned");
-        if let Some(pos) = lru.entries.iter().position(|e| e.index == index) {
-            let e = lru.entries.remove(pos).expect("position is in range");
-            let slot = e.slot.clone();
-            lru.entries.push_back(e);
-            return slot;
-        }
-        let slot = Slot::default();
-        lru.entries.push_back(Entry { index, size, slot: slot.clone() });
-        lru.bytes += size;
-        while lru.entries.len() > 1 && (lru.entries.len() > self.max_pieces || lru.bytes > self.max_bytes) {
-            let e = lru.entries.pop_front().expect("more than one entry");
-            lru.retire(e);
-        }
-        slot
-    }
-
-    fn remove_slot(&self, index: u32, slot: &Slot) {
-        let mut lru = self.lru.lock().expect("piece cache poisoned");
-        if let Some(pos) = lru.entries.iter().position(|e| e.index == index && Arc::ptr_eq(&e.slot, slot)) {
-            let e = lru.entries.remove(pos).expect("position is in range");
-            lru.retire(e);
-        }
+        let key = self.key(index);
+        self.cache.remove(|e| e.key == key);
     }
 
     #[cfg(test)]
     fn cached(&self) -> Vec<u32> {
-        self.lru.lock().unwrap().entries.iter().map(|e| e.index).collect()
+        self.cache.lru().entries.iter().filter(|e| e.key.owner == self.owner).map(|e| e.key.index).collect()
+    }
+}
+
+impl Drop for TorrentCache {
+    fn drop(&mut self) {
+        let owner = self.owner;
+        self.cache.remove(|e| e.key.owner == owner);
     }
 }
 
@@ -148,7 +218,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    async fn load(cache: &PieceCache, index: u32, size: u32, loads: &AtomicU32) -> Bytes {
+    async fn load(cache: &TorrentCache, index: u32, size: u32, loads: &AtomicU32) -> Bytes {
         cache
             .get(index, size, || async {
                 loads.fetch_add(1, Ordering::SeqCst);
@@ -160,7 +230,7 @@ mod tests {
 
     #[tokio::test]
     async fn hits_do_not_reload_and_lru_evicts_oldest() {
-        let cache = PieceCache::new(2, 1 << 20);
+        let cache = PieceCache::new(2, 1 << 20).for_torrent();
         let loads = AtomicU32::new(0);
         load(&cache, 1, 4, &loads).await;
         load(&cache, 2, 4, &loads).await;
@@ -172,7 +242,7 @@ mod tests {
 
     #[tokio::test]
     async fn byte_budget_bounds_but_keeps_one() {
-        let cache = PieceCache::new(16, 10);
+        let cache = PieceCache::new(16, 10).for_torrent();
         let loads = AtomicU32::new(0);
         load(&cache, 1, 6, &loads).await;
         load(&cache, 2, 6, &loads).await;
@@ -183,7 +253,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_misses_share_one_load_and_errors_are_not_kept() {
-        let cache = PieceCache::new(4, 1 << 20);
+        let cache = PieceCache::new(4, 1 << 20).for_torrent();
         let loads = AtomicU32::new(0);
         let (a, b) = tokio::join!(load(&cache, 7, 4, &loads), load(&cache, 7, 4, &loads));
         assert_eq!(a, b);
@@ -198,7 +268,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dropped_piece_lends_its_buffer_unless_someone_holds_it() {
-        let cache = PieceCache::new(1, 1 << 20);
+        let cache = PieceCache::new(1, 1 << 20).for_torrent();
         let loads = AtomicU32::new(0);
         let held = load(&cache, 1, 8, &loads).await;
         load(&cache, 2, 8, &loads).await; // evicts 1, which `held` still holds: not kept
@@ -209,5 +279,24 @@ mod tests {
         let fresh = cache.buffer(8);
         assert_ne!(fresh.as_ptr(), held.as_ptr());
         assert_eq!(&fresh[..], &[0u8; 8]);
+    }
+
+    #[tokio::test]
+    async fn torrents_share_one_bound_keep_their_pieces_apart_and_take_them_when_dropped() {
+        let shared = PieceCache::new(3, 1 << 20);
+        let (a, b) = (shared.for_torrent(), shared.for_torrent());
+        let loads = AtomicU32::new(0);
+        load(&a, 1, 4, &loads).await;
+        let from_b = b.get(1, 4, || async { Ok::<_, ()>(Bytes::from_static(b"bbbb")) }).await.unwrap();
+        assert_eq!(&from_b[..], b"bbbb", "b's piece 1 is not a's");
+        load(&a, 1, 4, &loads).await; // a hit: b's piece 1 is now the least recently used
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        load(&a, 2, 4, &loads).await;
+        load(&a, 3, 4, &loads).await; // the fourth piece in the process: b's goes
+        assert_eq!((a.cached(), b.cached()), (vec![1, 2, 3], vec![]));
+        assert_eq!(shared.usage(), (3, 12));
+        b.get(5, 4, || async { Ok::<_, ()>(Bytes::from_static(b"bbbb")) }).await.unwrap();
+        drop(a);
+        assert_eq!((b.cached(), shared.usage()), (vec![5], (1, 4)), "a dropped view's pieces went with it");
     }
 }

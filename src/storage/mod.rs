@@ -10,7 +10,8 @@
 //! - `files`: on-disk paths and the lazily opened file table.
 //! - `parts`: the part file holding unselected files' share of shared pieces (BEP 53).
 //! - `pieces`: whole-piece read/write over segments, the hash check.
-//! - `cache`: recently read pieces, so block requests rarely touch the disk.
+//! - `cache`: recently read pieces, so block requests rarely touch the disk (one cache per
+//!   process, shared by the torrents' storages).
 //! - `check`: the multi-threaded resume scan.
 //! - [`resume`]: the fast-resume record, which spares the scan the pieces of unchanged files.
 mod cache;
@@ -26,7 +27,8 @@ use crate::metrics::metrics;
 use bitvec::order::Msb0;
 use bitvec::vec::BitVec;
 use bytes::Bytes;
-use cache::PieceCache;
+pub use cache::PieceCache;
+use cache::TorrentCache;
 use files::FileTable;
 pub use files::DIRECT_ALIGN;
 use layout::Layout;
@@ -35,9 +37,9 @@ use resume::ResumeData;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Whole pieces kept for serving blocks, and the byte bound on them.
-const CACHE_PIECES: usize = 16;
-const CACHE_BYTES: u64 = 32 << 20;
+/// Whole pieces kept for serving blocks, and the byte bound on them, per process.
+pub const CACHE_PIECES: usize = 16;
+pub const CACHE_BYTES: u64 = 32 << 20;
 /// Pieces up to this size are read whole (and cached) when a peer asks for their first
 /// block; bigger ones are read block by block.
 const WHOLE_PIECE_MAX: u32 = 4 << 20;
@@ -83,7 +85,7 @@ struct Inner {
     meta: Arc<Metainfo>,
     layout: Layout,
     files: FileTable,
-    cache: PieceCache,
+    cache: TorrentCache,
     /// Permits for whole-piece reads ([`PIECE_LOADS`]).
     loads: Arc<tokio::sync::Semaphore>,
     /// Held while a verified piece is written: pieces are hashed in parallel, but one writer
@@ -108,23 +110,29 @@ pub fn part_file_name(info_hash: &crate::metainfo::InfoHash) -> String {
 }
 
 impl Storage {
-    /// Opens the data of `meta` below the output directory `root` (files made lazily).
+    /// Opens the data of `meta` below the output directory `root` (files made lazily), with a
+    /// piece cache of its own.
     pub fn new(meta: Arc<Metainfo>, root: PathBuf) -> Storage {
-        Storage::with_selection(meta, root, None)
+        Storage::with_selection(meta, root, None, &PieceCache::new(CACHE_PIECES, CACHE_BYTES))
     }
 
     /// Like [`Storage::new`], downloading only the files flagged in `selected` (one flag per
     /// file, from [`crate::metainfo::select::select_files`]): the others are never created,
     /// and their share of pieces they have in common with selected files goes to the part
-    /// file `root/.<info-hash>.parts`.
-    pub fn with_selection(meta: Arc<Metainfo>, root: PathBuf, selected: Option<Vec<bool>>) -> Storage {
+    /// file `root/.<info-hash>.parts`. Served pieces are cached in `cache`, the process's.
+    pub fn with_selection(
+        meta: Arc<Metainfo>,
+        root: PathBuf,
+        selected: Option<Vec<bool>>,
+        cache: &PieceCache,
+    ) -> Storage {
         let layout = Layout::new(&meta);
         let mut files = FileTable::new(&meta, &root);
         if let Some(selected) = selected.filter(|s| s.iter().any(|f| !f)) {
             let path = root.join(PartFile::file_name(&meta.info_hash.to_hex()));
             files = files.with_parts(PartFile::new(&layout, selected, path));
         }
-        let cache = PieceCache::new(CACHE_PIECES, CACHE_BYTES);
+        let cache = cache.for_torrent();
         let loads = Arc::new(tokio::sync::Semaphore::new(PIECE_LOADS));
         Storage { inner: Arc::new(Inner { meta, layout, files, cache, loads, writer: std::sync::Mutex::new(()) }) }
     }

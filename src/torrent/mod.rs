@@ -262,6 +262,8 @@ pub struct TorrentParams {
     pub connector: Arc<dyn Connector>,
     /// Block bytes waiting to be sent, bounded across the session.
     pub send_budget: crate::peer::budget::SendBudget,
+    /// Whole pieces read for serving, bounded across the session.
+    pub piece_cache: crate::storage::PieceCache,
     /// BEP 53: one flag per file, only the flagged files are downloaded; `None` for all.
     pub selection: Option<Vec<bool>>,
     /// The fast-resume record to start from and keep current ([`crate::storage::resume`]);

@@ -157,8 +157,9 @@ fn pool_limits(o: &Options) -> PoolLimits {
 
 pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: CancellationToken, tasks: TaskTracker) {
     let meta = params.meta.clone();
-    let storage = Storage::with_selection(meta.clone(), params.output.join(""), params.selection.clone())
-        .with_direct_io(params.options.direct_io);
+    let storage =
+        Storage::with_selection(meta.clone(), params.output.join(""), params.selection.clone(), &params.piece_cache)
+            .with_direct_io(params.options.direct_io);
     let stats_tx = ch.stats.clone();
     let progress: Arc<dyn Fn(u32) + Send + Sync> = Arc::new(move |n| stats_tx.send_modify(|s| s.pieces_checked = n));
     let have = tokio::select! {
