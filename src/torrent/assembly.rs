@@ -10,6 +10,11 @@
 use crate::types::PeerAddr;
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Spare buffers are freed after this long without a block, so a download that stalls does
+/// not hold them until it completes (a daemon may keep many stalled torrents).
+pub const SPARE_IDLE: Duration = Duration::from_secs(30);
 
 struct Partial {
     buf: BytesMut,
@@ -36,6 +41,9 @@ pub struct Assembly {
     /// again they would land in whichever allocator arena the task ran on, and each arena keeps
     /// its own high-water mark (peak RSS was twice the bound).
     max_spare_bytes: usize,
+    /// Blocks added so far; and that count, and when, as [`Assembly::tick`] last saw it change.
+    added: u64,
+    last_added: (u64, Instant),
 }
 
 /// A zeroed buffer of `size` bytes whose first byte is 4 KiB-aligned (it is carved out of a
@@ -61,7 +69,15 @@ impl Assembly {
     /// Piece buffers of `block_size` blocks; up to `max_bytes` of buffers of written pieces are
     /// kept for reuse.
     pub fn new(block_size: u32, max_bytes: usize) -> Assembly {
-        Assembly { block_size, pieces: HashMap::new(), bytes: 0, spare: Vec::new(), max_spare_bytes: max_bytes }
+        Assembly {
+            block_size,
+            pieces: HashMap::new(),
+            bytes: 0,
+            spare: Vec::new(),
+            max_spare_bytes: max_bytes,
+            added: 0,
+            last_added: (0, Instant::now()),
+        }
     }
 
     /// Copies a block into its piece's buffer. The caller checked that the block lies
@@ -77,6 +93,7 @@ impl Assembly {
             };
             Partial { buf, senders: vec![None; blocks] }
         });
+        self.added += 1;
         let start = begin as usize;
         p.buf[start..start + data.len()].copy_from_slice(data);
         if let Some(s) = p.senders.get_mut(start / self.block_size as usize) {
@@ -99,6 +116,17 @@ impl Assembly {
             if let Ok(buf) = data.try_into_mut() {
                 self.spare.push(buf);
             }
+        }
+    }
+
+    /// Called on the torrent's tick: frees the spare buffers once no block has come for
+    /// [`SPARE_IDLE`]. (Pieces in progress keep theirs: they hold blocks received.)
+    pub fn tick(&mut self, now: Instant) {
+        if self.added != self.last_added.0 {
+            self.last_added = (self.added, now);
+        } else if now.saturating_duration_since(self.last_added.1) >= SPARE_IDLE && !self.spare.is_empty() {
+            tracing::debug!(bytes = self.spare.iter().map(|b| b.len()).sum::<usize>(), "stalled: spare buffers freed");
+            self.drop_spare();
         }
     }
 
@@ -184,5 +212,24 @@ mod tests {
         assert_eq!(a.spare.len(), 2, "two 8-byte buffers fit the 16-byte bound, the third is freed");
         a.drop_spare();
         assert!(a.spare.is_empty());
+    }
+
+    #[test]
+    fn spare_buffers_go_once_no_block_came_for_the_idle_time() {
+        let mut a = Assembly::new(4, 16);
+        let t0 = Instant::now();
+        a.add(0, 4, 0, &[1; 4], &peer(1));
+        let done = a.take(0).unwrap().data;
+        a.recycle(done);
+        a.tick(t0 + SPARE_IDLE * 2); // a block came since the last tick: the clock restarts
+        a.tick(t0 + SPARE_IDLE * 3 - Duration::from_secs(1));
+        assert_eq!(a.spare.len(), 1, "kept: not idle for long enough");
+        a.add(1, 8, 0, &[1; 4], &peer(1)); // half of an 8-byte piece: the 4-byte spare stays
+        a.tick(t0 + SPARE_IDLE * 3);
+        a.tick(t0 + SPARE_IDLE * 4 - Duration::from_secs(1));
+        assert_eq!(a.spare.len(), 1, "kept: a block came within the idle time");
+        a.tick(t0 + SPARE_IDLE * 4);
+        assert!(a.spare.is_empty(), "freed after the idle time without a block");
+        assert_eq!(a.bytes(), 8, "the piece in progress keeps its buffer");
     }
 }

@@ -27,6 +27,7 @@ impl Torrent {
         self.close_seed_to_seed();
         self.super_seed_tick(now);
         self.pool.maintain(now.into_std());
+        self.assembly.tick(now.into_std());
         if self.pool.needs_slot() {
             self.evict_useless(now);
         }
