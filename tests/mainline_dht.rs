@@ -23,7 +23,8 @@
 //! - BEP 42: in a network namespace with public-looking addresses (198.18.0.0/15), the node's
 //!   id becomes the one BEP 42 derives from the address the DHT reports;
 //! - a shoal whose only bootstrap node is dead joins the network through the node a
-//!   libtorrent seeder names in its `port` message, and then announces itself.
+//!   libtorrent seeder names in its `port` message, and then announces itself;
+//! - a node that finds no node is one warning, and nothing on stderr with `--quiet`.
 //!
 //! The data is 4 MiB in 16 KiB pieces. Every wait has a deadline of minutes: DHT lookups and
 //! announcements take a few seconds each on a loaded machine, and nothing here races a clock.
@@ -358,4 +359,41 @@ fn the_handshake_sets_the_dht_bit_and_sends_port_only_with_the_mainline_dht() {
     let (reserved, _, port) = greeting(&dht, true);
     assert_eq!(reserved[7] & 0x01, 0, "a DHT bit for a private torrent: {reserved:?}");
     assert_eq!(port, None, "a port message for a private torrent");
+}
+
+/// A node whose bootstrap finds nobody is no error of the user's: shoal warns once, and with
+/// `--quiet` prints nothing on stderr. (The `mainline` crate logs `Could not bootstrap the
+/// routing table` as an ERROR every two seconds; it is not shown.) The warning comes when the
+/// table is still empty 10 s after the start, by which time the crate has said so five times.
+#[test]
+fn a_dht_that_finds_no_node_is_one_warning_and_silent_when_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = make_file(dir.path(), NAME, 64 * 1024, 36);
+    let torrent = dir.path().join("payload.torrent");
+    create_torrent(&data, &torrent, PIECE, None);
+    let start = |name: &str, quiet: bool| {
+        let mut cmd = std::process::Command::new(common::process::BIN);
+        cmd.args(args!["seed", &data, "--torrent", &torrent, "--listen", "127.0.0.1:0", "--no-kad"]);
+        cmd.args(["--dht-listen", "127.0.0.1:0", "--dht-bootstrap", "127.0.0.1:9"]);
+        cmd.args(quiet.then_some("--quiet")).env_remove("RUST_LOG").env("NO_COLOR", "1");
+        Proc::start(name, cmd, dir.path())
+    };
+    let mut quiet = start("quiet", true);
+    let mut loud = start("loud", false);
+    quiet.wait_line("listening bt", STARTUP);
+    loud.wait_line("listening bt", STARTUP);
+    let warning = "no mainline DHT node answered";
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !loud.log_text().contains(warning) {
+        if std::time::Instant::now() > deadline {
+            loud.fail("no warning that the DHT found no node");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = loud.log_text();
+    assert_eq!(log.matches(warning).count(), 1, "{log}");
+    assert!(!log.contains("ERROR") && !log.contains("Could not bootstrap"), "{log}");
+    assert!(quiet.is_running(), "the quiet seeder exited");
+    quiet.kill();
+    assert_eq!(quiet.log_text(), "", "--quiet printed on stderr");
 }

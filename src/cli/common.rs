@@ -322,9 +322,10 @@ pub fn effective_mode(opts: &Options, preferred: DhtMode) -> anyhow::Result<DhtM
 }
 
 /// Logs to stderr; `RUST_LOG` overrides the default (warnings, and shoal's own info lines
-/// unless quiet).
+/// unless quiet). The `mainline` crate's own lines are off: it logs a bootstrap that found no
+/// node as an ERROR every two seconds; shoal warns once instead (`shoal::mainline`).
 pub fn init_logging(quiet: bool) {
-    let default = if quiet { "error" } else { "warn,shoal=info" };
+    let default = if quiet { "error,mainline=off" } else { "warn,shoal=info,mainline=off" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ =

@@ -124,6 +124,7 @@ impl MainlineHandle {
             nudge,
         });
         tokio::spawn(rejoin_when_alone(Arc::downgrade(&shared), nudges));
+        tokio::spawn(warn_if_alone(Arc::downgrade(&shared)));
         Ok(MainlineHandle { shared })
     }
 
@@ -242,6 +243,21 @@ async fn build(bootstrap: Vec<SocketAddrV4>, listen: Option<SocketAddrV4>) -> st
     .await
     .map_err(std::io::Error::other)?;
     Ok(built?.as_async())
+}
+
+/// Warns once if the routing table is still empty [`offered::REJOIN_AFTER`] after the start:
+/// no bootstrap node answered. The `mainline` crate says so itself at ERROR level every two
+/// seconds, which the binary's logging hides: a DHT without nodes is not an error of the
+/// download (trackers and peers still work, and the node joins through the first node a peer
+/// names, [`rejoin_when_alone`]).
+async fn warn_if_alone(shared: Weak<Shared>) {
+    tokio::time::sleep(offered::REJOIN_AFTER).await;
+    let Some(shared) = shared.upgrade() else { return };
+    let handle = MainlineHandle { shared };
+    if handle.routing_nodes().await.is_empty() {
+        let tried = handle.shared.resolved.len();
+        tracing::warn!(tried, "no mainline DHT node answered; the DHT finds peers once a peer names a node");
+    }
 }
 
 /// The task behind [`MainlineHandle::offer_node`]: when a node is offered and the routing
