@@ -27,7 +27,7 @@ use crate::p2p::{into_box_stream, peer_addr, NodeHandle, P2pConnector};
 use crate::peer::budget::SendBudget;
 use crate::peer::rate::{PeerRates, Rates};
 use crate::peer::{handshake, BoxStream};
-use crate::storage::{PieceCache, CACHE_BYTES, CACHE_PIECES};
+use crate::storage::{PieceCache, CACHE_BYTES, CACHE_PIECES, PIECE_LOADS};
 use crate::torrent::Phase;
 use crate::torrent::TorrentSource;
 use crate::torrent::{Connector, Inbound, TcpConnector, TorrentHandle, TorrentParams};
@@ -133,7 +133,7 @@ impl Session {
             torrents: Arc::default(),
             connector: Arc::new(TcpConnector),
             send_budget: SendBudget::new(options_budget),
-            piece_cache: PieceCache::new(CACHE_PIECES, CACHE_BYTES),
+            piece_cache: PieceCache::new(CACHE_PIECES, CACHE_BYTES, PIECE_LOADS),
             rates,
             handshakes,
             cancel: CancellationToken::new(),

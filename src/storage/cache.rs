@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 
 type Slot = Arc<OnceCell<Bytes>>;
 
@@ -76,6 +76,8 @@ struct Shared {
     max_bytes: u64,
     lru: Mutex<Lru>,
     next_owner: AtomicU64,
+    /// Permits for whole-piece reads under way.
+    loads: Arc<Semaphore>,
 }
 
 /// The process's piece cache; clones share it.
@@ -85,12 +87,15 @@ pub struct PieceCache {
 }
 
 impl PieceCache {
-    pub fn new(max_pieces: usize, max_bytes: u64) -> PieceCache {
+    /// At most `max_pieces` pieces and `max_bytes` bytes (but at least one piece), and
+    /// `max_loads` whole-piece reads at once.
+    pub fn new(max_pieces: usize, max_bytes: u64, max_loads: usize) -> PieceCache {
         let shared = Shared {
             max_pieces: max_pieces.max(1),
             max_bytes,
             lru: Mutex::new(Lru::default()),
             next_owner: AtomicU64::new(0),
+            loads: Arc::new(Semaphore::new(max_loads)),
         };
         PieceCache { shared: Arc::new(shared) }
     }
@@ -169,6 +174,11 @@ impl TorrentCache {
         result
     }
 
+    /// A permit to read a whole piece, if fewer than the process's bound are under way.
+    pub fn try_load(&self) -> Option<OwnedSemaphorePermit> {
+        self.cache.shared.loads.clone().try_acquire_owned().ok()
+    }
+
     /// A buffer of `size` bytes to read a piece into: a dropped piece's if one is kept (its old
     /// bytes still in it: the reader overwrites all of them or fails), else a zeroed one.
     pub fn buffer(&self, size: usize) -> BytesMut {
@@ -230,7 +240,7 @@ mod tests {
 
     #[tokio::test]
     async fn hits_do_not_reload_and_lru_evicts_oldest() {
-        let cache = PieceCache::new(2, 1 << 20).for_torrent();
+        let cache = PieceCache::new(2, 1 << 20, 4).for_torrent();
         let loads = AtomicU32::new(0);
         load(&cache, 1, 4, &loads).await;
         load(&cache, 2, 4, &loads).await;
@@ -242,7 +252,7 @@ mod tests {
 
     #[tokio::test]
     async fn byte_budget_bounds_but_keeps_one() {
-        let cache = PieceCache::new(16, 10).for_torrent();
+        let cache = PieceCache::new(16, 10, 4).for_torrent();
         let loads = AtomicU32::new(0);
         load(&cache, 1, 6, &loads).await;
         load(&cache, 2, 6, &loads).await;
@@ -253,7 +263,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_misses_share_one_load_and_errors_are_not_kept() {
-        let cache = PieceCache::new(4, 1 << 20).for_torrent();
+        let cache = PieceCache::new(4, 1 << 20, 4).for_torrent();
         let loads = AtomicU32::new(0);
         let (a, b) = tokio::join!(load(&cache, 7, 4, &loads), load(&cache, 7, 4, &loads));
         assert_eq!(a, b);
@@ -268,7 +278,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dropped_piece_lends_its_buffer_unless_someone_holds_it() {
-        let cache = PieceCache::new(1, 1 << 20).for_torrent();
+        let cache = PieceCache::new(1, 1 << 20, 4).for_torrent();
         let loads = AtomicU32::new(0);
         let held = load(&cache, 1, 8, &loads).await;
         load(&cache, 2, 8, &loads).await; // evicts 1, which `held` still holds: not kept
@@ -283,7 +293,7 @@ mod tests {
 
     #[tokio::test]
     async fn torrents_share_one_bound_keep_their_pieces_apart_and_take_them_when_dropped() {
-        let shared = PieceCache::new(3, 1 << 20);
+        let shared = PieceCache::new(3, 1 << 20, 2);
         let (a, b) = (shared.for_torrent(), shared.for_torrent());
         let loads = AtomicU32::new(0);
         load(&a, 1, 4, &loads).await;
@@ -296,6 +306,11 @@ mod tests {
         assert_eq!((a.cached(), b.cached()), (vec![1, 2, 3], vec![]));
         assert_eq!(shared.usage(), (3, 12));
         b.get(5, 4, || async { Ok::<_, ()>(Bytes::from_static(b"bbbb")) }).await.unwrap();
+        let first = a.try_load().expect("a first whole-piece read");
+        let second = b.try_load().expect("a second, from the other torrent");
+        assert!(a.try_load().is_none(), "two reads at once in the process, whoever asks");
+        drop((first, second));
+        assert!(a.try_load().is_some(), "a read that ended gives its permit back");
         drop(a);
         assert_eq!((b.cached(), shared.usage()), (vec![5], (1, 4)), "a dropped view's pieces went with it");
     }

@@ -43,8 +43,8 @@ pub const CACHE_BYTES: u64 = 32 << 20;
 /// Pieces up to this size are read whole (and cached) when a peer asks for their first
 /// block; bigger ones are read block by block.
 const WHOLE_PIECE_MAX: u32 = 4 << 20;
-/// Whole-piece reads at once; past it a request reads just its block.
-const PIECE_LOADS: usize = 4;
+/// Whole-piece reads at once, per process; past it a request reads just its block.
+pub const PIECE_LOADS: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -86,8 +86,6 @@ struct Inner {
     layout: Layout,
     files: FileTable,
     cache: TorrentCache,
-    /// Permits for whole-piece reads ([`PIECE_LOADS`]).
-    loads: Arc<tokio::sync::Semaphore>,
     /// Held while a verified piece is written: pieces are hashed in parallel, but one writer
     /// at a time, so blocking threads do not spin on the file's inode lock against each other.
     writer: std::sync::Mutex<()>,
@@ -113,7 +111,7 @@ impl Storage {
     /// Opens the data of `meta` below the output directory `root` (files made lazily), with a
     /// piece cache of its own.
     pub fn new(meta: Arc<Metainfo>, root: PathBuf) -> Storage {
-        Storage::with_selection(meta, root, None, &PieceCache::new(CACHE_PIECES, CACHE_BYTES))
+        Storage::with_selection(meta, root, None, &PieceCache::new(CACHE_PIECES, CACHE_BYTES, PIECE_LOADS))
     }
 
     /// Like [`Storage::new`], downloading only the files flagged in `selected` (one flag per
@@ -133,8 +131,7 @@ impl Storage {
             files = files.with_parts(PartFile::new(&layout, selected, path));
         }
         let cache = cache.for_torrent();
-        let loads = Arc::new(tokio::sync::Semaphore::new(PIECE_LOADS));
-        Storage { inner: Arc::new(Inner { meta, layout, files, cache, loads, writer: std::sync::Mutex::new(()) }) }
+        Storage { inner: Arc::new(Inner { meta, layout, files, cache, writer: std::sync::Mutex::new(()) }) }
     }
 
     /// Writes verified pieces with direct I/O where possible (the default) or always through
@@ -233,7 +230,7 @@ impl Storage {
     /// first block reads the whole piece into the cache, and the other blocks come from
     /// there. Anything else reads just its block, so a peer asking one block here and there
     /// cannot make us read and hold whole pieces; nor can a piece over `WHOLE_PIECE_MAX` (4 MiB),
-    /// or more than `PIECE_LOADS` (4) whole-piece reads at once. A copy, not a slice, of a
+    /// or more than `PIECE_LOADS` (4) whole-piece reads at once in the process. A copy, not a slice, of a
     /// cached piece is handed out: a slice would keep the whole piece alive for as long as
     /// the block waits in a peer's send queue.
     pub async fn read_block(&self, index: u32, begin: u32, length: u32) -> Result<Bytes, StorageError> {
@@ -249,7 +246,7 @@ impl Storage {
             None
         } else {
             let whole = begin == 0 && size <= WHOLE_PIECE_MAX;
-            match whole.then(|| self.inner.loads.clone().try_acquire_owned().ok()).flatten() {
+            match whole.then(|| self.inner.cache.try_load()).flatten() {
                 Some(permit) => Some(permit),
                 None => return self.read_alone(index, begin, length).await,
             }
