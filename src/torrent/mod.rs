@@ -71,6 +71,25 @@ pub(crate) enum Control {
 /// Events kept for a slow listener before it starts missing them.
 const EVENT_BACKLOG: usize = 1024;
 
+/// A torrent's event channel, made at the first subscription: its buffer of [`EVENT_BACKLOG`]
+/// events (about 150 KiB) was three quarters of an idle torrent's memory, and most torrents (a
+/// daemon's) never have a listener. Events sent while nobody listens are dropped, as a
+/// broadcast channel without receivers drops them.
+#[derive(Clone, Default)]
+pub(crate) struct Events(Arc<std::sync::OnceLock<broadcast::Sender<TorrentEvent>>>);
+
+impl Events {
+    pub(crate) fn send(&self, event: TorrentEvent) {
+        if let Some(tx) = self.0.get() {
+            let _ = tx.send(event);
+        }
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<TorrentEvent> {
+        self.0.get_or_init(|| broadcast::channel(EVENT_BACKLOG).0).subscribe()
+    }
+}
+
 /// An accepted connection whose handshake named this torrent.
 pub struct Inbound {
     pub framed: Framed<BoxStream, HandshakeCodec>,
@@ -285,7 +304,7 @@ pub struct TorrentHandle {
     control: mpsc::Sender<Control>,
     stats: watch::Receiver<TorrentStats>,
     need_peers: watch::Receiver<u64>,
-    events: broadcast::Sender<TorrentEvent>,
+    events: Events,
     cancel: CancellationToken,
     tasks: TaskTracker,
     rates: Arc<crate::peer::rate::Rates>,
@@ -326,7 +345,7 @@ impl TorrentHandle {
         let (options_tx, options_rx) = watch::channel(params.options.clone());
         let cancel = parent.child_token();
         let tasks = TaskTracker::new();
-        let events = broadcast::channel(EVENT_BACKLOG).0;
+        let events = Events::default();
         let channels = task::Channels {
             addrs: addrs_rx,
             inbound: inbound_rx,
@@ -439,5 +458,21 @@ impl TorrentHandle {
 
     pub fn cancel_token(&self) -> CancellationToken {
         self.cancel.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn events_need_no_channel_until_someone_listens() {
+        let events = Events::default();
+        events.send(TorrentEvent::PieceVerified(1));
+        assert!(events.0.get().is_none(), "a channel was made with nobody listening");
+        let mut rx = events.clone().subscribe();
+        events.send(TorrentEvent::PieceVerified(2));
+        assert_eq!(rx.recv().await.unwrap(), TorrentEvent::PieceVerified(2), "a clone's listener hears the sender");
+        assert!(rx.try_recv().is_err(), "the event sent before the subscription is not replayed");
     }
 }

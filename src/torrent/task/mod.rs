@@ -47,7 +47,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -67,7 +67,7 @@ pub(super) struct Channels {
     pub control: mpsc::Receiver<super::Control>,
     pub stats: watch::Sender<TorrentStats>,
     pub need_peers: watch::Sender<u64>,
-    pub events: broadcast::Sender<TorrentEvent>,
+    pub events: super::Events,
     /// New options while running ([`super::TorrentHandle::set_options`]).
     pub options: watch::Receiver<Arc<Options>>,
 }
@@ -85,7 +85,7 @@ struct Links {
     dial_tx: mpsc::Sender<DialResult>,
     verdict_tx: mpsc::Sender<Verdict>,
     need_peers: watch::Sender<u64>,
-    events: broadcast::Sender<TorrentEvent>,
+    events: super::Events,
 }
 
 struct Verdict {
@@ -133,7 +133,7 @@ struct Torrent {
     last_tick: Instant,
     need_peers: watch::Sender<u64>,
     wanted_peers: bool,
-    events: broadcast::Sender<TorrentEvent>,
+    events: super::Events,
     pex: super::pex::Pex,
     /// BEP 16 super-seeding: asked for ([`TorrentParams`]), and on when the data was
     /// complete at start.
@@ -314,7 +314,7 @@ impl Torrent {
 
     /// Tells listeners, if any; nobody listening is fine.
     fn emit(&self, event: TorrentEvent) {
-        let _ = self.events.send(event);
+        self.events.send(event);
     }
 
     fn seeding(&self) -> bool {
