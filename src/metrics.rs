@@ -127,27 +127,16 @@ impl Metrics {
         for dht in ["kad", "mainline"] {
             let _ = dht_lookup.get_or_create(&[("dht", dht)]);
         }
-        let s = Unit::Seconds;
-        registry.register_with_unit(
-            "block_rtt",
-            "Time from a block request to the block",
-            s.clone(),
-            block_rtt.clone(),
-        );
-        registry.register_with_unit(
-            "piece_download",
-            "Time from a piece's first request to its verification",
-            s.clone(),
-            piece_download.clone(),
-        );
-        registry.register_with_unit("piece_hash", "Time to SHA-1 one piece", s.clone(), piece_hash.clone());
-        registry.register_with_unit("disk_write", "Time to write one piece to disk", s.clone(), disk_write.clone());
-        registry.register_with_unit(
-            "dht_lookup",
-            "Time of one DHT lookup, by DHT (kad, mainline)",
-            s,
-            dht_lookup.clone(),
-        );
+        for (name, help, h) in [
+            ("block_rtt", "Time from a block request to the block", &block_rtt),
+            ("piece_download", "Time from a piece's first request to its verification", &piece_download),
+            ("piece_hash", "Time to SHA-1 one piece", &piece_hash),
+            ("disk_write", "Time to write one piece to disk", &disk_write),
+        ] {
+            registry.register_with_unit(name, help, Unit::Seconds, h.clone());
+        }
+        let lookups = "Time of one DHT lookup, by DHT (kad, mainline)";
+        registry.register_with_unit("dht_lookup", lookups, Unit::Seconds, dht_lookup.clone());
 
         let pieces_verified = Counter::default();
         let hash_failures = Counter::default();
