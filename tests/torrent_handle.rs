@@ -9,6 +9,9 @@
 //!   holder left; a second removal finds nothing to remove.
 //! - Two seeders, one given the other: they connect, and the connection closes as "both
 //!   seeds" on whichever side looked first.
+//! - An idle torrent (seeding, no peers) sends no stats over many ticks: each send wakes
+//!   every listener, and a daemon's idle torrents did that every second. (Paused clock: the
+//!   ticks run in virtual time.)
 mod common;
 
 use common::session::{addr, session, wait_for, SlowConnector};
@@ -141,4 +144,23 @@ async fn two_seeds_close_their_connection() {
     for s in [a, b] {
         s.shutdown().await;
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_torrent_sends_no_stats_until_something_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = make_file(&dir.path().join("seed"), "data.bin", SIZE, 5);
+    let meta = make_torrent(&src, PIECE);
+    let s = session().await;
+    let h = s.add_torrent(meta, dir.path().join("seed"));
+    let mut stats = h.stats();
+    wait_for(&mut stats, 60, "seeding", |st| st.is_complete()).await;
+    tokio::time::sleep(Duration::from_secs(5)).await; // whatever the start changed is sent
+    stats.borrow_and_update();
+    tokio::time::sleep(Duration::from_secs(30)).await; // thirty ticks of an idle torrent
+    assert!(!stats.has_changed().unwrap(), "an idle torrent sent its unchanged stats: {:?}", *stats.borrow());
+    // A change is still sent: a peer to dial shows in the pool's counts.
+    h.add_peers(vec![PeerAddr::Tcp("127.0.0.1:9".parse().unwrap())]).await;
+    tokio::time::timeout(DEADLINE, stats.changed()).await.expect("no stats after a change").unwrap();
+    s.shutdown().await;
 }

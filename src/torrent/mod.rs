@@ -134,7 +134,7 @@ impl Serialize for TorrentError {
 }
 
 /// One peer, for progress and diagnostics.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PeerStats {
     /// The peer's address, typed (the JSON carries `addr` and `transport` instead).
     #[serde(skip)]
@@ -171,7 +171,7 @@ pub struct PeerStats {
 }
 
 /// A snapshot published by the torrent task about once a second and on every change of phase.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct TorrentStats {
     pub info_hash: String,
     pub name: String,

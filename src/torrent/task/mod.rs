@@ -155,6 +155,17 @@ fn pool_limits(o: &Options) -> PoolLimits {
     }
 }
 
+/// When a torrent's first tick falls: on a grid of `period` steps shared by every torrent in
+/// the process, so the ticks of a daemon's torrents come together and one wake-up of a
+/// worker thread serves them all, not one wake-up per torrent.
+fn first_tick(period: std::time::Duration) -> tokio::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(std::time::Instant::now);
+    let now = tokio::time::Instant::now();
+    let steps = (now.into_std().saturating_duration_since(epoch).as_nanos() / period.as_nanos().max(1)) as u32;
+    tokio::time::Instant::from_std(epoch) + period * (steps + 1)
+}
+
 pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: CancellationToken, tasks: TaskTracker) {
     let meta = params.meta.clone();
     let storage =
@@ -191,7 +202,7 @@ pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: Cancell
     let recorder =
         record.map(|path| resume::Recorder::spawn(t.storage.clone(), path, t.picker.have(), &t.tasks, cancel.clone()));
     t.publish(&ch.stats);
-    let mut tick = tokio::time::interval(t.opts.tick);
+    let mut tick = tokio::time::interval_at(first_tick(t.opts.tick), t.opts.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -330,5 +341,25 @@ impl Torrent {
 
     fn peer_mut(&mut self, key: PeerKey) -> &mut PeerSlot {
         self.peers.get_mut(&key).expect("caller checked the peer exists")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_tick;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn every_torrent_ticks_on_one_grid() {
+        let period = Duration::from_millis(700);
+        let before = tokio::time::Instant::now();
+        let a = first_tick(period);
+        std::thread::sleep(Duration::from_millis(30));
+        let b = first_tick(period);
+        for t in [a, b] {
+            assert!(t > before && t <= tokio::time::Instant::now() + period, "not within one period");
+        }
+        let apart = if a > b { a - b } else { b - a };
+        assert_eq!(apart.as_nanos() % period.as_nanos(), 0, "ticks {apart:?} apart, off the grid");
     }
 }

@@ -16,8 +16,9 @@ impl Torrent {
         s.bytes_left = self.picker.bytes_left();
         s.downloaded = self.gone_downloaded + self.peers.values().map(|p| p.counters.downloaded()).sum::<u64>();
         s.uploaded = self.gone_uploaded + self.peers.values().map(|p| p.counters.uploaded()).sum::<u64>();
-        s.download_rate = self.peers.values().map(|p| p.rate_down.get()).sum();
-        s.upload_rate = self.peers.values().map(|p| p.rate_up.get()).sum();
+        // From 0.0: an f64 sum of no peers is -0.0, which the API showed as a rate.
+        s.download_rate = self.peers.values().map(|p| p.rate_down.get()).fold(0.0, |a, b| a + b);
+        s.upload_rate = self.peers.values().map(|p| p.rate_up.get()).fold(0.0, |a, b| a + b);
         s.pool = self.pool.stats();
         s.assembly_bytes = self.assembly.bytes();
         s.pieces_in_progress = self.picker.partial_count();
@@ -26,7 +27,15 @@ impl Torrent {
         s.banned = s.pool.banned;
         s.peers_used = self.used.len();
         s.peers = self.peers.values().map(|p| peer_stats(p, source(&p.addr))).collect();
-        tx.send_replace(s.clone());
+        // Only a change is sent: each send wakes every listener (discovery, announcer, the
+        // daemon's supervisor), and a daemon's idle torrents would wake them all every tick.
+        tx.send_if_modified(|old| {
+            let changed = old != s;
+            if changed {
+                old.clone_from(s);
+            }
+            changed
+        });
     }
 }
 
