@@ -203,7 +203,9 @@ pub(super) async fn run(params: TorrentParams, mut ch: Channels, cancel: Cancell
         record.map(|path| resume::Recorder::spawn(t.storage.clone(), path, t.picker.have(), &t.tasks, cancel.clone()));
     t.publish(&ch.stats);
     let mut tick = tokio::time::interval_at(first_tick(t.opts.tick), t.opts.tick);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A late tick is skipped, not made up or followed a period later: the ticks stay on the
+    // grid (`on_tick` measures the time since the last one itself).
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
