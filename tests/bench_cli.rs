@@ -1,6 +1,7 @@
 //! `shoal bench` through the built binary: a small loopback swarm over each transport (plain
 //! TCP, libp2p over TCP, libp2p over QUIC) completes, every leecher verified, and the JSON
-//! report says what ran. A transport it does not know is the user's mistake.
+//! report says what ran and what its CPU cost. A transport it does not know is the user's
+//! mistake.
 mod common;
 
 use common::process::{run_env, run_ok};
@@ -32,7 +33,17 @@ fn bench_completes_a_swarm_over_each_transport() {
         let leechers = report["per_leecher"].as_array().expect("per_leecher");
         assert_eq!(leechers.len(), 2, "{report}");
         assert!(leechers.iter().all(|l| l["seconds"].as_f64().is_some_and(|s| s > 0.0)), "{report}");
+        // The transfer's CPU time is read from /proc in ticks of 10 ms (a small swarm may show 0).
+        let cpu = report["cpu_seconds"].as_f64().unwrap_or_else(|| panic!("no cpu_seconds: {report}"));
+        let wall = report["wall_seconds"].as_f64().expect("wall_seconds");
+        assert!(cpu >= 0.0 && cpu <= wall * num_cpus() + 0.05, "{report}");
+        let per_gib = report["cpu_seconds_per_gib"].as_f64().expect("cpu_seconds_per_gib");
+        assert!((per_gib - cpu * 1024.0 / 6.0).abs() < 1e-6, "2 leechers × 3 MiB: {report}");
     }
+}
+
+fn num_cpus() -> f64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
 }
 
 #[test]

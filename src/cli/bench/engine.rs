@@ -3,7 +3,9 @@
 //!
 //! Set-up (generating the data, making the torrent, the seeders' start-up hash check) is
 //! timed apart from the transfer; the transfer clock starts when the leechers are added
-//! and stops for each leecher when its last piece is verified on disk.
+//! and stops for each leecher when its last piece is verified on disk. The process's CPU
+//! time (user and system, every thread: seeders and leechers together) is read at both ends
+//! of the transfer, so the report says what the bytes cost as well as how fast they moved.
 use serde::Serialize;
 use shoal::config::Options;
 use shoal::metainfo::create::{create_torrent, CreateOptions};
@@ -91,6 +93,11 @@ pub struct BenchReport {
     pub wall_seconds: f64,
     /// Bytes delivered to all leechers over the wall time.
     pub swarm_mib_per_s: f64,
+    /// CPU time of the whole process (every seeder and leecher) over the wall time; absent
+    /// where `/proc/self/stat` cannot be read.
+    pub cpu_seconds: Option<f64>,
+    /// `cpu_seconds` per GiB delivered to all leechers.
+    pub cpu_seconds_per_gib: Option<f64>,
     pub per_leecher: Vec<LeecherResult>,
 }
 
@@ -151,6 +158,17 @@ async fn start_session(
     book.push((node.peer_id(), shoal::p2p::book::strip_p2p(&own)));
     let addr = peer_addr(&node.peer_id());
     Ok((s, addr))
+}
+
+/// User and system CPU time of this process so far, from `/proc/self/stat` (fields 14 and 15,
+/// in clock ticks of 1/100 s: Linux's `USER_HZ` on every architecture it ships for shoal).
+fn process_cpu() -> Option<Duration> {
+    const TICKS_PER_SECOND: u64 = 100;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count fields after the last ')'.
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().skip(11);
+    let ticks = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND))
 }
 
 fn setup_err(e: impl std::fmt::Display) -> BenchError {
@@ -238,6 +256,7 @@ pub async fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
     let setup_seconds = setup.elapsed().as_secs_f64();
 
     let start = Instant::now();
+    let cpu_start = process_cpu();
     let mut leechers = Vec::new();
     for i in 0..cfg.leechers {
         leechers.push(swarm.add(cfg, &options, &meta, dir.path().join(format!("leech{i}")), true).await?);
@@ -247,8 +266,10 @@ pub async fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
         .await
         .map_err(|_| BenchError::Timeout(cfg.timeout))?;
     let wall = start.elapsed();
+    let cpu = process_cpu().zip(cpu_start).map(|(end, start)| end.saturating_sub(start).as_secs_f64());
     swarm.shutdown().await;
     let mib = cfg.size as f64 / (1024.0 * 1024.0);
+    let gib_delivered = (cfg.size * cfg.leechers as u64) as f64 / (1u64 << 30) as f64;
     let mut per_leecher = Vec::new();
     for d in done {
         let t = d.map_err(|e| BenchError::Incomplete(e.to_string()))?.as_secs_f64();
@@ -264,6 +285,27 @@ pub async fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
         setup_seconds,
         wall_seconds: wall.as_secs_f64(),
         swarm_mib_per_s: mib * cfg.leechers as f64 / wall.as_secs_f64(),
+        cpu_seconds: cpu,
+        cpu_seconds_per_gib: cpu.map(|c| c / gib_delivered),
         per_leecher,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_cpu_counts_the_work_done() {
+        let start = process_cpu().expect("/proc/self/stat is readable on Linux");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut x = 0u64;
+        // Spin until the counter shows 50 ms more; a counter that never moves fails at the deadline.
+        while process_cpu().expect("readable").saturating_sub(start) < Duration::from_millis(50) {
+            assert!(Instant::now() < deadline, "50 ms of spinning never showed in /proc/self/stat");
+            for i in 0..100_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
+        }
+    }
 }

@@ -83,5 +83,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         human_bytes((report.size * report.leechers as u64) as f64),
         report.wall_seconds
     );
+    if let (Some(cpu), Some(per_gib)) = (report.cpu_seconds, report.cpu_seconds_per_gib) {
+        println!("cpu: {cpu:.2} s for the whole swarm, {per_gib:.2} s per GiB delivered");
+    }
     Ok(())
 }
