@@ -110,8 +110,10 @@ impl PieceCache {
         self.shared.lru.lock().expect("piece cache poisoned")
     }
 
-    /// Pieces and bytes cached, over all torrents.
-    pub fn usage(&self) -> (usize, u64) {
+    /// Pieces and bytes cached, over all torrents (the gauge `shoal_piece_cache_bytes` tracks
+    /// the bytes).
+    #[cfg(test)]
+    fn usage(&self) -> (usize, u64) {
         let lru = self.lru();
         (lru.entries.len(), lru.bytes)
     }
@@ -137,7 +139,18 @@ impl PieceCache {
     }
 
     /// Drops the entries `pred` picks.
-    fn remove(&self, pred: impl Fn(&Entry) -> bool) {
+    /// Forgets the piece `key` names (there is one entry per key at most), if cached and
+    /// `pred` picks it.
+    fn remove(&self, key: Key, pred: impl Fn(&Entry) -> bool) {
+        let mut lru = self.lru();
+        let pos = lru.position(key).filter(|&pos| pred(&lru.entries[pos]));
+        if let Some(e) = pos.and_then(|pos| lru.entries.remove(pos)) {
+            lru.retire(e);
+        }
+    }
+
+    /// Forgets every piece `pred` picks.
+    fn remove_all(&self, pred: impl Fn(&Entry) -> bool) {
         let mut lru = self.lru();
         let (gone, kept): (Vec<Entry>, Vec<Entry>) = lru.entries.drain(..).partition(|e| pred(e));
         lru.entries = kept.into();
@@ -168,8 +181,7 @@ impl TorrentCache {
         let result = slot.get_or_try_init(load).await.cloned();
         if result.is_err() {
             // Don't let a failed read occupy the budget; the next request retries.
-            let key = self.key(index);
-            self.cache.remove(|e| e.key == key && Arc::ptr_eq(&e.slot, &slot));
+            self.cache.remove(self.key(index), |e| Arc::ptr_eq(&e.slot, &slot));
         }
         result
     }
@@ -206,8 +218,7 @@ impl TorrentCache {
 
     /// Forgets piece `index` (called after it is written).
     pub fn invalidate(&self, index: u32) {
-        let key = self.key(index);
-        self.cache.remove(|e| e.key == key);
+        self.cache.remove(self.key(index), |_| true);
     }
 
     #[cfg(test)]
@@ -219,7 +230,7 @@ impl TorrentCache {
 impl Drop for TorrentCache {
     fn drop(&mut self) {
         let owner = self.owner;
-        self.cache.remove(|e| e.key.owner == owner);
+        self.cache.remove_all(|e| e.key.owner == owner);
     }
 }
 

@@ -229,10 +229,10 @@ impl Storage {
     /// A client reading a piece in order costs one disk read per piece: the request for its
     /// first block reads the whole piece into the cache, and the other blocks come from
     /// there. Anything else reads just its block, so a peer asking one block here and there
-    /// cannot make us read and hold whole pieces; nor can a piece over `WHOLE_PIECE_MAX` (4 MiB),
-    /// or more than `PIECE_LOADS` (4) whole-piece reads at once in the process. A copy, not a slice, of a
-    /// cached piece is handed out: a slice would keep the whole piece alive for as long as
-    /// the block waits in a peer's send queue.
+    /// cannot make us read and hold whole pieces; nor can a piece over `WHOLE_PIECE_MAX`
+    /// (4 MiB), or more than `PIECE_LOADS` (4) whole-piece reads at once in the process. A
+    /// copy, not a slice, of a cached piece is handed out: a slice would keep the whole piece
+    /// alive for as long as the block waits in a peer's send queue.
     pub async fn read_block(&self, index: u32, begin: u32, length: u32) -> Result<Bytes, StorageError> {
         self.inner.layout.check_block(index, begin, length)?;
         let size = self.inner.layout.piece_size(index)?;
