@@ -9,7 +9,8 @@
 //!
 //! Entries are `Arc<OnceCell<Bytes>>` slots in least-recently-used order, bounded both by count
 //! and by bytes (at least one entry is always kept, so a piece bigger than the byte budget still
-//! works). Concurrent requests for the same uncached piece share one slot and so one read.
+//! works). Room is made by dropping the least recently used piece of the torrent holding the most
+//! bytes, so one torrent's busy (or hostile) peer cannot push the others' pieces out. Concurrent requests for the same uncached piece share one slot and so one read.
 //! The `std::sync::Mutex` guards only the slot list and is never held across `.await`; the read
 //! itself happens outside it.
 //!
@@ -64,6 +65,24 @@ impl Lru {
         if let Some(Ok(buf)) = kept {
             self.spare.push(buf);
         }
+    }
+
+    /// Which entry to drop to make room for the newest (the last, never the victim itself):
+    /// the least recently used piece of the torrent that holds the most bytes of the others.
+    /// With one torrent that is plain LRU; with several, a peer that makes one torrent read
+    /// piece after piece pushes out that torrent's own pieces once it holds the most, not
+    /// another torrent's. Needs at least two entries.
+    fn victim(&self) -> usize {
+        let mut older = self.entries.range(..self.entries.len() - 1);
+        let mut held: Vec<(u64, u64)> = Vec::new();
+        for e in older.clone() {
+            match held.iter_mut().find(|(owner, _)| *owner == e.key.owner) {
+                Some((_, bytes)) => *bytes += e.size,
+                None => held.push((e.key.owner, e.size)),
+            }
+        }
+        let (owner, _) = held.into_iter().max_by_key(|&(_, bytes)| bytes).expect("at least two entries");
+        older.position(|e| e.key.owner == owner).expect("the owner holds an older entry")
     }
 
     fn position(&self, key: Key) -> Option<usize> {
@@ -132,13 +151,13 @@ impl PieceCache {
         metrics().add_piece_cache_bytes(size as i64);
         let (max_pieces, max_bytes) = (self.shared.max_pieces, self.shared.max_bytes);
         while lru.entries.len() > 1 && (lru.entries.len() > max_pieces || lru.bytes > max_bytes) {
-            let e = lru.entries.pop_front().expect("more than one entry");
+            let pos = lru.victim();
+            let e = lru.entries.remove(pos).expect("victim is in range");
             lru.retire(e);
         }
         slot
     }
 
-    /// Drops the entries `pred` picks.
     /// Forgets the piece `key` names (there is one entry per key at most), if cached and
     /// `pred` picks it.
     fn remove(&self, key: Key, pred: impl Fn(&Entry) -> bool) {
@@ -313,16 +332,42 @@ mod tests {
         load(&a, 1, 4, &loads).await; // a hit: b's piece 1 is now the least recently used
         assert_eq!(loads.load(Ordering::SeqCst), 1);
         load(&a, 2, 4, &loads).await;
-        load(&a, 3, 4, &loads).await; // the fourth piece in the process: b's goes
-        assert_eq!((a.cached(), b.cached()), (vec![1, 2, 3], vec![]));
+        // The fourth piece in the process: a holds the most, so a's least recent goes, not b's.
+        load(&a, 3, 4, &loads).await;
+        assert_eq!((a.cached(), b.cached()), (vec![2, 3], vec![1]));
         assert_eq!(shared.usage(), (3, 12));
         b.get(5, 4, || async { Ok::<_, ()>(Bytes::from_static(b"bbbb")) }).await.unwrap();
+        assert_eq!((a.cached(), b.cached()), (vec![3], vec![1, 5]), "the bound holds across torrents");
         let first = a.try_load().expect("a first whole-piece read");
         let second = b.try_load().expect("a second, from the other torrent");
         assert!(a.try_load().is_none(), "two reads at once in the process, whoever asks");
         drop((first, second));
         assert!(a.try_load().is_some(), "a read that ended gives its permit back");
         drop(a);
-        assert_eq!((b.cached(), shared.usage()), (vec![5], (1, 4)), "a dropped view's pieces went with it");
+        assert_eq!((b.cached(), shared.usage()), (vec![1, 5], (2, 8)), "a dropped view's pieces went with it");
+    }
+
+    /// A peer of torrent a asks for the first block of piece after piece (each read whole into
+    /// the cache): it churns a's pieces only, and b's stay cached however long it goes on.
+    #[tokio::test]
+    async fn one_torrents_churn_cannot_push_out_anothers_pieces() {
+        let shared = PieceCache::new(4, 1 << 20, 2);
+        let (a, b) = (shared.for_torrent(), shared.for_torrent());
+        let loads = AtomicU32::new(0);
+        load(&b, 1, 8, &loads).await;
+        load(&b, 2, 8, &loads).await;
+        for index in 0..100 {
+            load(&a, index, 9, &loads).await;
+        }
+        assert_eq!(b.cached(), vec![1, 2], "b's pieces outlived a hundred of a's");
+        assert_eq!(a.cached(), vec![98, 99], "a keeps what is left of the bound, its newest");
+        assert_eq!(shared.usage(), (4, 34));
+        load(&b, 1, 8, &loads).await;
+        assert_eq!(loads.load(Ordering::SeqCst), 102, "b's piece 1 was a hit");
+        // A torrent that holds nothing yet still gets room: from the one that holds the most
+        // bytes (a: 18, b: 16).
+        let c = shared.for_torrent();
+        load(&c, 7, 8, &loads).await;
+        assert_eq!((a.cached(), b.cached(), c.cached()), (vec![99], vec![2, 1], vec![7]));
     }
 }
