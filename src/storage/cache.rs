@@ -9,8 +9,9 @@
 //!
 //! Entries are `Arc<OnceCell<Bytes>>` slots in least-recently-used order, bounded both by count
 //! and by bytes (at least one entry is always kept, so a piece bigger than the byte budget still
-//! works). Room is made by dropping the least recently used piece of the torrent holding the most
-//! bytes, so one torrent's busy (or hostile) peer cannot push the others' pieces out. Concurrent requests for the same uncached piece share one slot and so one read.
+//! works). Room is made by dropping the least recently used piece of the torrent holding the
+//! largest share of the cache, so one torrent's busy (or hostile) peer cannot push the others'
+//! pieces out. Concurrent requests for the same uncached piece share one slot and so one read.
 //! The `std::sync::Mutex` guards only the slot list and is never held across `.await`; the read
 //! itself happens outside it.
 //!
@@ -68,20 +69,26 @@ impl Lru {
     }
 
     /// Which entry to drop to make room for the newest (the last, never the victim itself):
-    /// the least recently used piece of the torrent that holds the most bytes of the others.
-    /// With one torrent that is plain LRU; with several, a peer that makes one torrent read
-    /// piece after piece pushes out that torrent's own pieces once it holds the most, not
-    /// another torrent's. Needs at least two entries.
-    fn victim(&self) -> usize {
+    /// the least recently used piece of the torrent holding the largest share of the others,
+    /// a torrent's share being the larger of its part of `max_pieces` and of `max_bytes`. So
+    /// with one torrent this is plain LRU, and with several, a peer that makes one torrent read
+    /// piece after piece pushes out that torrent's own pieces, whether its pieces are small
+    /// (the count binds) or large (the bytes do). Needs at least two entries.
+    fn victim(&self, max_pieces: usize, max_bytes: u64) -> usize {
         let mut older = self.entries.range(..self.entries.len() - 1);
-        let mut held: Vec<(u64, u64)> = Vec::new();
+        // (owner, pieces, bytes) for each torrent with an older entry.
+        let mut held: Vec<(u64, u64, u64)> = Vec::new();
         for e in older.clone() {
-            match held.iter_mut().find(|(owner, _)| *owner == e.key.owner) {
-                Some((_, bytes)) => *bytes += e.size,
-                None => held.push((e.key.owner, e.size)),
+            match held.iter_mut().find(|(owner, ..)| *owner == e.key.owner) {
+                Some((_, pieces, bytes)) => (*pieces, *bytes) = (*pieces + 1, *bytes + e.size),
+                None => held.push((e.key.owner, 1, e.size)),
             }
         }
-        let (owner, _) = held.into_iter().max_by_key(|&(_, bytes)| bytes).expect("at least two entries");
+        // pieces / max_pieces against bytes / max_bytes, both scaled by max_pieces * max_bytes.
+        let share = |&(_, pieces, bytes): &(u64, u64, u64)| {
+            (u128::from(pieces) * u128::from(max_bytes.max(1))).max(u128::from(bytes) * max_pieces as u128)
+        };
+        let (owner, ..) = held.into_iter().max_by_key(share).expect("at least two entries");
         older.position(|e| e.key.owner == owner).expect("the owner holds an older entry")
     }
 
@@ -151,7 +158,7 @@ impl PieceCache {
         metrics().add_piece_cache_bytes(size as i64);
         let (max_pieces, max_bytes) = (self.shared.max_pieces, self.shared.max_bytes);
         while lru.entries.len() > 1 && (lru.entries.len() > max_pieces || lru.bytes > max_bytes) {
-            let pos = lru.victim();
+            let pos = lru.victim(max_pieces, max_bytes);
             let e = lru.entries.remove(pos).expect("victim is in range");
             lru.retire(e);
         }
@@ -351,23 +358,42 @@ mod tests {
     /// the cache): it churns a's pieces only, and b's stay cached however long it goes on.
     #[tokio::test]
     async fn one_torrents_churn_cannot_push_out_anothers_pieces() {
-        let shared = PieceCache::new(4, 1 << 20, 2);
+        let shared = PieceCache::new(5, 1 << 20, 2);
         let (a, b) = (shared.for_torrent(), shared.for_torrent());
         let loads = AtomicU32::new(0);
         load(&b, 1, 8, &loads).await;
         load(&b, 2, 8, &loads).await;
         for index in 0..100 {
-            load(&a, index, 9, &loads).await;
+            load(&a, index, 8, &loads).await;
         }
         assert_eq!(b.cached(), vec![1, 2], "b's pieces outlived a hundred of a's");
-        assert_eq!(a.cached(), vec![98, 99], "a keeps what is left of the bound, its newest");
-        assert_eq!(shared.usage(), (4, 34));
+        assert_eq!(a.cached(), vec![97, 98, 99], "a keeps what is left of the bound, its newest");
+        assert_eq!(shared.usage(), (5, 40));
         load(&b, 1, 8, &loads).await;
         assert_eq!(loads.load(Ordering::SeqCst), 102, "b's piece 1 was a hit");
-        // A torrent that holds nothing yet still gets room: from the one that holds the most
-        // bytes (a: 18, b: 16).
+        // A torrent that holds nothing yet still gets room: from the one that holds the most.
         let c = shared.for_torrent();
         load(&c, 7, 8, &loads).await;
-        assert_eq!((a.cached(), b.cached(), c.cached()), (vec![99], vec![2, 1], vec![7]));
+        assert_eq!((a.cached(), b.cached(), c.cached()), (vec![98, 99], vec![2, 1], vec![7]));
+    }
+
+    /// Shares count both bounds: a torrent of small pieces churned up to the count bound loses
+    /// its own, not the one large piece of another torrent that holds more bytes.
+    #[tokio::test]
+    async fn a_large_piece_is_not_pushed_out_by_many_small_ones() {
+        let shared = PieceCache::new(4, 100, 2);
+        let (large, small) = (shared.for_torrent(), shared.for_torrent());
+        let loads = AtomicU32::new(0);
+        load(&large, 0, 40, &loads).await;
+        for index in 0..100 {
+            load(&small, index, 1, &loads).await;
+        }
+        assert_eq!((large.cached(), small.cached()), (vec![0], vec![97, 98, 99]));
+        // And many bytes in few pieces lose to the byte bound the same way.
+        for index in 1..50 {
+            load(&large, index, 40, &loads).await;
+        }
+        assert_eq!(small.cached(), vec![98, 99], "only the count bound's room was taken");
+        assert_eq!((large.cached(), shared.usage()), (vec![48, 49], (4, 82)));
     }
 }
