@@ -151,7 +151,7 @@ fn a_magnet_nobody_serves_is_faulted_and_fetched_again_after_a_restart() {
     let dir = tmp.path();
     // A port nobody listens on: every dial is refused, so the fetch ends without waiting out
     // its deadline (and the deadline bounds it anyway).
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = common::ports::free_port();
     let hash = "ab".repeat(20);
     let daemon = Daemon::start(dir, "daemon-1");
     let body = json!({ "magnet": magnet(&hash, &[closed]), "output": dir.join("out"), "metadata_timeout_secs": 5 });
