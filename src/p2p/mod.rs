@@ -9,6 +9,7 @@
 //! - [`handle`]: the cloneable [`NodeHandle`] everyone else holds, and its commands;
 //! - `swarm`: how the `Swarm` is built (transport, behaviours, and why they are set so);
 //! - [`tls`]: the libp2p TLS 1.3 upgrade with the fastest cipher suite first;
+//! - [`muxer`]: the Yamux upgrade, with data frames of up to 256 KiB;
 //! - `event_loop`: the one task that owns the `Swarm` and answers the commands;
 //! - `pending`: the callers waiting for an answer (query replies, ping and dial waiters);
 //! - `punch`: hole punching (DCUtR), told our confirmed addresses too;
@@ -23,6 +24,7 @@ mod event_loop;
 pub mod handle;
 pub mod identity;
 pub mod key;
+pub mod muxer;
 pub mod node;
 mod pending;
 mod punch;

@@ -2,8 +2,9 @@
 //!
 //! Behaviour: TCP + TLS 1.3 or Noise + Yamux (multistream-select offers TLS first: [`tls`] puts
 //! AES-GCM first, a fifth more throughput than ChaCha20 on CPUs with AES instructions; Noise
-//! is kept for peers without TLS) and QUIC (DNS names resolved when the system resolver is
-//! configured), both also through circuit relays, Kademlia, identify, ping, raw `/shoal/bt/1.0.0` streams (`libp2p_stream`),
+//! is kept for peers without TLS; [`muxer`] is Yamux sending frames of up to 256 KiB) and QUIC
+//! (DNS names resolved when the system resolver is configured), both also through circuit
+//! relays, Kademlia, identify, ping, raw `/shoal/bt/1.0.0` streams (`libp2p_stream`),
 //! optional mDNS, our [`AddressBook`], AutoNAT (v1: connected peers dial us back to tell
 //! whether we are reachable; in `DhtMode::Auto` Kademlia follows the verdict), connection
 //! limits (established, per peer, pending inbound) and a process-memory limit: past any of
@@ -36,14 +37,14 @@
 use super::book::{strip_p2p, AddressBook};
 use super::node::{DhtMode, NodeConfig, NodeError, RelayLimits, KAD_PROTOCOL, PROVIDER_REPUBLISH, PROVIDER_TTL};
 use super::punch::HolePunch;
-use super::tls;
+use super::{muxer, tls};
 use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::core::transport::ListenerId;
 use libp2p::kad::{self, store::MemoryStore, Mode};
 use libp2p::memory_connection_limits;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{autonat, identify, identity::Keypair, mdns, noise, ping, relay, tcp, yamux, Multiaddr, Swarm};
+use libp2p::{autonat, identify, identity::Keypair, mdns, noise, ping, relay, tcp, Multiaddr, Swarm};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -105,7 +106,7 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
     macro_rules! finish {
         ($builder:expr) => {
             Ok($builder
-                .with_relay_client((tls::Config::new, noise::Config::new), yamux::Config::default)
+                .with_relay_client((tls::Config::new, noise::Config::new), muxer::Config::new)
                 .map_err(|e| transport_err(&e))?
                 .with_behaviour(make)
                 .map_err(|e| transport_err(&e))?
@@ -116,7 +117,7 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
     let builder = || {
         libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
             .with_tokio()
-            .with_tcp(tcp_config(), (tls::Config::new, noise::Config::new), yamux::Config::default)
+            .with_tcp(tcp_config(), (tls::Config::new, noise::Config::new), muxer::Config::new)
             .map(|b| b.with_quic())
             .map_err(|e| transport_err(&e))
     };

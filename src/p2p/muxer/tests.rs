@@ -1,0 +1,137 @@
+use super::*;
+use futures::future::poll_fn;
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::core::muxing::StreamMuxerExt;
+use std::io;
+use std::sync::{Arc, Mutex};
+use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
+
+/// One end of an in-memory connection that keeps a copy of every byte written through it.
+struct Tap {
+    io: Compat<tokio::io::DuplexStream>,
+    written: Arc<Mutex<Vec<u8>>>,
+}
+
+impl AsyncRead for Tap {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Tap {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.written.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_close(cx)
+    }
+}
+
+/// The body lengths of the data frames in a yamux byte stream (12-byte headers: version,
+/// type, flags, stream id, length; only data frames, type 0, carry a body).
+fn data_frames(mut wire: &[u8]) -> Vec<usize> {
+    let mut lengths = Vec::new();
+    while wire.len() >= 12 {
+        let length = u32::from_be_bytes(wire[8..12].try_into().unwrap()) as usize;
+        let body = if wire[1] == 0 { length } else { 0 };
+        if wire[1] == 0 && length > 0 {
+            lengths.push(length);
+        }
+        wire = &wire[12 + body..];
+    }
+    assert!(wire.is_empty(), "the wire ends inside a frame header");
+    lengths
+}
+
+/// Keeps a muxer's connection moving in the background.
+fn drive<M: StreamMuxer + Send + Unpin + 'static>(mut muxer: M) {
+    tokio::spawn(poll_fn(move |cx| muxer.poll_unpin(cx).map(|_| ())));
+}
+
+fn payload(seed: u8) -> Vec<u8> {
+    (0..1024 * 1024).map(|i: usize| (i % 251) as u8 ^ seed).collect()
+}
+
+/// The dialler opens a stream and sends a megabyte, then closes; the listener reads it all,
+/// answers with another megabyte and closes. Returns what each side read, and the bytes each
+/// side wrote on the connection.
+async fn exchange<D, L, DM, LM>(dialer: D, listener: L) -> ([Vec<u8>; 2], [Vec<u8>; 2])
+where
+    D: OutboundConnectionUpgrade<Tap, Output = DM, Info = &'static str>,
+    L: InboundConnectionUpgrade<Tap, Output = LM, Info = &'static str>,
+    D::Error: std::fmt::Debug,
+    L::Error: std::fmt::Debug,
+    DM: StreamMuxer + Send + Unpin + 'static,
+    LM: StreamMuxer + Send + Unpin + 'static,
+    DM::Substream: Unpin,
+    LM::Substream: Send + Unpin + 'static,
+    DM::Error: std::fmt::Debug,
+    LM::Error: std::fmt::Debug,
+{
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let wires = [Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new()))];
+    let a = Tap { io: a.compat(), written: wires[0].clone() };
+    let b = Tap { io: b.compat(), written: wires[1].clone() };
+    let (dialer, listener) =
+        futures::join!(dialer.upgrade_outbound(a, PROTOCOL), listener.upgrade_inbound(b, PROTOCOL));
+    let (mut dialer, mut listener) = (dialer.unwrap(), listener.unwrap());
+
+    let mut outbound = poll_fn(|cx| dialer.poll_outbound_unpin(cx)).await.unwrap();
+    drive(dialer);
+    let answer = payload(0x5a);
+    let server = tokio::spawn(async move {
+        let mut inbound = poll_fn(|cx| listener.poll_inbound_unpin(cx)).await.unwrap();
+        drive(listener);
+        let mut got = Vec::new();
+        inbound.read_to_end(&mut got).await.unwrap();
+        inbound.write_all(&answer).await.unwrap();
+        inbound.close().await.unwrap();
+        got
+    });
+    outbound.write_all(&payload(0)).await.unwrap();
+    outbound.close().await.unwrap();
+    let mut got = Vec::new();
+    outbound.read_to_end(&mut got).await.unwrap();
+    let listener_got = server.await.unwrap();
+    let wire = |i: usize| wires[i].lock().unwrap().clone();
+    ([got, listener_got], [wire(0), wire(1)])
+}
+
+/// Asserts the payload arrived whole and returns the largest data frame that carried it.
+fn largest_frame(wire: &[u8]) -> usize {
+    let frames = data_frames(wire);
+    assert_eq!(frames.iter().sum::<usize>(), 1024 * 1024, "data frames: {frames:?}");
+    frames.into_iter().max().unwrap()
+}
+
+/// Our muxer dials the stock `libp2p-yamux` one: a megabyte each way arrives intact, ours
+/// sends it in frames larger than yamux's default 16 KiB and none over [`SPLIT_SEND_SIZE`].
+#[tokio::test]
+async fn our_large_frames_reach_a_stock_listener_and_its_small_ones_reach_us() {
+    let ([got, listener_got], [ours, stock]) = exchange(Config::new(), libp2p::yamux::Config::default()).await;
+    assert!(listener_got == payload(0), "the stock muxer read other bytes than ours wrote");
+    assert!(got == payload(0x5a), "ours read other bytes than the stock muxer wrote");
+    let largest = largest_frame(&ours);
+    assert!(largest > 16 * 1024 && largest <= SPLIT_SEND_SIZE, "our largest data frame: {largest} B");
+    assert_eq!(largest_frame(&stock), 16 * 1024, "the stock muxer's largest data frame");
+}
+
+/// The stock muxer dials ours: the same, the other way round.
+#[tokio::test]
+async fn a_stock_dialler_reaches_our_listener() {
+    let ([got, listener_got], [stock, ours]) = exchange(libp2p::yamux::Config::default(), Config::new()).await;
+    assert!(listener_got == payload(0), "ours read other bytes than the stock muxer wrote");
+    assert!(got == payload(0x5a), "the stock muxer read other bytes than ours wrote");
+    let largest = largest_frame(&ours);
+    assert!(largest > 16 * 1024 && largest <= SPLIT_SEND_SIZE, "our largest data frame: {largest} B");
+    assert_eq!(largest_frame(&stock), 16 * 1024, "the stock muxer's largest data frame");
+}
