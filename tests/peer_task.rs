@@ -10,6 +10,9 @@
 //! - Reads under way for a peer we choke are given up at once, with a reject each, even those
 //!   still waiting for the upload limit: they take nothing more from it and give their share of
 //!   the send budget back (at 100 bytes/s each such read would wait minutes).
+//! - A batch of requests that arrives at once is answered in a few large writes, not one write
+//!   per block (the task takes in the requests behind the first, and queues the blocks it has
+//!   read before it writes).
 //! - A task the torrent closes while it waits to hand the torrent an event ends as closed by us,
 //!   so the torrent reports its own reason (a ban, say), not "closed by the peer".
 mod common;
@@ -26,9 +29,12 @@ use shoal::storage::Storage;
 use shoal::wire::fast::MAX_ALLOWED_FAST_KEPT;
 use shoal::wire::{Message, MessageCodec};
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::DuplexStream;
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -79,9 +85,9 @@ fn context(
 
 /// Runs the task on `ctx` (fast on, `allowed` its allowed-fast piece) over `ours` and unchokes
 /// the peer: the test's end of the pipe, past the opening messages.
-async fn start_unchoked(
+async fn start_unchoked<S: AsyncRead + AsyncWrite + Send + 'static>(
     ctx: PeerContext,
-    (ours, theirs): (DuplexStream, DuplexStream),
+    (ours, theirs): (S, DuplexStream),
     commands: &mpsc::Sender<PeerCommand>,
     allowed: u32,
 ) -> Framed<DuplexStream, MessageCodec> {
@@ -317,4 +323,68 @@ async fn a_cancel_gives_up_a_read_waiting_for_the_upload_limit() {
     rejected.sort();
     assert_eq!(rejected, asked[1..], "every cancelled block is rejected once, none sent");
     assert_eq!(budget.in_use(), 0, "the given-up reads hold no send budget");
+}
+
+/// The task's end of the pipe, noting the size of every write the task makes.
+struct CountedWrites {
+    io: DuplexStream,
+    writes: Arc<Mutex<Vec<usize>>>,
+}
+
+impl AsyncRead for CountedWrites {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CountedWrites {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.writes.lock().unwrap().push(n);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_requests_is_answered_in_a_few_large_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = make_file(dir.path(), "data.bin", 4 * PIECE as usize, 83);
+    let meta = make_torrent(&data, PIECE);
+    let bytes = std::fs::read(&data).unwrap();
+    let (commands, commands_rx) = mpsc::channel(64);
+    let (events_tx, _events) = mpsc::channel(1024);
+    let mut ctx = context(&meta, dir.path(), events_tx, commands_rx, vec![3]);
+    ctx.limits.send_buffer = 1 << 20;
+    let (ours, theirs) = tokio::io::duplex(4 << 20);
+    let writes = Arc::new(Mutex::new(Vec::new()));
+    let ours = CountedWrites { io: ours, writes: writes.clone() };
+    let mut peer = start_unchoked(ctx, (ours, theirs), &commands, 3).await;
+
+    // 32 requests (two pieces, 512 KiB) in one write, so the task reads them in one go.
+    let asked = request_all(&mut peer, 2).await;
+    for &(index, begin) in &asked {
+        match next(&mut peer).await {
+            Message::Piece { index: i, begin: b, data } if (i, b) == (index, begin) => {
+                let at = (index * PIECE + begin) as usize;
+                assert!(data[..] == bytes[at..at + BLOCK as usize], "wrong bytes for {index}:{begin}");
+            }
+            other => panic!("expected block {index}:{begin}, got {other:?}"),
+        }
+    }
+    // Writes of a block or more carried the blocks (the others: the opening messages and the
+    // unchoke). One write per block would be 32; a piece is read from disk at once, so the
+    // blocks of each go out together, in writes of up to the sink's 256 KiB batch.
+    let large: Vec<usize> = writes.lock().unwrap().iter().copied().filter(|&n| n >= BLOCK as usize).collect();
+    assert!(large.iter().sum::<usize>() >= 32 * BLOCK as usize, "writes: {large:?}");
+    assert!(large.len() <= 8, "{} writes carried 32 blocks: {large:?}", large.len());
 }

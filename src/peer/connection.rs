@@ -34,11 +34,11 @@ use crate::types::{BlockRef, Geometry, PeerKey};
 use crate::wire::extension::{ExtHandshake, UT_METADATA_ID, UT_PEX_ID};
 use crate::wire::metadata::MetadataMsg;
 use crate::wire::pex::PexMessage;
-use crate::wire::{Message, MessageCodec};
+use crate::wire::{Message, MessageCodec, WireError};
 use bitvec::prelude::*;
 use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use reads::Reads;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -59,6 +59,8 @@ pub const MAX_SERVED_BLOCK: u32 = 128 * 1024;
 pub const OUR_REQQ: usize = 500;
 /// Block reads in flight per peer.
 const READS_IN_FLIGHT: usize = 8;
+/// Requests taken from the read buffer in one turn (64 blocks of 16 KiB: the send buffer).
+const MESSAGES_PER_TURN: usize = 64;
 /// Bytes the sink gathers before it must write them out (one write call for several blocks).
 const WRITE_BATCH: usize = 256 * 1024;
 /// Output pending this long with nothing taken by the socket marks the peer stalled (the
@@ -196,23 +198,22 @@ impl Task {
             tokio::select! {
                 biased;
                 _ = self.ctx.cancel.cancelled() => return Ok(()),
-                r = self.out.write(sink), if self.out.wants_write() => r?,
-                msg = reader.next() => match msg {
-                    None => return Err(PeerError::Eof),
-                    Some(msg) => self.on_message(msg?).await?,
-                },
-                cmd = self.ctx.commands.recv() => match cmd {
-                    // The torrent dropped its sender: it is gone.
-                    None => return Ok(()),
-                    Some(cmd) => self.on_command(cmd)?,
-                },
-                // None when every read left was cancelled: the loop then starts the next ones
-                // (a pattern of `Some` would leave this select waiting on the other arms).
+                // Blocks read are queued before anything is written (reads from the piece cache
+                // complete at once), so they go out in large writes, not one per block. None
+                // when every read left was cancelled: the loop then starts the next ones (a
+                // pattern of `Some` would leave this select waiting on the other arms).
                 done = self.reads.next(), if !self.reads.is_empty() => {
                     if let Some((block, data, permit)) = done {
                         self.on_block_read(block, data, permit)?
                     }
                 }
+                r = self.out.write(sink), if self.out.wants_write() => r?,
+                msg = reader.next() => self.on_arrival(msg, reader).await?,
+                cmd = self.ctx.commands.recv() => match cmd {
+                    // The torrent dropped its sender: it is gone.
+                    None => return Ok(()),
+                    Some(cmd) => self.on_command(cmd)?,
+                },
                 permit = limits.budget.take(budget_wanted.unwrap_or(0)), if budget_wanted.is_some() => {
                     self.waiting_budget = None;
                     self.granted = Some(permit);
@@ -267,6 +268,34 @@ impl Task {
             Some(_) if b.length <= MAX_SERVED_BLOCK => Ok(()),
             _ => Err(PeerError::Protocol(format!("{what} {}:{}+{} out of range", b.piece, b.begin, b.length))),
         }
+    }
+
+    /// Handles a message that arrived; after a request, also those already behind it in the
+    /// read buffer (at most [`MESSAGES_PER_TURN`]) before anything is written, so a batch of
+    /// requests is answered in a few large writes. Blocks we receive are taken one per turn,
+    /// not to hold our requests back, and the bound keeps a peer that never stops asking from
+    /// holding back the rest of our output.
+    async fn on_arrival<S: AsyncRead + AsyncWrite>(
+        &mut self,
+        first: Option<Result<Message, WireError>>,
+        reader: &mut SplitStream<Framed<S, MessageCodec>>,
+    ) -> Result<(), PeerError> {
+        let mut next = first;
+        for turn in 1.. {
+            let msg = next.ok_or(PeerError::Eof)??;
+            let request = matches!(msg, Message::Request { .. });
+            self.on_message(msg).await?;
+            if !request || turn == MESSAGES_PER_TURN {
+                break;
+            }
+            // `now_or_never` polls with a waker that does nothing; the select polls the reader
+            // again with ours before the task sleeps.
+            match reader.next().now_or_never() {
+                Some(msg) => next = msg,
+                None => break,
+            }
+        }
+        Ok(())
     }
 
     async fn on_message(&mut self, msg: Message) -> Result<(), PeerError> {
