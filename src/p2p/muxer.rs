@@ -12,11 +12,11 @@
 //! granted (yamux cuts every write at the credit it holds), so every yamux implementation
 //! accepts them. Everything else is yamux 0.13 as `libp2p-yamux` sets it up: read-after-close
 //! off, inbound streams the swarm has not taken yet wait in a queue of
-//! [`MAX_WAITING_INBOUND`], past which a new one is dropped (reset).
+//! `MAX_WAITING_INBOUND` (256), past which a new one is dropped (reset).
 //!
 //! What a stranger can send is bounded by yamux itself: at most 512 streams, a frame's body
 //! at most 1 MiB and within the window we granted, all windows together at most 1 GiB per
-//! connection; the swarm's connection and memory limits ([`super::swarm`]) bound the rest.
+//! connection; the swarm's connection and memory limits (`swarm`) bound the rest.
 use futures::{future, AsyncRead, AsyncWrite};
 use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
 use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
