@@ -98,11 +98,7 @@ pub struct Muxer<C> {
 
 impl<C: AsyncRead + AsyncWrite + Unpin> Muxer<C> {
     fn next_inbound(&mut self, cx: &mut Context<'_>) -> Poll<Result<yamux::Stream, yamux::ConnectionError>> {
-        match self.connection.poll_next_inbound(cx) {
-            Poll::Ready(Some(stream)) => Poll::Ready(stream),
-            Poll::Ready(None) => Poll::Ready(Err(yamux::ConnectionError::Closed)),
-            Poll::Pending => Poll::Pending,
-        }
+        self.connection.poll_next_inbound(cx).map(|next| next.unwrap_or(Err(yamux::ConnectionError::Closed)))
     }
 }
 
