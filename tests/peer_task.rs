@@ -15,6 +15,9 @@
 //!   read before it writes).
 //! - A task the torrent closes while it waits to hand the torrent an event ends as closed by us,
 //!   so the torrent reports its own reason (a ban, say), not "closed by the peer".
+//! - A peer that floods requests without pause cannot hold back our output: the task takes at
+//!   most 64 requests per turn from its read buffer before it writes, and the reader wins at
+//!   most 8 turns in a row before the torrent's commands get one.
 mod common;
 
 use bitvec::prelude::*;
@@ -387,4 +390,116 @@ async fn a_batch_of_requests_is_answered_in_a_few_large_writes() {
     let large: Vec<usize> = writes.lock().unwrap().iter().copied().filter(|&n| n >= BLOCK as usize).collect();
     assert!(large.iter().sum::<usize>() >= 32 * BLOCK as usize, "writes: {large:?}");
     assert!(large.len() <= 8, "{} writes carried 32 blocks: {large:?}", large.len());
+}
+
+/// The task's end of the pipe, noting at each write how many bytes the task had read by then.
+struct ReadProgress {
+    io: DuplexStream,
+    read: usize,
+    /// The bytes read before each write, in order.
+    read_at_writes: Arc<Mutex<Vec<usize>>>,
+}
+
+impl AsyncRead for ReadProgress {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        self.read += buf.filled().len() - before;
+        polled
+    }
+}
+
+impl AsyncWrite for ReadProgress {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(_)) = polled {
+            let read = self.read;
+            self.read_at_writes.lock().unwrap().push(read);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// A task with piece 0 (warm in the cache, so its block reads at once) and without piece 1,
+/// unchoking its peer, whose peer then writes `first` and 200,000 requests for piece 1
+/// (refused without an answer: no fast extension) in one write, all in the pipe before the
+/// task reads any, so its read buffer never runs dry. Returns the peer's end, the task's
+/// commands, the bytes the task had read at each of its writes, and the flood's length.
+async fn flooded_task(first: Option<Message>) -> (Framed<DuplexStream, MessageCodec>, Flood) {
+    const FLOOD: u32 = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let data = make_file(dir.path(), "data.bin", 2 * PIECE as usize, 85);
+    let meta = make_torrent(&data, PIECE);
+    let (commands, commands_rx) = mpsc::channel(64);
+    let (events_tx, events) = mpsc::channel(1024);
+    let mut ctx = context(&meta, dir.path(), events_tx, commands_rx, vec![]);
+    ctx.have.set(1, false);
+    ctx.storage.read_block(0, 0, BLOCK).await.unwrap();
+    let (ours, theirs) = tokio::io::duplex(4 << 20);
+    let read_at_writes = Arc::new(Mutex::new(Vec::new()));
+    let ours = ReadProgress { io: ours, read: 0, read_at_writes: read_at_writes.clone() };
+    tokio::spawn(connection::run(Framed::new(ours, MessageCodec::default()), ctx));
+    let mut peer = Framed::new(theirs, MessageCodec::default());
+    assert!(matches!(next(&mut peer).await, Message::Bitfield(_)));
+    commands.send(PeerCommand::Unchoke).await.unwrap();
+    assert_eq!(next(&mut peer).await, Message::Unchoke);
+
+    let (mut flood, mut codec) = (bytes::BytesMut::new(), MessageCodec::default());
+    for i in 0..FLOOD {
+        let refused = Message::Request { index: 1, begin: i % (PIECE / BLOCK) * BLOCK, length: BLOCK };
+        let msg = if i == 0 { first.clone().unwrap_or(refused) } else { refused };
+        tokio_util::codec::Encoder::encode(&mut codec, msg, &mut flood).unwrap();
+    }
+    // One write: the pipe holds it all.
+    tokio::io::AsyncWriteExt::write_all(peer.get_mut(), &flood).await.unwrap();
+    (peer, Flood { commands, read_at_writes, len: flood.len(), _kept: (dir, events) })
+}
+
+struct Flood {
+    commands: mpsc::Sender<PeerCommand>,
+    read_at_writes: Arc<Mutex<Vec<usize>>>,
+    len: usize,
+    _kept: (tempfile::TempDir, mpsc::Receiver<PeerEvent>),
+}
+
+impl Flood {
+    /// The bytes the task had read when it first wrote after the flood came (the writes before,
+    /// the bitfield and the unchoke, came with nothing read).
+    fn read_at_first_write(&self) -> usize {
+        *self.read_at_writes.lock().unwrap().iter().find(|&&read| read > 0).expect("a write during the flood")
+    }
+}
+
+/// A peer that never stops asking cannot hold back our answers: the task takes at most 64
+/// requests from its read buffer per turn, then writes what it has. The block asked for first
+/// goes out once the task has read one buffer (8 KiB) of the 3.4 MB flood; a task that took
+/// requests until its buffer ran dry sent it only after reading the whole flood.
+#[tokio::test]
+async fn a_flood_of_requests_does_not_hold_back_our_answers() {
+    let served = Message::Request { index: 0, begin: 0, length: BLOCK };
+    let (mut peer, flood) = flooded_task(Some(served)).await;
+    assert!(matches!(next(&mut peer).await, Message::Piece { index: 0, begin: 0, .. }));
+    let read = flood.read_at_first_write();
+    assert!(read <= 64 * 1024, "the block went out after {read} of {} bytes of requests", flood.len);
+}
+
+/// Nor our commands: the reader wins at most 8 turns in a row before the torrent's commands
+/// (and the budget and the timers, the write-stall timeout among them) get one. Here the
+/// `have` went out once the task had read 270 KB (8 turns of 64 requests took it into the
+/// codec's second read, of up to 256 KiB); without that bound, after the whole 3.4 MB.
+#[tokio::test]
+async fn a_flood_of_requests_does_not_hold_back_our_commands() {
+    let (mut peer, flood) = flooded_task(None).await;
+    flood.commands.send(PeerCommand::Have(1)).await.unwrap();
+    assert_eq!(next(&mut peer).await, Message::Have { index: 1 });
+    let read = flood.read_at_first_write();
+    assert!(read <= flood.len / 8, "the have went out after {read} of {} bytes of requests", flood.len);
 }

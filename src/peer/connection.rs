@@ -61,6 +61,9 @@ pub const OUR_REQQ: usize = 500;
 const READS_IN_FLIGHT: usize = 8;
 /// Requests taken from the read buffer in one turn (64 blocks of 16 KiB: the send buffer).
 const MESSAGES_PER_TURN: usize = 64;
+/// Turns the reader may win in a row before the arms after it (commands, budget, timers) get
+/// one: a peer whose messages never stop coming cannot hold back our choke or its stall timeout.
+const ARRIVALS_IN_A_ROW: u32 = 8;
 /// Bytes the sink gathers before it must write them out (one write call for several blocks).
 const WRITE_BATCH: usize = 256 * 1024;
 /// Output pending this long with nothing taken by the socket marks the peer stalled (the
@@ -181,8 +184,11 @@ impl Task {
     ) -> Result<(), PeerError> {
         self.send_greeting();
         let limits = self.ctx.limits.clone();
+        let mut arrivals = 0;
         loop {
             self.start_reads();
+            let reader_turn = arrivals < ARRIVALS_IN_A_ROW;
+            arrivals = if reader_turn { arrivals } else { 0 };
             let owed = !self.serve_queue.is_empty() || !self.reads.is_empty() || self.out.block_bytes() > 0;
             self.ctx.counters.owed.store(owed, Ordering::Relaxed);
             let idle_at = self.last_received + limits.idle_timeout;
@@ -208,7 +214,10 @@ impl Task {
                     }
                 }
                 r = self.out.write(sink), if self.out.wants_write() => r?,
-                msg = reader.next() => self.on_arrival(msg, reader).await?,
+                msg = reader.next(), if reader_turn => {
+                    arrivals += 1;
+                    self.on_arrival(msg, reader).await?
+                }
                 cmd = self.ctx.commands.recv() => match cmd {
                     // The torrent dropped its sender: it is gone.
                     None => return Ok(()),
@@ -228,6 +237,8 @@ impl Task {
                 _ = tokio::time::sleep_until(stall_at.unwrap_or(idle_at)), if stall_at.is_some() => {
                     return Err(PeerError::Timeout("write (the peer stopped reading)"))
                 }
+                // The reader sat out and nothing else was ready: its turn again.
+                () = std::future::ready(()), if !reader_turn => {}
             }
         }
     }
@@ -322,7 +333,7 @@ impl Task {
             }
             Message::Bitfield(raw) => {
                 self.saw_piece_state();
-                PeerEventKind::Bitfield(self.parse_bitfield(&raw)?)
+                PeerEventKind::Bitfield(super::parse_bitfield(&raw, self.ctx.geometry.piece_count() as usize)?)
             }
             Message::Request { index, begin, length } => {
                 return self.on_request(BlockRef { piece: index, begin, length })
@@ -376,23 +387,6 @@ impl Task {
             _ => return Ok(()),
         };
         self.report(kind).await
-    }
-
-    /// BEP 3 sends the bitfield once, first; its spare bits must be zero. aria2 also sends one
-    /// later in place of `have` messages (a peer that started empty announces its first pieces
-    /// with a bitfield, then again with a fuller one), so a later bitfield is taken as a batch
-    /// of `have`s rather than refused.
-    fn parse_bitfield(&mut self, raw: &[u8]) -> Result<BitVec<u8, Msb0>, PeerError> {
-        let n = self.ctx.geometry.piece_count() as usize;
-        if raw.len() != n.div_ceil(8) {
-            return Err(PeerError::Protocol(format!("bitfield of {} bytes for {n} pieces", raw.len())));
-        }
-        let mut bits = BitVec::<u8, Msb0>::from_slice(raw);
-        if bits[n..].any() {
-            return Err(PeerError::Protocol("bitfield has spare bits set".into()));
-        }
-        bits.truncate(n);
-        Ok(bits)
     }
 
     /// BEP 9: a request is answered from the info dict or rejected (see `peer::metadata` for

@@ -203,3 +203,19 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> P
 
 /// A type-erased peer stream.
 pub type BoxStream = Box<dyn PeerStream>;
+
+/// BEP 3 sends the bitfield once, first; its spare bits must be zero. aria2 also sends one
+/// later in place of `have` messages (a peer that started empty announces its first pieces
+/// with a bitfield, then again with a fuller one), so a later bitfield is taken as a batch
+/// of `have`s rather than refused. `n` is the torrent's piece count.
+pub(crate) fn parse_bitfield(raw: &[u8], n: usize) -> Result<BitVec<u8, Msb0>, PeerError> {
+    if raw.len() != n.div_ceil(8) {
+        return Err(PeerError::Protocol(format!("bitfield of {} bytes for {n} pieces", raw.len())));
+    }
+    let mut bits = BitVec::<u8, Msb0>::from_slice(raw);
+    if bits[n..].any() {
+        return Err(PeerError::Protocol("bitfield has spare bits set".into()));
+    }
+    bits.truncate(n);
+    Ok(bits)
+}
