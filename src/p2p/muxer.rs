@@ -28,8 +28,9 @@ use std::task::{Context, Poll, Waker};
 pub const PROTOCOL: &str = "/yamux/1.0.0";
 /// The largest data frame we send.
 pub const SPLIT_SEND_SIZE: usize = 256 * 1024;
-/// Inbound streams that may wait for the swarm to take them (yamux's own ACK backlog, so a
-/// well-behaved peer never reaches it).
+/// Inbound streams that may wait for the swarm to take them: yamux's ACK backlog, which stops
+/// a peer opening more streams it still writes on; one that opens a stream, writes and closes
+/// it at once is not stopped by it (tests: `inbound_streams_past_the_queue_are_dropped...`).
 const MAX_WAITING_INBOUND: usize = 256;
 
 /// The multiplexer upgrade.

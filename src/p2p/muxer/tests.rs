@@ -1,7 +1,8 @@
 use super::*;
 use futures::future::poll_fn;
-use futures::{AsyncReadExt, AsyncWriteExt};
+use futures::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
 use libp2p::core::muxing::StreamMuxerExt;
+use std::future::Future;
 use std::io;
 use std::sync::{Arc, Mutex};
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
@@ -134,4 +135,122 @@ async fn a_stock_dialler_reaches_our_listener() {
     let largest = largest_frame(&ours);
     assert!(largest > 16 * 1024 && largest <= SPLIT_SEND_SIZE, "our largest data frame: {largest} B");
     assert_eq!(largest_frame(&stock), 16 * 1024, "the stock muxer's largest data frame");
+}
+
+/// The most streams a conforming yamux peer leaves unacknowledged (`MAX_ACK_BACKLOG`, private
+/// in yamux 0.13): all our queue ever needs to hold.
+const ACK_BACKLOG: usize = 256;
+/// Streams the stranger opens: more than the queue holds, fewer than yamux's 512 a side.
+const OPENED: usize = 400;
+/// Generous: a hang detector, not a timing assertion.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+type Answer = std::pin::Pin<Box<dyn Future<Output = (u16, io::Result<Vec<u8>>)> + Send>>;
+
+/// Opens `OPENED` streams on `remote`, each carrying its number and closed for writing at once,
+/// and returns the reads of what comes back on each. A stream closed for writing is not one
+/// yamux waits to have acknowledged, so the ACK backlog never stops the opener.
+async fn open_half_closed<C>(remote: &mut yamux::Connection<C>) -> futures::stream::FuturesUnordered<Answer>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let answers = futures::stream::FuturesUnordered::new();
+    for n in 0..OPENED as u16 {
+        let mut stream = poll_fn(|cx| remote.poll_new_outbound(cx)).await.unwrap();
+        stream.write_all(&n.to_be_bytes()).await.unwrap();
+        stream.close().await.unwrap();
+        answers.push(Box::pin(async move {
+            let mut got = Vec::new();
+            let read = stream.read_to_end(&mut got).await;
+            (n, read.map(|_| got))
+        }) as Answer);
+    }
+    answers
+}
+
+/// Drives `remote` in the background, echoing every stream opened to it.
+fn echo_inbound<C: AsyncRead + AsyncWrite + Unpin + Send + 'static>(mut remote: yamux::Connection<C>) {
+    tokio::spawn(async move {
+        while let Some(Ok(mut stream)) = poll_fn(|cx| remote.poll_next_inbound(cx)).await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                stream.read_to_end(&mut got).await.unwrap();
+                stream.write_all(&got).await.unwrap();
+                stream.close().await.unwrap();
+            });
+        }
+    });
+}
+
+/// Drives `muxer` without taking any stream until `done` finishes, checking after every step
+/// that no more than `ACK_BACKLOG` inbound streams wait.
+async fn drive_until<C: AsyncRead + AsyncWrite + Unpin, T>(muxer: &mut Muxer<C>, done: impl Future<Output = T>) -> T {
+    let mut done = std::pin::pin!(done);
+    let driven = poll_fn(|cx| {
+        if muxer.poll_unpin(cx).is_ready() {
+            panic!("our end of the connection failed");
+        }
+        let waiting = muxer.inbound.len();
+        assert!(waiting <= ACK_BACKLOG, "{waiting} inbound streams wait for the swarm");
+        done.as_mut().poll(cx)
+    });
+    tokio::time::timeout(WAIT, driven).await.expect("the stranger's streams were seen to")
+}
+
+/// A stranger opens 400 streams (each closed for writing at once, so yamux's ACK backlog does
+/// not stop it) while the swarm takes none: at most 256 wait for the swarm, the others are
+/// closed at once with nothing read from them, and the connection still carries a new stream
+/// both ways. Without the bound a peer could hold up to yamux's 512 streams per connection
+/// (each with its receive buffer) waiting on a swarm that is not taking them.
+#[tokio::test]
+async fn inbound_streams_past_the_queue_are_dropped_and_the_connection_goes_on() {
+    let (ours, theirs) = tokio::io::duplex(1 << 20);
+    let mut ours = Config::new().upgrade_inbound(ours.compat(), PROTOCOL).await.unwrap();
+    let mut remote = yamux::Connection::new(theirs.compat(), yamux::Config::default(), yamux::Mode::Client);
+    let mut answers = open_half_closed(&mut remote).await;
+    echo_inbound(remote);
+
+    // Every stream past the queue is closed by us, unanswered.
+    let closed = drive_until(&mut ours, async {
+        let mut closed = Vec::new();
+        while closed.len() < OPENED - ACK_BACKLOG {
+            let (n, got) = answers.next().await.unwrap();
+            assert!(got.unwrap().is_empty(), "stream {n} got an answer before the swarm took it");
+            closed.push(n);
+        }
+        closed
+    })
+    .await;
+
+    // The swarm takes the ones that waited; each still carries its number and our answer.
+    let mut handed = Vec::new();
+    while let Some(stream) = poll_fn(|cx| ours.poll_inbound_unpin(cx)).now_or_never() {
+        handed.push(stream.unwrap());
+    }
+    assert_eq!(handed.len(), ACK_BACKLOG, "streams handed over");
+    let mut fresh = poll_fn(|cx| ours.poll_outbound_unpin(cx)).await.unwrap();
+    drive(ours);
+    for mut stream in handed {
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            stream.read_to_end(&mut got).await.unwrap();
+            stream.write_all(&got).await.unwrap();
+            stream.close().await.unwrap();
+        });
+    }
+    let answered = tokio::time::timeout(WAIT, answers.collect::<Vec<_>>()).await.expect("every answer");
+    let mut seen = closed;
+    for (n, got) in answered {
+        assert_eq!(got.unwrap(), n.to_be_bytes(), "the answer on stream {n}");
+        seen.push(n);
+    }
+    seen.sort();
+    assert_eq!(seen, (0..OPENED as u16).collect::<Vec<_>>(), "every stream either waited or was closed");
+
+    // A new stream after all that carries data both ways.
+    fresh.write_all(b"still here").await.unwrap();
+    fresh.close().await.unwrap();
+    let mut echo = Vec::new();
+    tokio::time::timeout(WAIT, fresh.read_to_end(&mut echo)).await.expect("the echo").unwrap();
+    assert_eq!(echo, b"still here");
 }
