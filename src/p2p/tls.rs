@@ -13,9 +13,14 @@
 //! stock `libp2p-tls` dialler, ChaCha20 first, still gets AES); our client lists AES first,
 //! which a stock server (following the client's order, rustls' default) takes.
 //!
-//! What a stranger can send is bounded by rustls (TLS 1.3 only, exactly one certificate, no
-//! session resumption); a certificate without the libp2p extension or with a bad signature
-//! fails the handshake, and the swarm then checks the PeerId it meant to reach.
+//! The handshake is rustls' (driven on its unbuffered API by `handshake`); the records after
+//! it are ours (`stream`): decrypted in place and copied once, where rustls' own connection
+//! copies each twice more and needs buffers around the socket to batch its system calls.
+//!
+//! What a stranger can send is bounded by rustls during the handshake (TLS 1.3 only, exactly
+//! one certificate, no session resumption, messages within a fixed buffer) and by `stream`
+//! after it; a certificate without the libp2p extension or with a bad signature fails the
+//! handshake, and the swarm then checks the PeerId it meant to reach.
 use futures::future::BoxFuture;
 use futures::{AsyncRead, AsyncWrite, FutureExt};
 use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
@@ -29,6 +34,10 @@ use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+
+mod handshake;
+mod stream;
+pub use stream::TlsStream;
 
 /// The protocol name multistream-select negotiates.
 pub const PROTOCOL: &str = "/tls/1.0.0";
@@ -56,18 +65,17 @@ pub enum TlsError {
 
 impl Config {
     pub fn new(keypair: &Keypair) -> Result<Config, TlsError> {
-        let setup = |e: &dyn std::fmt::Display| TlsError::Setup(e.to_string());
-        let (cert, key) = certificate::generate(keypair).map_err(|e| setup(&e))?;
+        let (cert, key) = certificate::generate(keypair).map_err(setup)?;
         let provider = provider();
         // Not `with_single_cert`: rustls would reject our own certificate for its critical
         // libp2p extension. Ours is sent whatever the other side hints.
-        let signing = provider.key_provider.load_private_key(key).map_err(|e| setup(&e))?;
+        let signing = provider.key_provider.load_private_key(key).map_err(setup)?;
         let ours = Arc::new(SingleCertAndKey::from(CertifiedKey::new(vec![cert], signing)));
         let versions = &[&rustls::version::TLS13];
 
         let mut client = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
-            .map_err(|e| setup(&e))?
+            .map_err(setup)?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Libp2pVerifier))
             .with_client_cert_resolver(ours.clone());
@@ -75,16 +83,19 @@ impl Config {
         // Every server is named 0.0.0.0 (no SNI), so a cached session would be offered to
         // whichever peer we dial next: no resumption, either side.
         client.resumption = rustls::client::Resumption::disabled();
+        // The record layer is ours (module `stream`): rustls hands the traffic secrets over.
+        client.enable_secret_extraction = true;
 
         let mut server = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)
-            .map_err(|e| setup(&e))?
+            .map_err(setup)?
             .with_client_cert_verifier(Arc::new(Libp2pVerifier))
             .with_cert_resolver(ours);
         server.alpn_protocols = vec![ALPN.to_vec()];
         server.ignore_client_order = true;
         server.send_tls13_tickets = 0;
         server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        server.enable_secret_extraction = true;
 
         Ok(Config { server: Arc::new(server), client: Arc::new(client) })
     }
@@ -125,18 +136,14 @@ impl<C> InboundConnectionUpgrade<C> for Config
 where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    type Output = (PeerId, libp2p::tls::TlsStream<Buffered<C>>);
+    type Output = (PeerId, TlsStream<C>);
     type Error = TlsError;
     type Future = BoxFuture<'static, Result<Self::Output, TlsError>>;
 
     fn upgrade_inbound(self, socket: C, _: &'static str) -> Self::Future {
         async move {
-            let stream = futures_rustls::TlsAcceptor::from(self.server)
-                .accept(buffered(socket))
-                .await
-                .map_err(TlsError::Handshake)?;
-            let peer = peer_id(stream.get_ref().1)?;
-            Ok((peer, stream.into()))
+            let conn = rustls::server::UnbufferedServerConnection::new(self.server).map_err(setup)?;
+            handshake::run(conn, socket).await
         }
         .boxed()
     }
@@ -146,7 +153,7 @@ impl<C> OutboundConnectionUpgrade<C> for Config
 where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    type Output = (PeerId, libp2p::tls::TlsStream<Buffered<C>>);
+    type Output = (PeerId, TlsStream<C>);
     type Error = TlsError;
     type Future = BoxFuture<'static, Result<Self::Output, TlsError>>;
 
@@ -154,32 +161,15 @@ where
         async move {
             // The spec: no Server Name Indication; an unspecified IP address sends none.
             let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::UNSPECIFIED).into());
-            let stream = futures_rustls::TlsConnector::from(self.client)
-                .connect(name, buffered(socket))
-                .await
-                .map_err(TlsError::Handshake)?;
-            let peer = peer_id(stream.get_ref().1)?;
-            Ok((peer, stream.into()))
+            let conn = rustls::client::UnbufferedClientConnection::new(self.client, name).map_err(setup)?;
+            handshake::run(conn, socket).await
         }
         .boxed()
     }
 }
 
-/// The socket under TLS, buffered both ways.
-///
-/// rustls reads at most 4 KiB from the socket per call (about five reads per 16 KiB record),
-/// and futures-rustls writes each record as it is sealed: a Yamux frame's 12-byte header and
-/// its body go out as two records and two system calls. The buffers make that one call per up
-/// to 64 KiB each way; whatever is written is sent when Yamux flushes (it does so whenever it
-/// has no frame left to send), and the handshake flushes its own flights. `shoal bench
-/// --transport libp2p`: 520–525 -> 533–558 MiB/s, 74 % of TCP at the median of six
-/// interleaved rounds (73 % with either buffer alone). Costs 128 KiB per connection.
-pub type Buffered<C> = futures::io::BufReader<futures::io::BufWriter<C>>;
-
-const SOCKET_BUFFER: usize = 64 * 1024;
-
-fn buffered<C: AsyncRead + AsyncWrite>(socket: C) -> Buffered<C> {
-    futures::io::BufReader::with_capacity(SOCKET_BUFFER, futures::io::BufWriter::with_capacity(SOCKET_BUFFER, socket))
+fn setup(e: impl std::fmt::Display) -> TlsError {
+    TlsError::Setup(e.to_string())
 }
 
 /// The PeerId of the certificate the (finished, hence verified) handshake received.

