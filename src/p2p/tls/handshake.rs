@@ -24,39 +24,30 @@ pub trait Unbuffered: Send {
     fn into_kernel(self) -> Result<(ExtractedSecrets, Box<dyn Rekey>), rustls::Error>;
 }
 
-impl Unbuffered for UnbufferedClientConnection {
-    type Data = ClientConnectionData;
+/// rustls gives both sides the same methods, on two types.
+macro_rules! unbuffered {
+    ($connection:ty, $data:ty) => {
+        impl Unbuffered for $connection {
+            type Data = $data;
 
-    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
-        self.process_tls_records(incoming)
-    }
+            fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, $data> {
+                self.process_tls_records(incoming)
+            }
 
-    fn state(&self) -> &CommonState {
-        self
-    }
+            fn state(&self) -> &CommonState {
+                self
+            }
 
-    fn into_kernel(self) -> Result<(ExtractedSecrets, Box<dyn Rekey>), rustls::Error> {
-        let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
-        Ok((secrets, Box::new(kernel)))
-    }
+            fn into_kernel(self) -> Result<(ExtractedSecrets, Box<dyn Rekey>), rustls::Error> {
+                let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
+                Ok((secrets, Box::new(kernel)))
+            }
+        }
+    };
 }
 
-impl Unbuffered for UnbufferedServerConnection {
-    type Data = ServerConnectionData;
-
-    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
-        self.process_tls_records(incoming)
-    }
-
-    fn state(&self) -> &CommonState {
-        self
-    }
-
-    fn into_kernel(self) -> Result<(ExtractedSecrets, Box<dyn Rekey>), rustls::Error> {
-        let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
-        Ok((secrets, Box::new(kernel)))
-    }
-}
+unbuffered!(UnbufferedClientConnection, ClientConnectionData);
+unbuffered!(UnbufferedServerConnection, ServerConnectionData);
 
 /// What the driver does after handling a state.
 enum Next {

@@ -171,12 +171,6 @@ impl<C> TlsStream<C> {
         self.seal.1
     }
 
-    /// The socket under the stream (tests write hostile records on it).
-    #[cfg(test)]
-    pub fn get_mut(&mut self) -> &mut C {
-        &mut self.io
-    }
-
     /// Opens the next record if all of it is here: `Ok(false)` if more bytes are needed.
     fn open_next(&mut self) -> io::Result<bool> {
         let head = &self.incoming[self.start..self.filled];
