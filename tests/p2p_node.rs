@@ -1,6 +1,6 @@
 //! The libp2p node over loopback: DHT provider discovery, peer lookup by PeerId, streams in
-//! both directions (raw and through `P2pConnector`), and a persistent identity. Every test is
-//! bounded by a timeout.
+//! both directions (raw and through `P2pConnector`), megabytes each way with stock rust-libp2p
+//! nodes, and a persistent identity. Every test is bounded by a timeout.
 mod common;
 
 use common::session::spawn_node as spawn_with;
@@ -263,4 +263,78 @@ async fn connections_past_the_memory_bound_are_denied() {
         assert!(full.connected_peers().await.unwrap().is_empty(), "a connection was let in");
     })
     .await;
+}
+
+/// A stock rust-libp2p node: TCP, libp2p-tls, libp2p-yamux and libp2p-stream, nothing of ours.
+async fn stock_node() -> (libp2p::Swarm<libp2p_stream::Behaviour>, Multiaddr) {
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(libp2p::tcp::Config::default(), libp2p::tls::Config::new, libp2p::yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .unwrap()
+        .build();
+    swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
+    loop {
+        if let libp2p::swarm::SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            return (swarm, address);
+        }
+    }
+}
+
+/// Answers one stream by sending back what it reads, then closing.
+async fn echo(stream: libp2p::Stream) {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    let (mut read, mut write) = stream.split();
+    futures::io::copy(&mut read, &mut write).await.unwrap();
+    write.close().await.unwrap();
+}
+
+/// Sends `bytes` on `stream` and closes it for writing while reading what comes back.
+async fn round_trip(stream: libp2p::Stream, bytes: &[u8]) -> Vec<u8> {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    let (mut read, mut write) = stream.split();
+    let send = async {
+        write.write_all(bytes).await.unwrap();
+        write.close().await.unwrap();
+    };
+    let mut got = Vec::new();
+    let (_, received) = tokio::join!(send, read.read_to_end(&mut got));
+    received.unwrap();
+    got
+}
+
+/// Our libp2p node and stock rust-libp2p ones over 127.0.0.1, each dialling the other: 4 MiB go
+/// through a `/shoal/bt/1.0.0` stream and come back echoed, byte-identical. Our TLS record
+/// layer (`p2p::tls`) and Yamux upgrade (`p2p::muxer`) against the stock ones on real sockets,
+/// as client and as server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_libp2p_nodes_and_ours_move_megabytes_each_way() {
+    bounded(async {
+        let ours = spawn_node(Keypair::generate_ed25519(), DhtMode::Client, &[]).await;
+        let sent: Vec<u8> = (0..4u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+
+        // A stock node dials ours: we are the TLS server.
+        let (mut dialler, _) = stock_node().await;
+        let ours_addr = ours.listen_addrs().await.unwrap()[0].clone();
+        dialler.dial(ours_addr.with(libp2p::multiaddr::Protocol::P2p(ours.peer_id()))).unwrap();
+        let mut control = dialler.behaviour().new_control();
+        tokio::spawn(async move { dialler.for_each(|_| async {}).await });
+        let mut incoming = ours.take_incoming().unwrap();
+        tokio::spawn(async move { echo(incoming.next().await.unwrap().1).await });
+        let stream = control.open_stream(ours.peer_id(), p2p::BT_PROTOCOL).await.unwrap();
+        assert!(round_trip(stream, &sent).await == sent, "a stock dialler's bytes, echoed by us");
+
+        // Ours dials another stock node: we are the TLS client.
+        let (listener, listener_addr) = stock_node().await;
+        let listener_id = *listener.local_peer_id();
+        let mut accepted = listener.behaviour().new_control().accept(p2p::BT_PROTOCOL).unwrap();
+        tokio::spawn(async move { listener.for_each(|_| async {}).await });
+        tokio::spawn(async move { echo(accepted.next().await.unwrap().1).await });
+        ours.add_address(listener_id, listener_addr).await.unwrap();
+        let stream = ours.open_stream(listener_id).await.unwrap();
+        assert!(round_trip(stream, &sent).await == sent, "our bytes, echoed by a stock listener");
+        ours.shutdown().await;
+    })
+    .await
 }
