@@ -21,7 +21,7 @@
 //! answered once however many ask (§4.6.3). Anything else, a record that fails to decrypt or a
 //! handshake message split across records is an error, and the connection ends.
 use futures::{AsyncRead, AsyncWrite};
-use rustls::crypto::cipher::{AeadKey, Iv, Tls13AeadAlgorithm};
+use rustls::crypto::cipher::{AeadKey, Iv};
 use rustls::crypto::cipher::{InboundOpaqueMessage, MessageDecrypter, MessageEncrypter, OutboundPlainMessage};
 use rustls::Tls13CipherSuite;
 use rustls::{AlertDescription, ConnectionTrafficSecrets, ContentType, HandshakeType, ProtocolVersion};
@@ -86,7 +86,6 @@ pub struct Handover {
 pub struct TlsStream<C> {
     io: C,
     suite: &'static Tls13CipherSuite,
-    aead: &'static dyn Tls13AeadAlgorithm,
     rekey: Box<dyn Rekey>,
     /// Records one key may seal (the suite's confidentiality limit).
     limit: u64,
@@ -133,7 +132,6 @@ impl<C> TlsStream<C> {
         Ok(TlsStream {
             io,
             suite: h.suite,
-            aead,
             rekey: h.rekey,
             limit: h.suite.common.confidentiality_limit,
             open: (aead.decrypter(rx_key, rx_iv), h.rx.0),
@@ -259,7 +257,7 @@ impl<C> TlsStream<C> {
             return Err(invalid("TLS: too many KeyUpdates without data between them"));
         }
         let (key, iv) = key_and_iv(self.rekey.next_rx().map_err(invalid)?)?;
-        self.open = (self.aead.decrypter(key, iv), 0);
+        self.open = (self.suite.aead_alg.decrypter(key, iv), 0);
         self.owe_key_update |= requested;
         Ok(())
     }
@@ -280,7 +278,7 @@ impl<C> TlsStream<C> {
         if self.owe_key_update || self.seal.1 + 1 >= self.limit {
             self.seal_record(ContentType::Handshake, &[u8::from(HandshakeType::KeyUpdate), 0, 0, 1, 0])?;
             let (key, iv) = key_and_iv(self.rekey.next_tx().map_err(invalid)?)?;
-            self.seal = (self.aead.encrypter(key, iv), 0);
+            self.seal = (self.suite.aead_alg.encrypter(key, iv), 0);
             self.owe_key_update = false;
         }
         self.seal_record(ContentType::ApplicationData, data)
