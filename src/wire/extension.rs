@@ -3,7 +3,7 @@
 //! We read `m` (their extension ids), `v` (client name), `p` (listen port), `reqq` (how many
 //! outstanding requests they accept) and `metadata_size`; fields of the wrong type are
 //! ignored rather than fatal, as other clients do.
-use crate::bencode::{self, Value};
+use crate::bencode::{self, Limits, Value};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 
@@ -48,7 +48,7 @@ impl ExtHandshake {
 
     /// Parses a peer's handshake payload; `None` when it is not a bencoded dict.
     pub fn decode(payload: &[u8]) -> Option<ExtHandshake> {
-        let Ok(Value::Dict(d)) = bencode::decode(payload) else { return None };
+        let Ok(Value::Dict(d)) = bencode::decode_with_limits(payload, &Limits::MESSAGE) else { return None };
         let int = |k: &[u8]| match d.get(k) {
             Some(Value::Int(i)) => Some(*i),
             _ => None,
@@ -107,5 +107,18 @@ mod tests {
         assert_eq!(hs.reqq, None);
         assert_eq!(hs.port, None);
         assert!(ExtHandshake::decode(b"li1ee").is_none());
+    }
+
+    #[test]
+    fn a_handshake_past_a_messages_bounds_is_refused() {
+        // 70,000 values in 210 KB (a peer message may be larger), or lists 40 deep.
+        let mut many = b"d1:xl".to_vec();
+        many.extend(b"i0e".repeat(70_000));
+        many.extend(b"ee");
+        assert!(ExtHandshake::decode(&many).is_none());
+        let deep = [b"d1:x".to_vec(), b"l".repeat(40), b"e".repeat(41)].concat();
+        assert!(ExtHandshake::decode(&deep).is_none());
+        let shallow = [b"d1:pi6881e1:x".to_vec(), b"l".repeat(20), b"e".repeat(21)].concat();
+        assert_eq!(ExtHandshake::decode(&shallow).unwrap().port, Some(6881));
     }
 }

@@ -12,12 +12,14 @@ use std::time::Duration;
 use percent_encoding::{percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::redirect::{self, Classifier, Reach, Refusal};
-use super::{Announce, AnnounceParams, TrackerError, MAX_PEERS_PER_ANNOUNCE};
-use crate::bencode::{self, Value};
-use crate::metainfo::names::escape;
+use super::{tracker_text, Announce, AnnounceParams, TrackerError, MAX_PEERS_PER_ANNOUNCE};
+use crate::bencode::{self, Limits, Value};
 
 /// Largest response body we accept. Even 200 compact peers are ~1 KiB; this is generous.
 pub const MAX_RESPONSE_BYTES: usize = 2 * 1024 * 1024;
+/// Bounds on a reply's bencode: a network message's depth and item count (65,536 values; a
+/// reply of 200 peers as dicts has about 1,400), over the whole body.
+const REPLY_LIMITS: Limits = Limits { max_input: MAX_RESPONSE_BYTES, ..Limits::MESSAGE };
 
 /// Bytes left as they are in a query value: RFC 3986 unreserved. Everything else, including
 /// every byte of the binary info-hash and peer id that is not unreserved, becomes `%XX`.
@@ -194,13 +196,13 @@ pub fn announce_url(url: &str, p: &AnnounceParams) -> String {
 /// Parses a tracker's bencoded response body.
 pub fn parse_response(url: &str, body: &[u8]) -> Result<Announce, TrackerError> {
     let malformed = |reason: &str| TrackerError::Malformed { url: url.to_owned(), reason: reason.to_owned() };
-    let value = bencode::decode(body).map_err(|e| malformed(&format!("not bencode ({e})")))?;
+    let value =
+        bencode::decode_with_limits(body, &REPLY_LIMITS).map_err(|e| malformed(&format!("not bencode ({e})")))?;
     let Value::Dict(dict) = value else {
         return Err(malformed("not a dictionary"));
     };
     let text = |key: &[u8]| match dict.get(key) {
-        // Shown in logs and status: never raw control or bidi characters.
-        Some(Value::Bytes(b)) => Some(escape(&String::from_utf8_lossy(b)).into_owned()),
+        Some(Value::Bytes(b)) => Some(tracker_text(b)),
         _ => None,
     };
     if let Some(reason) = text(b"failure reason") {
@@ -306,7 +308,7 @@ fn dict_peers(list: &[Value], cap: usize) -> Vec<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::tracker::Event;
+    use crate::discovery::tracker::{Event, MAX_TRACKER_TEXT};
     use crate::metainfo::InfoHash;
     use crate::wire::PeerId;
 
@@ -383,6 +385,24 @@ mod tests {
         let err = parse_response(URL, b"d14:failure reason17:torrent not founde").unwrap_err();
         assert!(matches!(&err, TrackerError::Failure { reason, .. } if reason == "torrent not found"));
         assert!(err.to_string().contains(URL));
+    }
+
+    #[test]
+    fn a_reply_of_too_many_values_is_refused_and_tracker_text_is_cut() {
+        // 70,000 values in 210 KB: within the body's 2 MiB, past a message's 65,536 values.
+        let mut body = b"d8:intervali60e4:junkl".to_vec();
+        body.extend(b"i0e".repeat(70_000));
+        body.extend(b"e5:peers0:e");
+        let err = parse_response(URL, &body).unwrap_err();
+        assert!(matches!(&err, TrackerError::Malformed { reason, .. } if reason.contains("items")), "{err}");
+        body.drain(22..22 + 3 * 10_000);
+        assert!(parse_response(URL, &body).is_ok(), "60,000 values are within bounds");
+
+        let mut body = b"d14:failure reason100000:".to_vec();
+        body.extend(b"x".repeat(100_000));
+        body.push(b'e');
+        let Err(TrackerError::Failure { reason, .. }) = parse_response(URL, &body) else { panic!() };
+        assert_eq!(reason, "x".repeat(MAX_TRACKER_TEXT));
     }
 
     #[test]

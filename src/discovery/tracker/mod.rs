@@ -150,6 +150,17 @@ pub async fn announce(url: &str, params: &AnnounceParams, timeout: Duration) -> 
 /// answering 50,000 peers costs a length check, not 50,000 parsed addresses.
 pub const MAX_PEERS_PER_ANNOUNCE: usize = 1000;
 
+/// The most of a tracker's own text (a failure reason, a warning, a UDP error) we keep: it is
+/// shown in logs and status, and a reply may be up to [`http::MAX_RESPONSE_BYTES`] long.
+pub const MAX_TRACKER_TEXT: usize = 512;
+
+/// A tracker's text for display: at most [`MAX_TRACKER_TEXT`] bytes of it, as UTF-8 with
+/// invalid sequences replaced, and no raw control or bidi characters.
+pub fn tracker_text(bytes: &[u8]) -> String {
+    let kept = &bytes[..bytes.len().min(MAX_TRACKER_TEXT)];
+    crate::metainfo::names::escape(&String::from_utf8_lossy(kept)).into_owned()
+}
+
 /// First retry delay after a tracker fails; doubles per consecutive failure.
 const BACKOFF_BASE: Duration = Duration::from_secs(30);
 /// Longest a failing tracker is left alone.

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
 use super::http::{compact_v4, compact_v6};
-use super::{Announce, AnnounceParams, Event, TrackerError, MAX_PEERS_PER_ANNOUNCE};
-use crate::metainfo::names::escape;
+use super::{tracker_text, Announce, AnnounceParams, Event, TrackerError, MAX_PEERS_PER_ANNOUNCE};
 
 /// The `protocol_id` of a connect request.
 const PROTOCOL_ID: u64 = 0x0417_2710_1980;
@@ -98,7 +97,7 @@ pub fn parse_reply(buf: &[u8], transaction_id: u32, over_ipv6: bool) -> Result<O
                 seeders: Some(be32(&buf[16..20])),
             })
         }
-        ACTION_ERROR => Reply::Error(escape(&String::from_utf8_lossy(&buf[8..])).into_owned()),
+        ACTION_ERROR => Reply::Error(tracker_text(&buf[8..])),
         // opentracker answers a refused announce (e.g. a hash off its whitelist) with only the
         // 8-byte header.
         action @ (ACTION_CONNECT | ACTION_ANNOUNCE) => {
@@ -209,6 +208,7 @@ async fn resolve(url: &str, parsed: &url::Url) -> Result<SocketAddr, TrackerErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::discovery::tracker::MAX_TRACKER_TEXT;
     use crate::metainfo::InfoHash;
     use crate::wire::PeerId;
 
@@ -274,6 +274,11 @@ mod tests {
         let mut err = vec![0, 0, 0, 3, 0, 0, 0, 5];
         err.extend_from_slice(b"no\x1b[2J\xe2\x80\xaeway");
         assert_eq!(parse_reply(&err, 5, false), Ok(Some(Reply::Error("no\\u{1b}[2J\\u{202e}way".into()))));
+
+        // A whole datagram of error text is cut to what logs and status show.
+        err.truncate(8);
+        err.extend(b"y".repeat(60_000));
+        assert_eq!(parse_reply(&err, 5, false), Ok(Some(Reply::Error("y".repeat(MAX_TRACKER_TEXT)))));
     }
 
     #[test]
