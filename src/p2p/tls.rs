@@ -38,6 +38,9 @@ use std::sync::Arc;
 mod handshake;
 mod stream;
 pub use stream::TlsStream;
+/// For the `tls_records` fuzz target, which builds a stream from secrets of its own.
+#[doc(hidden)]
+pub use stream::{Handover, Rekey, KEY_UPDATES_IN_A_ROW, RECEIVE_BUFFER};
 
 /// The protocol name multistream-select negotiates.
 pub const PROTOCOL: &str = "/tls/1.0.0";
