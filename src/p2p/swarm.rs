@@ -142,7 +142,10 @@ fn make_behaviour(
     kad_config
         .set_query_timeout(config.query_timeout)
         .set_provider_publication_interval(Some(PROVIDER_REPUBLISH))
-        .set_provider_record_ttl(Some(PROVIDER_TTL));
+        .set_provider_record_ttl(Some(PROVIDER_TTL))
+        // What peers store on us goes through `event_loop::store` (values dropped, provider
+        // records with a few addresses).
+        .set_record_filtering(kad::StoreInserts::FilterBoth);
     let kad = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kad_config);
     let identify = identify::Behaviour::new(
         identify::Config::new(IDENTIFY_VERSION.into(), key.public())

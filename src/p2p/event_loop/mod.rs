@@ -9,6 +9,7 @@
 use super::book::{dialable, strip_p2p};
 use super::handle::Command;
 mod nat;
+mod store;
 
 use super::node::{DhtMode, NodeConfig, NodeError, Provider, Trouble};
 use super::pending::{Lookups, ProvidersLookup, Reply, Waiters};
@@ -306,7 +307,13 @@ impl EventLoop {
     }
 
     fn on_kad_event(&mut self, event: kad::Event) {
-        let kad::Event::OutboundQueryProgressed { id, result, step, .. } = event else { return };
+        let (id, result, step) = match event {
+            kad::Event::OutboundQueryProgressed { id, result, step, .. } => (id, result, step),
+            kad::Event::InboundRequest { request } => {
+                return store::on_inbound(self.swarm.behaviour_mut().kad.store_mut(), request)
+            }
+            _ => return,
+        };
         match result {
             QueryResult::StartProviding(result) => {
                 if let Some(reply) = self.start_providing.remove(&id) {
