@@ -10,7 +10,7 @@
 //! - a `ut_metadata` data piece is the input's tail and exactly the piece's length within a
 //!   `total_size` in 1..=16 MiB; a request or reject has nothing after its dict.
 #![no_main]
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
@@ -19,15 +19,9 @@ use shoal::wire::extension::ExtHandshake;
 use shoal::wire::metadata::{piece_range, size_ok, MetadataMsg};
 use shoal::wire::pex::{PexMessage, PexPeer, MAX_PEX_PEERS};
 
-/// The address in one compact entry: 4 or 16 address bytes, then the port, big-endian.
-fn entry(c: &[u8]) -> SocketAddr {
-    let (ip, port) = c.split_at(c.len() - 2);
-    let ip = match ip.len() {
-        4 => IpAddr::V4(Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3])),
-        _ => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(ip).unwrap())),
-    };
-    SocketAddr::new(ip, u16::from_be_bytes([port[0], port[1]]))
-}
+#[path = "shared/compact.rs"]
+mod compact;
+use compact::entry;
 
 fn check_handshake(data: &[u8]) {
     let Some(hs) = ExtHandshake::decode(data) else {

@@ -8,7 +8,7 @@
 //! The HTTP exchange itself (status line, headers, chunked bodies, redirects) is reqwest's;
 //! shoal has no parser of its own there.
 #![no_main]
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use libfuzzer_sys::fuzz_target;
 use shoal::bencode::{self, Value};
@@ -18,15 +18,9 @@ use shoal::metainfo::names::is_unsafe;
 
 const URL: &str = "http://tracker.example/announce";
 
-/// The address in one compact entry: 4 or 16 address bytes, then the port, big-endian.
-fn entry(c: &[u8]) -> SocketAddr {
-    let (ip, port) = c.split_at(c.len() - 2);
-    let ip = match ip.len() {
-        4 => IpAddr::V4(Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3])),
-        _ => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(ip).unwrap())),
-    };
-    SocketAddr::new(ip, u16::from_be_bytes([port[0], port[1]]))
-}
+#[path = "shared/compact.rs"]
+mod compact;
+use compact::entry;
 
 /// A BEP 3 dictionary peer: an address literal and a port in 1..=65535, or nothing.
 fn dict_peer(v: &Value) -> Option<SocketAddr> {

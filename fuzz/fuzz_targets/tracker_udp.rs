@@ -5,7 +5,6 @@
 //! `MAX_PEERS_PER_ANNOUNCE`); an error message carries no unsafe character and grows at most
 //! sixfold (`\u{1b}` for one byte).
 #![no_main]
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
@@ -17,15 +16,9 @@ fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes(b[..4].try_into().unwrap())
 }
 
-/// The address in one compact entry: 4 or 16 address bytes, then the port, big-endian.
-fn entry(c: &[u8]) -> SocketAddr {
-    let (ip, port) = c.split_at(c.len() - 2);
-    let ip = match ip.len() {
-        4 => IpAddr::V4(Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3])),
-        _ => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(ip).unwrap())),
-    };
-    SocketAddr::new(ip, u16::from_be_bytes([port[0], port[1]]))
-}
+#[path = "shared/compact.rs"]
+mod compact;
+use compact::entry;
 
 fuzz_target!(|data: &[u8]| {
     // The first byte picks the address family and a nonzero change to the transaction id.
