@@ -37,18 +37,21 @@ pub struct AddressBook {
 }
 
 impl AddressBook {
-    /// Remembers `addr` (without its `/p2p/` suffix) for `peer` when it is dialable.
-    pub fn add(&mut self, peer: PeerId, addr: &Multiaddr) {
-        let Some(addr) = dialable(addr) else { return };
+    /// Remembers `addr` (without its `/p2p/` suffix) for `peer` when it is dialable, as its
+    /// newest; one already known becomes the newest again. Returns the oldest address, dropped
+    /// to make room.
+    pub fn add(&mut self, peer: PeerId, addr: &Multiaddr) -> Option<Multiaddr> {
+        let addr = dialable(addr)?;
         self.touch(peer);
         let list = self.addrs.entry(peer).or_default();
-        if list.contains(&addr) {
-            return;
+        if let Some(at) = list.iter().position(|a| *a == addr) {
+            list.remove(at);
+            list.push(addr);
+            return None;
         }
-        if list.len() == MAX_ADDRS_PER_PEER {
-            list.remove(0);
-        }
+        let dropped = (list.len() == MAX_ADDRS_PER_PEER).then(|| list.remove(0));
         list.push(addr);
+        dropped
     }
 
     pub fn get(&self, peer: &PeerId) -> Vec<Multiaddr> {
@@ -247,6 +250,10 @@ mod tests {
         let got = book.get(&peer);
         assert_eq!(got.len(), MAX_ADDRS_PER_PEER);
         assert_eq!(got.last(), Some(&ma(&format!("/ip4/10.0.0.1/tcp/{}", MAX_ADDRS_PER_PEER + 3))));
+        // Announced again, the oldest becomes the newest; the next new one drops the one after.
+        assert_eq!(book.add(peer, &got[0]), None);
+        assert_eq!(book.add(peer, &ma("/ip4/10.0.0.1/tcp/99")), Some(got[1].clone()));
+        assert_eq!(book.get(&peer)[MAX_ADDRS_PER_PEER - 2..], [got[0].clone(), ma("/ip4/10.0.0.1/tcp/99")]);
         let first = PeerId::random();
         book.add(first, &ma("/ip4/10.0.0.2/tcp/1"));
         for _ in 0..MAX_PEERS {

@@ -292,16 +292,21 @@ impl EventLoop {
     }
 
     /// Records addresses a peer listens on; into Kademlia's routing table too when the peer
-    /// is a DHT server (Kademlia never learns listen addresses on its own).
+    /// is a DHT server (Kademlia never learns listen addresses on its own). Kademlia keeps
+    /// every address it is given, so what the book drops goes from it too: a peer announcing
+    /// new addresses over and over (identify pushes) never holds more than the book's 8 there.
     fn learn(&mut self, peer: PeerId, addrs: &[Multiaddr], into_kad: bool) {
         if peer == *self.swarm.local_peer_id() {
             return;
         }
         let behaviour = self.swarm.behaviour_mut();
         for addr in addrs.iter().filter_map(dialable) {
-            behaviour.book.add(peer, &addr);
+            let dropped = behaviour.book.add(peer, &addr);
             if into_kad {
                 behaviour.kad.add_address(&peer, addr);
+                if let Some(old) = dropped {
+                    behaviour.kad.remove_address(&peer, &old);
+                }
             }
         }
     }
