@@ -216,6 +216,36 @@ async fn connections_past_the_bound_are_denied() {
     .await;
 }
 
+/// Inbound handshakes per address: a host holding silent TCP connections open (they never
+/// start the handshake) takes at most `pending_per_ip` of the `pending_incoming` slots, so a
+/// peer from another address still gets in. Without the per-address bound the eight silent
+/// connections would hold all eight slots for their 10 s timeout and the peer be denied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_from_one_address_leave_handshake_slots_for_others() {
+    bounded(async {
+        let mut config = server_config();
+        config.limits.pending_incoming = 8;
+        config.limits.pending_per_ip = 4;
+        let node = NodeHandle::spawn(config).await.unwrap();
+        let addr = node.listen_addrs().await.unwrap()[0].clone();
+        let Some(libp2p::multiaddr::Protocol::Tcp(port)) = addr.iter().nth(1) else { panic!("{addr}") };
+        let mut silent = Vec::new();
+        for _ in 0..8 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            silent.push(socket.connect(([127, 0, 0, 1], port).into()).await.unwrap());
+        }
+        // Accepted in order: the silent ones are counted (or refused) before the peer's.
+        let peer = spawn_node(Keypair::generate_ed25519(), DhtMode::Client, &[]).await;
+        peer.add_address(node.peer_id(), addr).await.unwrap();
+        peer.dial(node.peer_id()).await.expect("a peer from 127.0.0.1 gets a handshake slot");
+        let me = peer.peer_id();
+        eventually(|| async { node.connected_peers().await.unwrap().contains(&me).then_some(()) }).await;
+        drop(silent);
+    })
+    .await;
+}
+
 /// AutoNAT: a listening node that its peers can dial back is judged public at its listen
 /// address (loopback counts: `only_global_ips` off, as for any test network).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -166,6 +166,7 @@ impl NetArgs {
             pending_incoming: opts.kad_max_pending_incoming,
             memory_bytes: (opts.kad_max_memory_mb > 0)
                 .then(|| (opts.kad_max_memory_mb as usize).saturating_mul(1 << 20)),
+            ..ConnectionBounds::default()
         };
         cfg.nat = NatProbe { interval: opts.autonat_interval, only_global_ips: opts.autonat_only_global_ips };
         cfg.relay = opts.relay.then_some(RelayLimits {

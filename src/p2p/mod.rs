@@ -27,6 +27,7 @@ pub mod key;
 pub mod muxer;
 pub mod node;
 mod pending;
+mod per_ip;
 mod punch;
 mod swarm;
 pub mod tls;

@@ -138,6 +138,8 @@ pub struct ConnectionBounds {
     pub per_peer: u32,
     /// Inbound connections still in their handshake (TLS or Noise, Yamux).
     pub pending_incoming: u32,
+    /// Of those, from one IP address (`per_ip`).
+    pub pending_per_ip: u32,
     /// Past this much process memory new connections are denied; `None`: 90 % of the
     /// machine's memory.
     pub memory_bytes: Option<usize>,
@@ -145,7 +147,7 @@ pub struct ConnectionBounds {
 
 impl Default for ConnectionBounds {
     fn default() -> ConnectionBounds {
-        ConnectionBounds { established: 256, per_peer: 4, pending_incoming: 32, memory_bytes: None }
+        ConnectionBounds { established: 256, per_peer: 4, pending_incoming: 32, pending_per_ip: 8, memory_bytes: None }
     }
 }
 

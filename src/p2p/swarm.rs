@@ -36,6 +36,7 @@
 //!   becomes a server.
 use super::book::{strip_p2p, AddressBook};
 use super::node::{DhtMode, NodeConfig, NodeError, RelayLimits, KAD_PROTOCOL, PROVIDER_REPUBLISH, PROVIDER_TTL};
+use super::per_ip::PendingPerIp;
 use super::punch::HolePunch;
 use super::{muxer, tls};
 use libp2p::connection_limits::{self, ConnectionLimits};
@@ -65,6 +66,7 @@ pub(super) struct Behaviour {
     pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(super) book: AddressBook,
     pub(super) limits: connection_limits::Behaviour,
+    pub(super) per_ip: PendingPerIp,
     pub(super) memory: memory_connection_limits::Behaviour,
     pub(super) autonat: autonat::Behaviour,
     /// Circuit relay v2, serving (`relay = true`): others behind NAT reserve a slot here.
@@ -167,6 +169,7 @@ fn make_behaviour(
             Some(bytes) => memory_connection_limits::Behaviour::with_max_bytes(bytes),
             None => memory_connection_limits::Behaviour::with_max_percentage(0.9),
         },
+        per_ip: PendingPerIp::new(config.limits.pending_per_ip),
         limits: connection_limits::Behaviour::new(
             ConnectionLimits::default()
                 .with_max_established(Some(config.limits.established))
