@@ -7,7 +7,8 @@
 //! relays, Kademlia, identify, ping, raw `/shoal/bt/1.0.0` streams (`libp2p_stream`),
 //! optional mDNS, our [`AddressBook`], AutoNAT (v1: connected peers dial us back to tell
 //! whether we are reachable; in `DhtMode::Auto` Kademlia follows the verdict), connection
-//! limits (established, per peer, pending inbound) and a process-memory limit: past any of
+//! limits (established, per peer, pending inbound in all and per IP address, `per_ip`) and a
+//! process-memory limit: past any of
 //! them a new connection is denied, so a stranger cannot fill the node. Circuit relay v2:
 //! as a client always (the event loop reserves a slot on a relay once AutoNAT says we are
 //! private), as a relay with `relay = true`; DCUtR then tries to replace a relayed connection
@@ -23,7 +24,10 @@
 //!   (on loopback and on a LAN those are the addresses peers reach). Behind NAT give
 //!   `external` or run in [`DhtMode::Client`].
 //! - Identify results are fed into Kademlia by hand (`add_address` for each dialable listen
-//!   address of a peer that speaks our Kademlia protocol) and into the address book.
+//!   address of a peer that speaks our Kademlia protocol) and into the address book; what the
+//!   book drops leaves Kademlia too, so neither holds more than 8 addresses a peer.
+//! - What peers store on us passes through the event loop (`StoreInserts::FilterBoth`):
+//!   provider records with at most 8 addresses, values never (`event_loop::store`).
 //! - A provider's addresses live only inside the running `get_providers` query, so each
 //!   provider found is dialled by PeerId while the query runs (Kademlia then supplies the
 //!   query's addresses); the address that connects, and the listen addresses identify then
