@@ -183,9 +183,24 @@ fn server_config() -> NodeConfig {
 /// dial is denied while the first two stay connected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_bound_are_denied() {
+    let mut config = server_config();
+    config.limits.established = 2;
+    the_third_peer_is_denied(config).await;
+}
+
+/// The bound per address: with room for two established inbound connections from one address
+/// (of 256 in all), a third peer from 127.0.0.1 is denied while the first two stay connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_bound_per_address_are_denied() {
+    let mut config = server_config();
+    config.limits.established_per_ip = 2;
+    the_third_peer_is_denied(config).await;
+}
+
+/// Three peers dial a node started with `config`, one after the other: the first two connect,
+/// the third is denied.
+async fn the_third_peer_is_denied(config: NodeConfig) {
     bounded(async {
-        let mut config = server_config();
-        config.limits.established = 2;
         let full = NodeHandle::spawn(config).await.unwrap();
         let addr = full.listen_addrs().await.unwrap()[0].clone();
         let mut dialers = Vec::new();

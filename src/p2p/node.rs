@@ -140,6 +140,8 @@ pub struct ConnectionBounds {
     pub pending_incoming: u32,
     /// Of those, from one IP address (`per_ip`).
     pub pending_per_ip: u32,
+    /// Established inbound connections from one IP address (`per_ip`).
+    pub established_per_ip: u32,
     /// Past this much process memory new connections are denied; `None`: 90 % of the
     /// machine's memory.
     pub memory_bytes: Option<usize>,
@@ -147,7 +149,14 @@ pub struct ConnectionBounds {
 
 impl Default for ConnectionBounds {
     fn default() -> ConnectionBounds {
-        ConnectionBounds { established: 256, per_peer: 4, pending_incoming: 32, pending_per_ip: 8, memory_bytes: None }
+        ConnectionBounds {
+            established: 256,
+            per_peer: 4,
+            pending_incoming: 32,
+            pending_per_ip: 8,
+            established_per_ip: 32,
+            memory_bytes: None,
+        }
     }
 }
 

@@ -1,14 +1,19 @@
-//! Inbound libp2p connections still in their handshake, at most [`ConnectionBounds::pending_per_ip`]
-//! from one IP address.
+//! Inbound libp2p connections from one IP address: at most
+//! [`ConnectionBounds::pending_per_ip`] still in their handshake and
+//! [`ConnectionBounds::established_per_ip`] established.
 //!
-//! The swarm admits `pending_incoming` (32) such connections in all, each for up to its 10 s
-//! connection timeout. Without a bound per address, one host opening 32 TCP connections that
-//! never speak, again every 10 s, would take every slot and keep everyone else out. With it,
-//! one address takes at most 8 (by default), and a new connection past that is refused as it
-//! is accepted. Relayed connections are not counted here: the relay's own bounds (circuits
-//! per peer and in all) apply to them, and their address is the relay's.
+//! The swarm admits `pending_incoming` (32) connections in their handshake in all, each for up
+//! to its 10 s connection timeout, and `established` (256) established ones. Without a bound per
+//! address, one host opening 32 TCP connections that never speak, again every 10 s, would take
+//! every handshake slot and keep everyone else out; and one host with a few dozen cheap
+//! PeerIds (4 connections each) could take every established slot. With it, one address takes
+//! at most 8 and 32 (by default), and a connection past that is refused as it is accepted or
+//! as its handshake ends. Relayed connections are not counted here: the relay's own bounds
+//! (circuits per peer and in all) apply to them, and their address is the relay's. A loopback
+//! swarm (`shoal bench`) lifts both bounds: all its nodes share one address.
 //!
 //! [`ConnectionBounds::pending_per_ip`]: super::ConnectionBounds::pending_per_ip
+//! [`ConnectionBounds::established_per_ip`]: super::ConnectionBounds::established_per_ip
 use super::book::is_relayed;
 use libp2p::core::transport::PortUse;
 use libp2p::core::Endpoint;
@@ -23,28 +28,25 @@ use std::convert::Infallible;
 use std::net::IpAddr;
 use std::task::{Context, Poll};
 
-/// Counts the inbound connections in their handshake by remote address.
-#[derive(Debug)]
-pub struct PendingPerIp {
-    max: u32,
+/// Connections counted by remote address: each id under the address it came from.
+#[derive(Debug, Default)]
+struct Counter {
     by_ip: HashMap<IpAddr, u32>,
-    /// The address each counted connection is counted under.
     counted: HashMap<ConnectionId, IpAddr>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{ip} already has {max} inbound connections in their handshake")]
-struct TooMany {
-    ip: IpAddr,
-    max: u32,
-}
-
-impl PendingPerIp {
-    pub fn new(max: u32) -> PendingPerIp {
-        PendingPerIp { max, by_ip: HashMap::new(), counted: HashMap::new() }
+impl Counter {
+    /// Counts `id` under `ip` unless `ip` already has `max`.
+    fn admit(&mut self, id: ConnectionId, ip: IpAddr, max: u32, what: &'static str) -> Result<(), ConnectionDenied> {
+        let n = self.by_ip.entry(ip).or_default();
+        if *n >= max {
+            return Err(ConnectionDenied::new(TooMany { ip, max, what }));
+        }
+        *n += 1;
+        self.counted.insert(id, ip);
+        Ok(())
     }
 
-    /// The handshake of `id` is over (established, failed or denied).
     fn release(&mut self, id: ConnectionId) {
         let Some(ip) = self.counted.remove(&id) else { return };
         if let Some(n) = self.by_ip.get_mut(&ip) {
@@ -56,6 +58,34 @@ impl PendingPerIp {
     }
 }
 
+/// The per-address bounds on inbound connections.
+#[derive(Debug)]
+pub struct PerIp {
+    max_pending: u32,
+    max_established: u32,
+    pending: Counter,
+    established: Counter,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{ip} already has {max} inbound connections {what}")]
+struct TooMany {
+    ip: IpAddr,
+    max: u32,
+    what: &'static str,
+}
+
+impl PerIp {
+    pub fn new(max_pending: u32, max_established: u32) -> PerIp {
+        PerIp { max_pending, max_established, pending: Counter::default(), established: Counter::default() }
+    }
+}
+
+/// The address an inbound connection came from, unless it came through a relay.
+fn counted_ip(remote: &Multiaddr) -> Option<IpAddr> {
+    remote_ip(remote).filter(|_| !is_relayed(remote))
+}
+
 fn remote_ip(addr: &Multiaddr) -> Option<IpAddr> {
     match addr.iter().next()? {
         Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
@@ -64,7 +94,7 @@ fn remote_ip(addr: &Multiaddr) -> Option<IpAddr> {
     }
 }
 
-impl NetworkBehaviour for PendingPerIp {
+impl NetworkBehaviour for PerIp {
     type ConnectionHandler = dummy::ConnectionHandler;
     type ToSwarm = Infallible;
 
@@ -74,14 +104,8 @@ impl NetworkBehaviour for PendingPerIp {
         _local: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
-        let Some(ip) = remote_ip(remote).filter(|_| !is_relayed(remote)) else { return Ok(()) };
-        let n = self.by_ip.entry(ip).or_default();
-        if *n >= self.max {
-            return Err(ConnectionDenied::new(TooMany { ip, max: self.max }));
-        }
-        *n += 1;
-        self.counted.insert(id, ip);
-        Ok(())
+        let Some(ip) = counted_ip(remote) else { return Ok(()) };
+        self.pending.admit(id, ip, self.max_pending, "in their handshake")
     }
 
     fn handle_established_inbound_connection(
@@ -89,9 +113,12 @@ impl NetworkBehaviour for PendingPerIp {
         id: ConnectionId,
         _: PeerId,
         _: &Multiaddr,
-        _: &Multiaddr,
+        remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.release(id);
+        self.pending.release(id);
+        if let Some(ip) = counted_ip(remote) {
+            self.established.admit(id, ip, self.max_established, "established")?;
+        }
         Ok(dummy::ConnectionHandler)
     }
 
@@ -107,8 +134,13 @@ impl NetworkBehaviour for PendingPerIp {
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
-        if let FromSwarm::ListenFailure(failure) = event {
-            self.release(failure.connection_id);
+        match event {
+            FromSwarm::ListenFailure(failure) => {
+                self.pending.release(failure.connection_id);
+                self.established.release(failure.connection_id);
+            }
+            FromSwarm::ConnectionClosed(closed) => self.established.release(closed.connection_id),
+            _ => {}
         }
     }
 
@@ -131,18 +163,27 @@ mod tests {
 
     #[test]
     fn one_address_takes_at_most_max_and_a_finished_handshake_frees_its_slot() {
-        let (mut b, local) = (PendingPerIp::new(2), addr("/ip4/127.0.0.1/tcp/1"));
+        let (mut b, local) = (PerIp::new(2, 1), addr("/ip4/127.0.0.1/tcp/1"));
         let (a, other) = (addr("/ip4/10.0.0.1/tcp/5000"), addr("/ip4/10.0.0.2/tcp/5000"));
         let ids: Vec<ConnectionId> = (0..4).map(|_| ConnectionId::new_unchecked(rand::random())).collect();
         assert!(b.handle_pending_inbound_connection(ids[0], &local, &a).is_ok());
         assert!(b.handle_pending_inbound_connection(ids[1], &local, &a).is_ok());
         assert!(b.handle_pending_inbound_connection(ids[2], &local, &a).is_err(), "a third from one address");
         assert!(b.handle_pending_inbound_connection(ids[3], &local, &other).is_ok(), "another address");
-        let _ = b.handle_established_inbound_connection(ids[0], PeerId::random(), &local, &a);
+        // Established, the first frees its handshake slot and takes the one established slot.
+        assert!(b.handle_established_inbound_connection(ids[0], PeerId::random(), &local, &a).is_ok());
         assert!(b.handle_pending_inbound_connection(ids[2], &local, &a).is_ok(), "a slot freed");
-        b.release(ids[1]);
-        b.release(ids[2]);
-        b.release(ids[3]);
-        assert!(b.by_ip.is_empty() && b.counted.is_empty());
+        assert!(b.handle_established_inbound_connection(ids[1], PeerId::random(), &local, &a).is_err());
+        assert!(b.handle_established_inbound_connection(ids[3], PeerId::random(), &local, &other).is_ok());
+        let circuit =
+            addr("/ip4/10.0.0.1/tcp/4001/p2p/12D3KooWHy3LDrjXjhvvfjMsp9A6LmGP8T4TMuW62i3w6ztqT4fr/p2p-circuit");
+        assert!(b.handle_established_inbound_connection(ids[2], PeerId::random(), &local, &circuit).is_ok(), "relayed");
+        for id in &ids {
+            b.pending.release(*id);
+            b.established.release(*id);
+        }
+        for c in [&b.pending, &b.established] {
+            assert!(c.by_ip.is_empty() && c.counted.is_empty());
+        }
     }
 }

@@ -7,7 +7,7 @@
 //! relays, Kademlia, identify, ping, raw `/shoal/bt/1.0.0` streams (`libp2p_stream`),
 //! optional mDNS, our [`AddressBook`], AutoNAT (v1: connected peers dial us back to tell
 //! whether we are reachable; in `DhtMode::Auto` Kademlia follows the verdict), connection
-//! limits (established, per peer, pending inbound in all and per IP address, `per_ip`) and a
+//! limits (established, per peer, pending inbound; inbound ones per IP address, `per_ip`) and a
 //! process-memory limit: past any of
 //! them a new connection is denied, so a stranger cannot fill the node. Circuit relay v2:
 //! as a client always (the event loop reserves a slot on a relay once AutoNAT says we are
@@ -40,7 +40,7 @@
 //!   becomes a server.
 use super::book::{strip_p2p, AddressBook};
 use super::node::{DhtMode, NodeConfig, NodeError, RelayLimits, KAD_PROTOCOL, PROVIDER_REPUBLISH, PROVIDER_TTL};
-use super::per_ip::PendingPerIp;
+use super::per_ip::PerIp;
 use super::punch::HolePunch;
 use super::{muxer, tls};
 use libp2p::connection_limits::{self, ConnectionLimits};
@@ -70,7 +70,7 @@ pub(super) struct Behaviour {
     pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(super) book: AddressBook,
     pub(super) limits: connection_limits::Behaviour,
-    pub(super) per_ip: PendingPerIp,
+    pub(super) per_ip: PerIp,
     pub(super) memory: memory_connection_limits::Behaviour,
     pub(super) autonat: autonat::Behaviour,
     /// Circuit relay v2, serving (`relay = true`): others behind NAT reserve a slot here.
@@ -173,7 +173,7 @@ fn make_behaviour(
             Some(bytes) => memory_connection_limits::Behaviour::with_max_bytes(bytes),
             None => memory_connection_limits::Behaviour::with_max_percentage(0.9),
         },
-        per_ip: PendingPerIp::new(config.limits.pending_per_ip),
+        per_ip: PerIp::new(config.limits.pending_per_ip, config.limits.established_per_ip),
         limits: connection_limits::Behaviour::new(
             ConnectionLimits::default()
                 .with_max_established(Some(config.limits.established))
