@@ -46,11 +46,7 @@ fn check_pex(data: &[u8]) {
     let Ok(Value::Dict(d)) = bencode::decode(data) else {
         panic!("accepted a pex payload that is not a bencoded dict");
     };
-    let raw = |k: &str| {
-        d.get(k.as_bytes())
-            .and_then(Value::as_bytes)
-            .unwrap_or_default()
-    };
+    let raw = |k: &str| d.get(k.as_bytes()).and_then(Value::as_bytes).unwrap_or_default();
     let mut added = Vec::new();
     for (list, fl, size) in [("added", "added.f", 6), ("added6", "added6.f", 18)] {
         let flags = raw(fl);
@@ -58,10 +54,7 @@ fn check_pex(data: &[u8]) {
             raw(list)
                 .chunks_exact(size)
                 .enumerate()
-                .map(|(i, c)| PexPeer {
-                    addr: entry(c),
-                    flags: flags.get(i).copied(),
-                }),
+                .map(|(i, c)| PexPeer { addr: entry(c), flags: flags.get(i).copied() }),
         );
     }
     added.truncate(MAX_PEX_PEERS);
@@ -84,21 +77,14 @@ fn check_metadata(data: &[u8]) {
         return;
     };
     match &msg {
-        MetadataMsg::Data {
-            piece,
-            total_size,
-            data: piece_data,
-        } => {
+        MetadataMsg::Data { piece, total_size, data: piece_data } => {
             assert!(size_ok(*total_size));
             let range = piece_range(*total_size, *piece).expect("piece inside total_size");
             assert_eq!(piece_data.len(), range.len());
             assert!(data.ends_with(piece_data));
         }
         MetadataMsg::Request { .. } | MetadataMsg::Reject { .. } => {
-            assert!(
-                matches!(bencode::decode(data), Ok(Value::Dict(_))),
-                "bytes after the dict"
-            );
+            assert!(matches!(bencode::decode(data), Ok(Value::Dict(_))), "bytes after the dict");
         }
     }
     assert_eq!(MetadataMsg::decode(&msg.encode()), Ok(Some(msg)));

@@ -16,10 +16,7 @@ fn check_select_only(s: &str) {
     };
     assert_eq!(ranges.len(), s.split(',').count());
     assert!(ranges.iter().all(|r| r.start() <= r.end()));
-    let formatted: Vec<String> = ranges
-        .iter()
-        .map(|r| format!("{}-{}", r.start(), r.end()))
-        .collect();
+    let formatted: Vec<String> = ranges.iter().map(|r| format!("{}-{}", r.start(), r.end())).collect();
     let again: Vec<RangeInclusive<u32>> = parse_select_only(&formatted.join(",")).unwrap();
     assert_eq!(again, ranges);
 }

@@ -24,23 +24,13 @@ use compact::entry;
 
 /// A BEP 3 dictionary peer: an address literal and a port in 1..=65535, or nothing.
 fn dict_peer(v: &Value) -> Option<SocketAddr> {
-    let ip = std::str::from_utf8(v.get("ip")?.as_bytes()?)
-        .ok()?
-        .parse()
-        .ok()?;
-    let port = u16::try_from(v.get("port")?.as_int()?)
-        .ok()
-        .filter(|p| *p != 0)?;
+    let ip = std::str::from_utf8(v.get("ip")?.as_bytes()?).ok()?.parse().ok()?;
+    let port = u16::try_from(v.get("port")?.as_int()?).ok().filter(|p| *p != 0)?;
     Some(SocketAddr::new(ip, port))
 }
 
 /// `compact(data, cap)` against the entry layout: whole entries only, `cap` at most, in order.
-fn check_compact(
-    data: &[u8],
-    cap: usize,
-    size: usize,
-    compact: fn(&[u8], usize) -> Option<Vec<SocketAddr>>,
-) {
+fn check_compact(data: &[u8], cap: usize, size: usize, compact: fn(&[u8], usize) -> Option<Vec<SocketAddr>>) {
     match compact(data, cap) {
         None => assert!(data.len() % size != 0),
         Some(peers) => {
@@ -84,10 +74,7 @@ fuzz_target!(|data: &[u8]| {
     let Some(Value::Int(interval)) = dict.get(b"interval".as_slice()) else {
         panic!("accepted a reply without an integer interval");
     };
-    assert_eq!(
-        announce.interval.as_secs(),
-        (*interval).max(0).unsigned_abs()
-    );
+    assert_eq!(announce.interval.as_secs(), (*interval).max(0).unsigned_abs());
     let mut expected: Vec<SocketAddr> = match dict.get(b"peers".as_slice()) {
         None => Vec::new(),
         Some(Value::Bytes(raw)) => {

@@ -34,11 +34,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let tid = be32(&buf[4..8]);
-    assert_eq!(
-        parse_reply(buf, tid ^ other, over_ipv6),
-        Ok(None),
-        "foreign transaction id"
-    );
+    assert_eq!(parse_reply(buf, tid ^ other, over_ipv6), Ok(None), "foreign transaction id");
 
     let action = be32(buf);
     let reply = match parse_reply(buf, tid, over_ipv6) {
@@ -54,10 +50,7 @@ fuzz_target!(|data: &[u8]| {
         Reply::Connect { connection_id } => {
             assert_eq!(action, 0);
             assert!(buf.len() >= 16);
-            assert_eq!(
-                connection_id,
-                u64::from_be_bytes(buf[8..16].try_into().unwrap())
-            );
+            assert_eq!(connection_id, u64::from_be_bytes(buf[8..16].try_into().unwrap()));
         }
         Reply::Announce(a) => {
             assert_eq!(action, 1);
@@ -69,10 +62,7 @@ fuzz_target!(|data: &[u8]| {
             let size = if over_ipv6 { 18 } else { 6 };
             let raw = &buf[20..];
             assert_eq!(raw.len() % size, 0, "a partial peer entry accepted");
-            assert_eq!(
-                a.peers.len(),
-                (raw.len() / size).min(MAX_PEERS_PER_ANNOUNCE)
-            );
+            assert_eq!(a.peers.len(), (raw.len() / size).min(MAX_PEERS_PER_ANNOUNCE));
             for (peer, c) in a.peers.iter().zip(raw.chunks_exact(size)) {
                 assert_eq!(*peer, entry(c));
             }
