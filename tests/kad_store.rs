@@ -28,23 +28,32 @@ async fn bounded<T>(f: impl Future<Output = T>) -> T {
 
 type Kad = kad::Behaviour<MemoryStore>;
 
-/// A stock Kademlia node in client mode (so our node never hands it to others as a closer
-/// peer) that knows only `ours`.
-async fn stock_kad_node(ours: PeerId, at: &Multiaddr) -> Swarm<Kad> {
+/// A stock swarm (TCP, libp2p-tls, libp2p-yamux) with `behaviour`, listening on 127.0.0.1.
+fn stock_swarm<B: NetworkBehaviour>(behaviour: impl FnOnce(&libp2p::identity::Keypair) -> B) -> Swarm<B> {
     let mut swarm = libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(libp2p::tcp::Config::default(), libp2p::tls::Config::new, libp2p::yamux::Config::default)
         .unwrap()
-        .with_behaviour(|key| {
-            let id = key.public().to_peer_id();
-            let mut config = kad::Config::new(KAD_PROTOCOL);
-            config.set_query_timeout(Duration::from_secs(10));
-            kad::Behaviour::with_config(id, MemoryStore::new(id), config)
-        })
+        .with_behaviour(|key| behaviour(key))
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
     swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
+    swarm
+}
+
+/// Stock Kademlia speaking our protocol, its queries bounded to 10 s.
+fn stock_kad(key: &libp2p::identity::Keypair) -> Kad {
+    let id = key.public().to_peer_id();
+    let mut config = kad::Config::new(KAD_PROTOCOL);
+    config.set_query_timeout(Duration::from_secs(10));
+    kad::Behaviour::with_config(id, MemoryStore::new(id), config)
+}
+
+/// A stock Kademlia node in client mode (so our node never hands it to others as a closer
+/// peer) that knows only `ours`.
+async fn stock_kad_node(ours: PeerId, at: &Multiaddr) -> Swarm<Kad> {
+    let mut swarm = stock_swarm(stock_kad);
     swarm.behaviour_mut().set_mode(Some(kad::Mode::Client));
     swarm.behaviour_mut().add_address(&ours, at.clone());
     swarm
@@ -145,22 +154,11 @@ struct Announcer {
 
 /// A stock DHT server with identify, connected to our node and identified by it.
 async fn announcer(ours: PeerId, at: &Multiaddr) -> (Swarm<Announcer>, Multiaddr) {
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(libp2p::tcp::Config::default(), libp2p::tls::Config::new, libp2p::yamux::Config::default)
-        .unwrap()
-        .with_behaviour(|key| {
-            let id = key.public().to_peer_id();
-            Announcer {
-                kad: kad::Behaviour::with_config(id, MemoryStore::new(id), kad::Config::new(KAD_PROTOCOL)),
-                identify: identify::Behaviour::new(identify::Config::new("/shoal/1.0.0".into(), key.public())),
-            }
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut swarm = stock_swarm(|key| Announcer {
+        kad: stock_kad(key),
+        identify: identify::Behaviour::new(identify::Config::new("/shoal/1.0.0".into(), key.public())),
+    });
     swarm.behaviour_mut().kad.set_mode(Some(kad::Mode::Server));
-    swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
     swarm.dial(at.clone().with(Protocol::P2p(ours))).unwrap();
     let mut listen = None;
     loop {
