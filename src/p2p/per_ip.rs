@@ -28,19 +28,27 @@ use std::convert::Infallible;
 use std::net::IpAddr;
 use std::task::{Context, Poll};
 
-/// Connections counted by remote address: each id under the address it came from.
-#[derive(Debug, Default)]
+/// Connections counted by remote address, at most `max` an address: each id under the
+/// address it came from.
+#[derive(Debug)]
 struct Counter {
+    max: u32,
+    /// What the counted connections are, for the refusal's message.
+    what: &'static str,
     by_ip: HashMap<IpAddr, u32>,
     counted: HashMap<ConnectionId, IpAddr>,
 }
 
 impl Counter {
+    fn new(max: u32, what: &'static str) -> Counter {
+        Counter { max, what, by_ip: HashMap::new(), counted: HashMap::new() }
+    }
+
     /// Counts `id` under `ip` unless `ip` already has `max`.
-    fn admit(&mut self, id: ConnectionId, ip: IpAddr, max: u32, what: &'static str) -> Result<(), ConnectionDenied> {
+    fn admit(&mut self, id: ConnectionId, ip: IpAddr) -> Result<(), ConnectionDenied> {
         let n = self.by_ip.entry(ip).or_default();
-        if *n >= max {
-            return Err(ConnectionDenied::new(TooMany { ip, max, what }));
+        if *n >= self.max {
+            return Err(ConnectionDenied::new(TooMany { ip, max: self.max, what: self.what }));
         }
         *n += 1;
         self.counted.insert(id, ip);
@@ -61,8 +69,6 @@ impl Counter {
 /// The per-address bounds on inbound connections.
 #[derive(Debug)]
 pub struct PerIp {
-    max_pending: u32,
-    max_established: u32,
     pending: Counter,
     established: Counter,
 }
@@ -77,17 +83,17 @@ struct TooMany {
 
 impl PerIp {
     pub fn new(max_pending: u32, max_established: u32) -> PerIp {
-        PerIp { max_pending, max_established, pending: Counter::default(), established: Counter::default() }
+        PerIp {
+            pending: Counter::new(max_pending, "in their handshake"),
+            established: Counter::new(max_established, "established"),
+        }
     }
 }
 
-/// The address an inbound connection came from, unless it came through a relay.
+/// The IP address an inbound connection came from, unless it came through a relay.
 fn counted_ip(remote: &Multiaddr) -> Option<IpAddr> {
-    remote_ip(remote).filter(|_| !is_relayed(remote))
-}
-
-fn remote_ip(addr: &Multiaddr) -> Option<IpAddr> {
-    match addr.iter().next()? {
+    match remote.iter().next()? {
+        _ if is_relayed(remote) => None,
         Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
         Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
         _ => None,
@@ -105,7 +111,7 @@ impl NetworkBehaviour for PerIp {
         remote: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
         let Some(ip) = counted_ip(remote) else { return Ok(()) };
-        self.pending.admit(id, ip, self.max_pending, "in their handshake")
+        self.pending.admit(id, ip)
     }
 
     fn handle_established_inbound_connection(
@@ -117,7 +123,7 @@ impl NetworkBehaviour for PerIp {
     ) -> Result<THandler<Self>, ConnectionDenied> {
         self.pending.release(id);
         if let Some(ip) = counted_ip(remote) {
-            self.established.admit(id, ip, self.max_established, "established")?;
+            self.established.admit(id, ip)?;
         }
         Ok(dummy::ConnectionHandler)
     }
