@@ -9,17 +9,15 @@
 //!   addresses its provider listed, as many as fit in a 16 KiB message. A stranger with fresh
 //!   PeerIds could make us hold about 320 MiB of addresses until the records expire.
 //!
-//! So the behaviour hands both to us (`StoreInserts::FilterBoth`, set in `super::swarm`): values
-//! are dropped, and a provider record is stored with at most [`MAX_PROVIDER_ADDRS`] of its
-//! addresses, each at most [`MAX_ADDR_BYTES`] long: at most 2 KiB of addresses a record, 40 MiB
-//! in all. A PeerId to dial and a few addresses are all a torrent's lookup needs; more come from
-//! identify once connected.
+//! So the behaviour hands both to us (`StoreInserts::FilterBoth`, set in `super::swarm`):
+//! values are dropped, and a provider record is stored with as many of its addresses as the
+//! address book keeps for a peer ([`MAX_ADDRS_PER_PEER`], 8), each at most [`MAX_ADDR_BYTES`]
+//! long: at most 2 KiB of addresses a record, 40 MiB in all. A PeerId to dial and a few
+//! addresses are all a torrent's lookup needs; more come from identify once connected.
+use super::super::book::MAX_ADDRS_PER_PEER;
 use libp2p::kad::store::RecordStore;
 use libp2p::kad::{self, InboundRequest, ProviderRecord};
 
-/// Addresses kept per provider record (a node's listen addresses, external ones and relayed
-/// circuits together rarely pass a handful).
-pub const MAX_PROVIDER_ADDRS: usize = 8;
 /// The longest address kept: a relayed circuit with two PeerIds is about 150 bytes.
 pub const MAX_ADDR_BYTES: usize = 256;
 
@@ -38,11 +36,11 @@ pub(super) fn on_inbound(store: &mut kad::store::MemoryStore, request: InboundRe
     }
 }
 
-/// `record` with at most [`MAX_PROVIDER_ADDRS`] of its addresses, none longer than
+/// `record` with at most [`MAX_ADDRS_PER_PEER`] of its addresses, none longer than
 /// [`MAX_ADDR_BYTES`], in the order the provider listed them.
 pub fn admitted(mut record: ProviderRecord) -> ProviderRecord {
     record.addresses.retain(|a| a.len() <= MAX_ADDR_BYTES);
-    record.addresses.truncate(MAX_PROVIDER_ADDRS);
+    record.addresses.truncate(MAX_ADDRS_PER_PEER);
     record
 }
 
@@ -67,6 +65,6 @@ mod tests {
         on_inbound(&mut store, InboundRequest::AddProvider { record: Some(record.clone()) });
         let stored = store.providers(&record.key);
         assert_eq!(stored.len(), 1);
-        assert_eq!(stored[0].addresses.len(), MAX_PROVIDER_ADDRS);
+        assert_eq!(stored[0].addresses.len(), MAX_ADDRS_PER_PEER);
     }
 }
