@@ -9,7 +9,8 @@
 //! The node stops when the last handle is dropped.
 //!
 //! Parts: this file (config, start, queries), [`nodes`] (the routing table saved between
-//! runs), [`offered`] (nodes named by peers' `port` messages).
+//! runs), [`offered`] (nodes named by peers' `port` messages), [`store`] (the bounds of what
+//! the node keeps for others once it serves the DHT).
 use crate::metainfo::InfoHash;
 use futures::{Stream, StreamExt};
 use mainline::async_dht::AsyncDht;
@@ -24,6 +25,7 @@ use tokio::sync::mpsc;
 
 pub mod nodes;
 pub mod offered;
+pub mod store;
 
 /// The usual public bootstrap nodes, used unless the flags or the config name others.
 pub const DEFAULT_BOOTSTRAP: [&str; 4] = [
@@ -232,17 +234,21 @@ impl MainlineHandle {
 /// Builds a node bootstrapping from `bootstrap`, bound to `listen`. The crate's start-up
 /// blocks while the socket is bound, so it runs on the blocking pool.
 async fn build(bootstrap: Vec<SocketAddrV4>, listen: Option<SocketAddrV4>) -> std::io::Result<AsyncDht> {
-    let built = tokio::task::spawn_blocking(move || {
-        let mut builder = mainline::Dht::builder();
-        builder.bootstrap(&bootstrap);
-        if let Some(addr) = listen {
-            builder.bind_address(*addr.ip()).port(addr.port());
-        }
-        builder.build()
-    })
-    .await
-    .map_err(std::io::Error::other)?;
+    let built = tokio::task::spawn_blocking(move || builder(&bootstrap, listen).build())
+        .await
+        .map_err(std::io::Error::other)?;
     Ok(built?.as_async())
+}
+
+/// A node's settings: its bootstrap nodes, its address, and the bounds of what it stores for
+/// others ([`store`]).
+fn builder(bootstrap: &[SocketAddrV4], listen: Option<SocketAddrV4>) -> mainline::DhtBuilder {
+    let mut builder = mainline::Dht::builder();
+    builder.bootstrap(bootstrap).server_settings(store::server_settings());
+    if let Some(addr) = listen {
+        builder.bind_address(*addr.ip()).port(addr.port());
+    }
+    builder
 }
 
 /// Warns once if the routing table is still empty [`offered::REJOIN_AFTER`] after the start:
