@@ -12,10 +12,11 @@
 //!
 //! Here a node keeps [`MAX_INFO_HASHES`] info hashes of [`MAX_PEERS_PER_INFO_HASH`] peers:
 //! tables of about 2 KB, 64,000 peers in all, some 6 MB at the most (the same 2,001 announces:
-//! 3 MB resident). A node stores the info hashes closest to its id, a handful each on today's
-//! DHT, and answers `get_peers` with at most 10 peers picked at random, so both bounds are far
-//! above what the DHT asks of one node. BEP 44 values, which shoal never reads, keep the crate's
-//! bounds: 1,000 of each kind, of at most 1,000 bytes.
+//! 3 MB resident). Peers announce to the 8 nodes closest to an info hash, so a node holds only
+//! the info hashes near its id, and the crate answers `get_peers` with at most 10 peers picked
+//! at random, so 64 still gives every asker a varied answer. (libtorrent 2.0.8 allows 2,000 ×
+//! 500 too, but grows each list as peers arrive.) BEP 44 values, which shoal never reads, keep
+//! the crate's bounds: 1,000 of each kind, of at most 1,000 bytes.
 //!
 //! The test shows the bound on info hashes reaches the node; the bound on peers is the same
 //! settings and the crate's own LRU.
