@@ -8,13 +8,15 @@
 //! every handshake slot and keep everyone else out; and one host with a few dozen cheap
 //! PeerIds (4 connections each) could take every established slot. With it, one address takes
 //! at most 8 and 32 (by default), and a connection past that is refused as it is accepted or
-//! as its handshake ends. Relayed connections are not counted here: the relay's own bounds
+//! as its handshake ends. An IPv6 address counts as its /64, as on the BitTorrent side: one
+//! host is handed a whole /64 and can connect from any address in it. Relayed connections are not counted here: the relay's own bounds
 //! (circuits per peer and in all) apply to them, and their address is the relay's. A loopback
 //! swarm (`shoal bench`) lifts both bounds: all its nodes share one address.
 //!
 //! [`ConnectionBounds::pending_per_ip`]: super::ConnectionBounds::pending_per_ip
 //! [`ConnectionBounds::established_per_ip`]: super::ConnectionBounds::established_per_ip
 use super::book::is_relayed;
+use crate::types::ip_key;
 use libp2p::core::transport::PortUse;
 use libp2p::core::Endpoint;
 use libp2p::multiaddr::Protocol;
@@ -90,12 +92,13 @@ impl PerIp {
     }
 }
 
-/// The IP address an inbound connection came from, unless it came through a relay.
+/// The host an inbound connection came from ([`ip_key`]: an IPv6 address counts as its /64),
+/// unless it came through a relay.
 fn counted_ip(remote: &Multiaddr) -> Option<IpAddr> {
     match remote.iter().next()? {
         _ if is_relayed(remote) => None,
         Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
-        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        Protocol::Ip6(ip) => Some(ip_key(IpAddr::V6(ip))),
         _ => None,
     }
 }
@@ -191,5 +194,17 @@ mod tests {
         for c in [&b.pending, &b.established] {
             assert!(c.by_ip.is_empty() && c.counted.is_empty());
         }
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64() {
+        let (mut b, local) = (PerIp::new(2, 2), addr("/ip6/::1/tcp/1"));
+        let host = |low: &str| addr(&format!("/ip6/2001:db8:1:2:{low}/tcp/5000"));
+        let ids: Vec<ConnectionId> = (0..4).map(|_| ConnectionId::new_unchecked(rand::random())).collect();
+        assert!(b.handle_pending_inbound_connection(ids[0], &local, &host("0:0:0:1")).is_ok());
+        assert!(b.handle_pending_inbound_connection(ids[1], &local, &host("ffff:0:0:2")).is_ok());
+        assert!(b.handle_pending_inbound_connection(ids[2], &local, &host("1234:5678:9abc:def0")).is_err(), "same /64");
+        let next = addr("/ip6/2001:db8:1:3::1/tcp/5000");
+        assert!(b.handle_pending_inbound_connection(ids[3], &local, &next).is_ok(), "the next /64");
     }
 }
