@@ -42,7 +42,7 @@ use super::book::{strip_p2p, AddressBook};
 use super::node::{DhtMode, NodeConfig, NodeError, RelayLimits, KAD_PROTOCOL, PROVIDER_REPUBLISH, PROVIDER_TTL};
 use super::per_ip::PerIp;
 use super::punch::HolePunch;
-use super::{muxer, tls};
+use super::{muxer, quic, tls};
 use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::core::transport::ListenerId;
 use libp2p::kad::{self, store::MemoryStore, Mode};
@@ -124,7 +124,8 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
         libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
             .with_tokio()
             .with_tcp(tcp_config(), (tls::Config::new, noise::Config::new), muxer::Config::new)
-            .map(|b| b.with_quic())
+            .map_err(|e| transport_err(&e))?
+            .with_other_transport(quic::NoFreshPorts::new)
             .map_err(|e| transport_err(&e))
     };
     // The system resolver can be missing (containers without /etc/resolv.conf): then the
@@ -184,7 +185,9 @@ fn make_behaviour(
 }
 
 /// AutoNAT probes every `nat.interval` (the first one sooner, once some peers are connected)
-/// through connected peers, and serves their probes in turn.
+/// through connected peers, and serves their probes in turn: at most
+/// [`AUTONAT_PROBES_SERVED`] a minute in all, 3 a peer, each dialling back at most
+/// [`AUTONAT_DIAL_BACK_ADDRS`] addresses, over TCP only (`quic`).
 fn autonat_config(config: &NodeConfig) -> autonat::Config {
     let every = config.nat.interval;
     autonat::Config {
@@ -193,9 +196,19 @@ fn autonat_config(config: &NodeConfig) -> autonat::Config {
         refresh_interval: every.max(Duration::from_secs(15 * 60)).min(every * 10),
         throttle_server_period: every.min(Duration::from_secs(90)),
         only_global_ips: config.nat.only_global_ips,
+        throttle_clients_global_max: AUTONAT_PROBES_SERVED,
+        throttle_clients_period: Duration::from_secs(60),
+        max_peer_addresses: AUTONAT_DIAL_BACK_ADDRS,
         ..autonat::Config::default()
     }
 }
+
+/// Probes our AutoNAT server takes a minute, from all peers together: go-libp2p's bound.
+/// libp2p's 30 a *second* let strangers keep 30 dial-backs starting every second.
+const AUTONAT_PROBES_SERVED: usize = 30;
+/// Addresses one probe has dialled back, one after another: a prober's addresses all carry
+/// the IP address we see it at, so a few cover its transports (libp2p tries 16).
+const AUTONAT_DIAL_BACK_ADDRS: usize = 4;
 
 /// A relay's bounds: libp2p's defaults (128 reservations, 16 circuits, 4 of each per peer,
 /// per-peer and per-IP rate limits) with the circuit's length and size from the config.

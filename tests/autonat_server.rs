@@ -1,0 +1,225 @@
+//! Our AutoNAT server (v1) against a stranger's probes.
+//!
+//! The prober is a stock rust-libp2p node on 127.0.0.1 that opens `/libp2p/autonat/1.0.0`
+//! streams to our node and writes DIAL requests by hand, naming the addresses it wants dialled
+//! back. What it checks: QUIC addresses are never dialled back (each such dial bound a fresh
+//! UDP socket with 3 MB of buffers, `p2p::quic`), so no datagram reaches a port named in a
+//! probe; TCP addresses still are; and one peer gets 3 probes a minute, not 3 a second.
+//!
+//! The node runs with `only_global_ips` off, as on loopback everything is private; a real
+//! prober's address is global. Every wait is for an answer, bounded by a timeout.
+
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm};
+use shoal::p2p::{DhtMode, NodeConfig, NodeHandle};
+use std::net::UdpSocket;
+use std::time::Duration;
+
+const AUTONAT: StreamProtocol = StreamProtocol::new("/libp2p/autonat/1.0.0");
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The DialResponse statuses (libp2p-autonat's `structs.proto`).
+const OK: u64 = 0;
+const E_DIAL_ERROR: u64 = 100;
+const E_DIAL_REFUSED: u64 = 101;
+
+async fn our_node() -> (NodeHandle, Multiaddr) {
+    let mut config = NodeConfig::new(libp2p::identity::Keypair::generate_ed25519(), Duration::from_secs(10));
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    config.dht_mode = DhtMode::Server;
+    config.nat.only_global_ips = false;
+    let node = NodeHandle::spawn(config).await.expect("node starts");
+    let addr = node.listen_addrs().await.unwrap().remove(0);
+    (node, addr)
+}
+
+/// The prober: a stock node listening on TCP (so a dial-back can reach it), connected to ours.
+struct Prober {
+    id: PeerId,
+    tcp: Multiaddr,
+    control: libp2p_stream::Control,
+    _driver: tokio::task::JoinHandle<()>,
+}
+
+impl Prober {
+    async fn connect(ours: &Multiaddr) -> Prober {
+        let mut swarm: Swarm<libp2p_stream::Behaviour> = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(libp2p::tcp::Config::default(), libp2p::tls::Config::new, libp2p::yamux::Config::default)
+            .unwrap()
+            .with_behaviour(|_| libp2p_stream::Behaviour::new())
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
+        swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
+        let tcp = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                break address;
+            }
+        };
+        swarm.dial(ours.clone()).unwrap();
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { .. } => break,
+                SwarmEvent::OutgoingConnectionError { error, .. } => panic!("cannot reach our node: {error}"),
+                _ => {}
+            }
+        }
+        let (id, control) = (*swarm.local_peer_id(), swarm.behaviour().new_control());
+        let driver = tokio::spawn(async move {
+            loop {
+                swarm.select_next_some().await;
+            }
+        });
+        Prober { id, tcp: tcp.with(Protocol::P2p(id)), control, _driver: driver }
+    }
+
+    /// Sends one DIAL naming `addrs` and returns the response's status.
+    async fn probe(&mut self, ours: PeerId, addrs: &[Multiaddr]) -> u64 {
+        let mut stream = self.control.open_stream(ours, AUTONAT).await.expect("an AutoNAT stream");
+        stream.write_all(&dial_request(self.id, addrs)).await.unwrap();
+        stream.flush().await.unwrap();
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.unwrap();
+        response_status(&reply)
+    }
+}
+
+fn varint(mut n: u64, out: &mut Vec<u8>) {
+    while n >= 0x80 {
+        out.push(n as u8 | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn read_varint(bytes: &mut &[u8]) -> u64 {
+    let mut n = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = bytes.split_first().expect("a truncated varint");
+        *bytes = rest;
+        n |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            break;
+        }
+    }
+    n
+}
+
+/// A length-delimited protobuf field.
+fn bytes_field(number: u8, data: &[u8], out: &mut Vec<u8>) {
+    out.push(number << 3 | 2);
+    varint(data.len() as u64, out);
+    out.extend_from_slice(data);
+}
+
+/// `Message { type: DIAL, dial: Dial { peer: PeerInfo { id, addrs } } }`, length-prefixed.
+fn dial_request(id: PeerId, addrs: &[Multiaddr]) -> Vec<u8> {
+    let mut peer = Vec::new();
+    bytes_field(1, &id.to_bytes(), &mut peer);
+    for a in addrs {
+        bytes_field(2, &a.to_vec(), &mut peer);
+    }
+    let mut dial = Vec::new();
+    bytes_field(1, &peer, &mut dial);
+    let mut message = vec![1 << 3, 0];
+    bytes_field(2, &dial, &mut message);
+    let mut framed = Vec::new();
+    varint(message.len() as u64, &mut framed);
+    framed.extend_from_slice(&message);
+    framed
+}
+
+/// The `status` of `Message { dialResponse: DialResponse { status } }`.
+fn response_status(reply: &[u8]) -> u64 {
+    let mut rest = reply;
+    let len = read_varint(&mut rest) as usize;
+    assert_eq!(rest.len(), len, "one length-prefixed response");
+    let mut response = None;
+    while !rest.is_empty() {
+        let key = read_varint(&mut rest);
+        match key & 7 {
+            0 => {
+                read_varint(&mut rest);
+            }
+            2 => {
+                let n = read_varint(&mut rest) as usize;
+                let (body, tail) = rest.split_at(n);
+                if key >> 3 == 3 {
+                    response = Some(body);
+                }
+                rest = tail;
+            }
+            other => panic!("wire type {other} in a response"),
+        }
+    }
+    let mut body = response.expect("a dialResponse");
+    while !body.is_empty() {
+        let key = read_varint(&mut body);
+        if key == 1 << 3 {
+            return read_varint(&mut body);
+        }
+        assert_eq!(key & 7, 2, "only status is a varint");
+        let n = read_varint(&mut body) as usize;
+        body = &body[n..];
+    }
+    panic!("a dialResponse without a status")
+}
+
+/// A UDP port that takes datagrams and never answers, as a stranger's would.
+fn silent_udp() -> (UdpSocket, Multiaddr) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, format!("/ip4/127.0.0.1/udp/{port}/quic-v1").parse().unwrap())
+}
+
+fn datagram_arrived(socket: &UdpSocket) -> bool {
+    let mut buf = [0u8; 2048];
+    match socket.recv(&mut buf) {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(e) => panic!("udp: {e}"),
+    }
+}
+
+/// A probe naming only QUIC addresses gets a dial error and no datagram reaches them; with a
+/// TCP address beside them the TCP one is dialled back. Before `p2p::quic`, each QUIC address
+/// was dialled (a QUIC Initial reached the port) from a freshly bound socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_addresses_in_a_probe_are_never_dialled_back_and_tcp_ones_are() {
+    tokio::time::timeout(TIMEOUT, async {
+        let (node, ours) = our_node().await;
+        let mut prober = Prober::connect(&ours).await;
+        let (a, quic_a) = silent_udp();
+        let (b, quic_b) = silent_udp();
+        let status = prober.probe(node.peer_id(), &[quic_a.clone(), quic_b.clone()]).await;
+        assert_eq!(status, E_DIAL_ERROR, "a probe naming only QUIC addresses fails");
+        let tcp = prober.tcp.clone();
+        let status = prober.probe(node.peer_id(), &[quic_a, tcp, quic_b]).await;
+        assert_eq!(status, OK, "the TCP address beside them was dialled back");
+        assert!(!datagram_arrived(&a) && !datagram_arrived(&b), "a QUIC address was dialled");
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// One peer's fourth probe within a minute is refused, though the first three were answered
+/// more than a second before (libp2p's default period is one second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_gets_three_probes_a_minute() {
+    tokio::time::timeout(TIMEOUT, async {
+        let (node, ours) = our_node().await;
+        let mut prober = Prober::connect(&ours).await;
+        let tcp = prober.tcp.clone();
+        for i in 0..3 {
+            assert_eq!(prober.probe(node.peer_id(), std::slice::from_ref(&tcp)).await, OK, "probe {i}");
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(prober.probe(node.peer_id(), &[tcp]).await, E_DIAL_REFUSED, "the fourth probe");
+    })
+    .await
+    .expect("test timed out");
+}
