@@ -42,6 +42,11 @@ impl Options {
         nonzero("kad_max_connections", self.kad_max_connections)?;
         nonzero("autonat_interval", self.autonat_interval)?;
         nonzero("relay_max_circuit_duration", self.relay_max_circuit_duration)?;
+        // The relay protocol carries it in seconds as a u32; libp2p-relay panics past that.
+        if self.relay_max_circuit_duration.as_secs() > u64::from(u32::MAX) {
+            let why = format!("must be at most {}s (the relay protocol's limit)", u32::MAX);
+            return Err(invalid("relay_max_circuit_duration", why));
+        }
         nonzero("relay_max_circuit_bytes", self.relay_max_circuit_bytes)?;
         nonzero("kad_max_connections_per_peer", self.kad_max_connections_per_peer)?;
         nonzero("kad_max_pending_incoming", self.kad_max_pending_incoming)?;
@@ -87,6 +92,7 @@ mod tests {
             ("kad_listen = \"/ip4/0.0.0.0/tcp/0,quic\"", "kad_listen"),
             ("relay_max_circuit_bytes = 0", "relay_max_circuit_bytes"),
             ("relay_max_circuit_duration = \"0s\"", "relay_max_circuit_duration"),
+            ("relay_max_circuit_duration = \"200years\"", "relay_max_circuit_duration"),
         ];
         for (text, key) in cases {
             let err = Options::from_toml_str(text).unwrap().validate().unwrap_err().to_string();
