@@ -2,12 +2,15 @@
 //!
 //! The prober is a stock rust-libp2p node on 127.0.0.1 that opens `/libp2p/autonat/1.0.0`
 //! streams to our node and writes DIAL requests by hand, naming the addresses it wants dialled
-//! back. What it checks: QUIC addresses are never dialled back (each such dial bound a fresh
-//! UDP socket with 3 MB of buffers, `p2p::quic`), so no datagram reaches a port named in a
-//! probe; TCP addresses still are; and one peer gets 3 probes a minute, not 3 a second.
+//! back. What it checks: QUIC dial-backs in flight are bounded (each binds a fresh UDP socket
+//! with 3 MB of buffers, `p2p::quic`), so past the bound no datagram reaches a port named in a
+//! probe; TCP addresses are still dialled back; and one peer gets 3 probes a minute, not 3 a
+//! second.
 //!
 //! The node runs with `only_global_ips` off, as on loopback everything is private; a real
-//! prober's address is global. Every wait is for an answer, bounded by a timeout.
+//! prober's address is global. Every wait is for an answer or a datagram, bounded by a
+//! timeout; the one margin is the four holding probes' dial-backs, which last at least 15 s
+//! after their first datagram while the fifth prober is answered within a second.
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::multiaddr::Protocol;
@@ -185,22 +188,38 @@ fn datagram_arrived(socket: &UdpSocket) -> bool {
     }
 }
 
-/// A probe naming only QUIC addresses gets a dial error and no datagram reaches them; with a
-/// TCP address beside them the TCP one is dialled back. Before `p2p::quic`, each QUIC address
-/// was dialled (a QUIC Initial reached the port) from a freshly bound socket.
+/// Waits until one of `ports` has taken a datagram.
+async fn until_dialled(ports: &[UdpSocket]) {
+    while !ports.iter().any(datagram_arrived) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Four probers each name four QUIC addresses that never answer; our node dials each prober's
+/// addresses one after another, for 5 s each, and so holds every fresh-port QUIC dial (each a
+/// UDP socket with 3 MB of buffers, `p2p::quic`). A fifth prober's QUIC addresses are then not
+/// dialled at all: it is answered with a dial error at once, and its TCP address beside them is
+/// still dialled back. Before the bound, each QUIC address named was dialled from a socket of
+/// its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quic_addresses_in_a_probe_are_never_dialled_back_and_tcp_ones_are() {
+async fn quic_dial_backs_in_flight_are_bounded_and_tcp_ones_are_not() {
     tokio::time::timeout(TIMEOUT, async {
         let (node, ours) = our_node().await;
-        let mut prober = Prober::connect(&ours).await;
-        let (a, quic_a) = silent_udp();
-        let (b, quic_b) = silent_udp();
-        let status = prober.probe(node.peer_id(), &[quic_a.clone(), quic_b.clone()]).await;
-        assert_eq!(status, E_DIAL_ERROR, "a probe naming only QUIC addresses fails");
-        let tcp = prober.tcp.clone();
-        let status = prober.probe(node.peer_id(), &[quic_a, tcp, quic_b]).await;
-        assert_eq!(status, OK, "the TCP address beside them was dialled back");
-        assert!(!datagram_arrived(&a) && !datagram_arrived(&b), "a QUIC address was dialled");
+        let ours_id = node.peer_id();
+        let mut holding = Vec::new();
+        for _ in 0..4 {
+            let mut prober = Prober::connect(&ours).await;
+            let (ports, addrs): (Vec<_>, Vec<_>) = (0..4).map(|_| silent_udp()).unzip();
+            holding.push(tokio::spawn(async move { prober.probe(ours_id, &addrs).await }));
+            until_dialled(&ports).await;
+        }
+        let mut last = Prober::connect(&ours).await;
+        let (ports, addrs): (Vec<_>, Vec<_>) = (0..2).map(|_| silent_udp()).unzip();
+        assert_eq!(last.probe(ours_id, &addrs).await, E_DIAL_ERROR, "QUIC addresses past the bound fail");
+        assert!(!ports.iter().any(datagram_arrived), "a QUIC address past the bound was dialled");
+        let with_tcp = [addrs[0].clone(), last.tcp.clone()];
+        assert_eq!(last.probe(ours_id, &with_tcp).await, OK, "the TCP address beside them was dialled back");
+        assert!(holding.iter().all(|h| !h.is_finished()), "the four probes were still being dialled back");
     })
     .await
     .expect("test timed out");

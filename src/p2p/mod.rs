@@ -10,7 +10,7 @@
 //! - `swarm`: how the `Swarm` is built (transport, behaviours, and why they are set so);
 //! - [`tls`]: the libp2p TLS 1.3 upgrade with the fastest cipher suite first;
 //! - [`muxer`]: the Yamux upgrade, with data frames of up to 256 KiB;
-//! - `quic`: QUIC, refusing the fresh-port dials only AutoNAT's dial-backs ask for;
+//! - `quic`: QUIC, bounding the fresh-port dials only AutoNAT's dial-backs ask for;
 //! - `per_ip`: inbound connections counted per IP address, in their handshake and established;
 //! - `event_loop`: the one task that owns the `Swarm` and answers the commands;
 //! - `pending`: the callers waiting for an answer (query replies, ping and dial waiters);

@@ -125,7 +125,7 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
             .with_tokio()
             .with_tcp(tcp_config(), (tls::Config::new, noise::Config::new), muxer::Config::new)
             .map_err(|e| transport_err(&e))?
-            .with_other_transport(quic::NoFreshPorts::new)
+            .with_other_transport(quic::FreshPortsBounded::new)
             .map_err(|e| transport_err(&e))
     };
     // The system resolver can be missing (containers without /etc/resolv.conf): then the
@@ -187,7 +187,8 @@ fn make_behaviour(
 /// AutoNAT probes every `nat.interval` (the first one sooner, once some peers are connected)
 /// through connected peers, and serves their probes in turn: at most
 /// [`AUTONAT_PROBES_SERVED`] a minute in all, 3 a peer, each dialling back at most
-/// [`AUTONAT_DIAL_BACK_ADDRS`] addresses, over TCP only (`quic`).
+/// [`AUTONAT_DIAL_BACK_ADDRS`] addresses one after another (QUIC ones only while `quic` has a
+/// fresh-port dial free).
 fn autonat_config(config: &NodeConfig) -> autonat::Config {
     let every = config.nat.interval;
     autonat::Config {
