@@ -9,9 +9,10 @@
 //! PeerIds (4 connections each) could take every established slot. With it, one address takes
 //! at most 8 and 32 (by default), and a connection past that is refused as it is accepted or
 //! as its handshake ends. An IPv6 address counts as its /64, as on the BitTorrent side: one
-//! host is handed a whole /64 and can connect from any address in it. Relayed connections are not counted here: the relay's own bounds
-//! (circuits per peer and in all) apply to them, and their address is the relay's. A loopback
-//! swarm (`shoal bench`) lifts both bounds: all its nodes share one address.
+//! host is handed a whole /64 and can connect from any address in it. Relayed connections are
+//! not counted here: the relay's own bounds (circuits per peer and in all) apply to them, and
+//! their address is the relay's. A loopback swarm (`shoal bench`) lifts both bounds: all its
+//! nodes share one address.
 //!
 //! [`ConnectionBounds::pending_per_ip`]: super::ConnectionBounds::pending_per_ip
 //! [`ConnectionBounds::established_per_ip`]: super::ConnectionBounds::established_per_ip

@@ -3,11 +3,12 @@
 //! For a dial that asks for a fresh port (`PortUse::New`) libp2p-quic binds a new UDP socket
 //! and a new quinn endpoint, whose receive buffers take about 3 MB (1,472-byte datagrams × 64
 //! GRO segments × 32 per batch), and it binds them inside `dial` (called for a dial's addresses
-//! one after another behind the DNS transport, all at once without it). The only dials that ask for a fresh port are AutoNAT's dial-backs, to the
-//! addresses a prober names (on the prober's IP address, at ports of its choice). A stranger's
-//! probes naming 16 QUIC addresses on ports that never answer, 15 s of them at libp2p's AutoNAT
-//! throttle of 30 a second, had the process at 5.4 GB (2,873 UDP sockets) 30 s after the first,
-//! and still growing: each probe's addresses are dialled one after another, 5 s each.
+//! one after another behind the DNS transport, all at once without it). The only dials that
+//! ask for a fresh port are AutoNAT's dial-backs, to the addresses a prober names (on the
+//! prober's IP address, at ports of its choice). A stranger's probes naming 16 QUIC addresses
+//! on ports that never answer, 15 s of them at libp2p's AutoNAT throttle of 30 a second, had
+//! the process at 5.4 GB (2,873 UDP sockets) 30 s after the first, and still growing: each
+//! probe's addresses are dialled one after another, 5 s each.
 //!
 //! Here at most [`MAX_FRESH_PORT_DIALS`] such dials are in flight (a dial-back's connection
 //! closes once it has answered, `event_loop::nat`); past that a fresh-port dial is refused as
