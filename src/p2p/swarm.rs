@@ -3,16 +3,17 @@
 //! Behaviour: TCP + TLS 1.3 or Noise + Yamux (multistream-select offers TLS first: [`tls`] puts
 //! AES-GCM first, a fifth more throughput than ChaCha20 on CPUs with AES instructions; Noise
 //! is kept for peers without TLS; [`muxer`] is Yamux sending frames of up to 256 KiB) and QUIC
-//! (DNS names resolved when the system resolver is configured), both also through circuit
-//! relays, Kademlia, identify, ping, raw `/shoal/bt/1.0.0` streams (`libp2p_stream`),
-//! optional mDNS, our [`AddressBook`], AutoNAT (v1: connected peers dial us back to tell
-//! whether we are reachable; in `DhtMode::Auto` Kademlia follows the verdict), connection
-//! limits (established, per peer, pending inbound; inbound ones per IP address, `per_ip`) and a
-//! process-memory limit: past any of
-//! them a new connection is denied, so a stranger cannot fill the node. Circuit relay v2:
-//! as a client always (the event loop reserves a slot on a relay once AutoNAT says we are
-//! private), as a relay with `relay = true`; DCUtR then tries to replace a relayed connection
-//! with a direct one (over QUIC the NAT's hole is punched with UDP, which works behind most
+//! (at most 4 fresh-port dials in flight, [`quic`]; DNS names resolved when the system
+//! resolver is configured), both also through circuit relays, Kademlia, identify, ping, raw
+//! `/shoal/bt/1.0.0` streams (`libp2p_stream`), optional mDNS, our [`AddressBook`], AutoNAT
+//! (v1: connected peers dial us back to tell whether we are reachable; in `DhtMode::Auto`
+//! Kademlia follows the verdict; we serve 30 probes a minute), DCUtR (bounded in
+//! [`HolePunch`]), connection limits (established, per peer, pending inbound; inbound ones per
+//! IP address, `per_ip`) and a process-memory limit: past any of them a new connection is
+//! denied, so a stranger cannot fill the node. Circuit relay v2: as a client always (the event
+//! loop reserves a slot on a relay once AutoNAT says we are private), as a relay with
+//! `relay = true`; DCUtR then tries to replace a relayed connection with a direct one (over
+//! QUIC the NAT's hole is punched with UDP, which works behind most
 //! home NATs; over TCP it needs a simultaneous open).
 //!
 //! Choices and the traps they handle:
