@@ -43,6 +43,11 @@ struct Prober {
     id: PeerId,
     tcp: Multiaddr,
     control: libp2p_stream::Control,
+    /// Dial-back connections ended so far: our node closes each once it has answered, and the
+    /// prober sees it fail in its handshake or close.
+    ended: tokio::sync::watch::Receiver<usize>,
+    /// Probes answered OK, each after a dial-back.
+    dial_backs: usize,
     _driver: tokio::task::JoinHandle<()>,
 }
 
@@ -63,30 +68,44 @@ impl Prober {
             }
         };
         swarm.dial(ours.clone()).unwrap();
-        loop {
+        let own = loop {
             match swarm.select_next_some().await {
-                SwarmEvent::ConnectionEstablished { .. } => break,
+                SwarmEvent::ConnectionEstablished { connection_id, .. } => break connection_id,
                 SwarmEvent::OutgoingConnectionError { error, .. } => panic!("cannot reach our node: {error}"),
                 _ => {}
             }
-        }
+        };
         let (id, control) = (*swarm.local_peer_id(), swarm.behaviour().new_control());
+        let (count, ended) = tokio::sync::watch::channel(0);
         let driver = tokio::spawn(async move {
             loop {
-                swarm.select_next_some().await;
+                match swarm.select_next_some().await {
+                    SwarmEvent::IncomingConnectionError { .. } => count.send_modify(|n| *n += 1),
+                    SwarmEvent::ConnectionClosed { connection_id, .. } if connection_id != own => {
+                        count.send_modify(|n| *n += 1)
+                    }
+                    _ => {}
+                }
             }
         });
-        Prober { id, tcp: tcp.with(Protocol::P2p(id)), control, _driver: driver }
+        let tcp = tcp.with(Protocol::P2p(id));
+        Prober { id, tcp, control, ended, dial_backs: 0, _driver: driver }
     }
 
-    /// Sends one DIAL naming `addrs` and returns the response's status.
+    /// Sends one DIAL naming `addrs` and returns the response's status. It waits first until
+    /// every earlier dial-back's connection has ended, so the stream goes over the prober's own
+    /// connection rather than one our node is closing.
     async fn probe(&mut self, ours: PeerId, addrs: &[Multiaddr]) -> u64 {
+        let dial_backs = self.dial_backs;
+        self.ended.wait_for(|n| *n >= dial_backs).await.unwrap();
         let mut stream = self.control.open_stream(ours, AUTONAT).await.expect("an AutoNAT stream");
         stream.write_all(&dial_request(self.id, addrs)).await.unwrap();
         stream.flush().await.unwrap();
         let mut reply = Vec::new();
         stream.read_to_end(&mut reply).await.unwrap();
-        response_status(&reply)
+        let status = response_status(&reply);
+        self.dial_backs += usize::from(status == OK);
+        status
     }
 }
 
