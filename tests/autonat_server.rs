@@ -12,6 +12,9 @@
 //! timeout; the one margin is the four holding probes' dial-backs, which last at least 15 s
 //! after their first datagram while the fifth prober is answered within a second.
 
+mod common;
+
+use common::stock::{listen_on_loopback, read_varint, varint};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
@@ -61,12 +64,7 @@ impl Prober {
             .unwrap()
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
             .build();
-        swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
-        let tcp = loop {
-            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-                break address;
-            }
-        };
+        let tcp = listen_on_loopback(&mut swarm).await;
         swarm.dial(ours.clone()).unwrap();
         let own = loop {
             match swarm.select_next_some().await {
@@ -107,27 +105,6 @@ impl Prober {
         self.dial_backs += usize::from(status == OK);
         status
     }
-}
-
-fn varint(mut n: u64, out: &mut Vec<u8>) {
-    while n >= 0x80 {
-        out.push(n as u8 | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-fn read_varint(bytes: &mut &[u8]) -> u64 {
-    let mut n = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&b, rest) = bytes.split_first().expect("a truncated varint");
-        *bytes = rest;
-        n |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            break;
-        }
-    }
-    n
 }
 
 /// A length-delimited protobuf field.
@@ -260,4 +237,19 @@ async fn a_peer_gets_three_probes_a_minute() {
     })
     .await
     .expect("test timed out");
+}
+
+/// The varints every message here is framed with (`common::stock`).
+#[test]
+fn varints_read_back_what_was_written() {
+    for n in [0, 1, 127, 128, 300, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
+        let mut out = Vec::new();
+        varint(n, &mut out);
+        let mut rest = &out[..];
+        assert_eq!(read_varint(&mut rest), n);
+        assert!(rest.is_empty(), "{n} left {} bytes", rest.len());
+    }
+    let mut out = Vec::new();
+    varint(300, &mut out);
+    assert_eq!(out, [0xac, 0x02], "the protobuf spec's own example");
 }

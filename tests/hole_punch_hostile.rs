@@ -10,6 +10,9 @@
 //! Each check waits for a connection that must come (a later punch, within the bounds) and
 //! then asserts that the one that must not come has not; a dial past a bound is never started,
 //! so no wait can make it appear.
+mod common;
+
+use common::stock::{listen_on_loopback, varint};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
@@ -61,14 +64,6 @@ impl Sink {
     }
 }
 
-fn varint(mut n: usize, out: &mut Vec<u8>) {
-    while n >= 0x80 {
-        out.push(n as u8 | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
 /// A stock relay on 127.0.0.1 without rate limits; returns its address ending in `/p2p/<id>`.
 async fn relay() -> Multiaddr {
     let mut swarm = libp2p::SwarmBuilder::with_new_identity()
@@ -88,12 +83,7 @@ async fn relay() -> Multiaddr {
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
         .build();
-    swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
-    let addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-            break address;
-        }
-    };
+    let addr = listen_on_loopback(&mut swarm).await;
     swarm.add_external_address(addr.clone());
     let addr = addr.with(Protocol::P2p(*swarm.local_peer_id()));
     tokio::spawn(async move {
@@ -160,11 +150,11 @@ impl Stranger {
         let mut connect = vec![1 << 3, 100];
         for a in addrs {
             connect.push(2 << 3 | 2);
-            varint(a.to_vec().len(), &mut connect);
+            varint(a.to_vec().len() as u64, &mut connect);
             connect.extend(a.to_vec());
         }
         let mut framed = Vec::new();
-        varint(connect.len(), &mut framed);
+        varint(connect.len() as u64, &mut framed);
         framed.extend(connect);
         stream.write_all(&framed).await.unwrap();
         let mut len = [0u8; 1];

@@ -319,12 +319,8 @@ async fn stock_node() -> (libp2p::Swarm<libp2p_stream::Behaviour>, Multiaddr) {
         .with_behaviour(|_| libp2p_stream::Behaviour::new())
         .unwrap()
         .build();
-    swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
-    loop {
-        if let libp2p::swarm::SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-            return (swarm, address);
-        }
-    }
+    let address = common::stock::listen_on_loopback(&mut swarm).await;
+    (swarm, address)
 }
 
 /// Answers one stream by sending back what it reads, then closing.

@@ -13,6 +13,7 @@
 //! - [`webdriver`]: headless Chromium through chromedriver, for the daemon's web page;
 //! - [`netns`]: network namespaces a test makes (root), with 198.18.0.0/15 addresses;
 //! - [`session`]: in-process sessions and libp2p nodes on 127.0.0.1, and a throttled link;
+//! - [`stock`]: stock rust-libp2p parts for a stranger's node (a loopback listener, varints);
 //! - [`wire`]: BitTorrent bytes for fake peers (handshakes, messages, bitfields).
 //!
 //! A test file takes it with `mod common;`. The fault-injection kit (`tests/hostile/`) is
@@ -29,6 +30,7 @@ pub mod netns;
 pub mod ports;
 pub mod process;
 pub mod session;
+pub mod stock;
 pub mod torrent;
 pub mod webdriver;
 pub mod wire;
