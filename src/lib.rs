@@ -15,7 +15,8 @@
 //! [`wire`], [`storage`], [`picker`], [`manager`] (pool, scoring, choker), [`peer`], [`torrent`],
 //! [`metadata`] (BEP 9: the info dict of a magnet, fetched from peers), [`session`], [`discovery`],
 //! [`p2p`] (libp2p node, Kademlia), [`mainline`] (the BitTorrent DHT, BEP 5), [`keepalive`] (KeyPeerMonitor),
-//! [`config`], [`metrics`], [`diag`], [`daemon`] (many torrents managed over an HTTP API).
+//! [`config`], [`metrics`], [`httpd`] (bounded HTTP serving), [`diag`], [`daemon`] (many torrents
+//! managed over an HTTP API).
 //!
 //! [`session::Session::builder`] is the composition root: it starts a session's listener, libp2p
 //! node, key-peer monitor and diagnostics server, and tracks every task it spawns. The command
@@ -27,6 +28,7 @@ pub mod config;
 pub mod daemon;
 pub mod diag;
 pub mod discovery;
+pub mod httpd;
 pub mod keepalive;
 pub mod mainline;
 pub mod manager;

@@ -5,6 +5,8 @@
 //! [`MAX_TORRENT_BODY`], JSON to [`MAX_JSON_BODY`] (413 past them, judged from
 //! `Content-Length` when sent, else while reading). Every error is JSON `{"error": "..."}`
 //! naming the problem; handlers return errors, they never panic on input.
+//! Connections are bounded by [`crate::httpd`]: a request head within 10 s, 64 open, 16 from
+//! one address.
 //!
 //! | method and path | does |
 //! |---|---|
@@ -23,6 +25,7 @@
 //! | `GET /api/events` | server-sent events: `torrents`, the whole list, every second |
 //! | `GET /` (no token) | the web page, token from `/#token=T` |
 use super::{AddOptions, Daemon, DaemonError, TorrentView};
+use crate::httpd;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
@@ -92,9 +95,7 @@ pub async fn serve(
     let bound = listener.local_addr()?;
     let app = router(daemon);
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
-            tracing::warn!(error = %e, "api server stopped");
-        }
+        httpd::serve(listener, app, httpd::Bounds::default(), cancel.cancelled_owned()).await;
     });
     Ok((bound, task))
 }

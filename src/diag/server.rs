@@ -2,7 +2,10 @@
 //!
 //! Handlers only read a source and serialize it; nothing here holds a lock across an await or
 //! keeps state of its own. Unknown paths answer 404 with a JSON error.
+//! Connections are bounded by [`crate::httpd`] (request heads within 10 s, 64 open, 16 from one
+//! address).
 use super::{views, DiagState, JsonSource};
+use crate::httpd;
 use crate::metrics::{metrics, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -30,10 +33,7 @@ pub async fn serve_tracked(
     let bound = listener.local_addr()?;
     let app = router(state);
     tasks.spawn(async move {
-        let shutdown = cancel.cancelled_owned();
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-            tracing::warn!(error = %e, "diagnostics server stopped");
-        }
+        httpd::serve(listener, app, httpd::Bounds::default(), cancel.cancelled_owned()).await;
     });
     tracing::info!(addr = %bound, "diagnostics listening");
     Ok(bound)
