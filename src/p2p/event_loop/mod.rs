@@ -9,6 +9,7 @@
 use super::book::{dialable, strip_p2p};
 use super::handle::Command;
 mod nat;
+mod relays;
 mod store;
 
 use super::node::{DhtMode, NodeConfig, NodeError, Provider, Trouble};
@@ -111,6 +112,7 @@ impl EventLoop {
                 return Err(NodeError::BootstrapAddr(addr.clone()));
             };
             let bare = strip_p2p(addr);
+            self.nat.bootstrap_peer(peer);
             self.swarm.behaviour_mut().book.add(peer, &bare);
             self.swarm.behaviour_mut().kad.add_address(&peer, bare);
             if let Err(e) = self.swarm.dial(addr.clone()) {

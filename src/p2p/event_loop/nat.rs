@@ -2,11 +2,12 @@
 //! `DhtMode::Auto`), listening through circuit relays while we are private, hole punches
 //! (DCUtR), and which connections to each peer are relayed.
 //!
-//! - **Relays.** Peers whose identify lists the relay hop protocol are remembered (at most
-//!   [`MAX_RELAY_CANDIDATES`]). While AutoNAT says we are private we listen through up to
-//!   [`MAX_RESERVATIONS`] of them; the relay client confirms each circuit address as external,
-//!   so provider records carry it, and our provider records are published again so peers that
-//!   look us up get it. A public verdict drops the reservations.
+//! - **Relays.** Peers whose identify lists the relay hop protocol are candidates (which are
+//!   kept, and in what order they are tried: `super::relays`, bootstrap peers first). While
+//!   AutoNAT says we are private we listen through up to [`MAX_RESERVATIONS`] of them; the
+//!   relay client confirms each circuit address as external, so provider records carry it,
+//!   and our provider records are published again so peers that look us up get it. A public
+//!   verdict drops the reservations.
 //! - **Direct before relayed.** libp2p-stream opens a stream on any connection to the peer, so
 //!   a stream opened while the only connection is relayed would stay on the relay (whose
 //!   circuit is small and short) even after a hole punch succeeds. So [`Command::AwaitDirect`]
@@ -21,6 +22,7 @@
 use super::super::book::{is_relayed, strip_p2p};
 use super::super::node::{Reachability, KAD_PROTOCOL};
 use super::super::pending::Reply;
+use super::relays::RelayCandidates;
 use super::EventLoop;
 use libp2p::core::transport::ListenerId;
 use libp2p::kad::store::RecordStore;
@@ -31,8 +33,6 @@ use std::collections::HashMap;
 
 /// Relays we hold a slot on while private.
 pub(super) const MAX_RESERVATIONS: usize = 2;
-/// Relay-capable peers remembered.
-pub(super) const MAX_RELAY_CANDIDATES: usize = 16;
 /// Callers waiting for one peer's direct connection.
 const MAX_DIRECT_WAITERS: usize = 16;
 
@@ -42,8 +42,8 @@ pub(super) struct Nat {
     pub(super) reachability: Reachability,
     /// `DhtMode::Auto`: Kademlia's mode follows the verdict.
     pub(super) mode_follows_nat: bool,
-    /// Relay-capable peers and an address we reach each at.
-    relays: HashMap<PeerId, Multiaddr>,
+    /// Relay-capable peers and an address we reach each at, best first.
+    relays: RelayCandidates,
     /// Our listeners through relays.
     reservations: HashMap<ListenerId, PeerId>,
     /// Every connection, per peer, and whether it is relayed.
@@ -59,7 +59,7 @@ impl Nat {
         Nat {
             reachability: Reachability::Unknown,
             mode_follows_nat,
-            relays: HashMap::new(),
+            relays: RelayCandidates::default(),
             reservations: HashMap::new(),
             links: HashMap::new(),
             newest_dial: HashMap::new(),
@@ -70,6 +70,11 @@ impl Nat {
     /// Reached only through relays (connected, and not directly).
     fn relayed_only(&self, peer: &PeerId) -> bool {
         self.links.get(peer).is_some_and(|l| !l.is_empty() && l.values().all(|relayed| *relayed))
+    }
+
+    /// A bootstrap peer: if it offers to relay, it is tried first.
+    pub(super) fn bootstrap_peer(&mut self, peer: PeerId) {
+        self.relays.choose(peer);
     }
 
     pub(super) fn sweep(&mut self) {
@@ -114,12 +119,13 @@ impl EventLoop {
     pub(super) fn on_identified(&mut self, peer: PeerId, info: &identify::Info) {
         let speaks_kad = info.protocols.contains(&KAD_PROTOCOL);
         self.learn(peer, &info.listen_addrs, speaks_kad);
-        if !info.protocols.contains(&relay::HOP_PROTOCOL_NAME) || self.nat.relays.contains_key(&peer) {
+        if !info.protocols.contains(&relay::HOP_PROTOCOL_NAME) || self.nat.relays.contains(&peer) {
             return;
         }
         let addr = self.swarm.behaviour().book.get(&peer).into_iter().find(|a| !is_relayed(a));
-        if let Some(addr) = addr.filter(|_| self.nat.relays.len() < MAX_RELAY_CANDIDATES) {
-            self.nat.relays.insert(peer, addr);
+        let links = &self.nat.links;
+        if let Some(addr) = addr.filter(|a| self.nat.relays.offer(peer, a.clone(), |p| links.contains_key(p))) {
+            tracing::debug!(%peer, %addr, "relay candidate");
             if self.nat.reachability == Reachability::Private {
                 self.reserve_relays();
             }
@@ -129,9 +135,7 @@ impl EventLoop {
     /// Listens through relays until [`MAX_RESERVATIONS`] are held.
     fn reserve_relays(&mut self) {
         let held: Vec<PeerId> = self.nat.reservations.values().copied().collect();
-        let fresh: Vec<(PeerId, Multiaddr)> =
-            self.nat.relays.iter().filter(|(p, _)| !held.contains(p)).map(|(p, a)| (*p, a.clone())).collect();
-        for (relay, addr) in fresh.into_iter().take(MAX_RESERVATIONS.saturating_sub(held.len())) {
+        for (relay, addr) in self.nat.relays.best(MAX_RESERVATIONS.saturating_sub(held.len()), &held) {
             let circuit = addr.with(Protocol::P2p(relay)).with(Protocol::P2pCircuit);
             match self.swarm.listen_on(circuit.clone()) {
                 Ok(id) => {
@@ -140,7 +144,7 @@ impl EventLoop {
                 }
                 Err(e) => {
                     tracing::debug!(%circuit, "cannot listen through the relay: {e}");
-                    self.nat.relays.remove(&relay);
+                    self.nat.relays.forget(&relay);
                 }
             }
         }
@@ -151,7 +155,7 @@ impl EventLoop {
     pub(super) fn on_listener_closed(&mut self, id: ListenerId) {
         if let Some(relay) = self.nat.reservations.remove(&id) {
             tracing::info!(%relay, "relay reservation ended");
-            self.nat.relays.remove(&relay);
+            self.nat.relays.forget(&relay);
             crate::metrics::metrics().nat.set_relay_reservations(self.nat.reservations.len());
             if self.nat.reachability == Reachability::Private {
                 self.reserve_relays();
