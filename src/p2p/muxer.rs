@@ -14,9 +14,15 @@
 //! off, inbound streams the swarm has not taken yet wait in a queue of
 //! `MAX_WAITING_INBOUND` (256), past which a new one is dropped (reset).
 //!
-//! What a stranger can send is bounded by yamux itself: at most 512 streams, a frame's body
-//! at most 1 MiB and within the window we granted, all windows together at most 1 GiB per
-//! connection; the swarm's connection and memory limits (`swarm`) bound the rest.
+//! What a stranger can send is bounded by yamux: at most [`MAX_STREAMS`] streams, a frame's
+//! body at most 1 MiB and within the window we granted. A stream's window starts at yamux's
+//! 256 KiB and doubles at a window update when the reader keeps up with a round trip (which
+//! the peer's pongs tell); the growth of all a connection's streams together is bounded by
+//! [`WINDOW_GROWTH`]. yamux's default was 1 GiB less 128 MiB: a peer that let us read fast,
+//! answered pings late (so every update looked quick), then made us stop reading (by not
+//! reading what we send) could leave up to 1 GiB per connection in our buffers. With 8 MiB
+//! a stream's window reaches 8.25 MiB, 84 MB/s at 100 ms, near the 6 MiB a TCP socket buffers
+//! (`tcp_rmem`). The swarm's connection and memory limits (`swarm`) bound the rest.
 use futures::{future, AsyncRead, AsyncWrite};
 use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
 use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
@@ -28,10 +34,19 @@ use std::task::{Context, Poll, Waker};
 pub const PROTOCOL: &str = "/yamux/1.0.0";
 /// The largest data frame we send.
 pub const SPLIT_SEND_SIZE: usize = 256 * 1024;
-/// Inbound streams that may wait for the swarm to take them: yamux's ACK backlog, which stops
-/// a peer opening more streams it still writes on; one that opens a stream, writes and closes
-/// it at once is not stopped by it (tests: `inbound_streams_past_the_queue_are_dropped...`).
-const MAX_WAITING_INBOUND: usize = 256;
+/// Streams open at once on a connection (yamux's default).
+pub const MAX_STREAMS: usize = 512;
+/// How far the receive windows of a connection's streams may grow in all, beyond the 256 KiB
+/// each starts with.
+pub const WINDOW_GROWTH: usize = 8 << 20;
+/// A stream's receive window before it grows (the yamux spec's).
+const START_WINDOW: usize = 256 * 1024;
+/// Inbound streams that may wait for the swarm to take them. The swarm takes a stream as soon
+/// as fewer than 128 are being negotiated, so a peer's streams wait only while it holds 128
+/// negotiations open (silent streams do, for 10 s each). Each waiting stream holds up to its
+/// 256 KiB window unread: 8 MiB a connection here, 64 MiB with yamux's ACK backlog (256),
+/// which libp2p-yamux waits for (tests: `inbound_streams_past_the_queue_are_dropped...`).
+const MAX_WAITING_INBOUND: usize = 32;
 
 /// The multiplexer upgrade.
 #[derive(Clone, Debug)]
@@ -40,7 +55,11 @@ pub struct Config(yamux::Config);
 impl Config {
     pub fn new() -> Config {
         let mut config = yamux::Config::default();
-        config.set_split_send_size(SPLIT_SEND_SIZE).set_read_after_close(false);
+        config
+            .set_split_send_size(SPLIT_SEND_SIZE)
+            .set_read_after_close(false)
+            .set_max_num_streams(MAX_STREAMS)
+            .set_max_connection_receive_window(Some(MAX_STREAMS * START_WINDOW + WINDOW_GROWTH));
         Config(config)
     }
 

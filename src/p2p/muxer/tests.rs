@@ -137,9 +137,6 @@ async fn a_stock_dialler_reaches_our_listener() {
     assert_eq!(largest_frame(&stock), 16 * 1024, "the stock muxer's largest data frame");
 }
 
-/// The most streams a conforming yamux peer leaves unacknowledged (`MAX_ACK_BACKLOG`, private
-/// in yamux 0.13): all our queue ever needs to hold.
-const ACK_BACKLOG: usize = 256;
 /// Streams the stranger opens: more than the queue holds, fewer than yamux's 512 a side.
 const OPENED: usize = 400;
 /// Generous: a hang detector, not a timing assertion.
@@ -183,7 +180,7 @@ fn echo_inbound<C: AsyncRead + AsyncWrite + Unpin + Send + 'static>(mut remote: 
 }
 
 /// Drives `muxer` without taking any stream until `done` finishes, checking after every step
-/// that no more than `ACK_BACKLOG` inbound streams wait.
+/// that no more than `MAX_WAITING_INBOUND` inbound streams wait.
 async fn drive_until<C: AsyncRead + AsyncWrite + Unpin, T>(muxer: &mut Muxer<C>, done: impl Future<Output = T>) -> T {
     let mut done = std::pin::pin!(done);
     let driven = poll_fn(|cx| {
@@ -191,14 +188,14 @@ async fn drive_until<C: AsyncRead + AsyncWrite + Unpin, T>(muxer: &mut Muxer<C>,
             panic!("our end of the connection failed");
         }
         let waiting = muxer.inbound.len();
-        assert!(waiting <= ACK_BACKLOG, "{waiting} inbound streams wait for the swarm");
+        assert!(waiting <= MAX_WAITING_INBOUND, "{waiting} inbound streams wait for the swarm");
         done.as_mut().poll(cx)
     });
     tokio::time::timeout(WAIT, driven).await.expect("the stranger's streams were seen to")
 }
 
 /// A stranger opens 400 streams (each closed for writing at once, so yamux's ACK backlog does
-/// not stop it) while the swarm takes none: at most 256 wait for the swarm, the others are
+/// not stop it) while the swarm takes none: at most 32 wait for the swarm, the others are
 /// closed at once with nothing read from them, and the connection still carries a new stream
 /// both ways. Without the bound a peer could hold up to yamux's 512 streams per connection
 /// (each with its receive buffer) waiting on a swarm that is not taking them.
@@ -213,7 +210,7 @@ async fn inbound_streams_past_the_queue_are_dropped_and_the_connection_goes_on()
     // Every stream past the queue is closed by us, unanswered.
     let closed = drive_until(&mut ours, async {
         let mut closed = Vec::new();
-        while closed.len() < OPENED - ACK_BACKLOG {
+        while closed.len() < OPENED - MAX_WAITING_INBOUND {
             let (n, got) = answers.next().await.unwrap();
             assert!(got.unwrap().is_empty(), "stream {n} got an answer before the swarm took it");
             closed.push(n);
@@ -227,7 +224,7 @@ async fn inbound_streams_past_the_queue_are_dropped_and_the_connection_goes_on()
     while let Some(stream) = poll_fn(|cx| ours.poll_inbound_unpin(cx)).now_or_never() {
         handed.push(stream.unwrap());
     }
-    assert_eq!(handed.len(), ACK_BACKLOG, "streams handed over");
+    assert_eq!(handed.len(), MAX_WAITING_INBOUND, "streams handed over");
     let mut fresh = poll_fn(|cx| ours.poll_outbound_unpin(cx)).await.unwrap();
     drive(ours);
     for mut stream in handed {
@@ -253,4 +250,94 @@ async fn inbound_streams_past_the_queue_are_dropped_and_the_connection_goes_on()
     let mut echo = Vec::new();
     tokio::time::timeout(WAIT, fresh.read_to_end(&mut echo)).await.expect("the echo").unwrap();
     assert_eq!(echo, b"still here");
+}
+
+/// A yamux frame header: version 0, type, flags, stream id, length (big-endian).
+fn header(kind: u8, flags: u16, stream: u32, length: u32) -> [u8; 12] {
+    let mut h = [0u8; 12];
+    h[1] = kind;
+    h[2..4].copy_from_slice(&flags.to_be_bytes());
+    h[4..8].copy_from_slice(&stream.to_be_bytes());
+    h[8..12].copy_from_slice(&length.to_be_bytes());
+    h
+}
+
+const DATA: u8 = 0;
+const WINDOW_UPDATE: u8 = 1;
+const PING: u8 = 2;
+const SYN: u16 = 1;
+const ACK: u16 = 2;
+
+/// A stranger written by hand, frame by frame: it opens one stream, answers our first ping
+/// half a second late (so we take the round trip to be that long, and every window update to
+/// come quickly), and sends 48 MiB as fast as our windows allow while we read it all at once.
+/// The window updates we send show how far the stream's window grew: past 256 KiB (so the
+/// stranger can make it grow), and never past 256 KiB + [`WINDOW_GROWTH`]. With yamux's
+/// default bound one update on this data was 24 MiB, and the window goes on doubling up to
+/// nearly 1 GiB (6 MiB with ours).
+#[tokio::test]
+async fn a_stranger_answering_pings_late_grows_a_window_only_to_the_bound() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    const SENT: usize = 48 << 20;
+    let (ours, theirs) = tokio::io::duplex(1 << 20);
+    let reader = tokio::spawn(async move {
+        let mut ours = Config::new().upgrade_inbound(ours.compat(), PROTOCOL).await.unwrap();
+        let mut stream = poll_fn(|cx| ours.poll_inbound_unpin(cx)).await.unwrap();
+        drive(ours);
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).await.unwrap();
+        got.len()
+    });
+    let (mut from_us, to_us) = tokio::io::split(theirs);
+    let to_us = Arc::new(tokio::sync::Mutex::new(to_us));
+    let credit = Arc::new(tokio::sync::watch::channel(START_WINDOW as u64).0);
+    let (ponged, mut rtt_known) = tokio::sync::watch::channel(false);
+    let largest_update = Arc::new(Mutex::new(0u32));
+    let listen = {
+        let (to_us, credit, largest_update) = (to_us.clone(), credit.clone(), largest_update.clone());
+        tokio::spawn(async move {
+            let mut h = [0u8; 12];
+            while from_us.read_exact(&mut h).await.is_ok() {
+                let (flags, length) =
+                    (u16::from_be_bytes([h[2], h[3]]), u32::from_be_bytes(h[8..12].try_into().unwrap()));
+                match h[1] {
+                    DATA => {
+                        let mut body = vec![0u8; length as usize];
+                        from_us.read_exact(&mut body).await.unwrap();
+                    }
+                    WINDOW_UPDATE if u32::from_be_bytes(h[4..8].try_into().unwrap()) == 1 => {
+                        let mut largest = largest_update.lock().unwrap();
+                        *largest = (*largest).max(length);
+                        credit.send_modify(|c| *c += u64::from(length));
+                    }
+                    PING if flags & SYN != 0 && !*ponged.borrow() => {
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        to_us.lock().await.write_all(&header(PING, ACK, 0, length)).await.unwrap();
+                        ponged.send_replace(true);
+                    }
+                    _ => {}
+                }
+            }
+        })
+    };
+    to_us.lock().await.write_all(&header(DATA, SYN, 1, 0)).await.unwrap();
+    tokio::time::timeout(WAIT, rtt_known.wait_for(|known| *known)).await.expect("our ping").unwrap();
+    let chunk = vec![0x5au8; SPLIT_SEND_SIZE];
+    let (mut sent, mut spent) = (0usize, 0u64);
+    let mut credit_seen = credit.subscribe();
+    while sent < SENT {
+        let have = *tokio::time::timeout(WAIT, credit_seen.wait_for(|c| *c > spent)).await.expect("credit").unwrap();
+        let n = (have - spent).min(chunk.len() as u64).min((SENT - sent) as u64) as usize;
+        let mut to_us = to_us.lock().await;
+        to_us.write_all(&header(DATA, 0, 1, n as u32)).await.unwrap();
+        to_us.write_all(&chunk[..n]).await.unwrap();
+        (sent, spent) = (sent + n, spent + n as u64);
+    }
+    to_us.lock().await.write_all(&header(WINDOW_UPDATE, 4, 1, 0)).await.unwrap(); // FIN
+    let read = tokio::time::timeout(WAIT, reader).await.expect("our reader ends").unwrap();
+    assert_eq!(read, SENT, "every byte sent was read");
+    listen.abort();
+    let largest = *largest_update.lock().unwrap() as usize;
+    assert!(largest > START_WINDOW, "the window never grew ({largest} B): the test shows nothing");
+    assert!(largest <= START_WINDOW + WINDOW_GROWTH, "a window update of {largest} B");
 }
