@@ -6,6 +6,7 @@
 use super::event_loop::EventLoop;
 use super::node::{NodeConfig, NodeError, Provider, Reachability, Trouble, BT_PROTOCOL};
 use super::pending::Reply;
+use super::relay_server::Reservations;
 use super::swarm;
 use libp2p::{Multiaddr, PeerId};
 use libp2p_stream::IncomingStreams;
@@ -73,12 +74,13 @@ impl NodeHandle {
         cancel: CancellationToken,
     ) -> Result<NodeHandle, NodeError> {
         let peer_id = config.keypair.public().to_peer_id();
-        let (swarm, listeners) = swarm::start(&config)?;
+        let reservations = Reservations::default();
+        let (swarm, listeners) = swarm::start(&config, &reservations)?;
         let mut control = swarm.behaviour().stream.new_control();
         let incoming = control.accept(BT_PROTOCOL).map_err(|e| NodeError::Transport(e.to_string()))?;
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let troubles = tokio::sync::broadcast::channel(TROUBLE_BACKLOG).0;
-        let mut event_loop = EventLoop::new(swarm, rx, troubles.clone(), &config);
+        let mut event_loop = EventLoop::new(swarm, rx, troubles.clone(), &config, reservations);
         event_loop.await_listeners(listeners).await?;
         event_loop.dial_bootstrap(&config.bootstrap)?;
         tracker.spawn(event_loop.run(cancel));

@@ -15,6 +15,7 @@
 //! - `event_loop`: the one task that owns the `Swarm` and answers the commands;
 //! - `pending`: the callers waiting for an answer (query replies, ping and dial waiters);
 //! - `punch`: hole punching (DCUtR), told our confirmed addresses too;
+//! - `relay_server`: the circuit relay we serve, with reservations per IP address bounded;
 //! - [`connector`]: [`P2pConnector`], how the torrent dials `PeerAddr::P2p` peers.
 //!
 //! This module only finds peers and opens streams; it knows nothing of torrents beyond the
@@ -32,6 +33,7 @@ mod pending;
 mod per_ip;
 mod punch;
 mod quic;
+mod relay_server;
 mod swarm;
 pub mod tls;
 

@@ -40,9 +40,10 @@
 //!   which turns server once an external address is confirmed, so a listening node in `Auto`
 //!   becomes a server.
 use super::book::{strip_p2p, AddressBook};
-use super::node::{DhtMode, NodeConfig, NodeError, RelayLimits, KAD_PROTOCOL, PROVIDER_REPUBLISH, PROVIDER_TTL};
+use super::node::{DhtMode, NodeConfig, NodeError, KAD_PROTOCOL, PROVIDER_REPUBLISH, PROVIDER_TTL};
 use super::per_ip::PerIp;
 use super::punch::HolePunch;
+use super::relay_server::{self, Reservations};
 use super::{muxer, quic, tls};
 use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::core::transport::ListenerId;
@@ -84,8 +85,12 @@ pub(super) struct Behaviour {
 
 /// Builds the swarm, sets its DHT mode and external addresses and starts its listeners
 /// (which report their addresses once the swarm is polled).
-pub(super) fn start(config: &NodeConfig) -> Result<(Swarm<Behaviour>, Listeners), NodeError> {
-    let mut swarm = build_swarm(config)?;
+/// A relay we serve counts its reservations in `reservations`.
+pub(super) fn start(
+    config: &NodeConfig,
+    reservations: &Reservations,
+) -> Result<(Swarm<Behaviour>, Listeners), NodeError> {
+    let mut swarm = build_swarm(config, reservations)?;
     match config.dht_mode {
         DhtMode::Server => swarm.behaviour_mut().kad.set_mode(Some(Mode::Server)),
         DhtMode::Client => swarm.behaviour_mut().kad.set_mode(Some(Mode::Client)),
@@ -104,10 +109,10 @@ pub(super) fn start(config: &NodeConfig) -> Result<(Swarm<Behaviour>, Listeners)
     Ok((swarm, listeners))
 }
 
-fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
+fn build_swarm(config: &NodeConfig, reservations: &Reservations) -> Result<Swarm<Behaviour>, NodeError> {
     let transport_err = |e: &dyn std::fmt::Display| NodeError::Transport(e.to_string());
     let tcp_config = || tcp::Config::default().nodelay(true);
-    let make = |key: &Keypair, relay_client| make_behaviour(key, relay_client, config);
+    let make = |key: &Keypair, relay_client| make_behaviour(key, relay_client, config, reservations);
     let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT);
     // The same tail twice: the builder's phases are distinct types with and without DNS.
     macro_rules! finish {
@@ -144,6 +149,7 @@ fn make_behaviour(
     key: &Keypair,
     relay_client: relay::client::Behaviour,
     config: &NodeConfig,
+    reservations: &Reservations,
 ) -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
     let peer_id = key.public().to_peer_id();
     let mut kad_config = kad::Config::new(KAD_PROTOCOL);
@@ -168,7 +174,10 @@ fn make_behaviour(
         mdns: mdns.into(),
         book: AddressBook::default(),
         autonat: autonat::Behaviour::new(peer_id, autonat_config(config)),
-        relay: config.relay.map(|limits| relay::Behaviour::new(peer_id, relay_config(limits))).into(),
+        relay: config
+            .relay
+            .map(|limits| relay::Behaviour::new(peer_id, relay_server::config(limits, reservations)))
+            .into(),
         relay_client,
         dcutr: HolePunch::new(peer_id),
         memory: match config.limits.memory_bytes {
@@ -211,13 +220,3 @@ const AUTONAT_PROBES_SERVED: usize = 30;
 /// Addresses one probe has dialled back, one after another: a prober's addresses all carry
 /// the IP address we see it at, so a few cover its transports (libp2p tries 16).
 const AUTONAT_DIAL_BACK_ADDRS: usize = 4;
-
-/// A relay's bounds: libp2p's defaults (128 reservations, 16 circuits, 4 of each per peer,
-/// per-peer and per-IP rate limits) with the circuit's length and size from the config.
-fn relay_config(limits: RelayLimits) -> relay::Config {
-    relay::Config {
-        max_circuit_duration: limits.max_circuit_duration,
-        max_circuit_bytes: limits.max_circuit_bytes,
-        ..relay::Config::default()
-    }
-}

@@ -14,6 +14,7 @@ mod store;
 
 use super::node::{DhtMode, NodeConfig, NodeError, Provider, Trouble};
 use super::pending::{Lookups, ProvidersLookup, Reply, Waiters};
+use super::relay_server::Reservations;
 use super::swarm::{Behaviour, BehaviourEvent, Listeners};
 use futures::StreamExt;
 use libp2p::kad::{self, QueryId, QueryResult};
@@ -59,6 +60,7 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         troubles: broadcast::Sender<Trouble>,
         config: &NodeConfig,
+        served: Reservations,
     ) -> EventLoop {
         EventLoop {
             swarm,
@@ -73,7 +75,7 @@ impl EventLoop {
             dials: Waiters::new(MAX_WAITERS_PER_PEER),
             last_rtt: HashMap::new(),
             troubles,
-            nat: Nat::new(config.dht_mode == DhtMode::Auto),
+            nat: Nat::new(config.dht_mode == DhtMode::Auto, served),
         }
     }
 
@@ -223,12 +225,8 @@ impl EventLoop {
 
     fn on_bootstrap_command(&mut self, reply: Reply<()>) {
         match self.swarm.behaviour_mut().kad.bootstrap() {
-            Ok(id) => {
-                self.bootstrap.insert(id, reply);
-            }
-            Err(_) => {
-                let _ = reply.send(Err(NodeError::NoKnownPeers));
-            }
+            Ok(id) => _ = self.bootstrap.insert(id, reply),
+            Err(_) => _ = reply.send(Err(NodeError::NoKnownPeers)),
         }
     }
 
@@ -239,6 +237,7 @@ impl EventLoop {
                 self.on_identified(peer_id, &info)
             }
             SwarmEvent::Behaviour(BehaviourEvent::RelayClient(e)) => self.on_relay_client_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(e)) => self.nat.served.on_event(&e),
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => self.on_dcutr_event(e),
             SwarmEvent::ListenerClosed { listener_id, .. } => self.on_listener_closed(listener_id),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => self.on_ping_event(e),

@@ -22,6 +22,7 @@
 use super::super::book::{is_relayed, strip_p2p};
 use super::super::node::{Reachability, KAD_PROTOCOL};
 use super::super::pending::Reply;
+use super::super::relay_server::Reservations;
 use super::relays::RelayCandidates;
 use super::EventLoop;
 use libp2p::core::transport::ListenerId;
@@ -52,10 +53,12 @@ pub(super) struct Nat {
     newest_dial: HashMap<PeerId, (ConnectionId, Multiaddr)>,
     /// Callers waiting for a peer's direct connection.
     direct: super::Waiters<PeerId, Result<bool, super::NodeError>>,
+    /// The reservations held on the relay we serve, if we serve one.
+    pub(super) served: Reservations,
 }
 
 impl Nat {
-    pub(super) fn new(mode_follows_nat: bool) -> Nat {
+    pub(super) fn new(mode_follows_nat: bool, served: Reservations) -> Nat {
         Nat {
             reachability: Reachability::Unknown,
             mode_follows_nat,
@@ -64,6 +67,7 @@ impl Nat {
             links: HashMap::new(),
             newest_dial: HashMap::new(),
             direct: super::Waiters::new(MAX_DIRECT_WAITERS),
+            served,
         }
     }
 
