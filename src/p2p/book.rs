@@ -7,6 +7,7 @@
 //! provider found through the DHT, a peer resolved with a closest-peers lookup or one given on
 //! the command line would be undialable by PeerId once the query is over. This book outlives
 //! queries, is bounded (peers and addresses per peer) and forgets addresses that fail to dial.
+use crate::types::ip_key;
 use libp2p::core::transport::PortUse;
 use libp2p::core::{ConnectedPoint, Endpoint};
 use libp2p::multiaddr::Protocol;
@@ -17,6 +18,7 @@ use libp2p::swarm::{
 use libp2p::{Multiaddr, PeerId};
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::task::{Context, Poll};
 
 /// Peers remembered; the least recently updated is forgotten first.
@@ -136,6 +138,17 @@ pub fn dialable(addr: &Multiaddr) -> Option<Multiaddr> {
 /// Whether `addr` goes through a relay.
 pub fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+/// The host `addr` reaches, as shoal counts hosts ([`ip_key`]: an IPv6 address counts as its
+/// /64); `None` for a relayed address or one that does not start with an IP address.
+pub fn host(addr: &Multiaddr) -> Option<IpAddr> {
+    match addr.iter().next()? {
+        _ if is_relayed(addr) => None,
+        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+        Protocol::Ip6(ip) => Some(ip_key(IpAddr::V6(ip))),
+        _ => None,
+    }
 }
 
 impl NetworkBehaviour for AddressBook {

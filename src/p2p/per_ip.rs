@@ -16,11 +16,9 @@
 //!
 //! [`ConnectionBounds::pending_per_ip`]: super::ConnectionBounds::pending_per_ip
 //! [`ConnectionBounds::established_per_ip`]: super::ConnectionBounds::established_per_ip
-use super::book::is_relayed;
-use crate::types::ip_key;
+use super::book::host;
 use libp2p::core::transport::PortUse;
 use libp2p::core::Endpoint;
-use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{
     dummy, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent,
     ToSwarm,
@@ -93,17 +91,6 @@ impl PerIp {
     }
 }
 
-/// The host an inbound connection came from ([`ip_key`]: an IPv6 address counts as its /64),
-/// unless it came through a relay.
-fn counted_ip(remote: &Multiaddr) -> Option<IpAddr> {
-    match remote.iter().next()? {
-        _ if is_relayed(remote) => None,
-        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
-        Protocol::Ip6(ip) => Some(ip_key(IpAddr::V6(ip))),
-        _ => None,
-    }
-}
-
 impl NetworkBehaviour for PerIp {
     type ConnectionHandler = dummy::ConnectionHandler;
     type ToSwarm = Infallible;
@@ -114,7 +101,7 @@ impl NetworkBehaviour for PerIp {
         _local: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
-        let Some(ip) = counted_ip(remote) else { return Ok(()) };
+        let Some(ip) = host(remote) else { return Ok(()) };
         self.pending.admit(id, ip)
     }
 
@@ -126,7 +113,7 @@ impl NetworkBehaviour for PerIp {
         remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
         self.pending.release(id);
-        if let Some(ip) = counted_ip(remote) {
+        if let Some(ip) = host(remote) {
             self.established.admit(id, ip)?;
         }
         Ok(dummy::ConnectionHandler)

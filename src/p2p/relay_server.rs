@@ -13,9 +13,8 @@
 //! libp2p-relay asks its rate limiters last, after its own bounds, so when ours is asked
 //! and says yes, the reservation is accepted; its events (accepted, closed, timed out) keep
 //! the count, which the event loop passes on ([`Reservations::on_event`]).
+use super::book::host;
 use super::node::RelayLimits;
-use crate::types::ip_key;
-use libp2p::multiaddr::Protocol;
 use libp2p::relay::{self, RateLimiter};
 use libp2p::{Multiaddr, PeerId};
 use std::collections::HashMap;
@@ -93,7 +92,7 @@ impl Reservations {
 
 impl RateLimiter for Reservations {
     fn try_next(&mut self, peer: PeerId, addr: &Multiaddr, _: Instant) -> bool {
-        let Some(ip) = ip_of(addr).map(ip_key) else { return true };
+        let Some(ip) = host(addr) else { return true };
         let mut held = self.lock();
         if !held.live.contains_key(&peer) && held.at(ip) >= PER_IP {
             tracing::debug!(%peer, %ip, "relay reservation refused: {PER_IP} held from its address");
@@ -102,14 +101,6 @@ impl RateLimiter for Reservations {
         held.from.insert(peer, ip);
         true
     }
-}
-
-fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
-    addr.iter().find_map(|p| match p {
-        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
-        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
-        _ => None,
-    })
 }
 
 #[cfg(test)]
@@ -148,6 +139,6 @@ mod tests {
         for p in peers.iter().skip(1).chain([&late]) {
             held.on_event(&relay::Event::ReservationClosed { src_peer_id: *p });
         }
-        assert_eq!(held.lock().at(ip_key("2001:db8:1:2::1".parse().unwrap())), 0, "every one ended");
+        assert_eq!(held.lock().at(host(&"/ip6/2001:db8:1:2::1/tcp/1".parse().unwrap()).unwrap()), 0, "every one ended");
     }
 }

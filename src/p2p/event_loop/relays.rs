@@ -12,11 +12,9 @@
 //!   connected to** (a relay we hold a reservation on is connected), so relays met later
 //!   are tried once earlier ones have gone, and strangers keep a place only by staying;
 //! - a relay whose reservation failed or ended is forgotten, bootstrap peer or not.
-use crate::types::ip_key;
-use libp2p::multiaddr::Protocol;
+use super::super::book::host;
 use libp2p::{Multiaddr, PeerId};
 use std::collections::HashSet;
-use std::net::IpAddr;
 
 /// Relay-capable peers remembered.
 pub(super) const MAX_CANDIDATES: usize = 16;
@@ -59,8 +57,8 @@ impl RelayCandidates {
             self.list.insert(first_stranger, (peer, addr));
             return true;
         }
-        let key = ip_of(&addr).map(ip_key);
-        let same_ip = self.list.iter().filter(|(p, a)| stranger(p) && ip_of(a).map(ip_key) == key).count();
+        let key = host(&addr);
+        let same_ip = self.list.iter().filter(|(p, a)| stranger(p) && host(a) == key).count();
         if key.is_some() && same_ip >= PER_IP {
             return false;
         }
@@ -81,14 +79,6 @@ impl RelayCandidates {
     pub(super) fn best(&self, n: usize, held: &[PeerId]) -> Vec<(PeerId, Multiaddr)> {
         self.list.iter().filter(|(p, _)| !held.contains(p)).take(n).cloned().collect()
     }
-}
-
-fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
-    addr.iter().find_map(|p| match p {
-        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
-        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
-        _ => None,
-    })
 }
 
 #[cfg(test)]
