@@ -9,22 +9,21 @@
 //!   arms the timer when it starts reading a head, so an idle keep-alive connection ends
 //!   after the same time);
 //! - at most [`Bounds::connections`] are open at once, [`Bounds::per_ip`] of them from one IP
-//!   address (an IPv6 address counts as its /64, as everywhere in shoal); a connection past
-//!   either is closed as it is accepted, before a byte is read.
+//!   address (an IPv6 address counts as its /64, as everywhere in shoal; the count is the
+//!   [`Slots`] the session's handshakes use); a connection past either is closed as it is
+//!   accepted, before a byte is read.
 //!
 //! hyper bounds a request head itself (100 headers, 400 KB of buffer) and axum a body it
 //! extracts (2 MB). Once the stop signal fires, no connection is accepted and the server ends
 //! when the requests in flight are answered.
-use crate::types::ip_key;
+use crate::types::{PeerAddr, Slots};
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use std::collections::HashMap;
 use std::future::Future;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -49,7 +48,7 @@ impl Default for Bounds {
 /// Serves `app` on `listener` within `bounds` until `stop` completes, then until the
 /// requests in flight are answered.
 pub async fn serve(listener: TcpListener, app: Router, bounds: Bounds, stop: impl Future<Output = ()>) {
-    let open = Open::new(bounds);
+    let open = Arc::new(Slots::new(bounds.connections, bounds.per_ip));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(bounds.header_timeout);
@@ -68,9 +67,12 @@ pub async fn serve(listener: TcpListener, app: Router, bounds: Bounds, stop: imp
             },
             () = &mut stop => break,
         };
-        let Some(slot) = open.admit(from.ip()) else {
-            tracing::debug!(%from, "http connection refused: too many open");
-            continue;
+        let slot = match open.try_acquire(&PeerAddr::Tcp(from)) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::debug!(%from, %why, "http connection refused");
+                continue;
+            }
         };
         let conn = builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()));
         let conn = graceful.watch(conn);
@@ -83,52 +85,6 @@ pub async fn serve(listener: TcpListener, app: Router, bounds: Bounds, stop: imp
     }
     drop(listener);
     graceful.shutdown().await;
-}
-
-/// The connections open, in all and by address; one [`Slot`] each.
-#[derive(Clone)]
-struct Open {
-    bounds: Bounds,
-    by_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
-}
-
-/// One admitted connection's place; dropping it frees the place.
-struct Slot {
-    open: Open,
-    ip: IpAddr,
-}
-
-impl Open {
-    fn new(bounds: Bounds) -> Open {
-        Open { bounds, by_ip: Arc::default() }
-    }
-
-    fn admit(&self, ip: IpAddr) -> Option<Slot> {
-        let ip = ip_key(ip);
-        let mut by_ip = self.by_ip.lock().unwrap_or_else(|e| e.into_inner());
-        let total: usize = by_ip.values().sum();
-        let here = by_ip.entry(ip).or_default();
-        if total >= self.bounds.connections || *here >= self.bounds.per_ip {
-            if *here == 0 {
-                by_ip.remove(&ip);
-            }
-            return None;
-        }
-        *here += 1;
-        Some(Slot { open: self.clone(), ip })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut by_ip = self.open.by_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = by_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                by_ip.remove(&self.ip);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -4,15 +4,15 @@
 //! same generic `accept_loop`, reads each incoming handshake (bounded by
 //! `handshake_timeout`) and hands the connection to the torrent named by its info-hash;
 //! unknown info-hashes are dropped. Handshakes in flight are bounded by one
-//! [`limiter::HandshakeLimiter`] shared by both loops: `max_inbound_handshakes` in all and
+//! [`Slots`] shared by both loops: `max_inbound_handshakes` in all and
 //! `max_inbound_handshakes_per_ip` per IP (IPv6: per /64) or per libp2p peer. A connection
 //! past either bound is closed before its handshake is read, so one host holding slow
 //! handshakes open cannot starve everyone else.
 //!
 //! Each torrent also gets a tracker announcer when its metainfo lists trackers.
 //!
-//! Parts: this file (the session, its accept loops, routing), [`limiter`] (the handshake
-//! bound), `magnet.rs` (a magnet's metadata fetched with the session's sources), `manage.rs`
+//! Parts: this file (the session, its accept loops, routing; the handshake bound is a
+//! [`Slots`]), `magnet.rs` (a magnet's metadata fetched with the session's sources), `manage.rs`
 //! (removing torrents; the options new torrents get) and [`builder`], the composition root
 //! that starts a session with its node, key-peer monitor and diagnostics.
 use crate::config::Options;
@@ -31,10 +31,9 @@ use crate::storage::{PieceCache, CACHE_BYTES, CACHE_PIECES, PIECE_LOADS};
 use crate::torrent::Phase;
 use crate::torrent::TorrentSource;
 use crate::torrent::{Connector, Inbound, TcpConnector, TorrentHandle, TorrentParams};
-use crate::types::{PeerAddr, PeerSource};
+use crate::types::{PeerAddr, PeerSource, Slots};
 use crate::wire::PeerId;
 use futures::{Stream, StreamExt};
-use limiter::HandshakeLimiter;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,7 +44,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub mod builder;
-pub mod limiter;
 mod magnet;
 mod manage;
 
@@ -75,7 +73,7 @@ pub struct Session {
     piece_cache: PieceCache,
     /// Session-wide rate limits, from the options and changed with them.
     rates: Arc<Rates>,
-    handshakes: Arc<HandshakeLimiter>,
+    handshakes: Arc<Slots>,
     cancel: CancellationToken,
     tasks: TaskTracker,
     /// The diagnostics server's address, and the registration keeping the torrents in
@@ -115,8 +113,7 @@ impl Session {
             None => None,
         };
         let listen_addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
-        let handshakes =
-            Arc::new(HandshakeLimiter::new(options.max_inbound_handshakes, options.max_inbound_handshakes_per_ip));
+        let handshakes = Arc::new(Slots::new(options.max_inbound_handshakes, options.max_inbound_handshakes_per_ip));
         let options_budget = options.max_send_buffer;
         let rates = Arc::new(Rates::new(options.download_rate_limit, options.upload_rate_limit));
         let session = Session {
@@ -408,7 +405,7 @@ async fn bridge_tracker(
 /// What an accept loop needs: where to route, the shared handshake bound, the timeout.
 struct Acceptor {
     torrents: Routes,
-    handshakes: Arc<HandshakeLimiter>,
+    handshakes: Arc<Slots>,
     timeout: std::time::Duration,
     cancel: CancellationToken,
     tasks: TaskTracker,
@@ -447,7 +444,7 @@ async fn accept_loop(mut incoming: impl Stream<Item = (BoxStream, PeerAddr)> + U
         let permit = match acceptor.handshakes.try_acquire(&addr) {
             Ok(p) => p,
             Err(why) => {
-                tracing::debug!(peer = %addr, %why, "inbound connection closed before its handshake");
+                tracing::debug!(peer = %addr, %why, "inbound connection closed before its handshake (max_inbound_handshakes)");
                 continue;
             }
         };

@@ -6,9 +6,12 @@
 //!   [`ip_key`] (the host an address counts against in per-IP bounds) and
 //!   [`parse_key_peer`] (a `key_peers` entry);
 //! - [`piece`]: [`PieceIndex`], [`BlockRef`] and [`Geometry`], the one place piece and block
-//!   sizes are computed.
+//!   sizes are computed;
+//! - [`slots`]: [`Slots`], inbound connections bounded in all and per source.
 pub mod peer;
 pub mod piece;
+pub mod slots;
 
 pub use peer::{ip_key, parse_key_peer, PeerAddr, PeerKey, PeerSource};
 pub use piece::{BlockRef, Geometry, PieceIndex, BLOCK_SIZE};
+pub use slots::{Busy, SlotPermit, Slots};
