@@ -39,66 +39,62 @@ pub(super) fn config(limits: RelayLimits, held: &Reservations) -> relay::Config 
 
 /// The reservations held, by peer, and the address each peer last asked from.
 #[derive(Clone, Default)]
-pub struct Reservations(Arc<Mutex<Held>>);
+pub struct Reservations(Arc<Mutex<HashMap<PeerId, Held>>>);
 
-#[derive(Default)]
+/// A peer's reservations: the address it asked from and how many it holds (0 while its
+/// first request is being answered).
 struct Held {
-    from: HashMap<PeerId, IpAddr>,
-    live: HashMap<PeerId, usize>,
-}
-
-impl Held {
-    fn at(&self, ip: IpAddr) -> usize {
-        self.live.iter().filter(|(peer, _)| self.from.get(peer) == Some(&ip)).map(|(_, n)| n).sum()
-    }
-
-    fn ended(&mut self, peer: &PeerId) {
-        match self.live.get_mut(peer) {
-            Some(n) if *n > 1 => *n -= 1,
-            _ => {
-                self.live.remove(peer);
-                self.from.remove(peer);
-            }
-        }
-    }
+    from: IpAddr,
+    live: usize,
 }
 
 impl Reservations {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, Held>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The relay's event: counts a new reservation, forgets an ended one.
     #[allow(deprecated)] // ReservationReqAcceptFailed: still raised by libp2p-relay 0.21
     pub fn on_event(&self, event: &relay::Event) {
-        let mut held = self.lock();
+        let mut peers = self.lock();
         match event {
             relay::Event::ReservationReqAccepted { src_peer_id, renewed: false } => {
-                *held.live.entry(*src_peer_id).or_default() += 1;
+                if let Some(held) = peers.get_mut(src_peer_id) {
+                    held.live += 1;
+                }
             }
             relay::Event::ReservationClosed { src_peer_id } | relay::Event::ReservationTimedOut { src_peer_id } => {
-                held.ended(src_peer_id);
+                match peers.get_mut(src_peer_id) {
+                    Some(held) if held.live > 1 => held.live -= 1,
+                    _ => _ = peers.remove(src_peer_id),
+                }
             }
             relay::Event::ReservationReqDenied { src_peer_id, .. }
             | relay::Event::ReservationReqAcceptFailed { src_peer_id, .. }
-                if !held.live.contains_key(src_peer_id) =>
+                if peers.get(src_peer_id).is_some_and(|held| held.live == 0) =>
             {
-                held.from.remove(src_peer_id);
+                peers.remove(src_peer_id);
             }
             _ => {}
         }
     }
 }
 
+/// Reservations held from `ip`.
+fn held_at(peers: &HashMap<PeerId, Held>, ip: IpAddr) -> usize {
+    peers.values().filter(|held| held.from == ip).map(|held| held.live).sum()
+}
+
 impl RateLimiter for Reservations {
     fn try_next(&mut self, peer: PeerId, addr: &Multiaddr, _: Instant) -> bool {
         let Some(ip) = host(addr) else { return true };
-        let mut held = self.lock();
-        if !held.live.contains_key(&peer) && held.at(ip) >= PER_IP {
+        let mut peers = self.lock();
+        let live = peers.get(&peer).map_or(0, |held| held.live);
+        if live == 0 && held_at(&peers, ip) >= PER_IP {
             tracing::debug!(%peer, %ip, "relay reservation refused: {PER_IP} held from its address");
             return false;
         }
-        held.from.insert(peer, ip);
+        peers.insert(peer, Held { from: ip, live });
         true
     }
 }
@@ -139,6 +135,10 @@ mod tests {
         for p in peers.iter().skip(1).chain([&late]) {
             held.on_event(&relay::Event::ReservationClosed { src_peer_id: *p });
         }
-        assert_eq!(held.lock().at(host(&"/ip6/2001:db8:1:2::1/tcp/1".parse().unwrap()).unwrap()), 0, "every one ended");
+        assert_eq!(
+            held_at(&held.lock(), host(&"/ip6/2001:db8:1:2::1/tcp/1".parse().unwrap()).unwrap()),
+            0,
+            "every one ended"
+        );
     }
 }
