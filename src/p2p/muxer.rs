@@ -12,7 +12,7 @@
 //! granted (yamux cuts every write at the credit it holds), so every yamux implementation
 //! accepts them. Everything else is yamux 0.13 as `libp2p-yamux` sets it up: read-after-close
 //! off, inbound streams the swarm has not taken yet wait in a queue of
-//! `MAX_WAITING_INBOUND` (256), past which a new one is dropped (reset).
+//! `MAX_WAITING_INBOUND` (32), past which a new one is dropped (reset).
 //!
 //! What a stranger can send is bounded by yamux: at most [`MAX_STREAMS`] streams, a frame's
 //! body at most 1 MiB and within the window we granted. A stream's window starts at yamux's
