@@ -194,11 +194,6 @@ pub struct Options {
     pub kad_max_connections: u32,
     pub kad_max_connections_per_peer: u32,
     pub kad_max_pending_incoming: u32,
-    /// Of the libp2p connections, from one IP address (an IPv6 /64; relayed ones aside):
-    /// inbound ones still in their handshake, and established inbound ones. `shoal bench`'s
-    /// loopback swarm lifts both.
-    pub kad_max_pending_per_ip: u32,
-    pub kad_max_established_per_ip: u32,
     /// Past this much process memory (MiB) the libp2p node denies new connections; 0: 90 %
     /// of the machine's memory.
     pub kad_max_memory_mb: u64,
@@ -312,8 +307,6 @@ impl Default for Options {
             kad_max_connections: 256,
             kad_max_connections_per_peer: 4,
             kad_max_pending_incoming: 32,
-            kad_max_pending_per_ip: 8,
-            kad_max_established_per_ip: 32,
             kad_max_memory_mb: 0,
             autonat_interval: Duration::from_secs(90),
             autonat_only_global_ips: true,
