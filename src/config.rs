@@ -20,6 +20,26 @@ pub enum ConfigError {
     Invalid { key: &'static str, why: String },
 }
 
+/// Declares a struct whose fields each carry their default (`pub key: Type = default,`) and
+/// implements `Default` from those: a setting's default sits beside its declaration and doc.
+macro_rules! with_defaults {
+    ($(#[$meta:meta])* pub struct $name:ident {
+        $($(#[$field_meta:meta])* pub $field:ident: $ty:ty = $default:expr,)*
+    }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: $ty,)*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name { $($field: $default,)* }
+            }
+        }
+    };
+}
+
+with_defaults! {
 /// Every setting of shoal. Field names are the TOML keys (and the daemon's config JSON keys).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -28,297 +48,215 @@ pub struct Options {
     /// Most peer connections per torrent, inbound included: the high-water mark of
     /// connected peers (`max_peers` is another name for it).
     #[serde(alias = "max_peers")]
-    pub max_connections: usize,
+    pub max_connections: usize = 50,
     /// The low-water mark: with fewer peers connected and none left to dial, discovery is
     /// asked for more.
-    pub min_peers: usize,
+    pub min_peers: usize = 25,
     /// Most outbound connection attempts in flight per torrent.
-    pub max_connecting: usize,
+    pub max_connecting: usize = 10,
     /// Most peers queued to be dialled; when full the lowest-scored one is dropped.
-    pub max_pending: usize,
+    pub max_pending: usize = 200,
     #[serde(with = "humantime_serde")]
-    pub connect_timeout: Duration,
+    pub connect_timeout: Duration = Duration::from_secs(30),
     /// First wait before redialling a peer that failed or left; doubles per failure.
     #[serde(with = "humantime_serde")]
-    pub reconnect_delay: Duration,
+    pub reconnect_delay: Duration = Duration::from_secs(60),
     /// Failed attempts in a row after which a peer is forgotten.
-    pub max_connect_failures: u32,
+    pub max_connect_failures: u32 = 3,
     /// Upper bound of outstanding block requests to one peer (lowered to the peer's `reqq`).
-    pub max_requests_per_peer: usize,
+    pub max_requests_per_peer: usize = 500,
     /// Seconds of transfer the request queue should cover at the peer's current rate
     /// (libtorrent sizes its queue the same way).
     #[serde(with = "humantime_serde")]
-    pub target_request_queue: Duration,
+    pub target_request_queue: Duration = Duration::from_secs(3),
     /// A request is given back to the picker when the peer has sent no block for this long
     /// since it was made.
     #[serde(with = "humantime_serde")]
-    pub request_timeout: Duration,
+    pub request_timeout: Duration = Duration::from_secs(30),
     /// With every piece, close connections to peers that have every piece too (libtorrent's
     /// setting of the same name).
-    pub close_redundant_connections: bool,
+    pub close_redundant_connections: bool = true,
 
     // --- hostile-peer bounds (pool, eviction, inbound handshakes) ---
     /// Most peer addresses kept per torrent that are neither connected, being dialled nor
     /// banned; when full the lowest-ranked one is dropped, or the newcomer if it ranks lower.
-    pub max_known_peers: usize,
+    pub max_known_peers: usize = 2000,
     /// Most banned peer addresses, and separately banned IPs, per torrent; oldest forgotten.
-    pub max_banned_peers: usize,
+    pub max_banned_peers: usize = 1000,
     /// Most addresses taken from one discovery message (a tracker response, a DHT batch).
-    pub max_addrs_per_message: usize,
+    pub max_addrs_per_message: usize = 200,
     /// Most connections plus dials in flight per torrent to one IP (an IPv6 /64).
-    pub max_connections_per_ip: usize,
+    pub max_connections_per_ip: usize = 8,
     /// Neither side interested this long (or snubbed) makes a connected peer evictable
     /// when a slot is needed.
     #[serde(with = "humantime_serde")]
-    pub useless_peer_timeout: Duration,
+    pub useless_peer_timeout: Duration = Duration::from_secs(60),
     /// Inbound connections whose handshake is being read, TCP and libp2p together.
-    pub max_inbound_handshakes: usize,
+    pub max_inbound_handshakes: usize = 256,
     /// Of those, most from one IP (an IPv6 /64) or one libp2p peer; past it a connection is
     /// closed before its handshake is read.
-    pub max_inbound_handshakes_per_ip: usize,
+    pub max_inbound_handshakes_per_ip: usize = 8,
 
     /// Wait for the data to reach the disk (fsync) before reporting a download complete.
     /// Off by default, as in other clients: pieces are verified before they are written, and
     /// the start-up check re-verifies anything a crash lost.
-    pub sync_on_complete: bool,
+    pub sync_on_complete: bool = false,
     /// Write verified pieces around the page cache (`O_DIRECT`) where the file system allows
     /// and the piece is 4 KiB-aligned on disk: less CPU per byte. Turn off for spinning disks,
     /// where the kernel's write ordering is worth the copy.
-    pub direct_io: bool,
+    pub direct_io: bool = true,
 
     // --- peer wire keep-alive ---
     /// A keep-alive is sent after this much silence from us (BEP 3 suggests 2 minutes).
     #[serde(with = "humantime_serde")]
-    pub keepalive_interval: Duration,
+    pub keepalive_interval: Duration = Duration::from_secs(120),
     /// A peer that sends nothing for this long is dropped.
     #[serde(with = "humantime_serde")]
-    pub idle_timeout: Duration,
+    pub idle_timeout: Duration = Duration::from_secs(240),
     /// Time allowed for the handshake after the connection is open.
     #[serde(with = "humantime_serde")]
-    pub handshake_timeout: Duration,
+    pub handshake_timeout: Duration = Duration::from_secs(20),
     /// A peer whose socket takes none of our pending output this long is dropped (it
     /// stopped reading).
     #[serde(with = "humantime_serde")]
-    pub write_stall_timeout: Duration,
+    pub write_stall_timeout: Duration = Duration::from_secs(120),
 
     // --- memory bounds ---
     /// Block bytes read for one peer and not yet written to its socket.
-    pub peer_send_buffer: usize,
+    pub peer_send_buffer: usize = 1024 * 1024,
     /// The same, summed over every peer of the session.
-    pub max_send_buffer: usize,
+    pub max_send_buffer: usize = 32 * 1024 * 1024,
     /// Piece buffers for pieces in progress (being downloaded or verified) per torrent;
     /// at least two pieces are always allowed.
-    pub max_assembly_bytes: usize,
+    pub max_assembly_bytes: usize = 6 * 1024 * 1024,
 
     // --- rate limits ---
     /// Bytes per second received from all peers of all torrents; 0 is no limit.
-    pub download_rate_limit: u64,
+    pub download_rate_limit: u64 = 0,
     /// Bytes per second of blocks sent to all peers of all torrents; 0 is no limit.
-    pub upload_rate_limit: u64,
+    pub upload_rate_limit: u64 = 0,
 
     // --- choker ---
     /// Regular upload slots (tit-for-tat).
-    pub unchoke_slots: usize,
+    pub unchoke_slots: usize = 4,
     /// One more regular slot for every this many bytes per second we upload, up to four times
     /// `unchoke_slots`: a fast uploader serves more peers at once, and more reciprocate. 0 keeps
     /// `unchoke_slots` fixed.
-    pub unchoke_slot_rate: u64,
+    pub unchoke_slot_rate: u64 = 1024 * 1024,
     #[serde(with = "humantime_serde")]
-    pub unchoke_interval: Duration,
+    pub unchoke_interval: Duration = Duration::from_secs(5),
     /// A new optimistic trial this often; a trial also lasts until a piece's worth went
     /// through it (at most 120 s, while used).
     #[serde(with = "humantime_serde")]
-    pub optimistic_unchoke_interval: Duration,
+    pub optimistic_unchoke_interval: Duration = Duration::from_secs(30),
     /// A peer that sent us nothing this long while we wanted data is snubbed.
     #[serde(with = "humantime_serde")]
-    pub snub_timeout: Duration,
+    pub snub_timeout: Duration = Duration::from_secs(60),
 
     // --- trackers ---
-    pub numwant: u32,
+    pub numwant: u32 = 50,
     #[serde(with = "humantime_serde")]
-    pub tracker_timeout: Duration,
+    pub tracker_timeout: Duration = Duration::from_secs(15),
     /// Lower bound on announce intervals, whatever a tracker asks.
     #[serde(with = "humantime_serde")]
-    pub tracker_min_interval: Duration,
+    pub tracker_min_interval: Duration = Duration::from_secs(30),
 
     // --- peer exchange (BEP 11) ---
     /// Shortest wait between two PEX messages to one peer (libtorrent disconnects a peer that
     /// sends more than about one a minute; shorten only in tests).
     #[serde(with = "humantime_serde")]
-    pub pex_interval: Duration,
+    pub pex_interval: Duration = Duration::from_secs(60),
 
     // --- DHT and discovery scheduler ---
     /// `auto`, `client` or `server`; `auto` lets each command choose (server for `node` and
     /// `seed`, libp2p's automatic choice for `download`).
-    pub dht_mode: String,
+    pub dht_mode: String = "auto".into(),
     /// Bound on each DHT query and each libp2p request (stream open, ping).
     #[serde(with = "humantime_serde")]
-    pub dht_query_timeout: Duration,
+    pub dht_query_timeout: Duration = Duration::from_secs(30),
     #[serde(with = "humantime_serde")]
-    pub discovery_max_interval_cap: Duration,
+    pub discovery_max_interval_cap: Duration = Duration::from_secs(120),
     #[serde(with = "humantime_serde")]
-    pub dht_steady_interval_cap: Duration,
+    pub dht_steady_interval_cap: Duration = Duration::from_secs(120),
     #[serde(with = "humantime_serde")]
-    pub discovery_reset_min_interval: Duration,
+    pub discovery_reset_min_interval: Duration = Duration::from_secs(30),
     #[serde(with = "humantime_serde")]
-    pub discovery_reset_cool_down: Duration,
+    pub discovery_reset_cool_down: Duration = Duration::from_secs(10),
 
     // --- mainline DHT (BEP 5) ---
     /// Look up and announce public torrents in the mainline DHT, the one every BitTorrent
     /// client uses (`download`, `seed`, `daemon`; `--no-dht` turns it off).
-    pub mainline_dht: bool,
+    pub mainline_dht: bool = true,
     /// Its bootstrap nodes, `HOST:PORT` (`--dht-bootstrap` replaces them).
-    pub mainline_bootstrap: Vec<String>,
+    pub mainline_bootstrap: Vec<String> = crate::mainline::DEFAULT_BOOTSTRAP.iter().map(|s| s.to_string()).collect(),
     /// Its UDP address, `IP:PORT` (IPv4); empty: every interface, port 6881 if free, else any.
-    pub mainline_listen: String,
+    pub mainline_listen: String = String::new(),
 
     // --- the session's network (the flags of the same names override these) ---
     /// BitTorrent listen address; empty: the command's default (`download` any port,
     /// `seed` and `daemon` 6881).
-    pub listen: String,
+    pub listen: String = String::new(),
     /// Run the libp2p node (Kademlia DHT, encrypted streams); `--no-kad` turns it off.
-    pub kad: bool,
+    pub kad: bool = true,
     /// The libp2p node's listen multiaddrs, comma-separated (add `/ip4/0.0.0.0/udp/0/quic-v1`
     /// for QUIC); empty: `/ip4/0.0.0.0/tcp/0`.
-    pub kad_listen: String,
+    pub kad_listen: String = String::new(),
     /// Kademlia bootstrap nodes (multiaddrs ending in `/p2p/<PeerId>`).
-    pub bootstrap: Vec<String>,
+    pub bootstrap: Vec<String> = Vec::new(),
     /// Multiaddrs others reach our node at; empty: the listen addresses.
-    pub external_addrs: Vec<String>,
+    pub external_addrs: Vec<String> = Vec::new(),
     /// Find peers on the local network with mDNS.
-    pub mdns: bool,
+    pub mdns: bool = false,
     /// Diagnostics and metrics over HTTP on this address; empty: none.
-    pub diag: String,
+    pub diag: String = String::new(),
     /// The libp2p node's established connections, per peer, and inbound ones still in
     /// their handshake: past a bound a new connection is denied.
-    pub kad_max_connections: u32,
-    pub kad_max_connections_per_peer: u32,
-    pub kad_max_pending_incoming: u32,
+    pub kad_max_connections: u32 = 256,
+    pub kad_max_connections_per_peer: u32 = 4,
+    pub kad_max_pending_incoming: u32 = 32,
     /// Past this much process memory (MiB) the libp2p node denies new connections; 0: 90 %
     /// of the machine's memory.
-    pub kad_max_memory_mb: u64,
+    pub kad_max_memory_mb: u64 = 0,
     /// How often AutoNAT probes whether peers can dial us back.
     #[serde(with = "humantime_serde")]
-    pub autonat_interval: Duration,
+    pub autonat_interval: Duration = Duration::from_secs(90),
     /// AutoNAT counts only peers and addresses on global IPs (off for LAN or test networks).
-    pub autonat_only_global_ips: bool,
+    pub autonat_only_global_ips: bool = true,
     /// Serve as a circuit relay v2 for nodes behind NAT (`shoal node --relay`), closing each
     /// relayed connection after this long or this many bytes.
-    pub relay: bool,
+    pub relay: bool = false,
     #[serde(with = "humantime_serde")]
-    pub relay_max_circuit_duration: Duration,
-    pub relay_max_circuit_bytes: u64,
+    pub relay_max_circuit_duration: Duration = Duration::from_secs(120),
+    pub relay_max_circuit_bytes: u64 = 128 * 1024,
 
     // --- tuning, not protocol (read when a torrent starts) ---
     /// How often a torrent looks at rates, timeouts, the choker and its dials.
     #[serde(with = "humantime_serde")]
-    pub tick: Duration,
+    pub tick: Duration = Duration::from_millis(500),
     /// Pieces waiting for their hash and write per torrent before no more are requested.
-    pub max_pieces_in_flight: usize,
+    pub max_pieces_in_flight: usize = 64,
     /// Events from peer tasks queued for their torrent.
-    pub peer_event_queue: usize,
+    pub peer_event_queue: usize = 4096,
     /// Commands other than requests queued for one peer task (requests have their own
     /// `max_requests_per_peer`).
-    pub peer_command_queue: usize,
+    pub peer_command_queue: usize = 1024,
 
     // --- keepalive layer (KeyPeerMonitor) ---
-    pub enable_key_peer_monitor: bool,
+    pub enable_key_peer_monitor: bool = true,
     #[serde(with = "humantime_serde")]
-    pub key_peer_probe_interval: Duration,
+    pub key_peer_probe_interval: Duration = Duration::from_secs(60),
     #[serde(with = "humantime_serde")]
-    pub per_peer_min_probe_interval: Duration,
+    pub per_peer_min_probe_interval: Duration = Duration::from_secs(30),
     #[serde(with = "humantime_serde")]
-    pub probe_timeout: Duration,
-    pub probe_fail_threshold: u32,
-    pub probe_max_concurrent: usize,
-    pub key_peer_set_max_size: usize,
+    pub probe_timeout: Duration = Duration::from_secs(5),
+    pub probe_fail_threshold: u32 = 3,
+    pub probe_max_concurrent: usize = 5,
+    pub key_peer_set_max_size: usize = 128,
     /// PeerIds or multiaddrs that must stay connected.
-    pub key_peers: Vec<String>,
+    pub key_peers: Vec<String> = Vec::new(),
     /// The Kademlia routing table's peers join the key-peer set too (while there is room).
-    pub key_peers_from_routing_table: bool,
+    pub key_peers_from_routing_table: bool = false,
 }
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            max_connections: 50,
-            min_peers: 25,
-            max_connecting: 10,
-            max_pending: 200,
-            connect_timeout: Duration::from_secs(30),
-            reconnect_delay: Duration::from_secs(60),
-            max_connect_failures: 3,
-            max_requests_per_peer: 500,
-            target_request_queue: Duration::from_secs(3),
-            request_timeout: Duration::from_secs(30),
-            close_redundant_connections: true,
-            max_known_peers: 2000,
-            max_banned_peers: 1000,
-            max_addrs_per_message: 200,
-            max_connections_per_ip: 8,
-            useless_peer_timeout: Duration::from_secs(60),
-            max_inbound_handshakes: 256,
-            max_inbound_handshakes_per_ip: 8,
-            sync_on_complete: false,
-            direct_io: true,
-            keepalive_interval: Duration::from_secs(120),
-            idle_timeout: Duration::from_secs(240),
-            handshake_timeout: Duration::from_secs(20),
-            write_stall_timeout: Duration::from_secs(120),
-            peer_send_buffer: 1024 * 1024,
-            max_send_buffer: 32 * 1024 * 1024,
-            max_assembly_bytes: 6 * 1024 * 1024,
-            download_rate_limit: 0,
-            upload_rate_limit: 0,
-            unchoke_slots: 4,
-            unchoke_slot_rate: 1024 * 1024,
-            unchoke_interval: Duration::from_secs(5),
-            optimistic_unchoke_interval: Duration::from_secs(30),
-            snub_timeout: Duration::from_secs(60),
-            numwant: 50,
-            tracker_timeout: Duration::from_secs(15),
-            tracker_min_interval: Duration::from_secs(30),
-            pex_interval: Duration::from_secs(60),
-            dht_mode: "auto".into(),
-            dht_query_timeout: Duration::from_secs(30),
-            discovery_max_interval_cap: Duration::from_secs(120),
-            dht_steady_interval_cap: Duration::from_secs(120),
-            discovery_reset_min_interval: Duration::from_secs(30),
-            discovery_reset_cool_down: Duration::from_secs(10),
-            mainline_dht: true,
-            mainline_bootstrap: crate::mainline::DEFAULT_BOOTSTRAP.iter().map(|s| s.to_string()).collect(),
-            mainline_listen: String::new(),
-            enable_key_peer_monitor: true,
-            key_peer_probe_interval: Duration::from_secs(60),
-            per_peer_min_probe_interval: Duration::from_secs(30),
-            probe_timeout: Duration::from_secs(5),
-            probe_fail_threshold: 3,
-            probe_max_concurrent: 5,
-            key_peer_set_max_size: 128,
-            key_peers: Vec::new(),
-            key_peers_from_routing_table: false,
-            listen: String::new(),
-            kad: true,
-            kad_listen: String::new(),
-            bootstrap: Vec::new(),
-            external_addrs: Vec::new(),
-            mdns: false,
-            diag: String::new(),
-            kad_max_connections: 256,
-            kad_max_connections_per_peer: 4,
-            kad_max_pending_incoming: 32,
-            kad_max_memory_mb: 0,
-            autonat_interval: Duration::from_secs(90),
-            autonat_only_global_ips: true,
-            relay: false,
-            relay_max_circuit_duration: Duration::from_secs(120),
-            relay_max_circuit_bytes: 128 * 1024,
-            tick: Duration::from_millis(500),
-            max_pieces_in_flight: 64,
-            peer_event_queue: 4096,
-            peer_command_queue: 1024,
-        }
-    }
 }
 
 mod humantime_serde {
