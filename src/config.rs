@@ -214,6 +214,11 @@ pub struct Options {
     pub kad_max_connections: u32 = 256,
     pub kad_max_connections_per_peer: u32 = 4,
     pub kad_max_pending_incoming: u32 = 32,
+    /// Of the libp2p connections, from one IP address (an IPv6 /64; relayed ones aside):
+    /// inbound ones still in their handshake, and established inbound ones. `shoal bench`'s
+    /// loopback swarm lifts both.
+    pub kad_max_pending_per_ip: u32 = 8,
+    pub kad_max_established_per_ip: u32 = 32,
     /// Past this much process memory (MiB) the libp2p node denies new connections; 0: 90 %
     /// of the machine's memory.
     pub kad_max_memory_mb: u64 = 0,

@@ -164,9 +164,10 @@ impl NetArgs {
             established: opts.kad_max_connections,
             per_peer: opts.kad_max_connections_per_peer,
             pending_incoming: opts.kad_max_pending_incoming,
+            pending_per_ip: opts.kad_max_pending_per_ip,
+            established_per_ip: opts.kad_max_established_per_ip,
             memory_bytes: (opts.kad_max_memory_mb > 0)
                 .then(|| (opts.kad_max_memory_mb as usize).saturating_mul(1 << 20)),
-            ..ConnectionBounds::default()
         };
         cfg.nat = NatProbe { interval: opts.autonat_interval, only_global_ips: opts.autonat_only_global_ips };
         cfg.relay = opts.relay.then_some(RelayLimits {

@@ -50,6 +50,8 @@ impl Options {
         nonzero("relay_max_circuit_bytes", self.relay_max_circuit_bytes)?;
         nonzero("kad_max_connections_per_peer", self.kad_max_connections_per_peer)?;
         nonzero("kad_max_pending_incoming", self.kad_max_pending_incoming)?;
+        nonzero("kad_max_pending_per_ip", self.kad_max_pending_per_ip)?;
+        nonzero("kad_max_established_per_ip", self.kad_max_established_per_ip)?;
         for (key, n) in [("peer_event_queue", self.peer_event_queue), ("peer_command_queue", self.peer_command_queue)] {
             if n < MIN_QUEUE {
                 return Err(invalid(key, format!("must be at least {MIN_QUEUE}")));

@@ -1,6 +1,7 @@
 //! Inbound libp2p connections from one IP address: at most
 //! [`ConnectionBounds::pending_per_ip`] still in their handshake and
-//! [`ConnectionBounds::established_per_ip`] established.
+//! [`ConnectionBounds::established_per_ip`] established (the config keys
+//! `kad_max_pending_per_ip` and `kad_max_established_per_ip`).
 //!
 //! The swarm admits `pending_incoming` (32) connections in their handshake in all, each for up
 //! to its 10 s connection timeout, and `established` (256) established ones. Without a bound per
