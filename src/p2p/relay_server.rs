@@ -13,28 +13,66 @@
 //! libp2p-relay asks its rate limiters last, after its own bounds, so when ours is asked
 //! and says yes, the reservation is accepted; its events (accepted, closed, timed out) keep
 //! the count, which the event loop passes on ([`Reservations::on_event`]).
+//!
+//! Its per-IP rate limits (of reservations and of circuits) are libp2p's, asked with the /64
+//! of an IPv6 address ([`PerHost`]): keyed by the exact address, each of the 2^64 addresses
+//! one subscriber holds would start with a full bucket of 60.
 use super::book::host;
 use super::node::RelayLimits;
 use libp2p::relay::{self, RateLimiter};
 use libp2p::{Multiaddr, PeerId};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Reservations one IP address (or IPv6 /64) holds at most.
 pub const PER_IP: usize = 8;
 
 /// libp2p's defaults (128 reservations, 16 circuits, 4 of each per peer, per-peer and per-IP
-/// rate limits), the circuit's length and size from the config, and [`PER_IP`].
+/// rate limits, the per-IP ones keyed by /64: [`PerHost`]), the circuit's length and size from
+/// the config, and [`PER_IP`].
 pub(super) fn config(limits: RelayLimits, held: &Reservations) -> relay::Config {
+    let minutes = |n: u64| Duration::from_secs(60 * n);
     let mut config = relay::Config {
         max_circuit_duration: limits.max_circuit_duration,
         max_circuit_bytes: limits.max_circuit_bytes,
+        reservation_rate_limiters: Vec::new(),
+        circuit_src_rate_limiters: Vec::new(),
         ..relay::Config::default()
-    };
+    }
+    // libp2p's default rates: a peer starts with 30 and gains one every 2 minutes, an address
+    // starts with 60 and gains one a minute.
+    .reservation_rate_per_peer(PEER_BURST, minutes(2))
+    .circuit_src_per_peer(PEER_BURST, minutes(2))
+    .reservation_rate_per_ip(HOST_BURST, minutes(1))
+    .circuit_src_per_ip(HOST_BURST, minutes(1));
+    for limiters in [&mut config.reservation_rate_limiters, &mut config.circuit_src_rate_limiters] {
+        if let Some(per_ip) = limiters.pop() {
+            limiters.push(Box::new(PerHost(per_ip)));
+        }
+    }
     config.reservation_rate_limiters.push(Box::new(held.clone()));
     config
+}
+
+/// Reservations, and circuits, a peer may ask for at once, and an address (libp2p's).
+const PEER_BURST: NonZeroU32 = NonZeroU32::new(30).unwrap();
+const HOST_BURST: NonZeroU32 = NonZeroU32::new(60).unwrap();
+
+/// A libp2p-relay per-IP rate limiter asked with the host an address counts as ([`host`]):
+/// an IPv6 address as its /64, which one subscriber holds whole. Keyed by the exact address,
+/// as libp2p keys it, each of a /64's 2^64 addresses would start with a full bucket.
+struct PerHost(Box<dyn RateLimiter>);
+
+impl RateLimiter for PerHost {
+    fn try_next(&mut self, peer: PeerId, addr: &Multiaddr, now: Instant) -> bool {
+        match host(addr) {
+            Some(ip) => self.0.try_next(peer, &Multiaddr::from(ip), now),
+            None => self.0.try_next(peer, addr, now),
+        }
+    }
 }
 
 /// The reservations held, by peer, and the address each peer last asked from.
@@ -114,6 +152,35 @@ mod tests {
             held.on_event(&accepted(peer));
         }
         allowed
+    }
+
+    /// Whether every limiter of `limiters` lets `peer` at `from` through, asked as
+    /// libp2p-relay asks them (all, in order, until one says no).
+    fn allowed(limiters: &mut [Box<dyn RateLimiter>], peer: PeerId, from: &str, now: Instant) -> bool {
+        let addr: Multiaddr = format!("/ip6/{from}/tcp/4001").parse().unwrap();
+        limiters.iter_mut().all(|l| l.try_next(peer, &addr, now))
+    }
+
+    #[test]
+    fn rates_per_address_count_a_64_as_one_and_rates_per_peer_stay() {
+        let held = Reservations::default();
+        let mut config = config(RelayLimits::default(), &held);
+        let now = Instant::now();
+        for limiters in [&mut config.reservation_rate_limiters, &mut config.circuit_src_rate_limiters] {
+            for i in 0..HOST_BURST.get() {
+                assert!(allowed(limiters, PeerId::random(), &format!("2001:db8:1:2::{i:x}"), now), "request {i}");
+            }
+            let other_address_same_64 = "2001:db8:1:2:ffff:ffff:ffff:1";
+            assert!(!allowed(limiters, PeerId::random(), other_address_same_64, now), "one past the /64's burst");
+            assert!(allowed(limiters, PeerId::random(), "2001:db8:1:3::1", now), "another /64");
+            let peer = PeerId::random();
+            for i in 0..PEER_BURST.get() {
+                assert!(allowed(limiters, peer, &format!("2001:db8:2:{i:x}::1"), now), "peer request {i}");
+            }
+            assert!(!allowed(limiters, peer, "2001:db8:3::1", now), "one past the peer's burst, from a new /64");
+            let later = now + Duration::from_secs(61);
+            assert!(allowed(limiters, PeerId::random(), other_address_same_64, later), "a minute adds one");
+        }
     }
 
     #[test]
