@@ -102,8 +102,9 @@ pub struct Options {
     /// the start-up check re-verifies anything a crash lost.
     pub sync_on_complete: bool = false,
     /// Write verified pieces around the page cache (`O_DIRECT`) where the file system allows
-    /// and the piece is 4 KiB-aligned on disk: less CPU per byte. Turn off for spinning disks,
-    /// where the kernel's write ordering is worth the copy.
+    /// and the piece is 4 KiB-aligned on disk: less CPU per byte. A piece written while others
+    /// wait for the writer goes through the page cache all the same (the disk is behind). Turn
+    /// off for spinning disks, where the kernel's write ordering is worth the copy.
     pub direct_io: bool = true,
 
     // --- peer wire keep-alive ---

@@ -10,8 +10,10 @@
 //! CPU than anything but SHA-1 (on this project's VM, 0.2–1 s of system time per GiB against
 //! 0.1 s direct; fresh page-cache pages are the dear ones). Anything unaligned (a last piece, a
 //! file boundary inside a piece) and file systems that refuse `O_DIRECT` (tmpfs before Linux 6.6) are written
-//! through the page cache as before; reads always are. `direct_io = false` turns it off (spinning
-//! disks, where the page cache's write ordering matters more than the copy).
+//! through the page cache as before; reads always are. So is a write whose caller says so
+//! (`Storage` does when other pieces wait to be written: a direct write waits for the device).
+//! `direct_io = false` turns it off (spinning disks, where the page cache's write ordering
+//! matters more than the copy).
 //!
 //! Every method here does blocking I/O and must only be called from the blocking pool or a
 //! dedicated thread. The table's `std::sync::Mutex` is held only to look up or open a handle,
@@ -120,13 +122,14 @@ impl FileTable {
         &self.paths[file]
     }
 
-    /// Writes all of `data` at `offset` of `file`, creating the file and its directories.
-    pub fn write(&self, file: usize, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+    /// Writes all of `data` at `offset` of `file`, creating the file and its directories;
+    /// with direct I/O if `direct`, direct writes are on and the write is aligned.
+    pub fn write(&self, file: usize, offset: u64, data: &[u8], direct: bool) -> Result<(), StorageError> {
         if let Some(parts) = self.part_of(file) {
             return parts.write(file, offset, data);
         }
         let handle = self.handle(file, true)?.expect("writable open creates the file");
-        if self.direct_io() && aligned(offset, data) {
+        if direct && self.direct_io() && aligned(offset, data) {
             if let Some(direct) = self.direct_handle(file)? {
                 match direct.write_all_at(data, offset) {
                     Ok(()) => return Ok(()),
@@ -258,7 +261,7 @@ impl FileTable {
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::storage) mod tests {
     use super::*;
     use crate::storage::layout::tests::meta;
 
@@ -286,7 +289,7 @@ mod tests {
         assert!(!t.read(0, 0, &mut buf).unwrap());
         assert!(!dir.path().join("t").exists());
 
-        t.write(0, 2, b"xy").unwrap();
+        t.write(0, 2, b"xy", true).unwrap();
         assert!(t.read(0, 0, &mut buf[..4]).unwrap());
         assert_eq!(buf, [0, 0, b'x', b'y']);
         assert!(!t.read(0, 2, &mut buf).unwrap(), "range past the end is no data");
@@ -301,7 +304,7 @@ mod tests {
     }
 
     /// How many pages of `path` the page cache holds (util-linux's `fincore`).
-    fn resident_pages(path: &Path) -> u64 {
+    pub(in crate::storage) fn resident_pages(path: &Path) -> u64 {
         let out = std::process::Command::new("fincore").args(["-n", "-r", "-o", "PAGES"]).arg(path).output().unwrap();
         assert!(out.status.success(), "fincore: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
@@ -313,8 +316,8 @@ mod tests {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let t = FileTable::new(&meta(16, &[("a", 32768, false)]), dir.path());
         let mut backing = Vec::new();
-        t.write(0, 0, aligned(&mut backing, 16384, 1)).unwrap();
-        t.write(0, 20000, &[2; 100]).unwrap();
+        t.write(0, 0, aligned(&mut backing, 16384, 1), true).unwrap();
+        t.write(0, 20000, &[2; 100], true).unwrap();
         assert!(t.direct_io(), "ext4 takes direct writes");
         let on_disk = std::fs::read(t.path(0)).unwrap();
         assert_eq!(&on_disk[..16384], &[1; 16384][..]);
@@ -322,9 +325,9 @@ mod tests {
         // `fs::read` filled the page cache: empty it by truncating, then write both again.
         drop(on_disk);
         std::fs::OpenOptions::new().write(true).open(t.path(0)).unwrap().set_len(0).unwrap();
-        t.write(0, 0, aligned(&mut backing, 16384, 3)).unwrap();
+        t.write(0, 0, aligned(&mut backing, 16384, 3), true).unwrap();
         assert_eq!(resident_pages(t.path(0)), 0, "the direct write left nothing in the page cache");
-        t.write(0, 20000, &[4; 100]).unwrap();
+        t.write(0, 20000, &[4; 100], true).unwrap();
         assert_eq!(resident_pages(t.path(0)), 1, "the unaligned write went through the page cache");
         let mut buf = [0u8; 4];
         assert!(t.read(0, 16380, &mut buf).unwrap());
@@ -337,7 +340,7 @@ mod tests {
         let t = FileTable::new(&meta(16, &[("a", 16384, false)]), dir.path());
         t.set_direct_io(false);
         let mut backing = Vec::new();
-        t.write(0, 0, aligned(&mut backing, 16384, 5)).unwrap();
+        t.write(0, 0, aligned(&mut backing, 16384, 5), true).unwrap();
         assert_eq!(resident_pages(t.path(0)), 4);
         assert_eq!(std::fs::read(t.path(0)).unwrap(), vec![5; 16384]);
     }
@@ -346,11 +349,11 @@ mod tests {
     fn read_only_handle_is_upgraded_for_writes() {
         let dir = tempfile::tempdir().unwrap();
         let t = FileTable::new(&meta(16, &[("a", 8, false)]), dir.path());
-        t.write(0, 0, b"abcd").unwrap();
+        t.write(0, 0, b"abcd", true).unwrap();
         let fresh = FileTable::new(&meta(16, &[("a", 8, false)]), dir.path());
         let mut buf = [0u8; 4];
         assert!(fresh.read(0, 0, &mut buf).unwrap());
-        fresh.write(0, 4, b"efgh").unwrap();
+        fresh.write(0, 4, b"efgh", true).unwrap();
         assert_eq!(std::fs::read(fresh.path(0)).unwrap(), b"abcdefgh");
     }
 }

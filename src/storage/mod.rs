@@ -35,6 +35,7 @@ use layout::Layout;
 use parts::PartFile;
 use resume::ResumeData;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Whole pieces kept for serving blocks, and the byte bound on them, per process.
@@ -89,6 +90,8 @@ struct Inner {
     /// Held while a verified piece is written: pieces are hashed in parallel, but one writer
     /// at a time, so blocking threads do not spin on the file's inode lock against each other.
     writer: std::sync::Mutex<()>,
+    /// Verified pieces waiting for `writer`.
+    queued: AtomicUsize,
 }
 
 /// Runs `f` on the blocking pool; a panic there resumes here.
@@ -131,7 +134,16 @@ impl Storage {
             files = files.with_parts(PartFile::new(&layout, selected, path));
         }
         let cache = cache.for_torrent();
-        Storage { inner: Arc::new(Inner { meta, layout, files, cache, writer: std::sync::Mutex::new(()) }) }
+        Storage {
+            inner: Arc::new(Inner {
+                meta,
+                layout,
+                files,
+                cache,
+                writer: std::sync::Mutex::new(()),
+                queued: Default::default(),
+            }),
+        }
     }
 
     /// Writes verified pieces with direct I/O where possible (the default) or always through
@@ -213,10 +225,16 @@ impl Storage {
             if !matches {
                 return Ok(PieceVerdict::HashFailed);
             }
+            inner.queued.fetch_add(1, Ordering::Relaxed);
             let _writer = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+            // With other pieces queued behind this one the disk is what holds the download
+            // back (each waiting piece keeps its place among those in progress), so this one
+            // goes through the page cache, which takes it at memory speed; a direct write
+            // waits for the device.
+            let behind = inner.queued.fetch_sub(1, Ordering::Relaxed) > 1;
             // Timed once the lock is held: the histogram is the write's cost, not the queue.
             let t1 = std::time::Instant::now();
-            pieces::write(&inner.layout, &inner.files, index, &data)?;
+            pieces::write(&inner.layout, &inner.files, index, &data, !behind)?;
             metrics().observe_disk_write(t1.elapsed());
             inner.cache.invalidate(index);
             Ok(PieceVerdict::Written)

@@ -12,13 +12,14 @@ pub fn hash_matches(data: &[u8], expected: &[u8; 20]) -> bool {
     Sha1::digest(data).as_slice() == expected
 }
 
-/// Writes the whole piece `index` from `data` (exactly the piece's size).
-pub fn write(layout: &Layout, files: &FileTable, index: u32, data: &[u8]) -> Result<(), StorageError> {
+/// Writes the whole piece `index` from `data` (exactly the piece's size); `direct`: with direct
+/// I/O where [`FileTable::write`] can.
+pub fn write(layout: &Layout, files: &FileTable, index: u32, data: &[u8], direct: bool) -> Result<(), StorageError> {
     let mut at = 0usize;
     for seg in layout.piece_segments(index)? {
         let len = seg.len as usize;
         if !seg.padding {
-            files.write(seg.file, seg.file_offset, &data[at..at + len])?;
+            files.write(seg.file, seg.file_offset, &data[at..at + len], direct)?;
         }
         at += len;
     }

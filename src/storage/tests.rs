@@ -16,6 +16,11 @@ struct Fixture {
 }
 
 fn fixture(files: &[(&[&str], u64, bool)], multi_file: bool) -> Fixture {
+    fixture_in(files, multi_file, PIECE, tempfile::tempdir().unwrap())
+}
+
+/// [`fixture`] with pieces of `piece_length` bytes, in `dir`.
+fn fixture_in(files: &[(&[&str], u64, bool)], multi_file: bool, piece_length: u32, dir: tempfile::TempDir) -> Fixture {
     let mut offset = 0;
     let mut data = Vec::new();
     let mut entries = Vec::new();
@@ -27,12 +32,12 @@ fn fixture(files: &[(&[&str], u64, bool)], multi_file: bool) -> Fixture {
         }
         offset += length;
     }
-    let pieces = data.chunks(PIECE as usize).map(|c| Sha1::digest(c).into()).collect();
+    let pieces = data.chunks(piece_length as usize).map(|c| Sha1::digest(c).into()).collect();
     let meta = Metainfo {
         info_hash: InfoHash([0; 20]),
         info_bytes: Bytes::new(),
         name: "t".into(),
-        piece_length: PIECE,
+        piece_length,
         pieces,
         files: entries,
         multi_file,
@@ -44,7 +49,7 @@ fn fixture(files: &[(&[&str], u64, bool)], multi_file: bool) -> Fixture {
         creation_date: None,
         url_list: vec![],
     };
-    Fixture { meta: Arc::new(meta), data, dir: tempfile::tempdir().unwrap() }
+    Fixture { meta: Arc::new(meta), data, dir }
 }
 
 /// a: 0..50, empty: 50..50, pad: 50..64, dir/b: 64..134, c: 134..139 → 5 pieces, last of 11.
@@ -67,8 +72,9 @@ impl Fixture {
     }
 
     fn piece(&self, index: u32) -> Bytes {
-        let start = (index * PIECE) as usize;
-        let end = (start + PIECE as usize).min(self.data.len());
+        let length = self.meta.piece_length as usize;
+        let start = index as usize * length;
+        let end = (start + length).min(self.data.len());
         Bytes::copy_from_slice(&self.data[start..end])
     }
 
@@ -361,4 +367,41 @@ async fn only_a_pieces_first_block_loads_the_whole_piece() {
     let at = PIECE as usize;
     assert_eq!(&first[..], &f.data[at..at + 7]);
     assert_eq!(s.inner.cache.loaded(1).as_deref(), Some(&f.piece(1)[..]), "the first block loads the piece");
+}
+
+#[test]
+fn a_piece_queued_behind_another_write_goes_through_the_page_cache() {
+    // /var/tmp is on a disk (FHS), which takes direct writes; /tmp may be tmpfs.
+    let piece = 16384;
+    let f = fixture_in(&[(&["a"], 2 * piece as u64, false)], false, piece, tempfile::tempdir_in("/var/tmp").unwrap());
+    let s = f.storage();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // Page-aligned copies of both pieces, as the assembly makes them, so either may go direct.
+    let aligned = |index: u32| {
+        let mut v = vec![0u8; piece as usize + 4096];
+        let pad = v.as_ptr().align_offset(4096);
+        v[pad..pad + piece as usize].copy_from_slice(&f.piece(index));
+        Bytes::from(v).slice(pad..pad + piece as usize)
+    };
+    let busy = s.inner.writer.lock().unwrap();
+    let writes: Vec<_> = (0..2)
+        .map(|i| {
+            let (s, data) = (s.clone(), aligned(i));
+            rt.spawn(async move { s.write_piece(i, data).await })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while s.inner.queued.load(Ordering::Relaxed) < 2 {
+        assert!(std::time::Instant::now() < deadline, "both pieces hashed and waiting for the writer");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    drop(busy);
+    for w in writes {
+        assert!(matches!(rt.block_on(w).unwrap(), Ok(PieceVerdict::Written)));
+    }
+    let path = f.file_on_disk(&[]);
+    // The first to take the writer had the other queued behind it: buffered, one piece of
+    // 4 KiB pages in the page cache; the second went around it.
+    assert_eq!(super::files::tests::resident_pages(&path), u64::from(piece / 4096));
+    assert_eq!(std::fs::read(&path).unwrap(), f.data);
 }
