@@ -61,9 +61,7 @@ pub(super) fn config(limits: RelayLimits, held: &Reservations) -> relay::Config 
 const PEER_BURST: NonZeroU32 = NonZeroU32::new(30).unwrap();
 const HOST_BURST: NonZeroU32 = NonZeroU32::new(60).unwrap();
 
-/// A libp2p-relay per-IP rate limiter asked with the host an address counts as ([`host`]):
-/// an IPv6 address as its /64, which one subscriber holds whole. Keyed by the exact address,
-/// as libp2p keys it, each of a /64's 2^64 addresses would start with a full bucket.
+/// A libp2p-relay per-IP rate limiter asked with the host an address counts as ([`host`]).
 struct PerHost(Box<dyn RateLimiter>);
 
 impl RateLimiter for PerHost {
