@@ -127,8 +127,9 @@ pub struct Options {
     pub peer_send_buffer: usize = 1024 * 1024,
     /// The same, summed over every peer of the session.
     pub max_send_buffer: usize = 32 * 1024 * 1024,
-    /// Piece buffers for pieces in progress (being downloaded or verified) per torrent;
-    /// at least two pieces are always allowed.
+    /// Memory of the buffers of pieces in progress (being downloaded or verified) per
+    /// torrent; a piece of 1 MiB or more takes whole 2 MiB huge pages. At least two pieces
+    /// are always allowed.
     pub max_assembly_bytes: usize = 6 * 1024 * 1024,
 
     // --- rate limits ---

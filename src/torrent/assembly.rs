@@ -1,14 +1,13 @@
 //! Piece assembly: the blocks of each piece in progress copied into one buffer, and who
 //! sent each block (for smart ban).
 //!
-//! A buffer is made when a piece's first block arrives and leaves when the piece is
-//! complete and handed to storage. How many pieces may be in progress at once is the
-//! picker's bound (`Picker::set_max_partial`), set by the torrent from
-//! `max_assembly_bytes`, so these buffers never hold more than that.
-//!
-//! Buffers start on a 4 KiB boundary so storage can write them with direct I/O.
+//! A buffer ([`PieceBuf`]) is taken when a piece's first block arrives and is frozen when the
+//! piece is complete and handed to storage. How many pieces may be in progress at once is the
+//! picker's bound (`Picker::set_max_partial`), set by the torrent from `max_assembly_bytes`
+//! and the memory each buffer takes, so these buffers never hold more than that.
+use super::piece_buf::{Frozen, PieceBuf};
 use crate::types::PeerAddr;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -17,7 +16,9 @@ use std::time::{Duration, Instant};
 pub const SPARE_IDLE: Duration = Duration::from_secs(30);
 
 struct Partial {
-    buf: BytesMut,
+    buf: PieceBuf,
+    /// The piece's size: the first bytes of `buf` that are its.
+    size: usize,
     /// Sender of each block, by block index.
     senders: Vec<Option<PeerAddr>>,
 }
@@ -31,39 +32,26 @@ pub struct Finished {
 pub struct Assembly {
     block_size: u32,
     pieces: HashMap<u32, Partial>,
+    /// Memory of the buffers in `pieces`.
     bytes: usize,
-    /// Buffers of written pieces, kept for the next pieces: a fresh buffer costs zeroing and a
-    /// page fault per 4 KiB, a tenth of the download's CPU. Their old bytes are never read:
-    /// a piece is taken only once every block of it was copied in.
-    spare: Vec<BytesMut>,
-    /// Bytes the spare buffers may hold: the assembly bound. Buffers in use and spare ones
-    /// together stay near it, and a download allocates its buffers once: freed and allocated
-    /// again they would land in whichever allocator arena the task ran on, and each arena keeps
-    /// its own high-water mark (peak RSS was twice the bound).
+    /// Buffers of complete pieces, kept for the next pieces: those storage still reads, and
+    /// free ones. A fresh buffer costs zeroing and a page fault per page. Their old bytes are
+    /// never read: a piece is taken only once every block of it was copied in.
+    spare: Vec<Frozen>,
+    /// Memory the spare buffers may take: the assembly bound. Buffers in progress and spare
+    /// ones together stay within twice it, and a download maps its buffers once.
     max_spare_bytes: usize,
     /// Blocks added so far; and that count, and when, as [`Assembly::tick`] last saw it change.
     added: u64,
     last_added: (u64, Instant),
 }
 
-/// A zeroed buffer of `size` bytes whose first byte is 4 KiB-aligned (it is carved out of a
-/// larger allocation; `freeze` and `try_into_mut` keep the start, so a recycled buffer stays
-/// aligned).
-fn aligned_zeroed(size: usize) -> BytesMut {
-    let align = crate::storage::DIRECT_ALIGN;
-    let mut buf = BytesMut::zeroed(size + align);
-    let pad = buf.as_ptr().align_offset(align);
-    bytes::Buf::advance(&mut buf, pad);
-    buf.truncate(size);
-    buf
-}
-
 impl Assembly {
-    /// How many pieces may be in progress at once so that their buffers (each the size of
-    /// its piece until it is verified) stay within `max_bytes`; never fewer than two, so a
-    /// torrent with huge pieces still downloads.
+    /// How many pieces may be in progress at once so that their buffers (each held until its
+    /// piece is verified; see [`PieceBuf::footprint`]) stay within `max_bytes`; never fewer
+    /// than two, so a torrent with huge pieces still downloads.
     pub fn max_pieces(max_bytes: usize, piece_length: u32) -> usize {
-        (max_bytes / piece_length.max(1) as usize).max(2)
+        (max_bytes / PieceBuf::footprint(piece_length.max(1) as usize)).max(2)
     }
 
     /// Piece buffers of `block_size` blocks; up to `max_bytes` of buffers of written pieces are
@@ -85,38 +73,31 @@ impl Assembly {
     pub fn add(&mut self, piece: u32, piece_size: u32, begin: u32, data: &[u8], from: &PeerAddr) {
         let blocks = piece_size.div_ceil(self.block_size) as usize;
         let p = self.pieces.entry(piece).or_insert_with(|| {
-            self.bytes += piece_size as usize;
             let size = piece_size as usize;
-            let buf = match self.spare.iter().position(|b| b.len() == size) {
-                Some(i) => self.spare.swap_remove(i),
-                None => aligned_zeroed(size),
-            };
-            Partial { buf, senders: vec![None; blocks] }
+            let buf = reuse(&mut self.spare, size).unwrap_or_else(|| PieceBuf::new(size));
+            self.bytes += buf.capacity();
+            Partial { buf, size, senders: vec![None; blocks] }
         });
         self.added += 1;
         let start = begin as usize;
-        p.buf[start..start + data.len()].copy_from_slice(data);
+        p.buf.as_mut_slice()[start..start + data.len()].copy_from_slice(data);
         if let Some(s) = p.senders.get_mut(start / self.block_size as usize) {
             *s = Some(*from);
         }
     }
 
-    /// Takes a complete piece out.
+    /// Takes a complete piece out. Its buffer is kept for a later piece (if the spare ones
+    /// fit the bound) and reused once every clone of `data` is dropped.
     pub fn take(&mut self, piece: u32) -> Option<Finished> {
         let p = self.pieces.remove(&piece)?;
-        self.bytes -= p.buf.len();
+        self.bytes -= p.buf.capacity();
         let senders = p.senders.into_iter().flatten().collect();
-        Some(Finished { data: p.buf.freeze(), senders })
-    }
-
-    /// Takes back the buffer of a piece storage is done with, if nothing else holds it.
-    pub fn recycle(&mut self, data: Bytes) {
-        let held: usize = self.spare.iter().map(|b| b.len()).sum();
-        if held + data.len() <= self.max_spare_bytes {
-            if let Ok(buf) = data.try_into_mut() {
-                self.spare.push(buf);
-            }
+        let (data, frozen) = p.buf.freeze(p.size);
+        let held: usize = self.spare.iter().map(Frozen::capacity).sum();
+        if held + frozen.capacity() <= self.max_spare_bytes {
+            self.spare.push(frozen);
         }
+        Some(Finished { data, senders })
     }
 
     /// Called on the torrent's tick: frees the spare buffers once no block has come for
@@ -125,7 +106,10 @@ impl Assembly {
         if self.added != self.last_added.0 {
             self.last_added = (self.added, now);
         } else if now.saturating_duration_since(self.last_added.1) >= SPARE_IDLE && !self.spare.is_empty() {
-            tracing::debug!(bytes = self.spare.iter().map(|b| b.len()).sum::<usize>(), "stalled: spare buffers freed");
+            tracing::debug!(
+                bytes = self.spare.iter().map(Frozen::capacity).sum::<usize>(),
+                "stalled: spare buffers freed"
+            );
             self.drop_spare();
         }
     }
@@ -135,10 +119,16 @@ impl Assembly {
         self.spare = Vec::new();
     }
 
-    /// Bytes held in piece buffers.
+    /// Bytes held in buffers of pieces in progress.
     pub fn bytes(&self) -> usize {
         self.bytes
     }
+}
+
+/// A spare buffer of at least `size` bytes that storage no longer reads.
+fn reuse(spare: &mut Vec<Frozen>, size: usize) -> Option<PieceBuf> {
+    let i = spare.iter().position(|b| b.capacity() >= size && b.is_free())?;
+    spare.swap_remove(i).reclaim().ok()
 }
 
 #[cfg(test)]
@@ -149,6 +139,8 @@ mod tests {
         assert_eq!(super::Assembly::max_pieces(32 << 20, 16 << 20), 2);
         assert_eq!(super::Assembly::max_pieces(32 << 20, 64 << 20), 2);
         assert_eq!(super::Assembly::max_pieces(0, 0), 2);
+        // 1 MiB pieces sit in a huge page each.
+        assert_eq!(super::Assembly::max_pieces(6 << 20, 1 << 20), 3);
     }
 
     use super::*;
@@ -163,7 +155,7 @@ mod tests {
         a.add(2, 10, 4, &[5; 4], &peer(2));
         a.add(2, 10, 0, &[1; 4], &peer(1));
         a.add(2, 10, 8, &[9; 2], &peer(2));
-        assert_eq!(a.bytes(), 10);
+        assert_eq!(a.bytes(), PieceBuf::footprint(10));
         let f = a.take(2).unwrap();
         assert_eq!(&f.data[..], &[1, 1, 1, 1, 5, 5, 5, 5, 9, 9]);
         assert_eq!(f.senders, vec![peer(1), peer(2), peer(2)]);
@@ -172,64 +164,65 @@ mod tests {
     }
 
     #[test]
-    fn a_recycled_buffer_is_reused_only_when_nothing_else_holds_it() {
+    fn a_buffer_is_reused_only_once_storage_dropped_every_view_of_it() {
         let mut a = Assembly::new(4, 1 << 20);
         a.add(0, 8, 0, &[1; 4], &peer(1));
         a.add(0, 8, 4, &[2; 4], &peer(1));
         let first = a.take(0).unwrap().data;
+        let ptr = first.as_ptr();
         let held = first.clone();
-        a.recycle(first);
-        assert!(a.spare.is_empty(), "a buffer someone still reads is not reused");
-        let ptr = held.as_ptr();
-        a.recycle(held);
-        assert_eq!(a.spare.len(), 1);
+        drop(first);
+        a.add(1, 4, 0, &[9; 4], &peer(1));
+        let other = a.take(1).unwrap().data;
+        assert_ne!(other.as_ptr(), ptr, "a buffer someone still reads is not reused");
+        // `other` stays in use to the end, so the only free spare is the first buffer.
+        drop(held);
         // The next piece of the same size lands in it, every byte overwritten.
-        a.add(1, 8, 4, &[4; 4], &peer(2));
-        a.add(1, 8, 0, &[3; 4], &peer(2));
-        let second = a.take(1).unwrap().data;
+        a.add(2, 8, 4, &[4; 4], &peer(2));
+        a.add(2, 8, 0, &[3; 4], &peer(2));
+        let second = a.take(2).unwrap().data;
         assert_eq!(second.as_ptr(), ptr);
-        assert_eq!(ptr as usize % crate::storage::DIRECT_ALIGN, 0, "aligned for direct writes");
         assert_eq!(&second[..], &[3, 3, 3, 3, 4, 4, 4, 4]);
-        // A short last piece gets a buffer of its own size.
-        a.recycle(second);
-        a.add(2, 5, 4, &[6], &peer(2));
-        a.add(2, 5, 0, &[5; 4], &peer(2));
-        assert_eq!(&a.take(2).unwrap().data[..], &[5, 5, 5, 5, 6]);
-        assert_eq!(a.spare.len(), 1, "the piece-sized spare is still there");
+        drop(second);
+        // A short last piece takes a spare buffer and is only its own bytes.
+        a.add(3, 5, 4, &[6], &peer(2));
+        a.add(3, 5, 0, &[5; 4], &peer(2));
+        let last = a.take(3).unwrap().data;
+        assert_eq!(last.as_ptr(), ptr);
+        assert_eq!(&last[..], &[5, 5, 5, 5, 6]);
+        assert_eq!(&other[..], &[9; 4]);
     }
 
     #[test]
     fn spare_buffers_stay_within_the_assembly_bound_and_go_when_the_download_is_done() {
-        let mut a = Assembly::new(4, 16);
+        let mut a = Assembly::new(4, 2 * PieceBuf::footprint(8));
         for piece in 0..3 {
             a.add(piece, 8, 0, &[1; 4], &peer(1));
             a.add(piece, 8, 4, &[1; 4], &peer(1));
         }
         let done: Vec<Bytes> = (0..3).map(|p| a.take(p).unwrap().data).collect();
-        for d in done {
-            a.recycle(d);
-        }
-        assert_eq!(a.spare.len(), 2, "two 8-byte buffers fit the 16-byte bound, the third is freed");
+        drop(done);
+        assert_eq!(a.spare.len(), 2, "two buffers fit the bound, the third is freed");
         a.drop_spare();
         assert!(a.spare.is_empty());
     }
 
     #[test]
     fn spare_buffers_go_once_no_block_came_for_the_idle_time() {
-        let mut a = Assembly::new(4, 16);
+        let mut a = Assembly::new(4, 2 * PieceBuf::footprint(8));
         let t0 = Instant::now();
         a.add(0, 4, 0, &[1; 4], &peer(1));
-        let done = a.take(0).unwrap().data;
-        a.recycle(done);
+        a.add(5, 4, 0, &[1; 4], &peer(1));
+        drop((a.take(0), a.take(5)));
         a.tick(t0 + SPARE_IDLE * 2); // a block came since the last tick: the clock restarts
         a.tick(t0 + SPARE_IDLE * 3 - Duration::from_secs(1));
-        assert_eq!(a.spare.len(), 1, "kept: not idle for long enough");
-        a.add(1, 8, 0, &[1; 4], &peer(1)); // half of an 8-byte piece: the 4-byte spare stays
+        assert_eq!(a.spare.len(), 2, "kept: not idle for long enough");
+        a.add(1, 8, 0, &[1; 4], &peer(1)); // half of an 8-byte piece, in one of the spares
         a.tick(t0 + SPARE_IDLE * 3);
         a.tick(t0 + SPARE_IDLE * 4 - Duration::from_secs(1));
         assert_eq!(a.spare.len(), 1, "kept: a block came within the idle time");
         a.tick(t0 + SPARE_IDLE * 4);
         assert!(a.spare.is_empty(), "freed after the idle time without a block");
-        assert_eq!(a.bytes(), 8, "the piece in progress keeps its buffer");
+        assert_eq!(a.bytes(), PieceBuf::footprint(8), "the piece in progress keeps its buffer");
     }
 }

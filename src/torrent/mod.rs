@@ -16,6 +16,7 @@ pub mod assembly;
 pub mod dial;
 pub mod peers;
 pub mod pex;
+pub mod piece_buf;
 mod smart_ban;
 mod task;
 

@@ -42,7 +42,6 @@ use crate::types::PeerSource;
 use crate::types::BLOCK_SIZE;
 use crate::wire::{Handshake, PeerId};
 use bitvec::prelude::*;
-use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::{HashMap, HashSet};
@@ -95,8 +94,6 @@ struct Verdict {
     /// Digests of its blocks, when smart ban needs them (the piece failed, or failed before).
     digests: Option<Vec<Digest>>,
     result: Result<PieceVerdict, StorageError>,
-    /// The piece's buffer, back for reuse.
-    buffer: Option<Bytes>,
 }
 
 struct Torrent {

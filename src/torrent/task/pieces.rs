@@ -5,6 +5,7 @@ use crate::metrics::metrics;
 use crate::peer::CloseReason;
 use crate::peer::PeerCommand;
 use crate::storage::PieceVerdict;
+use crate::torrent::assembly::Finished;
 use crate::torrent::smart_ban::{block_digests, Digest};
 use crate::torrent::TorrentError;
 use crate::torrent::{Phase, TorrentEvent};
@@ -22,25 +23,23 @@ impl Torrent {
         let suspect = self.smart_ban.is_suspect(piece);
         let (storage, tx) = (self.storage.clone(), self.verdict_tx.clone());
         self.tasks.spawn(async move {
-            let result = storage.write_piece(piece, done.data.clone()).await;
+            let Finished { data, senders } = done;
+            let result = storage.write_piece(piece, data.clone()).await;
             let need = suspect || matches!(result, Ok(PieceVerdict::HashFailed));
-            let (digests, buffer) = match need {
-                true => {
-                    let data = done.data;
-                    (tokio::task::spawn_blocking(move || block_digests(&data, BLOCK_SIZE as usize)).await.ok(), None)
+            let digests = match need {
+                true => tokio::task::spawn_blocking(move || block_digests(&data, BLOCK_SIZE as usize)).await.ok(),
+                false => {
+                    drop(data); // the buffer is the assembly's again before the verdict is read
+                    None
                 }
-                false => (None, Some(done.data)),
             };
-            let _ = tx.send(Verdict { piece, senders: done.senders, digests, result, buffer }).await;
+            let _ = tx.send(Verdict { piece, senders, digests, result }).await;
         });
     }
 
     /// Returns true when the phase changed.
     pub(super) async fn on_verdict(&mut self, v: Verdict) -> bool {
         self.verifying -= 1;
-        if let Some(buffer) = v.buffer {
-            self.assembly.recycle(buffer);
-        }
         match v.result {
             Ok(PieceVerdict::Written) => {
                 self.picker.piece_verified(v.piece);
