@@ -9,8 +9,8 @@ use std::process::ExitCode;
 
 mod cli;
 
-/// With the `mimalloc` feature, mimalloc: faster and cheaper in CPU in the harness, at about
-/// twice the peak RSS (README, "Performance"). Without it, the system's allocator.
+/// With the `mimalloc` feature, mimalloc: no faster since piece buffers moved to huge pages,
+/// at about twice the peak RSS (README, "Performance"). Without it, the system's allocator.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
