@@ -16,8 +16,8 @@
 //! - a block is only handed to a peer whose bitfield has its piece;
 //! - `availability[i]` is the number of connected peers that have piece `i`.
 use bitvec::prelude::*;
-use foldhash::{HashMap, HashMapExt};
 use rand::Rng;
+use std::collections::HashMap;
 
 use crate::types::Geometry;
 use crate::types::{BlockRef, PeerKey};

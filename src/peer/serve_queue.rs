@@ -11,8 +11,7 @@
 //! happens at most once per `MAX_SERVE_QUEUE` cancellations, so a peer that floods
 //! request/cancel pairs costs constant work per message.
 use crate::types::BlockRef;
-use foldhash::{HashSet, HashSetExt};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 /// Requests one peer may have queued with us; more are refused (rejected with the fast
 /// extension). ctorrent 3.3 sends 2,560 at once for 16 MiB pieces; libtorrent accepts 2,000.

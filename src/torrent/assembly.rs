@@ -8,7 +8,7 @@
 use super::piece_buf::{Frozen, PieceBuf};
 use crate::types::PeerAddr;
 use bytes::Bytes;
-use foldhash::{HashMap, HashMapExt};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Spare buffers are freed after this long without a block, so a download that stalls does

@@ -15,7 +15,7 @@ use crate::types::BLOCK_SIZE;
 use crate::wire::extension::{ExtHandshake, SPOKEN};
 use bitvec::prelude::*;
 use bytes::Bytes;
-use foldhash::HashMap;
+use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -350,7 +350,7 @@ mod tests {
         let mut slow = test_slot(t0);
         slow.rate_down.update(1 << 20, tick);
         slow.outstanding.insert(block(0), t0);
-        let mut peers: HashMap<PeerKey, PeerSlot> = [(1, fast), (2, slow)].into_iter().collect();
+        let mut peers = HashMap::from([(1, fast), (2, slow)]);
         let at = |peers: &HashMap<PeerKey, PeerSlot>, secs| {
             overdue_at(peers, 1, t0 + Duration::from_secs(secs)).map(|f| f(2, block(0)))
         };
