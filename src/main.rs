@@ -9,12 +9,6 @@ use std::process::ExitCode;
 
 mod cli;
 
-/// With the `mimalloc` feature, mimalloc: no faster since piece buffers moved to huge pages,
-/// at about twice the peak RSS (README, "Performance"). Without it, the system's allocator.
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
