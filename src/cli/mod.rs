@@ -101,8 +101,8 @@ fn block_on(command: impl std::future::Future<Output = anyhow::Result<()>>) -> a
 ///
 /// `download` and `seed` run on one worker: the peer tasks and the torrent task then hand blocks
 /// to each other on one thread instead of waking a second one, while hashing and disk I/O still
-/// run on the blocking pool. Measured against one worker per core, that spent less CPU per GiB
-/// in every harness round and moved as much or more (README, Performance).
+/// run on the blocking pool. Against one worker per core that spent less CPU per GiB in the
+/// harness and moved as much, except on tmpfs (README, Performance).
 fn block_on_workers(
     command: impl std::future::Future<Output = anyhow::Result<()>>,
     workers: Option<usize>,
