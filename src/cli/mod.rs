@@ -102,7 +102,7 @@ fn block_on(command: impl std::future::Future<Output = anyhow::Result<()>>) -> a
 /// `download` and `seed` run on one worker: the peer tasks and the torrent task then hand blocks
 /// to each other on one thread instead of waking a second one, while hashing and disk I/O still
 /// run on the blocking pool. Against one worker per core that spent less CPU per GiB in the
-/// harness and moved as much, except on tmpfs (README, Performance).
+/// harness and moved as much, except on tmpfs (`docs/performance-log.md`, 2026-12-07).
 fn block_on_workers(
     command: impl std::future::Future<Output = anyhow::Result<()>>,
     workers: Option<usize>,

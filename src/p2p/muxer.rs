@@ -6,7 +6,7 @@
 //! reader: for a bulk transfer (a peer's blocks) 65,536 of each per GiB, on top of the frames'
 //! headers. With frames of up to 256 KiB, `shoal bench --transport libp2p` spends about 7 %
 //! less CPU per GiB (five interleaved rounds against the stock muxer: medians 2.39 against 2.57
-//! CPU s per GiB, 693 against 652 MiB/s; the README has the other runs).
+//! CPU s per GiB, 693 against 652 MiB/s; `docs/performance-log.md` has the other runs).
 //!
 //! The wire protocol is unchanged. A frame never carries more than the receiver's window has
 //! granted (yamux cuts every write at the credit it holds), so every yamux implementation

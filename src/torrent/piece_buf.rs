@@ -4,9 +4,9 @@
 //!
 //! Why huge pages: a direct write pins and describes every page of its buffer, and a 1 MiB
 //! piece is 256 pages of 4 KiB but one huge page. In the harness (1 GiB from one libtorrent
-//! seeder) the leecher's system time fell from 0.7–1.7 s to 0.5–0.7 s with them (README,
-//! Performance). Smaller pieces would leave more than half of their mapping unused, so they
-//! stay on the heap.
+//! seeder) the leecher's system time fell from 0.7–1.7 s to 0.5–0.7 s with them
+//! (`docs/performance-log.md`). Smaller pieces would leave more than half of their mapping
+//! unused, so they stay on the heap.
 //!
 //! A [`PieceBuf`] is writable and has one owner. [`PieceBuf::freeze`] turns it into
 //! [`Bytes`] views for storage and a [`Frozen`] handle, which becomes a `PieceBuf` again once
